@@ -1,0 +1,127 @@
+# luagent -- build, test, benchmark, install.
+#   make run     the main job: scripts/quickstart.lua on the mock provider
+#   make test    the whole suite (C unit tests, busted specs, embedding host)
+#   make asan    the whole suite under AddressSanitizer + UBSan
+#   make bench   benchmarks (see bench/RESULTS.md)
+#   make fuzz    short libFuzzer runs of the parsers (clang)
+#   make deps    installs the Debian packages that are missing (root)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+LUA     ?= lua5.4
+PKGS    := lua5.4 libuv libcurl
+DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
+           lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
+           clang procps tmux
+
+OPT       ?= -O2 -g
+SANITIZE  ?=
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
+             $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
+LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
+
+CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
+             runtime/http.c runtime/sse.c
+CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
+LUA_SRC   := $(shell find lua -name '*.lua' | sort)
+MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
+
+BIN  := $(BUILD)/luagent
+LIB  := $(BUILD)/libluagent.a
+SO   := $(BUILD)/luagent.so
+MOCK := $(BUILD)/mockllm
+HOST := $(BUILD)/frame_host
+TSSE := $(BUILD)/test_sse
+
+.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+
+all: $(BIN) $(LIB) $(SO)
+
+tools: $(MOCK) $(HOST) $(TSSE)
+
+$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/sse.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/embedded.c: tools/embed.lua $(LUA_SRC)
+	@mkdir -p $(BUILD)
+	$(LUA) tools/embed.lua $@ lua $(LUA_SRC)
+
+$(BUILD)/obj/embedded.o: $(BUILD)/embedded.c runtime/la.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iruntime -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/main.o $(LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm -Wl,-E
+
+$(SO): $(CORE_OBJ)
+	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
+	  $(shell pkg-config --libs libuv libcurl) -lm
+
+$(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $(MOCK_SRC) \
+	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
+
+$(HOST): examples/frame_host.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+$(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
+
+# ---- the main job -------------------------------------------------------
+run: deps all
+	$(BIN) scripts/quickstart.lua
+
+# ---- tests ---------------------------------------------------------------
+# Specs start their own servers (build/mockllm) on free loopback ports.
+test: deps all tools
+	@BUILD=$(BUILD) sh spec/run.sh
+
+asan:
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+bench: deps all tools
+	@BUILD=$(BUILD) sh bench/run.sh
+
+fuzz:
+	@mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/sse.c \
+	  fuzz/fuzz_frame.c -o $(BUILD)/fuzz/fuzz_frame
+	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus fuzz/corpus/frame
+
+# ---- install ---------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/luagent
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libluagent.a
+	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so
+	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+
+clean:
+	rm -rf build
+
+# Installs the Debian packages that are missing (needs root).
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi

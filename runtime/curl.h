@@ -1,0 +1,40 @@
+/*
+** curl.h -- the runtime's one CURLM, driven by the libuv loop.
+*/
+#ifndef LA_CURL_H
+#define LA_CURL_H
+
+#include <curl/curl.h>
+
+#include "la.h"
+
+/* Called once per finished transfer, after curl_multi_remove_handle, from
+** the multi's message drain (never from inside a libcurl callback). */
+typedef void (*la_curl_done_fn)(void *xfer, CURLcode result);
+
+typedef struct la_curl {
+  la_runtime_t *rt;
+  CURLM *multi;
+  uv_timer_t *timer;          /* curl's single timeout (malloc'd) */
+  la_curl_done_fn done;       /* the transfer layer's completion hook */
+  int active;                 /* easy handles in the multi */
+} la_curl_t;
+
+/* The runtime's multi, made on first use (curl_global_init included, so a
+** script that never does HTTP never pays for TLS start-up). */
+la_curl_t *la_curl_get(la_runtime_t *rt);
+
+/* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi. */
+int  la_curl_add(la_curl_t *c, CURL *easy);
+
+/* Removes easy from the multi now. Must not be called from inside a
+** libcurl callback; every caller runs from Lua or a uv callback. */
+void la_curl_remove(la_curl_t *c, CURL *easy);
+
+/* Frees the multi and its handles (runtime close). */
+void la_curl_free(la_runtime_t *rt);
+
+/* require "luagent.http.core" (http.c) */
+int  la_curl_open(lua_State *L);
+
+#endif

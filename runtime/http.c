@@ -1,0 +1,706 @@
+/*
+** http.c -- one HTTP transfer and its Lua face (module luagent.http.core).
+**
+**   request{url=, method=, headers=, body=, stream=, framing=,
+**           connect_timeout=, first_event_timeout=, idle_timeout=,
+**           timeout=, max_event=, max_body=, ca_file=, redirects=}
+**     -> resp | nil, err          suspends until status and headers
+**   resp.status, resp.headers (lower-case names)
+**   resp:read() -> data, event, id | nil (end) | nil, err     (stream)
+**   resp:body() -> string | nil, err                          (whole)
+**   resp:close()                 also __close and __gc
+**
+** libcurl callbacks only append to C buffers and wake the waiting task;
+** they never touch a lua_State. Complete events are queued in C memory;
+** when the queue passes HIGH_WATER bytes the transfer pauses
+** (CURL_WRITEFUNC_PAUSE) until the reader drains it below LOW_WATER.
+*/
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "curl.h"
+#include "sse.h"
+
+#define HTTP_MT     "luagent.Http"
+#define HIGH_WATER  (1u << 20)
+#define LOW_WATER   (256u << 10)
+#define MAX_HEADERS (256u << 10)
+#define DEF_MAX_BODY ((size_t)64 << 20)
+
+/* One complete event, queued until the reader takes it. */
+typedef struct ev {
+  struct ev *next;
+  size_t data_len, event_len, id_len;
+  char buf[];                 /* data, then event name, then id */
+} ev_t;
+
+typedef enum { E_NONE, E_CURL, E_TIMEOUT, E_TOOBIG, E_BODYCAP, E_HEADERS,
+               E_CANCELLED } err_t;
+typedef enum { W_NONE, W_HEADERS, W_EVENT, W_BODY } wait_t;
+
+typedef struct xfer {
+  la_runtime_t *rt;
+  CURL *easy;                 /* NULL once cleaned up */
+  struct curl_slist *hdrs;    /* request headers */
+  la_task_t *waiter;          /* the task suspended on us, if any */
+  wait_t wait;                /* what it waits for */
+  int in_multi;               /* easy is in the multi */
+  int done;                   /* finished, failed or aborted */
+  int headers_done;           /* final response's header block complete */
+  int stream, framed, paused;
+  long status;
+  char *hbuf;                 /* raw header lines of the final response */
+  size_t hlen, hcap;
+  la_frame_t frame;           /* body framing (stream + framed) */
+  ev_t *q_head, *q_tail;      /* complete events not yet read */
+  size_t q_bytes;
+  char *body;                 /* whole body (not stream) */
+  size_t blen, bcap, max_body;
+  err_t err;
+  CURLcode result;
+  int eof_incomplete;         /* SSE body ended inside an event */
+  const char *timeout_name;   /* "first_event", "idle", "total" */
+  double timeout_s;
+  uv_timer_t *timer;          /* our deadlines (malloc'd) */
+  uint64_t t_start, t_last;   /* loop ms: request start, last event */
+  uint64_t to_first, to_idle, to_total, to_connect;   /* ms, 0 = off */
+  int got_body;
+  char errbuf[CURL_ERROR_SIZE];
+} xfer_t;
+
+static void x_wake(xfer_t *x, wait_t why);
+
+/* ================================================================== */
+/* Event queue                                                         */
+/* ================================================================== */
+
+static int q_push(xfer_t *x, const char *d, size_t dl, const char *e,
+                  size_t el, const char *id, size_t il) {
+  ev_t *ev = malloc(sizeof *ev + dl + el + il);
+  if (!ev) return -1;
+  ev->next = NULL;
+  ev->data_len = dl; ev->event_len = el; ev->id_len = il;
+  if (dl) memcpy(ev->buf, d, dl);
+  if (el) memcpy(ev->buf + dl, e, el);
+  if (il) memcpy(ev->buf + dl + el, id, il);
+  if (x->q_tail) x->q_tail->next = ev; else x->q_head = ev;
+  x->q_tail = ev;
+  x->q_bytes += dl + el + il + sizeof *ev;
+  return 0;
+}
+
+static ev_t *q_pop(xfer_t *x) {
+  ev_t *ev = x->q_head;
+  if (!ev) return NULL;
+  x->q_head = ev->next;
+  if (!x->q_head) x->q_tail = NULL;
+  x->q_bytes -= ev->data_len + ev->event_len + ev->id_len + sizeof *ev;
+  return ev;
+}
+
+static void q_clear(xfer_t *x) {
+  ev_t *ev;
+  while ((ev = q_pop(x))) free(ev);
+}
+
+/* Moves every complete framed event into the queue. */
+static int drain_frames(xfer_t *x, int eof) {
+  la_frame_event_t fe;
+  int rc;
+  while ((rc = eof ? la_frame_eof(&x->frame, &fe)
+                   : la_frame_next(&x->frame, &fe)) == LA_FRAME_EVENT) {
+    if (q_push(x, fe.data, fe.data_len, fe.event, fe.event_len,
+               fe.id, fe.id_len) != 0)
+      return LA_FRAME_ENOMEM;
+    x->t_last = uv_now(x->rt->loop);
+  }
+  return rc;
+}
+
+/* ================================================================== */
+/* libcurl callbacks: C buffers only                                   */
+/* ================================================================== */
+
+static int grow(char **p, size_t *cap, size_t need) {
+  size_t c = *cap ? *cap : 1024;
+  char *np;
+  if (need <= *cap) return 0;
+  while (c < need) c *= 2;
+  np = realloc(*p, c);
+  if (!np) return -1;
+  *p = np;
+  *cap = c;
+  return 0;
+}
+
+static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
+  xfer_t *x = ud;
+  size_t n = sz * nm;
+  if (x->headers_done) return n;                 /* trailers */
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) { x->hlen = 0; return n; }
+  if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    if (x->status >= 100 && x->status < 200) return n;   /* 100-continue */
+    x->headers_done = 1;
+    x_wake(x, W_HEADERS);
+    return n;
+  }
+  if (x->hlen + n > MAX_HEADERS || grow(&x->hbuf, &x->hcap, x->hlen + n)) {
+    x->err = E_HEADERS;
+    return 0;
+  }
+  memcpy(x->hbuf + x->hlen, p, n);
+  x->hlen += n;
+  return n;
+}
+
+static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
+  xfer_t *x = ud;
+  size_t n = sz * nm;
+  if (!x->got_body) { x->got_body = 1; x->t_last = uv_now(x->rt->loop); }
+  if (!x->stream) {
+    if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return 0; }
+    if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return 0; }
+    memcpy(x->body + x->blen, p, n);
+    x->blen += n;
+    x->t_last = uv_now(x->rt->loop);
+    return n;
+  }
+  if (x->q_bytes > HIGH_WATER) { x->paused = 1; return CURL_WRITEFUNC_PAUSE; }
+  if (!x->framed) {
+    if (q_push(x, p, n, NULL, 0, NULL, 0)) { x->err = E_TOOBIG; return 0; }
+    x->t_last = uv_now(x->rt->loop);
+  } else if (la_frame_feed(&x->frame, p, n) < 0 || drain_frames(x, 0) < 0) {
+    x->err = E_TOOBIG;
+    return 0;
+  }
+  if (x->q_head) x_wake(x, W_EVENT);
+  return n;
+}
+
+/* ================================================================== */
+/* Completion, deadlines, abort                                        */
+/* ================================================================== */
+
+static void x_wake(xfer_t *x, wait_t why) {
+  la_task_t *t = x->waiter;
+  if (!t) return;
+  if (why != W_NONE && x->wait != why && !(x->wait == W_EVENT && why == W_BODY))
+    return;
+  x->waiter = NULL;
+  x->wait = W_NONE;
+  la_task_wake(t);
+}
+
+static void x_release_easy(xfer_t *x) {
+  if (x->easy) { curl_easy_cleanup(x->easy); x->easy = NULL; }
+  if (x->hdrs) { curl_slist_free_all(x->hdrs); x->hdrs = NULL; }
+  if (x->timer) {
+    uv_close((uv_handle_t *)x->timer, la_close_free_cb);
+    x->timer = NULL;
+  }
+}
+
+/* Marks the transfer finished and wakes whoever waits, whatever for. */
+static void x_finish(xfer_t *x) {
+  x->done = 1;
+  x->headers_done = 1;
+  x_release_easy(x);
+  x_wake(x, W_NONE);
+}
+
+/* The multi reports the transfer finished (outside curl callbacks). */
+static void done_cb(void *ud, CURLcode res) {
+  xfer_t *x = ud;
+  x->in_multi = 0;
+  x->result = res;
+  if (res == CURLE_OK && x->stream && x->framed && x->err == E_NONE) {
+    int rc = drain_frames(x, 1);
+    if (rc == LA_FRAME_EINCOMPLETE) x->eof_incomplete = 1;
+  } else if (res != CURLE_OK && x->err == E_NONE) {
+    x->err = E_CURL;
+  }
+  x_finish(x);
+}
+
+/* Stops the transfer now (cancel, close, deadline). */
+static void x_abort(xfer_t *x, err_t why) {
+  if (x->done) return;
+  if (x->in_multi) {
+    la_curl_remove(x->rt->curl, x->easy);
+    x->in_multi = 0;
+  }
+  if (x->err == E_NONE) x->err = why;
+  x_finish(x);
+}
+
+static void arm(xfer_t *x, uint64_t now);
+
+static void deadline_cb(uv_timer_t *h) {
+  xfer_t *x = h->data;
+  uint64_t now = uv_now(x->rt->loop);
+  const char *which = NULL;
+  uint64_t limit = 0;
+  if (x->to_total && now - x->t_start >= x->to_total) {
+    which = "total"; limit = x->to_total;
+  } else if (!x->got_body && x->to_first && now - x->t_start >= x->to_first) {
+    which = "first_event"; limit = x->to_first;
+  } else if (x->got_body && !x->paused && x->to_idle &&
+             now - x->t_last >= x->to_idle) {
+    which = "idle"; limit = x->to_idle;
+  }
+  if (!which) { arm(x, now); return; }
+  x->timeout_name = which;
+  x->timeout_s = (double)limit / 1000.0;
+  x_abort(x, E_TIMEOUT);
+}
+
+/* (Re)arms the deadline timer for the nearest deadline still ahead. The
+** idle deadline is checked lazily: events only move t_last. */
+static void arm(xfer_t *x, uint64_t now) {
+  uint64_t next = UINT64_MAX, d;
+  if (!x->timer) return;
+  if (x->to_total) {
+    d = x->t_start + x->to_total;
+    if (d < next) next = d;
+  }
+  if (!x->got_body && x->to_first) {
+    d = x->t_start + x->to_first;
+    if (d < next) next = d;
+  } else if (x->got_body && x->to_idle) {
+    d = x->t_last + x->to_idle;
+    if (d < next) next = d;
+  }
+  if (x->got_body && !x->to_total && !x->to_idle) return;
+  if (next == UINT64_MAX) return;
+  uv_timer_start(x->timer, deadline_cb, next > now ? next - now : 0, 0);
+}
+
+/* ================================================================== */
+/* Errors                                                              */
+/* ================================================================== */
+
+/* Pushes nil and the error object describing why x failed. */
+static int push_error(lua_State *L, xfer_t *x) {
+  lua_pushnil(L);
+  switch (x->err) {
+    case E_TIMEOUT:
+      la_error_push(L, "Timeout", "%s timeout: no %s within %.3g s",
+                    x->timeout_name,
+                    strcmp(x->timeout_name, "idle") == 0 ? "new event" :
+                    strcmp(x->timeout_name, "total") == 0 ? "end of response"
+                                                          : "response body",
+                    x->timeout_s);
+      lua_pushstring(L, x->timeout_name);
+      lua_setfield(L, -2, "timeout");
+      break;
+    case E_TOOBIG:
+      la_error_push(L, "APIError", "stream event larger than max_event "
+                    "(%d bytes); transfer aborted", (int)x->frame.max_event);
+      break;
+    case E_BODYCAP:
+      la_error_push(L, "APIError", "response body larger than max_body "
+                    "(%d bytes); transfer aborted", (int)x->max_body);
+      break;
+    case E_HEADERS:
+      la_error_push(L, "APIConnectionError", "response headers too large");
+      break;
+    case E_CANCELLED:
+      la_error_push(L, "Cancelled", "transfer closed");
+      break;
+    default:
+      if (x->result == CURLE_OPERATION_TIMEDOUT) {
+        la_error_push(L, "Timeout", "connect timeout: %s", x->errbuf);
+        lua_pushliteral(L, "connect");
+        lua_setfield(L, -2, "timeout");
+      } else {
+        la_error_push(L, "APIConnectionError", "%s",
+                      x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+      }
+  }
+  if (x->status) {
+    lua_pushinteger(L, x->status);
+    lua_setfield(L, -2, "status");
+  }
+  return 2;
+}
+
+/* ================================================================== */
+/* request                                                             */
+/* ================================================================== */
+
+/* Reads an optional number of seconds from opts[key] as ms (0 = off). */
+static uint64_t opt_ms(lua_State *L, const char *key, double def) {
+  double s = def;
+  lua_getfield(L, 1, key);
+  if (lua_toboolean(L, -1) == 0 && !lua_isnil(L, -1)) s = 0;   /* false */
+  else if (!lua_isnil(L, -1)) {
+    if (!lua_isnumber(L, -1))
+      luaL_error(L, "http.request: %s must be a number of seconds", key);
+    s = lua_tonumber(L, -1);
+    if (!(s >= 0)) luaL_error(L, "http.request: %s must be >= 0", key);
+  }
+  lua_pop(L, 1);
+  return (uint64_t)(s * 1000.0 + 0.5);
+}
+
+static const char *opt_str(lua_State *L, const char *key, const char *def) {
+  const char *v;
+  lua_getfield(L, 1, key);
+  v = lua_isnil(L, -1) ? def : lua_tostring(L, -1);
+  if (!v && !lua_isnil(L, -1))
+    luaL_error(L, "http.request: %s must be a string", key);
+  lua_pop(L, 1);   /* the table keeps the string alive */
+  return v;
+}
+
+static int has_ctl(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
+  return 0;
+}
+
+/* Builds the header list from opts.headers (name -> value). */
+static void set_headers(lua_State *L, xfer_t *x) {
+  lua_getfield(L, 1, "headers");
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      size_t nl, vl;
+      const char *k, *v, *line;
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+        luaL_error(L, "http.request: header names and values must be strings");
+      k = lua_tolstring(L, -2, &nl);
+      v = lua_tolstring(L, -1, &vl);
+      if (nl == 0 || has_ctl(k, nl) || has_ctl(v, vl) || memchr(k, ':', nl))
+        luaL_error(L, "http.request: header '%s' has a forbidden character "
+                      "(CR, LF, NUL or ':' in the name)", has_ctl(k, nl) ? "?" : k);
+      line = vl ? lua_pushfstring(L, "%s: %s", k, v)
+                : lua_pushfstring(L, "%s;", k);
+      x->hdrs = curl_slist_append(x->hdrs, line);
+      lua_pop(L, 2);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    luaL_error(L, "http.request: headers must be a table");
+  }
+  lua_pop(L, 1);
+  /* curl adds "Expect: 100-continue" to large bodies; LLM APIs never
+  ** need the extra round trip. */
+  x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+}
+
+static int url_ok(const char *u) {
+  return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
+}
+
+/* Sets every libcurl option from the opts table at index 1. */
+static void configure(lua_State *L, xfer_t *x) {
+  CURL *e = x->easy;
+  const char *url = opt_str(L, "url", NULL), *method, *ca, *framing;
+  size_t blen = 0;
+  const char *body;
+  if (!url) luaL_error(L, "http.request: url is required");
+  if (!url_ok(url)) luaL_error(L, "http.request: only http:// and https:// URLs");
+  lua_getfield(L, 1, "body");
+  body = lua_tolstring(L, -1, &blen);
+  lua_pop(L, 1);
+  method = opt_str(L, "method", body ? "POST" : "GET");
+  lua_getfield(L, 1, "stream");
+  x->stream = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  framing = opt_str(L, "framing", "sse");
+  if (x->stream && strcmp(framing, "none") != 0) {
+    size_t max_ev;
+    lua_getfield(L, 1, "max_event");
+    max_ev = (size_t)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+    x->framed = 1;
+    la_frame_init(&x->frame, strcmp(framing, "ndjson") == 0 ? LA_FRAME_NDJSON
+                                                            : LA_FRAME_SSE, max_ev);
+  }
+  lua_getfield(L, 1, "max_body");
+  x->max_body = (size_t)luaL_optinteger(L, -1, (lua_Integer)DEF_MAX_BODY);
+  lua_pop(L, 1);
+  set_headers(L, x);
+  x->to_connect = opt_ms(L, "connect_timeout", 10);
+  x->to_first = opt_ms(L, "first_event_timeout", 600);
+  x->to_idle = opt_ms(L, "idle_timeout", 600);
+  x->to_total = opt_ms(L, "timeout", 0);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  if (body) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+  } else if (strcmp(method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  }
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)x->to_connect);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);   /* never switchable */
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  ca = opt_str(L, "ca_file", NULL);
+  if (ca) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+  lua_getfield(L, 1, "redirects");
+  if (lua_toboolean(L, -1)) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  }
+  lua_pop(L, 1);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+}
+
+static int http_push(lua_State *co, la_task_t *t) {
+  (void)co; (void)t;
+  return 0;
+}
+
+static void http_cancel(la_task_t *t) {
+  xfer_t *x = t->ctx;
+  x->waiter = NULL;
+  x->wait = W_NONE;
+  x_abort(x, E_CANCELLED);
+}
+
+static const la_wait_ops_t http_ops = {"http", http_push, http_cancel};
+
+static xfer_t *check_x(lua_State *L) {
+  return luaL_checkudata(L, 1, HTTP_MT);
+}
+
+/* Suspends the current task on x until `why`. */
+static int wait_on(lua_State *L, xfer_t *x, wait_t why, lua_KFunction k,
+                   const char *fname) {
+  la_task_t *t = la_task_current(L, fname);
+  if (x->waiter) return luaL_error(L, "%s: busy (another task is reading)", fname);
+  x->waiter = t;
+  x->wait = why;
+  return la_suspend_k(L, t, &http_ops, x, k);
+}
+
+static int request_k(lua_State *L, int status, lua_KContext base) {
+  xfer_t *x;
+  (void)status;
+  la_resume_check(L, base);
+  lua_settop(L, 2);
+  x = lua_touserdata(L, 2);
+  if (!x->headers_done) return wait_on(L, x, W_HEADERS, request_k, "http.request");
+  if (x->err != E_NONE && x->status == 0) return push_error(L, x);
+  return 1;   /* the response object */
+}
+
+/* http.request(opts) -> resp | nil, err */
+static int l_request(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  la_curl_t *c;
+  xfer_t *x;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  la_task_current(L, "http.request");
+  lua_settop(L, 1);
+  x = lua_newuserdatauv(L, sizeof *x, 1);
+  memset(x, 0, sizeof *x);
+  x->rt = rt;
+  luaL_setmetatable(L, HTTP_MT);
+  rt->xfers++;
+  c = la_curl_get(rt);
+  if (!c) return luaL_error(L, "http.request: cannot initialise libcurl");
+  c->done = done_cb;
+  x->easy = curl_easy_init();
+  if (!x->easy) return luaL_error(L, "http.request: out of memory");
+  configure(L, x);
+  x->timer = malloc(sizeof *x->timer);
+  if (!x->timer) return luaL_error(L, "http.request: out of memory");
+  uv_timer_init(rt->loop, x->timer);
+  x->timer->data = x;
+  rt->handles++;
+  x->t_start = uv_now(rt->loop);
+  if (la_curl_add(c, x->easy) != 0)
+    return luaL_error(L, "http.request: cannot add transfer");
+  x->in_multi = 1;
+  arm(x, x->t_start);
+  return request_k(L, LUA_OK, 1);
+}
+
+/* ================================================================== */
+/* Response methods                                                    */
+/* ================================================================== */
+
+/* Builds the headers table (lower-case names; repeats joined by ", "). */
+static void push_headers(lua_State *L, xfer_t *x) {
+  size_t i = 0;
+  lua_newtable(L);
+  while (i < x->hlen) {
+    const char *line = x->hbuf + i, *end = memchr(line, '\n', x->hlen - i);
+    const char *colon, *v, *ve;
+    size_t ll = end ? (size_t)(end - line) : x->hlen - i;
+    i += ll + 1;
+    colon = memchr(line, ':', ll);
+    if (!colon) continue;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (v = line; v < colon; v++) luaL_addchar(&b, (char)tolower((unsigned char)*v));
+    luaL_pushresult(&b);
+    for (v = colon + 1; v < line + ll && (*v == ' ' || *v == '\t'); v++) {}
+    for (ve = line + ll; ve > v && (ve[-1] == '\r' || ve[-1] == ' '); ve--) {}
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, v, (size_t)(ve - v));
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, v, (size_t)(ve - v));
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* resp.status, resp.headers, and the methods. */
+static int x_index(lua_State *L) {
+  xfer_t *x = check_x(L);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "status") == 0) { lua_pushinteger(L, x->status); return 1; }
+  if (strcmp(k, "headers") == 0) {
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) return 1;
+    lua_pop(L, 1);
+    push_headers(L, x);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+    return 1;
+  }
+  luaL_getmetafield(L, 1, "methods");
+  lua_getfield(L, -1, k);
+  return 1;
+}
+
+/* Resumes a paused transfer once the reader has caught up. */
+static void maybe_unpause(xfer_t *x) {
+  if (x->paused && !x->done && x->q_bytes < LOW_WATER) {
+    x->paused = 0;
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);   /* may call write_cb */
+  }
+}
+
+static int read_k(lua_State *L, int status, lua_KContext base) {
+  xfer_t *x;
+  ev_t *ev;
+  (void)status;
+  la_resume_check(L, base);
+  lua_settop(L, 1);
+  x = lua_touserdata(L, 1);
+  if ((ev = q_pop(x))) {
+    lua_pushlstring(L, ev->buf, ev->data_len);
+    if (ev->event_len) lua_pushlstring(L, ev->buf + ev->data_len, ev->event_len);
+    else lua_pushnil(L);
+    if (ev->id_len)
+      lua_pushlstring(L, ev->buf + ev->data_len + ev->event_len, ev->id_len);
+    else lua_pushnil(L);
+    free(ev);
+    maybe_unpause(x);
+    return 3;
+  }
+  if (x->done) {
+    if (x->err != E_NONE) return push_error(L, x);
+    if (x->eof_incomplete) {
+      lua_pushnil(L);
+      la_error_push(L, "StreamIncomplete", "stream ended inside an event "
+                    "(the partial event was discarded)");
+      return 2;
+    }
+    lua_pushnil(L);
+    return 1;
+  }
+  maybe_unpause(x);
+  if (x->q_head) return read_k(L, LUA_OK, 1);    /* unpause delivered */
+  return wait_on(L, x, W_EVENT, read_k, "resp:read");
+}
+
+/* resp:read() -> data, event, id | nil | nil, err */
+static int x_read(lua_State *L) {
+  xfer_t *x = check_x(L);
+  if (!x->stream) return luaL_error(L, "resp:read: not a stream (use resp:body())");
+  lua_settop(L, 1);
+  return read_k(L, LUA_OK, 1);
+}
+
+static int body_k(lua_State *L, int status, lua_KContext base) {
+  xfer_t *x;
+  (void)status;
+  la_resume_check(L, base);
+  lua_settop(L, 1);
+  x = lua_touserdata(L, 1);
+  if (!x->done) return wait_on(L, x, W_BODY, body_k, "resp:body");
+  if (x->err != E_NONE) return push_error(L, x);
+  lua_pushlstring(L, x->body ? x->body : "", x->blen);
+  return 1;
+}
+
+/* resp:body() -> the whole body | nil, err */
+static int x_body(lua_State *L) {
+  xfer_t *x = check_x(L);
+  if (x->stream) return luaL_error(L, "resp:body: a stream (use resp:read())");
+  lua_settop(L, 1);
+  return body_k(L, LUA_OK, 1);
+}
+
+/* resp:close(): ends the transfer now and frees its buffers; idempotent.
+** Also __close and __gc. */
+static int x_close(lua_State *L) {
+  xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
+  if (!x->rt) return 0;
+  if (x->waiter) {            /* another task waits: it gets the error */
+    x_abort(x, E_CANCELLED);
+    return 0;
+  }
+  x_abort(x, E_CANCELLED);
+  x_release_easy(x);
+  q_clear(x);
+  la_frame_free(&x->frame);
+  free(x->hbuf); x->hbuf = NULL;
+  free(x->body); x->body = NULL;
+  x->rt->xfers--;
+  x->rt = NULL;
+  return 0;
+}
+
+static int x_gc(lua_State *L) {
+  xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
+  x->waiter = NULL;           /* a collected object has no waiter left */
+  return x_close(L);
+}
+
+static const luaL_Reg x_methods[] = {
+  {"read", x_read}, {"body", x_body}, {"close", x_close}, {NULL, NULL}
+};
+
+/* require "luagent.http.core" */
+int la_curl_open(lua_State *L) {
+  luaL_newmetatable(L, HTTP_MT);
+  lua_pushcfunction(L, x_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, x_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, x_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_newtable(L);
+  luaL_setfuncs(L, x_methods, 0);
+  lua_setfield(L, -2, "methods");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, l_request, 1);
+  lua_setfield(L, -2, "request");
+  return 1;
+}

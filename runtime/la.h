@@ -1,0 +1,161 @@
+/*
+** la.h -- internal interfaces shared by the runtime's C files.
+**
+** The suspension protocol (see DESIGN.md "C side in one paragraph"):
+**   1. A primitive running in a task calls la_suspend(L, task, ops, ctx);
+**      that yields the task with the SUSPEND sentinel.
+**   2. The I/O it started completes in a uv or curl callback, which never
+**      touches Lua: it records the outcome in C memory and calls
+**      la_task_wake(task).
+**   3. At a safe point (the loop's check phase) the scheduler calls
+**      ops->push(co, task) to build the primitive's results on the task's
+**      stack and resumes it; the primitive returns those results.
+**   Cancelling a waiting task calls ops->cancel(task) instead, which must
+**   stop the I/O at once without touching Lua; the task then resumes with a
+**   Cancelled error raised at the suspension point.
+*/
+#ifndef LA_H
+#define LA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "luagent.h"
+
+#define LA_TASK_MT  "luagent.Task"
+#define LA_COND_MT  "luagent.Cond"
+#define LA_ERROR_MT "luagent.Error"   /* registry key of errors.mt (set by Lua) */
+
+typedef struct la_task la_task_t;
+typedef struct la_node la_node_t;
+
+/* How a suspended task is resumed or abandoned; one static table per kind
+** of wait (sleep, await, cond, http...). */
+typedef struct la_wait_ops {
+  const char *name;                            /* for debugging: "sleep" ... */
+  int  (*push)(lua_State *co, la_task_t *t);   /* build results; may raise */
+  void (*cancel)(la_task_t *t);                /* stop the I/O; no Lua */
+} la_wait_ops_t;
+
+/* Intrusive doubly linked list node / head (a wait queue). */
+struct la_node {
+  la_node_t *prev, *next;
+};
+
+typedef enum {
+  LA_T_READY,     /* queued to start or to resume */
+  LA_T_RUNNING,   /* inside lua_resume */
+  LA_T_WAITING,   /* suspended on ops/ctx */
+  LA_T_DONE,      /* returned; results on co's stack */
+  LA_T_FAILED,    /* raised; [error, traceback] on co's stack */
+  LA_T_CANCELLED  /* ended by cancellation; [error, traceback] on co */
+} la_task_state_t;
+
+typedef enum {
+  LA_R_START,     /* first resume: fn and args are on co */
+  LA_R_WAKE,      /* the wait completed: call ops->push */
+  LA_R_RAISE      /* raise Cancelled at the suspension point */
+} la_resume_t;
+
+struct la_task {
+  la_runtime_t *rt;
+  lua_State *co;              /* the coroutine running the task body */
+  int ref;                    /* registry anchor while alive, else LUA_NOREF */
+  la_task_state_t state;
+  la_resume_t resume;         /* what the next resume does */
+  int nargs;                  /* values on co for LA_R_START, results when done */
+  unsigned cancel_pending:1;  /* raise Cancelled at the next suspension */
+  unsigned cancelled:1;       /* cancel() was requested at least once */
+  unsigned retrieved:1;       /* someone awaited the outcome */
+  unsigned reported:1;        /* failure already printed */
+  unsigned timed_out:1;       /* the wait's deadline fired */
+  uint64_t id;                /* sequence number, for messages */
+  la_task_t *next_ready;      /* ready queue link */
+  int in_ready;               /* 1 while in the ready queue */
+  const la_wait_ops_t *ops;   /* current wait, when WAITING / woken */
+  void *ctx;                  /* the wait's own data */
+  la_node_t node;             /* link in a wait queue (await, cond) */
+  la_node_t link;             /* link in rt->all while alive */
+  la_node_t awaiters;         /* tasks awaiting this one */
+  uv_timer_t *timer;          /* lazily made; sleeps and deadlines */
+};
+
+struct la_runtime {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;         /* used when the runtime owns its loop */
+  int owns_loop;
+  int owns_state;             /* la_open made L (vs luaopen_luagent) */
+  lua_State *L;               /* main state */
+  uv_check_t check;           /* drains the ready queue after I/O */
+  uv_idle_t idle;             /* keeps poll from blocking while tasks are ready */
+  int idle_on;
+  la_task_t *ready_head, *ready_tail;
+  la_task_t *current;         /* task inside lua_resume, or NULL */
+  int running;                /* inside la_run (guards re-entry) */
+  int closing;
+  uint64_t next_id;
+  int tasks;                  /* alive tasks */
+  int failed;                 /* tasks ended by an uncaught error */
+  long handles;               /* uv handles open (debug counter) */
+  long refs;                  /* registry refs held (debug counter) */
+  long xfers;                 /* HTTP transfer objects alive (debug) */
+  la_node_t all;              /* every live task (cancel-all on Ctrl-C) */
+  struct la_curl *curl;       /* lazily made by curl.c */
+};
+
+/* ---- lists --------------------------------------------------------- */
+static inline void la_list_init(la_node_t *h) { h->prev = h->next = h; }
+static inline int  la_list_empty(const la_node_t *h) { return h->next == h; }
+static inline void la_list_push(la_node_t *h, la_node_t *n) {
+  n->prev = h->prev; n->next = h; h->prev->next = n; h->prev = n;
+}
+static inline void la_list_remove(la_node_t *n) {
+  n->prev->next = n->next; n->next->prev = n->prev; n->prev = n->next = n;
+}
+#define LA_CONTAINER(ptr, type, field) \
+  ((type *)((char *)(ptr) - offsetof(type, field)))
+
+/* ---- loop.c -------------------------------------------------------- */
+int  la_loop_init(la_runtime_t *rt, uv_loop_t *loop);
+void la_loop_close(la_runtime_t *rt);
+void la_ready_push(la_runtime_t *rt, la_task_t *t);
+void la_handle_closed(la_runtime_t *rt);          /* debug counter */
+void la_close_free_cb(uv_handle_t *h);            /* frees h, counts it */
+la_runtime_t *la_runtime_of(lua_State *L);        /* from upvalue 1 */
+
+/* ---- task.c -------------------------------------------------------- */
+int  luaopen_luagent_core(lua_State *L);
+void la_task_wake(la_task_t *t);                  /* from any callback */
+void la_task_run(la_task_t *t);                   /* scheduler: resume once */
+void la_tasks_cancel_all(la_runtime_t *rt);
+la_task_t *la_task_current(lua_State *L, const char *fname);
+int  la_suspend(lua_State *L, la_task_t *t, const la_wait_ops_t *ops, void *ctx);
+int  la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
+                  void *ctx, lua_KFunction k);
+void la_resume_check(lua_State *L, lua_KContext base);
+int  la_yield_now(lua_State *L, la_task_t *t);
+int  la_task_timer_start(la_task_t *t, double seconds);
+void la_task_timer_stop(la_task_t *t);
+double la_check_seconds(lua_State *L, int arg);
+void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
+
+/* ---- state.c ------------------------------------------------------- */
+la_runtime_t *la_runtime_new(lua_State *L, uv_loop_t *loop);
+void la_runtime_free(la_runtime_t *rt);
+void la_report(la_runtime_t *rt, const char *what, const char *msg);
+int  la_ref(la_runtime_t *rt, lua_State *L);      /* luaL_ref + counter */
+void la_unref(la_runtime_t *rt, lua_State *L, int ref);
+
+/* ---- embedded Lua sources (generated) ------------------------------ */
+typedef struct la_module_src {
+  const char *name;           /* "luagent.errors" */
+  const unsigned char *code;  /* precompiled chunk */
+  size_t len;
+} la_module_src_t;
+extern const la_module_src_t la_embedded[];
+
+#endif

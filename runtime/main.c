@@ -1,0 +1,253 @@
+/*
+** main.c -- the luagent command line, modelled on lua.c:
+**
+**   luagent [options] [script [args]]
+**
+** Every chunk (-e, -l, the script) runs inside one main task on the loop,
+** in command-line order, so each may call suspending functions directly.
+** The process exits when that task and every task it spawned have ended:
+** status 0, or 1 after printing an uncaught error with its traceback.
+** Ctrl-C cancels the running tasks (a second one exits at once).
+*/
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <lualib.h>
+
+#include "la.h"
+
+static const char *progname = "luagent";
+
+static void usage(void) {
+  fprintf(stderr,
+    "usage: %s [options] [script [args]]\n"
+    "Available options are:\n"
+    "  -e stat   execute string 'stat'\n"
+    "  -i        enter interactive mode after executing 'script'\n"
+    "  -l mod    require library 'mod' into global 'mod'\n"
+    "  -l g=mod  require library 'mod' into global 'g'\n"
+    "  -v        show version information\n"
+    "  --help    show this help\n"
+    "  --        stop handling options\n"
+    "  -         stop handling options and execute stdin\n"
+    "Environment: LUAGENT_PATH=dir loads the luagent Lua modules from dir\n"
+    "(a source tree's lua/ folder) instead of the copies built in.\n",
+    progname);
+}
+
+static void print_version(void) {
+  printf("luagent %s (%s, libuv %s, libcurl %s)\n", LA_VERSION, LUA_RELEASE,
+         uv_version_string(), LIBCURL_VERSION);
+}
+
+/* ================================================================== */
+/* Building the plan                                                   */
+/* ================================================================== */
+
+/* The main task runs a plan: a list of {fn, args...} and {mod=, g=}. */
+typedef struct {
+  int interactive, version, script;   /* script: argv index or 0 */
+} opts_t;
+
+/* Parses options like lua.c's collectargs. Returns 0, or -1 on misuse. */
+static int collect(int argc, char **argv, opts_t *o) {
+  int i;
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-') { o->script = i; return 0; }
+    if (strcmp(a, "-") == 0) { o->script = i; return 0; }
+    if (strcmp(a, "--") == 0) { o->script = i + 1 < argc ? i + 1 : 0; return 0; }
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return -2;
+    if (strcmp(a, "-i") == 0) o->interactive = 1;
+    else if (strcmp(a, "-v") == 0) o->version = 1;
+    else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
+        return -1;
+      }
+    } else if ((a[1] == 'e' || a[1] == 'l') && a[2]) {
+      /* -estat / -lmod */
+    } else {
+      fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Sets global arg like lua.c: script at 0, options before it negative. */
+static void create_arg(lua_State *L, int argc, char **argv, int script) {
+  int i, base = script ? script : argc;
+  lua_createtable(L, argc - base, base + 1);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - base);
+  }
+  lua_setglobal(L, "arg");
+}
+
+/* Reports a load error and returns 0 (so main can return failure). */
+static int load_failed(lua_State *L) {
+  fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Appends the steps of the command line to the plan table on top of L.
+** Chunks are compiled here, before anything runs, so a syntax error is
+** reported plainly. Returns 1, or 0 after reporting an error. */
+static int build_plan(lua_State *L, int argc, char **argv, opts_t *o) {
+  int i, n = 0, end = o->script ? o->script : argc;
+  for (i = 1; i < end; i++) {
+    const char *a = argv[i], *v;
+    if (a[0] != '-' || (a[1] != 'e' && a[1] != 'l')) continue;
+    v = a[2] ? a + 2 : argv[++i];
+    lua_newtable(L);
+    if (a[1] == 'e') {
+      if (luaL_loadbuffer(L, v, strlen(v), "=(command line)") != LUA_OK)
+        return load_failed(L);
+      lua_rawseti(L, -2, 1);
+    } else {
+      const char *eq = strchr(v, '=');
+      lua_pushstring(L, eq ? eq + 1 : v);
+      lua_setfield(L, -2, "mod");
+      if (eq) lua_pushlstring(L, v, (size_t)(eq - v));
+      else lua_pushstring(L, v);
+      lua_setfield(L, -2, "g");
+    }
+    lua_rawseti(L, -2, ++n);
+  }
+  if (o->script) {
+    const char *path = argv[o->script];
+    if (strcmp(path, "-") == 0 && strcmp(argv[o->script - 1], "--") != 0)
+      path = NULL;
+    lua_newtable(L);
+    if (luaL_loadfile(L, path) != LUA_OK) return load_failed(L);
+    lua_rawseti(L, -2, 1);
+    for (i = o->script + 1; i < argc; i++) {
+      lua_pushstring(L, argv[i]);
+      lua_rawseti(L, -2, i - o->script + 1);
+    }
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+/* The main task's body: runs each step of the plan in order. */
+static const char *plan_runner =
+  "local plan = ...\n"
+  "for _, step in ipairs(plan) do\n"
+  "  if step.mod then\n"
+  "    local m = require(step.mod)\n"
+  "    if step.g then _G[step.g] = m end\n"
+  "  else\n"
+  "    step[1](table.unpack(step, 2))\n"
+  "  end\n"
+  "end\n";
+
+/* ================================================================== */
+/* Interactive mode                                                    */
+/* ================================================================== */
+
+/* Runs one line typed at the prompt as a task; prints its results. */
+static void repl_line(la_runtime_t *rt, const char *line) {
+  lua_State *L = rt->L;
+  const char *ret = lua_pushfstring(L, "return %s", line);
+  int st = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+  if (st != LUA_OK) {
+    lua_pop(L, 2);
+    st = luaL_loadbuffer(L, line, strlen(line), "=stdin");
+  } else {
+    lua_remove(L, -2);
+  }
+  if (st != LUA_OK) { load_failed(L); return; }
+  luaL_loadstring(L, "local f = ...\n"
+                     "local r = table.pack(f())\n"
+                     "if r.n > 0 then print(table.unpack(r, 1, r.n)) end\n");
+  lua_insert(L, -2);
+  la_spawn(rt, 1);
+  lua_pop(L, 1);
+  la_run(rt);
+}
+
+static void repl(la_runtime_t *rt) {
+  char buf[8192];
+  for (;;) {
+    size_t n;
+    fputs("> ", stdout);
+    fflush(stdout);
+    if (!fgets(buf, sizeof buf, stdin)) break;
+    n = strlen(buf);
+    if (n && buf[n - 1] == '\n') buf[--n] = '\0';
+    if (n) repl_line(rt, buf);
+  }
+  fputs("\n", stdout);
+}
+
+/* ================================================================== */
+/* Signals                                                             */
+/* ================================================================== */
+
+static int interrupted;
+
+/* First Ctrl-C cancels every task; the second exits at once. */
+static void sigint_cb(uv_signal_t *h, int signum) {
+  (void)signum;
+  if (interrupted++) _exit(130);
+  la_tasks_cancel_all((la_runtime_t *)h->data);
+}
+
+/* ================================================================== */
+/* main                                                                */
+/* ================================================================== */
+
+int main(int argc, char **argv) {
+  opts_t o = {0, 0, 0};
+  la_runtime_t *rt;
+  lua_State *L;
+  uv_signal_t sig;
+  int rc, failures = 0;
+  if (argv[0] && argv[0][0]) progname = argv[0];
+  rc = collect(argc, argv, &o);
+  if (rc == -2) { usage(); return 0; }
+  if (rc < 0) { usage(); return 1; }
+  if (o.version) print_version();
+  rt = la_open(NULL);
+  if (!rt) { fprintf(stderr, "%s: cannot create state\n", progname); return 1; }
+  L = la_state(rt);
+  create_arg(L, argc, argv, o.script);
+  if (!o.script && !o.interactive && !o.version && argc <= 1 &&
+      !isatty(0)) {
+    o.script = argc;          /* no arguments, stdin not a tty: run stdin */
+  }
+  luaL_loadstring(L, plan_runner);
+  lua_newtable(L);
+  if (o.script == argc) {
+    lua_newtable(L);
+    if (luaL_loadfile(L, NULL) != LUA_OK) { load_failed(L); la_close(rt); return 1; }
+    lua_rawseti(L, -2, 1);
+    lua_rawseti(L, -2, 1);
+  } else if (!build_plan(L, argc, argv, &o)) {
+    la_close(rt);
+    return 1;
+  }
+  la_spawn(rt, 1);
+  lua_pop(L, 1);
+  uv_signal_init(la_loop(rt), &sig);
+  sig.data = rt;
+  uv_signal_start(&sig, sigint_cb, SIGINT);
+  uv_unref((uv_handle_t *)&sig);
+  failures = la_run(rt);
+  if (o.interactive || (argc == 1 && isatty(0))) {
+    if (argc == 1) print_version();
+    repl(rt);
+  }
+  uv_close((uv_handle_t *)&sig, NULL);
+  la_close(rt);
+  if (interrupted) return 130;
+  return failures ? 1 : 0;
+}

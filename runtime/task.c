@@ -1,0 +1,689 @@
+/*
+** task.c -- coroutine tasks: spawn, suspend, resume, cancel, await.
+**
+** A task is a full userdata (luagent.Task) whose user value is the
+** coroutine running its body. While alive it is anchored in the registry,
+** because the scheduler and pending I/O hold C pointers to it; the anchor
+** is dropped the moment it ends, so a finished task nobody references is
+** ordinary garbage.
+**
+** Lua-visible functions (module luagent.core, all with the runtime as
+** upvalue 1):
+**   spawn(fn, ...) -> task          sleep(s)             now() -> seconds
+**   task:await() -> fn's results (re-raises its error)
+**   task:wait([s]) -> finished?     task:cancel() -> bool
+**   task:status() -> string         current() -> task | nil
+*/
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "la.h"
+
+/* Distinct addresses used as lightuserdata sentinels. */
+static char suspend_key;   /* yielded by la_suspend */
+static char raise_key;     /* first resume value: raise the next one */
+
+static const la_wait_ops_t sleep_ops;
+
+/* ================================================================== */
+/* Errors                                                              */
+/* ================================================================== */
+
+/* Pushes a luagent error table {type=, message=} with the shared error
+** metatable (errors.mt once the Lua side registered it). */
+void la_error_push(lua_State *L, const char *type, const char *fmt, ...) {
+  va_list ap;
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, LA_ERROR_MT);
+}
+
+/* Checks that argument arg is a usable duration in seconds. */
+double la_check_seconds(lua_State *L, int arg) {
+  double s = luaL_checknumber(L, arg);
+  if (!(s >= 0) || isinf(s))   /* also rejects NaN */
+    luaL_argerror(L, arg, "duration must be a finite, non-negative "
+                          "number of seconds");
+  return s;
+}
+
+/* Writes a one-line description of the error value at idx into L's stack
+** top without calling metamethods (this runs outside protected mode). */
+static const char *error_text(lua_State *L, lua_State *from, int idx) {
+  switch (lua_type(from, idx)) {
+    case LUA_TSTRING: case LUA_TNUMBER:
+      return lua_pushstring(L, lua_tostring(from, idx));
+    case LUA_TTABLE: {
+      const char *type, *msg;
+      int t = lua_absindex(from, idx);
+      lua_pushliteral(from, "type");        /* raw: no metamethod may run */
+      lua_rawget(from, t);
+      lua_pushliteral(from, "message");
+      lua_rawget(from, t);
+      type = lua_tostring(from, -2);
+      msg = lua_tostring(from, -1);
+      if (msg)
+        lua_pushfstring(L, "%s%s%s", type ? type : "", type ? ": " : "", msg);
+      else
+        lua_pushfstring(L, "(error object is a table value)");
+      lua_pop(from, 2);
+      return lua_tostring(L, -1);
+    }
+    default:
+      return lua_pushfstring(L, "(error object is a %s value)",
+                             luaL_typename(from, idx));
+  }
+}
+
+/* ================================================================== */
+/* Task objects                                                        */
+/* ================================================================== */
+
+static la_task_t *check_task(lua_State *L, int idx) {
+  return (la_task_t *)luaL_checkudata(L, idx, LA_TASK_MT);
+}
+
+static int task_ended(const la_task_t *t) {
+  return t->state >= LA_T_DONE;
+}
+
+static void timer_cb(uv_timer_t *h) {
+  la_task_t *t = h->data;
+  t->timed_out = 1;
+  la_list_remove(&t->node);   /* leave any wait queue (no-op if none) */
+  la_task_wake(t);
+}
+
+/* Starts the task's one-shot timer (sleeps and wait deadlines). */
+int la_task_timer_start(la_task_t *t, double seconds) {
+  double ms = ceil(seconds * 1000.0);
+  if (!t->timer) {
+    t->timer = malloc(sizeof *t->timer);
+    if (!t->timer) return UV_ENOMEM;
+    uv_timer_init(t->rt->loop, t->timer);
+    t->timer->data = t;
+    t->rt->handles++;
+  }
+  t->timed_out = 0;
+  return uv_timer_start(t->timer, timer_cb,
+                        ms > 1e15 ? (uint64_t)1e15 : (uint64_t)ms, 0);
+}
+
+void la_task_timer_stop(la_task_t *t) {
+  if (t->timer) uv_timer_stop(t->timer);
+}
+
+/* Marks a waiting task runnable; its wait's push builds the results. Safe
+** to call from any libuv or libcurl callback: it touches no Lua state. */
+void la_task_wake(la_task_t *t) {
+  if (t->state != LA_T_WAITING || t->in_ready) return;
+  t->resume = LA_R_WAKE;
+  la_ready_push(t->rt, t);
+}
+
+/* Ends the task: records the state, wakes awaiters, releases the timer
+** and the registry anchor. Results or [error, traceback] are on co. */
+static void finish(la_task_t *t, la_task_state_t st) {
+  la_runtime_t *rt = t->rt;
+  t->state = st;
+  t->ops = NULL;
+  rt->tasks--;
+  la_list_remove(&t->node);
+  la_list_remove(&t->link);
+  if (t->timer) {
+    uv_close((uv_handle_t *)t->timer, la_close_free_cb);
+    t->timer = NULL;
+  }
+  if (st == LA_T_FAILED && la_list_empty(&t->awaiters) && !t->retrieved) {
+    la_report(rt, NULL, lua_tostring(t->co, -1));
+    t->reported = 1;
+    rt->failed++;
+  }
+  while (!la_list_empty(&t->awaiters)) {
+    la_task_t *w = LA_CONTAINER(t->awaiters.next, la_task_t, node);
+    la_list_remove(&w->node);
+    la_task_timer_stop(w);
+    la_task_wake(w);
+  }
+  la_unref(rt, rt->L, t->ref);
+  t->ref = LUA_NOREF;
+}
+
+/* The task raised: keep [error, traceback] on co, close its pending
+** to-be-closed variables, and end it as failed or cancelled. */
+static void finish_error(la_task_t *t) {
+  lua_State *L = t->rt->L, *co = t->co;
+  int cancelled = 0;
+  if (lua_type(co, -1) == LUA_TTABLE) {
+    lua_getfield(co, -1, "type");
+    cancelled = t->cancelled && lua_isstring(co, -1) &&
+                strcmp(lua_tostring(co, -1), "Cancelled") == 0;
+    lua_pop(co, 1);
+  }
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);                       /* L: err */
+  error_text(L, co, -1);                     /* L: err msg */
+  luaL_traceback(L, co, lua_tostring(L, -1), 0);
+  lua_remove(L, -2);                         /* L: err tb */
+  lua_resetthread(co);                       /* closes <close> variables */
+  lua_settop(co, 0);
+  lua_xmove(L, co, 2);                       /* co: err tb */
+  finish(t, cancelled ? LA_T_CANCELLED : LA_T_FAILED);
+}
+
+/* Scheduler: resumes t once, as its resume mode says. Never raises. */
+void la_task_run(la_task_t *t) {
+  la_runtime_t *rt = t->rt;
+  lua_State *co = t->co;
+  la_task_t *prev;
+  int n = 0, nres = 0, status;
+  if (task_ended(t)) return;
+  switch (t->resume) {
+    case LA_R_START:
+      if (t->cancel_pending) {               /* cancelled before it ran */
+        lua_settop(co, 0);
+        la_error_push(co, "Cancelled", "task cancelled before it started");
+        lua_pushliteral(co, "task cancelled before it started");
+        finish(t, LA_T_CANCELLED);
+        return;
+      }
+      n = t->nargs;
+      break;
+    case LA_R_WAKE: {
+      const la_wait_ops_t *ops = t->ops;
+      t->ops = NULL;
+      n = ops->push(co, t);
+      break;
+    }
+    case LA_R_RAISE:
+      lua_pushlightuserdata(co, &raise_key);
+      la_error_push(co, "Cancelled", "task cancelled");
+      n = 2;
+      break;
+  }
+  t->state = LA_T_RUNNING;
+  prev = rt->current;
+  rt->current = t;
+  status = lua_resume(co, rt->L, n, &nres);
+  rt->current = prev;
+  if (status == LUA_YIELD) {
+    if (nres == 1 && lua_touserdata(co, -1) == &suspend_key) {
+      lua_pop(co, 1);
+      t->state = LA_T_WAITING;               /* ops set by la_suspend */
+      return;
+    }
+    lua_pop(co, nres);                       /* a bare coroutine.yield() */
+    lua_resetthread(co);
+    lua_settop(co, 0);
+    lua_pushliteral(co, "coroutine.yield() called in a task outside any "
+                        "coroutine (use llm.sleep(0) to let others run)");
+    finish_error(t);
+  } else if (status == LUA_OK) {
+    t->nargs = nres;
+    finish(t, LA_T_DONE);
+  } else {
+    finish_error(t);
+  }
+}
+
+/* ================================================================== */
+/* Suspension                                                          */
+/* ================================================================== */
+
+/* Returns the running task, or raises an error naming fname when called
+** outside any task or where it cannot yield. */
+la_task_t *la_task_current(lua_State *L, const char *fname) {
+  la_runtime_t *rt = la_runtime_of(L);
+  if (!rt->current)
+    luaL_error(L, "%s: not inside a task (call it from a luagent script, "
+                  "llm.spawn or llm.run)", fname);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot suspend here (inside a metamethod, iterator "
+                  "or C function that does not allow yields)", fname);
+  return rt->current;
+}
+
+/* For custom continuations: raises the error that follows the raise
+** sentinel, if the resume carried one; otherwise returns. */
+void la_resume_check(lua_State *L, lua_KContext base) {
+  if (lua_gettop(L) > (int)base &&
+      lua_touserdata(L, (int)base + 1) == &raise_key) {
+    lua_settop(L, (int)base + 2);
+    lua_error(L);
+  }
+}
+
+/* Continuation of every plain suspension: returns the values the wait
+** pushed, or raises the error that follows the raise sentinel. */
+static int resume_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  la_resume_check(L, base);
+  return lua_gettop(L) - (int)base;
+}
+
+/* Suspends the running task t on a wait (ops, ctx). The I/O must already
+** be started; a pending cancellation cancels it and raises at once. Use as
+** `return la_suspend(...)`: the primitive returns what ops->push builds. */
+int la_suspend(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
+               void *ctx) {
+  return la_suspend_k(L, t, ops, ctx, resume_k);
+}
+
+/* la_suspend with a continuation of the primitive's own: k(L, status,
+** base) finds the primitive's arguments at 1..base, and must call
+** la_resume_check(L, base) first. */
+int la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
+                 void *ctx, lua_KFunction k) {
+  if (t->cancel_pending) {
+    t->cancel_pending = 0;
+    t->ctx = ctx;
+    ops->cancel(t);
+    la_error_push(L, "Cancelled", "task cancelled");
+    lua_error(L);
+  }
+  t->ops = ops;
+  t->ctx = ctx;
+  lua_pushlightuserdata(L, &suspend_key);
+  return lua_yieldk(L, 1, (lua_KContext)(lua_gettop(L) - 1), k);
+}
+
+/* Suspends t and makes it runnable again at once (after the tasks that
+** are already ready): a cooperative yield. */
+int la_yield_now(lua_State *L, la_task_t *t) {
+  if (!t->cancel_pending) {
+    t->resume = LA_R_WAKE;
+    la_ready_push(t->rt, t);
+  }
+  return la_suspend(L, t, &sleep_ops, NULL);
+}
+
+/* Pushes the raise sentinel and a copy of the error object at idx of
+** from: the suspended primitive will raise it. Returns the count. */
+static int push_raise(lua_State *co, lua_State *from, int idx) {
+  lua_pushlightuserdata(co, &raise_key);
+  lua_pushvalue(from, idx);
+  lua_xmove(from, co, 1);
+  return 2;
+}
+
+/* ================================================================== */
+/* sleep                                                               */
+/* ================================================================== */
+
+static int sleep_push(lua_State *co, la_task_t *t) {
+  (void)co; (void)t;
+  return 0;
+}
+
+static void sleep_cancel(la_task_t *t) { la_task_timer_stop(t); }
+
+static const la_wait_ops_t sleep_ops = {"sleep", sleep_push, sleep_cancel};
+
+/* llm.sleep(seconds): suspends the task; 0 just lets the others run. */
+static int l_sleep(lua_State *L) {
+  double s = la_check_seconds(L, 1);
+  la_task_t *t = la_task_current(L, "llm.sleep");
+  lua_settop(L, 0);
+  if (s == 0) return la_yield_now(L, t);
+  if (la_task_timer_start(t, s) != 0)
+    return luaL_error(L, "llm.sleep: cannot start timer");
+  return la_suspend(L, t, &sleep_ops, NULL);
+}
+
+/* llm.now() -> monotonic seconds (float). */
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* ================================================================== */
+/* spawn / await / wait / cancel                                       */
+/* ================================================================== */
+
+/* Creates a task running fn(...) (the whole stack of L from base). */
+static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
+  int n = lua_gettop(L) - base + 1, i;
+  la_task_t *t = lua_newuserdatauv(L, sizeof *t, 1);
+  memset(t, 0, sizeof *t);
+  t->rt = rt;
+  t->ref = LUA_NOREF;
+  la_list_init(&t->node);
+  la_list_init(&t->awaiters);
+  la_list_push(&rt->all, &t->link);
+  luaL_setmetatable(L, LA_TASK_MT);
+  t->co = lua_newthread(L);
+  lua_setiuservalue(L, -2, 1);
+  for (i = 0; i < n; i++) lua_pushvalue(L, base + i);
+  lua_xmove(L, t->co, n);
+  t->nargs = n - 1;
+  t->resume = LA_R_START;
+  t->state = LA_T_READY;
+  t->id = ++rt->next_id;
+  lua_pushvalue(L, -1);
+  t->ref = la_ref(rt, L);
+  rt->tasks++;
+  la_ready_push(rt, t);
+  return t;
+}
+
+/* llm.spawn(fn, ...) -> task. The task starts on the next loop turn. */
+static int l_spawn(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  luaL_checkany(L, 1);
+  if (!lua_isfunction(L, 1)) {
+    if (!luaL_getmetafield(L, 1, "__call")) luaL_typeerror(L, 1, "function");
+    lua_pop(L, 1);
+  }
+  if (rt->closing) return luaL_error(L, "llm.spawn: runtime is closing");
+  spawn(L, rt, 1);
+  return 1;
+}
+
+int la_spawn(la_runtime_t *rt, int nargs) {
+  lua_State *L = rt->L;
+  int base = lua_gettop(L) - nargs;
+  if (!lua_isfunction(L, base)) {
+    if (luaL_getmetafield(L, base, "__call") == LUA_TNIL) {
+      lua_settop(L, base - 1);
+      lua_pushliteral(L, "la_spawn: not a function");
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  spawn(L, rt, base);
+  lua_replace(L, base);
+  lua_settop(L, base);
+  return 0;
+}
+
+/* Pushes the outcome of an ended task t onto co: its results, or the
+** raise sentinel and its error. Returns the number of values. */
+static int push_outcome(lua_State *co, la_task_t *t) {
+  int i, base;
+  t->retrieved = 1;
+  if (t->state != LA_T_DONE)
+    return push_raise(co, t->co, -2);
+  base = lua_gettop(t->co) - t->nargs;
+  luaL_checkstack(co, t->nargs, "too many results");
+  for (i = 1; i <= t->nargs; i++) {
+    lua_pushvalue(t->co, base + i);
+    lua_xmove(t->co, co, 1);
+  }
+  return t->nargs;
+}
+
+static int await_push(lua_State *co, la_task_t *t) {
+  la_task_t *target = t->ctx;
+  return push_outcome(co, target);
+}
+
+static void await_cancel(la_task_t *t) {
+  la_list_remove(&t->node);
+  la_task_timer_stop(t);
+}
+
+static const la_wait_ops_t await_ops = {"await", await_push, await_cancel};
+
+static int wait_push(lua_State *co, la_task_t *t) {
+  lua_pushboolean(co, !t->timed_out);
+  return 1;
+}
+
+static const la_wait_ops_t wait_ops = {"wait", wait_push, await_cancel};
+
+/* task:await() -> the task's results; raises the task's error. */
+static int l_task_await(lua_State *L) {
+  la_task_t *t = check_task(L, 1), *me;
+  if (task_ended(t)) {
+    int n;
+    lua_settop(L, 1);
+    n = push_outcome(L, t);
+    if (t->state != LA_T_DONE) { lua_settop(L, 3); return lua_error(L); }
+    return n;
+  }
+  me = la_task_current(L, "task:await");
+  if (me == t) return luaL_error(L, "task:await: a task cannot await itself");
+  la_list_push(&t->awaiters, &me->node);
+  return la_suspend(L, me, &await_ops, t);
+}
+
+/* task:wait([seconds]) -> true when the task ended, false on timeout.
+** Never raises the task's error (see await). */
+static int l_task_wait(lua_State *L) {
+  la_task_t *t = check_task(L, 1), *me;
+  double s = lua_isnoneornil(L, 2) ? -1 : la_check_seconds(L, 2);
+  if (task_ended(t)) { lua_pushboolean(L, 1); return 1; }
+  me = la_task_current(L, "task:wait");
+  if (me == t) return luaL_error(L, "task:wait: a task cannot wait for itself");
+  if (s == 0) { lua_pushboolean(L, 0); return 1; }
+  if (s > 0 && la_task_timer_start(me, s) != 0)
+    return luaL_error(L, "task:wait: cannot start timer");
+  me->timed_out = 0;
+  la_list_push(&t->awaiters, &me->node);
+  return la_suspend(L, me, &wait_ops, t);
+}
+
+/* Requests cancellation (see DESIGN.md). A pending wait is abandoned at
+** once and Cancelled raised at its suspension point; a wait that already
+** completed delivers its results and Cancelled is raised at the next one. */
+static int cancel(la_task_t *t) {
+  if (task_ended(t)) return 0;
+  t->cancelled = 1;
+  if (t->state == LA_T_WAITING && !t->in_ready) {
+    t->ops->cancel(t);
+    t->ops = NULL;
+    t->resume = LA_R_RAISE;
+    la_ready_push(t->rt, t);
+  } else {
+    t->cancel_pending = 1;   /* not started, woken, or running */
+  }
+  return 1;
+}
+
+/* task:cancel() -> true if the task was still alive. */
+static int l_task_cancel(lua_State *L) {
+  lua_pushboolean(L, cancel(check_task(L, 1)));
+  return 1;
+}
+
+/* Cancels every live task (Ctrl-C, runtime close). */
+void la_tasks_cancel_all(la_runtime_t *rt) {
+  la_node_t *n;
+  for (n = rt->all.next; n != &rt->all; n = n->next)
+    cancel(LA_CONTAINER(n, la_task_t, link));
+}
+
+static const char *const state_names[] = {
+  "ready", "running", "waiting", "done", "failed", "cancelled"
+};
+
+/* task:status() -> "ready"|"running"|"waiting"|"done"|"failed"|"cancelled" */
+static int l_task_status(lua_State *L) {
+  lua_pushstring(L, state_names[check_task(L, 1)->state]);
+  return 1;
+}
+
+/* task:error() -> the error object and traceback of a failed task */
+static int l_task_error(lua_State *L) {
+  la_task_t *t = check_task(L, 1);
+  if (t->state != LA_T_FAILED && t->state != LA_T_CANCELLED) return 0;
+  lua_pushvalue(t->co, -2);
+  lua_pushvalue(t->co, -2);
+  lua_xmove(t->co, L, 2);
+  t->retrieved = 1;
+  return 2;
+}
+
+static int l_task_tostring(lua_State *L) {
+  la_task_t *t = check_task(L, 1);
+  lua_pushfstring(L, "luagent.Task #%d (%s)", (int)t->id,
+                  state_names[t->state]);
+  return 1;
+}
+
+/* current() -> the running task, or nil outside tasks */
+static int l_current(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  if (!rt->current) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  return 1;
+}
+
+/* ================================================================== */
+/* Cond: a FIFO wait queue, the building block of Lua-side primitives  */
+/* ================================================================== */
+
+typedef struct { la_node_t waiters; } cond_t;
+
+static int cond_new(lua_State *L) {
+  cond_t *c = lua_newuserdatauv(L, sizeof *c, 0);
+  la_list_init(&c->waiters);
+  luaL_setmetatable(L, LA_COND_MT);
+  return 1;
+}
+
+static int cond_push(lua_State *co, la_task_t *t) {
+  lua_pushboolean(co, !t->timed_out);
+  return 1;
+}
+
+static void cond_cancel(la_task_t *t) {
+  la_list_remove(&t->node);
+  la_task_timer_stop(t);
+}
+
+static const la_wait_ops_t cond_ops = {"cond", cond_push, cond_cancel};
+
+/* cond:wait([seconds]) -> true when signalled, false on timeout. */
+static int cond_wait(lua_State *L) {
+  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
+  double s = lua_isnoneornil(L, 2) ? -1 : la_check_seconds(L, 2);
+  la_task_t *t = la_task_current(L, "cond:wait");
+  if (s >= 0 && la_task_timer_start(t, s) != 0)
+    return luaL_error(L, "cond:wait: cannot start timer");
+  la_list_push(&c->waiters, &t->node);
+  return la_suspend(L, t, &cond_ops, c);
+}
+
+/* Wakes the first waiter; returns 1 if there was one. */
+static int cond_wake_one(cond_t *c) {
+  la_task_t *t;
+  if (la_list_empty(&c->waiters)) return 0;
+  t = LA_CONTAINER(c->waiters.next, la_task_t, node);
+  la_list_remove(&t->node);
+  la_task_timer_stop(t);
+  t->timed_out = 0;
+  la_task_wake(t);
+  return 1;
+}
+
+/* cond:signal() -> true if a waiter was woken (FIFO). */
+static int cond_signal(lua_State *L) {
+  lua_pushboolean(L, cond_wake_one(luaL_checkudata(L, 1, LA_COND_MT)));
+  return 1;
+}
+
+/* cond:broadcast() -> number of waiters woken. */
+static int cond_broadcast(lua_State *L) {
+  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
+  int n = 0;
+  while (cond_wake_one(c)) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* cond:waiters() -> number of tasks waiting. */
+static int cond_waiters(lua_State *L) {
+  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
+  la_node_t *n;
+  lua_Integer count = 0;
+  for (n = c->waiters.next; n != &c->waiters; n = n->next) count++;
+  lua_pushinteger(L, count);
+  return 1;
+}
+
+/* ================================================================== */
+/* Debug counters and module                                           */
+/* ================================================================== */
+
+/* debug() -> {tasks=, handles=, refs=, ready=} */
+static int l_debug(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, rt->tasks);    lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, rt->handles);  lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, rt->refs);     lua_setfield(L, -2, "refs");
+  lua_pushinteger(L, rt->failed);   lua_setfield(L, -2, "failed");
+  lua_pushinteger(L, rt->xfers);    lua_setfield(L, -2, "transfers");
+  return 1;
+}
+
+/* run(task): drives the loop until every task ended (plain Lua hosts).
+** The task's outcome is left for the caller to retrieve with await. */
+static int l_run(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  la_task_t *t = check_task(L, 1);
+  if (rt->running || rt->current)
+    return luaL_error(L, "llm.run: the loop is already running");
+  t->retrieved = 1;
+  la_run(rt);
+  return 0;
+}
+
+/* set_error_mt(mt): share the Lua error metatable with C errors. */
+static int l_set_error_mt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_setfield(L, LUA_REGISTRYINDEX, LA_ERROR_MT);
+  return 0;
+}
+
+static const luaL_Reg task_methods[] = {
+  {"await", l_task_await}, {"wait", l_task_wait}, {"cancel", l_task_cancel},
+  {"status", l_task_status}, {"error", l_task_error}, {NULL, NULL}
+};
+
+static const luaL_Reg cond_methods[] = {
+  {"wait", cond_wait}, {"signal", cond_signal}, {"broadcast", cond_broadcast},
+  {"waiters", cond_waiters}, {NULL, NULL}
+};
+
+static const luaL_Reg core_funcs[] = {
+  {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
+  {"current", l_current}, {"cond", cond_new}, {"debug", l_debug},
+  {"set_error_mt", l_set_error_mt}, {"run", l_run}, {NULL, NULL}
+};
+
+/* Creates metatable name with methods (all with the runtime upvalue). */
+static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
+                      lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_setfuncs(L, m, 1);
+  lua_setfield(L, -2, "__index");
+  if (tostring) {
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}
+
+/* require "luagent.core" (registered as a closure with the runtime). */
+int luaopen_luagent_core(lua_State *L) {
+  new_class(L, LA_TASK_MT, task_methods, l_task_tostring);
+  new_class(L, LA_COND_MT, cond_methods, NULL);
+  lua_newtable(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_setfuncs(L, core_funcs, 1);
+  lua_pushlightuserdata(L, &suspend_key);
+  lua_setfield(L, -2, "SUSPEND");
+  return 1;
+}
