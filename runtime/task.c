@@ -404,11 +404,18 @@ int la_spawn(la_runtime_t *rt, int nargs) {
   return 0;
 }
 
+/* Someone took the outcome: a failure printed earlier no longer counts
+** as uncaught for the exit status. */
+static void mark_retrieved(la_task_t *t) {
+  t->retrieved = 1;
+  if (t->reported) { t->reported = 0; t->rt->failed--; }
+}
+
 /* Pushes the outcome of an ended task t onto co: its results, or the
 ** raise sentinel and its error. Returns the number of values. */
 static int push_outcome(lua_State *co, la_task_t *t) {
   int i, base;
-  t->retrieved = 1;
+  mark_retrieved(t);
   if (t->state != LA_T_DONE)
     return push_raise(co, t->co, -2);
   base = lua_gettop(t->co) - t->nargs;
@@ -518,7 +525,7 @@ static int l_task_error(lua_State *L) {
   lua_pushvalue(t->co, -2);
   lua_pushvalue(t->co, -2);
   lua_xmove(t->co, L, 2);
-  t->retrieved = 1;
+  mark_retrieved(t);
   return 2;
 }
 
@@ -614,10 +621,24 @@ static int cond_waiters(lua_State *L) {
 /* Debug counters and module                                           */
 /* ================================================================== */
 
-/* debug() -> {tasks=, handles=, refs=, ready=} */
+typedef struct { la_runtime_t *rt; lua_Integer n; } walk_t;
+
+static void count_active(uv_handle_t *h, void *arg) {
+  walk_t *w = arg;
+  if (h == (uv_handle_t *)&w->rt->check || h == (uv_handle_t *)&w->rt->idle)
+    return;
+  if (uv_is_active(h) && uv_has_ref(h) && !uv_is_closing(h)) w->n++;
+}
+
+/* debug() -> {tasks=, active=, handles=, refs=, failed=, transfers=}:
+** active counts libuv handles still working (timers running, sockets
+** polled) besides the runtime's own; handles counts those not yet freed. */
 static int l_debug(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
-  lua_createtable(L, 0, 4);
+  walk_t w = {rt, 0};
+  uv_walk(rt->loop, count_active, &w);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, w.n);          lua_setfield(L, -2, "active");
   lua_pushinteger(L, rt->tasks);    lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, rt->handles);  lua_setfield(L, -2, "handles");
   lua_pushinteger(L, rt->refs);     lua_setfield(L, -2, "refs");

@@ -1,0 +1,182 @@
+-- The luagent command line and the embedding entry points, run as real
+-- processes.
+local build = os.getenv("LUAGENT_BUILD") or "build"
+local bin = build .. "/luagent"
+
+-- Runs a shell command; returns its combined output and exit status.
+local function run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"EXIT=$?\""))
+  local out = p:read("a")
+  p:close()
+  local code = tonumber(out:match("EXIT=(%d+)%s*$"))
+  return out:gsub("EXIT=%d+%s*$", ""), code
+end
+
+local function script(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+describe("luagent CLI #integration", function()
+  it("runs a script with arg and ... like lua", function()
+    local s = script("print(arg[0] ~= nil, arg[1], arg[2], ...)")
+    local out, code = run(bin .. " " .. s .. " x y")
+    assert.are.equal(0, code)
+    assert.are.equal("true\tx\ty\tx\ty\n", out)
+    os.remove(s)
+  end)
+
+  it("runs -e chunks and -l modules in order, inside the main task", function()
+    local out, code = run(bin .. [[ -l cjson -e "local llm = require 'luagent' llm.sleep(0.01) print(cjson.encode({1}))"]])
+    assert.are.equal(0, code)
+    assert.are.equal("[1]\n", out)
+  end)
+
+  it("reads the script from stdin with -", function()
+    local out, code = run("echo 'print(1 + 1)' | " .. bin .. " -")
+    assert.are.equal(0, code)
+    assert.are.equal("2\n", out)
+  end)
+
+  it("prints its version and help", function()
+    local out, code = run(bin .. " -v")
+    assert.are.equal(0, code)
+    assert.matches("^luagent %d+%.%d+%.%d+ %(Lua 5%.4", out)
+    out, code = run(bin .. " --help")
+    assert.are.equal(0, code)
+    assert.matches("usage:", out)
+  end)
+
+  it("exits when the main task and every task it spawned have ended", function()
+    local s = script([[
+      local llm = require "luagent"
+      llm.spawn(function() llm.sleep(0.05) print("child done") end)
+      print("main done")
+    ]])
+    local out, code = run(bin .. " " .. s)
+    assert.are.equal(0, code)
+    assert.are.equal("main done\nchild done\n", out)
+    os.remove(s)
+  end)
+
+  it("reports a missing script", function()
+    local out, code = run(bin .. " /nonexistent/script.lua")
+    assert.are.equal(1, code)
+    assert.matches("cannot open /nonexistent/script.lua", out)
+  end)
+
+  it("reports a syntax error without running anything", function()
+    local s = script("print('ran')\nlocal = 1\n")
+    local out, code = run(bin .. " " .. s)
+    assert.are.equal(1, code)
+    assert.matches(":2: .*near '='", out)
+    assert.not_matches("ran", out)
+    os.remove(s)
+  end)
+
+  it("reports a runtime error in the main task with its traceback", function()
+    local s = script("local llm = require 'luagent'\nllm.sleep(0)\nerror('kaput')\n")
+    local out, code = run(bin .. " " .. s)
+    assert.are.equal(1, code)
+    assert.matches(":3: kaput", out)
+    assert.matches("stack traceback", out)
+    os.remove(s)
+  end)
+
+  it("a failing spawned task is reported; the others finish; exit is 1", function()
+    local s = script([[
+      local llm = require "luagent"
+      llm.spawn(function() llm.sleep(0.01) error("child broke") end)
+      llm.spawn(function() llm.sleep(0.03) print("other finished") end)
+    ]])
+    local out, code = run(bin .. " " .. s)
+    assert.are.equal(1, code)
+    assert.matches("child broke", out)
+    assert.matches("other finished", out)
+    os.remove(s)
+  end)
+
+  it("an awaited failure that the script handles does not fail the run", function()
+    local s = script([[
+      local llm = require "luagent"
+      local t = llm.spawn(function() error("handled") end)
+      llm.sleep(0.01)
+      print(pcall(t.await, t))
+    ]])
+    local out, code = run(bin .. " " .. s)
+    assert.are.equal(0, code)
+    assert.matches("false\t.*handled", out)
+    os.remove(s)
+  end)
+
+  it("rejects negative and non-numeric durations with a clear message", function()
+    local out, code = run(bin .. [[ -e "require('luagent').sleep(-2)"]])
+    assert.are.equal(1, code)
+    assert.matches("bad argument #1 to 'sleep' %(duration must be a finite, non%-negative", out)
+    out, code = run(bin .. [[ -e "require('luagent').sleep('x')"]])
+    assert.are.equal(1, code)
+    assert.matches("number expected, got string", out)
+  end)
+
+  it("reports a deadlock instead of hanging", function()
+    local out, code = run(bin .. [[ -e "local llm = require('luagent') local s = llm.semaphore(0) s:acquire()"]])
+    assert.are.equal(1, code)
+    assert.matches("deadlock", out)
+  end)
+
+  it("cancels the tasks and exits 130 on Ctrl-C", function()
+    local s = script([[
+      local llm = require "luagent"
+      local ok, e = pcall(llm.sleep, 30)
+      print("main saw", e and e.type)
+    ]])
+    local out, code = run("timeout --preserve-status -s INT 0.5 " .. bin .. " " .. s)
+    assert.are.equal(130, code)
+    assert.matches("main saw\tCancelled", out)
+    os.remove(s)
+  end)
+
+  it("serves as busted's interpreter (this spec runs inside it)", function()
+    assert.is_truthy(require("luagent").debug().tasks >= 1)
+    assert.is_truthy(require("luagent").current())
+  end)
+end)
+
+describe("embedding #integration", function()
+  it("require 'luagent' works from the stock lua5.4 with llm.run", function()
+    local out, code = run(("lua5.4 -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build, [[
+      local llm = require "luagent"
+      print(llm.run(function()
+        local r = llm.gather(function() llm.sleep(0.01) return "a" end, function() return "b" end)
+        return r[1] .. r[2]
+      end))
+      print(llm.debug().tasks)
+    ]]))
+    assert.are.equal(0, code, out)
+    assert.are.equal("ab\n0\n", out)
+  end)
+
+  it("a suspending call outside any task names the function", function()
+    local out, code = run(("lua5.4 -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build,
+      [[require("luagent").sleep(1)]]))
+    assert.are.equal(1, code)
+    assert.matches("llm.sleep: not inside a task", out)
+  end)
+
+  it("a C host pumps la_step at 60 fps without ever blocking", function()
+    local s = script([[
+      local llm = require "luagent"
+      for i = 1, 20 do llm.spawn(function() llm.sleep(0.01 * i) end) end
+      llm.sleep(0.25)
+    ]])
+    local out, code = run(build .. "/frame_host " .. s)
+    assert.are.equal(0, code, out)
+    local frames = tonumber(out:match("frames=(%d+)"))
+    assert.is_true(frames >= 10 and frames < 200, out)
+    assert.matches("tasks=0 status=ok", out)
+    os.remove(s)
+  end)
+end)

@@ -1,0 +1,74 @@
+-- Starts the loopback test servers (build/mockllm) as separate processes
+-- on free ports, and stops them. Used by the integration specs:
+--   local mock = servers.mock()      -- {port=, url=, log=, stop=fn}
+--   mock.url .. "/s/chunks=5/v1"     -- a scenario base URL
+local llm = require "luagent"
+
+local M = {}
+
+local build = os.getenv("LUAGENT_BUILD") or "build"
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function tmpname(tag)
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. "-" .. tag
+end
+
+--- Starts build/mockllm; returns a handle once it listens.
+function M.mock(extra)
+  local port_file, log, pid_file = tmpname("port"), tmpname("log"), tmpname("pid")
+  local cmd = ("%s/mockllm --port 0 --port-file %s --log %s %s >/dev/null 2>&1 & echo $! > %s")
+    :format(build, port_file, log, extra or "", pid_file)
+  assert(os.execute(cmd))
+  local pid = assert(read_file(pid_file)):match("%d+")
+  os.remove(pid_file)
+  local port
+  local deadline = llm.now() + 10
+  repeat
+    port = read_file(port_file)
+    port = port and tonumber(port:match("%d+"))
+    if not port then llm.sleep(0.01) end
+  until port or llm.now() > deadline
+  assert(port, "mockllm did not start")
+  os.remove(port_file)
+  local h = { port = port, pid = pid, log = log,
+              url = "http://127.0.0.1:" .. port }
+  --- Requests the server received (decoded JSON lines of its log).
+  function h.requests()
+    local cjson = require "cjson.safe"
+    local out = {}
+    for line in (read_file(log) or ""):gmatch("[^\n]+") do
+      out[#out + 1] = cjson.decode(line)
+    end
+    return out
+  end
+  function h.log_text() return read_file(log) or "" end
+  function h.stop()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.remove(log)
+  end
+  return h
+end
+
+--- Asserts that nothing a test started is still running or open.
+function M.assert_clean(assert)
+  collectgarbage()
+  collectgarbage()
+  llm.sleep(0)   -- let closes and cancellations finish
+  llm.sleep(0)
+  local d = llm.debug()
+  assert.are.equal(1, d.tasks, "tasks left besides the spec's own")
+  assert.are.equal(0, d.active, "libuv handles still active")
+  assert.are.equal(0, d.transfers, "HTTP transfers still alive")
+  assert.are.equal(1, d.refs, "registry references left")
+end
+
+return M
