@@ -5,7 +5,8 @@
 **           connect_timeout=, first_event_timeout=, idle_timeout=,
 **           timeout=, max_event=, max_body=, ca_file=, redirects=}
 **     -> resp | nil, err          suspends until status and headers
-**   resp.status, resp.headers (lower-case names)
+**   resp.status, resp.headers (lower-case names), resp.framed (false when a
+**     stream request got a non-stream answer: read it with resp:body())
 **   resp:read() -> data, event, id | nil (end) | nil, err     (stream)
 **   resp:body() -> string | nil, err                          (whole)
 **   resp:close()                 also __close and __gc
@@ -16,6 +17,7 @@
 ** (CURL_WRITEFUNC_PAUSE) until the reader drains it below LOW_WATER.
 */
 #include <ctype.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,8 @@ typedef struct xfer {
   int done;                   /* finished, failed or aborted */
   int headers_done;           /* final response's header block complete */
   int stream, framed, paused;
+  int want_frame;             /* stream asked for framing (sse/ndjson) */
+  int raw;                    /* stream answered with a non-stream body */
   long status;
   char *hbuf;                 /* raw header lines of the final response */
   size_t hlen, hcap;
@@ -134,6 +138,51 @@ static int grow(char **p, size_t *cap, size_t need) {
   return 0;
 }
 
+/* Finds header name (lower case, with the colon) in the raw block; returns
+** a pointer to its value (not NUL-terminated; ends at CR/LF) or NULL. */
+static const char *find_header(const xfer_t *x, const char *name, size_t *len) {
+  size_t nl = strlen(name), i = 0;
+  while (i < x->hlen) {
+    const char *line = x->hbuf + i, *end = memchr(line, '\n', x->hlen - i);
+    size_t ll = end ? (size_t)(end - line) : x->hlen - i;
+    i += ll + 1;
+    if (ll > nl && strncasecmp(line, name, nl) == 0) {
+      const char *v = line + nl, *e = line + ll;
+      while (v < e && (*v == ' ' || *v == '\t')) v++;
+      while (e > v && (e[-1] == '\r' || e[-1] == ' ')) e--;
+      *len = (size_t)(e - v);
+      return v;
+    }
+  }
+  return NULL;
+}
+
+static int contains(const char *s, size_t n, const char *needle) {
+  size_t k = strlen(needle), i;
+  for (i = 0; i + k <= n; i++)
+    if (strncasecmp(s + i, needle, k) == 0) return 1;
+  return 0;
+}
+
+/* A stream is framed only when it really is one: a 2xx status and, for
+** SSE, an event-stream content type. Anything else (a JSON error, a
+** proxy's HTML page) is collected whole for resp:body(), so the caller can
+** report it instead of seeing an empty stream. */
+static void decide_framing(xfer_t *x) {
+  size_t n = 0;
+  const char *ct;
+  if (!x->stream || !x->want_frame) return;
+  ct = find_header(x, "content-type:", &n);
+  if (x->status >= 200 && x->status < 300 &&
+      (x->frame.mode == LA_FRAME_SSE ? ct && contains(ct, n, "event-stream")
+                                     : !ct || !contains(ct, n, "text/html"))) {
+    x->framed = 1;
+  } else {
+    x->raw = 1;
+    if (x->max_body > (4u << 20)) x->max_body = 4u << 20;
+  }
+}
+
 static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
@@ -143,6 +192,7 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->status >= 100 && x->status < 200) return n;   /* 100-continue */
     x->headers_done = 1;
+    decide_framing(x);
     x_wake(x, W_HEADERS);
     return n;
   }
@@ -159,7 +209,7 @@ static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
   if (!x->got_body) { x->got_body = 1; x->t_last = uv_now(x->rt->loop); }
-  if (!x->stream) {
+  if (!x->stream || x->raw) {
     if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return 0; }
     if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return 0; }
     memcpy(x->body + x->blen, p, n);
@@ -412,11 +462,13 @@ static void configure(lua_State *L, xfer_t *x) {
   lua_pop(L, 1);
   framing = opt_str(L, "framing", "sse");
   if (x->stream && strcmp(framing, "none") != 0) {
+    if (strcmp(framing, "sse") != 0 && strcmp(framing, "ndjson") != 0)
+      luaL_error(L, "http.request: framing must be \"sse\", \"ndjson\" or \"none\"");
     size_t max_ev;
     lua_getfield(L, 1, "max_event");
     max_ev = (size_t)luaL_optinteger(L, -1, 0);
     lua_pop(L, 1);
-    x->framed = 1;
+    x->want_frame = 1;
     la_frame_init(&x->frame, strcmp(framing, "ndjson") == 0 ? LA_FRAME_NDJSON
                                                             : LA_FRAME_SSE, max_ev);
   }
@@ -483,7 +535,7 @@ static xfer_t *check_x(lua_State *L) {
 /* Suspends the current task on x until `why`. */
 static int wait_on(lua_State *L, xfer_t *x, wait_t why, lua_KFunction k,
                    const char *fname) {
-  la_task_t *t = la_task_current(L, fname);
+  la_task_t *t = la_task_current_rt(L, x->rt, fname);
   if (x->waiter) return luaL_error(L, "%s: busy (another task is reading)", fname);
   x->waiter = t;
   x->wait = why;
@@ -572,6 +624,7 @@ static int x_index(lua_State *L) {
   xfer_t *x = check_x(L);
   const char *k = luaL_checkstring(L, 2);
   if (strcmp(k, "status") == 0) { lua_pushinteger(L, x->status); return 1; }
+  if (strcmp(k, "framed") == 0) { lua_pushboolean(L, x->framed); return 1; }
   if (strcmp(k, "headers") == 0) {
     if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) return 1;
     lua_pop(L, 1);
@@ -630,7 +683,8 @@ static int read_k(lua_State *L, int status, lua_KContext base) {
 /* resp:read() -> data, event, id | nil | nil, err */
 static int x_read(lua_State *L) {
   xfer_t *x = check_x(L);
-  if (!x->stream) return luaL_error(L, "resp:read: not a stream (use resp:body())");
+  if (!x->stream || x->raw)
+    return luaL_error(L, "resp:read: not a stream (use resp:body())");
   lua_settop(L, 1);
   return read_k(L, LUA_OK, 1);
 }
@@ -650,13 +704,14 @@ static int body_k(lua_State *L, int status, lua_KContext base) {
 /* resp:body() -> the whole body | nil, err */
 static int x_body(lua_State *L) {
   xfer_t *x = check_x(L);
-  if (x->stream) return luaL_error(L, "resp:body: a stream (use resp:read())");
+  if (x->stream && !x->raw)
+    return luaL_error(L, "resp:body: a stream (use resp:read())");
   lua_settop(L, 1);
   return body_k(L, LUA_OK, 1);
 }
 
-/* resp:close(): ends the transfer now and frees its buffers; idempotent.
-** Also __close and __gc. */
+/* resp:close(): ends the transfer now and frees its buffers (status and
+** headers stay readable); idempotent. Also __close. */
 static int x_close(lua_State *L) {
   xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
   if (!x->rt) return 0;
@@ -668,17 +723,22 @@ static int x_close(lua_State *L) {
   x_release_easy(x);
   q_clear(x);
   la_frame_free(&x->frame);
-  free(x->hbuf); x->hbuf = NULL;
   free(x->body); x->body = NULL;
+  x->blen = 0;
   x->rt->xfers--;
   x->rt = NULL;
   return 0;
 }
 
+/* __gc: close, then free what close keeps for resp.status/headers. */
 static int x_gc(lua_State *L) {
   xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
   x->waiter = NULL;           /* a collected object has no waiter left */
-  return x_close(L);
+  x_close(L);
+  free(x->hbuf);
+  x->hbuf = NULL;
+  x->hlen = 0;
+  return 0;
 }
 
 static const luaL_Reg x_methods[] = {

@@ -133,6 +133,7 @@ void la_task_wake(la_task_t *t);                  /* from any callback */
 void la_task_run(la_task_t *t);                   /* scheduler: resume once */
 void la_tasks_cancel_all(la_runtime_t *rt);
 la_task_t *la_task_current(lua_State *L, const char *fname);
+la_task_t *la_task_current_rt(lua_State *L, la_runtime_t *rt, const char *fname);
 int  la_suspend(lua_State *L, la_task_t *t, const la_wait_ops_t *ops, void *ctx);
 int  la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
                   void *ctx, lua_KFunction k);

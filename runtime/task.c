@@ -241,7 +241,12 @@ void la_task_run(la_task_t *t) {
 /* Returns the running task, or raises an error naming fname when called
 ** outside any task or where it cannot yield. */
 la_task_t *la_task_current(lua_State *L, const char *fname) {
-  la_runtime_t *rt = la_runtime_of(L);
+  return la_task_current_rt(L, la_runtime_of(L), fname);
+}
+
+/* la_task_current for functions without the runtime upvalue. */
+la_task_t *la_task_current_rt(lua_State *L, la_runtime_t *rt,
+                              const char *fname) {
   if (!rt->current)
     luaL_error(L, "%s: not inside a task (call it from a luagent script, "
                   "llm.spawn or llm.run)", fname);

@@ -27,16 +27,28 @@ M.run = async.run
 --- held, HTTP transfer objects alive. Specs assert they return to zero.
 M.debug = core.debug
 
--- Modules loaded on first use, so `luagent -e ""` starts fast.
+-- Modules loaded on first use, so `luagent -e ""` starts fast:
+-- field = {module, field of the module (nil: the module itself)}.
 local lazy = {
-  http = "luagent.http",
+  http = { "luagent.http" },
+  completion = { "luagent.completion", "completion" },
+  stream_chunk_builder = { "luagent.chunks", "build" },
 }
+
+-- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.
+local settings = { num_retries = "luagent.completion", default_model = "luagent.completion" }
+
 return setmetatable(M, {
   __index = function(t, k)
-    local name = lazy[k]
-    if not name then return nil end
-    local mod = require(name)
-    rawset(t, k, mod)
-    return mod
+    if settings[k] then return require(settings[k])[k] end
+    local entry = lazy[k]
+    if not entry then return nil end
+    local mod = require(entry[1])
+    local v = entry[2] and mod[entry[2]] or mod
+    rawset(t, k, v)
+    return v
+  end,
+  __newindex = function(t, k, v)
+    if settings[k] then require(settings[k])[k] = v else rawset(t, k, v) end
   end,
 })

@@ -1,0 +1,396 @@
+--- llm.completion: one OpenAI-shaped call, streaming or not, to any
+--- provider, with the SDKs' retry semantics and LiteLLM's fallbacks.
+---
+--- A call walks a chain of attempts: the primary model up to num_retries+1
+--- times, then each fallback the same way. Streams take part in the chain
+--- until the first content reaches the script; after that a failure is
+--- raised and the partial output kept (see Stream).
+local core = require "luagent.core"
+local errors = require "luagent.errors"
+local providers = require "luagent.providers"
+local chunks = require "luagent.chunks"
+local mock = require "luagent.providers.mock"
+
+local M = {
+  num_retries = 2,                  -- settable globally: llm.num_retries
+  default_model = "mock/luagent-mock",
+}
+
+local sleep = core.sleep
+local hcore   -- luagent.http.core, loaded on the first network call
+
+local MAX_RETRY_AFTER = 120
+
+-- ---------------------------------------------------------------------------
+-- Validation
+-- ---------------------------------------------------------------------------
+
+local function check_params(p)
+  if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
+  if p.model ~= nil and type(p.model) ~= "string" then
+    error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
+  end
+  if p.messages ~= nil and type(p.messages) ~= "table" then
+    error("llm.completion: messages must be a list of {role=, content=} tables", 3)
+  end
+  if p.messages == nil and p.mock_response == nil then
+    error("llm.completion: messages is required", 3)
+  end
+  for _, k in ipairs({ "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }) do
+    local v = p[k]
+    if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
+      error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
+    end
+  end
+  if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
+    error("llm.completion: num_retries must be a non-negative integer", 3)
+  end
+  if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
+    error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Attempts
+-- ---------------------------------------------------------------------------
+
+local function decorate(err, provider, model)
+  if type(err) ~= "table" then
+    err = errors.new("APIError", tostring(err))
+  end
+  if getmetatable(err) ~= errors.mt then setmetatable(err, errors.mt) end
+  err.provider = err.provider or provider
+  err.model = err.model or model
+  if err.message then err.message = errors.redact(err.message) end
+  return err
+end
+
+local function getenv(name) return name and os.getenv(name) or nil end
+
+-- Source of chunks over HTTP: framed events through a provider decoder.
+local HttpSource = {}
+HttpSource.__index = HttpSource
+
+function HttpSource:pull()
+  while true do
+    local data, event = self.resp:read()
+    if data == nil then
+      local err = event
+      if err then
+        if err.type == "StreamIncomplete" and (self.dec.done or self.dec.finished) then
+          return nil
+        end
+        return nil, decorate(err, self.provider, self.model)
+      end
+      local ok, ferr = self.dec:finish()
+      if not ok then return nil, ferr end
+      return nil
+    end
+    local list, err = self.dec:feed(event, data)
+    if not list then return nil, decorate(err, self.provider, self.model) end
+    if #list > 0 then return list end
+  end
+end
+
+function HttpSource:close() self.resp:close() end
+
+-- Source of chunks from the in-process mock provider, at its cadence.
+local MockSource = {}
+MockSource.__index = MockSource
+
+function MockSource:pull()
+  local i = self.i + 1
+  local c = self.list[i]
+  if not c then
+    if self.plan.error then return nil, self.plan.error end
+    return nil
+  end
+  self.i = i
+  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
+  return { c }
+end
+
+function MockSource:close() self.i = #self.list end
+
+-- The in-process mock: no network, a realistic token cadence.
+local function mock_attempt(p, model)
+  local plan, err = mock.plan(p, model)
+  if not plan then return nil, err end
+  if plan.error and plan.error_after == 0 then
+    return nil, decorate(plan.error, "mock", model)
+  end
+  if not p.stream then
+    if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
+    local resp, rerr = mock.response(plan, model)
+    if not resp then return nil, decorate(rerr, "mock", model) end
+    return resp
+  end
+  local src = setmetatable({ plan = plan, list = mock.chunks(plan, model), i = 0 }, MockSource)
+  if plan.error then plan.error = decorate(plan.error, "mock", model) end
+  return src
+end
+
+-- The error of a response that is not a success (or not the stream asked
+-- for): the provider reads its body.
+local function response_error(P, resp, model, stream)
+  local body, berr = resp:body()
+  resp:close()
+  if not body then return decorate(berr, P.name, model) end
+  local err = P.parse_error(resp.status, resp.headers, body, model)
+  if resp.status < 300 and stream then
+    err = errors.new(err.status and err.status >= 400 and err.type or "APIError",
+      ("expected a stream but the server answered %s with %s: %s"):format(
+        resp.status, resp.headers["content-type"] or "no content type", err.message or ""),
+      { status = resp.status, provider = P.name, model = model, provider_type = err.provider_type })
+  end
+  return decorate(err, P.name, model)
+end
+
+--- One attempt on one model. Returns a response table (non-stream), a
+--- chunk source (stream), or nil, err.
+local function attempt(p)
+  local name = p.model or M.default_model
+  if p.mock_response ~= nil then
+    local _, m = providers.resolve(name)
+    return mock_attempt(p, type(m) == "string" and m or name)
+  end
+  local P, model = providers.resolve(name)
+  if not P then return nil, model end
+  if P.name == "mock" then return mock_attempt(p, model) end
+  local key = p.api_key or getenv(P.env_key)
+  if P.env_key and (key == nil or key == "") then
+    return nil, errors.new("AuthenticationError",
+      ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
+      { provider = P.name, model = model })
+  end
+  local base = p.api_base or getenv(P.env_base) or P.default_base
+  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
+  if not req then return nil, decorate(rerr, P.name, model) end
+  hcore = hcore or require "luagent.http.core"
+  local resp, err = hcore.request {
+    url = req.url, method = req.method, headers = req.headers, body = req.body,
+    stream = req.stream, framing = req.framing,
+    timeout = p.timeout, connect_timeout = p.connect_timeout,
+    first_event_timeout = p.first_token_timeout, idle_timeout = p.idle_timeout,
+    ca_file = p.ca_file,
+  }
+  if not resp then return nil, decorate(err, P.name, model) end
+  if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
+    return nil, response_error(P, resp, model, req.stream)
+  end
+  if req.stream then
+    return setmetatable({ resp = resp, dec = P.decoder(model), provider = P.name,
+                          model = model }, HttpSource)
+  end
+  local body, berr = resp:body()
+  resp:close()
+  if not body then return nil, decorate(berr, P.name, model) end
+  local out, perr = P.parse_response(resp.status, body, model)
+  if not out then return nil, decorate(perr, P.name, model) end
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- The chain of attempts: retries with backoff, then fallbacks
+-- ---------------------------------------------------------------------------
+
+-- Parameters for a fallback entry. A fallback never inherits the primary's
+-- key, base URL or headers (LiteLLM#31467): only what its own entry says.
+local SECRET_KEYS = { api_key = true, api_base = true, extra_headers = true }
+
+local function fallback_params(base, entry)
+  local p = {}
+  for k, v in pairs(base) do
+    if not SECRET_KEYS[k] and k ~= "fallbacks" and k ~= "context_window_fallbacks" then p[k] = v end
+  end
+  if type(entry) == "string" then
+    p.model = entry
+  elseif type(entry) == "table" then
+    for k, v in pairs(entry) do p[k] = v end
+  else
+    error("llm.completion: a fallback must be a model name or a parameter table", 4)
+  end
+  return p
+end
+
+--- Delay before retry n (0-based): Retry-After when sane, else 0.5*2^n
+--- capped at 8 s, with up to 25% jitter. false = do not retry.
+function M.backoff(n, retry_after)
+  if retry_after ~= nil then
+    if retry_after > MAX_RETRY_AFTER then return false end
+    if retry_after > 0 then return retry_after end
+  end
+  local d = math.min(0.5 * 2 ^ n, 8)
+  return d * (1 - 0.25 * math.random())
+end
+
+local Chain = {}
+Chain.__index = Chain
+
+local function new_chain(p)
+  local candidates = { p }
+  for _, f in ipairs(p.fallbacks or {}) do candidates[#candidates + 1] = fallback_params(p, f) end
+  local ctx = {}
+  for _, f in ipairs(p.context_window_fallbacks or {}) do ctx[#ctx + 1] = fallback_params(p, f) end
+  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0,
+                        retries = p.num_retries or M.num_retries, attempts = {} }, Chain)
+end
+
+--- Records the failure of the current attempt and returns the parameters
+--- of the next one (after sleeping the backoff), or nil when exhausted.
+function Chain:next_after(err)
+  local cur = self.candidates[self.idx]
+  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
+  self.attempts[#self.attempts + 1] = rec
+  if err.type == "Cancelled" then return nil end
+  if err.type == "ContextWindowExceededError" and #self.ctx > 0 then
+    self.candidates, self.ctx, self.idx, self.tries = self.ctx, {}, 1, 0
+    return self.candidates[1]
+  end
+  if errors.retryable(err) and self.tries < self.retries then
+    local delay = M.backoff(self.tries, err.retry_after)
+    if delay then
+      self.tries = self.tries + 1
+      rec.delay = delay
+      sleep(delay)            -- a cancel here raises: no request is sent
+      return cur
+    end
+  end
+  if self.idx < #self.candidates then
+    self.idx, self.tries = self.idx + 1, 0
+    return self.candidates[self.idx]
+  end
+  return nil
+end
+
+function Chain:fail(err)
+  err.attempts = self.attempts
+  return err
+end
+
+--- Runs attempts until one succeeds; returns result, params or nil, err.
+function Chain:run(p)
+  while true do
+    local r, err = attempt(p)
+    if r then return r, p end
+    local nxt = self:next_after(err)
+    if not nxt then return nil, self:fail(err) end
+    p = nxt
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Streams
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Stream
+local Stream = {}
+Stream.__index = Stream
+Stream.__name = "luagent.Stream"
+
+local function has_content(c)
+  local ch = c.choices and c.choices[1]
+  local d = ch and ch.delta
+  return d and ((d.content ~= nil and d.content ~= "") or d.tool_calls ~= nil
+                or (d.reasoning_content ~= nil and d.reasoning_content ~= ""))
+end
+
+local function finish(self, err)
+  self._done, self._err = true, err
+  if self._src then self._src:close() end
+  return nil, err
+end
+
+--- The next chunk; nil at the end; nil, err on failure (kept: every later
+--- call returns the same). Before any content reached the script, a
+--- failure moves on to the next attempt of the chain transparently.
+---@return table|nil chunk
+---@return table|nil err
+function Stream:next()
+  while true do
+    local q = self._q
+    local i = self._qi
+    if i <= #q then
+      local c = q[i]
+      q[i] = nil
+      self._qi = i + 1
+      if not self._content and has_content(c) then self._content = true end
+      return c
+    end
+    if self._done then return nil, self._err end
+    local list, err = self._src:pull()
+    if list then
+      self._q, self._qi = list, 1
+      for j = 1, #list do self._builder:add(list[j]) end
+    elseif err then
+      if self._content or not self._chain then return finish(self, err) end
+      self._src:close()
+      local nxt = self._chain:next_after(err)
+      if not nxt then return finish(self, self._chain:fail(err)) end
+      local src, p = self._chain:run(nxt)
+      if not src then return finish(self, p) end
+      self._src, self.model = src, p.model or M.default_model
+      self._builder = chunks.builder()
+    else
+      return finish(self, nil)
+    end
+  end
+end
+
+--- for chunk in stream do ... end  (raises on a mid-stream failure)
+function Stream:__call()
+  local c, err = self:next()
+  if c == nil and err ~= nil then error(err, 0) end
+  return c
+end
+
+--- Consumes the rest; returns the full text, or nil, err.
+---@return string|nil text
+---@return table|nil err
+function Stream:text()
+  while true do
+    local c, err = self:next()
+    if c == nil then
+      if err then return nil, err end
+      break
+    end
+  end
+  local r = self._builder:response()
+  local ch = r.choices and r.choices[1]
+  return ch and ch.message and ch.message.content or ""
+end
+
+--- The response assembled from every chunk received so far
+--- (llm.stream_chunk_builder); partial if the stream failed.
+function Stream:response()
+  return self._builder:response()
+end
+
+--- Ends the transfer now; idempotent. Also __close and __gc.
+function Stream:close()
+  if not self._done then finish(self, nil) end
+end
+
+Stream.__close = Stream.close
+Stream.__gc = Stream.close
+
+-- ---------------------------------------------------------------------------
+-- Entry point
+-- ---------------------------------------------------------------------------
+
+--- llm.completion{model=, messages=, stream=, ...}: a chat.completion
+--- table, a Stream, or nil, err. See DESIGN.md for the parameters.
+function M.completion(p)
+  check_params(p)
+  local chain = new_chain(p)
+  local r, used = chain:run(p)
+  if not r then return nil, used end
+  if not p.stream then return r end
+  return setmetatable({
+    _src = r, _chain = chain, _q = {}, _qi = 1, _builder = chunks.builder(),
+    _content = false, _done = false, model = used.model or M.default_model,
+  }, Stream)
+end
+
+M.Stream = Stream
+return M
