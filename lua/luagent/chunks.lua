@@ -1,0 +1,308 @@
+--- luagent.chunks — OpenAI chat.completion.chunk tables: construction, the
+--- shared stream-decoder state, and reassembly into a chat.completion
+--- (`llm.stream_chunk_builder`).
+local json = require "luagent.json"
+local errors = require "luagent.errors"
+
+local M = {}
+
+local ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+--- A random identifier such as "chatcmpl-3fK9..." (24 random characters).
+--- Used where a provider sends no id (Ollama responses, its tool calls).
+---@param prefix string
+---@return string
+function M.new_id(prefix)
+  local t = {}
+  for i = 1, 24 do
+    local k = math.random(1, #ID_CHARS)
+    t[i] = ID_CHARS:sub(k, k)
+  end
+  return prefix .. table.concat(t)
+end
+
+local finish_map = {
+  stop = "stop", length = "length", tool_calls = "tool_calls",
+  content_filter = "content_filter", function_call = "tool_calls",
+  -- spellings seen from OpenAI-compatible servers
+  eos = "stop", end_turn = "stop", stop_sequence = "stop", max_tokens = "length",
+  tool_use = "tool_calls",
+}
+
+--- Normalises a finish reason to stop | length | tool_calls | content_filter.
+--- nil stays nil; an unknown reason is "stop" (the generation did end).
+---@param reason string|nil
+---@return string|nil
+function M.normalize_finish(reason)
+  if reason == nil then return nil end
+  return finish_map[reason] or "stop"
+end
+
+--- An OpenAI usage table; nil when neither count is known.
+---@param prompt integer|nil
+---@param completion integer|nil
+---@param total integer|nil defaults to the sum
+---@return table|nil
+function M.usage(prompt, completion, total)
+  if prompt == nil and completion == nil then return nil end
+  prompt, completion = prompt or 0, completion or 0
+  return { prompt_tokens = prompt, completion_tokens = completion,
+           total_tokens = total or (prompt + completion) }
+end
+
+--- Builds one chat.completion.chunk with a single choice.
+---@param id string
+---@param model string
+---@param created integer
+---@param delta table|nil
+---@param finish_reason string|nil
+---@param usage table|nil
+---@param index integer|nil choice index, default 0
+---@return table chunk
+function M.chunk(id, model, created, delta, finish_reason, usage, index)
+  return {
+    id = id, object = "chat.completion.chunk", created = created, model = model,
+    choices = { { index = index or 0, delta = delta or {}, finish_reason = finish_reason } },
+    usage = usage,
+  }
+end
+
+--- A usage-only chunk (`choices = []`), as OpenAI sends with include_usage.
+---@param id string
+---@param model string
+---@param created integer
+---@param usage table
+---@return table chunk
+function M.usage_chunk(id, model, created, usage)
+  return { id = id, object = "chat.completion.chunk", created = created, model = model,
+           choices = json.empty_array(), usage = usage }
+end
+
+-- ---------------------------------------------------------------------------
+-- Decoder base: the state every provider's stream decoder shares.
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Decoder
+---@field provider string
+---@field model string
+---@field id string
+---@field created integer
+---@field done boolean the provider's end marker was seen
+---@field finished boolean a finish_reason was delivered
+local Decoder = {}
+Decoder.__index = Decoder
+
+--- Creates decoder state. `feed_impl(self, event, data)` does the provider's
+--- work; opts = {id=, created=} fixes what the provider may not send.
+---@param provider string
+---@param model string
+---@param opts table|nil
+---@param feed_impl fun(self: luagent.Decoder, event: string|nil, data: string): table|nil, table|nil
+---@return luagent.Decoder
+function M.decoder(provider, model, opts, feed_impl)
+  opts = opts or {}
+  return setmetatable({
+    provider = provider, model = model,
+    id = opts.id or M.new_id("chatcmpl-"), created = opts.created or os.time(),
+    done = false, finished = false, _feed = feed_impl, _events = 0,
+  }, Decoder)
+end
+
+--- Decodes one framed event (SSE event name + data, or an NDJSON line with a
+--- nil event). Returns a (possibly empty) list of chunks, or nil, err.
+---@param event string|nil
+---@param data string
+---@return table|nil chunks
+---@return table|nil err
+function Decoder:feed(event, data)
+  self._events = self._events + 1
+  return self._feed(self, event, data or "")
+end
+
+--- A chunk stamped with this stream's id, model and created time; a finish
+--- reason marks the stream finished.
+---@param delta table
+---@param finish_reason string|nil
+---@param usage table|nil
+---@param index integer|nil
+---@return table chunk
+function Decoder:chunk(delta, finish_reason, usage, index)
+  if finish_reason then self.finished = true end
+  return M.chunk(self.id, self.model, self.created, delta, finish_reason, usage, index)
+end
+
+--- Decodes a data payload as a JSON object, or returns the "malformed stream
+--- event" APIError (with at most ~200 redacted bytes of the data).
+---@param data string
+---@return table|nil value
+---@return table|nil err
+function Decoder:decode(data)
+  local v, err = json.decode(data)
+  if type(v) ~= "table" then
+    return nil, errors.new("APIError", "malformed stream event from " .. self.provider
+      .. " (" .. tostring(err or "not a JSON object") .. "): " .. errors.snippet(data),
+      { provider = self.provider, model = self.model })
+  end
+  return v
+end
+
+--- Called at the end of the body: StreamIncomplete unless the end marker was
+--- seen or a finish_reason delivered (RELIABILITY.md, Kong#14499).
+---@return true|nil ok
+---@return table|nil err
+function Decoder:finish()
+  if self.done or self.finished then return true end
+  return nil, errors.new("StreamIncomplete",
+    "stream ended before its end marker and without a finish_reason (after "
+    .. self._events .. " events)", { provider = self.provider, model = self.model })
+end
+
+-- ---------------------------------------------------------------------------
+-- Builder (stream_chunk_builder)
+-- ---------------------------------------------------------------------------
+
+---@class luagent.ChunkBuilder
+local Builder = {}
+Builder.__index = Builder
+
+--- A new, empty builder.
+---@return luagent.ChunkBuilder
+function M.builder()
+  return setmetatable({ _choices = {}, _count = 0 }, Builder)
+end
+
+local function choice_state(self, index)
+  local st = self._choices[index]
+  if not st then
+    st = { index = index, content = {}, reasoning = {}, calls = {}, by_index = {} }
+    self._choices[index] = st
+  end
+  return st
+end
+
+-- Assembles one tool-call fragment: fragments join the call at their index; a
+-- fragment carrying an id different from that call's starts a new call
+-- (LiteLLM#39796: some servers reuse index 0 for every call); without an index
+-- it continues the most recent call.
+local function add_tool_fragment(st, frag)
+  if type(frag) ~= "table" then return end
+  local idx = frag.index
+  local call
+  if idx ~= nil then call = st.by_index[idx] else call = st.calls[#st.calls] end
+  if call and frag.id and call.id and frag.id ~= call.id then call = nil end
+  if not call then
+    call = { args = {} }
+    st.calls[#st.calls + 1] = call
+    if idx ~= nil then st.by_index[idx] = call end
+  end
+  if frag.id and not call.id then call.id = frag.id end
+  if frag.extra_content and not call.extra_content then call.extra_content = frag.extra_content end
+  local fn = frag["function"]
+  if type(fn) == "table" then
+    -- the name comes once, on the first fragment; later repeats are not appended
+    if type(fn.name) == "string" and fn.name ~= "" and not call.name then call.name = fn.name end
+    if type(fn.arguments) == "string" then call.args[#call.args + 1] = fn.arguments end
+  end
+end
+
+local function add_choice(self, c)
+  local st = choice_state(self, c.index or 0)
+  local delta = c.delta or c.message or {}
+  if delta.role then st.role = delta.role end
+  if type(delta.content) == "string" then st.content[#st.content + 1] = delta.content end
+  if type(delta.reasoning_content) == "string" then
+    st.reasoning[#st.reasoning + 1] = delta.reasoning_content
+  end
+  if type(delta.tool_calls) == "table" then
+    for _, frag in ipairs(delta.tool_calls) do add_tool_fragment(st, frag) end
+  end
+  if c.finish_reason ~= nil then st.finish_reason = c.finish_reason end
+end
+
+--- Adds one chunk. A usage-only chunk (`choices = []`) is fine.
+---@param chunk table
+function Builder:add(chunk)
+  if type(chunk) ~= "table" then return end
+  self._count = self._count + 1
+  self.id = self.id or chunk.id
+  self.model = self.model or chunk.model
+  self.created = self.created or chunk.created
+  self.system_fingerprint = chunk.system_fingerprint or self.system_fingerprint
+  if chunk.usage ~= nil then self.usage = chunk.usage end
+  if type(chunk.choices) == "table" then
+    for _, c in ipairs(chunk.choices) do add_choice(self, c) end
+  end
+end
+
+local function assembled_calls(st)
+  if #st.calls == 0 then return nil end
+  local out = {}
+  for i, call in ipairs(st.calls) do
+    local args = table.concat(call.args)
+    -- a call without argument fragments had no arguments: "{}" as OpenAI sends
+    if args:match("^%s*$") then args = "{}" end
+    out[i] = { id = call.id, type = "function", extra_content = call.extra_content,
+               ["function"] = { name = call.name, arguments = args } }
+  end
+  return out
+end
+
+local function sorted_indices(choices)
+  local t = {}
+  for i in pairs(choices) do t[#t + 1] = i end
+  table.sort(t)
+  return t
+end
+
+--- The assembled chat.completion: content concatenated, tool calls assembled,
+--- the last finish_reason and usage seen per choice.
+---@return table response
+function Builder:response()
+  local choices = json.empty_array()
+  for _, index in ipairs(sorted_indices(self._choices)) do
+    local st = self._choices[index]
+    local tool_calls = assembled_calls(st)
+    local content
+    if #st.content > 0 then content = table.concat(st.content)
+    elseif not tool_calls then content = "" end
+    choices[#choices + 1] = {
+      index = index, finish_reason = st.finish_reason,
+      message = { role = st.role or "assistant", content = content, tool_calls = tool_calls,
+                  reasoning_content = #st.reasoning > 0 and table.concat(st.reasoning) or nil },
+    }
+  end
+  return {
+    id = self.id, object = "chat.completion", created = self.created, model = self.model,
+    system_fingerprint = self.system_fingerprint, choices = choices, usage = self.usage,
+  }
+end
+
+--- Checks that the final arguments of every tool call are a JSON object.
+---@return true|nil ok
+---@return table|nil err APIError naming the tool
+function Builder:check_tool_arguments()
+  for _, index in ipairs(sorted_indices(self._choices)) do
+    for _, call in ipairs(assembled_calls(self._choices[index]) or {}) do
+      local fn = call["function"]
+      local v, err = json.decode(fn.arguments)
+      if not json.is_object(v) then
+        return nil, errors.new("APIError", string.format(
+          "tool call '%s' (id %s) has arguments that are not a JSON object (%s): %s",
+          tostring(fn.name), tostring(call.id), err or "not an object",
+          errors.snippet(fn.arguments)), { model = self.model })
+      end
+    end
+  end
+  return true
+end
+
+--- Builds a chat.completion from a list of chunks (llm.stream_chunk_builder).
+---@param list table
+---@return table response
+function M.build(list)
+  local b = M.builder()
+  for _, chunk in ipairs(list or {}) do b:add(chunk) end
+  return b:response()
+end
+
+return M

@@ -1,0 +1,431 @@
+--- luagent.providers.gemini — the Gemini API (generativelanguage.googleapis.com,
+--- v1beta generateContent / streamGenerateContent?alt=sse).
+--- Messages become `contents` of `parts`, system messages `systemInstruction`,
+--- tool calls functionCall parts and tool results functionResponse parts. The key
+--- travels in the x-goog-api-key header, never in the URL.
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+local chunks = require "luagent.chunks"
+local common = require "luagent.providers"
+
+local M = {
+  name = "gemini",
+  env_key = "GEMINI_API_KEY",
+  env_base = "GOOGLE_GEMINI_BASE_URL", -- google-genai SDK; base without /v1beta
+  default_base = "https://generativelanguage.googleapis.com",
+  framing = "sse",
+}
+
+local supported = {
+  messages = true, stream = true, stream_options = true, max_tokens = true,
+  max_completion_tokens = true, temperature = true, top_p = true, stop = true, n = true,
+  seed = true, tools = true, tool_choice = true, response_format = true,
+  presence_penalty = true, frequency_penalty = true, logprobs = true, top_logprobs = true,
+}
+-- non-standard keys translated here rather than passed through
+local handled = { top_k = true, generationConfig = true }
+
+-- Schema keywords the Gemini `parameters` Schema rejects ("Unknown name ...").
+local schema_strip = { ["$schema"] = true, ["$id"] = true, additionalProperties = true,
+                       strict = true, examples = true }
+
+-- ---------------------------------------------------------------------------
+-- Contents
+-- ---------------------------------------------------------------------------
+
+local mime_by_ext = { png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg",
+                      gif = "image/gif", webp = "image/webp", pdf = "application/pdf" }
+
+local function media_part(url, model)
+  local mime, data = common.parse_data_url(url)
+  if mime then return { inlineData = { mimeType = mime, data = data } } end
+  if type(url) == "string" and (url:match("^https?://") or url:match("^gs://")) then
+    local ext = url:match("%.(%w+)$") or url:match("%.(%w+)[?#]")
+    return { fileData = { fileUri = url, mimeType = ext and mime_by_ext[ext:lower()] } }
+  end
+  return nil, common.bad_request(M.name, model, "image_url must be a data:, http(s) or gs:// URL")
+end
+
+local function user_parts(content, model)
+  local parts = json.array()
+  for _, part in ipairs(common.content_parts(content)) do
+    local kind = type(part) == "table" and part.type
+    local p, err
+    if kind == "text" then p = { text = part.text }
+    elseif kind == "image_url" then p, err = media_part(common.image_url(part), model)
+    elseif kind == "file" and type(part.file) == "table" then
+      p, err = media_part(part.file.file_data or part.file.file_id, model)
+    else
+      err = common.bad_request(M.name, model, "unsupported content part type " .. tostring(kind))
+    end
+    if not p then return nil, err end
+    parts[#parts + 1] = p
+  end
+  return parts
+end
+
+local function thought_signature(tc)
+  local extra = type(tc.extra_content) == "table" and tc.extra_content.google
+  return type(extra) == "table" and extra.thought_signature or nil
+end
+
+local function model_parts(m, model)
+  local parts = json.array()
+  local text = common.text_of(m.content)
+  if text ~= "" then parts[#parts + 1] = { text = text } end
+  for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
+    local fn = tc["function"] or {}
+    local args, err = common.decode_arguments(fn.arguments, fn.name, M.name, model)
+    if not args then return nil, err end
+    -- Gemini 3 refuses a replayed function call without its thought signature
+    parts[#parts + 1] = { functionCall = { name = fn.name, args = args },
+                          thoughtSignature = thought_signature(tc) }
+  end
+  return parts
+end
+
+local function function_response(m, names)
+  local text = common.text_of(m.content)
+  local decoded = json.decode(text)
+  -- `response` must be an object: a JSON object result is sent as is
+  local response = json.is_object(decoded) and decoded or { content = text }
+  return { functionResponse = { name = names[m.tool_call_id] or m.name, response = response } }
+end
+
+-- Consecutive turns of one role are merged: the responses to parallel function
+-- calls must arrive in the same turn as the calls were made.
+local function push(contents, role, parts)
+  local last = contents[#contents]
+  if last and last.role == role then
+    for _, p in ipairs(parts) do last.parts[#last.parts + 1] = p end
+  elseif #parts > 0 then
+    contents[#contents + 1] = { role = role, parts = parts }
+  end
+end
+
+-- OpenAI messages → Gemini contents (and the systemInstruction), or nil, err.
+local function convert_messages(messages, model)
+  local names = common.tool_names_by_id(messages)
+  local system, contents = {}, json.array()
+  for _, m in ipairs(messages) do
+    local role, parts, err = m.role, nil, nil
+    if role == "system" or role == "developer" then
+      system[#system + 1] = common.text_of(m.content)
+    elseif role == "user" then
+      parts, err = user_parts(m.content, model)
+      if not parts then return nil, err end
+      push(contents, "user", parts)
+    elseif role == "assistant" then
+      parts, err = model_parts(m, model)
+      if not parts then return nil, err end
+      push(contents, "model", parts)
+    elseif role == "tool" then
+      push(contents, "user", json.array { function_response(m, names) })
+    else
+      return nil, common.bad_request(M.name, model, "unsupported message role '" .. role .. "'")
+    end
+  end
+  local instruction
+  if #system > 0 then instruction = { parts = json.array { { text = table.concat(system, "\n\n") } } } end
+  return contents, instruction
+end
+
+-- ---------------------------------------------------------------------------
+-- Tools and generation config
+-- ---------------------------------------------------------------------------
+
+-- Gemini refuses an OBJECT schema without properties, so a tool taking no
+-- arguments must leave `parameters` out.
+local function takes_arguments(params)
+  if type(params) ~= "table" then return false end
+  if type(params.properties) == "table" then return next(params.properties) ~= nil end
+  return params.type ~= "object"
+end
+
+local function function_declaration(fn)
+  local decl = { name = fn.name, description = fn.description }
+  if takes_arguments(fn.parameters) then decl.parameters = common.fix_schema(fn.parameters, schema_strip) end
+  return decl
+end
+
+local function convert_tools(tools)
+  local decls, out = json.array(), json.array()
+  for _, t in ipairs(tools) do
+    if type(t["function"]) == "table" then
+      decls[#decls + 1] = function_declaration(t["function"])
+    else
+      out[#out + 1] = t -- a native Gemini tool such as {googleSearch = {}}
+    end
+  end
+  if #decls > 0 then table.insert(out, 1, { functionDeclarations = decls }) end
+  return out
+end
+
+local function tool_config(choice)
+  if choice == nil then return nil end
+  local cfg
+  if choice == "auto" then cfg = { mode = "AUTO" }
+  elseif choice == "required" or choice == "any" then cfg = { mode = "ANY" }
+  elseif choice == "none" then cfg = { mode = "NONE" }
+  elseif type(choice) == "table" and type(choice["function"]) == "table" then
+    cfg = { mode = "ANY", allowedFunctionNames = json.array { choice["function"].name } }
+  else
+    return nil
+  end
+  return { functionCallingConfig = cfg }
+end
+
+local function generation_config(params)
+  local cfg = {}
+  for k, v in pairs(type(params.generationConfig) == "table" and params.generationConfig or {}) do cfg[k] = v end
+  local function put(k, v) if v ~= nil then cfg[k] = v end end
+  put("maxOutputTokens", common.max_tokens(params))
+  put("temperature", params.temperature)
+  put("topP", params.top_p)
+  put("topK", params.top_k)
+  put("stopSequences", common.stop_list(params.stop))
+  put("candidateCount", params.n)
+  put("seed", params.seed)
+  put("presencePenalty", params.presence_penalty)
+  put("frequencyPenalty", params.frequency_penalty)
+  if params.logprobs then put("responseLogprobs", true) end
+  put("logprobs", params.top_logprobs)
+  local rf = params.response_format
+  if type(rf) == "table" and (rf.type == "json_object" or rf.type == "json_schema") then
+    cfg.responseMimeType = "application/json"
+    local schema = type(rf.json_schema) == "table" and rf.json_schema.schema
+    if schema then cfg.responseJsonSchema = common.fix_schema(schema) end
+  end
+  return next(cfg) and cfg or nil
+end
+
+-- ---------------------------------------------------------------------------
+-- Request
+-- ---------------------------------------------------------------------------
+
+-- The model as a path segment: "models/" dropped, anything unusual escaped.
+local function model_path(model)
+  model = model:gsub("^models/", "")
+  return (model:gsub("[^%w%-%._]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+--- Builds the HTTP request for a chat completion.
+---@param params table the user's completion table
+---@param model string
+---@param ctx table {api_key=, api_base=}
+---@return table|nil req
+---@return table|nil err
+function M.build_request(params, model, ctx)
+  ctx = ctx or {}
+  local ok, err = common.check_messages(params, M.name, model)
+  if not ok then return nil, err end
+  local dropped
+  dropped, err = common.check_supported(params, supported, M.name, model)
+  if not dropped then return nil, err end
+  local contents, instruction = convert_messages(params.messages, model)
+  if not contents then return nil, instruction end
+  local stream = params.stream == true
+  local body = {
+    contents = contents, systemInstruction = instruction,
+    generationConfig = generation_config(params),
+    toolConfig = tool_config(params.tool_choice),
+  }
+  if type(params.tools) == "table" then body.tools = convert_tools(params.tools) end
+  common.passthrough(params, body, handled)
+  common.merge_extra_body(params, body)
+
+  local base = { ["content-type"] = "application/json",
+                 accept = stream and "text/event-stream" or "application/json" }
+  if ctx.api_key and ctx.api_key ~= "" then base["x-goog-api-key"] = ctx.api_key end
+  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
+  if not headers then return nil, herr end
+  local encoded, eerr = common.encode_body(body, M.name, model)
+  if not encoded then return nil, eerr end
+  local path = "/v1beta/models/" .. model_path(model)
+    .. (stream and ":streamGenerateContent?alt=sse" or ":generateContent")
+  return {
+    method = "POST", url = common.join_url(ctx.api_base or M.default_base, path),
+    headers = headers, body = encoded, stream = stream, framing = M.framing, dropped = dropped,
+  }
+end
+
+-- ---------------------------------------------------------------------------
+-- Errors
+-- ---------------------------------------------------------------------------
+
+local status_map = {
+  INVALID_ARGUMENT = "BadRequestError", FAILED_PRECONDITION = "BadRequestError",
+  OUT_OF_RANGE = "BadRequestError", UNAUTHENTICATED = "AuthenticationError",
+  PERMISSION_DENIED = "PermissionDeniedError", NOT_FOUND = "NotFoundError",
+  RESOURCE_EXHAUSTED = "RateLimitError", INTERNAL = "InternalServerError",
+  UNKNOWN = "InternalServerError", UNAVAILABLE = "ServiceUnavailableError",
+  DEADLINE_EXCEEDED = "Timeout",
+}
+
+-- google.rpc details: RetryInfo's retryDelay ("37s") and ErrorInfo's reason.
+local function read_details(details)
+  local retry, reason
+  for _, d in ipairs(type(details) == "table" and details or {}) do
+    if type(d) == "table" then
+      if type(d.retryDelay) == "string" then retry = tonumber(d.retryDelay:match("^(%d+%.?%d*)s$")) end
+      reason = reason or d.reason
+    end
+  end
+  return retry, reason
+end
+
+local function classify(status, e, reason)
+  local etype, known = errors.type_for_status(status)
+  if not known then etype = status_map[e.status] or etype end
+  local m = type(e.message) == "string" and e.message:lower() or ""
+  -- an invalid key is a 400 INVALID_ARGUMENT on this API
+  if reason == "API_KEY_INVALID" or m:find("api key not valid", 1, true) then
+    return "AuthenticationError"
+  end
+  if etype == "BadRequestError" and (m:find("exceeds the maximum number of tokens", 1, true)
+      or m:find("input token count", 1, true)) then
+    return "ContextWindowExceededError"
+  end
+  return etype
+end
+
+local function typed_error(status, headers, body, model, e)
+  e = type(e) == "table" and e or {}
+  local retry, reason = read_details(e.details)
+  return errors.http_error {
+    type = classify(status or (math.type(e.code) == "integer" and e.code or nil), e, reason),
+    status = status, headers = headers, body = body, provider = M.name, model = model,
+    message = e.message, provider_type = e.status, code = reason, retry_after = retry,
+  }
+end
+
+--- The error of a failed response: {"error": {code, message, status, details}}
+--- (sometimes wrapped in an array).
+---@param status integer
+---@param headers table|nil
+---@param body string|nil
+---@param model string
+---@return table err
+function M.parse_error(status, headers, body, model)
+  local v = common.decode_body(body)
+  local e = v and (v.error or (type(v[1]) == "table" and v[1].error))
+  return typed_error(status, headers, body, model, e)
+end
+
+-- ---------------------------------------------------------------------------
+-- Responses and stream
+-- ---------------------------------------------------------------------------
+
+local filtered = { SAFETY = true, RECITATION = true, BLOCKLIST = true, PROHIBITED_CONTENT = true,
+                   SPII = true, IMAGE_SAFETY = true }
+
+local function finish_reason(reason, had_tools)
+  if reason == nil or reason == "FINISH_REASON_UNSPECIFIED" then return nil end
+  if reason == "MAX_TOKENS" then return "length" end
+  if filtered[reason] then return "content_filter" end
+  return had_tools and "tool_calls" or "stop"
+end
+
+local function openai_usage(u)
+  if type(u) ~= "table" then return nil end
+  local thoughts = u.thoughtsTokenCount or 0
+  local usage = chunks.usage(u.promptTokenCount or 0, (u.candidatesTokenCount or 0) + thoughts,
+                             u.totalTokenCount)
+  if thoughts > 0 then usage.completion_tokens_details = { reasoning_tokens = thoughts } end
+  if (u.cachedContentTokenCount or 0) > 0 then
+    usage.prompt_tokens_details = { cached_tokens = u.cachedContentTokenCount }
+  end
+  return usage
+end
+
+-- The delta of one candidate: its text, thoughts and complete function calls.
+local function candidate_delta(self, c, index)
+  local delta, texts, thoughts = {}, {}, {}
+  local content = type(c.content) == "table" and c.content or {}
+  for _, part in ipairs(type(content.parts) == "table" and content.parts or {}) do
+    if type(part.functionCall) == "table" then
+      local n = self._tools[index] or 0
+      self._tools[index] = n + 1
+      local sig = part.thoughtSignature
+      delta.tool_calls = delta.tool_calls or {}
+      delta.tool_calls[#delta.tool_calls + 1] = {
+        index = n, id = part.functionCall.id or chunks.new_id("call_"), type = "function",
+        ["function"] = { name = part.functionCall.name,
+                         arguments = common.encode_arguments(part.functionCall.args) },
+        extra_content = sig and { google = { thought_signature = sig } } or nil,
+      }
+    elseif type(part.text) == "string" then
+      if part.thought then thoughts[#thoughts + 1] = part.text else texts[#texts + 1] = part.text end
+    end
+  end
+  if #texts > 0 then delta.content = table.concat(texts) end
+  if #thoughts > 0 then delta.reasoning_content = table.concat(thoughts) end
+  if not self._started[index] then
+    self._started[index] = true
+    delta.role = "assistant"
+  end
+  return delta
+end
+
+local function feed(self, _, data)
+  local v, err = self:decode(data)
+  if not v then return nil, err end
+  if v.error ~= nil then return nil, typed_error(nil, nil, data, self.model, v.error) end
+  self.id = self._id_fixed and self.id or v.responseId or self.id
+  self._id_fixed = true
+  self.model = v.modelVersion or self.model
+  if v.usageMetadata then self._usage = v.usageMetadata end
+  local out = {}
+  local candidates = type(v.candidates) == "table" and v.candidates or {}
+  for _, c in ipairs(candidates) do
+    local index = c.index or 0
+    local delta = candidate_delta(self, c, index)
+    local finish = finish_reason(c.finishReason, (self._tools[index] or 0) > 0)
+    if finish then self.done = true end
+    if next(delta) ~= nil or finish then
+      out[#out + 1] = self:chunk(delta, finish, finish and openai_usage(self._usage) or nil, index)
+    end
+  end
+  -- a blocked prompt has no candidates at all
+  local feedback = type(v.promptFeedback) == "table" and v.promptFeedback
+  if #candidates == 0 and feedback and feedback.blockReason then
+    self.done = true
+    out[#out + 1] = self:chunk({ role = "assistant" }, "content_filter", openai_usage(self._usage))
+  end
+  return out
+end
+
+--- A stream decoder: one call per SSE event.
+---@param model string
+---@param opts table|nil {id=, created=}
+---@return luagent.Decoder
+function M.decoder(model, opts)
+  local dec = chunks.decoder(M.name, model, opts, feed)
+  dec._tools, dec._started = {}, {}
+  dec._id_fixed = opts ~= nil and opts.id ~= nil
+  return dec
+end
+
+--- The chat.completion of a non-streaming generateContent response.
+---@param status integer
+---@param body string
+---@param model string
+---@return table|nil response
+---@return table|nil err
+function M.parse_response(status, body, model)
+  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
+  local v = common.decode_body(body)
+  if not v then
+    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+      { status = status, provider = M.name, model = model })
+  end
+  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
+  local dec = M.decoder(model)
+  local list, err = dec:feed(nil, body)
+  if not list then return nil, err end
+  local resp = chunks.build(list)
+  resp.usage = resp.usage or openai_usage(v.usageMetadata)
+  return resp
+end
+
+return M

@@ -1,0 +1,428 @@
+--- luagent.providers — model-name parsing, provider lookup, and the helpers the
+--- provider modules share when they translate an OpenAI-shaped request.
+--
+-- Parameter passthrough rule (every provider's build_request follows it):
+--  1. Runtime-only keys (M.RUNTIME_KEYS: model, api_key, api_base, timeouts,
+--     retries, fallbacks, rate_limit, progress, extra_headers, extra_body,
+--     metadata, drop_params, mock_*, ...) are never sent, nor is any key whose
+--     value is a function, userdata or thread (callbacks for the runtime).
+--  2. Standard OpenAI parameters (M.STANDARD_KEYS) are translated by the
+--     provider. One it cannot express (e.g. `seed` for Anthropic) is a
+--     BadRequestError naming it, as LiteLLM's UnsupportedParamsError; with
+--     `drop_params = true` it is dropped instead and listed in `req.dropped`.
+--     Harmless values are always accepted: n = 1, parallel_tool_calls = true,
+--     tool_choice = "auto", response_format = {type = "text"}.
+--  3. Every other string key goes verbatim to the top level of the body: the
+--     provider's own fields (Anthropic `thinking`, Gemini `safetySettings`,
+--     Ollama `keep_alive`). It never replaces a field the provider translated
+--     (Anthropic `system` built from the system messages stays); a user
+--     `generationConfig` (Gemini) or `options` (Ollama) table is merged under
+--     the translated values, which win.
+--  4. `extra_body` (a table) is merged into the top level of the body last and
+--     wins over everything; `extra_headers` are merged into the headers last.
+--  OpenAI receives every standard parameter as it is (rule 2 never refuses).
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+
+local M = {}
+
+local function set(list)
+  local s = {}
+  for _, k in ipairs(list) do s[k] = true end
+  return s
+end
+
+--- Keys consumed by the runtime, never sent to a provider.
+M.RUNTIME_KEYS = set {
+  "model", "api_key", "api_base", "base_url", "api_version", "custom_llm_provider",
+  "timeout", "request_timeout", "connect_timeout", "first_token_timeout", "idle_timeout",
+  "stream_timeout", "num_retries", "max_retries", "fallbacks", "context_window_fallbacks",
+  "rate_limit", "progress", "extra_headers", "extra_body", "metadata", "drop_params",
+  "on_midstream_failure", "mock_response", "mock_delay", "mock_tool_calls",
+  "mock_finish_reason",
+}
+
+--- OpenAI chat-completion parameters each provider translates (or refuses).
+M.STANDARD_KEYS = set {
+  "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+  "temperature", "top_p", "stop", "n", "seed", "user", "tools", "tool_choice",
+  "response_format", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+  "top_logprobs", "parallel_tool_calls", "functions", "function_call", "modalities",
+  "audio", "prediction", "reasoning_effort", "service_tier", "store",
+  "web_search_options",
+}
+
+-- ---------------------------------------------------------------------------
+-- Registry and model names
+-- ---------------------------------------------------------------------------
+
+local registry = {
+  openai = "luagent.providers.openai", anthropic = "luagent.providers.anthropic",
+  ollama = "luagent.providers.ollama", gemini = "luagent.providers.gemini",
+  mock = "luagent.providers.mock",
+}
+-- LiteLLM's "ollama_chat/" prefix means the same native /api/chat endpoint.
+local aliases = { ollama_chat = "ollama" }
+
+--- Registers a provider module (or a module name, required on first use);
+--- nil removes the provider.
+---@param name string
+---@param module table|string|nil
+function M.register(name, module)
+  assert(type(name) == "string" and name ~= "", "providers.register: name must be a string")
+  registry[name] = module
+end
+
+--- The provider module called `name`, or nil.
+---@param name string
+---@return table|nil
+function M.get(name)
+  name = aliases[name] or name
+  local entry = registry[name]
+  if type(entry) == "string" then
+    entry = require(entry)
+    registry[name] = entry
+  end
+  return entry
+end
+
+--- Sorted names of the known providers.
+---@return string[]
+function M.names()
+  local t = {}
+  for name in pairs(registry) do t[#t + 1] = name end
+  table.sort(t)
+  return t
+end
+
+--- Splits "provider/model" and finds the provider. No prefix means openai; the
+--- rest after the first slash is kept whole ("openai/meta-llama/x").
+---@param model string
+---@return table|nil provider
+---@return string|table model_or_err the provider's model name, or a BadRequestError
+function M.resolve(model)
+  if type(model) ~= "string" or model == "" then
+    return nil, errors.new("BadRequestError", "model must be a non-empty string")
+  end
+  local prefix, rest = model:match("^([^/]*)/(.*)$")
+  if not prefix then return M.get("openai"), model end
+  local provider = M.get(prefix)
+  if not provider then
+    return nil, errors.new("BadRequestError", string.format(
+      "unknown provider '%s' in model '%s' (known: %s; use openai/<name> for an "
+      .. "OpenAI-compatible server)", prefix, model, table.concat(M.names(), ", ")),
+      { model = model })
+  end
+  if rest == "" then
+    return nil, errors.new("BadRequestError", "model '" .. model .. "' names no model after the provider",
+      { provider = provider.name, model = model })
+  end
+  return provider, rest
+end
+
+-- ---------------------------------------------------------------------------
+-- Request-building helpers
+-- ---------------------------------------------------------------------------
+
+--- A BadRequestError for request translation problems.
+---@param provider string
+---@param model string|nil
+---@param message string
+---@return table err
+function M.bad_request(provider, model, message)
+  return errors.new("BadRequestError", message, { provider = provider, model = model })
+end
+
+local function harmless(key, v)
+  if key == "n" then return v == 1 end
+  if key == "parallel_tool_calls" then return v == true end
+  if key == "response_format" then return type(v) == "table" and v.type == "text" end
+  if key == "tool_choice" then return v == "auto" end
+  if key == "stream" or key == "stream_options" or key == "messages" then return true end
+  return false
+end
+
+--- Applies rule 2: every standard key present in params must be in `supported`
+--- (or harmless). Returns the list of dropped keys, or nil, BadRequestError.
+---@param params table
+---@param supported table set of standard keys the provider translates
+---@param provider string
+---@param model string
+---@return string[]|nil dropped
+---@return table|nil err
+function M.check_supported(params, supported, provider, model)
+  local dropped = {}
+  for key in pairs(M.STANDARD_KEYS) do
+    local v = params[key]
+    if v ~= nil and not supported[key] and not harmless(key, v) then
+      dropped[#dropped + 1] = key
+    end
+  end
+  table.sort(dropped)
+  if #dropped > 0 and params.drop_params ~= true then
+    return nil, M.bad_request(provider, model, string.format(
+      "%s does not support %s (set drop_params = true to drop %s)", provider,
+      "'" .. table.concat(dropped, "', '") .. "'", #dropped > 1 and "them" or "it"))
+  end
+  return dropped
+end
+
+--- Applies rules 1 and 3: copies the provider-native keys of params into body.
+--- `handled` lists non-standard keys the provider translated itself.
+---@param params table
+---@param body table
+---@param handled table|nil set
+function M.passthrough(params, body, handled)
+  for k, v in pairs(params) do
+    local tv = type(v)
+    if type(k) == "string" and not M.RUNTIME_KEYS[k] and not M.STANDARD_KEYS[k]
+        and not (handled and handled[k]) and k:sub(1, 5) ~= "mock_"
+        and tv ~= "function" and tv ~= "userdata" and tv ~= "thread" and body[k] == nil then
+      body[k] = v
+    end
+  end
+end
+
+--- Applies rule 4's extra_body (top-level merge, last).
+---@param params table
+---@param body table
+function M.merge_extra_body(params, body)
+  if type(params.extra_body) == "table" then
+    for k, v in pairs(params.extra_body) do body[k] = v end
+  end
+end
+
+--- Lower-cases header names and merges `extra` over `base`. Refuses names that
+--- are not HTTP tokens and values with CR, LF or NUL (header injection).
+---@param base table
+---@param extra table|nil
+---@param provider string|nil for the error
+---@param model string|nil for the error
+---@return table|nil headers
+---@return table|nil err
+function M.headers(base, extra, provider, model)
+  local out = {}
+  for k, v in pairs(base) do out[k:lower()] = v end
+  if extra ~= nil and type(extra) ~= "table" then
+    return nil, M.bad_request(provider, model, "extra_headers must be a table")
+  end
+  for k, v in pairs(extra or {}) do
+    if type(v) == "number" then v = tostring(v) end
+    if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
+      return nil, M.bad_request(provider, model, "extra_headers: invalid header name " .. errors.snippet(tostring(k), 60))
+    end
+    if type(v) ~= "string" or v:find("[\r\n%z]") then
+      return nil, M.bad_request(provider, model, "extra_headers: header '" .. k
+        .. "' must be a string without CR, LF or NUL")
+    end
+    out[k:lower()] = v
+  end
+  return out
+end
+
+--- Joins a base URL and a path. When the base already ends with the path's
+--- first segment (".../v1" + "/v1/messages") that segment is not repeated.
+---@param base string
+---@param path string starting with "/"
+---@return string
+function M.join_url(base, path)
+  base = base:gsub("/+$", "")
+  local first = path:match("^(/[^/]+)/")
+  if first and base:sub(-#first) == first then path = path:sub(#first + 1) end
+  return base .. path
+end
+
+--- Checks params.messages: a non-empty array of tables with a string role.
+---@param params table
+---@param provider string
+---@param model string
+---@return true|nil ok
+---@return table|nil err
+function M.check_messages(params, provider, model)
+  local msgs = params.messages
+  if type(msgs) ~= "table" or msgs[1] == nil then
+    return nil, M.bad_request(provider, model, "messages must be a non-empty array of messages")
+  end
+  for i, m in ipairs(msgs) do
+    if type(m) ~= "table" or type(m.role) ~= "string" then
+      return nil, M.bad_request(provider, model, "messages[" .. i .. "] must be a table with a string role")
+    end
+  end
+  return true
+end
+
+--- The content of a message as a list of OpenAI parts ({type="text", text=} ...).
+---@param content string|table|nil
+---@return table parts
+function M.content_parts(content)
+  if content == nil then return {} end
+  if type(content) == "string" then return { { type = "text", text = content } } end
+  if type(content) == "table" then return content end
+  return { { type = "text", text = tostring(content) } }
+end
+
+--- The text of a content value (text parts joined by "\n").
+---@param content string|table|nil
+---@return string
+function M.text_of(content)
+  if type(content) == "string" then return content end
+  local texts = {}
+  for _, part in ipairs(M.content_parts(content)) do
+    if type(part) == "table" and type(part.text) == "string" then texts[#texts + 1] = part.text end
+  end
+  return table.concat(texts, "\n")
+end
+
+--- The URL of an image_url part (either {image_url = {url=}} or {image_url = url}).
+---@param part table
+---@return string|nil
+function M.image_url(part)
+  local iu = part.image_url
+  if type(iu) == "table" then return iu.url end
+  return iu
+end
+
+--- Splits a base64 data URL into its media type and payload.
+---@param url string
+---@return string|nil mime
+---@return string|nil data
+function M.parse_data_url(url)
+  if type(url) ~= "string" then return nil end
+  return url:match("^data:([^;,]+)[^,]*;base64,(.*)$")
+end
+
+--- Tool-call arguments as a Lua table (providers other than OpenAI want
+--- objects). "" or nil means no arguments.
+---@param args string|table|nil
+---@param tool_name string|nil for the error
+---@param provider string
+---@param model string
+---@return table|nil args
+---@return table|nil err
+function M.decode_arguments(args, tool_name, provider, model)
+  if type(args) == "table" then return args end
+  if args == nil or (type(args) == "string" and args:match("^%s*$")) then return {} end
+  local v, err = json.decode(tostring(args))
+  if not json.is_object(v) then
+    return nil, M.bad_request(provider, model, string.format(
+      "arguments of tool call '%s' are not a JSON object (%s)", tostring(tool_name),
+      err or "got " .. type(v)))
+  end
+  return v
+end
+
+--- Tool-call arguments as the JSON string OpenAI uses.
+---@param args string|table|nil
+---@return string
+function M.encode_arguments(args)
+  if type(args) == "string" then return args end
+  if args == nil then return "{}" end
+  return json.encode(args) or "{}"
+end
+
+--- Maps tool_call ids to function names over a message list (Gemini and Ollama
+--- name a tool result by function, OpenAI by call id).
+---@param messages table
+---@return table<string, string>
+function M.tool_names_by_id(messages)
+  local names = {}
+  for _, m in ipairs(messages) do
+    if type(m.tool_calls) == "table" then
+      for _, tc in ipairs(m.tool_calls) do
+        local fn = type(tc) == "table" and tc["function"]
+        if type(fn) == "table" and tc.id then names[tc.id] = fn.name end
+      end
+    end
+  end
+  return names
+end
+
+-- JSON-Schema keywords whose value is always an array: an empty Lua table
+-- there must go out as [] (a schema's `required = {}` is a common case).
+local schema_array_keys = set { "required", "enum", "anyOf", "oneOf", "allOf", "prefixItems" }
+-- Keywords whose value maps names to schemas: the names are the user's
+-- (a property may well be called "strict"), so they are never keywords.
+local schema_map_keys = set { "properties", "patternProperties", "$defs", "definitions" }
+
+local fix_schema
+
+-- The fixed value of one keyword of a schema.
+local function fix_keyword(k, v, strip, depth)
+  if schema_array_keys[k] and type(v) == "table" and next(v) == nil then return json.empty_array() end
+  if schema_map_keys[k] and type(v) == "table" then
+    local map = {}
+    for name, sub in pairs(v) do map[name] = fix_schema(sub, strip, depth + 1) end
+    return map
+  end
+  return fix_schema(v, strip, depth + 1)
+end
+
+function fix_schema(schema, strip, depth)
+  if type(schema) ~= "table" or depth > 64 then return schema end
+  local out = {}
+  for k, v in pairs(schema) do
+    if not (strip and strip[k]) then out[k] = fix_keyword(k, v, strip, depth) end
+  end
+  if json.is_array(schema) then json.array(out) end
+  return out
+end
+
+--- A copy of a JSON schema with empty array-valued keywords marked as arrays
+--- and the keywords in `strip` removed (Gemini refuses some keywords). The
+--- caller's table is not modified.
+---@param schema any
+---@param strip table|nil set of keywords to drop
+---@return any
+function M.fix_schema(schema, strip)
+  return fix_schema(schema, strip, 0)
+end
+
+--- The output-token limit from max_tokens or max_completion_tokens.
+---@param params table
+---@return integer|nil
+function M.max_tokens(params)
+  return params.max_tokens or params.max_completion_tokens
+end
+
+--- The stop parameter as an array (it may be one string).
+---@param stop string|string[]|nil
+---@return table|nil
+function M.stop_list(stop)
+  if stop == nil then return nil end
+  if type(stop) == "string" then return json.array { stop } end
+  local out = json.array()
+  for i, s in ipairs(stop) do out[i] = s end
+  return out
+end
+
+--- A shallow array copy marked as a JSON array.
+---@param t table|nil
+---@return table
+function M.array_copy(t)
+  local out = json.array()
+  for i, v in ipairs(t or {}) do out[i] = v end
+  return out
+end
+
+--- Encodes a request body, turning an encoding failure into a BadRequestError.
+---@param body table
+---@param provider string
+---@param model string
+---@return string|nil json
+---@return table|nil err
+function M.encode_body(body, provider, model)
+  local s, err = json.encode(body)
+  if not s then return nil, M.bad_request(provider, model, "cannot encode request body: " .. tostring(err)) end
+  return s
+end
+
+--- Decodes an error/response body to a table, or nil when it is not JSON.
+---@param body string|nil
+---@return table|nil
+function M.decode_body(body)
+  if type(body) ~= "string" then return nil end
+  local v = json.decode(body)
+  return type(v) == "table" and v or nil
+end
+
+return M

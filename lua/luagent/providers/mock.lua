@@ -1,0 +1,198 @@
+--- luagent.providers.mock — the in-process provider: no network, no key.
+--- `plan` decides what a call produces; the runtime paces the chunks with
+--- `plan.delay` and emits them with `chunk` (or takes the list from `chunks`).
+--
+-- What scripts can ask for (all keys are runtime-only, never sent anywhere):
+--   mock_response = "text"            the answer, streamed word by word
+--   mock_response = {error = "RateLimitError", message = "...", status = 429,
+--                    retry_after = 2, after = n, text = "..."}
+--                                      an error of that type; with `after = n`
+--                                      n tokens of `text` (or the default
+--                                      answer) arrive first: a mid-stream failure
+--   mock_response = "litellm.RateLimitError"   LiteLLM's spelling of the same
+--                                      (any of errors.types after "litellm.")
+--   mock_response = <a luagent error>  that error, as is
+--   mock_tool_calls = {{name = "f", arguments = {...} or "json", id = "..."}}
+--   mock_delay = seconds between tokens (default 0.02)
+--   mock_finish_reason = "length"     override the finish reason
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+local chunks = require "luagent.chunks"
+
+local M = {
+  name = "mock",
+  env_key = nil,
+  env_base = nil,
+  default_base = nil,
+  framing = nil, -- in-process: no HTTP framing
+  default_delay = 0.02,
+}
+
+M.default_answer = "Hello from luagent's mock provider! This reply is canned and streamed "
+  .. "token by token, so you can try streaming, progress indicators, retries and rate "
+  .. "limits without a network or an API key. Set mock_response to choose the text."
+
+local known_type = {}
+for _, t in ipairs(errors.types) do known_type[t] = true end
+
+--- Splits text into stream tokens: each word with the whitespace before it.
+---@param text string
+---@return string[]
+function M.tokenize(text)
+  local tokens = {}
+  for tok in text:gmatch("%s*%S+") do tokens[#tokens + 1] = tok end
+  local tail = text:match("%s+$")
+  if tail and #tokens > 0 then tokens[#tokens] = tokens[#tokens] .. tail end
+  if tail and #tokens == 0 then tokens[1] = tail end
+  return tokens
+end
+
+-- A rough prompt size (4 bytes a token), so rate limiters see plausible usage.
+local function estimate_prompt_tokens(messages)
+  local bytes = 0
+  for _, m in ipairs(type(messages) == "table" and messages or {}) do
+    if type(m) == "table" then
+      if type(m.content) == "string" then bytes = bytes + #m.content
+      elseif type(m.content) == "table" then
+        for _, p in ipairs(m.content) do
+          if type(p) == "table" and type(p.text) == "string" then bytes = bytes + #p.text end
+        end
+      end
+      bytes = bytes + 4 -- role and framing
+    end
+  end
+  return math.max(1, (bytes + 3) // 4)
+end
+
+local function mock_error(etype, spec, model)
+  return errors.new(etype, spec.message or ("mock " .. etype), {
+    status = spec.status or errors.default_status(etype), provider = M.name, model = model,
+    retry_after = spec.retry_after,
+  })
+end
+
+-- An error-shaped mock_response as {err=, after=, text=}; nil when the value
+-- is not error-shaped; nil, err for a table naming no known error type.
+local function error_spec(resp, model)
+  if errors.is_error(resp) then return { err = resp } end
+  if type(resp) == "string" then
+    local etype = resp:match("^litellm%.(%a+)$")
+    if etype and known_type[etype] then return { err = mock_error(etype, {}, model) } end
+  elseif type(resp) == "table" then
+    if not known_type[resp.error] then
+      return nil, errors.new("BadRequestError", "mock_response.error must be one of errors.types, got "
+        .. tostring(resp.error), { provider = M.name, model = model })
+    end
+    return { err = mock_error(resp.error, resp, model), after = resp.after, text = resp.text }
+  end
+  return nil
+end
+
+local function tool_calls_of(list)
+  if type(list) ~= "table" or list[1] == nil then return nil end
+  local out = {}
+  for i, tc in ipairs(list) do
+    local args = tc.arguments
+    if type(args) ~= "string" then args = json.encode(args or {}) or "{}" end
+    out[i] = { id = tc.id or ("call_mock_" .. i), name = tc.name, arguments = args }
+  end
+  return out
+end
+
+--- What a mock call produces: {tokens=, tool_calls=, usage=, finish_reason=,
+--- delay=, error=, error_after=}. `error_after` is the number of tokens sent
+--- before `error` (0 when it fails before any output).
+---@param params table the user's completion table
+---@param model string
+---@return table|nil plan
+---@return table|nil err for an invalid mock spec
+function M.plan(params, model)
+  params = params or {}
+  local delay = params.mock_delay
+  if delay == nil then delay = M.default_delay end
+  if type(delay) ~= "number" or delay < 0 or delay ~= delay then
+    return nil, errors.new("BadRequestError", "mock_delay must be a number >= 0",
+      { provider = M.name, model = model })
+  end
+  local resp = params.mock_response
+  local spec, bad = error_spec(resp, model)
+  if bad then return nil, bad end
+  local err, after, text = nil, nil, resp
+  if spec then
+    err, after, text = spec.err, spec.after, spec.text
+  elseif resp ~= nil and type(resp) ~= "string" then
+    return nil, errors.new("BadRequestError", "mock_response must be a string or an error spec",
+      { provider = M.name, model = model })
+  end
+  local tool_calls = not err and tool_calls_of(params.mock_tool_calls) or nil
+  if text == nil then text = (tool_calls and "" or M.default_answer) end
+  local tokens = M.tokenize(text)
+  if err then
+    after = math.max(0, math.min(math.tointeger(after) or 0, #tokens))
+    for i = #tokens, after + 1, -1 do tokens[i] = nil end
+  end
+  local completion = #tokens
+  for _, tc in ipairs(tool_calls or {}) do completion = completion + (#tc.arguments + 3) // 4 + 1 end
+  return {
+    tokens = tokens, tool_calls = tool_calls, delay = delay,
+    finish_reason = params.mock_finish_reason or (tool_calls and "tool_calls" or "stop"),
+    usage = chunks.usage(estimate_prompt_tokens(params.messages), completion),
+    error = err, error_after = err and #tokens or nil,
+  }
+end
+
+--- One OpenAI chunk (choice 0).
+---@param model string
+---@param id string
+---@param delta table
+---@param finish_reason string|nil
+---@param usage table|nil
+---@return table chunk
+function M.chunk(model, id, delta, finish_reason, usage, created)
+  return chunks.chunk(id, model, created or os.time(), delta, finish_reason, usage)
+end
+
+--- Every chunk of a successful plan, in order: role, tokens, tool-call
+--- fragments (name first, arguments in two pieces), then finish with usage.
+--- For a failing plan, the chunks before the error (the caller then raises
+--- plan.error).
+---@param plan table
+---@param model string
+---@param id string|nil
+---@return table[]
+function M.chunks(plan, model, id, created)
+  id = id or chunks.new_id("chatcmpl-mock-")
+  created = created or os.time()
+  local out = { M.chunk(model, id, { role = "assistant", content = "" }, nil, nil, created) }
+  for _, tok in ipairs(plan.tokens) do out[#out + 1] = M.chunk(model, id, { content = tok }, nil, nil, created) end
+  if plan.error then return out end
+  for i, tc in ipairs(plan.tool_calls or {}) do
+    local half = #tc.arguments // 2
+    out[#out + 1] = M.chunk(model, id, { tool_calls = { { index = i - 1, id = tc.id, type = "function",
+      ["function"] = { name = tc.name, arguments = tc.arguments:sub(1, half) } } } }, nil, nil, created)
+    out[#out + 1] = M.chunk(model, id, { tool_calls = { { index = i - 1,
+      ["function"] = { arguments = tc.arguments:sub(half + 1) } } } }, nil, nil, created)
+  end
+  out[#out + 1] = M.chunk(model, id, {}, plan.finish_reason, plan.usage, created)
+  return out
+end
+
+--- The non-streaming chat.completion of a plan, or nil, plan.error.
+---@param plan table
+---@param model string
+---@param id string|nil
+---@return table|nil response
+---@return table|nil err
+function M.response(plan, model, id)
+  if plan.error then return nil, plan.error end
+  local resp = chunks.build(M.chunks(plan, model, id))
+  return resp
+end
+
+--- The mock provider builds no HTTP request.
+function M.build_request(_, model)
+  return nil, errors.new("BadRequestError", "the mock provider runs in-process and sends no request",
+    { provider = M.name, model = model })
+end
+
+return M

@@ -1,0 +1,271 @@
+--- luagent.providers.ollama — Ollama's native /api/chat (NDJSON stream).
+--- Sampling settings go into `options`, images into `images` (base64), tool-call
+--- arguments travel as objects, and each NDJSON line becomes one OpenAI chunk.
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+local chunks = require "luagent.chunks"
+local common = require "luagent.providers"
+
+local M = {
+  name = "ollama",
+  env_key = nil, -- no key locally; ctx.api_key (a proxy, ollama.com) goes as Bearer
+  env_base = "OLLAMA_API_BASE",
+  default_base = "http://localhost:11434",
+  framing = "ndjson",
+}
+
+local supported = {
+  messages = true, stream = true, stream_options = true, max_tokens = true,
+  max_completion_tokens = true, temperature = true, top_p = true, stop = true, seed = true,
+  tools = true, response_format = true, presence_penalty = true, frequency_penalty = true,
+}
+local handled = { top_k = true, options = true }
+
+-- ---------------------------------------------------------------------------
+-- Messages
+-- ---------------------------------------------------------------------------
+
+-- Ollama wants raw base64 in `images`; it cannot fetch URLs.
+local function images_of(content, model)
+  local images
+  if type(content) ~= "table" then return nil end
+  for _, part in ipairs(content) do
+    if type(part) == "table" and part.type == "image_url" then
+      local _, data = common.parse_data_url(common.image_url(part))
+      if not data then
+        return nil, common.bad_request(M.name, model, "ollama takes images only as base64 data: URLs")
+      end
+      images = images or json.array()
+      images[#images + 1] = data
+    elseif type(part) == "table" and part.type ~= "text" then
+      return nil, common.bad_request(M.name, model, "unsupported content part type " .. tostring(part.type))
+    end
+  end
+  return images
+end
+
+local function tool_calls_of(m, model)
+  if type(m.tool_calls) ~= "table" or m.tool_calls[1] == nil then return nil end
+  local out = json.array()
+  for i, tc in ipairs(m.tool_calls) do
+    local fn = tc["function"] or {}
+    local args, err = common.decode_arguments(fn.arguments, fn.name, M.name, model)
+    if not args then return nil, err end
+    out[i] = { ["function"] = { name = fn.name, arguments = args } }
+  end
+  return out
+end
+
+local function convert_messages(messages, model)
+  local names = common.tool_names_by_id(messages)
+  local out = json.array()
+  for i, m in ipairs(messages) do
+    local role = m.role == "developer" and "system" or m.role
+    local msg = { role = role, content = common.text_of(m.content) }
+    local err
+    msg.images, err = images_of(m.content, model)
+    if err then return nil, err end
+    if role == "assistant" then
+      msg.tool_calls, err = tool_calls_of(m, model)
+      if err then return nil, err end
+    elseif role == "tool" then
+      msg.tool_name = names[m.tool_call_id] or m.name
+    end
+    out[i] = msg
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- Request
+-- ---------------------------------------------------------------------------
+
+local function options_of(params)
+  local opts = {}
+  for k, v in pairs(type(params.options) == "table" and params.options or {}) do opts[k] = v end
+  local function put(k, v) if v ~= nil then opts[k] = v end end
+  put("num_predict", common.max_tokens(params))
+  put("temperature", params.temperature)
+  put("top_p", params.top_p)
+  put("top_k", params.top_k)
+  put("stop", common.stop_list(params.stop))
+  put("seed", params.seed)
+  put("presence_penalty", params.presence_penalty)
+  put("frequency_penalty", params.frequency_penalty)
+  return next(opts) and opts or nil
+end
+
+local function format_of(rf)
+  if type(rf) ~= "table" then return nil end
+  if rf.type == "json_object" then return "json" end
+  if rf.type == "json_schema" and type(rf.json_schema) == "table" and rf.json_schema.schema then
+    return common.fix_schema(rf.json_schema.schema)
+  end
+  return nil
+end
+
+local function wire_tools(tools)
+  local out = json.array()
+  for i, t in ipairs(tools) do
+    local fn = t["function"]
+    if type(fn) == "table" then
+      out[i] = { type = "function", ["function"] = {
+        name = fn.name, description = fn.description, parameters = common.fix_schema(fn.parameters) } }
+    else
+      out[i] = t
+    end
+  end
+  return out
+end
+
+--- Builds the HTTP request for a chat completion.
+---@param params table the user's completion table
+---@param model string
+---@param ctx table {api_key=, api_base=}
+---@return table|nil req
+---@return table|nil err
+function M.build_request(params, model, ctx)
+  ctx = ctx or {}
+  local ok, err = common.check_messages(params, M.name, model)
+  if not ok then return nil, err end
+  local dropped
+  dropped, err = common.check_supported(params, supported, M.name, model)
+  if not dropped then return nil, err end
+  local messages
+  messages, err = convert_messages(params.messages, model)
+  if not messages then return nil, err end
+  local stream = params.stream == true
+  local body = {
+    model = model, messages = messages,
+    stream = stream, -- always explicit: Ollama streams when it is absent
+    options = options_of(params), format = format_of(params.response_format),
+  }
+  if type(params.tools) == "table" then body.tools = wire_tools(params.tools) end
+  common.passthrough(params, body, handled)
+  common.merge_extra_body(params, body)
+
+  local base = { ["content-type"] = "application/json",
+                 accept = stream and "application/x-ndjson" or "application/json" }
+  if ctx.api_key and ctx.api_key ~= "" then base.authorization = "Bearer " .. ctx.api_key end
+  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
+  if not headers then return nil, herr end
+  local encoded, eerr = common.encode_body(body, M.name, model)
+  if not encoded then return nil, eerr end
+  return {
+    method = "POST", url = common.join_url(ctx.api_base or M.default_base, "/api/chat"),
+    headers = headers, body = encoded, stream = stream, framing = M.framing, dropped = dropped,
+  }
+end
+
+-- ---------------------------------------------------------------------------
+-- Errors
+-- ---------------------------------------------------------------------------
+
+local function classify(status, message)
+  local etype = errors.type_for_status(status)
+  local m = type(message) == "string" and message:lower() or ""
+  if status == nil then
+    if m:find("not found", 1, true) then etype = "NotFoundError" end
+  end
+  if (etype == "BadRequestError" or etype == "APIError" or etype == "InternalServerError"
+      or etype == "NotFoundError" and status == nil)
+      and m:find("context length", 1, true) then
+    etype = "ContextWindowExceededError"
+  end
+  return etype
+end
+
+local function typed_error(status, headers, body, model, message)
+  if type(message) ~= "string" then message = nil end
+  return errors.http_error {
+    type = classify(status, message), status = status, headers = headers, body = body,
+    provider = M.name, model = model, message = message,
+  }
+end
+
+--- The error of a failed response: {"error": "text"}.
+---@param status integer
+---@param headers table|nil
+---@param body string|nil
+---@param model string
+---@return table err
+function M.parse_error(status, headers, body, model)
+  local v = common.decode_body(body)
+  return typed_error(status, headers, body, model, v and v.error)
+end
+
+-- ---------------------------------------------------------------------------
+-- Responses and stream
+-- ---------------------------------------------------------------------------
+
+local function delta_of(self, msg)
+  local delta = {}
+  if not self._started then
+    self._started = true
+    delta.role = "assistant"
+  end
+  if type(msg.content) == "string" and msg.content ~= "" then delta.content = msg.content end
+  if type(msg.thinking) == "string" and msg.thinking ~= "" then delta.reasoning_content = msg.thinking end
+  for _, tc in ipairs(type(msg.tool_calls) == "table" and msg.tool_calls or {}) do
+    local fn = type(tc["function"]) == "table" and tc["function"] or {}
+    delta.tool_calls = delta.tool_calls or {}
+    -- Ollama sends each call whole, in one line, usually without an id
+    delta.tool_calls[#delta.tool_calls + 1] = {
+      index = self._tools, id = tc.id or chunks.new_id("call_"), type = "function",
+      ["function"] = { name = fn.name, arguments = common.encode_arguments(fn.arguments) },
+    }
+    self._tools = self._tools + 1
+  end
+  return delta
+end
+
+local function finish_of(self, v)
+  if v.done ~= true then return nil end
+  self.done = true
+  local reason = v.done_reason == "length" and "length" or "stop"
+  if reason == "stop" and self._tools > 0 then reason = "tool_calls" end
+  return reason, chunks.usage(v.prompt_eval_count, v.eval_count)
+end
+
+local function feed(self, _, data)
+  if data:match("^%s*$") then return {} end
+  local v, err = self:decode(data)
+  if not v then return nil, err end
+  if v.error ~= nil then return nil, typed_error(nil, nil, data, self.model, v.error) end
+  self.model = v.model or self.model
+  local delta = delta_of(self, type(v.message) == "table" and v.message or {})
+  local finish, usage = finish_of(self, v)
+  if next(delta) == nil and not finish then return {} end
+  return { self:chunk(delta, finish, usage) }
+end
+
+--- A stream decoder: one call per NDJSON line (the event is nil).
+---@param model string
+---@param opts table|nil {id=, created=}
+---@return luagent.Decoder
+function M.decoder(model, opts)
+  local dec = chunks.decoder(M.name, model, opts, feed)
+  dec._tools, dec._started = 0, false
+  return dec
+end
+
+--- The chat.completion of a non-streaming /api/chat response (one object).
+---@param status integer
+---@param body string
+---@param model string
+---@return table|nil response
+---@return table|nil err
+function M.parse_response(status, body, model)
+  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
+  local v = common.decode_body(body)
+  if not v then
+    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+      { status = status, provider = M.name, model = model })
+  end
+  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
+  local list, err = M.decoder(model):feed(nil, body)
+  if not list then return nil, err end
+  return chunks.build(list)
+end
+
+return M

@@ -1,0 +1,237 @@
+--- luagent.providers.openai — OpenAI /chat/completions and any OpenAI-compatible
+--- server (vLLM, LM Studio, llama.cpp server, ...) through api_base.
+--- The wire format is already ours, so translation is mostly normalisation.
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+local chunks = require "luagent.chunks"
+local common = require "luagent.providers"
+
+local M = {
+  name = "openai",
+  env_key = "OPENAI_API_KEY",
+  env_base = "OPENAI_BASE_URL",
+  default_base = "https://api.openai.com/v1",
+  framing = "sse",
+}
+
+-- ---------------------------------------------------------------------------
+-- Request
+-- ---------------------------------------------------------------------------
+
+-- A wire copy of one message: arrays marked as arrays, table arguments encoded
+-- (scripts may build tool calls with Lua tables), empty tool_calls dropped
+-- (OpenAI refuses `"tool_calls": []`).
+local function wire_message(m)
+  local out = {}
+  for k, v in pairs(m) do out[k] = v end
+  if type(m.content) == "table" then out.content = common.array_copy(m.content) end
+  if type(m.tool_calls) == "table" then
+    if m.tool_calls[1] == nil then
+      out.tool_calls = nil
+    else
+      local calls = json.array()
+      for i, tc in ipairs(m.tool_calls) do
+        local c = {}
+        for k, v in pairs(tc) do c[k] = v end
+        local fn = tc["function"]
+        if type(fn) == "table" then
+          c["function"] = { name = fn.name, arguments = common.encode_arguments(fn.arguments) }
+        end
+        c.type = c.type or "function"
+        calls[i] = c
+      end
+      out.tool_calls = calls
+    end
+  end
+  return out
+end
+
+local function wire_tools(tools)
+  local out = json.array()
+  for i, t in ipairs(tools) do
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    if type(t["function"]) == "table" then
+      local fn = {}
+      for k, v in pairs(t["function"]) do fn[k] = v end
+      fn.parameters = common.fix_schema(fn.parameters)
+      c["function"] = fn
+    end
+    out[i] = c
+  end
+  return out
+end
+
+--- Builds the HTTP request for a chat completion.
+---@param params table the user's completion table
+---@param model string the model name without the provider prefix
+---@param ctx table {api_key=, api_base=}
+---@return table|nil req
+---@return table|nil err
+function M.build_request(params, model, ctx)
+  ctx = ctx or {}
+  local ok, err = common.check_messages(params, M.name, model)
+  if not ok then return nil, err end
+  local stream = params.stream == true
+  local body = { model = model }
+  for key in pairs(common.STANDARD_KEYS) do body[key] = params[key] end
+  local messages = json.array()
+  for i, m in ipairs(params.messages) do messages[i] = wire_message(m) end
+  body.messages = messages
+  if type(params.tools) == "table" then body.tools = wire_tools(params.tools) end
+  if type(params.stop) == "table" then body.stop = common.stop_list(params.stop) end
+  body.stream = stream or nil
+  -- OpenAI refuses stream_options on a non-streaming request
+  if not stream then body.stream_options = nil end
+  common.passthrough(params, body)
+  common.merge_extra_body(params, body)
+
+  local base = {
+    ["content-type"] = "application/json",
+    accept = stream and "text/event-stream" or "application/json",
+  }
+  if ctx.api_key and ctx.api_key ~= "" then base.authorization = "Bearer " .. ctx.api_key end
+  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
+  if not headers then return nil, herr end
+  local encoded, eerr = common.encode_body(body, M.name, model)
+  if not encoded then return nil, eerr end
+  return {
+    method = "POST", url = common.join_url(ctx.api_base or M.default_base, "/chat/completions"),
+    headers = headers, body = encoded, stream = stream, framing = M.framing,
+  }
+end
+
+-- ---------------------------------------------------------------------------
+-- Errors
+-- ---------------------------------------------------------------------------
+
+-- OpenAI error `type`/`code` values (and common OpenAI-compatible spellings).
+local type_map = {
+  invalid_request_error = "BadRequestError", authentication_error = "AuthenticationError",
+  invalid_api_key = "AuthenticationError", permission_error = "PermissionDeniedError",
+  not_found_error = "NotFoundError", model_not_found = "NotFoundError",
+  rate_limit_exceeded = "RateLimitError", rate_limit_error = "RateLimitError",
+  insufficient_quota = "RateLimitError", tokens = "RateLimitError", requests = "RateLimitError",
+  server_error = "InternalServerError", api_error = "InternalServerError",
+  service_unavailable = "ServiceUnavailableError", overloaded_error = "ServiceUnavailableError",
+  timeout = "Timeout",
+}
+
+local function is_context_error(code, message)
+  if code == "context_length_exceeded" then return true end
+  local m = type(message) == "string" and message:lower() or ""
+  return m:find("maximum context length", 1, true) ~= nil
+      or m:find("context_length_exceeded", 1, true) ~= nil
+      or m:find("context window", 1, true) ~= nil and m:find("exceed", 1, true) ~= nil
+end
+
+-- The error type from an HTTP status (when it is one DESIGN maps) refined by
+-- the body's own type/code; in-stream errors have no status and use the body.
+local function classify(status, ptype, code, message)
+  local etype, known = errors.type_for_status(status)
+  if not known then etype = type_map[ptype] or type_map[code] or etype end
+  if (etype == "BadRequestError" or status == nil or status == 413)
+      and is_context_error(code, message) then
+    etype = "ContextWindowExceededError"
+  end
+  return etype
+end
+
+-- Reads OpenAI's {"error": {message, type, code, param}} (or {"error": "text"}).
+local function error_fields(e)
+  if type(e) == "string" then return e, nil, nil end
+  if type(e) ~= "table" then return nil end
+  local code = e.code
+  if code ~= nil then code = tostring(code) end
+  return e.message, e.type, code
+end
+
+local function typed_error(status, headers, body, model, e)
+  local message, ptype, code = error_fields(e)
+  -- an exhausted quota answers 429 but waiting does not help
+  local should_retry
+  if ptype == "insufficient_quota" or code == "insufficient_quota" then should_retry = false end
+  return errors.http_error {
+    type = classify(status, ptype, code, message), status = status, headers = headers,
+    body = body, provider = M.name, model = model, message = message,
+    provider_type = ptype, code = code, should_retry = should_retry,
+  }
+end
+
+--- The error of a failed response, typed by status and body.
+---@param status integer
+---@param headers table|nil
+---@param body string|nil
+---@param model string
+---@return table err
+function M.parse_error(status, headers, body, model)
+  local v = common.decode_body(body)
+  local e = v and (v.error or (v[1] and v[1].error))
+  if e == nil and v and type(v.message) == "string" then e = v end
+  return typed_error(status, headers, body, model, e)
+end
+
+-- ---------------------------------------------------------------------------
+-- Stream
+-- ---------------------------------------------------------------------------
+
+local function normalize_choices(obj)
+  if type(obj.choices) ~= "table" then obj.choices = json.empty_array() end
+  local finished = false
+  for _, c in ipairs(obj.choices) do
+    c.finish_reason = chunks.normalize_finish(c.finish_reason)
+    if c.finish_reason then finished = true end
+    c.index = c.index or 0
+  end
+  return finished
+end
+
+local function feed(self, event, data)
+  if data:match("^%s*%[DONE%]%s*$") then
+    self.done = true
+    return {}
+  end
+  if data:match("^%s*$") then return {} end
+  local v, err = self:decode(data)
+  if not v then return nil, err end
+  if v.error ~= nil or event == "error" then
+    return nil, typed_error(nil, nil, data, self.model, v.error or v)
+  end
+  v.object = v.object or "chat.completion.chunk"
+  v.id, v.model, v.created = v.id or self.id, v.model or self.model, v.created or self.created
+  for _, c in ipairs(type(v.choices) == "table" and v.choices or {}) do
+    c.delta = c.delta or {}
+  end
+  if normalize_choices(v) then self.finished = true end
+  return { v }
+end
+
+--- A stream decoder (see luagent.chunks Decoder): one call per SSE event.
+---@param model string
+---@param opts table|nil {id=, created=}
+---@return luagent.Decoder
+function M.decoder(model, opts)
+  return chunks.decoder(M.name, model, opts, feed)
+end
+
+--- The chat.completion of a non-streaming response body.
+---@param status integer
+---@param body string
+---@param model string
+---@return table|nil response
+---@return table|nil err
+function M.parse_response(status, body, model)
+  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
+  local v = common.decode_body(body)
+  if not v then
+    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+      { status = status, provider = M.name, model = model })
+  end
+  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
+  v.object = v.object or "chat.completion"
+  v.model = v.model or model
+  normalize_choices(v)
+  return v
+end
+
+return M

@@ -1,0 +1,208 @@
+local chunks = require "luagent.chunks"
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+
+-- A chunk with tool-call fragments for choice 0.
+local function tc(frags, finish)
+  return { id = "c1", model = "m", created = 1, object = "chat.completion.chunk",
+           choices = { { index = 0, delta = { tool_calls = frags }, finish_reason = finish } } }
+end
+local function frag(index, id, name, args)
+  return { index = index, id = id, type = id and "function" or nil,
+           ["function"] = { name = name, arguments = args } }
+end
+local function text(s, finish, usage)
+  return { id = "c1", model = "m", created = 1, object = "chat.completion.chunk",
+           choices = { { index = 0, delta = { content = s }, finish_reason = finish } }, usage = usage }
+end
+
+describe("luagent.chunks #unit", function()
+  describe("build", function()
+    it("concatenates content and keeps finish_reason, usage, id and model", function()
+      local usage = { prompt_tokens = 3, completion_tokens = 2, total_tokens = 5 }
+      local resp = chunks.build {
+        { id = "c1", model = "m", created = 7, choices = { { index = 0, delta = { role = "assistant", content = "" } } } },
+        text("Hel"), text("lo"), text(nil, "stop"),
+        { id = "c1", model = "m", created = 7, choices = json.array(), usage = usage },
+      }
+      assert.equal("chat.completion", resp.object)
+      assert.equal("c1", resp.id)
+      assert.equal("m", resp.model)
+      assert.equal(7, resp.created)
+      assert.equal("Hello", resp.choices[1].message.content)
+      assert.equal("assistant", resp.choices[1].message.role)
+      assert.equal("stop", resp.choices[1].finish_reason)
+      assert.same(usage, resp.usage)
+    end)
+
+    it("survives a usage-only chunk with choices = [] and chunks without choices", function()
+      local resp = chunks.build { { id = "x", choices = {}, usage = { total_tokens = 1 } }, { id = "x" } }
+      assert.equal(0, #resp.choices)
+      assert.equal(1, resp.usage.total_tokens)
+    end)
+
+    it("assembles a tool call: id and name on the first fragment only", function()
+      local resp = chunks.build {
+        tc { frag(0, "call_1", "get_weather", "") },
+        tc { frag(0, nil, nil, '{"loc') },
+        tc { frag(0, nil, nil, 'ation":"Paris"}') },
+        tc({}, "tool_calls"),
+      }
+      local calls = resp.choices[1].message.tool_calls
+      assert.equal(1, #calls)
+      assert.equal("call_1", calls[1].id)
+      assert.equal("function", calls[1].type)
+      assert.equal("get_weather", calls[1]["function"].name)
+      assert.equal('{"location":"Paris"}', calls[1]["function"].arguments)
+      assert.is_nil(resp.choices[1].message.content)
+      assert.equal("tool_calls", resp.choices[1].finish_reason)
+    end)
+
+    it("assembles interleaved indices", function()
+      local resp = chunks.build {
+        tc { frag(0, "a", "f", ""), frag(1, "b", "g", "") },
+        tc { frag(1, nil, nil, '{"y":') },
+        tc { frag(0, nil, nil, '{"x":') },
+        tc { frag(0, nil, nil, "1}"), frag(1, nil, nil, "2}") },
+      }
+      local calls = resp.choices[1].message.tool_calls
+      assert.equal(2, #calls)
+      assert.same({ "a", "f", '{"x":1}' }, { calls[1].id, calls[1]["function"].name, calls[1]["function"].arguments })
+      assert.same({ "b", "g", '{"y":2}' }, { calls[2].id, calls[2]["function"].name, calls[2]["function"].arguments })
+    end)
+
+    it("starts a new call when the same index arrives with a new id (LiteLLM#39796)", function()
+      local resp = chunks.build {
+        tc { frag(0, "call_a", "f", '{"n":1}') },
+        tc { frag(0, "call_b", "f", '{"n":') },
+        tc { frag(0, nil, nil, "2}") },
+      }
+      local calls = resp.choices[1].message.tool_calls
+      assert.equal(2, #calls)
+      assert.equal('{"n":1}', calls[1]["function"].arguments)
+      assert.equal("call_b", calls[2].id)
+      assert.equal('{"n":2}', calls[2]["function"].arguments)
+    end)
+
+    it("continues the call when the same id is repeated, and does not repeat the name", function()
+      local resp = chunks.build {
+        tc { frag(0, "call_a", "lookup", '{"q":') },
+        tc { frag(0, "call_a", "lookup", '"x"}') },
+      }
+      local calls = resp.choices[1].message.tool_calls
+      assert.equal(1, #calls)
+      assert.equal("lookup", calls[1]["function"].name)
+      assert.equal('{"q":"x"}', calls[1]["function"].arguments)
+    end)
+
+    it("continues the latest call for fragments without an index", function()
+      local resp = chunks.build {
+        tc { { id = "a", ["function"] = { name = "f", arguments = "{" } } },
+        tc { { ["function"] = { arguments = "}" } } },
+        tc { { id = "b", ["function"] = { name = "g", arguments = "{}" } } },
+      }
+      local calls = resp.choices[1].message.tool_calls
+      assert.equal(2, #calls)
+      assert.equal("{}", calls[1]["function"].arguments)
+      assert.equal("g", calls[2]["function"].name)
+    end)
+
+    it("gives a call without argument fragments the arguments {}", function()
+      local resp = chunks.build { tc { frag(0, "a", "now", nil) } }
+      assert.equal("{}", resp.choices[1].message.tool_calls[1]["function"].arguments)
+    end)
+
+    it("keeps choices apart by index (n > 1)", function()
+      local resp = chunks.build {
+        { choices = { { index = 1, delta = { content = "B" } } } },
+        { choices = { { index = 0, delta = { content = "A" } } } },
+        { choices = { { index = 1, delta = { content = "b" }, finish_reason = "stop" } } },
+      }
+      assert.equal(2, #resp.choices)
+      assert.equal(0, resp.choices[1].index)
+      assert.equal("A", resp.choices[1].message.content)
+      assert.equal("Bb", resp.choices[2].message.content)
+      assert.equal("stop", resp.choices[2].finish_reason)
+    end)
+
+    it("collects reasoning_content separately", function()
+      local resp = chunks.build {
+        { choices = { { index = 0, delta = { reasoning_content = "think" } } } },
+        text("answer"),
+      }
+      assert.equal("think", resp.choices[1].message.reasoning_content)
+      assert.equal("answer", resp.choices[1].message.content)
+    end)
+
+    it("gives empty content for an empty stream of one choice", function()
+      local resp = chunks.build { text(nil, "stop") }
+      assert.equal("", resp.choices[1].message.content)
+    end)
+  end)
+
+  describe("builder:check_tool_arguments", function()
+    it("accepts JSON objects", function()
+      local b = chunks.builder()
+      b:add(tc { frag(0, "a", "f", '{"x":[1,2]}') })
+      b:add(tc { frag(1, "b", "g", "") })
+      assert.is_true(b:check_tool_arguments())
+    end)
+
+    it("names the tool whose arguments are not JSON", function()
+      local b = chunks.builder()
+      b:add(tc { frag(0, "a", "ok_tool", "{}") })
+      b:add(tc { frag(1, "call_9", "get_weather", '{"location": "Par') })
+      local ok, err = b:check_tool_arguments()
+      assert.is_nil(ok)
+      assert.equal("APIError", err.type)
+      assert.matches("get_weather", err.message, 1, true)
+      assert.matches("call_9", err.message, 1, true)
+    end)
+
+    it("refuses arguments that are JSON but not an object", function()
+      local b = chunks.builder()
+      b:add(tc { frag(0, "a", "f", "[1,2]") })
+      local ok, err = b:check_tool_arguments()
+      assert.is_nil(ok)
+      assert.is_true(errors.is(err, "APIError"))
+    end)
+  end)
+
+  describe("normalize_finish", function()
+    it("maps to the four OpenAI reasons", function()
+      assert.equal("stop", chunks.normalize_finish("stop"))
+      assert.equal("length", chunks.normalize_finish("length"))
+      assert.equal("tool_calls", chunks.normalize_finish("tool_calls"))
+      assert.equal("tool_calls", chunks.normalize_finish("function_call"))
+      assert.equal("content_filter", chunks.normalize_finish("content_filter"))
+      assert.equal("stop", chunks.normalize_finish("eos"))
+      assert.equal("stop", chunks.normalize_finish("something_new"))
+      assert.is_nil(chunks.normalize_finish(nil))
+    end)
+  end)
+
+  describe("decoder base", function()
+    it("reports StreamIncomplete unless done or finished", function()
+      local dec = chunks.decoder("p", "m", { id = "i", created = 1 }, function() return {} end)
+      dec:feed(nil, "x")
+      local ok, err = dec:finish()
+      assert.is_nil(ok)
+      assert.equal("StreamIncomplete", err.type)
+      assert.equal("p", err.provider)
+      dec:chunk({}, "stop")
+      assert.is_true(dec:finish())
+    end)
+
+    it("stamps chunks with the stream's id, model and created", function()
+      local dec = chunks.decoder("p", "m", { id = "i", created = 5 }, function() return {} end)
+      local c = dec:chunk({ content = "x" })
+      assert.same({ id = "i", object = "chat.completion.chunk", created = 5, model = "m",
+                    choices = { { index = 0, delta = { content = "x" } } } }, c)
+    end)
+  end)
+
+  it("new_id gives distinct ids", function()
+    assert.not_equal(chunks.new_id("call_"), chunks.new_id("call_"))
+    assert.matches("^call_%w+$", chunks.new_id("call_"))
+  end)
+end)

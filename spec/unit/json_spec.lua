@@ -1,0 +1,98 @@
+local json = require "luagent.json"
+local support = require "spec.support.sse_split"
+
+describe("luagent.json #unit", function()
+  describe("decode", function()
+    it("turns JSON null into nil everywhere, never cjson.null", function()
+      local v = assert(json.decode('{"a":null,"b":[1,null,3],"c":{"d":null,"e":"x"}}'))
+      assert.is_nil(v.a)
+      assert.is_nil(v.b[2])
+      assert.equal(3, v.b[3])
+      assert.is_nil(v.c.d)
+      assert.equal("x", v.c.e)
+      assert.is_nil(support.find_userdata(v))
+    end)
+
+    it("returns nil without an error for a top-level null", function()
+      local v, err = json.decode("null")
+      assert.is_nil(v)
+      assert.is_nil(err)
+    end)
+
+    it("returns nil and a message for invalid JSON", function()
+      local v, err = json.decode('{"a":')
+      assert.is_nil(v)
+      assert.is_string(err)
+      assert.is_nil(json.decode(nil))
+    end)
+
+    it("gives integers for integral numbers and floats otherwise", function()
+      local v = json.decode('{"n":12,"f":0.5,"big":1e300}')
+      assert.equal("integer", math.type(v.n))
+      assert.equal("float", math.type(v.f))
+      assert.equal("float", math.type(v.big))
+    end)
+
+    it("keeps empty arrays distinguishable from empty objects", function()
+      local v = json.decode('{"arr":[],"obj":{},"nested":[[ ]],"text":"x[]y"}')
+      assert.is_true(json.is_array(v.arr))
+      assert.is_false(json.is_array(v.obj))
+      assert.is_true(json.is_array(v.nested[1]))
+      assert.equal("x[]y", v.text)
+      assert.equal('{"arr":[]}', json.encode({ arr = v.arr }))
+      assert.equal('{"obj":{}}', json.encode({ obj = v.obj }))
+    end)
+
+    it("does not mistake brackets inside strings for arrays", function()
+      local v = json.decode('{"s":"a \\"[]\\" b","t":"[ ]"}')
+      assert.equal('a "[]" b', v.s)
+      assert.equal("[ ]", v.t)
+    end)
+  end)
+
+  describe("encode", function()
+    it("writes a plain empty table as an object and a marked one as an array", function()
+      assert.equal("{}", json.encode({}))
+      assert.equal("[]", json.encode(json.array()))
+      local s = json.encode({ messages = json.array(), stop = json.empty_array() })
+      assert.matches('"messages":[]', s, 1, true)
+      assert.matches('"stop":[]', s, 1, true)
+    end)
+
+    it("writes nested empty arrays inside arrays", function()
+      assert.equal('[[],[],{}]', json.encode({ json.array(), json.array(), {} }))
+    end)
+
+    it("does not modify the caller's table", function()
+      local t = { a = json.array(), b = { c = json.array() } }
+      json.encode(t)
+      assert.is_true(json.is_array(t.a))
+      assert.is_true(json.is_array(t.b.c))
+    end)
+
+    it("writes large integers and floats exactly (cjson 2.1 stops at 14 digits)", function()
+      assert.equal('{"seed":123456789012345678}', json.encode({ seed = 123456789012345678 }))
+      assert.equal(0.1 + 0.2, json.decode(json.encode({ x = 0.1 + 0.2 })).x)
+      assert.equal('{"t":0.7}', json.encode({ t = 0.7 }))
+      assert.equal("-123456789012345678", json.encode(-123456789012345678))
+    end)
+
+    it("refuses functions, NaN and inf", function()
+      assert.is_nil(json.encode({ f = print }))
+      assert.is_nil(json.encode({ x = 0 / 0 }))
+      assert.is_nil(json.encode({ x = math.huge }))
+    end)
+
+    it("never lets user text become a placeholder", function()
+      local s = "\1luagent.raw:[]"
+      assert.is_nil(json.encode({ a = s }))
+      -- text that merely contains the marker after a quote stays text
+      local out = assert(json.encode({ a = '"' .. s:sub(2) }))
+      assert.equal('"' .. s:sub(2), json.decode(out).a)
+    end)
+
+    it("writes nil as null", function()
+      assert.equal("null", json.encode(nil))
+    end)
+  end)
+end)
