@@ -18,6 +18,7 @@
 */
 #include <ctype.h>
 #include <strings.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,7 @@ typedef struct xfer {
 } xfer_t;
 
 static void x_wake(xfer_t *x, wait_t why);
+static void arm(xfer_t *x, uint64_t now);
 
 /* ================================================================== */
 /* Event queue                                                         */
@@ -208,7 +210,11 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
 static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
-  if (!x->got_body) { x->got_body = 1; x->t_last = uv_now(x->rt->loop); }
+  if (!x->got_body) {         /* from now on the idle deadline applies */
+    x->got_body = 1;
+    x->t_last = uv_now(x->rt->loop);
+    arm(x, x->t_last);
+  }
   if (!x->stream || x->raw) {
     if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return 0; }
     if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return 0; }
@@ -285,8 +291,6 @@ static void x_abort(xfer_t *x, err_t why) {
   x_finish(x);
 }
 
-static void arm(xfer_t *x, uint64_t now);
-
 static void deadline_cb(uv_timer_t *h) {
   xfer_t *x = h->data;
   uint64_t now = uv_now(x->rt->loop);
@@ -335,16 +339,19 @@ static void arm(xfer_t *x, uint64_t now) {
 static int push_error(lua_State *L, xfer_t *x) {
   lua_pushnil(L);
   switch (x->err) {
-    case E_TIMEOUT:
-      la_error_push(L, "Timeout", "%s timeout: no %s within %.3g s",
+    case E_TIMEOUT: {
+      char secs[32];
+      snprintf(secs, sizeof secs, "%.3g", x->timeout_s);
+      la_error_push(L, "Timeout", "%s timeout: no %s within %s s",
                     x->timeout_name,
                     strcmp(x->timeout_name, "idle") == 0 ? "new event" :
                     strcmp(x->timeout_name, "total") == 0 ? "end of response"
                                                           : "response body",
-                    x->timeout_s);
+                    secs);
       lua_pushstring(L, x->timeout_name);
       lua_setfield(L, -2, "timeout");
       break;
+    }
     case E_TOOBIG:
       la_error_push(L, "APIError", "stream event larger than max_event "
                     "(%d bytes); transfer aborted", (int)x->frame.max_event);

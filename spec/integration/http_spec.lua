@@ -1,0 +1,280 @@
+-- The HTTP transport (llm.http.request) against a real loopback server that
+-- cuts, stalls, drips and corrupts (build/mockllm in its own process).
+local llm = require "luagent"
+local servers = require "servers"
+local cjson = require "cjson"
+
+local OPENAI_BODY = '{"model":"gpt-t","stream":true,"messages":[]}'
+
+describe("http transport #integration", function()
+  local mock
+
+  setup(function() mock = servers.mock() end)
+  teardown(function() mock.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  -- A streaming OpenAI-format request on a scenario.
+  local function stream(scenario, opts)
+    local o = {
+      url = mock.url .. "/s/" .. scenario .. "/v1/chat/completions",
+      method = "POST", body = OPENAI_BODY, stream = true,
+      headers = { ["content-type"] = "application/json" },
+    }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return llm.http.request(o)
+  end
+
+  -- Reads every event; returns the list of data strings and the final err.
+  local function read_all(resp)
+    local out = {}
+    while true do
+      local data, err = resp:read()
+      if data == nil then return out, err end
+      out[#out + 1] = data
+    end
+  end
+
+  it("delivers status, headers and every SSE event in order", function()
+    local resp = assert(stream("chunks=20,delay=1"))
+    assert.are.equal(200, resp.status)
+    assert.matches("text/event%-stream", resp.headers["content-type"])
+    assert.is_true(resp.framed)
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    assert.are.equal("[DONE]", events[#events])
+    local text = {}
+    for i = 1, #events - 1 do
+      local c = cjson.decode(events[i])
+      local d = c.choices[1] and c.choices[1].delta
+      if d and type(d.content) == "string" then text[#text + 1] = d.content end
+    end
+    assert.matches("^t0 t1 t2 .* t19 $", table.concat(text))
+    resp:close()
+  end)
+
+  it("returns a whole non-stream body", function()
+    local resp = assert(llm.http.request{ url = mock.url .. "/v1/chat/completions",
+                                          body = '{"model":"m"}' })
+    assert.are.equal(200, resp.status)
+    local body = assert(resp:body())
+    assert.are.equal("Hello from the mock server.", cjson.decode(body).choices[1].message.content)
+  end)
+
+  it("delivers 2,000 events sent in one write", function()
+    local resp = assert(stream("burst=2000"))
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    local n = 0
+    for _, e in ipairs(events) do if e:find('"content":"t', 1, true) then n = n + 1 end end
+    assert.are.equal(2000, n)
+  end)
+
+  it("keeps every event, in order, for a reader slower than the server", function()
+    local resp = assert(stream("burst=30000"))
+    local n, last = 0, -1
+    while true do
+      local data, err = resp:read()
+      assert.is_nil(err)
+      if not data then break end
+      local k = data:match('"content":"t(%d+) ')
+      if k then
+        k = tonumber(k)
+        assert.are.equal(last + 1, k)
+        last, n = k, n + 1
+        if n % 5000 == 0 then llm.sleep(0.02) end   -- fall behind: the transfer pauses
+      end
+    end
+    assert.are.equal(30000, n)
+  end)
+
+  it("passes invalid UTF-8 through without crashing", function()
+    local resp = assert(stream("badutf8=1"))
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    assert.is_true(#events > 3)
+  end)
+
+  it("aborts an event past max_event with a clear error and bounded memory", function()
+    local resp = assert(stream("big=67108864"))
+    local _, err = read_all(resp)
+    assert.are.equal("APIError", err.type)
+    assert.matches("larger than max_event %(8388608 bytes%)", err.message)
+  end)
+
+  it("delivers a 64 MiB event when max_event allows it", function()
+    local resp = assert(stream("big=67108864", { max_event = 128 * 1024 * 1024 }))
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    local biggest = 0
+    for _, e in ipairs(events) do biggest = math.max(biggest, #e) end
+    assert.is_true(biggest > 64 * 1024 * 1024)
+  end)
+
+  it("names the first_event timeout when headers come and then nothing", function()
+    local t0 = llm.now()
+    local resp = assert(stream("stall=headers", { first_event_timeout = 0.2 }))
+    local _, err = read_all(resp)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("first_event", err.timeout)
+    assert.matches("first_event timeout", tostring(err))
+    assert.is_true(llm.now() - t0 < 2)
+  end)
+
+  it("names the first_event timeout when the server never answers", function()
+    local resp, err = stream("stall=before", { first_event_timeout = 0.2 })
+    assert.is_nil(resp)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("first_event", err.timeout)
+  end)
+
+  it("names the idle timeout when the stream stops between events", function()
+    local resp = assert(stream("stall_after=3", { idle_timeout = 0.2 }))
+    local events, err = read_all(resp)
+    assert.are.equal(3, #events)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("idle", err.timeout)
+  end)
+
+  it("keep-alive comments do not reset the idle timeout", function()
+    local resp = assert(stream("comments=50,drip=5", { idle_timeout = 0.2, timeout = 5 }))
+    local _, err = read_all(resp)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("idle", err.timeout)
+  end)
+
+  it("the total deadline stops a server dripping one byte at a time", function()
+    local resp = assert(stream("drip=10", { timeout = 0.4 }))
+    local _, err = read_all(resp)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("total", err.timeout)
+  end)
+
+  it("does not kill a healthy slow stream with default timeouts", function()
+    local resp = assert(stream("chunks=3,delay=300"))
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    assert.are.equal("[DONE]", events[#events])
+  end)
+
+  it("reports a connection cut mid-event after the events before it", function()
+    local resp = assert(stream("chunks=10,cut_after=4"))
+    local events, err = read_all(resp)
+    assert.are.equal(4, #events)
+    assert.are.equal("APIConnectionError", err.type)
+  end)
+
+  it("reports a refused connection as APIConnectionError", function()
+    local resp, err = llm.http.request{ url = "http://127.0.0.1:1/x" }
+    assert.is_nil(resp)
+    assert.are.equal("APIConnectionError", err.type)
+  end)
+
+  it("hands a proxy's HTML 502 page over as a body, not as an empty stream", function()
+    local resp = assert(stream("html502=1"))
+    assert.are.equal(502, resp.status)
+    assert.is_false(resp.framed)
+    assert.matches("<html", assert(resp:body()))
+  end)
+
+  it("hands a JSON error under status 200 over as a body", function()
+    local resp = assert(stream("body=json_error"))
+    assert.are.equal(200, resp.status)
+    assert.is_false(resp.framed)
+    assert.matches('"error"', assert(resp:body()))
+  end)
+
+  it("reconnects when the server closes idle keep-alive connections", function()
+    for _ = 1, 5 do
+      local resp = assert(stream("close=1,chunks=2"))
+      local events, err = read_all(resp)
+      assert.is_nil(err)
+      assert.are.equal("[DONE]", events[#events])
+    end
+  end)
+
+  it("reuses one connection for sequential requests (keep-alive)", function()
+    local before = #mock.requests()
+    for _ = 1, 3 do
+      local resp = assert(stream("chunks=2"))
+      read_all(resp)
+    end
+    assert.are.equal(before + 3, #mock.requests())
+  end)
+
+  it("cancelling the reading task ends the transfer at once", function()
+    local t = llm.spawn(function()
+      local resp = assert(stream("stall=headers"))
+      return resp:read()
+    end)
+    llm.sleep(0.05)
+    assert.are.equal(1, llm.debug().transfers)
+    t:cancel()
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal("Cancelled", err.type)
+  end)
+
+  it("<close> and close() end the transfer; a second close is harmless", function()
+    do
+      local resp <close> = assert(stream("stall_after=1"))
+      assert.is_truthy(resp:read())
+    end
+    local resp = assert(stream("stall_after=1"))
+    resp:close()
+    resp:close()
+    local data, err = resp:read()
+    assert.is_nil(data)
+    assert.are.equal("Cancelled", err.type)
+  end)
+
+  it("garbage collection of an abandoned response ends its transfer", function()
+    local resp = assert(stream("stall_after=1"))
+    resp:read()
+    resp = nil
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(0, llm.debug().transfers)
+  end)
+
+  it("refuses header names or values with CR, LF or NUL", function()
+    assert.has_error(function()
+      llm.http.request{ url = mock.url .. "/health", headers = { ["x-a"] = "v\r\nInjected: 1" } }
+    end)
+    assert.has_error(function()
+      llm.http.request{ url = mock.url .. "/health", headers = { ["x-a\n"] = "v" } }
+    end)
+    assert.has_error(function()
+      llm.http.request{ url = mock.url .. "/health", headers = { ["x-a"] = "v\0w" } }
+    end)
+  end)
+
+  it("allows only http and https", function()
+    assert.has_error(function() llm.http.request{ url = "file:///etc/passwd" } end,
+      "http.request: only http:// and https:// URLs")
+    assert.has_error(function() llm.http.request{ url = "ftp://127.0.0.1/" } end)
+  end)
+
+  it("does not follow redirects unless asked", function()
+    -- mockllm answers unknown paths with 404: a redirect-free server; the
+    -- option is still validated here.
+    local resp = assert(llm.http.request{ url = mock.url .. "/nope" })
+    assert.are.equal(404, resp.status)
+    resp:close()
+  end)
+
+  it("runs 200 concurrent streams on one loop", function()
+    local out = llm.map({}, function() end)
+    assert.are.equal(0, #out)
+    local n = 200
+    local list = {}
+    for i = 1, n do list[i] = i end
+    local got = llm.map(list, function()
+      local resp = assert(stream("chunks=10,delay=5"))
+      local events, err = read_all(resp)
+      assert(err == nil, tostring(err))
+      return #events
+    end, { concurrency = n })
+    for i = 1, n do assert.are.equal(got[1], got[i]) end
+    assert.is_true(got[1] >= 12)
+  end)
+end)
