@@ -88,7 +88,10 @@ run: deps all
 test: deps all tools
 	@BUILD=$(BUILD) sh spec/run.sh
 
+# The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so
+# into it preload the sanitizer runtimes (LUAGENT_PRELOAD).
 asan:
+	LUAGENT_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 

@@ -2,6 +2,11 @@
 -- processes.
 local build = os.getenv("LUAGENT_BUILD") or "build"
 local bin = build .. "/luagent"
+-- The stock interpreter loading our luagent.so (under `make asan` the
+-- sanitizer runtimes must be preloaded into it).
+local preload = os.getenv("LUAGENT_PRELOAD")
+local stock_lua = (preload and ("ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD='%s' "):format(preload) or "")
+  .. "lua5.4"
 
 -- Runs a shell command; returns its combined output and exit status.
 local function run(cmd)
@@ -147,7 +152,7 @@ end)
 
 describe("embedding #integration", function()
   it("require 'luagent' works from the stock lua5.4 with llm.run", function()
-    local out, code = run(("lua5.4 -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build, [[
+    local out, code = run((stock_lua .. " -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build, [[
       local llm = require "luagent"
       print(llm.run(function()
         local r = llm.gather(function() llm.sleep(0.01) return "a" end, function() return "b" end)
@@ -160,7 +165,7 @@ describe("embedding #integration", function()
   end)
 
   it("a suspending call outside any task names the function", function()
-    local out, code = run(("lua5.4 -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build,
+    local out, code = run((stock_lua .. " -e \"package.cpath='%s/?.so;'..package.cpath\" -e %q"):format(build,
       [[require("luagent").sleep(1)]]))
     assert.are.equal(1, code)
     assert.matches("llm.sleep: not inside a task", out)
