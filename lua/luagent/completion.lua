@@ -92,7 +92,10 @@ function HttpSource:pull()
   end
 end
 
-function HttpSource:close() self.resp:close() end
+function HttpSource:close()
+  self.resp:close()
+  if self.permit then self.permit:release(self.tokens); self.permit = nil end
+end
 
 -- Source of chunks from the in-process mock provider, at its cadence.
 local MockSource = {}
@@ -110,7 +113,10 @@ function MockSource:pull()
   return { c }
 end
 
-function MockSource:close() self.i = #self.list end
+function MockSource:close()
+  self.i = #self.list
+  if self.permit then self.permit:release(self.tokens); self.permit = nil end
+end
 
 -- The in-process mock: no network, a realistic token cadence.
 local function mock_attempt(p, model)
@@ -146,9 +152,54 @@ local function response_error(P, resp, model, stream)
   return decorate(err, P.name, model)
 end
 
---- One attempt on one model. Returns a response table (non-stream), a
---- chunk source (stream), or nil, err.
+--- A rough token estimate of a request, for rate limiters, corrected
+--- from the usage the provider reports: prompt characters / 4 plus the
+--- completion budget.
+function M.estimate_tokens(p)
+  local chars = 0
+  for _, m in ipairs(p.messages or {}) do
+    local c = m.content
+    if type(c) == "string" then
+      chars = chars + #c
+    elseif type(c) == "table" then
+      for _, part in ipairs(c) do
+        if type(part) == "table" and type(part.text) == "string" then chars = chars + #part.text end
+      end
+    end
+  end
+  return chars // 4 + (p.max_tokens or p.max_completion_tokens or 256)
+end
+
+local function usage_tokens(u)
+  return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
+end
+
+local attempt_once
+
+--- One attempt on one model. With rate_limit=, the attempt first takes a
+--- permit (waiting fairly) and gives it back with the tokens actually used
+--- when the response, or the stream, ends. Returns a response table
+--- (non-stream), a chunk source (stream), or nil, err.
 local function attempt(p)
+  local rl = p.rate_limit
+  if not rl then return attempt_once(p) end
+  local permit, perr = rl:acquire(M.estimate_tokens(p))
+  if not permit then return nil, perr end
+  local ok, r, err = pcall(attempt_once, p)
+  if not ok then permit:release(0); error(r, 0) end
+  if not r then
+    permit:release(0)
+    return nil, err
+  end
+  if r.pull then
+    r.permit = permit
+  else
+    permit:release(usage_tokens(r.usage))
+  end
+  return r
+end
+
+attempt_once = function(p)
   local name = p.model or M.default_model
   if p.mock_response ~= nil then
     local _, m = providers.resolve(name)
@@ -321,7 +372,11 @@ function Stream:next()
     local list, err = self._src:pull()
     if list then
       self._q, self._qi = list, 1
-      for j = 1, #list do self._builder:add(list[j]) end
+      for j = 1, #list do
+        local c = list[j]
+        self._builder:add(c)
+        if c.usage then self._src.tokens = usage_tokens(c.usage) end
+      end
     elseif err then
       if self._content or not self._chain then return finish(self, err) end
       self._src:close()
