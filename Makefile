@@ -69,7 +69,7 @@ $(SO): $(CORE_OBJ)
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $(MOCK_SRC) \
+	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $(MOCK_SRC) \
 	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
 
 $(HOST): examples/frame_host.c $(LIB)

@@ -346,6 +346,36 @@ local function has_content(c)
                 or (d.reasoning_content ~= nil and d.reasoning_content ~= ""))
 end
 
+-- What to do when a stream fails after content reached the script: the
+-- script's on_midstream_failure(err, partial_text) decides "raise" (the
+-- default: the error is raised, the partial output kept), "restart" (the
+-- next attempt of the chain starts over; the script sees the reply again
+-- from the beginning) or "continue" (the next attempt continues the reply,
+-- given the partial text as an assistant prefix).
+local function midstream_policy(self, err)
+  local fn = self._params.on_midstream_failure
+  if not fn then return "raise" end
+  local r = self._builder:response()
+  local ch = r.choices and r.choices[1]
+  local partial = ch and ch.message and ch.message.content or ""
+  local policy = fn(err, partial)
+  if policy ~= "restart" and policy ~= "continue" then return "raise" end
+  return policy
+end
+
+local function continue_params(p, builder)
+  local r = builder:response()
+  local ch = r.choices and r.choices[1]
+  local partial = ch and ch.message and ch.message.content or ""
+  local q = {}
+  for k, v in pairs(p) do q[k] = v end
+  local msgs = {}
+  for i, m in ipairs(p.messages or {}) do msgs[i] = m end
+  msgs[#msgs + 1] = { role = "assistant", content = partial }
+  q.messages = msgs
+  return q
+end
+
 local function finish(self, err)
   self._done, self._err = true, err
   if self._src then self._src:close() end
@@ -378,14 +408,16 @@ function Stream:next()
         if c.usage then self._src.tokens = usage_tokens(c.usage) end
       end
     elseif err then
-      if self._content or not self._chain then return finish(self, err) end
+      local policy = self._content and midstream_policy(self, err) or "fallback"
+      if policy == "raise" or not self._chain then return finish(self, err) end
       self._src:close()
       local nxt = self._chain:next_after(err)
       if not nxt then return finish(self, self._chain:fail(err)) end
+      if policy == "continue" then nxt = continue_params(nxt, self._builder) end
       local src, p = self._chain:run(nxt)
       if not src then return finish(self, p) end
       self._src, self.model = src, p.model or M.default_model
-      self._builder = chunks.builder()
+      if policy ~= "continue" then self._builder = chunks.builder() end
     else
       return finish(self, nil)
     end
@@ -444,6 +476,7 @@ function M.completion(p)
   return setmetatable({
     _src = r, _chain = chain, _q = {}, _qi = 1, _builder = chunks.builder(),
     _content = false, _done = false, model = used.model or M.default_model,
+    _params = p,
   }, Stream)
 end
 

@@ -40,6 +40,7 @@
  *   big=BYTES       one content event of BYTES 'a'
  *   badutf8=1       extra tokens with invalid UTF-8, raw in the JSON
  *   comments=N      N ": keep-alive" SSE comment lines before the 1st event
+ *   tag=ANY         ignored; gives a test its own fail_first/_count counter
  *   eol=lf|crlf|cr  line ending of SSE events
  *   fixture=NAME    serve --fixtures/NAME as the body (events split at blank
  *                   lines for SSE, at newlines for NDJSON)

@@ -150,6 +150,7 @@ static const struct {
 
 /* Sets key k to v. Returns 0, or -1 for an unknown key or a bad value. */
 static int scen_set(mk_scen_t *sc, const char *k, const char *v) {
+  if (!strcmp(k, "tag")) return 0;   /* ignored: makes a scenario string unique */
   if (!strcmp(k, "stall")) {
     sc->stall = !strcmp(v, "headers")  ? MK_STALL_HEADERS
                 : !strcmp(v, "before") ? MK_STALL_BEFORE
