@@ -13,4 +13,9 @@ function M.request(opts)
   return hcore.request(opts)
 end
 
+--- The C stream framer on its own: framer("sse"|"ndjson" [, max_event]);
+--- f:feed(bytes) -> {{data=, event=, id=}, ...} | nil, err;
+--- f:finish() -> events [, "incomplete"].
+M.framer = hcore.framer
+
 return M
