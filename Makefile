@@ -99,7 +99,7 @@ bench: deps all tools
 	@BUILD=$(BUILD) sh bench/run.sh
 
 fuzz:
-	@mkdir -p $(BUILD)/fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/sse.c \
 	  fuzz/fuzz_frame.c -o $(BUILD)/fuzz/fuzz_frame
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-30} \
