@@ -8,9 +8,64 @@
 **     inside a libcurl callback (CURLM_RECURSIVE_API_CALL);
 **   - handles are freed in their uv close callbacks.
 */
+#include <dlfcn.h>
 #include <stdlib.h>
 
 #include "curl.h"
+
+la_curlapi_t la_curlapi;
+
+/* ================================================================== */
+/* Loading libcurl                                                     */
+/* ================================================================== */
+
+int la_curlapi_load(const char **err) {
+  static int state;            /* 0 not tried, 1 loaded, -1 failed */
+  static const char *why;
+  static const char *const names[] = {"libcurl.so.4", "libcurl.so", NULL};
+  void *lib = NULL;
+  int i;
+  if (state) { *err = why; return state > 0 ? 0 : -1; }
+  for (i = 0; names[i] && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    state = -1;
+    why = "cannot load libcurl (libcurl.so.4): install libcurl4";
+    *err = why;
+    return -1;
+  }
+#define LOAD(field, sym) \
+  if (!(*(void **)&la_curlapi.field = dlsym(lib, sym))) goto missing;
+  LOAD(global_init, "curl_global_init")
+  LOAD(easy_init, "curl_easy_init")
+  LOAD(easy_cleanup, "curl_easy_cleanup")
+  LOAD(easy_setopt, "curl_easy_setopt")
+  LOAD(easy_getinfo, "curl_easy_getinfo")
+  LOAD(easy_pause, "curl_easy_pause")
+  LOAD(easy_strerror, "curl_easy_strerror")
+  LOAD(multi_init, "curl_multi_init")
+  LOAD(multi_cleanup, "curl_multi_cleanup")
+  LOAD(multi_add_handle, "curl_multi_add_handle")
+  LOAD(multi_remove_handle, "curl_multi_remove_handle")
+  LOAD(multi_setopt, "curl_multi_setopt")
+  LOAD(multi_assign, "curl_multi_assign")
+  LOAD(multi_socket_action, "curl_multi_socket_action")
+  LOAD(multi_info_read, "curl_multi_info_read")
+  LOAD(slist_append, "curl_slist_append")
+  LOAD(slist_free_all, "curl_slist_free_all")
+#undef LOAD
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    why = "curl_global_init failed";
+    goto fail;
+  }
+  state = 1;
+  return 0;
+missing:
+  why = "libcurl is too old (a symbol is missing)";
+fail:
+  state = -1;
+  *err = why;
+  return -1;
+}
 
 typedef struct {
   uv_poll_t poll;             /* first: the handle is the allocation */
@@ -106,14 +161,11 @@ static void drain_messages(la_curl_t *c) {
 /* Life cycle                                                          */
 /* ================================================================== */
 
-la_curl_t *la_curl_get(la_runtime_t *rt) {
-  static int global_done;
+la_curl_t *la_curl_get(la_runtime_t *rt, const char **err) {
   la_curl_t *c = rt->curl;
   if (c) return c;
-  if (!global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
-    global_done = 1;
-  }
+  if (la_curlapi_load(err) != 0) return NULL;
+  *err = "out of memory";
   c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->timer = malloc(sizeof *c->timer);

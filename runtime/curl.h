@@ -4,7 +4,7 @@
 #ifndef LA_CURL_H
 #define LA_CURL_H
 
-#include <curl/curl.h>
+#include "curlapi.h"
 
 #include "la.h"
 
@@ -20,9 +20,10 @@ typedef struct la_curl {
   int active;                 /* easy handles in the multi */
 } la_curl_t;
 
-/* The runtime's multi, made on first use (curl_global_init included, so a
-** script that never does HTTP never pays for TLS start-up). */
-la_curl_t *la_curl_get(la_runtime_t *rt);
+/* The runtime's multi, made on first use (libcurl loaded and initialised
+** included, so a script that never does HTTP never pays for either).
+** NULL with a static message in *err on failure. */
+la_curl_t *la_curl_get(la_runtime_t *rt, const char **err);
 
 /* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi. */
 int  la_curl_add(la_curl_t *c, CURL *easy);

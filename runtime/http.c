@@ -565,6 +565,7 @@ static int l_request(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
   la_curl_t *c;
   xfer_t *x;
+  const char *why = NULL;
   luaL_checktype(L, 1, LUA_TTABLE);
   la_task_current(L, "http.request");
   lua_settop(L, 1);
@@ -573,8 +574,8 @@ static int l_request(lua_State *L) {
   x->rt = rt;
   luaL_setmetatable(L, HTTP_MT);
   rt->xfers++;
-  c = la_curl_get(rt);
-  if (!c) return luaL_error(L, "http.request: cannot initialise libcurl");
+  c = la_curl_get(rt, &why);
+  if (!c) return luaL_error(L, "http.request: %s", why);
   c->done = done_cb;
   x->easy = curl_easy_init();
   if (!x->easy) return luaL_error(L, "http.request: out of memory");

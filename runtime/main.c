@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
+#include <curl/curlver.h>
 #include <lualib.h>
 
 #include "la.h"
