@@ -184,4 +184,26 @@ describe("embedding #integration", function()
     assert.matches("tasks=0 status=ok", out)
     os.remove(s)
   end)
+
+  it("a host-owned loop streams from a real server while frames keep coming", function()
+    local servers = require "servers"
+    local mock = servers.mock()
+    local s = script(([[
+      local llm = require "luagent"
+      local st = assert(llm.completion{model = "openai/m", api_key = "k",
+        api_base = "%s/s/chunks=20,delay=20/v1", stream = true,
+        messages = {{role = "user", content = "hi"}}})
+      local text = st:text()
+      assert(text:match("t19 $"), text)
+      print("streamed", #text)
+    ]]):format(mock.url))
+    local out, code = run(build .. "/frame_host --host-loop " .. s)
+    mock.stop()
+    assert.are.equal(0, code, out)
+    assert.matches("streamed%s%d+", out)
+    local frames = tonumber(out:match("frames=(%d+)"))
+    assert.is_true(frames >= 15, out)   -- ~0.4 s of streaming at 60 fps
+    assert.matches("tasks=0 status=ok", out)
+    os.remove(s)
+  end)
 end)
