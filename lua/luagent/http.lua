@@ -10,7 +10,11 @@ local M = {}
 ---@return userdata|nil resp, table|nil err
 function M.request(opts)
   if type(opts) ~= "table" then error("llm.http.request: expects a table of options", 2) end
-  return hcore.request(opts)
+  local resp, err = hcore.request(opts)
+  if err and err.message then
+    err.message = require("luagent.errors").redact(err.message)
+  end
+  return resp, err
 end
 
 --- The C stream framer on its own: framer("sse"|"ndjson" [, max_event]);

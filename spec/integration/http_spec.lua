@@ -278,3 +278,18 @@ describe("http transport #integration", function()
     assert.is_true(got[1] >= 12)
   end)
 end)
+
+describe("http transport secrets #integration", function()
+  it("no key from the URL or the headers appears in a transport error", function()
+    local canary = "sk-canary-http-5d2e8f"
+    local resp, err = llm.http.request{
+      url = "http://127.0.0.1:1/v1/x?key=" .. canary,
+      headers = { authorization = "Bearer " .. canary, ["x-api-key"] = canary },
+    }
+    assert.is_nil(resp)
+    local text = tostring(err) .. " " .. tostring(err.message)
+    for k, v in pairs(err) do text = text .. " " .. tostring(k) .. "=" .. tostring(v) end
+    assert.is_nil(text:find(canary, 1, true), text)
+    assert.is_nil(text:find("5d2e8f", 1, true), text)
+  end)
+end)
