@@ -12,6 +12,8 @@
  *   via PATH.tmp) and "listening on HOST:PORT" to stdout. --log appends one
  *   JSON line per request: {"method","path","headers":{lowercased},"body"}.
  *   SIGTERM/SIGINT exit cleanly.
+ *   HTTP/1.1 keep-alive and pipelining; streams are chunked, other bodies
+ *   have Content-Length; "Expect: 100-continue" is answered at once.
  *
  * Endpoints (after an optional /s/<scenario> prefix):
  *   POST /v1/chat/completions        OpenAI (streams when "stream":true)
@@ -33,7 +35,8 @@
  *                   "unit":"c"} (OpenAI/Anthropic stream it in 3 fragments)
  *   usage=0|1       OpenAI usage chunk off/on (default: the body's
  *                   "include_usage":true)
- *   delay=MS        wait MS between events
+ *   delay=MS        wait MS between events (each wait runs from when the
+ *                   previous one was due: a busy loop does not stretch it)
  *   first_delay=MS  wait MS before the first body byte
  *   hold_headers=1  first_delay holds the status line and headers too
  *   burst=N         N content events in one write (default chunks=N)
@@ -53,7 +56,7 @@
  *   stall=headers   status and headers, then silence (socket stays open)
  *   stall=before    never answer
  *   stall_after=N   N events, then silence
- *   drip=MS         body one byte every MS
+ *   drip=MS         body one byte every MS (instead of delay)
  *   cut_after=N     N events, half of the next, then close (no terminator)
  *   rst=1           cut_after/close end with a TCP RST instead of a FIN
  *   html502=1       502 text/html proxy error page
@@ -79,6 +82,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
@@ -404,11 +408,22 @@ static int on_value(http_parser *p, const char *s, size_t n) {
   return 0;
 }
 
+/* Ends the header list; answers "Expect: 100-continue", which libcurl
+ * sends with bodies over 1 MiB and then waits a second for. */
 static int on_headers_done(http_parser *p) {
+  static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
   conn_t *c = p->data;
   if (c->hstate == 1) mk_buf_add(&c->hdrs, "", 1);
   if (c->hstate) mk_buf_add(&c->hdrs, "", 1);
   c->hstate = 0;
+  for (size_t i = 0; i < c->hdrs.len;) {
+    const char *h = c->hdrs.p + i, *v = h + strlen(h) + 1;
+    if (!strcmp(h, "expect") && !strcasecmp(v, "100-continue")) {
+      uv_buf_t b = uv_buf_init((char *)go_on, sizeof go_on - 1);
+      uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    i = (size_t)(v - c->hdrs.p) + strlen(v) + 1;
+  }
   return 0;
 }
 

@@ -4,6 +4,7 @@
  *   mockllm.c        process, listener, connections, HTTP parsing, the sender
  *   mockllm_route.c  scenario parsing, request counts, routing, fault plans
  *   mockllm_fmt.c    the four providers' wire formats
+ *   mockllm_buf.c    growable buffers, plan units (HTTP chunk framing)
  *
  * A request becomes a *plan*: a status line and headers, plus a body cut into
  * units (one SSE event or NDJSON line each, already framed as HTTP chunks).
@@ -124,6 +125,8 @@ void mk_fmt_error_json(const mk_req_t *q, int status, const char *msg,
                        mk_buf_t *b);
 /* Appends the provider's in-stream error event of type t as a unit. */
 void mk_fmt_stream_error(mk_req_t *q, mk_plan_t *pl, const char *t);
+/* True when q's reply is an SSE stream (not NDJSON, JSON, or a JSON array). */
+int mk_is_sse(const mk_req_t *q);
 /* Frames q->ev as one body unit of pl (HTTP chunk if chunked), clears ev. */
 void mk_plan_emit(mk_req_t *q, mk_plan_t *pl);
 

@@ -33,63 +33,6 @@ static void tok(const mk_req_t *q, int i, const char **s, size_t *n) {
 static void add_text(mk_req_t *q) { mk_buf_add(&q->ev, q->toks.p, q->toks.len); }
 
 /* ======================================================================
- * Plan units
- * ==================================================================== */
-
-static int is_sse(const mk_req_t *q) {
-  return q->stream && q->provider != MK_OLLAMA &&
-         !(q->provider == MK_GEMINI && !q->sse);
-}
-
-/* Copies s into b, rewriting LF line ends to CRLF or CR. */
-static void add_eol(mk_buf_t *b, const char *s, size_t n, int eol) {
-  const char *nl = eol == MK_EOL_CR ? "\r" : "\r\n";
-  size_t i, a = 0;
-  for (i = 0; i < n; i++)
-    if (s[i] == '\n') {
-      mk_buf_add(b, s + a, i - a);
-      mk_buf_adds(b, nl);
-      a = i + 1;
-    }
-  mk_buf_add(b, s + a, n - a);
-}
-
-void mk_plan_emit(mk_req_t *q, mk_plan_t *pl) {
-  static mk_buf_t tmp;
-  mk_buf_t *src = &q->ev;
-  const mk_scen_t *sc = q->sc;
-  if (is_sse(q) && ((pl->n == 0 && sc->comments > 0) || sc->eol != MK_EOL_LF)) {
-    tmp.len = 0;
-    for (int i = 0; pl->n == 0 && i < sc->comments; i++)
-      mk_buf_adds(&tmp, ": keep-alive\n");
-    mk_buf_add(&tmp, q->ev.p, q->ev.len);
-    if (sc->eol != MK_EOL_LF) {
-      q->ev.len = 0;
-      add_eol(&q->ev, tmp.p, tmp.len, sc->eol);
-    } else {
-      src = &tmp;
-    }
-  }
-  /* A zero-size chunk would end the body: an empty event is an empty unit. */
-  if (pl->chunked && src->len) {
-    char hex[24], *h = hex + sizeof hex;
-    size_t n = src->len;
-    *--h = '\n';
-    *--h = '\r';
-    do *--h = "0123456789abcdef"[n & 15]; while (n >>= 4);
-    mk_buf_add(&pl->body, h, (size_t)(hex + sizeof hex - h));
-  }
-  mk_buf_add(&pl->body, src->p, src->len);
-  if (pl->chunked && src->len) mk_buf_adds(&pl->body, "\r\n");
-  if (pl->n == pl->cap) {
-    pl->cap = pl->cap ? 2 * pl->cap : 32;
-    pl->ends = mk_xrealloc(pl->ends, pl->cap * sizeof *pl->ends);
-  }
-  pl->ends[pl->n++] = pl->body.len;
-  q->ev.len = 0;
-}
-
-/* ======================================================================
  * OpenAI Chat Completions
  * ==================================================================== */
 

@@ -6,104 +6,12 @@
 
 #include <ctype.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 const char *mk_fixtures_dir;
-
-/* ======================================================================
- * Buffers
- * ==================================================================== */
-
-void *mk_xrealloc(void *p, size_t n) {
-  void *q = realloc(p, n ? n : 1);
-  if (!q) {
-    fputs("mockllm: out of memory\n", stderr);
-    abort();
-  }
-  return q;
-}
-
-/* Makes room for extra bytes plus a NUL. */
-static void reserve(mk_buf_t *b, size_t extra) {
-  if (b->len + extra + 1 <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + extra + 1) cap *= 2;
-  b->p = mk_xrealloc(b->p, cap);
-  b->cap = cap;
-}
-
-void mk_buf_add(mk_buf_t *b, const void *s, size_t n) {
-  if (!n) return;
-  reserve(b, n);
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-}
-
-void mk_buf_adds(mk_buf_t *b, const char *s) { mk_buf_add(b, s, strlen(s)); }
-
-void mk_buf_addf(mk_buf_t *b, const char *fmt, ...) {
-  va_list ap;
-  reserve(b, 256);
-  va_start(ap, fmt);
-  int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  if ((size_t)n >= b->cap - b->len) {
-    reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-  }
-  b->len += (size_t)n;
-}
-
-/* JSON string escaping; bytes >= 0x80 pass through raw, valid UTF-8 or not
- * (badutf8=1 relies on that). */
-void mk_buf_json(mk_buf_t *b, const char *s, size_t n) {
-  size_t i = 0, run = 0;
-  reserve(b, n);
-  while (i < n) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      i++;
-      continue;
-    }
-    mk_buf_add(b, s + run, i - run);
-    switch (c) {
-    case '"': mk_buf_adds(b, "\\\""); break;
-    case '\\': mk_buf_adds(b, "\\\\"); break;
-    case '\n': mk_buf_adds(b, "\\n"); break;
-    case '\r': mk_buf_adds(b, "\\r"); break;
-    case '\t': mk_buf_adds(b, "\\t"); break;
-    default: mk_buf_addf(b, "\\u%04x", c);
-    }
-    run = ++i;
-  }
-  mk_buf_add(b, s + run, i - run);
-}
-
-const char *mk_buf_cstr(mk_buf_t *b) {
-  reserve(b, 0);
-  b->p[b->len] = '\0';
-  return b->p;
-}
-
-void mk_buf_free(mk_buf_t *b) {
-  free(b->p);
-  b->p = NULL;
-  b->len = b->cap = 0;
-}
-
-void mk_plan_free(mk_plan_t *pl) {
-  mk_buf_free(&pl->head);
-  mk_buf_free(&pl->body);
-  free(pl->ends);
-  memset(pl, 0, sizeof *pl);
-}
 
 /* ======================================================================
  * Scenario parsing
@@ -567,30 +475,15 @@ static const char *stream_ctype(const mk_req_t *q) {
   return "text/event-stream";
 }
 
-/* Builds the plan of a provider request under scenario sc. */
-static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
-                  mk_scen_t *sc, mk_plan_t *pl) {
-  static unsigned long long next_id;
-  mk_buf_t extra = {0};
-  const char *msg = NULL, *ctype = "application/json";
-  int st = precondition(q, r, qs, &msg);
-  q->id = ++next_id;
-  q->created = (long)time(NULL);
-  q->prompt_tokens = r->body_len / 4 ? (int)(r->body_len / 4 % INT_MAX) : 1;
-  q->usage = q->provider == MK_OPENAI &&
-             (sc->usage >= 0 ? sc->usage : json_is(r, "include_usage", "true"));
-  make_tokens(q, sc);
-  q->completion_tokens = sc->tools ? 12 : q->ntok;
-  mk_buf_addf(&extra, "%s: req_mock%llu\r\n",
-              q->provider == MK_ANTHROPIC ? "request-id" : "x-request-id", q->id);
-  if (sc->retry_after) add_header(&extra, "Retry-After", sc->retry_after);
-  if (sc->retry_after_ms) add_header(&extra, "retry-after-ms", sc->retry_after_ms);
-  pl->keep_alive = r->keep_alive && !sc->close;
+/* Writes the error body a failed precondition (st, msg) or a fault asks
+ * for into q->ev. Returns its HTTP status, or 0 for a normal reply. */
+static int error_body(mk_req_t *q, const mk_scen_t *sc, int st,
+                      const char *msg, const char **ctype) {
   if (st) {
     mk_fmt_error_json(q, st, msg, &q->ev);
   } else if (sc->html502) {
     st = 502;
-    ctype = "text/html";
+    *ctype = "text/html";
     mk_buf_adds(&q->ev, "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
                         "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
                         "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n");
@@ -601,29 +494,53 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
     st = sc->status ? sc->status : 400;
     mk_fmt_error_json(q, st, NULL, &q->ev);
   }
+  return st;
+}
+
+/* Fills in q's per-request numbers, tokens and flags. */
+static void prepare(mk_req_t *q, const mk_http_req_t *r, const mk_scen_t *sc) {
+  static unsigned long long next_id;
+  q->id = ++next_id;
+  q->created = (long)time(NULL);
+  q->prompt_tokens = r->body_len / 4 ? (int)(r->body_len / 4 % INT_MAX) : 1;
+  q->usage = q->provider == MK_OPENAI &&
+             (sc->usage >= 0 ? sc->usage : json_is(r, "include_usage", "true"));
+  make_tokens(q, sc);
+  q->completion_tokens = sc->tools ? 12 : q->ntok;
+}
+
+/* Builds the plan of a provider request under scenario sc. */
+static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
+                  mk_scen_t *sc, mk_plan_t *pl) {
+  mk_buf_t extra = {0};
+  const char *msg = NULL, *ctype = "application/json";
+  prepare(q, r, sc);
+  int st = error_body(q, sc, precondition(q, r, qs, &msg), msg, &ctype);
+  mk_buf_addf(&extra, "%s: req_mock%llu\r\n",
+              q->provider == MK_ANTHROPIC ? "request-id" : "x-request-id", q->id);
+  if (sc->retry_after) add_header(&extra, "Retry-After", sc->retry_after);
+  if (sc->retry_after_ms) add_header(&extra, "retry-after-ms", sc->retry_after_ms);
+  pl->keep_alive = r->keep_alive && !sc->close;
+  pl->chunked = q->stream && !st;
   if (st) {
     q->stream = 0; /* errors are plain JSON, even for stream requests */
     mk_plan_emit(q, pl);
-    plan_stop(pl, sc);
-    plan_head(pl, st, ctype, &extra);
-  } else {
-    pl->chunked = q->stream;
-    if (q->stream) ctype = stream_ctype(q);
-    if (sc->fixture) {
-      if (plan_fixture(q, pl, sc->fixture, q->stream && q->provider != MK_OLLAMA &&
-                                                  !(q->provider == MK_GEMINI && !q->sse)) < 0) {
-        mk_plan_free(pl);
-        plan_simple(pl, 500, "text/plain", "mockllm: fixture not readable\n", 30);
-        mk_buf_free(&extra);
-        return;
-      }
-    } else {
-      mk_fmt_reply(q, pl);
-    }
-    if (pl->chunked) plan_stream_end(q, pl, sc);
-    else plan_stop(pl, sc);
-    plan_head(pl, 200, ctype, &extra);
+  } else if (sc->fixture && plan_fixture(q, pl, sc->fixture, mk_is_sse(q)) < 0) {
+    mk_plan_free(pl);
+    plan_simple(pl, 500, "text/plain", "mockllm: fixture not readable\n", 30);
+    pl->keep_alive = 0;
+    mk_buf_free(&extra);
+    return;
+  } else if (!sc->fixture) {
+    mk_fmt_reply(q, pl);
   }
+  if (pl->chunked) {
+    ctype = stream_ctype(q);
+    plan_stream_end(q, pl, sc);
+  } else {
+    plan_stop(pl, sc);
+  }
+  plan_head(pl, st ? st : 200, ctype, &extra);
   mk_buf_free(&extra);
 }
 
