@@ -1,0 +1,581 @@
+--- luagent.router — llm.router: LiteLLM's Router. Several deployments
+--- (provider, key, base URL) serve one model_name; each call picks a
+--- healthy one by the routing strategy, retries on another when it fails,
+--- puts a deployment that keeps failing in cooldown, and falls back to
+--- other model names when a whole group fails.
+---
+--- Each try is one llm.completion with num_retries = 0; the retries, the
+--- cooldown bookkeeping and the fallbacks happen here, because only here is
+--- it known which deployment failed. A stream takes part until its first
+--- content reaches the script, as in llm.completion.
+local core = require "luagent.core"
+local errors = require "luagent.errors"
+local completion = require "luagent.completion"
+local ratelimit = require "luagent.ratelimit"
+
+local M = {
+  default_cooldown_time = 5,      -- seconds (LiteLLM's default)
+  default_allowed_fails = 3,      -- failures a minute before cooldown (LiteLLM's)
+}
+
+local now, sleep = core.now, core.sleep
+local huge, random = math.huge, math.random
+
+local STRATEGIES = {
+  ["simple-shuffle"] = "shuffle",
+  ["least-busy"] = "least_busy",
+  ["latency-based"] = "latency", ["latency-based-routing"] = "latency",
+  ["usage-based"] = "usage", ["usage-based-routing"] = "usage", ["usage-based-routing-v2"] = "usage",
+}
+
+-- litellm_params keys that configure the router, not the request.
+local ROUTING_KEYS = { rpm = true, tpm = true, weight = true, max_parallel_requests = true }
+-- Call parameters the router owns, or that only a deployment may set
+-- (a deployment never inherits the caller's credentials, LiteLLM#31467).
+local CALL_KEYS = { model = true, fallbacks = true, context_window_fallbacks = true,
+                    num_retries = true, api_key = true, api_base = true, extra_headers = true }
+
+local LATENCY_ALPHA = 0.3         -- weight of a new sample in the moving average
+
+-- ---------------------------------------------------------------------------
+-- Validation
+-- ---------------------------------------------------------------------------
+
+local OPTIONS = { model_list = true, fallbacks = true, context_window_fallbacks = true,
+                  num_retries = true, cooldown_time = true, allowed_fails = true,
+                  routing_strategy = true }
+
+local function fail(msg, deeper) error("llm.router: " .. msg, 4 + (deeper or 0)) end
+
+local function non_negative_int(o, k)
+  local v = o[k]
+  if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
+    fail(k .. " must be a non-negative integer")
+  end
+  return v
+end
+
+local function strategy_names()
+  local names = {}
+  for k in pairs(STRATEGIES) do names[#names + 1] = '"' .. k .. '"' end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+-- Fallbacks as LiteLLM writes them ({{["gpt-4"] = {"gpt-3.5"}}, ...}) or as
+-- a plain map; returns name -> {names}.
+local function fallback_map(v, what, groups)
+  if v == nil then return {} end
+  if type(v) ~= "table" then fail(what .. " must be a list of {model_name = {fallback names}}") end
+  local out = {}
+  local function add(name, list)
+    if type(name) ~= "string" or type(list) ~= "table" then
+      fail(what .. " must map model names to lists of model names", 1)
+    end
+    for _, f in ipairs(list) do
+      if not groups[f] then
+        fail(("%s for '%s' name '%s', which is not a model_name of model_list"):format(what, name, tostring(f)), 1)
+      end
+    end
+    out[name] = list
+  end
+  for k, x in pairs(v) do
+    if math.type(k) == "integer" then
+      if type(x) ~= "table" then fail(what .. " must be a list of {model_name = {fallback names}}") end
+      for name, list in pairs(x) do add(name, list) end
+    else
+      add(k, x)
+    end
+  end
+  return out
+end
+
+-- The weight simple-shuffle uses in a group: the first of weight, rpm,
+-- tpm that some deployment sets (missing ones weigh 0, as in LiteLLM);
+-- uniform when none does.
+local function assign_weights(list)
+  for _, key in ipairs({ "weight", "rpm", "tpm" }) do
+    local any = false
+    for _, d in ipairs(list) do if d.lp[key] then any = true end end
+    if any then
+      for _, d in ipairs(list) do d.weight = tonumber(d.lp[key]) or 0 end
+      return
+    end
+  end
+  for _, d in ipairs(list) do d.weight = 1 end
+end
+
+local function new_deployment(i, entry)
+  local where = ("model_list[%d]"):format(i)
+  if type(entry) ~= "table" then fail(where .. " must be a table {model_name=, litellm_params=}") end
+  if type(entry.model_name) ~= "string" then fail(where .. ".model_name must be a string") end
+  local lp = entry.litellm_params
+  if type(lp) ~= "table" or type(lp.model) ~= "string" then
+    fail(where .. ".litellm_params.model must be a string like \"openai/gpt-4o\"")
+  end
+  local params, limiter = {}, nil
+  for k, v in pairs(lp) do if not ROUTING_KEYS[k] then params[k] = v end end
+  if lp.rpm or lp.tpm or lp.max_parallel_requests then
+    local ok, rl = pcall(ratelimit.new, { rpm = lp.rpm, tpm = lp.tpm, concurrency = lp.max_parallel_requests })
+    if not ok then fail(where .. ".litellm_params: " .. tostring(rl):gsub("^.-llm%.ratelimit: ", "")) end
+    limiter = rl
+  end
+  local info = type(entry.model_info) == "table" and entry.model_info or {}
+  return {
+    id = info.id and tostring(info.id) or tostring(i), model_name = entry.model_name,
+    lp = lp, params = params, limiter = limiter, weight = 1,
+    inflight = 0, latency = nil, requests = 0, failures = 0, cooldown_until = 0,
+    fails = ratelimit.window(huge, 60), usage = ratelimit.window(huge, 60),
+  }
+end
+
+-- ---------------------------------------------------------------------------
+-- Deployment health and choice
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Router
+local Router = {}
+Router.__index = Router
+Router.__name = "luagent.Router"
+
+-- Whether an error says something about the deployment (LiteLLM's
+-- _is_cooldown_required): 401, 404, 408, 429, 5xx and connection-level
+-- failures count; the request's own faults (other 4xx) and cancels do not.
+local function counts_against(err)
+  local t, s = err.type, err.status
+  if t == "Cancelled" or t == "BadRequestError" or t == "ContextWindowExceededError" then return false end
+  if s == nil then return true end
+  return s == 401 or s == 404 or s == 408 or s == 429 or s >= 500
+end
+
+function Router:_cooling(d, t)
+  if d.cooldown_until == 0 then return false end
+  if d.cooldown_until > t then return true end
+  d.cooldown_until = 0                      -- back: its failures are forgiven
+  d.fails = ratelimit.window(huge, 60)
+  return false
+end
+
+function Router:_failed(d, err)
+  if not counts_against(err) then return end
+  local t = now()
+  d.failures = d.failures + 1
+  d.fails:expire(t)
+  d.fails:add(t, 1)
+  if d.fails:count() > self.allowed_fails and self.cooldown_time > 0 then
+    d.cooldown_until = t + self.cooldown_time
+  end
+end
+
+function Router:_latency(d, seconds)
+  d.latency = d.latency and (1 - LATENCY_ALPHA) * d.latency + LATENCY_ALPHA * seconds or seconds
+end
+
+function Router:_used(d, tokens)
+  local t = now()
+  d.usage:expire(t)
+  d.usage:add(t, tokens or 0)
+end
+
+-- The deployment with the smallest key(d); ties broken at random.
+local function pick_min(cands, key)
+  local best, bv, ties = nil, huge, 0
+  for _, d in ipairs(cands) do
+    local v = key(d)
+    if v < bv then
+      best, bv, ties = d, v, 1
+    elseif v == bv then
+      ties = ties + 1
+      if random(ties) == 1 then best = d end
+    end
+  end
+  return best
+end
+
+local pickers = {
+  shuffle = function(cands)
+    local total = 0
+    for _, d in ipairs(cands) do total = total + d.weight end
+    if total <= 0 then return cands[random(#cands)] end
+    local x = random() * total
+    for _, d in ipairs(cands) do
+      x = x - d.weight
+      if x < 0 then return d end
+    end
+    return cands[#cands]
+  end,
+  least_busy = function(cands) return pick_min(cands, function(d) return d.inflight end) end,
+  -- Unmeasured deployments count as fastest, so each gets measured.
+  latency = function(cands) return pick_min(cands, function(d) return d.latency or 0 end) end,
+  usage = function(cands)
+    local t = now()
+    return pick_min(cands, function(d) d.usage:expire(t) return d.usage.sum end)
+  end,
+}
+
+local function filter(list, keep)
+  local out = {}
+  for _, d in ipairs(list) do if keep(d) then out[#out + 1] = d end end
+  return out
+end
+
+-- The error when a group has no deployment to offer.
+local function unavailable(name, list, t)
+  if not list then
+    return errors.new("BadRequestError", ("router: no model_name '%s' in model_list"):format(name),
+                      { status = 400, model = name })
+  end
+  local back = huge
+  for _, d in ipairs(list) do back = math.min(back, d.cooldown_until - t) end
+  return errors.new("RateLimitError",
+    ("router: no deployments available for model '%s' (all %d in cooldown; the first is back in %.1f s)")
+      :format(name, #list, back), { status = 429, model = name, retry_after = back })
+end
+
+--- A healthy deployment of group `name` by the routing strategy: one not
+--- yet tried in this call if possible, and one whose rate limit admits at
+--- once if possible. Returns the deployment or nil, err.
+function Router:_pick(name, tried, tokens)
+  local list, t = self._groups[name], now()
+  local healthy = list and filter(list, function(d) return not self:_cooling(d, t) end)
+  if not healthy or #healthy == 0 then return nil, unavailable(name, list, t) end
+  local fresh = filter(healthy, function(d) return not tried[d] end)
+  local cands = #fresh > 0 and fresh or healthy
+  local ready = filter(cands, function(d) return not d.limiter or d.limiter:_ready(tokens) end)
+  if #ready > 0 then cands = ready end
+  return pickers[self._strategy](cands)
+end
+
+-- ---------------------------------------------------------------------------
+-- Rate limits: the caller's limiter and the deployment's together
+-- ---------------------------------------------------------------------------
+
+local BothPermit = {}
+BothPermit.__index = BothPermit
+function BothPermit:release(actual)
+  self[1]:release(actual)
+  self[2]:release(actual)
+end
+
+local Both = {}
+Both.__index = Both
+function Both:acquire(tokens)
+  local p1, err = self[1]:acquire(tokens)
+  if not p1 then return nil, err end
+  local ok, p2, err2 = pcall(self[2].acquire, self[2], tokens)
+  if not ok or not p2 then
+    p1:release(0)
+    if not ok then error(p2, 0) end
+    return nil, err2
+  end
+  return setmetatable({ p1, p2 }, BothPermit)
+end
+
+local function combine(a, b)
+  if a and b then return setmetatable({ a, b }, Both) end
+  return a or b
+end
+
+-- ---------------------------------------------------------------------------
+-- One call: tries across deployments, then fallback groups
+-- ---------------------------------------------------------------------------
+
+local Call = {}
+Call.__index = Call
+
+local function new_call(router, p)
+  local groups = { p.model }
+  for _, f in ipairs(p.fallbacks or router._fallbacks[p.model] or {}) do groups[#groups + 1] = f end
+  return setmetatable({
+    router = router, p = p, groups = groups, gi = 1, tries = 0, tried = {},
+    ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
+    retries = p.num_retries or router.num_retries, attempts = {},
+    tokens = completion.estimate_tokens(p),
+  }, Call)
+end
+
+function Call:group() return self.groups[self.gi] end
+
+-- The parameters of one try on deployment d.
+function Call:params(d)
+  local q = {}
+  for k, v in pairs(self.p) do if not CALL_KEYS[k] then q[k] = v end end
+  for k, v in pairs(d.params) do q[k] = v end
+  q.num_retries = 0
+  q.rate_limit = combine(self.p.rate_limit, d.limiter)
+  return q
+end
+
+local function usage_tokens(u)
+  return type(u) == "table" and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
+end
+
+local function hidden(d, name)
+  return { model_id = d.id, model_group = name, model = d.params.model, api_base = d.params.api_base }
+end
+
+-- One try on d. Returns the response (or the inner stream), or nil, err.
+function Call:attempt(d)
+  local q = self:params(d)
+  local router = self.router
+  self.tried[d] = true
+  d.inflight, d.requests = d.inflight + 1, d.requests + 1
+  local t0 = now()
+  self.t0 = t0
+  local ok, r, err = pcall(completion.completion, q)
+  if not ok or not r then d.inflight = d.inflight - 1 end
+  if not ok then error(r, 0) end
+  if not r then
+    router:_failed(d, err)
+    return nil, err
+  end
+  if q.stream then return r end             -- the stream accounts for itself
+  d.inflight = d.inflight - 1
+  router:_latency(d, now() - t0)
+  router:_used(d, usage_tokens(r.usage) or self.tokens)
+  if type(r) == "table" then r._hidden_params = hidden(d, self:group()) end
+  return r
+end
+
+-- After a failure (err; d the deployment tried, nil when none could be
+-- picked), moves to the next try: another deployment of the group (at once
+-- when an untried one is healthy, else after the backoff), the context
+-- window fallbacks, or the next fallback group. false when exhausted.
+function Call:advance(err, d)
+  self.attempts[#self.attempts + 1] = { model = d and d.params.model or self:group(), deployment = d and d.id,
+                                        model_group = self:group(), type = err.type, status = err.status }
+  if err.type == "Cancelled" then return false end
+  if err.type == "ContextWindowExceededError" and self.ctx and #self.ctx > 0 then
+    self.groups, self.gi, self.ctx, self.tries, self.tried = self.ctx, 1, nil, 0, {}
+    return true
+  end
+  if d and errors.retryable(err) and self.tries < self.retries then
+    local delay = completion.backoff(self.tries, err.retry_after)
+    if delay then
+      self.tries = self.tries + 1
+      local fresh = self.router:_has_untried(self:group(), self.tried)
+      if not fresh then sleep(delay) end
+      return true
+    end
+  end
+  if self.gi < #self.groups then
+    self.gi, self.tries, self.tried = self.gi + 1, 0, {}
+    return true
+  end
+  return false
+end
+
+function Router:_has_untried(name, tried)
+  local t = now()
+  for _, d in ipairs(self._groups[name] or {}) do
+    if not tried[d] and not self:_cooling(d, t) then return true end
+  end
+  return false
+end
+
+--- Runs tries until one succeeds: returns result, deployment, or nil, err
+--- (with err.attempts listing every try).
+function Call:run()
+  while true do
+    local d, err = self.router:_pick(self:group(), self.tried, self.tokens)
+    if d then
+      local r
+      r, err = self:attempt(d)
+      if r then return r, d end
+    end
+    if not self:advance(err, d) then
+      err.attempts = self.attempts
+      return nil, err
+    end
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Streams: account per deployment, and move on before the first content
+-- ---------------------------------------------------------------------------
+
+---@class luagent.RouterStream
+local RStream = {}
+RStream.__index = RStream
+RStream.__name = "luagent.RouterStream"
+
+local function has_content(c)
+  local ch = c.choices and c.choices[1]
+  local dl = ch and ch.delta
+  return dl and ((dl.content ~= nil and dl.content ~= "") or dl.tool_calls ~= nil
+                 or (dl.reasoning_content ~= nil and dl.reasoning_content ~= ""))
+end
+
+local function new_stream(call, s, d)
+  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _first = false,
+                        _content = false, _open = true, _done = false, model = s.model,
+                        _hidden_params = hidden(d, call:group()) }, RStream)
+end
+
+-- The current try ended ("ok", "failed" with err, or "closed"): free its
+-- in-flight slot and record the outcome.
+function RStream:_end_try(outcome, err)
+  if not self._open then return end
+  self._open = false
+  local d, router = self._d, self._call.router
+  d.inflight = d.inflight - 1
+  if outcome == "failed" then
+    router:_failed(d, err)
+  elseif outcome == "ok" then
+    local r = self._s:response()
+    router:_used(d, usage_tokens(r and r.usage) or self._call.tokens)
+  end
+end
+
+local function stop(self, err)
+  self._done, self._err = true, err
+  return nil, err
+end
+
+--- The next chunk; nil at the end; nil, err on failure (kept: every later
+--- call returns the same). A failure before any content moves on to the
+--- next try (another deployment, or a fallback group).
+function RStream:next()
+  while not self._done do
+    local c, err = self._s:next()
+    if c then
+      if not self._first then
+        self._first = true
+        self._call.router:_latency(self._d, now() - self._t0)
+      end
+      if not self._content and has_content(c) then self._content = true end
+      return c
+    end
+    self:_end_try(err and "failed" or "ok", err)
+    if not err or self._content then return stop(self, err) end
+    local call = self._call
+    if not call:advance(err, self._d) then
+      err.attempts = call.attempts
+      return stop(self, err)
+    end
+    local s, d = call:run()
+    if not s then return stop(self, d) end
+    self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
+    self.model, self._hidden_params = s.model, hidden(d, call:group())
+  end
+  return nil, self._err
+end
+
+--- for chunk in stream do ... end  (raises on a failure)
+function RStream:__call()
+  local c, err = self:next()
+  if c == nil and err ~= nil then error(err, 0) end
+  return c
+end
+
+--- Consumes the rest; returns the full text, or nil, err.
+function RStream:text()
+  while true do
+    local c, err = self:next()
+    if c == nil then
+      if err then return nil, err end
+      break
+    end
+  end
+  local r = self._s:response()
+  local ch = r.choices and r.choices[1]
+  return ch and ch.message and ch.message.content or ""
+end
+
+--- The response assembled from the chunks of the current try.
+function RStream:response() return self._s:response() end
+
+--- Ends the transfer now; idempotent. Also __close and __gc.
+function RStream:close()
+  self:_end_try("closed")
+  self._done = true
+  self._s:close()
+end
+
+RStream.__close = RStream.close
+RStream.__gc = RStream.close
+
+-- ---------------------------------------------------------------------------
+-- The router
+-- ---------------------------------------------------------------------------
+
+--- llm.router{model_list=, fallbacks=, context_window_fallbacks=,
+--- num_retries=, cooldown_time=, allowed_fails=, routing_strategy=}
+--- model_list entries: {model_name=, litellm_params={model=, api_key=,
+--- api_base=, rpm=, tpm=, weight=, max_parallel_requests=, ...},
+--- model_info={id=}}. A deployment failing more than allowed_fails times
+--- within 60 s (401, 404, 408, 429, 5xx, connection errors) sits out
+--- cooldown_time seconds. routing_strategy: "simple-shuffle" (default),
+--- "least-busy", "latency-based-routing", "usage-based-routing".
+---@param opts table
+---@return luagent.Router
+function M.new(opts)
+  if type(opts) ~= "table" then error("llm.router: expects a table of options", 2) end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then fail(("unknown option '%s'"):format(tostring(k)), -1) end
+  end
+  local list = opts.model_list
+  if type(list) ~= "table" or #list == 0 then
+    fail("model_list must be a non-empty list of {model_name=, litellm_params={model=, ...}}", -1)
+  end
+  local groups, deployments = {}, {}
+  for i, entry in ipairs(list) do
+    local d = new_deployment(i, entry)
+    deployments[i] = d
+    groups[d.model_name] = groups[d.model_name] or {}
+    table.insert(groups[d.model_name], d)
+  end
+  for _, g in pairs(groups) do assign_weights(g) end
+  local strategy = opts.routing_strategy or "simple-shuffle"
+  if not STRATEGIES[strategy] then fail("routing_strategy must be one of " .. strategy_names(), -1) end
+  local cooldown = opts.cooldown_time or M.default_cooldown_time
+  if type(cooldown) ~= "number" or cooldown < 0 or cooldown ~= cooldown then
+    fail("cooldown_time must be a number of seconds >= 0", -1)
+  end
+  return setmetatable({
+    num_retries = non_negative_int(opts, "num_retries") or completion.num_retries,
+    allowed_fails = non_negative_int(opts, "allowed_fails") or M.default_allowed_fails,
+    cooldown_time = cooldown,
+    _strategy = STRATEGIES[strategy], _groups = groups, _deployments = deployments,
+    _fallbacks = fallback_map(opts.fallbacks, "fallbacks", groups),
+    _ctx_fallbacks = fallback_map(opts.context_window_fallbacks, "context_window_fallbacks", groups),
+  }, Router)
+end
+
+--- Same interface as llm.completion, with model = a model_name of the
+--- model_list: a chat.completion (with _hidden_params.model_id naming the
+--- deployment that answered), a stream, or nil, err. Per call, fallbacks=
+--- and context_window_fallbacks= (lists of model names) and num_retries=
+--- override the router's.
+---@param p table
+---@return table|nil response_or_stream
+---@return table|nil err
+function Router:completion(p)
+  if type(p) ~= "table" then error("router:completion: expects a table of parameters", 2) end
+  if type(p.model) ~= "string" then
+    error("router:completion: model must be a model_name of the router's model_list", 2)
+  end
+  local call = new_call(self, p)
+  local r, d = call:run()
+  if not r then return nil, d end
+  if not p.stream then return r end
+  return new_stream(call, r, d)
+end
+
+--- A snapshot of every deployment: {id=, model_name=, model=, inflight=,
+--- latency=, tokens_in_minute=, requests=, failures=, cooldown=} (cooldown:
+--- seconds left, 0 when healthy).
+---@return table[]
+function Router:deployments()
+  local t, out = now(), {}
+  for i, d in ipairs(self._deployments) do
+    d.usage:expire(t)
+    out[i] = { id = d.id, model_name = d.model_name, model = d.params.model, inflight = d.inflight,
+               latency = d.latency, tokens_in_minute = d.usage.sum, requests = d.requests,
+               failures = d.failures, cooldown = self:_cooling(d, t) and d.cooldown_until - t or 0 }
+  end
+  return out
+end
+
+M.Router = Router
+return M
