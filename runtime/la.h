@@ -105,6 +105,8 @@ struct la_runtime {
   long xfers;                 /* HTTP transfer objects alive (debug) */
   la_node_t all;              /* every live task (cancel-all on Ctrl-C) */
   struct la_curl *curl;       /* lazily made by curl.c */
+  int sigint_claimed;         /* tasks waiting in term.on_interrupt: while
+                                 non-zero, Ctrl-C is theirs (term.c) */
 };
 
 /* ---- lists --------------------------------------------------------- */
@@ -129,6 +131,7 @@ la_runtime_t *la_runtime_of(lua_State *L);        /* from upvalue 1 */
 
 /* ---- task.c -------------------------------------------------------- */
 int  luaopen_luagent_core(lua_State *L);
+void la_task_classes(lua_State *L, la_runtime_t *rt);
 void la_task_wake(la_task_t *t);                  /* from any callback */
 void la_task_run(la_task_t *t);                   /* scheduler: resume once */
 void la_tasks_cancel_all(la_runtime_t *rt);
@@ -143,6 +146,12 @@ int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
 double la_check_seconds(lua_State *L, int arg);
 void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
+
+/* ---- term.c -------------------------------------------------------- */
+int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
+
+/* ---- redis.c ------------------------------------------------------- */
+int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
 /* ---- state.c ------------------------------------------------------- */
 la_runtime_t *la_runtime_new(lua_State *L, uv_loop_t *loop);

@@ -197,6 +197,7 @@ static int interrupted;
 /* First Ctrl-C cancels every task; the second exits at once. */
 static void sigint_cb(uv_signal_t *h, int signum) {
   (void)signum;
+  if (((la_runtime_t *)h->data)->sigint_claimed) return;  /* on_interrupt has it */
   if (interrupted++) _exit(130);
   la_tasks_cancel_all((la_runtime_t *)h->data);
 }

@@ -97,6 +97,12 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, la_curl_open, 1);
   lua_setfield(L, -2, "luagent.http.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_redis_core, 1);
+  lua_setfield(L, -2, "luagent.redis.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_term, 1);
+  lua_setfield(L, -2, "luagent.term.core");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
   lua_pushcfunction(L, luaopen_cjson_safe);
@@ -129,6 +135,7 @@ la_runtime_t *la_runtime_new(lua_State *L, uv_loop_t *loop) {
   if (la_loop_init(rt, loop) != 0) { free(rt); return NULL; }
   lua_pushlightuserdata(L, rt);
   lua_setfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
+  la_task_classes(L, rt);
   register_modules(L, rt);
   return rt;
 }

@@ -33,6 +33,13 @@ local lazy = {
   http = { "luagent.http" },
   completion = { "luagent.completion", "completion" },
   stream_chunk_builder = { "luagent.chunks", "build" },
+  ratelimit = { "luagent.ratelimit", "new" },
+  router = { "luagent.router", "new" },
+  chat = { "luagent.chat" },          -- callable: llm.chat{...}; llm.chat.load(path)
+  progress = { "luagent.progress" },
+  files = { "luagent.files" },
+  term = { "luagent.term" },
+  args = { "luagent.args", "parse" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.
