@@ -6,9 +6,10 @@
 **
 ** --host-loop: the host owns the uv_loop_t and hands it to la_open, as an
 ** engine that already runs libuv would.
-** Prints "frames=N max_step_ms=M tasks=0 status=ok" when every task the
-** script started has ended. Exits 1 if a frame's la_step took longer than
-** its budget allows (it must never wait for I/O), or a task failed.
+** Prints "frames=N max_step_ms=M slow_steps=K tasks=0 status=ok" when
+** every task the script started has ended. Exits 1 if la_step blocked: a
+** step that waited for a timer or a socket takes a whole frame, and it
+** would do so on most frames; a loaded machine only delays a few.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -29,7 +30,7 @@ int main(int argc, char **argv) {
   la_runtime_t *rt;
   uv_loop_t host_loop;
   double max_step = 0;
-  int frames = 0, ok = 1, own = 0;
+  int frames = 0, ok = 1, own = 0, slow = 0;
   struct timespec frame = {0, 16666667};   /* ~60 frames per second */
   if (argc > 1 && strcmp(argv[1], "--host-loop") == 0) {
     own = 1;
@@ -52,17 +53,15 @@ int main(int argc, char **argv) {
     int alive = la_step(rt, 2);
     dt = now_ms() - t0;
     if (dt > max_step) max_step = dt;
+    if (dt > 8) slow++;
     frames++;
     if (alive == 0) break;
     nanosleep(&frame, NULL);               /* "render" */
   }
   if (la_tasks(rt) != 0) ok = 0;
-  /* 2 ms budget; allow slack for a loaded machine and for the one step
-  ** that loads libcurl, but a blocking wait for a timer or a socket would
-  ** take a whole frame (16.7 ms) or more. */
-  if (max_step > 15) ok = 0;
-  printf("frames=%d max_step_ms=%.2f tasks=%d status=%s\n", frames, max_step,
-         la_tasks(rt), ok ? "ok" : "FAILED");
+  if (slow * 4 > frames) ok = 0;
+  printf("frames=%d max_step_ms=%.2f slow_steps=%d tasks=%d status=%s\n",
+         frames, max_step, slow, la_tasks(rt), ok ? "ok" : "FAILED");
   la_close(rt);
   if (own && uv_loop_close(&host_loop) != 0) {
     printf("host loop still has handles after la_close\n");

@@ -687,12 +687,12 @@ static const luaL_Reg core_funcs[] = {
   {"set_error_mt", l_set_error_mt}, {"run", l_run}, {NULL, NULL}
 };
 
-/* Creates metatable name with methods (all with the runtime upvalue). */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
-                      lua_CFunction tostring) {
-  luaL_newmetatable(L, name);
+/* Creates metatable name with methods (all with rt as upvalue 1). */
+static void new_class(lua_State *L, la_runtime_t *rt, const char *name,
+                      const luaL_Reg *m, lua_CFunction tostring) {
+  if (!luaL_newmetatable(L, name)) { lua_pop(L, 1); return; }
   lua_newtable(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, m, 1);
   lua_setfield(L, -2, "__index");
   if (tostring) {
@@ -702,10 +702,17 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
   lua_pop(L, 1);
 }
 
+/* Registers the Task and Cond metatables. Called when the runtime is made,
+** so that tasks spawned before any script requires luagent (the CLI's main
+** task) get their methods too. */
+void la_task_classes(lua_State *L, la_runtime_t *rt) {
+  new_class(L, rt, LA_TASK_MT, task_methods, l_task_tostring);
+  new_class(L, rt, LA_COND_MT, cond_methods, NULL);
+}
+
 /* require "luagent.core" (registered as a closure with the runtime). */
 int luaopen_luagent_core(lua_State *L) {
-  new_class(L, LA_TASK_MT, task_methods, l_task_tostring);
-  new_class(L, LA_COND_MT, cond_methods, NULL);
+  la_task_classes(L, la_runtime_of(L));
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   luaL_setfuncs(L, core_funcs, 1);

@@ -469,6 +469,9 @@ Stream.__gc = Stream.close
 --- table, a Stream, or nil, err. See DESIGN.md for the parameters.
 function M.completion(p)
   check_params(p)
+  -- progress = "text" | true: a spinner until the first token arrives
+  local progress = p.progress and require "luagent.progress"
+  if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
   local chain = new_chain(p)
   local r, used = chain:run(p)
   if not r then return nil, used end
