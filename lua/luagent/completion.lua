@@ -339,12 +339,15 @@ local Stream = {}
 Stream.__index = Stream
 Stream.__name = "luagent.Stream"
 
+--- True when a chunk carries content the script will see (text, a tool
+--- call or reasoning): from then on a stream no longer falls back silently.
 local function has_content(c)
   local ch = c.choices and c.choices[1]
   local d = ch and ch.delta
   return d and ((d.content ~= nil and d.content ~= "") or d.tool_calls ~= nil
-                or (d.reasoning_content ~= nil and d.reasoning_content ~= ""))
+                or (d.reasoning_content ~= nil and d.reasoning_content ~= "")) or false
 end
+M.has_content = has_content
 
 -- What to do when a stream fails after content reached the script: the
 -- script's on_midstream_failure(err, partial_text) decides "raise" (the
@@ -424,28 +427,34 @@ function Stream:next()
   end
 end
 
---- for chunk in stream do ... end  (raises on a mid-stream failure)
-function Stream:__call()
-  local c, err = self:next()
-  if c == nil and err ~= nil then error(err, 0) end
-  return c
+--- Gives a stream class (with :next() and :response()) the iterator
+--- protocol and :text(); shared with the router's streams.
+function M.stream_methods(Class)
+  --- for chunk in stream do ... end  (raises on a mid-stream failure)
+  function Class:__call()
+    local c, err = self:next()
+    if c == nil and err ~= nil then error(err, 0) end
+    return c
+  end
+
+  --- Consumes the rest; returns the full text, or nil, err.
+  ---@return string|nil text
+  ---@return table|nil err
+  function Class:text()
+    while true do
+      local c, err = self:next()
+      if c == nil then
+        if err then return nil, err end
+        break
+      end
+    end
+    local r = self:response()
+    local ch = r.choices and r.choices[1]
+    return ch and ch.message and ch.message.content or ""
+  end
 end
 
---- Consumes the rest; returns the full text, or nil, err.
----@return string|nil text
----@return table|nil err
-function Stream:text()
-  while true do
-    local c, err = self:next()
-    if c == nil then
-      if err then return nil, err end
-      break
-    end
-  end
-  local r = self._builder:response()
-  local ch = r.choices and r.choices[1]
-  return ch and ch.message and ch.message.content or ""
-end
+M.stream_methods(Stream)
 
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.

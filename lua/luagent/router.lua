@@ -399,12 +399,7 @@ local RStream = {}
 RStream.__index = RStream
 RStream.__name = "luagent.RouterStream"
 
-local function has_content(c)
-  local ch = c.choices and c.choices[1]
-  local dl = ch and ch.delta
-  return dl and ((dl.content ~= nil and dl.content ~= "") or dl.tool_calls ~= nil
-                 or (dl.reasoning_content ~= nil and dl.reasoning_content ~= ""))
-end
+local has_content = completion.has_content
 
 local function new_stream(call, s, d)
   return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _first = false,
@@ -461,26 +456,7 @@ function RStream:next()
   return nil, self._err
 end
 
---- for chunk in stream do ... end  (raises on a failure)
-function RStream:__call()
-  local c, err = self:next()
-  if c == nil and err ~= nil then error(err, 0) end
-  return c
-end
-
---- Consumes the rest; returns the full text, or nil, err.
-function RStream:text()
-  while true do
-    local c, err = self:next()
-    if c == nil then
-      if err then return nil, err end
-      break
-    end
-  end
-  local r = self._s:response()
-  local ch = r.choices and r.choices[1]
-  return ch and ch.message and ch.message.content or ""
-end
+completion.stream_methods(RStream)   -- for chunk in stream, :text()
 
 --- The response assembled from the chunks of the current try.
 function RStream:response() return self._s:response() end
