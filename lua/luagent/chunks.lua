@@ -93,19 +93,23 @@ local Decoder = {}
 Decoder.__index = Decoder
 
 --- Creates decoder state. `feed_impl(self, event, data)` does the provider's
---- work; opts = {id=, created=} fixes what the provider may not send.
+--- work; opts = {id=, created=} fixes what the provider may not send;
+--- `state` holds the provider's own starting fields (a fresh table per decoder).
 ---@param provider string
 ---@param model string
 ---@param opts table|nil
 ---@param feed_impl fun(self: luagent.Decoder, event: string|nil, data: string): table|nil, table|nil
+---@param state table|nil
 ---@return luagent.Decoder
-function M.decoder(provider, model, opts, feed_impl)
+function M.decoder(provider, model, opts, feed_impl, state)
   opts = opts or {}
-  return setmetatable({
+  local dec = setmetatable({
     provider = provider, model = model,
     id = opts.id or M.new_id("chatcmpl-"), created = opts.created or os.time(),
     done = false, finished = false, _feed = feed_impl, _events = 0,
   }, Decoder)
+  for k, v in pairs(state or {}) do dec[k] = v end
+  return dec
 end
 
 --- Decodes one framed event (SSE event name + data, or an NDJSON line with a
@@ -144,6 +148,17 @@ function Decoder:decode(data)
       { provider = self.provider, model = self.model })
   end
   return v
+end
+
+--- The chat.completion of a non-streaming body that is one whole stream event
+--- (Ollama's /api/chat and Gemini's generateContent answer so), or nil, err.
+---@param body string
+---@return table|nil response
+---@return table|nil err
+function Decoder:build(body)
+  local list, err = self:feed(nil, body)
+  if not list then return nil, err end
+  return M.build(list)
 end
 
 --- Called at the end of the body: StreamIncomplete unless the end marker was

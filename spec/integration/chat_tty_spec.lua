@@ -3,17 +3,13 @@
 -- the screen shows (with deadlines), never for fixed delays.
 local llm = require "luagent"
 local servers = require "servers"
+local proc = require "proc"
 local json = require "luagent.json"
 
-local build = os.getenv("LUAGENT_BUILD") or "build"
-local bin = build .. "/luagent"
+local bin = proc.bin
 
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1"))
-  local out = f:read("a")
-  f:close()
-  return out
-end
+-- Runs a tmux command; returns what it printed.
+local function sh(cmd) return (proc.run(cmd)) end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 

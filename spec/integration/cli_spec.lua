@@ -1,29 +1,13 @@
 -- The luagent command line and the embedding entry points, run as real
 -- processes.
-local build = os.getenv("LUAGENT_BUILD") or "build"
-local bin = build .. "/luagent"
+local proc = require "proc"
+
+local build, bin, run, script = proc.build, proc.bin, proc.run, proc.script
 -- The stock interpreter loading our luagent.so (under `make asan` the
 -- sanitizer runtimes must be preloaded into it).
 local preload = os.getenv("LUAGENT_PRELOAD")
 local stock_lua = (preload and ("ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD='%s' "):format(preload) or "")
   .. "lua5.4"
-
--- Runs a shell command; returns its combined output and exit status.
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"EXIT=$?\""))
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("EXIT=(%d+)%s*$"))
-  return out:gsub("EXIT=%d+%s*$", ""), code
-end
-
-local function script(text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
 
 describe("luagent CLI #integration", function()
   it("runs a script with arg and ... like lua", function()

@@ -3,18 +3,7 @@
 -- (no persistence), and two luagent processes sharing one quota.
 local llm = require "luagent"
 local servers = require "servers"
-
-local build = os.getenv("LUAGENT_BUILD") or "build"
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+local proc = require "proc"
 
 -- Starts redis-server on a random free port (retrying when the port is
 -- taken). Returns {url=, port=, stop=fn}.
@@ -23,37 +12,25 @@ local function start_redis()
          "redis-server is not installed (`make deps` installs it)")
   for _ = 1, 20 do
     local port = math.random(20000, 60000)
-    local base = os.tmpname()
-    local log, pidf = base .. "-redis.log", base .. "-redis.pid"
-    os.remove(base)
-    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
-                .. "--daemonize no --logfile %s >/dev/null 2>&1 & echo $! > %s"):format(port, log, pidf))
-    local pid = assert(read_file(pidf)):match("%d+")
-    os.remove(pidf)
+    local log = proc.tmpname("redis.log")
+    local pid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
+                            .. "--daemonize no --logfile %s >/dev/null 2>&1"):format(port, log))
     local deadline = llm.now() + 10
     while llm.now() < deadline do
-      local text = read_file(log) or ""
+      local text = proc.read(log) or ""
       if text:find("Ready to accept connections", 1, true) then
         return { port = port, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
-          os.execute("kill " .. pid .. " 2>/dev/null")
+          proc.kill(pid)
           os.remove(log)
         end }
       end
-      if text:find("in use", 1, true) or not alive(pid) then break end
+      if text:find("in use", 1, true) or not proc.alive(pid) then break end
       llm.sleep(0.02)
     end
-    os.execute("kill " .. pid .. " 2>/dev/null")
+    proc.kill(pid)
     os.remove(log)
   end
   error("could not start redis-server on a free port")
-end
-
-local function script(text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
 end
 
 describe("redis #integration", function()
@@ -268,7 +245,7 @@ describe("redis #integration", function()
 
     it("keeps two luagent processes within one shared quota", function()
       local k = key()
-      local worker = script(([[
+      local worker = proc.script(([[
         local llm = require "luagent"
         local rl = llm.ratelimit{ requests = 10, per = 1, redis = arg[1], key = arg[2] }
         for _ = 1, 20 do
@@ -279,13 +256,12 @@ describe("redis #integration", function()
         rl:close()
       ]]):format())
       local out1, out2 = os.tmpname(), os.tmpname()
-      local bin = build .. "/luagent"
       local ok = os.execute(("%s %s %s %s > %s 2>&1 & %s %s %s %s > %s 2>&1 & wait"):format(
-        bin, worker, server.url, k, out1, bin, worker, server.url, k, out2))
+        proc.bin, worker, server.url, k, out1, proc.bin, worker, server.url, k, out2))
       assert.is_true(ok)
       local stamps, per_proc = {}, {}
       for i, path in ipairs({ out1, out2 }) do
-        local text = read_file(path)
+        local text = proc.read(path)
         per_proc[i] = 0
         for line in text:gmatch("[^\n]+") do
           local us = assert(tonumber(line:match("^(%d+)$")), "unexpected output: " .. line)

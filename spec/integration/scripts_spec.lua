@@ -4,24 +4,10 @@
 -- `it` waits for its own. A script without an entry here fails the suite.
 local llm = require "luagent"
 local servers = require "servers"
+local proc = require "proc"
 local json = require "luagent.json"
 
-local build = os.getenv("LUAGENT_BUILD") or "build"
-local bin = build .. "/luagent"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local bin, read, write = proc.bin, proc.read, proc.write
 
 -- Starts `cmd` in the background with stdin from `input`; returns a job.
 local function launch(cmd, input, env)

@@ -2,34 +2,9 @@
 -- blocking the loop, and Ctrl-C taken over by on_interrupt.
 local llm = require "luagent"
 local servers = require "servers"
+local proc = require "proc"
 
-local build = os.getenv("LUAGENT_BUILD") or "build"
-local bin = build .. "/luagent"
-
-local function script(text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
-
--- Runs a shell command; returns its output (stdout and stderr) and status.
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"EXIT=$?\""))
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("EXIT=(%d+)%s*$"))
-  return (out:gsub("EXIT=%d+%s*$", "")), code
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local bin, run, script, read = proc.bin, proc.run, proc.script, proc.read
 
 -- Prints every line readline returns, then "EOF".
 local READ_ALL = script([[
@@ -122,17 +97,15 @@ describe("luagent.term #integration", function()
       print("still running")
     ]]):format(ready))
     os.remove(ready)
-    local pidf = os.tmpname()
     local outf = os.tmpname()
-    assert(os.execute(("%s %s > %s 2>&1 & echo $! > %s"):format(bin, s, outf, pidf)))
-    local pid = read(pidf):match("%d+")
+    local pid = proc.start(("%s %s > %s 2>&1"):format(bin, s, outf))
     local deadline = llm.now() + 20
     while not read(ready) and llm.now() < deadline do llm.sleep(0.02) end
     assert.is_truthy(read(ready), "the script never got ready")
-    os.execute("kill -INT " .. pid)
-    while os.execute("kill -0 " .. pid .. " 2>/dev/null") and llm.now() < deadline do llm.sleep(0.02) end
+    proc.kill(pid, "INT")
+    while proc.alive(pid) and llm.now() < deadline do llm.sleep(0.02) end
     assert.are.equal("work:\tnil\tCancelled\ttrue\nstill running\n", read(outf))
-    for _, p in ipairs({ s, ready, pidf, outf }) do os.remove(p) end
+    for _, p in ipairs({ s, ready, outf }) do os.remove(p) end
   end)
 
   it("without a watcher, Ctrl-C still cancels everything (status 130)", function()
@@ -149,7 +122,7 @@ describe("luagent.term #integration", function()
       :format(bin, s, ready, pidf, pidf, pidf, pidf, pidf, pidf)))
     local deadline = llm.now() + 20
     while not (read(ready) and read(pidf)) and llm.now() < deadline do llm.sleep(0.02) end
-    os.execute("kill -INT " .. assert(read(pidf)):match("%d+"))
+    proc.kill(assert(read(pidf)):match("%d+"), "INT")
     while not read(pidf .. ".rc") and llm.now() < deadline do llm.sleep(0.02) end
     assert.are.equal("130", (read(pidf .. ".rc") or ""):match("%d+"))
     for _, p in ipairs({ s, ready, pidf, pidf .. ".rc" }) do os.remove(p) end

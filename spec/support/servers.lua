@@ -3,37 +3,19 @@
 --   local mock = servers.mock()      -- {port=, url=, log=, stop=fn}
 --   mock.url .. "/s/chunks=5/v1"     -- a scenario base URL
 local llm = require "luagent"
+local proc = require "proc"
 
 local M = {}
 
-local build = os.getenv("LUAGENT_BUILD") or "build"
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function tmpname(tag)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. "-" .. tag
-end
-
 --- Starts build/mockllm; returns a handle once it listens.
 function M.mock(extra)
-  local port_file, log, pid_file = tmpname("port"), tmpname("log"), tmpname("pid")
-  local cmd = ("%s/mockllm --port 0 --port-file %s --log %s %s >/dev/null 2>&1 & echo $! > %s")
-    :format(build, port_file, log, extra or "", pid_file)
-  assert(os.execute(cmd))
-  local pid = assert(read_file(pid_file)):match("%d+")
-  os.remove(pid_file)
+  local port_file, log = proc.tmpname("port"), proc.tmpname("log")
+  local pid = proc.start(("%s/mockllm --port 0 --port-file %s --log %s %s >/dev/null 2>&1")
+    :format(proc.build, port_file, log, extra or ""))
   local port
   local deadline = llm.now() + 10
   repeat
-    port = read_file(port_file)
+    port = proc.read(port_file)
     port = port and tonumber(port:match("%d+"))
     if not port then llm.sleep(0.01) end
   until port or llm.now() > deadline
@@ -45,14 +27,14 @@ function M.mock(extra)
   function h.requests()
     local cjson = require "cjson.safe"
     local out = {}
-    for line in (read_file(log) or ""):gmatch("[^\n]+") do
+    for line in (proc.read(log) or ""):gmatch("[^\n]+") do
       out[#out + 1] = cjson.decode(line)
     end
     return out
   end
-  function h.log_text() return read_file(log) or "" end
+  function h.log_text() return proc.read(log) or "" end
   function h.stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
+    proc.kill(pid)
     os.remove(log)
   end
   return h

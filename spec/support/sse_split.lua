@@ -1,6 +1,9 @@
---- Test helper: reads fixtures and splits raw stream bodies into the events the
---- C framer (runtime/sse.c) hands to a decoder. Deliberately simple; the real
---- framer and its edge cases are tested on the C side.
+--- Test helper for the provider specs: reads fixtures and splits raw stream
+--- bodies into the events the C framer (runtime/sse.c) hands to a decoder.
+--- Deliberately simple; the real framer and its edge cases are tested on the
+--- C side. Also builds a provider's requests.
+local json = require "luagent.json"
+
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
@@ -78,6 +81,18 @@ function M.decode_fixture(provider, name, model, opts)
   local dec = provider.decoder(model, opts)
   local chunks, err = M.feed_all(dec, events)
   return chunks, err, dec
+end
+
+--- A `build(params, ctx)` for a provider's specs: the request for `model`
+--- (ctx defaults to `default_ctx`), asserting with the spec's luassert (busted
+--- gives it to spec files only) that there was no error, and its decoded body.
+---@return fun(params: table, ctx: table|nil): table, table
+function M.request_builder(provider, model, default_ctx, assert)
+  return function(params, ctx)
+    local req, err = provider.build_request(params, model, ctx or default_ctx)
+    assert.is_nil(err)
+    return req, json.decode(req.body)
+  end
 end
 
 --- Walks a value and returns the path of the first userdata (cjson.null) or

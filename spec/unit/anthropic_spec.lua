@@ -7,11 +7,7 @@ local support = require "spec.support.sse_split"
 local CANARY = "sk-canary-123456"
 local MODEL = "claude-3-5-haiku-latest"
 
-local function build(params, ctx)
-  local req, err = anthropic.build_request(params, MODEL, ctx or { api_key = CANARY })
-  assert.is_nil(err)
-  return req, json.decode(req.body)
-end
+local build = support.request_builder(anthropic, MODEL, { api_key = CANARY }, assert)
 
 local weather_tool = { type = "function", ["function"] = {
   name = "get_weather", description = "Weather for a city",

@@ -7,11 +7,7 @@ local support = require "spec.support.sse_split"
 local KEY = "AIzaSyCanaryCanaryCanaryCanary1234567"
 local MODEL = "gemini-2.0-flash"
 
-local function build(params, ctx)
-  local req, err = gemini.build_request(params, MODEL, ctx or { api_key = KEY })
-  assert.is_nil(err)
-  return req, json.decode(req.body)
-end
+local build = support.request_builder(gemini, MODEL, { api_key = KEY }, assert)
 
 describe("providers.gemini #unit", function()
   describe("build_request", function()

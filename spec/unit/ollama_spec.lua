@@ -1,15 +1,10 @@
 local ollama = require "luagent.providers.ollama"
 local chunks = require "luagent.chunks"
-local json = require "luagent.json"
 local support = require "spec.support.sse_split"
 
 local MODEL = "llama3.2"
 
-local function build(params, ctx)
-  local req, err = ollama.build_request(params, MODEL, ctx or {})
-  assert.is_nil(err)
-  return req, json.decode(req.body)
-end
+local build = support.request_builder(ollama, MODEL, {}, assert)
 
 describe("providers.ollama #unit", function()
   describe("build_request", function()

@@ -1,16 +1,11 @@
 local openai = require "luagent.providers.openai"
-local json = require "luagent.json"
 local errors = require "luagent.errors"
 local chunks = require "luagent.chunks"
 local support = require "spec.support.sse_split"
 
 local CANARY = "sk-canary-123456"
 
-local function build(params, ctx)
-  local req, err = openai.build_request(params, "gpt-4o", ctx or { api_key = CANARY })
-  assert.is_nil(err)
-  return req, json.decode(req.body)
-end
+local build = support.request_builder(openai, "gpt-4o", { api_key = CANARY }, assert)
 
 describe("providers.openai #unit", function()
   describe("build_request", function()

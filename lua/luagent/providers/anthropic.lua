@@ -13,6 +13,7 @@ local M = {
   env_base = "ANTHROPIC_BASE_URL",
   default_base = "https://api.anthropic.com",
   framing = "sse",
+  key_header = "x-api-key",
   api_version = "2023-06-01",
   default_max_tokens = 4096, -- the API requires max_tokens; LiteLLM's default too
 }
@@ -177,11 +178,7 @@ end
 ---@return table|nil req
 ---@return table|nil err
 function M.build_request(params, model, ctx)
-  ctx = ctx or {}
-  local ok, err = common.check_messages(params, M.name, model)
-  if not ok then return nil, err end
-  local dropped
-  dropped, err = common.check_supported(params, supported, M.name, model)
+  local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
   local messages, system = convert_messages(params.messages, model)
   if not messages then return nil, system end
@@ -195,22 +192,10 @@ function M.build_request(params, model, ctx)
   }
   if type(params.tools) == "table" then body.tools = convert_tools(params.tools) end
   body.tool_choice = convert_tool_choice(params.tool_choice, params.parallel_tool_calls)
-  common.passthrough(params, body)
-  common.merge_extra_body(params, body)
-
-  local base = {
-    ["content-type"] = "application/json", ["anthropic-version"] = M.api_version,
-    accept = stream and "text/event-stream" or "application/json",
-  }
-  if ctx.api_key and ctx.api_key ~= "" then base["x-api-key"] = ctx.api_key end
-  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
-  if not headers then return nil, herr end
-  local encoded, eerr = common.encode_body(body, M.name, model)
-  if not encoded then return nil, eerr end
-  return {
-    method = "POST", url = common.join_url(ctx.api_base or M.default_base, "/v1/messages"),
-    headers = headers, body = encoded, stream = stream, framing = M.framing, dropped = dropped,
-  }
+  return common.request(M, params, model, ctx, {
+    body = body, path = "/v1/messages", stream = stream, dropped = dropped,
+    headers = { ["anthropic-version"] = M.api_version },
+  })
 end
 
 -- ---------------------------------------------------------------------------
@@ -349,10 +334,10 @@ end
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  local dec = chunks.decoder(M.name, model, opts, feed)
-  dec._blocks, dec._tools, dec._usage = {}, 0, {}
-  return dec
+  return chunks.decoder(M.name, model, opts, feed, { _blocks = {}, _tools = 0, _usage = {} })
 end
+
+local function is_error(v) return v.type == "error" end
 
 --- The chat.completion of a non-streaming Messages response.
 ---@param status integer
@@ -361,13 +346,8 @@ end
 ---@return table|nil response
 ---@return table|nil err
 function M.parse_response(status, body, model)
-  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
-  local v = common.decode_body(body)
-  if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
-      { status = status, provider = M.name, model = model })
-  end
-  if v.type == "error" then return nil, M.parse_error(status, nil, body, model) end
+  local v, err = common.decode_response(M, status, body, model, is_error)
+  if not v then return nil, err end
   local text, thinking, calls = {}, {}, nil
   for _, b in ipairs(type(v.content) == "table" and v.content or {}) do
     if b.type == "text" then text[#text + 1] = b.text

@@ -14,6 +14,7 @@ local M = {
   env_base = "GOOGLE_GEMINI_BASE_URL", -- google-genai SDK; base without /v1beta
   default_base = "https://generativelanguage.googleapis.com",
   framing = "sse",
+  key_header = "x-goog-api-key",
 }
 
 local supported = {
@@ -176,27 +177,18 @@ local function tool_config(choice)
 end
 
 local function generation_config(params)
-  local cfg = {}
-  for k, v in pairs(type(params.generationConfig) == "table" and params.generationConfig or {}) do cfg[k] = v end
-  local function put(k, v) if v ~= nil then cfg[k] = v end end
-  put("maxOutputTokens", common.max_tokens(params))
-  put("temperature", params.temperature)
-  put("topP", params.top_p)
-  put("topK", params.top_k)
-  put("stopSequences", common.stop_list(params.stop))
-  put("candidateCount", params.n)
-  put("seed", params.seed)
-  put("presencePenalty", params.presence_penalty)
-  put("frequencyPenalty", params.frequency_penalty)
-  if params.logprobs then put("responseLogprobs", true) end
-  put("logprobs", params.top_logprobs)
   local rf = params.response_format
-  if type(rf) == "table" and (rf.type == "json_object" or rf.type == "json_schema") then
-    cfg.responseMimeType = "application/json"
-    local schema = type(rf.json_schema) == "table" and rf.json_schema.schema
-    if schema then cfg.responseJsonSchema = common.fix_schema(schema) end
-  end
-  return next(cfg) and cfg or nil
+  local json_out = type(rf) == "table" and (rf.type == "json_object" or rf.type == "json_schema")
+  local schema = json_out and type(rf.json_schema) == "table" and rf.json_schema.schema
+  return common.overlay(params.generationConfig, {
+    maxOutputTokens = common.max_tokens(params), temperature = params.temperature,
+    topP = params.top_p, topK = params.top_k, stopSequences = common.stop_list(params.stop),
+    candidateCount = params.n, seed = params.seed, presencePenalty = params.presence_penalty,
+    frequencyPenalty = params.frequency_penalty,
+    responseLogprobs = params.logprobs and true or nil, logprobs = params.top_logprobs,
+    responseMimeType = json_out and "application/json" or nil,
+    responseJsonSchema = schema and common.fix_schema(schema) or nil,
+  })
 end
 
 -- ---------------------------------------------------------------------------
@@ -216,11 +208,7 @@ end
 ---@return table|nil req
 ---@return table|nil err
 function M.build_request(params, model, ctx)
-  ctx = ctx or {}
-  local ok, err = common.check_messages(params, M.name, model)
-  if not ok then return nil, err end
-  local dropped
-  dropped, err = common.check_supported(params, supported, M.name, model)
+  local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
   local contents, instruction = convert_messages(params.messages, model)
   if not contents then return nil, instruction end
@@ -231,22 +219,11 @@ function M.build_request(params, model, ctx)
     toolConfig = tool_config(params.tool_choice),
   }
   if type(params.tools) == "table" then body.tools = convert_tools(params.tools) end
-  common.passthrough(params, body, handled)
-  common.merge_extra_body(params, body)
-
-  local base = { ["content-type"] = "application/json",
-                 accept = stream and "text/event-stream" or "application/json" }
-  if ctx.api_key and ctx.api_key ~= "" then base["x-goog-api-key"] = ctx.api_key end
-  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
-  if not headers then return nil, herr end
-  local encoded, eerr = common.encode_body(body, M.name, model)
-  if not encoded then return nil, eerr end
   local path = "/v1beta/models/" .. model_path(model)
     .. (stream and ":streamGenerateContent?alt=sse" or ":generateContent")
-  return {
-    method = "POST", url = common.join_url(ctx.api_base or M.default_base, path),
-    headers = headers, body = encoded, stream = stream, framing = M.framing, dropped = dropped,
-  }
+  return common.request(M, params, model, ctx, {
+    body = body, path = path, stream = stream, handled = handled, dropped = dropped,
+  })
 end
 
 -- ---------------------------------------------------------------------------
@@ -400,10 +377,8 @@ end
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  local dec = chunks.decoder(M.name, model, opts, feed)
-  dec._tools, dec._started = {}, {}
-  dec._id_fixed = opts ~= nil and opts.id ~= nil
-  return dec
+  return chunks.decoder(M.name, model, opts, feed,
+    { _tools = {}, _started = {}, _id_fixed = opts ~= nil and opts.id ~= nil })
 end
 
 --- The chat.completion of a non-streaming generateContent response.
@@ -413,17 +388,11 @@ end
 ---@return table|nil response
 ---@return table|nil err
 function M.parse_response(status, body, model)
-  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
-  local v = common.decode_body(body)
-  if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
-      { status = status, provider = M.name, model = model })
-  end
-  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
-  local dec = M.decoder(model)
-  local list, err = dec:feed(nil, body)
-  if not list then return nil, err end
-  local resp = chunks.build(list)
+  local v, err = common.decode_response(M, status, body, model)
+  if not v then return nil, err end
+  local resp
+  resp, err = M.decoder(model):build(body)
+  if not resp then return nil, err end
   resp.usage = resp.usage or openai_usage(v.usageMetadata)
   return resp
 end

@@ -1,5 +1,6 @@
 --- luagent.providers — model-name parsing, provider lookup, and the helpers the
---- provider modules share when they translate an OpenAI-shaped request.
+--- provider modules share when they translate an OpenAI-shaped request and
+--- read the answer; each provider module keeps only its own wire format.
 --
 -- Parameter passthrough rule (every provider's build_request follows it):
 --  1. Runtime-only keys (M.RUNTIME_KEYS: model, api_key, api_base, timeouts,
@@ -232,6 +233,20 @@ function M.join_url(base, path)
   return base .. path
 end
 
+--- The checks every provider's build_request starts with: the messages
+--- (check_messages), then rule 2 against `supported` (check_supported).
+---@param params table
+---@param supported table set of standard keys the provider translates
+---@param provider string
+---@param model string
+---@return string[]|nil dropped
+---@return table|nil err
+function M.check_request(params, supported, provider, model)
+  local ok, err = M.check_messages(params, provider, model)
+  if not ok then return nil, err end
+  return M.check_supported(params, supported, provider, model)
+end
+
 --- Checks params.messages: a non-empty array of tables with a string role.
 ---@param params table
 ---@param provider string
@@ -377,6 +392,19 @@ function M.fix_schema(schema, strip)
   return fix_schema(schema, strip, 0)
 end
 
+--- Rule 3 for a provider's settings table (Ollama `options`, Gemini
+--- `generationConfig`): a copy of the user's own table, if any, with the
+--- translated values laid over it. nil when that leaves it empty.
+---@param user table|nil the user's table (anything else counts as none)
+---@param translated table the values translated from standard parameters
+---@return table|nil
+function M.overlay(user, translated)
+  local out = {}
+  for k, v in pairs(type(user) == "table" and user or {}) do out[k] = v end
+  for k, v in pairs(translated) do out[k] = v end
+  return next(out) and out or nil
+end
+
 --- The output-token limit from max_tokens or max_completion_tokens.
 ---@param params table
 ---@return integer|nil
@@ -416,6 +444,45 @@ function M.encode_body(body, provider, model)
   return s
 end
 
+-- The accept header of a streaming request, by the provider's framing.
+local stream_accept = { sse = "text/event-stream", ndjson = "application/x-ndjson" }
+
+--- Finishes a provider's request once it has translated the body: rules 3
+--- and 4 on `r.body`, the headers (JSON, accept by stream and framing, the
+--- API key under the provider's `key_header`, as "Bearer <key>" when that is
+--- authorization; then `r.headers`, then extra_headers), the encoded body
+--- and the request table the runtime sends.
+---@param provider table the provider module: name, default_base, framing, key_header
+---@param params table the user's completion table
+---@param model string
+---@param ctx table|nil {api_key=, api_base=}
+---@param r table {body=, path=, stream=, handled=, headers=, dropped=}
+---@return table|nil req
+---@return table|nil err
+function M.request(provider, params, model, ctx, r)
+  ctx = ctx or {}
+  M.passthrough(params, r.body, r.handled)
+  M.merge_extra_body(params, r.body)
+  local base = { ["content-type"] = "application/json",
+                 accept = r.stream and stream_accept[provider.framing] or "application/json" }
+  local key = ctx.api_key
+  if key and key ~= "" then
+    local h = provider.key_header
+    base[h] = h == "authorization" and "Bearer " .. key or key
+  end
+  for k, v in pairs(r.headers or {}) do base[k] = v end
+  local headers, err = M.headers(base, params.extra_headers, provider.name, model)
+  if not headers then return nil, err end
+  local encoded
+  encoded, err = M.encode_body(r.body, provider.name, model)
+  if not encoded then return nil, err end
+  return {
+    method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
+    headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
+    dropped = r.dropped,
+  }
+end
+
 --- Decodes an error/response body to a table, or nil when it is not JSON.
 ---@param body string|nil
 ---@return table|nil
@@ -423,6 +490,32 @@ function M.decode_body(body)
   if type(body) ~= "string" then return nil end
   local v = json.decode(body)
   return type(v) == "table" and v or nil
+end
+
+local function has_error_field(v) return v.error ~= nil end
+
+--- The decoded body of a non-streaming response, or nil and its error: the
+--- provider's parse_error for an error status or an error body (`is_error(v)`;
+--- by default, a body with an `error` field), an APIError for a body that is
+--- not JSON.
+---@param provider table the provider module: name, parse_error
+---@param status integer
+---@param body string
+---@param model string
+---@param is_error (fun(v: table): boolean)|nil
+---@return table|nil v
+---@return table|nil err
+function M.decode_response(provider, status, body, model, is_error)
+  if type(status) == "number" and status >= 400 then
+    return nil, provider.parse_error(status, nil, body, model)
+  end
+  local v = M.decode_body(body)
+  if not v then
+    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+      { status = status, provider = provider.name, model = model })
+  end
+  if (is_error or has_error_field)(v) then return nil, provider.parse_error(status, nil, body, model) end
+  return v
 end
 
 return M

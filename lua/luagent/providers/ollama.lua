@@ -12,6 +12,7 @@ local M = {
   env_base = "OLLAMA_API_BASE",
   default_base = "http://localhost:11434",
   framing = "ndjson",
+  key_header = "authorization",
 }
 
 local supported = {
@@ -81,18 +82,12 @@ end
 -- ---------------------------------------------------------------------------
 
 local function options_of(params)
-  local opts = {}
-  for k, v in pairs(type(params.options) == "table" and params.options or {}) do opts[k] = v end
-  local function put(k, v) if v ~= nil then opts[k] = v end end
-  put("num_predict", common.max_tokens(params))
-  put("temperature", params.temperature)
-  put("top_p", params.top_p)
-  put("top_k", params.top_k)
-  put("stop", common.stop_list(params.stop))
-  put("seed", params.seed)
-  put("presence_penalty", params.presence_penalty)
-  put("frequency_penalty", params.frequency_penalty)
-  return next(opts) and opts or nil
+  return common.overlay(params.options, {
+    num_predict = common.max_tokens(params), temperature = params.temperature,
+    top_p = params.top_p, top_k = params.top_k, stop = common.stop_list(params.stop),
+    seed = params.seed, presence_penalty = params.presence_penalty,
+    frequency_penalty = params.frequency_penalty,
+  })
 end
 
 local function format_of(rf)
@@ -125,11 +120,7 @@ end
 ---@return table|nil req
 ---@return table|nil err
 function M.build_request(params, model, ctx)
-  ctx = ctx or {}
-  local ok, err = common.check_messages(params, M.name, model)
-  if not ok then return nil, err end
-  local dropped
-  dropped, err = common.check_supported(params, supported, M.name, model)
+  local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
   local messages
   messages, err = convert_messages(params.messages, model)
@@ -141,20 +132,9 @@ function M.build_request(params, model, ctx)
     options = options_of(params), format = format_of(params.response_format),
   }
   if type(params.tools) == "table" then body.tools = wire_tools(params.tools) end
-  common.passthrough(params, body, handled)
-  common.merge_extra_body(params, body)
-
-  local base = { ["content-type"] = "application/json",
-                 accept = stream and "application/x-ndjson" or "application/json" }
-  if ctx.api_key and ctx.api_key ~= "" then base.authorization = "Bearer " .. ctx.api_key end
-  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
-  if not headers then return nil, herr end
-  local encoded, eerr = common.encode_body(body, M.name, model)
-  if not encoded then return nil, eerr end
-  return {
-    method = "POST", url = common.join_url(ctx.api_base or M.default_base, "/api/chat"),
-    headers = headers, body = encoded, stream = stream, framing = M.framing, dropped = dropped,
-  }
+  return common.request(M, params, model, ctx, {
+    body = body, path = "/api/chat", stream = stream, handled = handled, dropped = dropped,
+  })
 end
 
 -- ---------------------------------------------------------------------------
@@ -244,9 +224,7 @@ end
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  local dec = chunks.decoder(M.name, model, opts, feed)
-  dec._tools, dec._started = 0, false
-  return dec
+  return chunks.decoder(M.name, model, opts, feed, { _tools = 0, _started = false })
 end
 
 --- The chat.completion of a non-streaming /api/chat response (one object).
@@ -256,16 +234,9 @@ end
 ---@return table|nil response
 ---@return table|nil err
 function M.parse_response(status, body, model)
-  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
-  local v = common.decode_body(body)
-  if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
-      { status = status, provider = M.name, model = model })
-  end
-  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
-  local list, err = M.decoder(model):feed(nil, body)
-  if not list then return nil, err end
-  return chunks.build(list)
+  local v, err = common.decode_response(M, status, body, model)
+  if not v then return nil, err end
+  return M.decoder(model):build(body)
 end
 
 return M

@@ -12,6 +12,7 @@ local M = {
   env_base = "OPENAI_BASE_URL",
   default_base = "https://api.openai.com/v1",
   framing = "sse",
+  key_header = "authorization",
 }
 
 -- ---------------------------------------------------------------------------
@@ -69,7 +70,6 @@ end
 ---@return table|nil req
 ---@return table|nil err
 function M.build_request(params, model, ctx)
-  ctx = ctx or {}
   local ok, err = common.check_messages(params, M.name, model)
   if not ok then return nil, err end
   local stream = params.stream == true
@@ -83,22 +83,7 @@ function M.build_request(params, model, ctx)
   body.stream = stream or nil
   -- OpenAI refuses stream_options on a non-streaming request
   if not stream then body.stream_options = nil end
-  common.passthrough(params, body)
-  common.merge_extra_body(params, body)
-
-  local base = {
-    ["content-type"] = "application/json",
-    accept = stream and "text/event-stream" or "application/json",
-  }
-  if ctx.api_key and ctx.api_key ~= "" then base.authorization = "Bearer " .. ctx.api_key end
-  local headers, herr = common.headers(base, params.extra_headers, M.name, model)
-  if not headers then return nil, herr end
-  local encoded, eerr = common.encode_body(body, M.name, model)
-  if not encoded then return nil, eerr end
-  return {
-    method = "POST", url = common.join_url(ctx.api_base or M.default_base, "/chat/completions"),
-    headers = headers, body = encoded, stream = stream, framing = M.framing,
-  }
+  return common.request(M, params, model, ctx, { body = body, path = "/chat/completions", stream = stream })
 end
 
 -- ---------------------------------------------------------------------------
@@ -221,13 +206,8 @@ end
 ---@return table|nil response
 ---@return table|nil err
 function M.parse_response(status, body, model)
-  if type(status) == "number" and status >= 400 then return nil, M.parse_error(status, nil, body, model) end
-  local v = common.decode_body(body)
-  if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
-      { status = status, provider = M.name, model = model })
-  end
-  if v.error ~= nil then return nil, M.parse_error(status, nil, body, model) end
+  local v, err = common.decode_response(M, status, body, model)
+  if not v then return nil, err end
   v.object = v.object or "chat.completion"
   v.model = v.model or model
   normalize_choices(v)
