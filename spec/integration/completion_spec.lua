@@ -182,19 +182,8 @@ describe("retries and fallbacks #integration", function()
   teardown(function() mock.stop() end)
   after_each(function() servers.assert_clean(assert) end)
 
-  local n = 0
-  -- A unique scenario string, so the server's per-scenario counters start at 0.
-  local function scen(s)
-    n = n + 1
-    return s .. ",tag=" .. n .. "x" .. math.random(1e9)
-  end
-
-  local function count(s)
-    local resp = assert(llm.http.request{ url = mock.url .. "/_count?s=" .. s })
-    local body = resp:body()
-    resp:close()
-    return tonumber(body:match("%d+"))
-  end
+  local function scen(s) return mock.scenario(s) end
+  local function count(s) return mock.count(s) end
 
   local function openai(s, extra)
     local p = { model = "openai/gpt-test", api_base = mock.url .. "/s/" .. s .. "/v1",

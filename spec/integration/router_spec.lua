@@ -14,20 +14,8 @@ describe("llm.router over HTTP #integration", function()
   teardown(function() mock.stop() end)
   after_each(function() servers.assert_clean(assert) end)
 
-  local n = 0
-  -- A unique scenario string, so the server's per-scenario counter starts at 0.
-  local function scen(s)
-    n = n + 1
-    return s .. ",tag=r" .. n .. "x" .. math.random(1e9)
-  end
-
-  -- Requests the server received on scenario s.
-  local function count(s)
-    local resp = assert(llm.http.request{ url = mock.url .. "/_count?s=" .. s })
-    local body = resp:body()
-    resp:close()
-    return tonumber(body:match("%d+"))
-  end
+  local function scen(s) return mock.scenario(s) end
+  local function count(s) return mock.count(s) end
 
   -- A deployment of model_name `name` served on scenario s.
   local function dep(name, id, s, extra)

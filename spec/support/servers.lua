@@ -32,6 +32,20 @@ function M.mock(extra)
     end
     return out
   end
+  --- A unique scenario string (s plus an ignored tag), so the server's
+  --- per-scenario counters (fail_first, /_count) start at 0 for this test.
+  local tags = 0
+  function h.scenario(s)
+    tags = tags + 1
+    return ("%s,tag=%dx%d"):format(s, tags, math.random(1e9))
+  end
+  --- Requests the server received on scenario string s.
+  function h.count(s)
+    local resp = assert(llm.http.request{ url = h.url .. "/_count?s=" .. s })
+    local body = resp:body()
+    resp:close()
+    return tonumber(body:match("%d+"))
+  end
   function h.log_text() return proc.read(log) or "" end
   function h.stop()
     proc.kill(pid)
