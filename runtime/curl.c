@@ -123,11 +123,13 @@ static int socket_fn(CURL *e, curl_socket_t fd, int what, void *ud,
     return 0;
   }
   if (!s) {
+    /* On failure return 0, not -1: -1 makes libcurl fail the whole multi,
+    ** every transfer for good; this one then ends by its own deadline. */
     s = malloc(sizeof *s);
-    if (!s) return -1;
+    if (!s) return 0;
     if (uv_poll_init_socket(c->rt->loop, &s->poll, fd) != 0) {
       free(s);
-      return -1;
+      return 0;
     }
     s->fd = fd;
     s->c = c;

@@ -3,7 +3,7 @@
 **
 **   request{url=, method=, headers=, body=, stream=, framing=,
 **           connect_timeout=, first_event_timeout=, idle_timeout=,
-**           timeout=, max_event=, max_body=, ca_file=, redirects=}
+**           timeout=, max_event=, max_body=, ca_file=}   (redirects: http.lua)
 **     -> resp | nil, err          suspends until status and headers
 **   resp.status, resp.headers (lower-case names), resp.framed (false when a
 **     stream request got a non-stream answer: read it with resp:body())
@@ -192,7 +192,9 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
   if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) { x->hlen = 0; return n; }
   if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    if (x->status >= 100 && x->status < 200) return n;   /* 100-continue */
+    /* 1xx interim answers, and blocks without a status (a proxy's CONNECT
+    ** reply when not suppressed), are not the response */
+    if (x->status < 200) { x->status = 0; x->hlen = 0; return n; }
     x->headers_done = 1;
     decide_framing(x);
     x_wake(x, W_HEADERS);
@@ -315,20 +317,19 @@ static void deadline_cb(uv_timer_t *h) {
 static void arm(xfer_t *x, uint64_t now) {
   uint64_t next = UINT64_MAX, d;
   if (!x->timer) return;
-  if (x->to_total) {
-    d = x->t_start + x->to_total;
-    if (d < next) next = d;
-  }
+  if (x->to_total) next = x->t_start + x->to_total;
   if (!x->got_body && x->to_first) {
     d = x->t_start + x->to_first;
     if (d < next) next = d;
-  } else if (x->got_body && x->to_idle) {
+  } else if (x->got_body && x->to_idle && !x->paused) {
+    /* paused: the reader is behind, not the server; re-armed on unpause */
     d = x->t_last + x->to_idle;
     if (d < next) next = d;
   }
-  if (x->got_body && !x->to_total && !x->to_idle) return;
-  if (next == UINT64_MAX) return;
-  uv_timer_start(x->timer, deadline_cb, next > now ? next - now : 0, 0);
+  if (next == UINT64_MAX) { uv_timer_stop(x->timer); return; }
+  /* never 0 ms from inside deadline_cb: libuv would run it again in the
+  ** same timer pass, forever */
+  uv_timer_start(x->timer, deadline_cb, next > now ? next - now : 1, 0);
 }
 
 /* ================================================================== */
@@ -397,18 +398,21 @@ static uint64_t opt_ms(lua_State *L, const char *key, double def) {
       luaL_error(L, "http.request: %s must be a number of seconds", key);
     s = lua_tonumber(L, -1);
     if (!(s >= 0)) luaL_error(L, "http.request: %s must be >= 0", key);
+    if (s > 1e9) s = 1e9;              /* ~31 years: no overflow below */
   }
   lua_pop(L, 1);
   return (uint64_t)(s * 1000.0 + 0.5);
 }
 
+/* opts[key] as a string, or def when absent. Only real strings: the
+** table then keeps it alive after the pop (a number would be converted
+** on the popped slot only). */
 static const char *opt_str(lua_State *L, const char *key, const char *def) {
-  const char *v;
-  lua_getfield(L, 1, key);
-  v = lua_isnil(L, -1) ? def : lua_tostring(L, -1);
-  if (!v && !lua_isnil(L, -1))
-    luaL_error(L, "http.request: %s must be a string", key);
-  lua_pop(L, 1);   /* the table keeps the string alive */
+  const char *v = def;
+  int t = lua_getfield(L, 1, key);
+  if (t == LUA_TSTRING) v = lua_tostring(L, -1);
+  else if (t != LUA_TNIL) luaL_error(L, "http.request: %s must be a string", key);
+  lua_pop(L, 1);
   return v;
 }
 
@@ -506,13 +510,11 @@ static void configure(lua_State *L, xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   ca = opt_str(L, "ca_file", NULL);
   if (ca) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
-  lua_getfield(L, 1, "redirects");
-  if (lua_toboolean(L, -1)) {
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  }
-  lua_pop(L, 1);
+  /* Redirects are followed by http.lua, which drops credentials when one
+  ** leads to another host; here a 3xx is just a response. A proxy's
+  ** CONNECT reply is not one. */
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
@@ -650,6 +652,8 @@ static int x_index(lua_State *L) {
 static void maybe_unpause(xfer_t *x) {
   if (x->paused && !x->done && x->q_bytes < LOW_WATER) {
     x->paused = 0;
+    x->t_last = uv_now(x->rt->loop);   /* the idle clock restarts now */
+    arm(x, x->t_last);
     curl_easy_pause(x->easy, CURLPAUSE_CONT);   /* may call write_cb */
   }
 }

@@ -7,12 +7,14 @@
 **   2. The I/O it started completes in a uv or curl callback, which never
 **      touches Lua: it records the outcome in C memory and calls
 **      la_task_wake(task).
-**   3. At a safe point (the loop's check phase) the scheduler calls
-**      ops->push(co, task) to build the primitive's results on the task's
-**      stack and resumes it; the primitive returns those results.
+**   3. At a safe point (the loop's check phase) the scheduler resumes the
+**      task; the primitive's continuation calls la_resume_check, which runs
+**      ops->push(L, task) to build the results inside the task (so an
+**      error there, even out of memory, is the task's own), and the
+**      primitive returns them.
 **   Cancelling a waiting task calls ops->cancel(task) instead, which must
-**   stop the I/O at once without touching Lua; the task then resumes with a
-**   Cancelled error raised at the suspension point.
+**   stop the I/O at once without touching Lua; the task then resumes and
+**   la_resume_check raises Cancelled at the suspension point.
 */
 #ifndef LA_H
 #define LA_H
@@ -37,7 +39,7 @@ typedef struct la_node la_node_t;
 ** of wait (sleep, await, cond, http...). */
 typedef struct la_wait_ops {
   const char *name;                            /* for debugging: "sleep" ... */
-  int  (*push)(lua_State *co, la_task_t *t);   /* build results; may raise */
+  int  (*push)(lua_State *L, la_task_t *t);    /* build results; may raise */
   void (*cancel)(la_task_t *t);                /* stop the I/O; no Lua */
 } la_wait_ops_t;
 
@@ -57,8 +59,8 @@ typedef enum {
 
 typedef enum {
   LA_R_START,     /* first resume: fn and args are on co */
-  LA_R_WAKE,      /* the wait completed: call ops->push */
-  LA_R_RAISE      /* raise Cancelled at the suspension point */
+  LA_R_WAKE,      /* the wait completed: the continuation calls ops->push */
+  LA_R_RAISE      /* the continuation raises Cancelled */
 } la_resume_t;
 
 struct la_task {
@@ -73,6 +75,7 @@ struct la_task {
   unsigned retrieved:1;       /* someone awaited the outcome */
   unsigned reported:1;        /* failure already printed */
   unsigned timed_out:1;       /* the wait's deadline fired */
+  unsigned yield_now:1;       /* sleep(0): requeue once the yield is seen */
   uint64_t id;                /* sequence number, for messages */
   la_task_t *next_ready;      /* ready queue link */
   int in_ready;               /* 1 while in the ready queue */
@@ -135,12 +138,13 @@ void la_task_classes(lua_State *L, la_runtime_t *rt);
 void la_task_wake(la_task_t *t);                  /* from any callback */
 void la_task_run(la_task_t *t);                   /* scheduler: resume once */
 void la_tasks_cancel_all(la_runtime_t *rt);
+void la_tasks_drop_all(la_runtime_t *rt);
 la_task_t *la_task_current(lua_State *L, const char *fname);
 la_task_t *la_task_current_rt(lua_State *L, la_runtime_t *rt, const char *fname);
 int  la_suspend(lua_State *L, la_task_t *t, const la_wait_ops_t *ops, void *ctx);
 int  la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
                   void *ctx, lua_KFunction k);
-void la_resume_check(lua_State *L, lua_KContext base);
+int  la_resume_check(lua_State *L, lua_KContext base);
 int  la_yield_now(lua_State *L, la_task_t *t);
 int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);

@@ -119,7 +119,10 @@ void la_loop_close(la_runtime_t *rt) {
   idle_off(rt);
   uv_close((uv_handle_t *)&rt->check, NULL);
   uv_close((uv_handle_t *)&rt->idle, NULL);
-  while (rt->handles > 0 && uv_run(rt->loop, UV_RUN_NOWAIT)) {}
+  /* Bounded: on a host's loop other handles keep uv_run busy, and a
+  ** miscount must not hang the host. */
+  for (int i = 0; i < 1000 && rt->handles > 0; i++)
+    if (!uv_run(rt->loop, UV_RUN_NOWAIT)) break;
   uv_run(rt->loop, UV_RUN_NOWAIT);   /* the two close callbacks above */
   if (rt->owns_loop) {
     uv_run(rt->loop, UV_RUN_DEFAULT);

@@ -174,13 +174,22 @@ static void repl_line(la_runtime_t *rt, const char *line) {
   la_run(rt);
 }
 
-static void repl(la_runtime_t *rt) {
+static int interrupted;
+
+/* Reads lines at the prompt and runs each as a task. Ctrl-C while a line
+** runs cancels it; at the prompt it ends the session, as in lua.c (the
+** watcher is stopped while fgets waits, so a signal never lingers and
+** cancels the next line). */
+static void repl(la_runtime_t *rt, uv_signal_t *sig, uv_signal_cb cb) {
   char buf[8192];
   for (;;) {
     size_t n;
     fputs("> ", stdout);
     fflush(stdout);
+    uv_signal_stop(sig);
     if (!fgets(buf, sizeof buf, stdin)) break;
+    interrupted = 0;
+    uv_signal_start(sig, cb, SIGINT);
     n = strlen(buf);
     if (n && buf[n - 1] == '\n') buf[--n] = '\0';
     if (n) repl_line(rt, buf);
@@ -191,8 +200,6 @@ static void repl(la_runtime_t *rt) {
 /* ================================================================== */
 /* Signals                                                             */
 /* ================================================================== */
-
-static int interrupted;
 
 /* First Ctrl-C cancels every task; the second exits at once. */
 static void sigint_cb(uv_signal_t *h, int signum) {
@@ -245,7 +252,7 @@ int main(int argc, char **argv) {
   failures = la_run(rt);
   if (o.interactive || (argc == 1 && isatty(0))) {
     if (argc == 1) print_version();
-    repl(rt);
+    repl(rt, &sig, sigint_cb);
   }
   uv_close((uv_handle_t *)&sig, NULL);
   la_close(rt);

@@ -148,6 +148,7 @@ static void stop_tasks(la_runtime_t *rt) {
     la_tasks_cancel_all(rt);
     uv_run(rt->loop, UV_RUN_NOWAIT);
   }
+  la_tasks_drop_all(rt);
 }
 
 /* Frees everything the runtime made. The lua_State is closed here only
@@ -219,7 +220,13 @@ int luaopen_luagent(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
   if (lua_isnil(L, -1)) {                /* stock interpreter: make one */
     la_runtime_t **p = lua_newuserdatauv(L, sizeof *p, 0);
-    *p = la_runtime_new(L, NULL);
+    lua_State *main_thread;
+    /* require may run inside a coroutine: the runtime must hold the main
+    ** thread, which lives as long as the state */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    main_thread = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    *p = la_runtime_new(main_thread, NULL);
     if (!*p) return luaL_error(L, "luagent: cannot create the runtime");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, anchor_gc);

@@ -24,7 +24,10 @@
 
 /* Distinct addresses used as lightuserdata sentinels. */
 static char suspend_key;   /* yielded by la_suspend */
-static char raise_key;     /* first resume value: raise the next one */
+
+/* The task inside lua_resume on this thread: continuations find their
+** task here (they may run in a nested coroutine of it). */
+static _Thread_local la_task_t *running;
 
 static const la_wait_ops_t sleep_ops;
 
@@ -133,8 +136,12 @@ void la_task_wake(la_task_t *t) {
 ** and the registry anchor. Results or [error, traceback] are on co. */
 static void finish(la_task_t *t, la_task_state_t st) {
   la_runtime_t *rt = t->rt;
-  t->state = st;
-  t->ops = NULL;
+  if (t->ops) {              /* a suspension the task never completed */
+    const la_wait_ops_t *ops = t->ops;
+    t->ops = NULL;
+    ops->cancel(t);
+  }
+  t->state = st;             /* a stale ready-queue entry is skipped by run */
   rt->tasks--;
   la_list_remove(&t->node);
   la_list_remove(&t->link);
@@ -163,8 +170,9 @@ static void finish_error(la_task_t *t) {
   lua_State *L = t->rt->L, *co = t->co;
   int cancelled = 0;
   if (lua_type(co, -1) == LUA_TTABLE) {
-    lua_getfield(co, -1, "type");
-    cancelled = t->cancelled && lua_isstring(co, -1) &&
+    lua_pushliteral(co, "type");            /* raw: no __index may run */
+    lua_rawget(co, -2);
+    cancelled = t->cancelled && lua_type(co, -1) == LUA_TSTRING &&
                 strcmp(lua_tostring(co, -1), "Cancelled") == 0;
     lua_pop(co, 1);
   }
@@ -179,45 +187,43 @@ static void finish_error(la_task_t *t) {
   finish(t, cancelled ? LA_T_CANCELLED : LA_T_FAILED);
 }
 
-/* Scheduler: resumes t once, as its resume mode says. Never raises. */
+/* Scheduler: resumes t once, as its resume mode says. Never raises: the
+** wait's results (or the Cancelled error) are built by the continuation,
+** inside lua_resume, so any error there is the task's own. */
 void la_task_run(la_task_t *t) {
   la_runtime_t *rt = t->rt;
   lua_State *co = t->co;
-  la_task_t *prev;
+  la_task_t *prev, *prev_running;
   int n = 0, nres = 0, status;
-  if (task_ended(t)) return;
-  switch (t->resume) {
-    case LA_R_START:
-      if (t->cancel_pending) {               /* cancelled before it ran */
-        lua_settop(co, 0);
-        la_error_push(co, "Cancelled", "task cancelled before it started");
-        lua_pushliteral(co, "task cancelled before it started");
-        finish(t, LA_T_CANCELLED);
-        return;
-      }
-      n = t->nargs;
-      break;
-    case LA_R_WAKE: {
-      const la_wait_ops_t *ops = t->ops;
-      t->ops = NULL;
-      n = ops->push(co, t);
-      break;
+  if (task_ended(t) || t->state == LA_T_RUNNING) return;   /* stale entry */
+  if (t->resume == LA_R_START) {
+    if (t->cancel_pending) {                 /* cancelled before it ran */
+      lua_settop(co, 0);
+      la_error_push(co, "Cancelled", "task cancelled before it started");
+      lua_pushliteral(co, "task cancelled before it started");
+      finish(t, LA_T_CANCELLED);
+      return;
     }
-    case LA_R_RAISE:
-      lua_pushlightuserdata(co, &raise_key);
-      la_error_push(co, "Cancelled", "task cancelled");
-      n = 2;
-      break;
+    n = t->nargs;
+  } else if (t->state != LA_T_WAITING) {
+    return;
   }
   t->state = LA_T_RUNNING;
   prev = rt->current;
+  prev_running = running;
   rt->current = t;
+  running = t;
   status = lua_resume(co, rt->L, n, &nres);
   rt->current = prev;
+  running = prev_running;
   if (status == LUA_YIELD) {
     if (nres == 1 && lua_touserdata(co, -1) == &suspend_key) {
       lua_pop(co, 1);
       t->state = LA_T_WAITING;               /* ops set by la_suspend */
+      if (t->yield_now) {                    /* llm.sleep(0): run again soon */
+        t->yield_now = 0;
+        la_task_wake(t);
+      }
       return;
     }
     lua_pop(co, nres);                       /* a bare coroutine.yield() */
@@ -250,28 +256,37 @@ la_task_t *la_task_current_rt(lua_State *L, la_runtime_t *rt,
   if (!rt->current)
     luaL_error(L, "%s: not inside a task (call it from a luagent script, "
                   "llm.spawn or llm.run)", fname);
-  if (!lua_isyieldable(L))
+  if (!lua_isyieldable(L) || !lua_isyieldable(rt->current->co))
     luaL_error(L, "%s: cannot suspend here (inside a metamethod, iterator "
                   "or C function that does not allow yields)", fname);
   return rt->current;
 }
 
-/* For custom continuations: raises the error that follows the raise
-** sentinel, if the resume carried one; otherwise returns. */
-void la_resume_check(lua_State *L, lua_KContext base) {
-  if (lua_gettop(L) > (int)base &&
-      lua_touserdata(L, (int)base + 1) == &raise_key) {
-    lua_settop(L, (int)base + 2);
+/* First step of every continuation (the scheduler resumes with no
+** values): raises Cancelled if the task was cancelled while it waited, or
+** pushes the wait's results (ops->push, which may raise: it runs inside
+** the task now) and returns their number. Harmless when a primitive calls
+** its continuation directly (no wait pending: pushes nothing). */
+int la_resume_check(lua_State *L, lua_KContext base) {
+  la_task_t *t = running;
+  const la_wait_ops_t *ops;
+  (void)base;
+  if (!t) return 0;
+  if (t->resume == LA_R_RAISE) {
+    t->resume = LA_R_WAKE;
+    la_error_push(L, "Cancelled", "task cancelled");
     lua_error(L);
   }
+  ops = t->ops;
+  t->ops = NULL;
+  return ops ? ops->push(L, t) : 0;
 }
 
 /* Continuation of every plain suspension: returns the values the wait
 ** pushed, or raises the error that follows the raise sentinel. */
 static int resume_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
-  la_resume_check(L, base);
-  return lua_gettop(L) - (int)base;
+  return la_resume_check(L, base);
 }
 
 /* Suspends the running task t on a wait (ops, ctx). The I/O must already
@@ -287,8 +302,14 @@ int la_suspend(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
 ** la_resume_check(L, base) first. */
 int la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
                  void *ctx, lua_KFunction k) {
+  if (t->ops) {              /* an earlier suspension was swallowed (a raw */
+    const la_wait_ops_t *stale = t->ops;   /* coroutine.wrap): drop it */
+    t->ops = NULL;
+    stale->cancel(t);
+  }
   if (t->cancel_pending) {
     t->cancel_pending = 0;
+    t->yield_now = 0;
     t->ctx = ctx;
     ops->cancel(t);
     la_error_push(L, "Cancelled", "task cancelled");
@@ -303,20 +324,8 @@ int la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
 /* Suspends t and makes it runnable again at once (after the tasks that
 ** are already ready): a cooperative yield. */
 int la_yield_now(lua_State *L, la_task_t *t) {
-  if (!t->cancel_pending) {
-    t->resume = LA_R_WAKE;
-    la_ready_push(t->rt, t);
-  }
+  t->yield_now = 1;          /* queued by the scheduler once it sees the yield */
   return la_suspend(L, t, &sleep_ops, NULL);
-}
-
-/* Pushes the raise sentinel and a copy of the error object at idx of
-** from: the suspended primitive will raise it. Returns the count. */
-static int push_raise(lua_State *co, lua_State *from, int idx) {
-  lua_pushlightuserdata(co, &raise_key);
-  lua_pushvalue(from, idx);
-  lua_xmove(from, co, 1);
-  return 2;
 }
 
 /* ================================================================== */
@@ -356,24 +365,31 @@ static int l_now(lua_State *L) {
 /* Creates a task running fn(...) (the whole stack of L from base). */
 static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   int n = lua_gettop(L) - base + 1, i;
-  la_task_t *t = lua_newuserdatauv(L, sizeof *t, 1);
+  la_task_t *t;
+  luaL_checkstack(L, n + 4, "too many arguments to spawn");
+  t = lua_newuserdatauv(L, sizeof *t, 1);
   memset(t, 0, sizeof *t);
   t->rt = rt;
   t->ref = LUA_NOREF;
+  t->state = LA_T_DONE;                 /* safe until fully made */
   la_list_init(&t->node);
+  la_list_init(&t->link);
   la_list_init(&t->awaiters);
-  la_list_push(&rt->all, &t->link);
   luaL_setmetatable(L, LA_TASK_MT);
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
+  if (!lua_checkstack(t->co, n + LUA_MINSTACK))
+    luaL_error(L, "too many arguments to spawn");
   for (i = 0; i < n; i++) lua_pushvalue(L, base + i);
   lua_xmove(L, t->co, n);
   t->nargs = n - 1;
   t->resume = LA_R_START;
-  t->state = LA_T_READY;
   t->id = ++rt->next_id;
   lua_pushvalue(L, -1);
   t->ref = la_ref(rt, L);
+  /* nothing below can raise: the task is now alive */
+  t->state = LA_T_READY;
+  la_list_push(&rt->all, &t->link);
   rt->tasks++;
   la_ready_push(rt, t);
   return t;
@@ -416,13 +432,16 @@ static void mark_retrieved(la_task_t *t) {
   if (t->reported) { t->reported = 0; t->rt->failed--; }
 }
 
-/* Pushes the outcome of an ended task t onto co: its results, or the
-** raise sentinel and its error. Returns the number of values. */
+/* Pushes the outcome of an ended task t onto co: its results (returns
+** their number), or raises its error. Runs inside the awaiting task. */
 static int push_outcome(lua_State *co, la_task_t *t) {
   int i, base;
   mark_retrieved(t);
-  if (t->state != LA_T_DONE)
-    return push_raise(co, t->co, -2);
+  if (t->state != LA_T_DONE) {
+    lua_pushvalue(t->co, -2);
+    lua_xmove(t->co, co, 1);
+    return lua_error(co);
+  }
   base = lua_gettop(t->co) - t->nargs;
   luaL_checkstack(co, t->nargs, "too many results");
   for (i = 1; i <= t->nargs; i++) {
@@ -455,11 +474,8 @@ static const la_wait_ops_t wait_ops = {"wait", wait_push, await_cancel};
 static int l_task_await(lua_State *L) {
   la_task_t *t = check_task(L, 1), *me;
   if (task_ended(t)) {
-    int n;
     lua_settop(L, 1);
-    n = push_outcome(L, t);
-    if (t->state != LA_T_DONE) { lua_settop(L, 3); return lua_error(L); }
-    return n;
+    return push_outcome(L, t);
   }
   me = la_task_current(L, "task:await");
   if (me == t) return luaL_error(L, "task:await: a task cannot await itself");
@@ -489,7 +505,7 @@ static int l_task_wait(lua_State *L) {
 static int cancel(la_task_t *t) {
   if (task_ended(t)) return 0;
   t->cancelled = 1;
-  if (t->state == LA_T_WAITING && !t->in_ready) {
+  if (t->state == LA_T_WAITING && !t->in_ready && t->ops) {
     t->ops->cancel(t);
     t->ops = NULL;
     t->resume = LA_R_RAISE;
@@ -511,6 +527,21 @@ void la_tasks_cancel_all(la_runtime_t *rt) {
   la_node_t *n;
   for (n = rt->all.next; n != &rt->all; n = n->next)
     cancel(LA_CONTAINER(n, la_task_t, link));
+}
+
+/* Ends every task still alive without running it again (runtime close,
+** after cancellation had its chances): pending waits are cancelled, the
+** coroutines closed (their <close> variables run), anchors dropped. */
+void la_tasks_drop_all(la_runtime_t *rt) {
+  while (!la_list_empty(&rt->all)) {
+    la_task_t *t = LA_CONTAINER(rt->all.next, la_task_t, link);
+    lua_resetthread(t->co);
+    lua_settop(t->co, 0);
+    la_error_push(t->co, "Cancelled", "runtime closed");
+    lua_pushliteral(t->co, "runtime closed");
+    t->cancelled = 1;
+    finish(t, LA_T_CANCELLED);     /* cancels t->ops, closes the timer */
+  }
 }
 
 static const char *const state_names[] = {

@@ -44,6 +44,8 @@
  *   badutf8=1       extra tokens with invalid UTF-8, raw in the JSON
  *   comments=N      N ": keep-alive" SSE comment lines before the 1st event
  *   tag=ANY         ignored; gives a test its own fail_first/_count counter
+ *   location=URL    a Location header (with status=301..308: a redirect;
+ *                   percent-encode the URL's '/' and ',')
  *   eol=lf|crlf|cr  line ending of SSE events
  *   fixture=NAME    serve --fixtures/NAME as the body (events split at blank
  *                   lines for SSE, at newlines for NDJSON)

@@ -43,6 +43,7 @@ typedef struct {
   int status;              /* forced HTTP status, 0 = none */
   const char *retry_after; /* Retry-After value, verbatim */
   const char *retry_after_ms;
+  const char *location;    /* Location header, verbatim (with status=3xx) */
   int fail_first;          /* faults only on the first N requests */
   int ctx;                 /* context-length error flavour */
   const char *text;        /* reply text */

@@ -53,7 +53,7 @@ static const struct {
     K(burst, T_INT),       K(big, T_LONG),        K(badutf8, T_INT),
     K(html502, T_INT),     K(error_event, T_STR), K(error_after, T_INT),
     K(no_done, T_INT),     K(close, T_INT),       K(fixture, T_STR),
-    K(comments, T_INT),    K(usage, T_INT),
+    K(comments, T_INT),    K(usage, T_INT),       K(location, T_STR),
 };
 
 /* Sets key k to v. Returns 0, or -1 for an unknown key or a bad value. */
@@ -129,7 +129,7 @@ static void clear_faults(mk_scen_t *s) {
   s->status = s->ctx = s->html502 = s->json_error = s->stall = 0;
   s->drip = s->no_done = s->first_delay = s->hold_headers = s->close = 0;
   s->stall_after = s->cut_after = -1;
-  s->error_event = s->retry_after = s->retry_after_ms = NULL;
+  s->error_event = s->retry_after = s->retry_after_ms = s->location = NULL;
 }
 
 /* ======================================================================
@@ -519,6 +519,7 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
   mk_buf_addf(&extra, "%s: req_mock%llu\r\n",
               q->provider == MK_ANTHROPIC ? "request-id" : "x-request-id", q->id);
   if (sc->retry_after) add_header(&extra, "Retry-After", sc->retry_after);
+  if (sc->location) add_header(&extra, "Location", sc->location);
   if (sc->retry_after_ms) add_header(&extra, "retry-after-ms", sc->retry_after_ms);
   pl->keep_alive = r->keep_alive && !sc->close;
   pl->chunked = q->stream && !st;

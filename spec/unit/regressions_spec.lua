@@ -1,0 +1,122 @@
+-- Defects found in review of the runtime, each kept as a spec so it
+-- cannot come back. Each of these crashed, hung or corrupted memory before
+-- its fix (under ASan most of them report at once).
+local llm = require "luagent"
+local servers = require "servers"
+
+describe("runtime regressions #unit", function()
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("an error object whose __index raises does not abort the runtime", function()
+    local t = llm.spawn(function()
+      error(setmetatable({}, { __index = function() error("boom from __index") end }))
+    end)
+    assert.is_false(t:wait(1) == false)
+    assert.are.equal("failed", t:status())
+    t:error()   -- retrieve it, so it does not count as uncaught
+  end)
+
+  it("spawn copies hundreds of arguments safely", function()
+    local args = {}
+    for i = 1, 300 do args[i] = i end
+    local t = llm.spawn(function(...) return select("#", ...), (select(300, ...)) end, table.unpack(args))
+    assert.are.same({ 300, 300 }, { t:await() })
+  end)
+
+  it("awaiting a task with more results than the stack can take raises in the awaiter", function()
+    local target = llm.spawn(function()
+      local big = {}
+      for i = 1, 990000 do big[i] = i end
+      llm.sleep(0.01)
+      return table.unpack(big)
+    end)
+    local function deep(n, ...)
+      if n == 0 then return pcall(target.await, target) end
+      return deep(n - 1, n, n, n, n, n, n, n, n, n, n, ...)
+    end
+    local ok = deep(1000)
+    assert.is_false(ok)
+  end)
+
+  it("a finalizer cancelling a task while it is being resumed is harmless", function()
+    collectgarbage("incremental", 1, 1000)
+    for _ = 1, 300 do
+      local b = llm.spawn(function() llm.sleep(10) end)
+      llm.sleep(0)
+      setmetatable({}, { __gc = function() b:cancel() end })
+      b:cancel()
+      llm.sleep(0)
+    end
+    collectgarbage("incremental", 200, 100)
+    collectgarbage()
+  end)
+
+  it("a suspension that cannot reach the task raises and leaves nothing registered", function()
+    local ok, e = pcall(table.sort, { 2, 1 }, function(a, b)
+      llm.sleep(0.01)
+      return a < b
+    end)
+    assert.is_false(ok)
+    assert.matches("cannot suspend here", e)
+    local t = llm.spawn(function()
+      return pcall(table.sort, { 2, 1 }, function(a, b)
+        coroutine.wrap(function() llm.sleep(0.01) end)()
+        return a < b
+      end)
+    end)
+    local ok2, e2 = t:await()
+    assert.is_false(ok2)
+    assert.matches("cannot suspend here", tostring(e2))
+  end)
+end)
+
+describe("transport regressions #integration", function()
+  local mock
+  setup(function() mock = servers.mock() end)
+  teardown(function() mock.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("a paused slow reader past idle_timeout neither hangs the loop nor loses events", function()
+    local resp = assert(llm.http.request{
+      url = mock.url .. "/s/chunks=40000,burst=40000/v1/chat/completions",
+      method = "POST", body = '{"model":"m","stream":true,"messages":[]}',
+      stream = true, idle_timeout = 0.2,
+    })
+    assert(resp:read())
+    local c0 = os.clock()
+    llm.sleep(0.6)                      -- queue full, transfer paused, idle passes
+    assert.is_true(os.clock() - c0 < 0.4, "the loop spun while paused")
+    local n = 1
+    while true do
+      local d, err = resp:read()
+      assert.is_nil(err)
+      if not d then break end
+      n = n + 1
+    end
+    assert.is_true(n >= 40000)
+  end)
+
+  it("a non-string method option is refused, not read from freed memory", function()
+    assert.has_error(function()
+      llm.http.request{ url = mock.url .. "/health", method = 1e15 }
+    end, "http.request: method must be a string")
+  end)
+
+  it("follows redirects only when asked, and drops keys on a cross-host redirect", function()
+    local target = mock.url:gsub("127%.0%.0%.1", "localhost") .. "/health"
+    local enc = target:gsub("[/:,]", function(c) return ("%%%02X"):format(c:byte()) end)
+    local url = mock.url .. "/s/status=302,location=" .. enc .. "/v1/chat/completions"
+    local resp = assert(llm.http.request{ url = url, method = "POST", body = '{"model":"m"}' })
+    assert.are.equal(302, resp.status)
+    resp:close()
+    resp = assert(llm.http.request{ url = url, method = "POST", body = '{"model":"m"}',
+                                    redirects = true,
+                                    headers = { ["x-api-key"] = "sk-redirect-canary", ["x-keep"] = "yes" } })
+    assert.are.equal(200, resp.status)
+    resp:close()
+    local last = mock.requests()[#mock.requests()]
+    assert.are.equal("GET", last.method)            -- 302 after POST becomes GET
+    assert.is_nil(last.headers["x-api-key"])
+    assert.are.equal("yes", last.headers["x-keep"])
+  end)
+end)
