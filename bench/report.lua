@@ -1,0 +1,356 @@
+--- bench/report.lua — turns the raw measurements of bench/driver.lua into
+--- bench/RESULTS.md: medians, ratios, the targets of issue 7 (and the speed
+--- items of issues 2, 3, 4) with PASS/MISS, then the hand-written profile
+--- notes of bench/PROFILE.md. Reproducible from the JSON alone:
+---
+---   lua5.4 bench/report.lua bench/results.json bench/RESULTS.md
+local cjson = require "cjson"
+
+local IN, OUT = arg[1], arg[2]
+assert(IN and OUT, "usage: lua5.4 bench/report.lua RESULTS.json RESULTS.md")
+local R = cjson.decode(assert(io.open(IN)):read("a"))
+local null = cjson.null
+
+local function median(list)
+  local t = {}
+  for _, v in ipairs(list) do if v ~= nil and v ~= null then t[#t + 1] = v end end
+  if #t == 0 then return nil end
+  table.sort(t)
+  local m = (#t + 1) // 2
+  if #t % 2 == 1 then return t[m] end
+  return (t[m] + t[m + 1]) / 2
+end
+
+local function map(list, f)
+  local out = {}
+  for _, v in ipairs(list or {}) do
+    local ok, x = pcall(f, v)
+    if ok and x ~= nil then out[#out + 1] = x end
+  end
+  return out
+end
+
+-- cjson reads every number as a float: counts print as integers again.
+local function int(v)
+  return type(v) == "number" and math.tointeger(v) or v
+end
+
+local function fmt(v, digits)
+  if v == nil then return "—" end
+  if type(v) ~= "number" then return tostring(v) end
+  digits = digits or (math.abs(v) >= 100 and 0 or math.abs(v) >= 10 and 1 or 2)
+  return string.format("%." .. digits .. "f", v)
+end
+
+local function ratio(a, b)
+  if not a or not b or b == 0 then return nil end
+  return a / b
+end
+
+-- ---------------------------------------------------------------------------
+-- Per scenario, per client medians
+-- ---------------------------------------------------------------------------
+
+local CLIENT_ORDER = { "floor", "luagent", "luagent-raw", "luagent-deliver", "node", "python" }
+local CLIENT_DESC = {
+  floor = "C floor (libuv + libcurl multi + SSE split, no Lua, no JSON)",
+  luagent = "luagent `llm.completion{stream=true}` (chunks decoded to Lua tables)",
+  ["luagent-raw"] = "luagent `llm.http.request{stream=true}`: event strings checked with "
+    .. "string.find/match, no JSON",
+  ["luagent-deliver"] = "luagent `llm.http.request{stream=true}`: events only counted "
+    .. "(1×20,000 only: issue 3's delivery cost)",
+  node = "official `openai` Node SDK",
+  python = "Python asyncio, raw HTTP + `json.loads` (stdlib)",
+}
+
+local stats = {}   -- stats[scenario][client] = {...}
+
+for _, sc in ipairs(R.scenarios or {}) do
+  stats[sc.name] = { _sc = sc }
+  for client, runs in pairs(sc.runs) do
+    local okruns = map(runs, function(r) return r.ok and r or nil end)
+    local s = {
+      runs = #runs, ok_runs = #okruns,
+      errors = 0,
+      cpu_us = median(map(okruns, function(r) return r.cpu_s / r.chunks * 1e6 end)),
+      total_cpu_us = median(map(okruns, function(r)
+        return (r.measure.utime_s + r.measure.stime_s) / r.chunks * 1e6 end)),
+      ttft50 = median(map(okruns, function(r) return r.ttft_p50_ms end)),
+      ttft99 = median(map(okruns, function(r) return r.ttft_p99_ms end)),
+      wall = median(map(okruns, function(r) return r.wall_s end)),
+      rss_mb = median(map(okruns, function(r) return r.measure.maxrss_kb / 1024 end)),
+      rss_kb = median(map(okruns, function(r) return r.measure.maxrss_kb end)),
+      server_us = median(map(okruns, function(r)
+        return r.measure.watch_cpu_s >= 0 and r.measure.watch_cpu_s / r.chunks * 1e6 or nil end)),
+      server_util = median(map(okruns, function(r)
+        return r.measure.watch_cpu_s >= 0 and r.measure.watch_cpu_s / r.measure.wall_s or nil end)),
+      chunks = median(map(okruns, function(r) return r.chunks end)),
+    }
+    for _, r in ipairs(runs) do s.errors = s.errors + (r.errors or (r.ok and 0 or 1)) end
+    stats[sc.name][client] = s
+  end
+end
+
+local function get(scen, client, field)
+  local s = stats[scen] and stats[scen][client]
+  return s and s[field]
+end
+
+-- Extra RSS per open stream: peak RSS at N open streams minus the peak of
+-- the one-stream baseline, over N - 1.
+local function per_stream_kb(scen, client)
+  local big, base = get(scen, client, "rss_kb"), get("open1", client, "rss_kb")
+  local sc = stats[scen] and stats[scen]._sc
+  if not big or not base or not sc then return nil end
+  return (big - base) / (sc.streams - 1)
+end
+
+-- ---------------------------------------------------------------------------
+-- Micro-benchmarks
+-- ---------------------------------------------------------------------------
+
+local M = R.micro or {}
+local spawn_us = median(map(M.spawn, function(r) return r.us_per_task end))
+local sleepers_mb = median(map(M.sleepers, function(r) return r.rss_kb / 1024 end))
+local sleepers_b = median(map(M.sleepers, function(r) return r.bytes_per_task end))
+local idle_mb = median(map(M.idle, function(r) return r.measure.maxrss_kb / 1024 end))
+local idle_empty_mb = median(map(M.idle_empty, function(r) return r.measure.maxrss_kb / 1024 end))
+local node_idle_mb = median(map(M.node_idle, function(r) return r.measure.maxrss_kb / 1024 end))
+local sse_big, sse_1 = nil, nil
+for _, s in ipairs(M.sse or {}) do
+  if s.feed == 1 then sse_1 = s.mbps else sse_big = s.mbps end
+end
+local startup = {}
+for _, s in ipairs(M.startup and M.startup.list or {}) do
+  startup[s.name] = { median = median(s.times) and median(s.times) * 1000, n = #s.times, cmd = s.cmd }
+end
+
+-- ---------------------------------------------------------------------------
+-- Targets
+-- ---------------------------------------------------------------------------
+
+local targets = {}
+local function target(what, value, limit, pass, note)
+  targets[#targets + 1] = { what = what, value = value, limit = limit,
+                            verdict = pass == nil and "n/a" or (pass and "PASS" or "MISS"), note = note }
+end
+
+for _, sc in ipairs({ { "c100", "100×100" }, { "c1000", "1,000×20" } }) do
+  local lf = ratio(get(sc[1], "luagent", "cpu_us"), get(sc[1], "floor", "cpu_us"))
+  target("CPU per chunk at " .. sc[2] .. ", luagent / C floor",
+    lf and (fmt(lf) .. "× (" .. fmt(get(sc[1], "luagent", "cpu_us")) .. " vs "
+      .. fmt(get(sc[1], "floor", "cpu_us")) .. " µs)"), "≤ 1.3×", lf and lf <= 1.3)
+  local nl = ratio(get(sc[1], "node", "cpu_us"), get(sc[1], "luagent", "cpu_us"))
+  target("CPU per chunk at " .. sc[2] .. ", Node SDK / luagent",
+    nl and (fmt(nl) .. "× (" .. fmt(get(sc[1], "node", "cpu_us")) .. " vs "
+      .. fmt(get(sc[1], "luagent", "cpu_us")) .. " µs)"), "≥ 5×", nl and nl >= 5)
+end
+local b = get("burst", "luagent", "cpu_us")
+target("1×20,000 at once: CPU per chunk, JSON decoding included", b and (fmt(b) .. " µs"),
+  "≤ 2.5 µs", b and b <= 2.5)
+local ps = per_stream_kb("open1000", "luagent")
+target("Extra RSS per open stream (1,000 open)", ps and (fmt(ps) .. " KB"), "≤ 24 KB", ps and ps <= 24)
+target("Idle RSS (`require \"luagent\"`, completion + HTTP modules loaded)",
+  idle_mb and (fmt(idle_mb) .. " MB"), "≤ 12 MB", idle_mb and idle_mb <= 12)
+local t99 = ratio(get("c1000", "luagent", "ttft99"), get("c1000", "floor", "ttft99"))
+target("TTFT p99 at 1,000 streams, luagent / floor",
+  t99 and (fmt(t99) .. "× (" .. fmt(get("c1000", "luagent", "ttft99")) .. " vs "
+    .. fmt(get("c1000", "floor", "ttft99")) .. " ms)"), "≤ 1.1×", t99 and t99 <= 1.1)
+local st = startup.luagent and startup.luagent.median
+target("Start-up `luagent -e \"\"` (median)", st and (fmt(st) .. " ms"), "≤ 5 ms", st and st <= 5)
+local big = stats.c10000 and stats.c10000.luagent
+target("10,000 concurrent streams, zero errors",
+  big and (int(big.errors) .. " errors in " .. int(big.runs) .. " run(s), "
+    .. fmt(big.chunks and big.chunks / 1000, 0) .. "k chunks each"), "0 errors",
+  big and big.errors == 0 and big.ok_runs == big.runs)
+local spawn_all = map(M.spawn, function(r) return r.us_per_task end)
+table.sort(spawn_all)
+target("Spawn + finish one task (issue 2)", spawn_us and (fmt(spawn_us) .. " µs (runs "
+  .. fmt(spawn_all[1]) .. "–" .. fmt(spawn_all[#spawn_all]) .. ")"), "≤ 2 µs",
+  spawn_us and spawn_us <= 2)
+target("100,000 sleeping tasks, RSS (issue 2)", sleepers_mb and (fmt(sleepers_mb) .. " MB"),
+  "≤ 200 MB", sleepers_mb and sleepers_mb <= 200)
+target("SSE framing in C, 16 KiB feeds (issue 3)", sse_big and (fmt(sse_big) .. " MB/s"),
+  "≥ 500 MB/s", sse_big and sse_big >= 500)
+local raw, fl = get("burst", "luagent-deliver", "cpu_us"), get("burst", "floor", "cpu_us")
+local above = raw and fl and raw - fl
+target("20,000 events of one stream delivered to Lua, above the C framing (issue 3)",
+  above and (fmt(above) .. " µs/event (" .. fmt(raw) .. " − " .. fmt(fl) .. ")"),
+  "≤ 1 µs", above and above <= 1)
+local c4 = ratio(get("c1000", "luagent", "cpu_us"), get("c1000", "floor", "cpu_us"))
+target("Chunk from socket to Lua table at 1,000 streams / C floor (issue 4)",
+  c4 and (fmt(c4) .. "×"), "≤ 1.3×", c4 and c4 <= 1.3)
+
+-- ---------------------------------------------------------------------------
+-- Markdown
+-- ---------------------------------------------------------------------------
+
+local out = {}
+local function w(s) out[#out + 1] = s or "" end
+
+local m = R.machine or {}
+w("# luagent benchmarks")
+w()
+w("Generated by `" .. (R.command or "make bench") .. "` (bench/run.sh → bench/driver.lua → "
+  .. "bench/report.lua) on " .. (R.date or "?") .. ". Raw measurements: bench/results.json; "
+  .. "`lua5.4 bench/report.lua bench/results.json bench/RESULTS.md` regenerates this file.")
+w()
+w("## Machine")
+w()
+w("| | |")
+w("|---|---|")
+w("| CPU | " .. (m.cpu or "?") .. ", " .. tostring(int(m.nproc)) .. " cores (nproc) |")
+w("| Memory | " .. (m.mem or "?") .. " |")
+w("| OS | " .. (m.os or "?") .. ", " .. (m.kernel or "?") .. " |")
+w("| Libraries | libcurl " .. ((m.curl or "?"):gsub("^libcurl ", "")) .. ", libuv " .. (m.libuv or "?")
+  .. ", " .. ((m.lua or "?"):match("^Lua [%d.]+") or m.lua or "?") .. " |")
+w("| Peers | Node " .. (m.node or "not installed") .. " with openai " .. (m.openai or "—")
+  .. "; " .. (m.python or "no python") .. " |")
+w("| luagent | commit " .. (m.luagent_commit or "?") .. (m.luagent_dirty and " + uncommitted changes in runtime/ or lua/" or "") .. " |")
+w("| Pinning | " .. (R.pinning or "?") .. " |")
+w()
+w("The machine is shared and noisy: every number is the **median of " .. tostring(int(R.rounds))
+  .. " rounds** (the 10,000-stream case: " .. tostring(int(R.big_rounds)) .. " rounds, because one "
+  .. "round of it takes long), and the clients of one round run back to back against a fresh "
+  .. "server, in rotating order.")
+w()
+w("## What is measured")
+w()
+w("- The loopback server is `build/mockllm` (spec/support/mockllm.c), scenario URL "
+  .. "`/s/chunks=N,delay=MS/v1/chat/completions`; each stream is a role chunk, N content chunks "
+  .. "`\"t0 \"`, `\"t1 \"`, ..., a finish chunk, a usage chunk and `[DONE]`: **N+3 chunks**, the "
+  .. "unit of every per-chunk figure.")
+w("- Clients, each checking every chunk of every stream (token order, finish_reason, usage) and "
+  .. "failing loudly otherwise:")
+for _, c in ipairs(CLIENT_ORDER) do
+  local skip = R.skipped and R.skipped[c]
+  w("  - **" .. c .. "**: " .. CLIENT_DESC[c] .. (skip and (" — *skipped: " .. skip .. "*") or ""))
+end
+w("- **CPU µs/chunk**: the client's own user+system CPU (getrusage / os.clock / "
+  .. "process.cpuUsage) over the streaming phase, divided by the chunks received; start-up and "
+  .. "module loading are excluded (they are the start-up row). **total** adds them: the child's "
+  .. "rusage from wait4, per chunk.")
+w("- **TTFT**: from the moment the client starts the batch to each stream's first content token; "
+  .. "p50 and p99 over the streams of a run. **Peak RSS**: the child's ru_maxrss (VmHWM).")
+w("- **Server µs/chunk** and **server load**: the loopback server's CPU time during that client's "
+  .. "run (clock_getcpuclockid), per chunk and as a fraction of the run's wall time.")
+w()
+
+w("## Targets")
+w()
+w("| Target | Measured | Limit | |")
+w("|---|---|---|---|")
+for _, t in ipairs(targets) do
+  w(("| %s | %s | %s | **%s** |"):format(t.what, t.value or "not measured", t.limit, t.verdict))
+end
+w()
+
+w("## Key ratios")
+w()
+w("| Scenario | luagent / floor (CPU) | luagent-raw / floor (CPU) | Node / luagent (CPU) | Python / luagent (CPU) | TTFT p99 luagent / floor |")
+w("|---|---|---|---|---|---|")
+for _, sc in ipairs(R.scenarios or {}) do
+  local n = sc.name
+  w(("| %s | %s | %s | %s | %s | %s |"):format(sc.title,
+    fmt(ratio(get(n, "luagent", "cpu_us"), get(n, "floor", "cpu_us"))),
+    fmt(ratio(get(n, "luagent-raw", "cpu_us"), get(n, "floor", "cpu_us"))),
+    fmt(ratio(get(n, "node", "cpu_us"), get(n, "luagent", "cpu_us"))),
+    fmt(ratio(get(n, "python", "cpu_us"), get(n, "luagent", "cpu_us"))),
+    fmt(ratio(get(n, "luagent", "ttft99"), get(n, "floor", "ttft99")))))
+end
+w()
+
+w("## Scenarios")
+for _, sc in ipairs(R.scenarios or {}) do
+  w()
+  w("### " .. sc.title)
+  w()
+  w(("%d stream(s) × %d chunks, %d ms between chunks; %d round(s)."):format(
+    int(sc.streams), int(sc.chunks), int(sc.delay), int(sc.rounds)))
+  w()
+  w("| Client | CPU µs/chunk | total µs/chunk | TTFT p50 ms | TTFT p99 ms | wall s | peak RSS MB | errors | server µs/chunk | server load |")
+  w("|---|---|---|---|---|---|---|---|---|---|")
+  for _, c in ipairs(CLIENT_ORDER) do
+    local s = stats[sc.name][c]
+    if s then
+      w(("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(c, fmt(s.cpu_us),
+        fmt(s.total_cpu_us), fmt(s.ttft50), fmt(s.ttft99), fmt(s.wall, 3), fmt(s.rss_mb, 1),
+        int(s.errors) .. (s.ok_runs < s.runs and (" (" .. (s.runs - s.ok_runs) .. " failed runs)") or ""),
+        fmt(s.server_us), s.server_util and (fmt(s.server_util * 100, 0) .. "%") or "—"))
+    end
+  end
+  if sc.name == "open1000" or sc.name == "c10000" then
+    w()
+    local parts = {}
+    for _, c in ipairs(CLIENT_ORDER) do
+      local v = per_stream_kb(sc.name, c)
+      if v then parts[#parts + 1] = ("%s %s KB"):format(c, fmt(v)) end
+    end
+    w("Extra RSS per open stream ((peak RSS here − peak RSS of the 1-stream baseline) / (N − 1)): "
+      .. table.concat(parts, ", ") .. ".")
+  end
+end
+w()
+
+w("## The loopback server is not the bottleneck")
+w()
+w("Server CPU per chunk against the client's, and the share of the server's core it used during "
+  .. "the client's run (it has a core to itself):")
+w()
+w("| Scenario | server µs/chunk (max over clients) | floor µs/chunk | luagent µs/chunk | server load (max) |")
+w("|---|---|---|---|---|")
+for _, sc in ipairs(R.scenarios or {}) do
+  local mx, util = nil, nil
+  for _, c in ipairs(CLIENT_ORDER) do
+    local s = stats[sc.name][c]
+    if s and s.server_us then mx = math.max(mx or 0, s.server_us) end
+    if s and s.server_util then util = math.max(util or 0, s.server_util) end
+  end
+  w(("| %s | %s | %s | %s | %s |"):format(sc.title, fmt(mx), fmt(get(sc.name, "floor", "cpu_us")),
+    fmt(get(sc.name, "luagent", "cpu_us")), util and (fmt(util * 100, 0) .. "%") or "—"))
+end
+w()
+
+w("## Runtime core and start-up")
+w()
+w("| Measure | Value |")
+w("|---|---|")
+w("| Spawn + finish a task (200,000 tasks, median of runs) | " .. fmt(spawn_us, 3) .. " µs |")
+w("| 100,000 sleeping tasks: RSS | " .. fmt(sleepers_mb, 1) .. " MB (" .. fmt(sleepers_b, 0) .. " bytes per task) |")
+w("| SSE framing (bench/bench_sse.c), 16 KiB feeds | " .. fmt(sse_big, 0) .. " MB/s |")
+w("| SSE framing, 1-byte feeds | " .. fmt(sse_1, 0) .. " MB/s |")
+if M.files then
+  local f = M.files
+  w(("| `llm.files.chunks` over a %s MB file (bench/files_bench.lua, once) | %s MB/s, peak RSS %s MB (its limit 50 MB)%s |")
+    :format(fmt(int(f.mb)), fmt(f.mbps, 0), fmt(f.measure.maxrss_kb and f.measure.maxrss_kb / 1024, 1),
+      f.ok and "" or ", **FAILED**"))
+end
+w("| Idle RSS, `luagent -e \"\"` | " .. fmt(idle_empty_mb, 1) .. " MB |")
+w("| Idle RSS, luagent with the completion and HTTP modules loaded | " .. fmt(idle_mb, 1) .. " MB |")
+w("| Idle RSS, Node with `openai` loaded and a client made | " .. fmt(node_idle_mb, 1) .. " MB |")
+for _, name in ipairs({ "luagent", "lua5.4", "node", "python" }) do
+  local s = startup[name]
+  if s then
+    w(("| Start-up `%s` (median of %d, %s) | %s ms |"):format(s.cmd, s.n,
+      M.startup.tool or "?", fmt(s.median)))
+  end
+end
+if startup.luagent and startup.node then
+  w("| Start-up ratio node / luagent | " .. fmt(ratio(startup.node.median, startup.luagent.median)) .. "× |")
+end
+w()
+
+local pf = io.open("bench/PROFILE.md")
+if pf then
+  w(pf:read("a"))
+  pf:close()
+end
+
+local f = assert(io.open(OUT, "w"))
+f:write(table.concat(out, "\n"), "\n")
+f:close()
+
+-- A short summary for the terminal.
+for _, t in ipairs(targets) do
+  print(("%-4s %s: %s (limit %s)"):format(t.verdict, t.what, t.value or "not measured", t.limit))
+end
