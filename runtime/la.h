@@ -157,6 +157,9 @@ int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
+/* ---- json.c -------------------------------------------------------- */
+int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
+
 /* ---- state.c ------------------------------------------------------- */
 la_runtime_t *la_runtime_new(lua_State *L, uv_loop_t *loop);
 void la_runtime_free(la_runtime_t *rt);

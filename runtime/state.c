@@ -107,6 +107,8 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_setfield(L, -2, "cjson");
   lua_pushcfunction(L, luaopen_cjson_safe);
   lua_setfield(L, -2, "cjson.safe");
+  lua_pushcfunction(L, luaopen_luagent_json);
+  lua_setfield(L, -2, "luagent.json.core");
   lua_pop(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");

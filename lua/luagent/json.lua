@@ -1,4 +1,5 @@
---- luagent.json — the one JSON codec of the Lua library (a thin layer on cjson.safe).
+--- luagent.json — the one JSON codec of the Lua library (a thin layer on cjson.safe;
+--- decoding runs in C, runtime/json.c, when the luagent runtime is loaded).
 --
 -- Rules, so every module speaks the same JSON:
 --
@@ -8,6 +9,10 @@
 --   "12.0"). An empty JSON array decodes to an empty table carrying `M.array_mt`,
 --   so decode → encode keeps `[]` (Gemini and Ollama send tool arguments as
 --   objects that we must re-serialise faithfully).
+-- * The C decoder takes strict JSON plus what cjson 2.1 let through and replies
+--   really carry: raw control characters inside strings, Python's NaN and
+--   Infinity; bytes >= 0x80 pass unchecked; a lone surrogate escape (\ud83d)
+--   becomes U+FFFD where cjson fails. Integer literals are exact to 64 bits.
 -- * Encoding: an empty Lua table is an object `{}` (cjson's default). A table whose
 --   metatable is `M.array_mt` (see `M.array`) is an array, even when empty; the
 --   provider layer wraps every wire field that must be an array (messages, tools,
@@ -158,11 +163,31 @@ end
 local EMPTY_MARK = "\1luagent.empty_array"
 local EMPTY_MARK_JSON = '"\\u0001luagent.empty_array"'
 
+-- True when s has an empty array token `[ ]` (maybe inside a string: the
+-- caller then scans properly). Same answer as s:find("%[%s*%]"), several
+-- times cheaper: only the few ']' are visited (plain find is a memchr).
+-- Every streamed chunk goes through here (bench/PROFILE.md).
+local function has_empty_array(s)
+  local find, byte = string.find, string.byte
+  local j = find(s, "]", 1, true)
+  while j do
+    local i = j - 1
+    local c = byte(s, i)
+    while c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12 do
+      i = i - 1
+      c = byte(s, i)
+    end
+    if c == 91 then return true end
+    j = find(s, "]", j + 1, true)
+  end
+  return false
+end
+
 -- Replaces each empty array token `[ ]` outside strings with EMPTY_MARK_JSON so
 -- the post-decode walk can restore it as an array-marked table. Scans string
 -- tokens properly because `[]` inside a string is just text.
 local function mark_empty_arrays(s)
-  if not s:find("%[%s*%]") or s:find("u0001luagent", 1, true)
+  if not has_empty_array(s) or s:find("u0001luagent", 1, true)
     or s:find(EMPTY_MARK, 1, true) then
     return s
   end
@@ -194,22 +219,45 @@ local function mark_empty_arrays(s)
   return table.concat(out)
 end
 
--- Removes cjson.null, turns integral floats into integers, restores empty arrays.
+local mtype, tointeger = math.type, math.tointeger
+
+-- Removes cjson.null, turns integral floats into integers, restores empty
+-- arrays, in place. The leaves are handled inline (no call per value): this
+-- walk runs on every streamed chunk. Assigning to an existing key (or nil)
+-- during next() is allowed.
+local function clean_table(t)
+  for k, x in next, t do
+    local tx = type(x)
+    if tx == "table" then
+      clean_table(x)
+    elseif tx == "number" then
+      if mtype(x) == "float" then
+        local i = tointeger(x)
+        if i then t[k] = i end
+      end
+    elseif x == null then
+      t[k] = nil
+    elseif x == EMPTY_MARK then
+      t[k] = M.empty_array()
+    end
+  end
+  return t
+end
+
 local function clean(v)
   if v == null then return nil end
   local tv = type(v)
-  if tv == "number" then
-    return math.type(v) == "float" and math.tointeger(v) or v
-  elseif tv == "string" then
-    if v == EMPTY_MARK then return M.empty_array() end
-    return v
-  elseif tv == "table" then
-    for k, x in pairs(v) do
-      v[k] = clean(x) -- assigning to an existing key (or nil) is allowed in pairs
-    end
-  end
+  if tv == "table" then return clean_table(v) end
+  if tv == "number" then return mtype(v) == "float" and tointeger(v) or v end
+  if v == EMPTY_MARK then return M.empty_array() end
   return v
 end
+
+-- The runtime's decoder (runtime/json.c) gives the same values in one pass,
+-- several times faster: every streamed chunk is decoded (bench/PROFILE.md).
+-- Under a plain Lua 5.4 (the pure-Lua unit specs) the cjson path below runs.
+local has_core, core = pcall(require, "luagent.json.core")
+local core_decode = has_core and type(core) == "table" and core.decode or nil
 
 --- Decodes JSON text. JSON null anywhere becomes nil; a top-level `null` gives
 --- nil without an error.
@@ -218,6 +266,7 @@ end
 ---@return string|nil err
 function M.decode(s)
   if type(s) ~= "string" then return nil, "cannot decode a " .. type(s) end
+  if core_decode then return core_decode(s, M.array_mt) end
   local v, err = codec.decode(mark_empty_arrays(s))
   if v == nil then return nil, err end
   return clean(v)

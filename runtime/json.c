@@ -1,0 +1,474 @@
+/*
+** json.c -- luagent.json.core: a JSON decoder that builds luagent's final
+** Lua shape in one pass (the rules are lua/luagent/json.lua's):
+**
+**   decode(s [, array_mt]) -> value | nil, "invalid JSON at byte N: ..."
+**
+** * An object key whose value is null is absent, a null array element is a
+**   hole, a top-level null is a plain nil (and no error).
+** * An integer literal that fits an int64 is an integer; every other number
+**   is a float (Lua's own conversion: locale-independent strtod), and a float
+**   with an integral value in the int64 range becomes an integer, as
+**   math.tointeger would make it.
+** * An empty array `[]` is a new table with metatable array_mt, so encoding
+**   it again writes `[]`.
+** * Tables are created once their container ends, with lua_createtable
+**   sized by the element count: the values wait on the Lua stack, so a
+**   table never rehashes while it fills (cjson creates them empty). Only
+**   containers of more than MAX_PENDING slots grow as they fill.
+**
+** Strict RFC 8259 grammar, except where lua-cjson 2.1 (the decoder used so
+** far) accepts text that providers really send: raw control characters
+** 0x01-0x1F inside strings, and Python's NaN, Infinity and -Infinity. Bytes
+** >= 0x80 pass through unchecked (streams carry invalid UTF-8). A lone UTF-16
+** surrogate escape becomes U+FFFD (cjson rejects the whole text). Nesting
+** deeper than LA_JSON_MAX_DEPTH is an error, like cjson's decode_max_depth,
+** and never a C stack overflow. No C memory is allocated: an error raised by
+** Lua (out of memory) leaves nothing behind.
+*/
+#include <math.h>
+#include <string.h>
+
+#include "la.h"
+
+#define LA_JSON_MAX_DEPTH 1000  /* json.lua's codec.decode_max_depth */
+#define MAX_PENDING 512         /* stack slots a container fills before its
+                                   values move into its table: with the depth
+                                   limit, the Lua stack stays under 600k slots
+                                   (LUAI_MAXSTACK is 1M) */
+#define CHECK_EVERY 64          /* lua_checkstack once per so many slots */
+
+/* Keeps a big frame (a luaL_Buffer, a number buffer) out of the recursive
+** parse_value -> parse_array -> parse_value path, whose C stack use is
+** multiplied by the nesting depth. */
+#if defined(__GNUC__)
+#define LA_NOINLINE __attribute__((noinline))
+#else
+#define LA_NOINLINE
+#endif
+
+typedef struct {
+  lua_State *L;
+  const char *p;            /* cursor in the input */
+  const char *end;          /* its end; *end is '\0' (a Lua string) */
+  int array_mt;             /* stack index of the empty-array metatable, or 0 */
+  int depth;                /* open containers */
+  const char *err;          /* message of the first error, or NULL */
+  const char *err_at;       /* where it was found */
+} parser_t;
+
+/* A container being parsed: its values wait on the stack above base. */
+typedef struct {
+  int base;                 /* stack top before the container's values */
+  int has_table;            /* the table sits at base + 1 (early flush) */
+  int pending;              /* stack slots of values not yet in the table */
+  lua_Integer total;        /* array elements already moved to the table */
+  int nrec;                 /* object pairs whose value is not null */
+} container_t;
+
+static int parse_value(parser_t *P);
+
+/* ================================================================== */
+/* Scanning helpers                                                    */
+/* ================================================================== */
+
+/* Records the first error at `at`; returns 0 so callers can `return fail`. */
+static int fail(parser_t *P, const char *at, const char *msg) {
+  if (!P->err) { P->err = msg; P->err_at = at; }
+  return 0;
+}
+
+/* Skips JSON whitespace; stops at the terminating '\0'. */
+static void skip_ws(parser_t *P) {
+  const char *p = P->p;
+  while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+  P->p = p;
+}
+
+/* Makes room for CHECK_EVERY more values (plus a few scratch slots) every
+** CHECK_EVERY pending slots. Returns 0 (an error) when Lua refuses. */
+static int room(parser_t *P, int pending) {
+  if (pending % CHECK_EVERY == 0 && !lua_checkstack(P->L, CHECK_EVERY + 8))
+    return fail(P, P->p, "too many values");
+  return 1;
+}
+
+/* True when the input at p starts with the n bytes of lit. */
+static int literal(const parser_t *P, const char *p, const char *lit, size_t n) {
+  return (size_t)(P->end - p) >= n && memcmp(p, lit, n) == 0;
+}
+
+/* ================================================================== */
+/* Numbers                                                             */
+/* ================================================================== */
+
+/* Pushes a float as an integer when it has an integral value that fits,
+** like math.tointeger (so -0.0 and 1e2 give 0 and 100). */
+static void push_number(lua_State *L, lua_Number f) {
+  lua_Integer i;
+  if (f == floor(f) && lua_numbertointeger(f, &i)) lua_pushinteger(L, i);
+  else lua_pushnumber(L, f);
+}
+
+/* Converts the validated number text [start, P->p) with Lua's own
+** conversion (locale-independent, exact int64 or strtod) and pushes it. */
+static LA_NOINLINE int convert_number(parser_t *P, const char *start) {
+  lua_State *L = P->L;
+  size_t n = (size_t)(P->p - start), ok;
+  char buf[64];
+  if (n < sizeof buf) {
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    ok = lua_stringtonumber(L, buf);
+  } else {                              /* a long literal: a Lua string */
+    lua_pushlstring(L, start, n);
+    ok = lua_stringtonumber(L, lua_tostring(L, -1));
+    if (ok) lua_remove(L, -2);
+  }
+  if (!ok) return fail(P, start, "invalid number");
+  if (!lua_isinteger(L, -1)) {
+    lua_Number f = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    push_number(L, f);
+  }
+  return 1;
+}
+
+/* Parses a number at P->p (a '-' or a digit) and pushes it. Short integer
+** literals, the common case, are converted inline. */
+static int parse_number(parser_t *P) {
+  const char *start = P->p, *p = P->p, *digits;
+  int neg = *p == '-', is_int = 1;
+  if (neg) p++;
+  if (neg && literal(P, p, "Infinity", 8)) {
+    P->p = p + 8;
+    lua_pushnumber(P->L, -HUGE_VAL);
+    return 1;
+  }
+  digits = p;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') while (*p >= '0' && *p <= '9') p++;
+  else return fail(P, start, "invalid number");
+  if (*p == '.') {
+    is_int = 0;
+    if (!(*++p >= '0' && *p <= '9')) return fail(P, start, "invalid number");
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  if (*p == 'e' || *p == 'E') {
+    is_int = 0;
+    if (*++p == '+' || *p == '-') p++;
+    if (!(*p >= '0' && *p <= '9')) return fail(P, start, "invalid number");
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  P->p = p;
+  if (is_int && p - digits <= 18) {     /* < 10^18: no overflow */
+    lua_Integer v = 0;
+    for (; digits < p; digits++) v = v * 10 + (*digits - '0');
+    lua_pushinteger(P->L, neg ? -v : v);
+    return 1;
+  }
+  return convert_number(P, start);
+}
+
+/* ================================================================== */
+/* Strings                                                             */
+/* ================================================================== */
+
+/* Value of the 4 hex digits at p, or -1. */
+static long hex4(const char *p) {
+  long v = 0;
+  int i;
+  for (i = 0; i < 4; i++) {
+    int c = (unsigned char)p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') v |= (c | 0x20) - 'a' + 10;
+    else return -1;
+  }
+  return v;
+}
+
+/* Writes code point cp as UTF-8 at o; returns the byte after it. */
+static char *put_utf8(char *o, unsigned long cp) {
+  if (cp < 0x80) {
+    *o++ = (char)cp;
+  } else if (cp < 0x800) {
+    *o++ = (char)(0xC0 | (cp >> 6));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *o++ = (char)(0xE0 | (cp >> 12));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *o++ = (char)(0xF0 | (cp >> 18));
+    *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+/* Decodes the \u escape at r ("\uXXXX", r < q, q the closing quote) into o.
+** A surrogate pair makes one code point; a lone surrogate makes U+FFFD.
+** Sets *r past the escape(s) and returns the new o, or NULL if invalid. */
+static char *unicode_escape(const char **r, const char *q, char *o) {
+  const char *e = *r;
+  long cp, lo;
+  if (q - e < 6 || (cp = hex4(e + 2)) < 0) return NULL;
+  e += 6;
+  if (cp >= 0xD800 && cp <= 0xDBFF && q - e >= 6 && e[0] == '\\' &&
+      e[1] == 'u' && (lo = hex4(e + 2)) >= 0xDC00 && lo <= 0xDFFF) {
+    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    e += 6;
+  } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+    cp = 0xFFFD;
+  }
+  *r = e;
+  return put_utf8(o, (unsigned long)cp);
+}
+
+/* Decodes the escaped string body (from, q) and pushes it. The result is
+** never longer than the source (an escape of n bytes makes at most n - 2),
+** so one buffer of the source's size is enough. */
+static LA_NOINLINE int push_escaped(parser_t *P, const char *from, const char *q) {
+  luaL_Buffer b;
+  char *o0 = luaL_buffinitsize(P->L, &b, (size_t)(q - from)), *o = o0;
+  const char *r = from;
+  while (r < q) {
+    const char *run = r;
+    while (r < q && *r != '\\') r++;
+    memcpy(o, run, (size_t)(r - run));
+    o += r - run;
+    if (r == q) break;
+    switch (r[1]) {
+      case '"': case '\\': case '/': *o++ = r[1]; r += 2; break;
+      case 'b': *o++ = '\b'; r += 2; break;
+      case 'f': *o++ = '\f'; r += 2; break;
+      case 'n': *o++ = '\n'; r += 2; break;
+      case 'r': *o++ = '\r'; r += 2; break;
+      case 't': *o++ = '\t'; r += 2; break;
+      case 'u':
+        if (!(o = unicode_escape(&r, q, o)))
+          return fail(P, r, "invalid \\u escape");
+        break;
+      default: return fail(P, r, "invalid escape");
+    }
+  }
+  luaL_pushresultsize(&b, (size_t)(o - o0));
+  return 1;
+}
+
+/* Bytes that end a run of plain string bytes. */
+static const unsigned char string_stop[256] = { ['\0'] = 1, ['"'] = 1, ['\\'] = 1 };
+
+/* Parses the string at P->p (a '"') and pushes it. Strings without escapes
+** are pushed straight from the input. A raw NUL ends nothing but is an
+** error, as in cjson (which sees the end of its C string there). */
+static int parse_string(parser_t *P) {
+  const char *start = P->p, *from = P->p + 1, *q = from;
+  int escaped = 0;
+  for (;;) {
+    while (!string_stop[(unsigned char)*q]) q++;
+    if (*q == '"') break;
+    if (*q == '\0')
+      return fail(P, q == P->end ? start : q,
+                  q == P->end ? "unterminated string" : "NUL byte in string");
+    escaped = 1;                        /* a backslash: skip what it escapes */
+    if (q[1] == '\0' && q + 1 == P->end) return fail(P, start, "unterminated string");
+    q += 2;
+  }
+  P->p = q + 1;
+  if (!escaped) {
+    lua_pushlstring(P->L, from, (size_t)(q - from));
+    return 1;
+  }
+  return push_escaped(P, from, q);
+}
+
+/* ================================================================== */
+/* Containers                                                          */
+/* ================================================================== */
+
+/* Moves the pending values of c into its table, creating the table (sized
+** for them) first if needed. Leaves the table alone on the stack at
+** base + 1. Values are copied in order: the last duplicate key wins. */
+static void flush(parser_t *P, container_t *c, int object) {
+  lua_State *L = P->L;
+  int first = c->base + 1 + c->has_table, t = c->base + 1, i;
+  if (!c->has_table) {                  /* built on top, then moved down */
+    if (object) lua_createtable(L, 0, c->nrec);
+    else lua_createtable(L, c->pending, 0);
+    t = lua_gettop(L);
+  }
+  if (object) {
+    for (i = 0; i < c->pending; i += 2) {
+      lua_pushvalue(L, first + i);
+      lua_pushvalue(L, first + i + 1);
+      lua_rawset(L, t);                 /* a nil value (JSON null) is not stored */
+    }
+  } else {
+    for (i = 0; i < c->pending; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, t, c->total + i + 1);
+    }
+  }
+  if (!c->has_table) lua_replace(L, c->base + 1);
+  lua_settop(L, c->base + 1);
+  c->has_table = 1;
+  c->total += c->pending;
+  c->pending = 0;
+  c->nrec = 0;
+}
+
+/* Enters a container at P->p ('[' or '{'): checks the depth, skips the
+** bracket and the whitespace after it. */
+static int open_container(parser_t *P, container_t *c) {
+  if (++P->depth > LA_JSON_MAX_DEPTH)
+    return fail(P, P->p, "nesting deeper than 1000");
+  P->p++;
+  skip_ws(P);
+  c->base = lua_gettop(P->L);
+  c->has_table = c->pending = c->nrec = 0;
+  c->total = 0;
+  return 1;
+}
+
+/* Parses an array at P->p and pushes it. */
+static int parse_array(parser_t *P) {
+  container_t c;
+  if (!open_container(P, &c)) return 0;
+  if (*P->p == ']') {                   /* [] keeps its array mark */
+    P->p++;
+    lua_createtable(P->L, 0, 0);
+    if (P->array_mt) {
+      lua_pushvalue(P->L, P->array_mt);
+      lua_setmetatable(P->L, -2);
+    }
+    P->depth--;
+    return 1;
+  }
+  for (;;) {
+    if (c.pending == MAX_PENDING) flush(P, &c, 0);
+    if (!room(P, c.pending) || !parse_value(P)) return 0;
+    c.pending++;
+    skip_ws(P);
+    if (*P->p == ',') { P->p++; skip_ws(P); continue; }
+    if (*P->p == ']') break;
+    return fail(P, P->p, "expected ',' or ']'");
+  }
+  P->p++;
+  flush(P, &c, 0);
+  P->depth--;
+  return 1;
+}
+
+/* Parses one "key": value pair of an object and pushes key and value. */
+static int parse_pair(parser_t *P, container_t *c) {
+  if (*P->p != '"') return fail(P, P->p, "expected string key");
+  if (!room(P, c->pending) || !parse_string(P)) return 0;
+  skip_ws(P);
+  if (*P->p != ':') return fail(P, P->p, "expected ':'");
+  P->p++;
+  skip_ws(P);
+  if (*P->p != 'n') c->nrec++;          /* null: the key will be absent */
+  if (!parse_value(P)) return 0;
+  c->pending += 2;
+  return 1;
+}
+
+/* Parses an object at P->p and pushes it. */
+static int parse_object(parser_t *P) {
+  container_t c;
+  if (!open_container(P, &c)) return 0;
+  if (*P->p == '}') {
+    P->p++;
+    lua_createtable(P->L, 0, 0);
+    P->depth--;
+    return 1;
+  }
+  for (;;) {
+    if (c.pending == MAX_PENDING) flush(P, &c, 1);
+    if (!parse_pair(P, &c)) return 0;
+    skip_ws(P);
+    if (*P->p == ',') { P->p++; skip_ws(P); continue; }
+    if (*P->p == '}') break;
+    return fail(P, P->p, "expected ',' or '}'");
+  }
+  P->p++;
+  flush(P, &c, 1);
+  P->depth--;
+  return 1;
+}
+
+/* ================================================================== */
+/* Values and the binding                                              */
+/* ================================================================== */
+
+/* Parses the value at P->p and pushes it (nil for null). Returns 1, or 0
+** with P->err set (the stack then holds partial values: the caller resets). */
+static int parse_value(parser_t *P) {
+  switch (*P->p) {
+    case '{': return parse_object(P);
+    case '[': return parse_array(P);
+    case '"': return parse_string(P);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+      return parse_number(P);
+    case 't':
+      if (!literal(P, P->p, "true", 4)) break;
+      P->p += 4; lua_pushboolean(P->L, 1); return 1;
+    case 'f':
+      if (!literal(P, P->p, "false", 5)) break;
+      P->p += 5; lua_pushboolean(P->L, 0); return 1;
+    case 'n':
+      if (!literal(P, P->p, "null", 4)) break;
+      P->p += 4; lua_pushnil(P->L); return 1;
+    case 'N':                           /* Python's json.dumps writes these */
+      if (!literal(P, P->p, "NaN", 3)) break;
+      P->p += 3; lua_pushnumber(P->L, NAN); return 1;
+    case 'I':
+      if (!literal(P, P->p, "Infinity", 8)) break;
+      P->p += 8; lua_pushnumber(P->L, HUGE_VAL); return 1;
+  }
+  return fail(P, P->p, "expected value");
+}
+
+/* decode(s [, array_mt]) -> value | nil, err. Invalid JSON is a failure
+** (nil and "invalid JSON at byte N: what"), not an error; a top-level
+** null returns nil alone. */
+static int json_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  parser_t P;
+  int top;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  top = lua_gettop(L);
+  P.L = L;
+  P.p = s;
+  P.end = s + len;
+  P.array_mt = lua_isnil(L, 2) ? 0 : 2;
+  P.depth = 0;
+  P.err = NULL;
+  P.err_at = s;
+  skip_ws(&P);
+  if (room(&P, 0) && parse_value(&P)) {
+    skip_ws(&P);
+    if (P.p == P.end) return 1;
+    fail(&P, P.p, "expected end of input");
+  }
+  lua_settop(L, top);
+  lua_pushnil(L);
+  lua_pushfstring(L, "invalid JSON at byte %I: %s",
+                  (lua_Integer)(P.err_at - s) + 1, P.err);
+  return 2;
+}
+
+int luaopen_luagent_json(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"decode", json_decode},
+    {NULL, NULL}
+  };
+  luaL_newlib(L, funcs);
+  return 1;
+}
