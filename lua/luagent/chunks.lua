@@ -6,6 +6,8 @@ local errors = require "luagent.errors"
 
 local M = {}
 
+local EMPTY = {}   -- a shared, never-written empty delta
+
 local ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 --- A random identifier such as "chatcmpl-3fK9..." (24 random characters).
@@ -222,30 +224,37 @@ end
 
 local function add_choice(self, c)
   local st = choice_state(self, c.index or 0)
-  local delta = c.delta or c.message or {}
+  local delta = c.delta or c.message or EMPTY
   if delta.role then st.role = delta.role end
-  if type(delta.content) == "string" then st.content[#st.content + 1] = delta.content end
+  local content = delta.content
+  if type(content) == "string" then
+    local parts = st.content
+    parts[#parts + 1] = content
+  end
   if type(delta.reasoning_content) == "string" then
     st.reasoning[#st.reasoning + 1] = delta.reasoning_content
   end
-  if type(delta.tool_calls) == "table" then
-    for _, frag in ipairs(delta.tool_calls) do add_tool_fragment(st, frag) end
+  local calls = delta.tool_calls
+  if type(calls) == "table" then
+    for i = 1, #calls do add_tool_fragment(st, calls[i]) end
   end
   if c.finish_reason ~= nil then st.finish_reason = c.finish_reason end
 end
 
 --- Adds one chunk. A usage-only chunk (`choices = []`) is fine.
+--- (Runs for every streamed chunk: plain loops, no iterator calls.)
 ---@param chunk table
 function Builder:add(chunk)
   if type(chunk) ~= "table" then return end
   self._count = self._count + 1
-  self.id = self.id or chunk.id
-  self.model = self.model or chunk.model
-  self.created = self.created or chunk.created
-  self.system_fingerprint = chunk.system_fingerprint or self.system_fingerprint
+  if self.id == nil then
+    self.id, self.model, self.created = chunk.id, chunk.model, chunk.created
+  end
+  if chunk.system_fingerprint ~= nil then self.system_fingerprint = chunk.system_fingerprint end
   if chunk.usage ~= nil then self.usage = chunk.usage end
-  if type(chunk.choices) == "table" then
-    for _, c in ipairs(chunk.choices) do add_choice(self, c) end
+  local choices = chunk.choices
+  if type(choices) == "table" then
+    for i = 1, #choices do add_choice(self, choices[i]) end
   end
 end
 

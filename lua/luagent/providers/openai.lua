@@ -171,23 +171,43 @@ local function normalize_choices(obj)
   return finished
 end
 
+local byte, EMPTY = string.byte, {}
+
+-- One SSE event. This runs for every streamed chunk, so the common case (a
+-- JSON object) is tested first, by its first byte, and the choices are
+-- walked once.
 local function feed(self, event, data)
-  if data:match("^%s*%[DONE%]%s*$") then
-    self.done = true
-    return {}
+  if byte(data, 1) ~= 123 then                      -- not "{"
+    if data:match("^%s*%[DONE%]%s*$") then
+      self.done = true
+      return {}
+    end
+    if data:match("^%s*$") then return {} end
   end
-  if data:match("^%s*$") then return {} end
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil or event == "error" then
     return nil, typed_error(nil, nil, data, self.model, v.error or v)
   end
-  v.object = v.object or "chat.completion.chunk"
-  v.id, v.model, v.created = v.id or self.id, v.model or self.model, v.created or self.created
-  for _, c in ipairs(type(v.choices) == "table" and v.choices or {}) do
-    c.delta = c.delta or {}
+  if v.object == nil then v.object = "chat.completion.chunk" end
+  if v.id == nil then v.id = self.id end
+  if v.model == nil then v.model = self.model end
+  if v.created == nil then v.created = self.created end
+  local choices = v.choices
+  if type(choices) ~= "table" then
+    v.choices = json.empty_array()
+  else
+    for i = 1, #choices do
+      local c = choices[i]
+      if c.delta == nil then c.delta = {} end
+      if c.index == nil then c.index = 0 end
+      local fr = c.finish_reason
+      if fr ~= nil then
+        c.finish_reason = chunks.normalize_finish(fr)
+        self.finished = true
+      end
+    end
   end
-  if normalize_choices(v) then self.finished = true end
   return { v }
 end
 
