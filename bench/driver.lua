@@ -301,7 +301,7 @@ results.machine = {
   openai = NODE_OK and first([[node -p "require('./bench/node_modules/openai/package.json').version"]]) or nil,
   python = PY and first(PY .. " --version") or nil,
   luagent_commit = first("git rev-parse --short HEAD 2>/dev/null"),
-  luagent_dirty = (tonumber(first("git status --porcelain -- runtime lua 2>/dev/null | wc -l")) or 0) > 0,
+  luagent_dirty = (tonumber((first("git status --porcelain -- runtime lua 2>/dev/null | wc -l"))) or 0) > 0,
 }
 results.date = os.date("!%Y-%m-%d %H:%M UTC")
 results.command = "make bench"
