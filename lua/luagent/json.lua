@@ -100,7 +100,7 @@ local function prepare_table(t, depth)
   if next(t) == nil and M.is_array(t) then return RAW_PREFIX .. "[]" end
   local copy
   for k, v in pairs(t) do
-    if type(k) == "string" and k:sub(1, #RAW_PREFIX) == RAW_PREFIX then
+    if type(k) == "string" and k:byte(1) == 1 and k:sub(1, #RAW_PREFIX) == RAW_PREFIX then
       return nil, "cannot encode: key collides with luagent's internal marker"
     end
     local nv, err = prepare(v, depth + 1)
