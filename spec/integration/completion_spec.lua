@@ -346,3 +346,33 @@ describe("retries and fallbacks #integration", function()
     assert.are.equal("fresh", s:text())
   end)
 end)
+
+describe("many streams #integration", function()
+  local mock
+  setup(function() mock = servers.mock() end)
+  teardown(function() mock.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("1,000 concurrent streams keep their own text, and memory returns to baseline", function()
+    local function run_all(n)
+      local list = {}
+      for i = 1, n do list[i] = i end
+      return llm.map(list, function(i)
+        local s = assert(llm.completion{
+          model = "openai/m", api_key = "k", messages = MSGS, num_retries = 0, stream = true,
+          api_base = mock.url .. "/s/delay=5,text=stream%20" .. i .. "%20of%20many/v1",
+        })
+        return s:text()
+      end, { concurrency = n })
+    end
+    run_all(50)                               -- warm up caches and pools
+    collectgarbage(); collectgarbage()
+    local before = collectgarbage("count")
+    local texts = run_all(1000)
+    for i = 1, 1000 do assert.are.equal("stream " .. i .. " of many", texts[i]) end
+    texts = nil
+    collectgarbage(); collectgarbage()
+    local grown = collectgarbage("count") - before
+    assert.is_true(grown < 512, ("Lua heap grew by %.0f KB"):format(grown))
+  end)
+end)
