@@ -119,7 +119,23 @@ function MockSource:close()
 end
 
 -- The in-process mock: no network, a realistic token cadence.
+-- mock_response may be a function of the request, for scripted
+-- conversations (agents, tests): it returns the text, an error spec, or
+-- {tool_calls = {{name=, arguments=}}}, as the mock parameters take them.
+local function scripted(p)
+  local r = p.mock_response(p)
+  local q = {}
+  for k, v in pairs(p) do q[k] = v end
+  if type(r) == "table" and r.tool_calls then
+    q.mock_response, q.mock_tool_calls = nil, r.tool_calls
+  else
+    q.mock_response = r
+  end
+  return q
+end
+
 local function mock_attempt(p, model)
+  if type(p.mock_response) == "function" then p = scripted(p) end
   local plan, err = mock.plan(p, model)
   if not plan then return nil, err end
   if plan.error and plan.error_after == 0 then

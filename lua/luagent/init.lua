@@ -35,6 +35,7 @@ local lazy = {
   stream_chunk_builder = { "luagent.chunks", "build" },
   ratelimit = { "luagent.ratelimit", "new" },
   router = { "luagent.router", "new" },
+  agent = { "luagent.agent", "new" },
   chat = { "luagent.chat" },          -- callable: llm.chat{...}; llm.chat.load(path)
   progress = { "luagent.progress" },
   files = { "luagent.files" },

@@ -51,6 +51,14 @@ local saved_chat = os.tmpname()
 -- `check(out, err)` for the mock run; `real(out, err)` for the run against
 -- mockllm with --model openai/gpt-4o-mini.
 local SCRIPTS = {
+  ["agent.lua"] = {
+    check = function(out, err)
+      has_in_order(out, { "Here is the weather: Paris is 15 C, Lisbon is 16 C." })
+      assert(err:find("[tool get_weather -> Paris]", 1, true), err)
+      assert(err:find("[tool get_weather -> Lisbon]", 1, true), err)
+    end,
+    real = function(out) has_in_order(out, { "Hello from the mock server." }) end,
+  },
   ["quickstart.lua"] = {
     check = function(out)
       has_in_order(out, { "== streaming from mock/luagent-mock", "Hello from luagent's mock provider!",
