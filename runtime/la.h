@@ -160,6 +160,9 @@ int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
 
+/* ---- dns.c --------------------------------------------------------- */
+int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */
+
 /* ---- state.c ------------------------------------------------------- */
 la_runtime_t *la_runtime_new(lua_State *L, uv_loop_t *loop);
 void la_runtime_free(la_runtime_t *rt);

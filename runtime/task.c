@@ -715,7 +715,8 @@ static const luaL_Reg cond_methods[] = {
 static const luaL_Reg core_funcs[] = {
   {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
   {"current", l_current}, {"cond", cond_new}, {"debug", l_debug},
-  {"set_error_mt", l_set_error_mt}, {"run", l_run}, {NULL, NULL}
+  {"set_error_mt", l_set_error_mt}, {"run", l_run},
+  {"resolve", la_dns_resolve}, {NULL, NULL}
 };
 
 /* Creates metatable name with methods (all with rt as upvalue 1). */

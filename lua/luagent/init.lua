@@ -17,6 +17,7 @@ M.spawn = core.spawn
 M.sleep = core.sleep
 M.now = core.now
 M.current = core.current
+M.resolve = core.resolve     -- host name -> address, on libuv's thread pool
 M.gather = async.gather
 M.map = async.map
 M.timeout = async.timeout

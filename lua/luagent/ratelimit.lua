@@ -241,9 +241,23 @@ end
 -- from the server that makes this limiter's entry names unique among all
 -- processes (math.random is no good here: two processes started in the
 -- same second can draw the same numbers).
+-- hiredis 0.14 resolves host names with a blocking getaddrinfo: resolve
+-- on the loop first and hand it the address.
+local function resolved_url(url)
+  local head, host, tail = url:match("^(redis://[^@/]*@)([^:/%[]+)(.*)$")
+  if not head then head, host, tail = url:match("^(redis://)([^:/@%[]+)(.*)$") end
+  if not host then return url end
+  local addr, err = require("luagent.core").resolve(host)
+  if not addr then return nil, err end
+  if addr:find(":", 1, true) then addr = "[" .. addr .. "]" end
+  return head .. addr .. tail
+end
+
 function RedisStore:_connect()
   if self.conn then return self.conn end
-  local c, err = rcore.connect(self.url)
+  local url, uerr = resolved_url(self.url)
+  if not url then return nil, uerr end
+  local c, err = rcore.connect(url)
   if not c then return nil, err end
   local sha, serr = c:command("SCRIPT", "LOAD", TAKE)
   local id, ierr

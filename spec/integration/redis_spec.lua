@@ -231,6 +231,15 @@ describe("redis #integration", function()
       rl:close()
     end)
 
+    it("connects by host name, resolved on the loop", function()
+      if llm.resolve("localhost") ~= "127.0.0.1" then
+        return pending("localhost resolves to IPv6 here; redis-server listens on 127.0.0.1")
+      end
+      local rl = llm.ratelimit{ rpm = 10, redis = server.url:gsub("127%.0%.0%.1", "localhost"), key = key() }
+      assert(rl:acquire()):release()
+      rl:close()
+    end)
+
     it("returns nil, err when Redis cannot be reached", function()
       local rl = llm.ratelimit{ rpm = 10, redis = "redis://127.0.0.1:1/0" }
       local p, err = rl:acquire()

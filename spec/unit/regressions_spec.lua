@@ -70,6 +70,30 @@ describe("runtime regressions #unit", function()
   end)
 end)
 
+describe("name resolution on the loop #unit", function()
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("resolves names without blocking, passes numeric hosts through", function()
+    local addr = assert(llm.resolve("localhost"))
+    assert.is_truthy(addr == "127.0.0.1" or addr == "::1", addr)
+    assert.are.equal("10.1.2.3", llm.resolve("10.1.2.3"))
+    assert.are.equal("::1", llm.resolve("::1"))
+    local none, err = llm.resolve("no-such-host.invalid")
+    assert.is_nil(none)
+    assert.are.equal("APIConnectionError", err.type)
+  end)
+
+  it("a task cancelled while resolving leaves nothing behind", function()
+    for _ = 1, 20 do
+      local t = llm.spawn(llm.resolve, "no-such-host.invalid")
+      llm.sleep(0)
+      t:cancel()
+      pcall(t.await, t)
+    end
+    llm.sleep(0.2)   -- late callbacks free their requests
+  end)
+end)
+
 describe("transport regressions #integration", function()
   local mock
   setup(function() mock = servers.mock() end)
