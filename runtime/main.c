@@ -150,56 +150,10 @@ static const char *plan_runner =
   "end\n";
 
 /* ================================================================== */
-/* Interactive mode                                                    */
-/* ================================================================== */
-
-/* Runs one line typed at the prompt as a task; prints its results. */
-static void repl_line(la_runtime_t *rt, const char *line) {
-  lua_State *L = rt->L;
-  const char *ret = lua_pushfstring(L, "return %s", line);
-  int st = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-  if (st != LUA_OK) {
-    lua_pop(L, 2);
-    st = luaL_loadbuffer(L, line, strlen(line), "=stdin");
-  } else {
-    lua_remove(L, -2);
-  }
-  if (st != LUA_OK) { load_failed(L); return; }
-  luaL_loadstring(L, "local f = ...\n"
-                     "local r = table.pack(f())\n"
-                     "if r.n > 0 then print(table.unpack(r, 1, r.n)) end\n");
-  lua_insert(L, -2);
-  la_spawn(rt, 1);
-  lua_pop(L, 1);
-  la_run(rt);
-}
-
-static int interrupted;
-
-/* Reads lines at the prompt and runs each as a task. Ctrl-C while a line
-** runs cancels it; at the prompt it ends the session, as in lua.c (the
-** watcher is stopped while fgets waits, so a signal never lingers and
-** cancels the next line). */
-static void repl(la_runtime_t *rt, uv_signal_t *sig, uv_signal_cb cb) {
-  char buf[8192];
-  for (;;) {
-    size_t n;
-    fputs("> ", stdout);
-    fflush(stdout);
-    uv_signal_stop(sig);
-    if (!fgets(buf, sizeof buf, stdin)) break;
-    interrupted = 0;
-    uv_signal_start(sig, cb, SIGINT);
-    n = strlen(buf);
-    if (n && buf[n - 1] == '\n') buf[--n] = '\0';
-    if (n) repl_line(rt, buf);
-  }
-  fputs("\n", stdout);
-}
-
-/* ================================================================== */
 /* Signals                                                             */
 /* ================================================================== */
+
+static int interrupted;
 
 /* First Ctrl-C cancels every task; the second exits at once. */
 static void sigint_cb(uv_signal_t *h, int signum) {
@@ -251,8 +205,14 @@ int main(int argc, char **argv) {
   uv_unref((uv_handle_t *)&sig);
   failures = la_run(rt);
   if (o.interactive || (argc == 1 && isatty(0))) {
+    /* the REPL is a task too (lua/luagent/repl.lua): stdin is read through
+    ** the loop, so earlier lines' tasks keep running at the prompt */
     if (argc == 1) print_version();
-    repl(rt, &sig, sigint_cb);
+    interrupted = 0;
+    luaL_loadstring(L, "require('luagent.repl').run()");
+    la_spawn(rt, 0);
+    lua_pop(L, 1);
+    failures += la_run(rt);
   }
   uv_close((uv_handle_t *)&sig, NULL);
   la_close(rt);

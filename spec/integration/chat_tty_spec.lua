@@ -103,3 +103,29 @@ describe("scripts/chat.lua in a terminal #integration", function()
     term.wait({ "EXIT=0" })
   end)
 end)
+
+describe("luagent -i in a terminal #integration", function()
+  local term
+  after_each(function()
+    if term then term.close() term = nil end
+    servers.assert_clean(assert)
+  end)
+
+  it("keeps background tasks running at the prompt; Ctrl-C cancels only the line", function()
+    term = terminal(bin .. " -i")
+    term.wait({ "> " })
+    term.type([[llm = require "luagent"]])
+    term.type([[t = llm.spawn(function() llm.sleep(0.3) print("background " .. "done") end)]])
+    term.wait({ "background done" })              -- ran while the prompt waited
+    term.type([[llm.sleep(30) print("not " .. "cancelled")]])
+    llm.sleep(0.3)
+    term.keys("C-c")
+    local _, pos = term.wait({ "interrupted", "> " })
+    term.type([[print("still " .. "here")]])
+    term.wait({ "still here", "> " }, pos)
+    assert.is_nil(term.screen():find("not cancelled", 1, true))
+    term.keys("C-d")
+    term.wait({ "EXIT=0" })
+  end)
+end)
+
