@@ -92,6 +92,8 @@ local function number_placeholder(v)
 end
 
 local prepare
+local sbyte, ssub = string.byte, string.sub
+local PREFIX_LEN = #RAW_PREFIX
 
 -- Copy-on-write walk of one table: returns t itself when nothing inside needs a
 -- placeholder, so ordinary request bodies are not copied.
@@ -100,7 +102,7 @@ local function prepare_table(t, depth)
   if next(t) == nil and M.is_array(t) then return RAW_PREFIX .. "[]" end
   local copy
   for k, v in pairs(t) do
-    if type(k) == "string" and k:byte(1) == 1 and k:sub(1, #RAW_PREFIX) == RAW_PREFIX then
+    if type(k) == "string" and sbyte(k, 1) == 1 and ssub(k, 1, PREFIX_LEN) == RAW_PREFIX then
       return nil, "cannot encode: key collides with luagent's internal marker"
     end
     local nv, err = prepare(v, depth + 1)
@@ -124,7 +126,7 @@ function prepare(v, depth)
   elseif tv == "number" then
     return number_placeholder(v) or v
   elseif tv == "string" then
-    if v:byte(1) == 1 and v:sub(1, #RAW_PREFIX) == RAW_PREFIX then
+    if sbyte(v, 1) == 1 and ssub(v, 1, PREFIX_LEN) == RAW_PREFIX then
       return nil, "cannot encode: string collides with luagent's internal marker"
     end
     return v
