@@ -1,8 +1,10 @@
 /*
 ** json.c -- luagent.json.core: a JSON decoder that builds luagent's final
-** Lua shape in one pass (the rules are lua/luagent/json.lua's):
+** Lua shape in one pass, and an encoder writing what json.lua's Lua path
+** (a walk, then cjson 2.1) writes (the rules are lua/luagent/json.lua's):
 **
 **   decode(s [, array_mt]) -> value | nil, "invalid JSON at byte N: ..."
+**   encode(v [, array_mt]) -> string | nil, message   (json_encode.c)
 **
 ** * An object key whose value is null is absent, a null array element is a
 **   hole, a top-level null is a plain nil (and no error).
@@ -26,7 +28,10 @@
 ** and never a C stack overflow. No C memory is allocated: an error raised by
 ** Lua (out of memory) leaves nothing behind.
 */
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "la.h"
@@ -467,6 +472,7 @@ static int json_decode(lua_State *L) {
 int luaopen_luagent_json(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"decode", json_decode},
+    {"encode", la_json_encode},
     {NULL, NULL}
   };
   luaL_newlib(L, funcs);

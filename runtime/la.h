@@ -159,6 +159,7 @@ int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
+int  la_json_encode(lua_State *L);                /* json_encode.c */
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

@@ -1,5 +1,6 @@
 --- luagent.json — the one JSON codec of the Lua library (a thin layer on cjson.safe;
---- decoding runs in C, runtime/json.c, when the luagent runtime is loaded).
+--- decoding and encoding run in C, runtime/json.c, when the luagent runtime is
+--- loaded, with the same results).
 --
 -- Rules, so every module speaks the same JSON:
 --
@@ -21,6 +22,7 @@
 --   written exactly (cjson 2.1 caps precision at 14 digits, so a large `seed` would
 --   otherwise be corrupted).
 -- * Functions, userdata and threads are not JSON: encode fails with a message.
+--   Object keys come in lua_next order, so no caller may rely on their order.
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -39,6 +41,17 @@ M.array_mt = { __name = "luagent.json.array" }
 -- Newer lua-cjson versions have their own array markers; accept them as well.
 local foreign_array_mt = cjson.array_mt
 local foreign_empty_array = cjson.empty_array
+
+-- The runtime's codec (runtime/json.c) gives the same results in one pass,
+-- several times faster: every streamed chunk is decoded and every request
+-- body encoded (bench/PROFILE.md). Under a plain Lua 5.4 (the pure-Lua unit
+-- specs) the cjson paths below run. The C encoder knows cjson 2.1's rules
+-- only: a newer cjson with its own array markers keeps the Lua path.
+local has_core, core = pcall(require, "luagent.json.core")
+if not has_core or type(core) ~= "table" then core = {} end
+local core_decode = core.decode
+local core_encode = (foreign_array_mt == nil and foreign_empty_array == nil)
+  and core.encode or nil
 
 -- Placeholder strings substituted for values cjson 2.1 cannot write, then
 -- replaced by their raw JSON text after encoding. \1 is always written as the
@@ -151,6 +164,7 @@ end
 ---@return string|nil json
 ---@return string|nil err
 function M.encode(v)
+  if core_encode then return core_encode(v, M.array_mt) end
   if v == nil then return "null" end
   -- Wrapping in an array gives even a top-level placeholder a '[' before it.
   local prepared, err = prepare({ v }, 0)
@@ -254,12 +268,6 @@ local function clean(v)
   if v == EMPTY_MARK then return M.empty_array() end
   return v
 end
-
--- The runtime's decoder (runtime/json.c) gives the same values in one pass,
--- several times faster: every streamed chunk is decoded (bench/PROFILE.md).
--- Under a plain Lua 5.4 (the pure-Lua unit specs) the cjson path below runs.
-local has_core, core = pcall(require, "luagent.json.core")
-local core_decode = has_core and type(core) == "table" and core.decode or nil
 
 --- Decodes JSON text. JSON null anywhere becomes nil; a top-level `null` gives
 --- nil without an error.

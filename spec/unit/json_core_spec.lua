@@ -7,6 +7,7 @@ local support = require "spec.support.sse_split"
 local core = require "luagent.json.core"
 
 local MT = json.array_mt
+local cjson_null = require("cjson").null
 
 local function decode(s) return core.decode(s, MT) end
 
@@ -208,7 +209,10 @@ describe("luagent.json.core #unit", function()
       assert.is_nil(getmetatable(v.d))
       assert.is_nil(getmetatable(v.e))
       assert.are_not.equal(v.a, v.b)
-      assert.equal('{"a":[],"c":{}}', json.encode({ a = v.a, c = v.c }))
+      -- key order is lua_next's: the Lua path's copy happened to restore
+      -- the constructor's order, the C encoder keeps the table's own
+      local s = json.encode({ a = v.a, c = v.c })
+      assert.is_true(s == '{"a":[],"c":{}}' or s == '{"c":{},"a":[]}', s)
       assert.equal(MT, getmetatable(decode("[]")))
     end)
 
@@ -435,6 +439,234 @@ describe("luagent.json.core #unit", function()
         end
       end
       assert.is_true(disagreements < 2000, disagreements)
+    end)
+  end)
+
+  -- encode: json.lua's Lua path (a walk, then cjson 2.1) written in one pass.
+  describe("encode", function()
+    local function encode(v) return core.encode(v, MT) end
+
+    -- The fallback's own encode, with our array mark (is_array reads the field).
+    local function lua_encode(v)
+      local saved = fallback.array_mt
+      fallback.array_mt = MT
+      local s, err = fallback.encode(v)
+      fallback.array_mt = saved
+      return s, err
+    end
+
+    -- Same text (or the same failure and message) both ways.
+    local function same_text(v)
+      local a, aerr = encode(v)
+      local b, berr = lua_encode(v)
+      assert.equal(b, a)
+      assert.equal(berr, aerr)
+      return a, aerr
+    end
+
+    local function nest(n, mk)
+      local top = mk()
+      local t = top
+      for _ = 2, n do t[1] = mk(); t = t[1] end
+      return top
+    end
+
+    it("is what json.encode runs inside the runtime", function()
+      -- the Lua path stops short of the 1000 levels decode accepts
+      assert.is_string(json.encode(nest(1000, json.array)))
+      assert.equal('{"a":[]}', json.encode({ a = json.array() }))
+      assert.equal("null", json.encode(nil))
+    end)
+
+    it("writes scalars as the Lua path does", function()
+      assert.equal("null", encode(nil))
+      assert.equal("true", same_text(true))
+      assert.equal("false", same_text(false))
+      assert.equal("null", same_text(cjson_null))
+      assert.equal('"x"', same_text("x"))
+      assert.equal("0", same_text(0))
+      assert.equal("-0", same_text(-0.0))
+      assert.equal("9223372036854775807", same_text(math.maxinteger))
+      assert.equal("-9223372036854775808", same_text(math.mininteger))
+      assert.equal("100", same_text(100.0))
+      assert.equal("0.1", same_text(0.1))
+      assert.equal("1e+300", same_text(1e300))
+      assert.equal("0.30000000000000004", same_text(0.1 + 0.2))
+      assert.equal("4.9406564584125e-324", same_text(5e-324))
+      assert.equal("9.223372036854776e+18", same_text(2 ^ 63))
+      for _, v in ipairs({ 1 / 3, 2 ^ 53 + 2, 1e15 + 0.5, 1.2e16, 123456789.123, -1e-7 }) do
+        same_text(v)
+        assert.equal(v, tonumber(encode(v)))
+      end
+    end)
+
+    it("escapes strings as cjson 2.1 does", function()
+      assert.equal('"\\u0000\\u0001\\b\\t\\n\\f\\r\\u001f\\u007f \\"\\\\\\/"',
+        same_text("\0\1\b\t\n\f\r\31\127 \"\\/"))
+      assert.equal('"é\255€"', same_text("é\255€"))
+      local all = {}
+      for c = 0, 255 do all[#all + 1] = string.char(c) end
+      assert.equal(table.concat(all), json.decode(same_text(table.concat(all))))
+    end)
+
+    it("tells arrays from objects by cjson's rule", function()
+      assert.equal("{}", same_text({}))
+      assert.equal("[]", same_text(json.array()))
+      assert.equal("{}", same_text(setmetatable({}, { __name = "other" })))
+      assert.equal("[1,2]", same_text({ 1, 2 }))
+      assert.equal("[1,null,3]", same_text({ [1] = 1, [3] = 3 }))
+      assert.equal("[null,1]", same_text({ [2] = 1 }))
+      assert.equal("[1,2,null,null,null,null,null,null,null,1]",
+        same_text({ 1, 2, [10] = 1 }))
+      assert.equal('{"0":1}', same_text({ [0] = 1 }))
+      assert.equal('{"-1":1}', same_text({ [-1] = 1 }))
+      assert.equal('{"1.5":1}', same_text({ [1.5] = 1 }))
+      -- number keys of objects keep cjson's 14 digits
+      assert.equal('{"-1.2345678901235e+17":1}', same_text({ [-123456789012345678] = 1 }))
+      assert.equal('{"1.2345678901235e+17":1}', same_text({ [123456789012345678] = 1 }))
+      assert.equal('{"2147483648":1}', same_text({ [2147483648] = 1 }))
+      assert.equal("Cannot serialise table: excessively sparse array",
+        select(2, same_text({ [2147483647] = 1 })))
+      -- array_mt marks only an empty table: otherwise the keys decide
+      assert.equal('[1,null,2]', same_text(json.array({ [1] = 1, [3] = 2 })))
+      local mixed = assert(same_text(json.array({ 1, x = 2 })))
+      assert.same({ ["1"] = 1, x = 2 }, json.decode(mixed))
+      same_text({ [1] = 1, [12] = 1 })
+      assert.equal("Cannot serialise table: excessively sparse array", select(2, same_text({ [1] = 1, [20] = 1 })))
+      assert.is_nil(same_text({ [1] = 1, [20] = 1 }))
+    end)
+
+    it("fails with the Lua path's messages", function()
+      local co = coroutine.create(print)
+      for _, v in ipairs({ print, co, io.stdout, { f = print }, { 1, { co } },
+                           0 / 0, math.huge, { x = -math.huge }, { [math.huge] = 1 },
+                           { [true] = 1 }, { [{}] = 1 }, { [print] = 1 },
+                           { "\1luagent.raw:[]" }, { ["\1luagent.raw:x"] = 1 } }) do
+        local s, err = encode(v)
+        assert.is_nil(s)
+        assert.is_string(err)
+        same_text(v)
+      end
+      assert.equal("cannot encode a function as JSON", select(2, encode({ a = { print } })))
+      assert.equal("Cannot serialise number: must not be NaN or Inf", select(2, encode(0 / 0)))
+      assert.equal("Cannot serialise boolean: table key must be a number or string",
+        select(2, encode({ [false] = 1 })))
+      -- text merely containing the marker is ordinary text
+      assert.equal('"x\\u0001luagent.raw:[]"', same_text("x\1luagent.raw:[]"))
+    end)
+
+    it("takes 1000 levels, and fails deeper nesting and cycles", function()
+      for _, mk in ipairs({ json.array, function() return {} end }) do
+        local ok = assert(encode(nest(1000, mk)))
+        assert.equal(1000, #ok:match("^[%[{]*"))
+        local s, err = encode(nest(1001, mk))
+        assert.is_nil(s)
+        assert.equal("cannot encode: nesting deeper than 1000 (cycle?)", err)
+      end
+      local c = {}
+      c.self = c
+      assert.equal("cannot encode: nesting deeper than 1000 (cycle?)", select(2, encode(c)))
+      same_text(c)
+    end)
+
+    it("grows its buffer for big values", function()
+      local big = {}
+      for i = 1, 20000 do big[i] = { i, ("\1/x"):rep(i % 7), i + 0.25 } end
+      same_text(big)
+      same_text(("\n"):rep(100000))
+      same_text(("a"):rep(100000))
+    end)
+
+    it("raises on misuse", function()
+      assert.is_true(raises(core.encode, 1, 5))
+      assert.equal("[]", core.encode({}, nil) == "{}" and "[]")
+    end)
+
+    it("re-encodes every fixture body like the Lua path", function()
+      local n = 0
+      local p = assert(io.popen("find '" .. support.fixtures .. "' -type f | sort"))
+      for path in p:lines() do
+        local name = path:sub(#support.fixtures + 1)
+        local texts = { support.read(name) }
+        if name:match("%.sse$") then
+          for _, ev in ipairs(support.sse(texts[1])) do texts[#texts + 1] = ev.data end
+        elseif name:match("%.ndjson$") then
+          for line in texts[1]:gmatch("[^\n]+") do texts[#texts + 1] = line end
+        end
+        for _, text in ipairs(texts) do
+          local v = decode(text)
+          if v ~= nil then
+            local a = assert(encode(v))
+            local b = assert(lua_encode(v))
+            assert.same(decode(b), decode(a))
+            n = n + 1
+          end
+        end
+      end
+      p:close()
+      assert.is_true(n > 60, n)
+    end)
+
+    -- A random Lua value; ordered is false once an object has two keys
+    -- (lua_next order then decides, and the Lua path may copy a table).
+    local function gen_value(r)
+      local ordered = true
+      local strs = { "", "hi", "a/b", 'q"uote', "back\\slash", "\0\1\31\127", "é€😀", "\255\254", "\1luagent" }
+      local floats = { 0.1, 1e300, -0.0, 0.5, 1 / 3, -2.5e-300, 2 ^ 53, 2 ^ 63, 1e15 + 0.5, 0.1 + 0.2, 123.456 }
+      local ints = { 0, 1, -1, 99999999999999, 100000000000000, math.maxinteger, math.mininteger, 123456789012345678 }
+      local function value(depth)
+        local k = r(depth > 4 and 6 or 10)
+        if k == 1 then return r(2) == 1 end
+        if k == 2 then return ints[r(#ints)] * (r(2) == 1 and 1 or -1) + r(3) - 2 end
+        if k == 3 then
+          if r(3) == 1 then return string.unpack("<d", string.pack("<i8", r(1 << 30) * r(1 << 30) * 8 + r(1 << 20))) end
+          return floats[r(#floats)]
+        end
+        if k == 4 then
+          local b = {}
+          for i = 1, r(12) - 1 do b[i] = r(3) == 1 and string.char(r(256) - 1) or strs[r(#strs)] end
+          return table.concat(b)
+        end
+        if k == 5 then return r(2) == 1 and json.array() or {} end
+        if k == 6 then return cjson_null end
+        local t = k <= 8 and json.array() or {}
+        local n = r(6) - 1
+        for i = 1, n do
+          if k <= 8 then
+            t[i] = value(depth + 1)
+          else
+            t[strs[r(#strs)] .. r(4)] = value(depth + 1)
+          end
+        end
+        if k == 8 and n > 2 and r(3) == 1 then t[2] = nil end   -- a hole
+        if k > 8 then
+          local keys = 0
+          for _ in pairs(t) do keys = keys + 1 end
+          if keys > 1 then ordered = false end
+        end
+        return t
+      end
+      return value(0), function() return ordered end
+    end
+
+    it("agrees with the Lua path on random values", function()
+      local r = rng(424242)
+      local exact = 0
+      for _ = 1, 4000 do
+        local v, ordered = gen_value(r)
+        local a, aerr = encode(v)
+        local b, berr = lua_encode(v)
+        assert.equal(berr, aerr)
+        if aerr == nil then
+          if ordered() then
+            assert.equal(b, a)
+            exact = exact + 1
+          end
+          local da, db = decode(a), decode(b)
+          assert.same(db, da)
+        end
+      end
+      assert.is_true(exact > 1000, exact)
     end)
   end)
 end)
