@@ -523,11 +523,6 @@ static void configure(lua_State *L, xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
 }
 
-static int http_push(lua_State *co, la_task_t *t) {
-  (void)co; (void)t;
-  return 0;
-}
-
 static void http_cancel(la_task_t *t) {
   xfer_t *x = t->ctx;
   x->waiter = NULL;
@@ -535,7 +530,7 @@ static void http_cancel(la_task_t *t) {
   x_abort(x, E_CANCELLED);
 }
 
-static const la_wait_ops_t http_ops = {"http", http_push, http_cancel};
+static const la_wait_ops_t http_ops = {"http", la_push_none, http_cancel};
 
 static xfer_t *check_x(lua_State *L) {
   return luaL_checkudata(L, 1, HTTP_MT);

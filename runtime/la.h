@@ -146,6 +146,7 @@ int  la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
                   void *ctx, lua_KFunction k);
 int  la_resume_check(lua_State *L, lua_KContext base);
 int  la_yield_now(lua_State *L, la_task_t *t);
+int  la_push_none(lua_State *L, la_task_t *t);    /* ops->push: no values */
 int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
 double la_check_seconds(lua_State *L, int arg);

@@ -283,11 +283,6 @@ static void cmd_cancel(la_task_t *t) {
 
 static const la_wait_ops_t cmd_ops = {"redis", cmd_push, cmd_cancel};
 
-static int connect_push(lua_State *co, la_task_t *t) {
-  (void)co; (void)t;
-  return 0;
-}
-
 /* Cancelled while connecting: drop the half-open connection now. */
 static void connect_cancel(la_task_t *t) {
   conn_t *c = t->ctx;
@@ -295,7 +290,7 @@ static void connect_cancel(la_task_t *t) {
   drop(c);
 }
 
-static const la_wait_ops_t connect_ops = {"redis.connect", connect_push,
+static const la_wait_ops_t connect_ops = {"redis.connect", la_push_none,
                                           connect_cancel};
 
 /* ================================================================== */

@@ -332,14 +332,16 @@ int la_yield_now(lua_State *L, la_task_t *t) {
 /* sleep                                                               */
 /* ================================================================== */
 
-static int sleep_push(lua_State *co, la_task_t *t) {
-  (void)co; (void)t;
+/* The push of waits that return nothing to the primitive itself (its
+** continuation builds the results): sleep, http, redis connect. */
+int la_push_none(lua_State *L, la_task_t *t) {
+  (void)L; (void)t;
   return 0;
 }
 
 static void sleep_cancel(la_task_t *t) { la_task_timer_stop(t); }
 
-static const la_wait_ops_t sleep_ops = {"sleep", sleep_push, sleep_cancel};
+static const la_wait_ops_t sleep_ops = {"sleep", la_push_none, sleep_cancel};
 
 /* llm.sleep(seconds): suspends the task; 0 just lets the others run. */
 static int l_sleep(lua_State *L) {
