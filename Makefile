@@ -14,7 +14,7 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
@@ -22,6 +22,11 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
 PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+# The luagent program's allocator: mimalloc (Lua's many small tables and
+# strings, libcurl's buffers). Only the program links it -- libluagent.a and
+# luagent.so leave the host's allocator alone -- and not under the
+# sanitizers, which must see every allocation.
+MALLOC_LIBS ?= $(if $(SANITIZE),,-lmimalloc)
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
@@ -63,7 +68,8 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/obj/main.o $(LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm -Wl,-E
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm -Wl,-E \
+	  $(MALLOC_LIBS)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \

@@ -8,6 +8,7 @@
 **   resp.status, resp.headers (lower-case names), resp.framed (false when a
 **     stream request got a non-stream answer: read it with resp:body())
 **   resp:read() -> data, event, id | nil (end) | nil, err     (stream)
+**   resp:read_json([array_mt]) -> as read, JSON objects and arrays decoded
 **   resp:body() -> string | nil, err                          (whole)
 **   resp:close()                 also __close and __gc
 **
@@ -35,7 +36,7 @@
 typedef struct ev {
   struct ev *next;
   size_t data_len, event_len, id_len;
-  char buf[];                 /* data, then event name, then id */
+  char buf[];                 /* data, '\0', then event name, then id */
 } ev_t;
 
 typedef enum { E_NONE, E_CURL, E_TIMEOUT, E_TOOBIG, E_BODYCAP, E_HEADERS,
@@ -83,13 +84,14 @@ static void arm(xfer_t *x, uint64_t now);
 
 static int q_push(xfer_t *x, const char *d, size_t dl, const char *e,
                   size_t el, const char *id, size_t il) {
-  ev_t *ev = malloc(sizeof *ev + dl + el + il);
+  ev_t *ev = malloc(sizeof *ev + dl + 1 + el + il);
   if (!ev) return -1;
   ev->next = NULL;
   ev->data_len = dl; ev->event_len = el; ev->id_len = il;
   if (dl) memcpy(ev->buf, d, dl);
-  if (el) memcpy(ev->buf + dl, e, el);
-  if (il) memcpy(ev->buf + dl + el, id, il);
+  ev->buf[dl] = '\0';                  /* the JSON decoder's sentinel */
+  if (el) memcpy(ev->buf + dl + 1, e, el);
+  if (il) memcpy(ev->buf + dl + 1 + el, id, il);
   if (x->q_tail) x->q_tail->next = ev; else x->q_head = ev;
   x->q_tail = ev;
   x->q_bytes += dl + el + il + sizeof *ev;
@@ -653,19 +655,37 @@ static void maybe_unpause(xfer_t *x) {
   }
 }
 
-static int read_k(lua_State *L, int status, lua_KContext base) {
+/* Pushes the data of ev: with as_json, data that is a valid JSON object
+** or array is decoded (empty arrays get the metatable at index 2). */
+static void push_data(lua_State *L, const ev_t *ev, int as_json) {
+  if (as_json) {
+    const char *p = ev->buf, *err;
+    size_t at;
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+    if ((*p == '{' || *p == '[') &&
+        la_json_push(L, ev->buf, ev->data_len, lua_istable(L, 2) ? 2 : 0,
+                     &err, &at))
+      return;
+  }
+  lua_pushlstring(L, ev->buf, ev->data_len);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext base);
+static int read_json_k(lua_State *L, int status, lua_KContext base);
+
+/* resp:read and resp:read_json, first call and after each wake-up. */
+static int read_common(lua_State *L, lua_KContext base, int as_json) {
   xfer_t *x;
   ev_t *ev;
-  (void)status;
   la_resume_check(L, base);
-  lua_settop(L, 1);
+  lua_settop(L, 2);
   x = lua_touserdata(L, 1);
   if ((ev = q_pop(x))) {
-    lua_pushlstring(L, ev->buf, ev->data_len);
-    if (ev->event_len) lua_pushlstring(L, ev->buf + ev->data_len, ev->event_len);
+    const char *name = ev->buf + ev->data_len + 1;
+    push_data(L, ev, as_json);
+    if (ev->event_len) lua_pushlstring(L, name, ev->event_len);
     else lua_pushnil(L);
-    if (ev->id_len)
-      lua_pushlstring(L, ev->buf + ev->data_len + ev->event_len, ev->id_len);
+    if (ev->id_len) lua_pushlstring(L, name + ev->event_len, ev->id_len);
     else lua_pushnil(L);
     free(ev);
     maybe_unpause(x);
@@ -683,17 +703,41 @@ static int read_k(lua_State *L, int status, lua_KContext base) {
     return 1;
   }
   maybe_unpause(x);
-  if (x->q_head) return read_k(L, LUA_OK, 1);    /* unpause delivered */
-  return wait_on(L, x, W_EVENT, read_k, "resp:read");
+  if (x->q_head) return read_common(L, base, as_json);   /* unpause delivered */
+  return wait_on(L, x, W_EVENT, as_json ? read_json_k : read_k,
+                 as_json ? "resp:read_json" : "resp:read");
+}
+
+static int read_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return read_common(L, base, 0);
+}
+
+static int read_json_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return read_common(L, base, 1);
+}
+
+static int start_read(lua_State *L, int as_json) {
+  xfer_t *x = check_x(L);
+  if (!x->stream || x->raw)
+    return luaL_error(L, "resp:read: not a stream (use resp:body())");
+  if (as_json && !lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  return read_common(L, 2, as_json);
 }
 
 /* resp:read() -> data, event, id | nil | nil, err */
 static int x_read(lua_State *L) {
-  xfer_t *x = check_x(L);
-  if (!x->stream || x->raw)
-    return luaL_error(L, "resp:read: not a stream (use resp:body())");
-  lua_settop(L, 1);
-  return read_k(L, LUA_OK, 1);
+  return start_read(L, 0);
+}
+
+/* resp:read_json([array_mt]) -> value, event, id | nil | nil, err
+** As read, but data that is a JSON object or array comes back decoded
+** in C (luagent.json's rules) without becoming a Lua string first; any
+** other data, invalid JSON included, comes back as the string. */
+static int x_read_json(lua_State *L) {
+  return start_read(L, 1);
 }
 
 static int body_k(lua_State *L, int status, lua_KContext base) {
@@ -824,7 +868,8 @@ static const luaL_Reg framer_methods[] = {
 };
 
 static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"body", x_body}, {"close", x_close}, {NULL, NULL}
+  {"read", x_read}, {"read_json", x_read_json}, {"body", x_body},
+  {"close", x_close}, {NULL, NULL}
 };
 
 /* require "luagent.http.core" */

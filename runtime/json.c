@@ -438,21 +438,18 @@ static int parse_value(parser_t *P) {
   return fail(P, P->p, "expected value");
 }
 
-/* decode(s [, array_mt]) -> value | nil, err. Invalid JSON is a failure
-** (nil and "invalid JSON at byte N: what"), not an error; a top-level
-** null returns nil alone. */
-static int json_decode(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+/* Decodes the JSON text s[0, len) -- s[len] must be '\0', as in a Lua
+** string -- and pushes its value (nil for a top-level null). array_mt is
+** the stack index of the empty-array metatable, or 0. Returns 1; or 0 with
+** the stack as it was, *err the message and *err_at the 1-based byte. */
+int la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
+                 const char **err, size_t *err_at) {
   parser_t P;
-  int top;
-  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  top = lua_gettop(L);
+  int top = lua_gettop(L);
   P.L = L;
   P.p = s;
   P.end = s + len;
-  P.array_mt = lua_isnil(L, 2) ? 0 : 2;
+  P.array_mt = array_mt;
   P.depth = 0;
   P.err = NULL;
   P.err_at = s;
@@ -463,9 +460,22 @@ static int json_decode(lua_State *L) {
     fail(&P, P.p, "expected end of input");
   }
   lua_settop(L, top);
+  *err = P.err;
+  *err_at = (size_t)(P.err_at - s) + 1;
+  return 0;
+}
+
+/* decode(s [, array_mt]) -> value | nil, err. Invalid JSON is a failure
+** (nil and "invalid JSON at byte N: what"), not an error; a top-level
+** null returns nil alone. */
+static int json_decode(lua_State *L) {
+  size_t len, at;
+  const char *s = luaL_checklstring(L, 1, &len), *err;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (la_json_push(L, s, len, lua_isnil(L, 2) ? 0 : 2, &err, &at)) return 1;
   lua_pushnil(L);
-  lua_pushfstring(L, "invalid JSON at byte %I: %s",
-                  (lua_Integer)(P.err_at - s) + 1, P.err);
+  lua_pushfstring(L, "invalid JSON at byte %I: %s", (lua_Integer)at, err);
   return 2;
 }
 

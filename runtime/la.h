@@ -161,6 +161,8 @@ int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
+int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
+                  const char **err, size_t *err_at);
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

@@ -8,19 +8,15 @@ local M = {}
 
 local EMPTY = {}   -- a shared, never-written empty delta
 
-local ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+local random = math.random
 
---- A random identifier such as "chatcmpl-3fK9..." (24 random characters).
---- Used where a provider sends no id (Ollama responses, its tool calls).
+--- A random identifier such as "chatcmpl-5f0c9e..." (24 random hex
+--- digits, 96 bits). Used where a provider sends no id (Ollama responses,
+--- its tool calls). Made once per stream: two draws and one format.
 ---@param prefix string
 ---@return string
 function M.new_id(prefix)
-  local t = {}
-  for i = 1, 24 do
-    local k = math.random(1, #ID_CHARS)
-    t[i] = ID_CHARS:sub(k, k)
-  end
-  return prefix .. table.concat(t)
+  return ("%s%012x%012x"):format(prefix, random(0, 0xffffffffffff), random(0, 0xffffffffffff))
 end
 
 local finish_map = {
@@ -138,11 +134,13 @@ function Decoder:chunk(delta, finish_reason, usage, index)
 end
 
 --- Decodes a data payload as a JSON object, or returns the "malformed stream
---- event" APIError (with at most ~200 redacted bytes of the data).
----@param data string
+--- event" APIError (with at most ~200 redacted bytes of the data). A table
+--- is data the transport already decoded (resp:read_json) and is returned.
+---@param data string|table
 ---@return table|nil value
 ---@return table|nil err
 function Decoder:decode(data)
+  if type(data) == "table" then return data end
   local v, err = json.decode(data)
   if type(v) ~= "table" then
     return nil, errors.new("APIError", "malformed stream event from " .. self.provider
@@ -150,6 +148,15 @@ function Decoder:decode(data)
       { provider = self.provider, model = self.model })
   end
   return v
+end
+
+--- The text of an event's data, for an error's body: data the transport
+--- decoded is encoded again.
+---@param data string|table
+---@return string
+function M.text(data)
+  if type(data) == "table" then return json.encode(data) or "" end
+  return data
 end
 
 --- The chat.completion of a non-streaming body that is one whole stream event
@@ -191,7 +198,7 @@ end
 local function choice_state(self, index)
   local st = self._choices[index]
   if not st then
-    st = { index = index, content = {}, reasoning = {}, calls = {}, by_index = {} }
+    st = { index = index, content = {}, n = 0, reasoning = {}, calls = {}, by_index = {} }
     self._choices[index] = st
   end
   return st
@@ -222,27 +229,9 @@ local function add_tool_fragment(st, frag)
   end
 end
 
-local function add_choice(self, c)
-  local st = choice_state(self, c.index or 0)
-  local delta = c.delta or c.message or EMPTY
-  if delta.role then st.role = delta.role end
-  local content = delta.content
-  if type(content) == "string" then
-    local parts = st.content
-    parts[#parts + 1] = content
-  end
-  if type(delta.reasoning_content) == "string" then
-    st.reasoning[#st.reasoning + 1] = delta.reasoning_content
-  end
-  local calls = delta.tool_calls
-  if type(calls) == "table" then
-    for i = 1, #calls do add_tool_fragment(st, calls[i]) end
-  end
-  if c.finish_reason ~= nil then st.finish_reason = c.finish_reason end
-end
-
 --- Adds one chunk. A usage-only chunk (`choices = []`) is fine.
---- (Runs for every streamed chunk: plain loops, no iterator calls.)
+--- (Runs for every streamed chunk: one function, plain loops; a choice's
+--- content pieces are counted in st.n.)
 ---@param chunk table
 function Builder:add(chunk)
   if type(chunk) ~= "table" then return end
@@ -250,11 +239,33 @@ function Builder:add(chunk)
   if self.id == nil then
     self.id, self.model, self.created = chunk.id, chunk.model, chunk.created
   end
-  if chunk.system_fingerprint ~= nil then self.system_fingerprint = chunk.system_fingerprint end
-  if chunk.usage ~= nil then self.usage = chunk.usage end
+  local v = chunk.system_fingerprint
+  if v ~= nil then self.system_fingerprint = v end
+  v = chunk.usage
+  if v ~= nil then self.usage = v end
   local choices = chunk.choices
-  if type(choices) == "table" then
-    for i = 1, #choices do add_choice(self, choices[i]) end
+  if type(choices) ~= "table" then return end
+  local states = self._choices
+  for i = 1, #choices do
+    local c = choices[i]
+    local index = c.index or 0
+    local st = states[index] or choice_state(self, index)
+    local delta = c.delta or c.message or EMPTY
+    v = delta.role
+    if v then st.role = v end
+    v = delta.content
+    if type(v) == "string" then
+      local n = st.n + 1
+      st.content[n], st.n = v, n
+    end
+    v = delta.reasoning_content
+    if type(v) == "string" then st.reasoning[#st.reasoning + 1] = v end
+    v = delta.tool_calls
+    if type(v) == "table" then
+      for j = 1, #v do add_tool_fragment(st, v[j]) end
+    end
+    v = c.finish_reason
+    if v ~= nil then st.finish_reason = v end
   end
 end
 

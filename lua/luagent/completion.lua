@@ -68,27 +68,60 @@ end
 local function getenv(name) return name and os.getenv(name) or nil end
 
 -- Source of chunks over HTTP: framed events through a provider decoder.
+-- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
+-- the transport (resp:read_json); a decoder with a one-chunk feed1 (openai)
+-- hands each chunk straight on, others go through their chunk lists.
 local HttpSource = {}
 HttpSource.__index = HttpSource
 
-function HttpSource:pull()
-  while true do
-    local data, event = self.resp:read()
-    if data == nil then
-      local err = event
-      if err then
-        if err.type == "StreamIncomplete" and (self.dec.done or self.dec.finished) then
-          return nil
-        end
-        return nil, decorate(err, self.provider, self.model)
-      end
-      local ok, ferr = self.dec:finish()
-      if not ok then return nil, ferr end
+local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
+
+local function http_source(resp, dec, provider, model)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec,
+                        feed1 = dec.feed1, provider = provider, model = model,
+                        list = nil, li = 0 }, HttpSource)
+end
+
+-- The end of the events: clean, StreamIncomplete, or the transport's error.
+local function http_end(self, err)
+  if err then
+    if err.type == "StreamIncomplete" and (self.dec.done or self.dec.finished) then
       return nil
     end
-    local list, err = self.dec:feed(event, data)
-    if not list then return nil, decorate(err, self.provider, self.model) end
-    if #list > 0 then return list end
+    return nil, decorate(err, self.provider, self.model)
+  end
+  local ok, ferr = self.dec:finish()
+  if not ok then return nil, ferr end
+  return nil
+end
+
+function HttpSource:next()
+  local list = self.list
+  if list then
+    local i = self.li + 1
+    local c = list[i]
+    if c ~= nil then
+      self.li = i
+      return c
+    end
+    self.list = nil
+  end
+  local read, resp, dec, feed1 = self.read, self.resp, self.dec, self.feed1
+  while true do
+    local data, event = read(resp, ARRAY_MT)
+    if data == nil then return http_end(self, event) end
+    if feed1 then
+      local c, err = feed1(dec, event, data)
+      if c then return c end
+      if c == nil then return nil, decorate(err, self.provider, self.model) end
+    else
+      local l, err = dec:feed(event, data)
+      if not l then return nil, decorate(err, self.provider, self.model) end
+      if l[1] ~= nil then
+        self.list, self.li = l, 1
+        return l[1]
+      end
+    end
   end
 end
 
@@ -101,7 +134,7 @@ end
 local MockSource = {}
 MockSource.__index = MockSource
 
-function MockSource:pull()
+function MockSource:next()
   local i = self.i + 1
   local c = self.list[i]
   if not c then
@@ -110,7 +143,7 @@ function MockSource:pull()
   end
   self.i = i
   if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
-  return { c }
+  return c
 end
 
 function MockSource:close()
@@ -207,7 +240,7 @@ local function attempt(p)
     permit:release(0)
     return nil, err
   end
-  if r.pull then
+  if r.next then
     r.permit = permit
   else
     permit:release(usage_tokens(r.usage))
@@ -246,8 +279,7 @@ attempt_once = function(p)
     return nil, response_error(P, resp, model, req.stream)
   end
   if req.stream then
-    return setmetatable({ resp = resp, dec = P.decoder(model), provider = P.name,
-                          model = model }, HttpSource)
+    return http_source(resp, P.decoder(model), P.name, model)
   end
   local body, berr = resp:body()
   resp:close()
@@ -408,24 +440,14 @@ end
 ---@return table|nil err
 function Stream:next()
   while true do
-    local q = self._q
-    local i = self._qi
-    if i <= #q then
-      local c = q[i]
-      q[i] = nil
-      self._qi = i + 1
+    if self._done then return nil, self._err end
+    local c, err = self._src:next()
+    if c then
+      self._builder:add(c)
+      local u = c.usage
+      if u then self._src.tokens = usage_tokens(u) end
       if not self._content and has_content(c) then self._content = true end
       return c
-    end
-    if self._done then return nil, self._err end
-    local list, err = self._src:pull()
-    if list then
-      self._q, self._qi = list, 1
-      for j = 1, #list do
-        local c = list[j]
-        self._builder:add(c)
-        if c.usage then self._src.tokens = usage_tokens(c.usage) end
-      end
     elseif err then
       local policy = self._content and midstream_policy(self, err) or "fallback"
       if policy == "raise" or not self._chain then return finish(self, err) end
@@ -502,7 +524,7 @@ function M.completion(p)
   if not r then return nil, used end
   if not p.stream then return r end
   return setmetatable({
-    _src = r, _chain = chain, _q = {}, _qi = 1, _builder = chunks.builder(),
+    _src = r, _chain = chain, _builder = chunks.builder(),
     _content = false, _done = false, model = used.model or M.default_model,
     _params = p,
   }, Stream)

@@ -293,3 +293,70 @@ describe("http transport secrets #integration", function()
     assert.is_nil(text:find("5d2e8f", 1, true), text)
   end)
 end)
+
+describe("resp:read_json #integration", function()
+  local mock
+  local json = require "luagent.json"
+
+  setup(function() mock = servers.mock("--fixtures spec/fixtures/http") end)
+  teardown(function() mock.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  local function open(scenario)
+    return assert(llm.http.request{ url = mock.url .. "/s/" .. scenario .. "/v1/chat/completions",
+                                    method = "POST", body = OPENAI_BODY, stream = true })
+  end
+
+  it("decodes objects and arrays in C, hands every other event over as its string", function()
+    local resp = open("fixture=read_json.sse")
+    local v, event, id = resp:read_json(json.array_mt)
+    assert.are.equal("a", v.id)
+    assert.are.equal("hi é", v.choices[1].delta.content)
+    assert.is_nil(v.choices[1].finish_reason)          -- null is absent
+    assert.is_nil(v.usage)
+    assert.is_nil(rawget(v, "usage"))
+    assert.is_nil(event); assert.is_nil(id)
+    v, event, id = resp:read_json(json.array_mt)
+    assert.are.equal("custom", event)
+    assert.are.equal("7", id)
+    assert.are.equal(1, v[1]); assert.are.equal(2.5, v[2])
+    assert.are.equal(json.array_mt, getmetatable(v[3]))  -- [] stays an array
+    assert.are.equal(json.array_mt, getmetatable(v[4].k))
+    assert.are.equal("[1,2.5,[],{\"k\":[]}]", json.encode(v))
+    assert.is_true(resp:read_json(json.array_mt).spaced)
+    -- invalid JSON and non-containers come back as the data, untouched
+    assert.are.equal('{"broken": ', resp:read_json(json.array_mt))
+    assert.are.equal("null", resp:read_json())
+    assert.are.equal("[DONE]", resp:read_json())
+    assert.is_nil(resp:read_json())
+    resp:close()
+  end)
+
+  it("gives the same values as resp:read and json.decode on a real stream", function()
+    local a, b = open("chunks=50,burst=50,usage=1,tag=a"), open("chunks=50,burst=50,usage=1,tag=b")
+    local n = 0
+    while true do
+      local s = a:read()
+      local v = b:read_json(json.array_mt)
+      if s == nil then assert.is_nil(v); break end
+      n = n + 1
+      if s == "[DONE]" then
+        assert.are.equal("[DONE]", v)
+      else
+        local want = json.decode(s)
+        want.id, v.id = nil, nil                       -- the ids of two streams differ
+        want.created, v.created = nil, nil
+        assert.are.same(want, v)
+        assert.are.equal(json.encode(want), json.encode(v))
+      end
+    end
+    assert.are.equal(54, n)
+    a:close(); b:close()
+  end)
+
+  it("refuses a metatable that is not a table", function()
+    local resp = open("chunks=1")
+    assert.has_error(function() resp:read_json(42) end)
+    resp:close()
+  end)
+end)

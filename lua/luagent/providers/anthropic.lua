@@ -324,7 +324,7 @@ local function feed(self, event, data)
     self.done = true
     return {}
   elseif t == "error" then
-    return nil, typed_error(nil, nil, data, self.model, v.error)
+    return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error)
   end
   return {} -- ping, content_block_stop and event types added later
 end

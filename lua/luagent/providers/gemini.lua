@@ -347,7 +347,7 @@ end
 local function feed(self, _, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
-  if v.error ~= nil then return nil, typed_error(nil, nil, data, self.model, v.error) end
+  if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
   self.id = self._id_fixed and self.id or v.responseId or self.id
   self._id_fixed = true
   self.model = v.modelVersion or self.model

@@ -174,12 +174,12 @@ end
 ---@param body table
 ---@param handled table|nil set
 function M.passthrough(params, body, handled)
+  local runtime, standard = M.RUNTIME_KEYS, M.STANDARD_KEYS
   for k, v in pairs(params) do
-    local tv = type(v)
-    if type(k) == "string" and not M.RUNTIME_KEYS[k] and not M.STANDARD_KEYS[k]
-        and not (handled and handled[k]) and k:sub(1, 5) ~= "mock_"
-        and tv ~= "function" and tv ~= "userdata" and tv ~= "thread" and body[k] == nil then
-      body[k] = v
+    if body[k] == nil and not runtime[k] and not standard[k] and type(k) == "string"
+        and not (handled and handled[k]) and k:sub(1, 5) ~= "mock_" then
+      local tv = type(v)
+      if tv ~= "function" and tv ~= "userdata" and tv ~= "thread" then body[k] = v end
     end
   end
 end

@@ -208,10 +208,10 @@ local function finish_of(self, v)
 end
 
 local function feed(self, _, data)
-  if data:match("^%s*$") then return {} end
+  if type(data) == "string" and data:match("^%s*$") then return {} end
   local v, err = self:decode(data)
   if not v then return nil, err end
-  if v.error ~= nil then return nil, typed_error(nil, nil, data, self.model, v.error) end
+  if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
   self.model = v.model or self.model
   local delta = delta_of(self, type(v.message) == "table" and v.message or {})
   local finish, usage = finish_of(self, v)

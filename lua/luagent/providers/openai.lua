@@ -6,6 +6,8 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+local STANDARD_KEYS = common.STANDARD_KEYS
+
 local M = {
   name = "openai",
   env_key = "OPENAI_API_KEY",
@@ -74,7 +76,9 @@ function M.build_request(params, model, ctx)
   if not ok then return nil, err end
   local stream = params.stream == true
   local body = { model = model }
-  for key in pairs(common.STANDARD_KEYS) do body[key] = params[key] end
+  for k, v in pairs(params) do
+    if STANDARD_KEYS[k] then body[k] = v end
+  end
   local messages = json.array()
   for i, m in ipairs(params.messages) do messages[i] = wire_message(m) end
   body.messages = messages
@@ -171,23 +175,29 @@ local function normalize_choices(obj)
   return finished
 end
 
-local byte, EMPTY = string.byte, {}
+local byte = string.byte
 
--- One SSE event. This runs for every streamed chunk, so the common case (a
--- JSON object) is tested first, by its first byte, and the choices are
--- walked once.
-local function feed(self, event, data)
-  if byte(data, 1) ~= 123 then                      -- not "{"
-    if data:match("^%s*%[DONE%]%s*$") then
-      self.done = true
-      return {}
+-- One SSE event, one chunk: returns the chunk, false when the event makes
+-- none ([DONE], a blank), or nil, err. This runs for every streamed chunk:
+-- data the transport decoded (a table) goes straight to the checks, and
+-- the choices are walked once.
+local function feed1(self, event, data)
+  self._events = self._events + 1
+  local v = data
+  if type(data) ~= "table" then
+    if byte(data, 1) ~= 123 then                    -- not "{"
+      if data:match("^%s*%[DONE%]%s*$") then
+        self.done = true
+        return false
+      end
+      if data:match("^%s*$") then return false end
     end
-    if data:match("^%s*$") then return {} end
+    local err
+    v, err = self:decode(data)
+    if not v then return nil, err end
   end
-  local v, err = self:decode(data)
-  if not v then return nil, err end
   if v.error ~= nil or event == "error" then
-    return nil, typed_error(nil, nil, data, self.model, v.error or v)
+    return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error or v)
   end
   if v.object == nil then v.object = "chat.completion.chunk" end
   if v.id == nil then v.id = self.id end
@@ -208,7 +218,17 @@ local function feed(self, event, data)
       end
     end
   end
-  return { v }
+  return v
+end
+
+-- The list form of feed1 (Decoder:feed); feed1 itself is the decoder's
+-- one-chunk fast path (Decoder.feed1).
+local function feed(self, event, data)
+  self._events = self._events - 1                   -- Decoder:feed counted it
+  local c, err = feed1(self, event, data)
+  if c then return { c } end
+  if c == false then return {} end
+  return nil, err
 end
 
 --- A stream decoder (see luagent.chunks Decoder): one call per SSE event.
@@ -216,7 +236,9 @@ end
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed)
+  local dec = chunks.decoder(M.name, model, opts, feed)
+  dec.feed1 = feed1
+  return dec
 end
 
 --- The chat.completion of a non-streaming response body.
