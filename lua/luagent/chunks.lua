@@ -192,7 +192,7 @@ Builder.__index = Builder
 --- A new, empty builder.
 ---@return luagent.ChunkBuilder
 function M.builder()
-  return setmetatable({ _choices = {}, _count = 0 }, Builder)
+  return setmetatable({ _choices = {} }, Builder)
 end
 
 local function choice_state(self, index)
@@ -230,20 +230,19 @@ local function add_tool_fragment(st, frag)
 end
 
 --- Adds one chunk. A usage-only chunk (`choices = []`) is fine.
---- (Runs for every streamed chunk: one function, plain loops; a choice's
---- content pieces are counted in st.n.)
+--- (Runs for every streamed chunk: one function, the common fields first,
+--- no calls for a text delta; a choice's content pieces are counted in st.n.)
 ---@param chunk table
 function Builder:add(chunk)
-  if type(chunk) ~= "table" then return end
-  self._count = self._count + 1
   if self.id == nil then
+    if type(chunk) ~= "table" then return end
     self.id, self.model, self.created = chunk.id, chunk.model, chunk.created
   end
-  local v = chunk.system_fingerprint
-  if v ~= nil then self.system_fingerprint = v end
-  v = chunk.usage
-  if v ~= nil then self.usage = v end
   local choices = chunk.choices
+  local v = chunk.usage
+  if v ~= nil then self.usage = v end
+  v = chunk.system_fingerprint
+  if v ~= nil then self.system_fingerprint = v end
   if type(choices) ~= "table" then return end
   local states = self._choices
   for i = 1, #choices do
@@ -251,17 +250,16 @@ function Builder:add(chunk)
     local index = c.index or 0
     local st = states[index] or choice_state(self, index)
     local delta = c.delta or c.message or EMPTY
-    v = delta.role
-    if v then st.role = v end
     v = delta.content
-    if type(v) == "string" then
+    if v ~= nil and type(v) == "string" then
       local n = st.n + 1
       st.content[n], st.n = v, n
     end
+    if delta.role then st.role = delta.role end
     v = delta.reasoning_content
-    if type(v) == "string" then st.reasoning[#st.reasoning + 1] = v end
+    if v ~= nil and type(v) == "string" then st.reasoning[#st.reasoning + 1] = v end
     v = delta.tool_calls
-    if type(v) == "table" then
+    if v ~= nil and type(v) == "table" then
       for j = 1, #v do add_tool_fragment(st, v[j]) end
     end
     v = c.finish_reason
@@ -336,7 +334,9 @@ end
 ---@return table response
 function M.build(list)
   local b = M.builder()
-  for _, chunk in ipairs(list or {}) do b:add(chunk) end
+  for _, chunk in ipairs(list or {}) do
+    if type(chunk) == "table" then b:add(chunk) end
+  end
   return b:response()
 end
 
