@@ -198,6 +198,10 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
     ** reply when not suppressed), are not the response */
     if (x->status < 200) { x->status = 0; x->hlen = 0; return n; }
     x->headers_done = 1;
+    if (x->hcap > x->hlen + 64) {   /* kept as long as the response: fit it */
+      char *q = realloc(x->hbuf, x->hlen + 1);
+      if (q) { x->hbuf = q; x->hcap = x->hlen + 1; }
+    }
     decide_framing(x);
     x_wake(x, W_HEADERS);
     return n;

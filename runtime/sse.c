@@ -205,8 +205,16 @@ static int take_line(la_frame_t *f, size_t *s, size_t *e) {
 /* Called when no complete line is left: checks the unterminated line against
  * max_event, or surfaces an error deferred by feed. Returns 0 or an error. */
 static int need_more(la_frame_t *f) {
-  size_t partial = line_cost(f, f->buf, f->pos, f->len);
-  size_t base = f->mode == LA_FRAME_SSE ? held(f) : 0;
+  size_t partial, base;
+  if (f->buf && f->pos == f->len && f->d_len == 0) {
+    /* Drained: an idle stream keeps no buffer (thousands of open streams
+     * wait between events); the next feed allocates a fresh one. */
+    free(f->buf);
+    f->buf = NULL;
+    f->cap = f->len = f->pos = f->lf_memo = f->cr_memo = f->d_off = 0;
+  }
+  partial = line_cost(f, f->buf, f->pos, f->len);
+  base = f->mode == LA_FRAME_SSE ? held(f) : 0;
   if (f->err) return fail(f, f->err);
   if (partial > f->max_event || base > f->max_event - partial)
     return fail(f, LA_FRAME_ETOOBIG);
