@@ -104,10 +104,35 @@ function M.decoder(provider, model, opts, feed_impl, state)
   local dec = setmetatable({
     provider = provider, model = model,
     id = opts.id or M.new_id("chatcmpl-"), created = opts.created or os.time(),
-    done = false, finished = false, _feed = feed_impl, _events = 0,
-  }, Decoder)
-  for k, v in pairs(state or {}) do dec[k] = v end
+    done = false, finished = false, _events = 0,
+  }, M.decoder_class(feed_impl))
+  if state then
+    for k, v in pairs(state) do dec[k] = v end
+  end
   return dec
+end
+
+-- One class per provider feed: the feed functions live there, not in
+-- every stream's decoder (a decoder is made per stream: fewer fields, a
+-- smaller table).
+local classes = setmetatable({}, { __mode = "k" })
+
+--- The decoder class of a provider's feed (made once): its instances have
+--- Decoder's methods, `_feed = feed_impl`, and `feed1` when given -- a
+--- one-chunk feed (event, data) -> chunk | false (no chunk) | nil, err that
+--- the HTTP source calls instead of the list-making feed.
+---@param feed_impl function
+---@param feed1 function|nil
+---@return table class
+function M.decoder_class(feed_impl, feed1)
+  local class = classes[feed_impl]
+  if not class then
+    class = setmetatable({ _feed = feed_impl }, Decoder)
+    class.__index = class
+    classes[feed_impl] = class
+  end
+  if feed1 then class.feed1 = feed1 end
+  return class
 end
 
 --- Decodes one framed event (SSE event name + data, or an NDJSON line with a
@@ -198,7 +223,8 @@ end
 local function choice_state(self, index)
   local st = self._choices[index]
   if not st then
-    st = { index = index, content = {}, n = 0, reasoning = {}, calls = {}, by_index = {} }
+    -- reasoning, calls and by_index are made when first needed
+    st = { index = index, content = {}, n = 0 }
     self._choices[index] = st
   end
   return st
@@ -210,6 +236,7 @@ end
 -- it continues the most recent call.
 local function add_tool_fragment(st, frag)
   if type(frag) ~= "table" then return end
+  if not st.calls then st.calls, st.by_index = {}, {} end
   local idx = frag.index
   local call
   if idx ~= nil then call = st.by_index[idx] else call = st.calls[#st.calls] end
@@ -257,7 +284,11 @@ function Builder:add(chunk)
     end
     if delta.role then st.role = delta.role end
     v = delta.reasoning_content
-    if v ~= nil and type(v) == "string" then st.reasoning[#st.reasoning + 1] = v end
+    if v ~= nil and type(v) == "string" then
+      local r = st.reasoning
+      if not r then r = {}; st.reasoning = r end
+      r[#r + 1] = v
+    end
     v = delta.tool_calls
     if v ~= nil and type(v) == "table" then
       for j = 1, #v do add_tool_fragment(st, v[j]) end
@@ -268,7 +299,7 @@ function Builder:add(chunk)
 end
 
 local function assembled_calls(st)
-  if #st.calls == 0 then return nil end
+  if not st.calls or #st.calls == 0 then return nil end
   local out = {}
   for i, call in ipairs(st.calls) do
     local args = table.concat(call.args)
@@ -301,7 +332,7 @@ function Builder:response()
     choices[#choices + 1] = {
       index = index, finish_reason = st.finish_reason,
       message = { role = st.role or "assistant", content = content, tool_calls = tool_calls,
-                  reasoning_content = #st.reasoning > 0 and table.concat(st.reasoning) or nil },
+                  reasoning_content = st.reasoning and table.concat(st.reasoning) or nil },
     }
   end
   return {

@@ -267,13 +267,10 @@ attempt_once = function(p)
   local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
   if not req then return nil, decorate(rerr, P.name, model) end
   hcore = hcore or require "luagent.http.core"
-  local resp, err = hcore.request {
-    url = req.url, method = req.method, headers = req.headers, body = req.body,
-    stream = req.stream, framing = req.framing,
-    timeout = p.timeout, connect_timeout = p.connect_timeout,
-    first_event_timeout = p.first_token_timeout, idle_timeout = p.idle_timeout,
-    ca_file = p.ca_file,
-  }
+  -- the request table itself carries the transport's options (no copy)
+  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
+    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+  local resp, err = hcore.request(req)
   if not resp then return nil, decorate(err, P.name, model) end
   if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
     return nil, response_error(P, resp, model, req.stream)
@@ -329,10 +326,13 @@ Chain.__index = Chain
 local function new_chain(p)
   local candidates = { p }
   for _, f in ipairs(p.fallbacks or {}) do candidates[#candidates + 1] = fallback_params(p, f) end
-  local ctx = {}
-  for _, f in ipairs(p.context_window_fallbacks or {}) do ctx[#ctx + 1] = fallback_params(p, f) end
+  local ctx                          -- made only when there are some
+  for _, f in ipairs(p.context_window_fallbacks or {}) do
+    ctx = ctx or {}
+    ctx[#ctx + 1] = fallback_params(p, f)
+  end
   return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0,
-                        retries = p.num_retries or M.num_retries, attempts = {} }, Chain)
+                        retries = p.num_retries or M.num_retries }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters
@@ -340,10 +340,12 @@ end
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
   local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
-  self.attempts[#self.attempts + 1] = rec
+  local attempts = self.attempts or {}
+  self.attempts = attempts
+  attempts[#attempts + 1] = rec
   if err.type == "Cancelled" then return nil end
-  if err.type == "ContextWindowExceededError" and #self.ctx > 0 then
-    self.candidates, self.ctx, self.idx, self.tries = self.ctx, {}, 1, 0
+  if err.type == "ContextWindowExceededError" and self.ctx then
+    self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
@@ -363,7 +365,7 @@ function Chain:next_after(err)
 end
 
 function Chain:fail(err)
-  err.attempts = self.attempts
+  err.attempts = self.attempts or {}
   return err
 end
 

@@ -226,7 +226,27 @@ end
 ---@param base string
 ---@param path string starting with "/"
 ---@return string
+-- path -> {base -> url}: a request joins the same few URLs again and again.
+-- Bounded: it starts over past JOINED_MAX entries (bases made per call).
+local joined, n_joined, JOINED_MAX = {}, 0, 256
+
 function M.join_url(base, path)
+  local by_base = joined[path]
+  local url = by_base and by_base[base]
+  if url then return url end
+  url = M.join_url_uncached(base, path)
+  if n_joined >= JOINED_MAX then joined, n_joined, by_base = {}, 0, nil end
+  if not by_base then by_base = {}; joined[path] = by_base end
+  by_base[base] = url
+  n_joined = n_joined + 1
+  return url
+end
+
+--- join_url without the cache of the URLs already joined.
+---@param base string
+---@param path string
+---@return string
+function M.join_url_uncached(base, path)
   base = base:gsub("/+$", "")
   local first = path:match("^(/[^/]+)/")
   if first and base:sub(-#first) == first then path = path:sub(#first + 1) end
@@ -470,9 +490,14 @@ function M.request(provider, params, model, ctx, r)
     local h = provider.key_header
     base[h] = h == "authorization" and "Bearer " .. key or key
   end
-  for k, v in pairs(r.headers or {}) do base[k] = v end
-  local headers, err = M.headers(base, params.extra_headers, provider.name, model)
-  if not headers then return nil, err end
+  local headers, err = base, nil
+  if r.headers then
+    for k, v in pairs(r.headers) do base[k] = v end
+  end
+  if r.headers or params.extra_headers ~= nil then   -- else base is already normal
+    headers, err = M.headers(base, params.extra_headers, provider.name, model)
+    if not headers then return nil, err end
+  end
   local encoded
   encoded, err = M.encode_body(r.body, provider.name, model)
   if not encoded then return nil, err end

@@ -25,6 +25,8 @@ local M = {
 -- (scripts may build tool calls with Lua tables), empty tool_calls dropped
 -- (OpenAI refuses `"tool_calls": []`).
 local function wire_message(m)
+  -- the common message (text content, no tool calls) goes as it is
+  if type(m.content) ~= "table" and m.tool_calls == nil then return m end
   local out = {}
   for k, v in pairs(m) do out[k] = v end
   if type(m.content) == "table" then out.content = common.array_copy(m.content) end
@@ -231,14 +233,14 @@ local function feed(self, event, data)
   return nil, err
 end
 
+chunks.decoder_class(feed, feed1)   -- the decoders' class, with the fast path
+
 --- A stream decoder (see luagent.chunks Decoder): one call per SSE event.
 ---@param model string
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  local dec = chunks.decoder(M.name, model, opts, feed)
-  dec.feed1 = feed1
-  return dec
+  return chunks.decoder(M.name, model, opts, feed)
 end
 
 --- The chat.completion of a non-streaming response body.
