@@ -25,6 +25,8 @@ local MAX_RETRY_AFTER = 120
 -- Validation
 -- ---------------------------------------------------------------------------
 
+local TIMEOUT_KEYS = { "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }
+
 local function check_params(p)
   if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
   if p.model ~= nil and type(p.model) ~= "string" then
@@ -36,7 +38,8 @@ local function check_params(p)
   if p.messages == nil and p.mock_response == nil then
     error("llm.completion: messages is required", 3)
   end
-  for _, k in ipairs({ "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }) do
+  for i = 1, #TIMEOUT_KEYS do
+    local k = TIMEOUT_KEYS[i]
     local v = p[k]
     if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
       error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
