@@ -20,14 +20,14 @@ local function start_redis()
       local text = proc.read(log) or ""
       if text:find("Ready to accept connections", 1, true) then
         return { port = port, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
-          proc.kill(pid)
+          proc.stop(pid)      -- redis writes its log until it exits
           os.remove(log)
         end }
       end
       if text:find("in use", 1, true) or not proc.alive(pid) then break end
       llm.sleep(0.02)
     end
-    proc.kill(pid)
+    proc.stop(pid)
     os.remove(log)
   end
   error("could not start redis-server on a free port")

@@ -18,6 +18,7 @@ local READ_ALL = script([[
 
 describe("luagent.term #integration", function()
   after_each(function() servers.assert_clean(assert) end)
+  teardown(function() os.remove(READ_ALL) end)
 
   it("reads lines from a pipe: CRLF, a last line without newline, then nil", function()
     local out, code = run("printf 'one\\r\\ntwo\\n\\nlast' | " .. bin .. " " .. READ_ALL)

@@ -89,4 +89,15 @@ function M.kill(pid, sig)
   os.execute(("kill %s%s 2>/dev/null"):format(sig and "-" .. sig .. " " or "", pid))
 end
 
+--- Sends TERM to pid and waits (up to 5 s) until it has gone, so files it
+--- still writes while exiting can be removed after.
+---@param pid string|integer
+function M.stop(pid)
+  M.kill(pid)
+  for _ = 1, 500 do
+    if not M.alive(pid) then return end
+    os.execute("sleep 0.01")
+  end
+end
+
 return M
