@@ -44,12 +44,13 @@ SO   := $(BUILD)/luagent.so
 MOCK := $(BUILD)/mockllm
 HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
+HOLE := $(BUILD)/blackhole
 
 .PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
@@ -82,6 +83,10 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+$(HOLE): spec/support/blackhole.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $<
 
 $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)

@@ -2,9 +2,12 @@
 ** redis.c -- a Redis connection on the runtime's loop (module
 ** luagent.redis.core), through hiredis's async API and its libuv adapter.
 **
-**   connect(url) -> conn | nil, err     suspends until connected (and
-**       authenticated / on the right database). url: redis://[[user]:pass@]
-**       host[:port][/db] or unix:///path/to/socket[?db=N]
+**   connect(url [, timeout]) -> conn | nil, err   suspends until connected
+**       (and authenticated / on the right database). url: redis://[[user]:
+**       pass@]host[:port][/db] or unix:///path/to/socket[?db=N]. timeout:
+**       seconds for the TCP connect (default 10, 0 = none): a host that
+**       never answers is a Timeout error (err.timeout = "connect"), not the
+**       kernel's two-minute SYN retries.
 **   conn:command(...) -> reply | nil, err       suspends for the reply.
 **       status and bulk strings -> string, integer -> integer, nil -> nil,
 **       array -> table (nested errors become error objects), an error reply
@@ -41,6 +44,7 @@ typedef struct conn {
   int connected;              /* the TCP/unix connection is up */
   int closing;                /* close() started: errors say "closed" */
   int setup;                  /* 0 connect, 1 AUTH sent, 2 SELECT sent */
+  double deadline;            /* connect timeout in seconds (0: none) */
   long holds;                 /* requests that keep the loop alive */
   long db;                    /* SELECT this database (0: none) */
   char where[280];            /* host:port or the socket path (messages) */
@@ -286,6 +290,8 @@ static const la_wait_ops_t cmd_ops = {"redis", cmd_push, cmd_cancel};
 /* Cancelled while connecting: drop the half-open connection now. */
 static void connect_cancel(la_task_t *t) {
   conn_t *c = t->ctx;
+  la_task_timer_stop(t);
+  c->deadline = 0;
   c->waiter = NULL;
   drop(c);
 }
@@ -510,6 +516,22 @@ static int connect_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   la_resume_check(L, base);
   c = lua_touserdata(L, 2);
+  if (c->deadline > 0) {      /* back from the TCP connect: the deadline ends */
+    la_task_t *t = la_task_current_rt(L, c->rt, "redis.connect");
+    la_task_timer_stop(t);
+    if (!c->connected && c->ac && t->timed_out) {
+      double s = c->deadline;
+      c->deadline = 0;
+      drop(c);
+      lua_pushnil(L);
+      la_error_push(L, "Timeout", "redis: connect to %s timed out after %f s",
+                    c->where, (lua_Number)s);
+      lua_pushliteral(L, "connect");
+      lua_setfield(L, -2, "timeout");
+      return 2;
+    }
+    c->deadline = 0;
+  }
   if (lua_gettop(L) > 2 && lua_isnil(L, 3)) {    /* AUTH or SELECT failed */
     const char *msg = lua_istable(L, 4) && lua_getfield(L, 4, "message") == LUA_TSTRING
                       ? lua_tostring(L, -1) : "no reply";
@@ -542,10 +564,11 @@ static int connect_k(lua_State *L, int status, lua_KContext base) {
   return 1;
 }
 
-/* connect(url) -> conn | nil, err */
+/* connect(url [, timeout]) -> conn | nil, err */
 static int l_connect(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
   const char *url = luaL_checkstring(L, 1), *why;
+  double timeout = lua_isnoneornil(L, 2) ? 10 : la_check_seconds(L, 2);
   la_task_t *t = la_task_current(L, "redis.connect");
   addr_t a;
   conn_t *c;
@@ -558,6 +581,13 @@ static int l_connect(lua_State *L) {
   if (why) return luaL_error(L, "redis.connect: bad URL (%s)", why);
   why = start_connect(c, &a);
   if (why) return push_conn_error(L, why);
+  if (timeout > 0) {
+    if (la_task_timer_start(t, timeout) != 0) {
+      drop(c);
+      return push_conn_error(L, "out of memory");
+    }
+    c->deadline = timeout;
+  }
   c->waiter = t;
   return la_suspend_k(L, t, &connect_ops, c, connect_k);
 }

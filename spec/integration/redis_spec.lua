@@ -291,3 +291,49 @@ describe("redis #integration", function()
     end)
   end)
 end)
+
+describe("redis connect deadline #integration", function()
+  local rcore = require "luagent.redis.core"
+  local pid, port_file, port
+
+  setup(function()
+    port_file = proc.tmpname("blackhole")
+    pid = proc.start(("%s/blackhole %s >/dev/null 2>&1"):format(proc.build, port_file))
+    local deadline = llm.now() + 5
+    while not port and llm.now() < deadline do
+      port = tonumber(proc.read(port_file) or "")
+      if not port then llm.sleep(0.02) end
+    end
+    assert(port, "the blackhole listener did not start")
+  end)
+  teardown(function()
+    proc.stop(pid)
+    os.remove(port_file)
+  end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("gives up on a host that never answers the connect, with a Timeout naming it", function()
+    local t0 = llm.now()
+    local c, err = rcore.connect(("redis://127.0.0.1:%d"):format(port), 0.3)
+    local took = llm.now() - t0
+    assert.is_nil(c)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("connect", err.timeout)
+    assert.matches("timed out after 0.3 s", err.message, 1, true)
+    assert.is_true(took >= 0.29 and took < 2, "took " .. took)
+  end)
+
+  it("a cancel during the connect ends it at once and leaves nothing behind", function()
+    local t = llm.spawn(function() return rcore.connect(("redis://127.0.0.1:%d"):format(port), 30) end)
+    llm.sleep(0.05)
+    local t0 = llm.now()
+    t:cancel()
+    t:wait()
+    assert.are.equal("cancelled", t:status())
+    assert.is_true(llm.now() - t0 < 1)
+  end)
+
+  it("refuses a negative timeout", function()
+    assert.has_error(function() rcore.connect("redis://127.0.0.1:1", -1) end)
+  end)
+end)
