@@ -175,6 +175,11 @@ la_runtime_t *la_open(uv_loop_t *loop) {
   la_runtime_t *rt;
   if (!L) return NULL;
   luaL_openlibs(L);
+  /* The collector starts a cycle when the heap reaches 1.5x what the last
+  ** one kept (Lua's default: 2x). Thousands of open streams each leave
+  ** their set-up garbage: 2.6 KB less RSS per open stream for about 2% more
+  ** CPU per chunk (bench/PROFILE.md). Scripts may set their own. */
+  lua_gc(L, LUA_GCINC, 150, 0, 0);
   rt = la_runtime_new(L, loop);
   if (!rt) { lua_close(L); return NULL; }
   rt->owns_state = 1;
