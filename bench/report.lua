@@ -53,7 +53,7 @@ end
 
 local CLIENT_ORDER = { "floor", "luagent", "luagent-raw", "luagent-deliver", "node", "python" }
 local CLIENT_DESC = {
-  floor = "C floor (libuv + libcurl multi + SSE split, no Lua, no JSON)",
+  floor = "C floor (libuv + libcurl multi + SSE split, no Lua, no JSON; mimalloc, as the luagent program)",
   luagent = "luagent `llm.completion{stream=true}` (chunks decoded to Lua tables)",
   ["luagent-raw"] = "luagent `llm.http.request{stream=true}`: event strings checked with "
     .. "string.find/match, no JSON",
@@ -203,7 +203,8 @@ w("| CPU | " .. (m.cpu or "?") .. ", " .. tostring(int(m.nproc)) .. " cores (npr
 w("| Memory | " .. (m.mem or "?") .. " |")
 w("| OS | " .. (m.os or "?") .. ", " .. (m.kernel or "?") .. " |")
 w("| Libraries | libcurl " .. ((m.curl or "?"):gsub("^libcurl ", "")) .. ", libuv " .. (m.libuv or "?")
-  .. ", " .. ((m.lua or "?"):match("^Lua [%d.]+") or m.lua or "?") .. " |")
+  .. ", " .. ((m.lua or "?"):match("^Lua [%d.]+") or m.lua or "?")
+  .. "; mimalloc in both the luagent program and the C floor |")
 w("| Peers | Node " .. (m.node or "not installed") .. " with openai " .. (m.openai or "—")
   .. "; " .. (m.python or "no python") .. " |")
 w("| luagent | commit " .. (m.luagent_commit or "?") .. (m.luagent_dirty and " + uncommitted changes in runtime/ or lua/" or "") .. " |")
