@@ -409,7 +409,7 @@ M.has_content = has_content
 -- from the beginning) or "continue" (the next attempt continues the reply,
 -- given the partial text as an assistant prefix).
 local function midstream_policy(self, err)
-  local fn = self._params.on_midstream_failure
+  local fn = self._params and self._params.on_midstream_failure
   if not fn then return "raise" end
   local r = self._builder:response()
   local ch = r.choices and r.choices[1]
@@ -451,7 +451,12 @@ function Stream:next()
       self._builder:add(c)
       local u = c.usage
       if u then self._src.tokens = usage_tokens(u) end
-      if not self._content and has_content(c) then self._content = true end
+      if not self._content and has_content(c) then
+        self._content = true
+        -- from now on a failure is raised unless the script has a policy:
+        -- the chain and the parameters are no longer needed
+        if not self._params.on_midstream_failure then self._chain, self._params = nil, nil end
+      end
       return c
     elseif err then
       local policy = self._content and midstream_policy(self, err) or "fallback"
