@@ -9,6 +9,10 @@
 --- delivering framed events to Lua, against the C floor).
 --- MODE "deliver": as raw, but only counts the events and checks the last
 --- is [DONE] (issue 3: delivering events to Lua, above the C framing).
+--- MODE "json": as raw, but each event read with resp:read_json (decoded
+--- into Lua tables in C) and checked on the tables as completion mode does:
+--- the JSON layer alone, without the provider, the chunk builder and the
+--- stream object.
 ---
 --- Every stream is checked: role chunk, the tokens "t0 ", "t1 ", ... in
 --- order, finish_reason "stop", the usage chunk with completion_tokens ==
@@ -21,8 +25,9 @@
 local llm = require "luagent"
 
 local mode, base, nstreams, nchunks = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4])
-if not (mode == "completion" or mode == "raw" or mode == "deliver") or not base or not nstreams or not nchunks then
-  io.stderr:write("usage: luagent bench/client.lua completion|raw|deliver BASE_URL STREAMS CHUNKS\n")
+if not (mode == "completion" or mode == "raw" or mode == "deliver" or mode == "json")
+    or not base or not nstreams or not nchunks then
+  io.stderr:write("usage: luagent bench/client.lua completion|raw|deliver|json BASE_URL STREAMS CHUNKS\n")
   os.exit(2)
 end
 
@@ -138,7 +143,48 @@ local function run_deliver(i)
   return n - 1
 end
 
-local run = mode == "completion" and run_completion or mode == "raw" and run_raw or run_deliver
+-- One stream through llm.http.request + resp:read_json, checked on the
+-- decoded tables as run_completion checks its chunks.
+local ARRAY_MT = require("luagent.json").array_mt
+local function run_json(i)
+  local resp = assert(llm.http.request { url = base .. "/chat/completions", method = "POST",
+                                         headers = RAW_HEADERS, body = RAW_BODY, stream = true })
+  if resp.status ~= 200 then error("status " .. resp.status) end
+  local read = resp.read_json
+  local n, tok, usage, finish, done = 0, 0, nil, nil, 0
+  while true do
+    local v, err = read(resp, ARRAY_MT)
+    if v == nil then
+      if err then error(err) end
+      break
+    end
+    if v == "[DONE]" then
+      done = done + 1
+    else
+      n = n + 1
+      local c = v.choices[1]
+      if c then
+        local content = c.delta.content
+        if content and content ~= "" then
+          if content ~= "t" .. tok .. " " then error("token " .. tok .. " is " .. content) end
+          if tok == 0 then ttft[i] = llm.now() - t_start end
+          tok = tok + 1
+        end
+        if c.finish_reason then finish = c.finish_reason end
+      end
+      if v.usage then usage = v.usage end
+    end
+  end
+  resp:close()
+  if tok ~= nchunks then error(("%d tokens, expected %d"):format(tok, nchunks)) end
+  if n ~= nchunks + 3 then error(("%d chunks, expected %d"):format(n, nchunks + 3)) end
+  if done ~= 1 or finish ~= "stop" then error("no [DONE] or finish_reason " .. tostring(finish)) end
+  if not usage or usage.completion_tokens ~= nchunks then error("no usage chunk") end
+  return n
+end
+
+local run = mode == "completion" and run_completion or mode == "raw" and run_raw
+  or mode == "json" and run_json or run_deliver
 
 local function percentile(list, p)
   if #list == 0 then return 0 end

@@ -78,6 +78,8 @@ local CLIENTS = {
   { name = "luagent-raw", cmd = BUILD .. "/luagent bench/client.lua raw %s %d %d" },
   { name = "luagent-deliver", cmd = BUILD .. "/luagent bench/client.lua deliver %s %d %d",
     only = { burst = true } },
+  { name = "luagent-json", cmd = BUILD .. "/luagent bench/client.lua json %s %d %d",
+    only = { burst = true, c100 = true, c1000 = true } },
   { name = "node", cmd = "node bench/node_client.mjs %s %d %d", skip = not NODE_OK
     and "node or the openai package is not installed (see the npm step of bench/run.sh)" },
   { name = "python", cmd = (PY or "python3") .. " bench/py_client.py %s %d %d", skip = not PY and "no python3" },
