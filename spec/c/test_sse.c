@@ -745,6 +745,35 @@ static void t_strerror(void) {
   CHECK(strcmp(la_frame_strerror(-99), "unknown framing error") == 0);
 }
 
+/* A drained framer keeps no buffer (thousands of idle open streams); a
+** partial event keeps its bytes; framing goes on the same after a release. */
+static void t_release_when_drained(void) {
+  la_frame_t f;
+  la_frame_event_t ev;
+  const char *one = "data: {\"a\":1}\n\n", *half = "data: {\"b\"";
+  la_frame_init(&f, LA_FRAME_SSE, 0);
+  CHECK(la_frame_feed(&f, one, strlen(one)) == 0);
+  CHECK(la_frame_next(&f, &ev) == LA_FRAME_EVENT);
+  CHECK(ev.data_len == 7 && memcmp(ev.data, "{\"a\":1}", 7) == 0);
+  CHECK(la_frame_next(&f, &ev) == 0);
+  CHECK(f.buf == NULL && f.cap == 0);                 /* released */
+  CHECK(la_frame_feed(&f, half, strlen(half)) == 0);
+  CHECK(la_frame_next(&f, &ev) == 0);
+  CHECK(f.buf != NULL);                               /* the partial line stays */
+  CHECK(la_frame_feed(&f, ":2}\n\n", 5) == 0);
+  CHECK(la_frame_next(&f, &ev) == LA_FRAME_EVENT);
+  CHECK(ev.data_len == 7 && memcmp(ev.data, "{\"b\":2}", 7) == 0);
+  CHECK(la_frame_next(&f, &ev) == 0 && f.buf == NULL);
+  /* an event whose data lines are split by the feed keeps its joined data */
+  CHECK(la_frame_feed(&f, "data: x\n", 8) == 0);
+  CHECK(la_frame_next(&f, &ev) == 0);
+  CHECK(la_frame_feed(&f, "data: y\n\n", 9) == 0);
+  CHECK(la_frame_next(&f, &ev) == LA_FRAME_EVENT);
+  CHECK(ev.data_len == 3 && memcmp(ev.data, "x\ny", 3) == 0);
+  CHECK(la_frame_eof(&f, &ev) == 0);
+  la_frame_free(&f);
+}
+
 int main(void) {
   run_test("LF, CRLF, lone CR and mixed line ends give the same events", t_line_endings);
   run_test("CR|LF split across feeds is one line end", t_crlf_split);
@@ -781,6 +810,7 @@ int main(void) {
   run_test("replay: mixed CR/CRLF/LF, comments, multi-line data", t_replay_mixed);
   run_test("replay: BOM stream at every split", t_replay_bom);
   run_test("replay: Ollama NDJSON at every split", t_replay_ollama);
+  run_test("a drained framer releases its buffer; framing goes on", t_release_when_drained);
   run_test("strerror messages", t_strerror);
   printf("1..%d\n", test_no);
   return failures ? 1 : 0;
