@@ -316,27 +316,36 @@ local function openai_usage(u)
 end
 
 -- The delta of one candidate: its text, thoughts and complete function calls.
+-- (Runs for every streamed event: the usual one text part makes no lists.)
 local function candidate_delta(self, c, index)
-  local delta, texts, thoughts = {}, {}, {}
-  local content = type(c.content) == "table" and c.content or {}
-  for _, part in ipairs(type(content.parts) == "table" and content.parts or {}) do
-    if type(part.functionCall) == "table" then
-      local n = self._tools[index] or 0
-      self._tools[index] = n + 1
-      local sig = part.thoughtSignature
-      delta.tool_calls = delta.tool_calls or {}
-      delta.tool_calls[#delta.tool_calls + 1] = {
-        index = n, id = part.functionCall.id or chunks.new_id("call_"), type = "function",
-        ["function"] = { name = part.functionCall.name,
-                         arguments = common.encode_arguments(part.functionCall.args) },
-        extra_content = sig and { google = { thought_signature = sig } } or nil,
-      }
-    elseif type(part.text) == "string" then
-      if part.thought then thoughts[#thoughts + 1] = part.text else texts[#texts + 1] = part.text end
+  local delta, text, thought = {}, nil, nil
+  local content = c.content
+  local parts = type(content) == "table" and content.parts
+  if type(parts) == "table" then
+    for i = 1, #parts do
+      local part = parts[i]
+      if part == nil then break end                 -- a JSON null ends them, as ipairs would
+      local call = part.functionCall
+      if type(call) == "table" then
+        local n = self._tools[index] or 0
+        self._tools[index] = n + 1
+        local sig = part.thoughtSignature
+        delta.tool_calls = delta.tool_calls or {}
+        delta.tool_calls[#delta.tool_calls + 1] = {
+          index = n, id = call.id or chunks.new_id("call_"), type = "function",
+          ["function"] = { name = call.name, arguments = common.encode_arguments(call.args) },
+          extra_content = sig and { google = { thought_signature = sig } } or nil,
+        }
+      else
+        local t = part.text
+        if type(t) == "string" then
+          if part.thought then thought = thought and thought .. t or t
+          else text = text and text .. t or t end
+        end
+      end
     end
   end
-  if #texts > 0 then delta.content = table.concat(texts) end
-  if #thoughts > 0 then delta.reasoning_content = table.concat(thoughts) end
+  delta.content, delta.reasoning_content = text, thought
   if not self._started[index] then
     self._started[index] = true
     delta.role = "assistant"
