@@ -226,6 +226,7 @@ local function choice_state(self, index)
     -- reasoning, calls and by_index are made when first needed
     st = { index = index, content = {}, n = 0 }
     self._choices[index] = st
+    if index == 0 then self._st0 = st end   -- the usual one, without a lookup
   end
   return st
 end
@@ -271,11 +272,10 @@ function Builder:add(chunk)
   v = chunk.system_fingerprint
   if v ~= nil then self.system_fingerprint = v end
   if type(choices) ~= "table" then return end
-  local states = self._choices
   for i = 1, #choices do
     local c = choices[i]
     local index = c.index or 0
-    local st = states[index] or choice_state(self, index)
+    local st = index == 0 and self._st0 or self._choices[index] or choice_state(self, index)
     local delta = c.delta or c.message or EMPTY
     v = delta.content
     if v ~= nil and type(v) == "string" then

@@ -82,7 +82,7 @@ local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 local function http_source(resp, dec, provider, model)
   return setmetatable({ resp = resp, read = resp.read_json, dec = dec,
                         feed1 = dec.feed1, provider = provider, model = model,
-                        list = nil, li = 0 }, HttpSource)
+                        events = 0, list = nil, li = 0 }, HttpSource)
 end
 
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
@@ -93,6 +93,7 @@ local function http_end(self, err)
     end
     return nil, decorate(err, self.provider, self.model)
   end
+  if self.feed1 then self.dec._events = self.events end   -- feed1 leaves the count to us
   local ok, ferr = self.dec:finish()
   if not ok then return nil, ferr end
   return nil
@@ -114,6 +115,7 @@ function HttpSource:next()
     local data, event = read(resp, ARRAY_MT)
     if data == nil then return http_end(self, event) end
     if feed1 then
+      self.events = self.events + 1
       local c, err = feed1(dec, event, data)
       if c then return c end
       if c == nil then return nil, decorate(err, self.provider, self.model) end

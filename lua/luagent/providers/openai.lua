@@ -184,7 +184,6 @@ local byte = string.byte
 -- data the transport decoded (a table) goes straight to the checks, and
 -- the choices are walked once.
 local function feed1(self, event, data)
-  self._events = self._events + 1
   local v = data
   if type(data) ~= "table" then
     if byte(data, 1) ~= 123 then                    -- not "{"
@@ -223,10 +222,10 @@ local function feed1(self, event, data)
   return v
 end
 
--- The list form of feed1 (Decoder:feed); feed1 itself is the decoder's
--- one-chunk fast path (Decoder.feed1).
+-- The list form of feed1 (Decoder:feed, which counts the events); feed1
+-- itself is the decoder's one-chunk fast path (Decoder.feed1), whose
+-- caller counts them (the decoder stays untouched on a normal chunk).
 local function feed(self, event, data)
-  self._events = self._events - 1                   -- Decoder:feed counted it
   local c, err = feed1(self, event, data)
   if c then return { c } end
   if c == false then return {} end
