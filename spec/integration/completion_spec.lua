@@ -119,6 +119,9 @@ describe("completion across providers #integration", function()
     assert.is_false(ok)
     assert.are.equal("ServiceUnavailableError", err.type)
     assert.are.equal("overloaded_error", err.provider_type)
+    -- the event came decoded from the transport: its body is the JSON again
+    local body = require("luagent.json").decode(err.body)
+    assert.are.equal("overloaded_error", body.error.type)
   end)
 
   it("an HTML 502 page from a proxy is a clear error, not an empty stream", function()
