@@ -23,10 +23,12 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program's allocator: mimalloc (Lua's many small tables and
-# strings, libcurl's buffers). Only the program links it -- libluagent.a and
-# luagent.so leave the host's allocator alone -- and not under the
-# sanitizers, which must see every allocation.
-MALLOC_LIBS ?= $(if $(SANITIZE),,-lmimalloc)
+# strings, libcurl's buffers; `make deps` installs it). Only the program
+# links it -- libluagent.a and luagent.so leave the host's allocator alone --
+# and not under the sanitizers, which must see every allocation. Without it
+# the program still builds, on the C library's malloc.
+MIMALLOC    = $(filter /%,$(shell $(CC) -print-file-name=libmimalloc.so))
+MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
