@@ -223,7 +223,7 @@ RedisStore.__index = RedisStore
 
 local function us(seconds) return floor(seconds * 1e6 + 0.5) end
 
-local function redis_store(url, key, reqs, tok)
+local function redis_store(url, key, reqs, tok, timeout)
   rcore = rcore or require "luagent.redis.core"
   local args = { tok and ceil(tok.limit) or -1, tok and us(tok.per) or 0, #reqs }
   for _, w in ipairs(reqs) do
@@ -231,7 +231,7 @@ local function redis_store(url, key, reqs, tok)
     args[#args + 1] = us(w.per)
   end
   return setmetatable({
-    url = url, rkey = key .. ":req", tkey = key .. ":tok", ikey = key .. ":ids", args = args, tok = tok,
+    url = url, timeout = timeout, rkey = key .. ":req", tkey = key .. ":tok", ikey = key .. ":ids", args = args, tok = tok,
     conn = nil, sha = nil, last = { requests = 0, tokens = 0 },
     est = M.window(huge, tok and tok.per or 60), prefix = nil, seq = 0,
   }, RedisStore)
@@ -257,7 +257,7 @@ function RedisStore:_connect()
   if self.conn then return self.conn end
   local url, uerr = resolved_url(self.url)
   if not url then return nil, uerr end
-  local c, err = rcore.connect(url)
+  local c, err = rcore.connect(url, self.timeout)
   if not c then return nil, err end
   local sha, serr = c:command("SCRIPT", "LOAD", TAKE)
   local id, ierr
@@ -376,7 +376,7 @@ RateLimit.__index = RateLimit
 RateLimit.__name = "luagent.RateLimit"
 
 local OPTIONS = { rpm = true, tpm = true, rps = true, requests = true, per = true,
-                  concurrency = true, redis = true, key = true }
+                  concurrency = true, redis = true, key = true, redis_timeout = true }
 
 -- Raises at the caller of llm.ratelimit (parse is 2 calls below it; deeper
 -- helpers say how much deeper they are).
@@ -420,20 +420,26 @@ local function parse(o)
     fail("redis must be a URL like \"redis://127.0.0.1:6379/0\"")
   end
   if o.key ~= nil and (type(o.key) ~= "string" or o.key == "") then fail("key must be a non-empty string") end
+  local rt = o.redis_timeout
+  if rt ~= nil and (type(rt) ~= "number" or rt ~= rt or rt < 0) then
+    fail("redis_timeout must be a number of seconds >= 0 (0: no deadline)")
+  end
   return reqs, tpm and { limit = tpm, per = 60 } or nil, conc
 end
 
---- llm.ratelimit{rpm=, tpm=, rps=, requests=, per=, concurrency=, redis=, key=}
+--- llm.ratelimit{rpm=, tpm=, rps=, requests=, per=, concurrency=, redis=, key=, redis_timeout=}
 --- rpm: requests per 60 s; rps: per second; requests= per per= seconds
 --- (any of them together); tpm: tokens per 60 s; concurrency: requests in
 --- flight at once. redis= "redis://host:port/db" shares the request and
 --- token windows with every process using the same key= (default
 --- "luagent:ratelimit"); the concurrency cap stays per process.
+--- redis_timeout: seconds for connecting to Redis (default 10, 0: none).
 ---@param opts table
 ---@return luagent.RateLimit
 function M.new(opts)
   local reqs, tok, conc = parse(opts)
-  local store = opts.redis and redis_store(opts.redis, opts.key or "luagent:ratelimit", reqs, tok)
+  local store = opts.redis and redis_store(opts.redis, opts.key or "luagent:ratelimit", reqs, tok,
+                                           opts.redis_timeout)
                 or local_store(reqs, tok)
   return setmetatable({
     _store = store, _max_active = conc or huge, _active = 0, _waiting = 0,

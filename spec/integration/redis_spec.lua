@@ -336,4 +336,18 @@ describe("redis connect deadline #integration", function()
   it("refuses a negative timeout", function()
     assert.has_error(function() rcore.connect("redis://127.0.0.1:1", -1) end)
   end)
+
+  it("a shared rate limit whose Redis never answers fails the acquire with the Timeout", function()
+    local rl = llm.ratelimit{ rpm = 10, redis = ("redis://127.0.0.1:%d/0"):format(port),
+                              redis_timeout = 0.2 }
+    local t0 = llm.now()
+    local permit, err = rl:acquire()
+    assert.is_nil(permit)
+    assert.are.equal("Timeout", err.type)
+    assert.are.equal("connect", err.timeout)
+    assert.is_true(llm.now() - t0 < 2)
+    rl:close()
+    assert.has_error(function() llm.ratelimit{ rpm = 1, redis = "redis://h", redis_timeout = -1 } end,
+      "llm.ratelimit: redis_timeout must be a number of seconds >= 0 (0: no deadline)")
+  end)
 end)
