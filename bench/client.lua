@@ -46,6 +46,18 @@ local function failed(i, why)
   if errors <= 5 then io.stderr:write(("client: stream %d failed: %s\n"):format(i, tostring(why))) end
 end
 
+-- The checks at the end of a stream decoded to tables (completion and json
+-- modes): every token, every chunk, finish_reason "stop", the usage chunk.
+-- Returns the chunk count or raises. (The per-chunk checks stay inline in
+-- each loop: a call per chunk would be counted as the script's work.)
+local function check_totals(n, tok, finish, usage)
+  if tok ~= nchunks then error(("%d tokens, expected %d"):format(tok, nchunks)) end
+  if n ~= nchunks + 3 then error(("%d chunks, expected %d"):format(n, nchunks + 3)) end
+  if finish ~= "stop" then error("finish_reason " .. tostring(finish)) end
+  if not usage or usage.completion_tokens ~= nchunks then error("no usage chunk") end
+  return n
+end
+
 -- One stream through llm.completion; returns chunks seen or raises.
 local function run_completion(i)
   local stream = assert(llm.completion {
@@ -67,11 +79,7 @@ local function run_completion(i)
     end
     if chunk.usage then usage = chunk.usage end
   end
-  if tok ~= nchunks then error(("%d tokens, expected %d"):format(tok, nchunks)) end
-  if n ~= nchunks + 3 then error(("%d chunks, expected %d"):format(n, nchunks + 3)) end
-  if finish ~= "stop" then error("finish_reason " .. tostring(finish)) end
-  if not usage or usage.completion_tokens ~= nchunks then error("no usage chunk") end
-  return n
+  return check_totals(n, tok, finish, usage)
 end
 
 local find, match, tonum = string.find, string.match, tonumber
@@ -176,11 +184,8 @@ local function run_json(i)
     end
   end
   resp:close()
-  if tok ~= nchunks then error(("%d tokens, expected %d"):format(tok, nchunks)) end
-  if n ~= nchunks + 3 then error(("%d chunks, expected %d"):format(n, nchunks + 3)) end
-  if done ~= 1 or finish ~= "stop" then error("no [DONE] or finish_reason " .. tostring(finish)) end
-  if not usage or usage.completion_tokens ~= nchunks then error("no usage chunk") end
-  return n
+  if done ~= 1 then error(("%d [DONE] events, expected 1"):format(done)) end
+  return check_totals(n, tok, finish, usage)
 end
 
 local run = mode == "completion" and run_completion or mode == "raw" and run_raw

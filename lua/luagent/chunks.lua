@@ -197,13 +197,16 @@ end
 
 --- Called at the end of the body: StreamIncomplete unless the end marker was
 --- seen or a finish_reason delivered (RELIABILITY.md, Kong#14499).
+--- `events` is the count of events when the caller kept it (feed1 callers:
+--- the one-chunk feed does not count); else the decoder's own count.
+---@param events integer|nil
 ---@return true|nil ok
 ---@return table|nil err
-function Decoder:finish()
+function Decoder:finish(events)
   if self.done or self.finished then return true end
   return nil, errors.new("StreamIncomplete",
     "stream ended before its end marker and without a finish_reason (after "
-    .. self._events .. " events)", { provider = self.provider, model = self.model })
+    .. (events or self._events) .. " events)", { provider = self.provider, model = self.model })
 end
 
 -- ---------------------------------------------------------------------------

@@ -93,8 +93,7 @@ local function http_end(self, err)
     end
     return nil, decorate(err, self.provider, self.model)
   end
-  if self.feed1 then self.dec._events = self.events end   -- feed1 leaves the count to us
-  local ok, ferr = self.dec:finish()
+  local ok, ferr = self.dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
   if not ok then return nil, ferr end
   return nil
 end
