@@ -660,7 +660,8 @@ static void maybe_unpause(xfer_t *x) {
 }
 
 /* Pushes the data of ev: with as_json, data that is a valid JSON object
-** or array is decoded (empty arrays get the metatable at index 2). */
+** or array is decoded (empty arrays get the metatable at index 2; the
+** string cache is read_json's upvalue). */
 static void push_data(lua_State *L, const ev_t *ev, int as_json) {
   if (as_json) {
     const char *p = ev->buf, *err;
@@ -668,7 +669,7 @@ static void push_data(lua_State *L, const ev_t *ev, int as_json) {
     while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
     if ((*p == '{' || *p == '[') &&
         la_json_push(L, ev->buf, ev->data_len, lua_istable(L, 2) ? 2 : 0,
-                     &err, &at))
+                     lua_upvalueindex(1), &err, &at))
       return;
   }
   lua_pushlstring(L, ev->buf, ev->data_len);
@@ -872,7 +873,7 @@ static const luaL_Reg framer_methods[] = {
 };
 
 static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"read_json", x_read_json}, {"body", x_body},
+  {"read", x_read}, {"body", x_body},
   {"close", x_close}, {NULL, NULL}
 };
 
@@ -887,6 +888,9 @@ int la_curl_open(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_newtable(L);
   luaL_setfuncs(L, x_methods, 0);
+  la_json_cache_push(L);                /* read_json's upvalue */
+  lua_pushcclosure(L, x_read_json, 1);
+  lua_setfield(L, -2, "read_json");
   lua_setfield(L, -2, "methods");
   lua_pop(L, 1);
   luaL_newmetatable(L, FRAMER_MT);

@@ -19,6 +19,11 @@
 **   table never rehashes while it fills (cjson creates them empty). Only
 **   containers of more than MAX_PENDING slots grow as they fill.
 **
+** * Short strings (keys above all: every chunk of a stream repeats the same
+**   ones) come from a per-state cache of the strings decoded before, found
+**   by a cheap hash of a few bytes and checked with memcmp, instead of being
+**   hashed whole and interned again by Lua (see la_json_cache_push).
+**
 ** Strict RFC 8259 grammar, except where lua-cjson 2.1 (the decoder used so
 ** far) accepts text that providers really send: raw control characters
 ** 0x01-0x1F inside strings, and Python's NaN, Infinity and -Infinity. Bytes
@@ -52,8 +57,26 @@
 #define LA_NOINLINE
 #endif
 
+/* The string cache: a direct-mapped table of SC_SLOTS short strings, the C
+** copies of their bytes here and the Lua strings in the userdata's user
+** values (slot + 1), which keep them alive. A value never evicts a key. */
+#define SC_SLOTS 256
+#define SC_MAXLEN 30
+
+typedef struct {
+  unsigned char len;        /* 0: the slot is empty */
+  unsigned char key;        /* it holds an object key */
+  char s[SC_MAXLEN];
+} sc_entry;
+
+typedef struct {
+  sc_entry e[SC_SLOTS];
+} scache_t;
+
 typedef struct {
   lua_State *L;
+  scache_t *sc;             /* the string cache, or NULL */
+  int sc_idx;               /* its stack index */
   const char *p;            /* cursor in the input */
   const char *end;          /* its end; *end is '\0' (a Lua string) */
   int array_mt;             /* stack index of the empty-array metatable, or 0 */
@@ -263,13 +286,48 @@ static LA_NOINLINE int push_escaped(parser_t *P, const char *from, const char *q
   return 1;
 }
 
+/* The cache slot of the n bytes at p (1 <= n <= SC_MAXLEN): the length
+** and three sampled bytes, mixed. */
+static unsigned sc_slot(const unsigned char *p, size_t n) {
+  unsigned h = (unsigned)n * 0x9E3779B1u;
+  h ^= p[0] * 0x85EBCA77u;
+  h ^= p[n >> 1] * 0xC2B2AE3Du;
+  h ^= p[n - 1] * 0x27D4EB2Fu;
+  return (h ^ (h >> 16)) & (SC_SLOTS - 1);
+}
+
+/* Pushes the n plain bytes at p, through the cache when they are short. */
+static void push_plain(parser_t *P, const char *p, size_t n, int is_key) {
+  lua_State *L = P->L;
+  sc_entry *e;
+  unsigned slot;
+  if (!P->sc || n == 0 || n > SC_MAXLEN) {
+    lua_pushlstring(L, p, n);
+    return;
+  }
+  slot = sc_slot((const unsigned char *)p, n);
+  e = &P->sc->e[slot];
+  if (e->len == n && memcmp(e->s, p, n) == 0) {
+    lua_getiuservalue(L, P->sc_idx, (int)slot + 1);
+    if (is_key) e->key = 1;
+    return;
+  }
+  lua_pushlstring(L, p, n);
+  if (e->len && e->key && !is_key) return;     /* a value keeps out of a key's slot */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, P->sc_idx, (int)slot + 1);
+  e->len = (unsigned char)n;
+  e->key = (unsigned char)is_key;
+  memcpy(e->s, p, n);
+}
+
 /* Bytes that end a run of plain string bytes. */
 static const unsigned char string_stop[256] = { ['\0'] = 1, ['"'] = 1, ['\\'] = 1 };
 
 /* Parses the string at P->p (a '"') and pushes it. Strings without escapes
 ** are pushed straight from the input. A raw NUL ends nothing but is an
 ** error, as in cjson (which sees the end of its C string there). */
-static int parse_string(parser_t *P) {
+static int parse_string(parser_t *P, int is_key) {
   const char *start = P->p, *from = P->p + 1, *q = from;
   int escaped = 0;
   for (;;) {
@@ -284,7 +342,7 @@ static int parse_string(parser_t *P) {
   }
   P->p = q + 1;
   if (!escaped) {
-    lua_pushlstring(P->L, from, (size_t)(q - from));
+    push_plain(P, from, (size_t)(q - from), is_key);
     return 1;
   }
   return push_escaped(P, from, q);
@@ -370,7 +428,7 @@ static int parse_array(parser_t *P) {
 /* Parses one "key": value pair of an object and pushes key and value. */
 static int parse_pair(parser_t *P, container_t *c) {
   if (*P->p != '"') return fail(P, P->p, "expected string key");
-  if (!room(P, c->pending) || !parse_string(P)) return 0;
+  if (!room(P, c->pending) || !parse_string(P, 1)) return 0;
   skip_ws(P);
   if (*P->p != ':') return fail(P, P->p, "expected ':'");
   P->p++;
@@ -415,7 +473,7 @@ static int parse_value(parser_t *P) {
   switch (*P->p) {
     case '{': return parse_object(P);
     case '[': return parse_array(P);
-    case '"': return parse_string(P);
+    case '"': return parse_string(P, 0);
     case '-': case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
       return parse_number(P);
@@ -438,15 +496,31 @@ static int parse_value(parser_t *P) {
   return fail(P, P->p, "expected value");
 }
 
+/* Pushes the state's string cache, made on first use and kept in the
+** registry, for a decoding C function to hold as an upvalue (json.decode,
+** resp:read_json): one cache per state, whatever decodes. */
+void la_json_cache_push(lua_State *L) {
+  static const char key = 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  memset(lua_newuserdatauv(L, sizeof(scache_t), SC_SLOTS), 0, sizeof(scache_t));
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key);
+}
+
 /* Decodes the JSON text s[0, len) -- s[len] must be '\0', as in a Lua
 ** string -- and pushes its value (nil for a top-level null). array_mt is
-** the stack index of the empty-array metatable, or 0. Returns 1; or 0 with
-** the stack as it was, *err the message and *err_at the 1-based byte. */
+** the stack index of the empty-array metatable, or 0; cache the index
+** (an upvalue's pseudo-index too) of the string cache, or 0. Returns 1; or
+** 0 with the stack as it was, *err the message and *err_at the 1-based
+** byte. */
 int la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
-                 const char **err, size_t *err_at) {
+                 int cache, const char **err, size_t *err_at) {
   parser_t P;
   int top = lua_gettop(L);
   P.L = L;
+  P.sc = cache ? lua_touserdata(L, cache) : NULL;
+  P.sc_idx = cache;
   P.p = s;
   P.end = s + len;
   P.array_mt = array_mt;
@@ -473,7 +547,9 @@ static int json_decode(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &len), *err;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  if (la_json_push(L, s, len, lua_isnil(L, 2) ? 0 : 2, &err, &at)) return 1;
+  if (la_json_push(L, s, len, lua_isnil(L, 2) ? 0 : 2, lua_upvalueindex(1),
+                   &err, &at))
+    return 1;
   lua_pushnil(L);
   lua_pushfstring(L, "invalid JSON at byte %I: %s", (lua_Integer)at, err);
   return 2;
@@ -481,10 +557,12 @@ static int json_decode(lua_State *L) {
 
 int luaopen_luagent_json(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"decode", json_decode},
     {"encode", la_json_encode},
     {NULL, NULL}
   };
   luaL_newlib(L, funcs);
+  la_json_cache_push(L);                /* decode's upvalue */
+  lua_pushcclosure(L, json_decode, 1);
+  lua_setfield(L, -2, "decode");
   return 1;
 }

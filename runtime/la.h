@@ -162,7 +162,8 @@ int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
 int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
-                  const char **err, size_t *err_at);
+                  int cache, const char **err, size_t *err_at);
+void la_json_cache_push(lua_State *L);            /* the state's string cache */
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

@@ -197,6 +197,35 @@ describe("luagent.json.core #unit", function()
       assert.equal(long, decode('"' .. long .. '"'))
       assert.equal(long .. "\n" .. long, decode('"' .. long .. "\\n" .. long .. '"'))
     end)
+
+    -- Short strings come through a per-state cache of 256 slots, found by a
+    -- hash of the length and three bytes: these texts make every slot
+    -- collide many times, keys and values of the same bytes meet, and the
+    -- collector runs in between.
+    it("gives the right short strings through the string cache, collisions and collections included", function()
+      local texts = {}
+      for i = 1, 3000 do
+        -- same length, same first, middle and last byte: one slot for all
+        local a = ("k%05dxx%05dk"):format(i, i * 7 % 100000)
+        local b = ("%d"):rep(i % 5 + 1):format(i, i, i, i, i)
+        texts[#texts + 1] = { ('{"%s":"%s","%s":"%s"}'):format(a, b, b, a), a, b }
+      end
+      for round = 1, 3 do
+        for i, t in ipairs(texts) do
+          local v = decode(t[1])
+          assert.equal(t[3], v[t[2]])
+          assert.equal(t[2], v[t[3]])
+          if i % 500 == 0 then collectgarbage() end
+        end
+        collectgarbage()
+      end
+      -- a key and a value of the same bytes, both ways, and the empty string
+      local v = decode('{"id":"id","":"","x":{"id":["id",""]}}')
+      assert.same({ id = "id", [""] = "", x = { id = { "id", "" } } }, v)
+      -- the longest cached length and one byte more
+      local s30, s31 = ("a"):rep(29) .. "b", ("a"):rep(30) .. "b"
+      assert.same({ [s30] = s31, [s31] = s30 }, decode(('{"%s":"%s","%s":"%s"}'):format(s30, s31, s31, s30)))
+    end)
   end)
 
   describe("empty arrays", function()
