@@ -100,12 +100,10 @@ Decoder.__index = Decoder
 ---@param state table|nil
 ---@return luagent.Decoder
 function M.decoder(provider, model, opts, feed_impl, state)
-  opts = opts or {}
   local dec = setmetatable({
-    provider = provider, model = model,
-    id = opts.id or M.new_id("chatcmpl-"), created = opts.created or os.time(),
-    done = false, finished = false, _events = 0,
+    provider = provider, model = model, done = false, finished = false, _events = 0,
   }, M.decoder_class(feed_impl))
+  if opts then dec.id, dec.created = opts.id, opts.created end
   if state then
     for k, v in pairs(state) do dec[k] = v end
   end
@@ -155,7 +153,21 @@ end
 ---@return table chunk
 function Decoder:chunk(delta, finish_reason, usage, index)
   if finish_reason then self.finished = true end
-  return M.chunk(self.id, self.model, self.created, delta, finish_reason, usage, index)
+  local id, created = self.id, self.created
+  if id == nil or created == nil then id, created = self:stamp() end
+  return M.chunk(id, self.model, created, delta, finish_reason, usage, index)
+end
+
+--- The stream's id and created time (opts.id, opts.created, or what the
+--- provider reported), made on first use: a chunk that carries its own
+--- (OpenAI's always do) costs the stream neither.
+---@return string id
+---@return integer created
+function Decoder:stamp()
+  local id, created = self.id, self.created
+  if id == nil then id = M.new_id("chatcmpl-"); self.id = id end
+  if created == nil then created = os.time(); self.created = created end
+  return id, created
 end
 
 --- Decodes a data payload as a JSON object, or returns the "malformed stream

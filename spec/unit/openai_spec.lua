@@ -179,6 +179,28 @@ describe("providers.openai #unit", function()
       assert.equal("stop", list[1].choices[1].finish_reason)
     end)
 
+    -- Some OpenAI-compatible servers send chunks without id or created: the
+    -- stream makes one of each when first needed, and keeps them.
+    it("stamps chunks without id or created with one id and time per stream", function()
+      local dec = openai.decoder("m")
+      assert.is_nil(rawget(dec, "id"))                 -- none made before a chunk needs it
+      local a = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')[1]
+      local b = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"b"}}]}')[1]
+      local own = dec:feed(nil, '{"id":"srv-1","created":7,"choices":[{"index":0,"delta":{"content":"c"}}]}')[1]
+      assert.matches("^chatcmpl%-%x+$", a.id)
+      assert.equal(a.id, b.id)
+      assert.equal("integer", math.type(a.created))
+      assert.equal(a.created, b.created)
+      assert.equal("srv-1", own.id)
+      assert.equal(7, own.created)
+      assert.not_equal(a.id, openai.decoder("m"):feed(nil, '{"choices":[]}')[1].id)
+      -- given ones win
+      local fixed = openai.decoder("m", { id = "chatcmpl-given", created = 5 })
+      local c = fixed:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')[1]
+      assert.equal("chatcmpl-given", c.id)
+      assert.equal(5, c.created)
+    end)
+
     it("reports malformed JSON with a short, redacted excerpt", function()
       local data = "{not json " .. CANARY .. string.rep("x", 1000)
       local list, err = openai.decoder("m"):feed(nil, data)

@@ -201,9 +201,12 @@ local function feed1(self, event, data)
     return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error or v)
   end
   if v.object == nil then v.object = "chat.completion.chunk" end
-  if v.id == nil then v.id = self.id end
   if v.model == nil then v.model = self.model end
-  if v.created == nil then v.created = self.created end
+  if v.id == nil or v.created == nil then
+    local id, created = self:stamp()
+    if v.id == nil then v.id = id end
+    if v.created == nil then v.created = created end
+  end
   local choices = v.choices
   if type(choices) ~= "table" then
     v.choices = json.empty_array()
