@@ -73,32 +73,38 @@ local function getenv(name) return name and os.getenv(name) or nil end
 -- Source of chunks over HTTP: framed events through a provider decoder.
 -- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
 -- the transport (resp:read_json); a decoder with a one-chunk feed1 (openai)
--- hands each chunk straight on, others go through their chunk lists.
+-- hands each chunk straight on, others go through their chunk lists. A
+-- source is made per stream and held while it is open: four fields (the
+-- provider and model are the decoder's; list and li come with the first
+-- list, permit and tokens with a rate limit and the usage).
 local HttpSource = {}
 HttpSource.__index = HttpSource
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
+local read_json        -- resp:read_json, the same C function for every response
 
-local function http_source(resp, dec, provider, model)
-  return setmetatable({ resp = resp, read = resp.read_json, dec = dec,
-                        feed1 = dec.feed1, provider = provider, model = model,
-                        events = 0, list = nil, li = 0 }, HttpSource)
+local function http_source(resp, dec)
+  read_json = read_json or resp.read_json
+  return setmetatable({ resp = resp, dec = dec, feed1 = dec.feed1, events = 0 }, HttpSource)
 end
 
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
 local function http_end(self, err)
+  local dec = self.dec
   if err then
-    if err.type == "StreamIncomplete" and (self.dec.done or self.dec.finished) then
+    if err.type == "StreamIncomplete" and (dec.done or dec.finished) then
       return nil
     end
-    return nil, decorate(err, self.provider, self.model)
+    return nil, decorate(err, dec.provider, dec.model)
   end
-  local ok, ferr = self.dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
+  local ok, ferr = dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
   if not ok then return nil, ferr end
   return nil
 end
 
-function HttpSource:next()
+-- The next chunk of a decoder without feed1: from the list of the last
+-- event, else from the next events.
+local function list_next(self)
   local list = self.list
   if list then
     local i = self.li + 1
@@ -109,23 +115,30 @@ function HttpSource:next()
     end
     self.list = nil
   end
-  local read, resp, dec, feed1 = self.read, self.resp, self.dec, self.feed1
+  local resp, dec = self.resp, self.dec
   while true do
-    local data, event = read(resp, ARRAY_MT)
+    local data, event = read_json(resp, ARRAY_MT)
     if data == nil then return http_end(self, event) end
-    if feed1 then
-      self.events = self.events + 1
-      local c, err = feed1(dec, event, data)
-      if c then return c end
-      if c == nil then return nil, decorate(err, self.provider, self.model) end
-    else
-      local l, err = dec:feed(event, data)
-      if not l then return nil, decorate(err, self.provider, self.model) end
-      if l[1] ~= nil then
-        self.list, self.li = l, 1
-        return l[1]
-      end
+    local l, err = dec:feed(event, data)
+    if not l then return nil, decorate(err, dec.provider, dec.model) end
+    if l[1] ~= nil then
+      self.list, self.li = l, 1
+      return l[1]
     end
+  end
+end
+
+function HttpSource:next()
+  local feed1 = self.feed1
+  if not feed1 then return list_next(self) end
+  local resp, dec = self.resp, self.dec
+  while true do
+    local data, event = read_json(resp, ARRAY_MT)
+    if data == nil then return http_end(self, event) end
+    self.events = self.events + 1
+    local c, err = feed1(dec, event, data)
+    if c then return c end
+    if c == nil then return nil, decorate(err, dec.provider, dec.model) end
   end
 end
 
@@ -280,7 +293,7 @@ attempt_once = function(p)
     return nil, response_error(P, resp, model, req.stream)
   end
   if req.stream then
-    return http_source(resp, P.decoder(model), P.name, model)
+    return http_source(resp, P.decoder(model))
   end
   local body, berr = resp:body()
   resp:close()
