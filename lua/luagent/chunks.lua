@@ -100,9 +100,9 @@ Decoder.__index = Decoder
 ---@param state table|nil
 ---@return luagent.Decoder
 function M.decoder(provider, model, opts, feed_impl, state)
-  local dec = setmetatable({
-    provider = provider, model = model, done = false, finished = false, _events = 0,
-  }, M.decoder_class(feed_impl))
+  -- two fields: done, finished and the event count come when set (a
+  -- decoder lives as long as its stream, and tables grow by powers of two)
+  local dec = setmetatable({ provider = provider, model = model }, M.decoder_class(feed_impl))
   if opts then dec.id, dec.created = opts.id, opts.created end
   if state then
     for k, v in pairs(state) do dec[k] = v end
@@ -140,7 +140,7 @@ end
 ---@return table|nil chunks
 ---@return table|nil err
 function Decoder:feed(event, data)
-  self._events = self._events + 1
+  self._events = (self._events or 0) + 1
   return self._feed(self, event, data or "")
 end
 
@@ -218,7 +218,7 @@ function Decoder:finish(events)
   if self.done or self.finished then return true end
   return nil, errors.new("StreamIncomplete",
     "stream ended before its end marker and without a finish_reason (after "
-    .. (events or self._events) .. " events)", { provider = self.provider, model = self.model })
+    .. (events or self._events or 0) .. " events)", { provider = self.provider, model = self.model })
 end
 
 -- ---------------------------------------------------------------------------

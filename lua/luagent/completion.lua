@@ -423,7 +423,7 @@ M.has_content = has_content
 -- from the beginning) or "continue" (the next attempt continues the reply,
 -- given the partial text as an assistant prefix).
 local function midstream_policy(self, err)
-  local fn = self._params and self._params.on_midstream_failure
+  local fn = self._on_mid
   if not fn then return "raise" end
   local r = self._builder:response()
   local ch = r.choices and r.choices[1]
@@ -468,8 +468,8 @@ function Stream:next()
       if not self._content and has_content(c) then
         self._content = true
         -- from now on a failure is raised unless the script has a policy:
-        -- the chain and the parameters are no longer needed
-        if not self._params.on_midstream_failure then self._chain, self._params = nil, nil end
+        -- the chain is no longer needed
+        if not self._on_mid then self._chain = nil end
       end
       return c
     elseif err then
@@ -547,11 +547,13 @@ function M.completion(p)
   local r, used = chain:run(p)
   if not r then return nil, used end
   if not p.stream then return r end
-  return setmetatable({
-    _src = r, _chain = chain, _builder = chunks.builder(),
-    _content = false, _done = false, model = used.model or M.default_model,
-    _params = p,
+  -- four fields while it streams (_content, _done and _err come when set;
+  -- tables grow by powers of two and a stream lives as long as its reply)
+  local s = setmetatable({
+    _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
   }, Stream)
+  if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
+  return s
 end
 
 M.Stream = Stream

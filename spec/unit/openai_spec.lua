@@ -149,7 +149,7 @@ describe("providers.openai #unit", function()
       assert.equal("server_error", err.provider_type)
       assert.equal("openai", err.provider)
       assert.is_true(errors.retryable(err))
-      assert.is_false(dec.done)
+      assert.is_falsy(dec.done)   -- no end marker seen
     end)
 
     it("types an in-stream rate limit and context error by their codes", function()
