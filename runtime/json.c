@@ -14,10 +14,13 @@
 **   math.tointeger would make it.
 ** * An empty array `[]` is a new table with metatable array_mt, so encoding
 **   it again writes `[]`.
-** * Tables are created once their container ends, with lua_createtable
-**   sized by the element count: the values wait on the Lua stack, so a
-**   table never rehashes while it fills (cjson creates them empty). Only
-**   containers of more than MAX_PENDING slots grow as they fill.
+** * An array is created once it ends, with lua_createtable sized by its
+**   element count: the values wait on the Lua stack, so it never rehashes
+**   while it fills (cjson creates tables empty). Only arrays of more than
+**   MAX_PENDING elements grow as they fill.
+** * An object is created at its first key, sized by the number of pairs
+**   the last object that began with that key had (a stream's events share
+**   their shapes), and each pair is stored as soon as it is parsed.
 **
 ** * Short strings (keys above all: every chunk of a stream repeats the same
 **   ones) come from a per-state cache of the strings decoded before, found
@@ -42,10 +45,10 @@
 #include "la.h"
 
 #define LA_JSON_MAX_DEPTH 1000  /* json.lua's codec.decode_max_depth */
-#define MAX_PENDING 512         /* stack slots a container fills before its
-                                   values move into its table: with the depth
-                                   limit, the Lua stack stays under 600k slots
-                                   (LUAI_MAXSTACK is 1M) */
+#define MAX_PENDING 512         /* elements an array puts on the stack
+                                   before they move into its table: with the
+                                   depth limit, the Lua stack stays under 600k
+                                   slots (LUAI_MAXSTACK is 1M) */
 #define CHECK_EVERY 64          /* lua_checkstack once per so many slots */
 
 /* Keeps a big frame (a luaL_Buffer, a number buffer) out of the recursive
@@ -61,11 +64,12 @@
 ** copies of their bytes here and the Lua strings in the userdata's user
 ** values (slot + 1), which keep them alive. A value never evicts a key. */
 #define SC_SLOTS 256
-#define SC_MAXLEN 30
+#define SC_MAXLEN 29
 
 typedef struct {
   unsigned char len;        /* 0: the slot is empty */
   unsigned char key;        /* it holds an object key */
+  unsigned char pairs;      /* pairs of the last object this key began */
   char s[SC_MAXLEN];
 } sc_entry;
 
@@ -85,14 +89,13 @@ typedef struct {
   const char *err_at;       /* where it was found */
 } parser_t;
 
-/* A container being parsed: its values wait on the stack above base. */
+/* An array being parsed: its values wait on the stack above base. */
 typedef struct {
-  int base;                 /* stack top before the container's values */
+  int base;                 /* stack top before the array's values */
   int has_table;            /* the table sits at base + 1 (early flush) */
-  int pending;              /* stack slots of values not yet in the table */
-  lua_Integer total;        /* array elements already moved to the table */
-  int nrec;                 /* object pairs whose value is not null */
-} container_t;
+  int pending;              /* values not yet in the table */
+  lua_Integer total;        /* elements already moved to the table */
+} array_t;
 
 static int parse_value(parser_t *P);
 
@@ -296,29 +299,32 @@ static unsigned sc_slot(const unsigned char *p, size_t n) {
   return (h ^ (h >> 16)) & (SC_SLOTS - 1);
 }
 
-/* Pushes the n plain bytes at p, through the cache when they are short. */
-static void push_plain(parser_t *P, const char *p, size_t n, int is_key) {
+/* Pushes the n plain bytes at p, through the cache when they are short.
+** Returns the cache entry that holds them, or NULL. */
+static sc_entry *push_plain(parser_t *P, const char *p, size_t n, int is_key) {
   lua_State *L = P->L;
   sc_entry *e;
   unsigned slot;
   if (!P->sc || n == 0 || n > SC_MAXLEN) {
     lua_pushlstring(L, p, n);
-    return;
+    return NULL;
   }
   slot = sc_slot((const unsigned char *)p, n);
   e = &P->sc->e[slot];
   if (e->len == n && memcmp(e->s, p, n) == 0) {
     lua_getiuservalue(L, P->sc_idx, (int)slot + 1);
     if (is_key) e->key = 1;
-    return;
+    return e;
   }
   lua_pushlstring(L, p, n);
-  if (e->len && e->key && !is_key) return;     /* a value keeps out of a key's slot */
+  if (e->len && e->key && !is_key) return NULL;  /* a value keeps out of a key's slot */
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, P->sc_idx, (int)slot + 1);
   e->len = (unsigned char)n;
   e->key = (unsigned char)is_key;
+  e->pairs = 0;
   memcpy(e->s, p, n);
+  return e;
 }
 
 /* Bytes that end a run of plain string bytes. */
@@ -327,7 +333,7 @@ static const unsigned char string_stop[256] = { ['\0'] = 1, ['"'] = 1, ['\\'] = 
 /* Parses the string at P->p (a '"') and pushes it. Strings without escapes
 ** are pushed straight from the input. A raw NUL ends nothing but is an
 ** error, as in cjson (which sees the end of its C string there). */
-static int parse_string(parser_t *P, int is_key) {
+static int parse_string(parser_t *P, int is_key, sc_entry **entry) {
   const char *start = P->p, *from = P->p + 1, *q = from;
   int escaped = 0;
   for (;;) {
@@ -342,9 +348,11 @@ static int parse_string(parser_t *P, int is_key) {
   }
   P->p = q + 1;
   if (!escaped) {
-    push_plain(P, from, (size_t)(q - from), is_key);
+    sc_entry *e = push_plain(P, from, (size_t)(q - from), is_key);
+    if (entry) *entry = e;
     return 1;
   }
+  if (entry) *entry = NULL;
   return push_escaped(P, from, q);
 }
 
@@ -352,54 +360,36 @@ static int parse_string(parser_t *P, int is_key) {
 /* Containers                                                          */
 /* ================================================================== */
 
-/* Moves the pending values of c into its table, creating the table (sized
-** for them) first if needed. Leaves the table alone on the stack at
-** base + 1. Values are copied in order: the last duplicate key wins. */
-static void flush(parser_t *P, container_t *c, int object) {
+/* Moves the pending values of a into its table, creating the table (sized
+** for them) first if needed, below them. Values are popped into place from
+** the last one: no copies. Leaves the table alone at base + 1. */
+static void flush_array(parser_t *P, array_t *a) {
   lua_State *L = P->L;
-  int first = c->base + 1 + c->has_table, t = c->base + 1, i;
-  if (!c->has_table) {                  /* built on top, then moved down */
-    if (object) lua_createtable(L, 0, c->nrec);
-    else lua_createtable(L, c->pending, 0);
-    t = lua_gettop(L);
+  int t = a->base + 1, i;
+  if (!a->has_table) {
+    lua_createtable(L, a->pending, 0);
+    lua_rotate(L, t, 1);                /* under the values */
+    a->has_table = 1;
   }
-  if (object) {
-    for (i = 0; i < c->pending; i += 2) {
-      lua_pushvalue(L, first + i);
-      lua_pushvalue(L, first + i + 1);
-      lua_rawset(L, t);                 /* a nil value (JSON null) is not stored */
-    }
-  } else {
-    for (i = 0; i < c->pending; i++) {
-      lua_pushvalue(L, first + i);
-      lua_rawseti(L, t, c->total + i + 1);
-    }
-  }
-  if (!c->has_table) lua_replace(L, c->base + 1);
-  lua_settop(L, c->base + 1);
-  c->has_table = 1;
-  c->total += c->pending;
-  c->pending = 0;
-  c->nrec = 0;
+  for (i = a->pending; i > 0; i--) lua_rawseti(L, t, a->total + i);
+  a->total += a->pending;
+  a->pending = 0;
 }
 
 /* Enters a container at P->p ('[' or '{'): checks the depth, skips the
 ** bracket and the whitespace after it. */
-static int open_container(parser_t *P, container_t *c) {
+static int open_container(parser_t *P) {
   if (++P->depth > LA_JSON_MAX_DEPTH)
     return fail(P, P->p, "nesting deeper than 1000");
   P->p++;
   skip_ws(P);
-  c->base = lua_gettop(P->L);
-  c->has_table = c->pending = c->nrec = 0;
-  c->total = 0;
   return 1;
 }
 
 /* Parses an array at P->p and pushes it. */
 static int parse_array(parser_t *P) {
-  container_t c;
-  if (!open_container(P, &c)) return 0;
+  array_t a;
+  if (!open_container(P)) return 0;
   if (*P->p == ']') {                   /* [] keeps its array mark */
     P->p++;
     lua_createtable(P->L, 0, 0);
@@ -410,55 +400,74 @@ static int parse_array(parser_t *P) {
     P->depth--;
     return 1;
   }
+  a.base = lua_gettop(P->L);
+  a.has_table = a.pending = 0;
+  a.total = 0;
   for (;;) {
-    if (c.pending == MAX_PENDING) flush(P, &c, 0);
-    if (!room(P, c.pending) || !parse_value(P)) return 0;
-    c.pending++;
+    if (a.pending == MAX_PENDING) flush_array(P, &a);
+    if (!room(P, a.pending) || !parse_value(P)) return 0;
+    a.pending++;
     skip_ws(P);
     if (*P->p == ',') { P->p++; skip_ws(P); continue; }
     if (*P->p == ']') break;
     return fail(P, P->p, "expected ',' or ']'");
   }
   P->p++;
-  flush(P, &c, 0);
+  flush_array(P, &a);
   P->depth--;
   return 1;
 }
 
-/* Parses one "key": value pair of an object and pushes key and value. */
-static int parse_pair(parser_t *P, container_t *c) {
+/* Parses the key at P->p (a '"') and pushes it; *entry as parse_string. */
+static int parse_key(parser_t *P, sc_entry **entry) {
   if (*P->p != '"') return fail(P, P->p, "expected string key");
-  if (!room(P, c->pending) || !parse_string(P, 1)) return 0;
-  skip_ws(P);
-  if (*P->p != ':') return fail(P, P->p, "expected ':'");
-  P->p++;
-  skip_ws(P);
-  if (*P->p != 'n') c->nrec++;          /* null: the key will be absent */
-  if (!parse_value(P)) return 0;
-  c->pending += 2;
-  return 1;
+  return parse_string(P, 1, entry);
 }
 
-/* Parses an object at P->p and pushes it. */
+/* Parses an object at P->p and pushes it. The table is made at the first
+** key, sized by the pairs the last object beginning with that key had;
+** each pair is stored as it is parsed (the last duplicate key wins, and a
+** null value stores nothing). The stack holds the table, a key and a
+** value at most. */
 static int parse_object(parser_t *P) {
-  container_t c;
-  if (!open_container(P, &c)) return 0;
+  lua_State *L = P->L;
+  sc_entry *first;
+  unsigned char first_len;
+  int t, pairs = 0;
+  if (!open_container(P)) return 0;
   if (*P->p == '}') {
     P->p++;
-    lua_createtable(P->L, 0, 0);
+    lua_createtable(L, 0, 0);
     P->depth--;
     return 1;
   }
+  if (!lua_checkstack(L, 4)) return fail(P, P->p, "too many values");
+  if (!parse_key(P, &first)) return 0;
+  first_len = first ? first->len : 0;
+  lua_createtable(L, 0, first ? first->pairs : 0);
+  lua_insert(L, -2);                    /* table, first key */
+  t = lua_gettop(L) - 1;
   for (;;) {
-    if (c.pending == MAX_PENDING) flush(P, &c, 1);
-    if (!parse_pair(P, &c)) return 0;
     skip_ws(P);
-    if (*P->p == ',') { P->p++; skip_ws(P); continue; }
+    if (*P->p != ':') return fail(P, P->p, "expected ':'");
+    P->p++;
+    skip_ws(P);
+    if (*P->p != 'n') pairs++;          /* null: the key stays absent */
+    if (!parse_value(P)) return 0;
+    lua_rawset(L, t);
+    skip_ws(P);
+    if (*P->p == ',') {
+      P->p++;
+      skip_ws(P);
+      if (!parse_key(P, NULL)) return 0;
+      continue;
+    }
     if (*P->p == '}') break;
     return fail(P, P->p, "expected ',' or '}'");
   }
   P->p++;
-  flush(P, &c, 1);
+  /* the size hint, unless the entry went to another string meanwhile */
+  if (first && first->len == first_len) first->pairs = (unsigned char)(pairs > 255 ? 255 : pairs);
   P->depth--;
   return 1;
 }
@@ -473,7 +482,7 @@ static int parse_value(parser_t *P) {
   switch (*P->p) {
     case '{': return parse_object(P);
     case '[': return parse_array(P);
-    case '"': return parse_string(P, 0);
+    case '"': return parse_string(P, 0, NULL);
     case '-': case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
       return parse_number(P);

@@ -273,6 +273,33 @@ describe("luagent.json.core #unit", function()
       assert.equal(4999, v.k4999)
     end)
 
+    -- An object is sized by the last object that began with the same key:
+    -- the hint is only a hint, wrong in both directions here.
+    it("keep every pair whatever the size of the last object with the same first key", function()
+      local function obj(n, nested)
+        local parts = {}
+        for i = 1, n do parts[i] = ('"k%d":%d'):format(i, i) end
+        if nested then parts[#parts + 1] = '"in":' .. nested end
+        return "{" .. table.concat(parts, ",") .. "}"
+      end
+      local function count(t)
+        local c = 0
+        for _ in pairs(t) do c = c + 1 end
+        return c
+      end
+      for _, n in ipairs({ 1, 40, 2, 300, 3, 0, 7 }) do
+        local m = 41 - math.min(n, 40)           -- the nested one: sized the other way
+        local v = decode(obj(n, obj(m)))
+        for i = 1, n do assert.equal(i, v["k" .. i]) end
+        assert.equal(n + 1, count(v))
+        assert.equal(m, count(v["in"]))
+        assert.equal(m, v["in"]["k" .. m])
+      end
+      -- the same first key, then a null and a duplicate
+      assert.same({ k1 = 2 }, decode('{"k1":1,"k2":null,"k1":2}'))
+      assert.same({ k2 = 1 }, decode('{"k1":1,"k2":1,"k1":null}'))
+    end)
+
     it("nest big containers inside big containers", function()
       local row = "[" .. ("1,"):rep(999) .. "1]"
       local v = decode("[" .. (row .. ","):rep(599) .. row .. "]")
