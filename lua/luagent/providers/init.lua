@@ -174,14 +174,25 @@ end
 ---@param body table
 ---@param handled table|nil set
 function M.passthrough(params, body, handled)
-  local runtime, standard = M.RUNTIME_KEYS, M.STANDARD_KEYS
   for k, v in pairs(params) do
-    if body[k] == nil and not runtime[k] and not standard[k] and type(k) == "string"
-        and not (handled and handled[k]) and k:sub(1, 5) ~= "mock_" then
-      local tv = type(v)
-      if tv ~= "function" and tv ~= "userdata" and tv ~= "thread" then body[k] = v end
-    end
+    if body[k] == nil and M.passes(k, v, handled) then body[k] = v end
   end
+end
+
+--- Rules 1 and 3 for one non-standard key: true when k = v goes to the
+--- body as it is (`handled` as in passthrough). A standard key is never
+--- passed: the provider translates it.
+---@param k any
+---@param v any
+---@param handled table|nil set
+---@return boolean
+function M.passes(k, v, handled)
+  if M.RUNTIME_KEYS[k] or M.STANDARD_KEYS[k] or type(k) ~= "string"
+      or (handled and handled[k]) or k:sub(1, 5) == "mock_" then
+    return false
+  end
+  local tv = type(v)
+  return tv ~= "function" and tv ~= "userdata" and tv ~= "thread"
 end
 
 --- Applies rule 4's extra_body (top-level merge, last).
@@ -476,12 +487,13 @@ local stream_accept = { sse = "text/event-stream", ndjson = "application/x-ndjso
 ---@param params table the user's completion table
 ---@param model string
 ---@param ctx table|nil {api_key=, api_base=}
----@param r table {body=, path=, stream=, handled=, headers=, dropped=}
+---@param r table {body=, path=, stream=, handled=, headers=, dropped=, passed=}
+---  (passed: the provider already applied rule 3 while it built the body)
 ---@return table|nil req
 ---@return table|nil err
 function M.request(provider, params, model, ctx, r)
   ctx = ctx or {}
-  M.passthrough(params, r.body, r.handled)
+  if not r.passed then M.passthrough(params, r.body, r.handled) end
   M.merge_extra_body(params, r.body)
   local base = { ["content-type"] = "application/json",
                  accept = r.stream and stream_accept[provider.framing] or "application/json" }

@@ -77,19 +77,23 @@ function M.build_request(params, model, ctx)
   local ok, err = common.check_messages(params, M.name, model)
   if not ok then return nil, err end
   local stream = params.stream == true
-  local body = { model = model }
-  for k, v in pairs(params) do
-    if STANDARD_KEYS[k] then body[k] = v end
-  end
   local messages = json.array()
   for i, m in ipairs(params.messages) do messages[i] = wire_message(m) end
-  body.messages = messages
+  -- One walk of the parameters makes the body: the standard keys as they
+  -- are, the others by rule 3 (common.passes). The keys set here first
+  -- size the table; OpenAI refuses stream_options on a non-streaming request.
+  local body = { model = model, messages = messages, stream = stream or nil,
+                 stream_options = stream and params.stream_options or nil }
+  for k, v in pairs(params) do
+    if body[k] == nil and k ~= "stream" and k ~= "stream_options"
+        and (STANDARD_KEYS[k] or common.passes(k, v)) then
+      body[k] = v
+    end
+  end
   if type(params.tools) == "table" then body.tools = wire_tools(params.tools) end
   if type(params.stop) == "table" then body.stop = common.stop_list(params.stop) end
-  body.stream = stream or nil
-  -- OpenAI refuses stream_options on a non-streaming request
-  if not stream then body.stream_options = nil end
-  return common.request(M, params, model, ctx, { body = body, path = "/chat/completions", stream = stream })
+  return common.request(M, params, model, ctx, { body = body, path = "/chat/completions",
+                                                  stream = stream, passed = true })
 end
 
 -- ---------------------------------------------------------------------------
