@@ -49,7 +49,13 @@
                                    before they move into its table: with the
                                    depth limit, the Lua stack stays under 600k
                                    slots (LUAI_MAXSTACK is 1M) */
-#define CHECK_EVERY 64          /* lua_checkstack once per so many slots */
+#define CHECK_EVERY 16          /* lua_checkstack once per so many slots:
+                                   small steps, because a coroutine's stack
+                                   never shrinks back below 1/3 of its size
+                                   and every stream reads in its own; a C
+                                   function starts with LUA_MINSTACK (20)
+                                   free slots, so a chunk's few levels need
+                                   no growth at all */
 
 /* Keeps a big frame (a luaL_Buffer, a number buffer) out of the recursive
 ** parse_value -> parse_array -> parse_value path, whose C stack use is
@@ -119,7 +125,7 @@ static void skip_ws(parser_t *P) {
 /* Makes room for CHECK_EVERY more values (plus a few scratch slots) every
 ** CHECK_EVERY pending slots. Returns 0 (an error) when Lua refuses. */
 static int room(parser_t *P, int pending) {
-  if (pending % CHECK_EVERY == 0 && !lua_checkstack(P->L, CHECK_EVERY + 8))
+  if (pending % CHECK_EVERY == 0 && !lua_checkstack(P->L, CHECK_EVERY + 3))
     return fail(P, P->p, "too many values");
   return 1;
 }
