@@ -465,11 +465,11 @@ function Stream:next()
       self._builder:add(c)
       local u = c.usage
       if u then self._src.tokens = usage_tokens(u) end
-      if not self._content and has_content(c) then
-        self._content = true
-        -- from now on a failure is raised unless the script has a policy:
-        -- the chain is no longer needed
-        if not self._on_mid then self._chain = nil end
+      if self._chain and not self._content and has_content(c) then
+        -- from now on a failure is raised unless the script has a policy;
+        -- without one the chain is dropped, and a stream without a chain
+        -- raises its failures (no field is added: the table keeps its size)
+        if self._on_mid then self._content = true else self._chain = nil end
       end
       return c
     elseif err then
