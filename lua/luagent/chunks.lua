@@ -229,19 +229,23 @@ end
 local Builder = {}
 Builder.__index = Builder
 
---- A new, empty builder.
+--- A new, empty builder. The state of each choice sits in the builder
+--- itself, at the choice's integer index (its own fields have string
+--- keys): one table per stream, choice 0 found without a name.
 ---@return luagent.ChunkBuilder
 function M.builder()
-  return setmetatable({ _choices = {} }, Builder)
+  return setmetatable({}, Builder)
 end
 
+local tointeger = math.tointeger
+
 local function choice_state(self, index)
-  local st = self._choices[index]
+  index = tointeger(index) or 0           -- an odd index from a server counts as 0
+  local st = self[index]
   if not st then
     -- reasoning, calls and by_index are made when first needed
     st = { index = index, content = {}, n = 0 }
-    self._choices[index] = st
-    if index == 0 then self._st0 = st end   -- the usual one, without a lookup
+    self[index] = st
   end
   return st
 end
@@ -290,7 +294,7 @@ function Builder:add(chunk)
   for i = 1, #choices do
     local c = choices[i]
     local index = c.index or 0
-    local st = index == 0 and self._st0 or self._choices[index] or choice_state(self, index)
+    local st = index == 0 and self[0] or choice_state(self, index)
     local delta = c.delta or c.message or EMPTY
     v = delta.content
     if v ~= nil and type(v) == "string" then
@@ -326,9 +330,12 @@ local function assembled_calls(st)
   return out
 end
 
-local function sorted_indices(choices)
+-- The indices of the builder's choices, in order.
+local function sorted_indices(self)
   local t = {}
-  for i in pairs(choices) do t[#t + 1] = i end
+  for i in pairs(self) do
+    if math.type(i) == "integer" then t[#t + 1] = i end
+  end
   table.sort(t)
   return t
 end
@@ -338,8 +345,8 @@ end
 ---@return table response
 function Builder:response()
   local choices = json.empty_array()
-  for _, index in ipairs(sorted_indices(self._choices)) do
-    local st = self._choices[index]
+  for _, index in ipairs(sorted_indices(self)) do
+    local st = self[index]
     local tool_calls = assembled_calls(st)
     local content
     if #st.content > 0 then content = table.concat(st.content)
@@ -360,8 +367,8 @@ end
 ---@return true|nil ok
 ---@return table|nil err APIError naming the tool
 function Builder:check_tool_arguments()
-  for _, index in ipairs(sorted_indices(self._choices)) do
-    for _, call in ipairs(assembled_calls(self._choices[index]) or {}) do
+  for _, index in ipairs(sorted_indices(self)) do
+    for _, call in ipairs(assembled_calls(self[index]) or {}) do
       local fn = call["function"]
       local v, err = json.decode(fn.arguments)
       if not json.is_object(v) then

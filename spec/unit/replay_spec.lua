@@ -2,7 +2,7 @@
 -- its provider, gives exactly the same chunks however the bytes are split:
 -- at every single offset, and at pairs of offsets (strided).
 local llm = require "luagent"
-local json = require "cjson"
+local canonical = require "canonical"
 local sse_split = require "sse_split"
 local providers = require "luagent.providers"
 
@@ -18,7 +18,8 @@ local FIXTURES = {
 }
 
 -- Frames and decodes `parts` in order; returns a canonical string of
--- everything the script would see (chunks, the error type, incomplete).
+-- everything the script would see (chunks with their keys sorted, the
+-- error type, incomplete).
 local function replay(P, parts)
   local f = llm.http.framer(P.framing)
   local dec = P.decoder("m", { id = "fixed", created = 1 })
@@ -29,7 +30,7 @@ local function replay(P, parts)
       if not list then out[#out + 1] = "error:" .. tostring(err.type); return false end
       for _, c in ipairs(list) do
         -- ollama and gemini send no tool-call ids: the decoder makes random ones
-        out[#out + 1] = (json.encode(c):gsub('"call_%w+"', '"call_generated"'))
+        out[#out + 1] = (canonical(c):gsub('"call_%w+"', '"call_generated"'))
       end
     end
     return true
