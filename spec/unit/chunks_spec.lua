@@ -125,6 +125,23 @@ describe("luagent.chunks #unit", function()
       assert.equal("stop", resp.choices[2].finish_reason)
     end)
 
+    -- The builder keeps each choice at its integer index, beside its own
+    -- fields: an index that is not an integer must not land on them.
+    it("counts an index that is not an integer as choice 0", function()
+      local resp = chunks.build {
+        { id = "x", choices = { { index = "id", delta = { content = "a" } } } },
+        { choices = { { index = 0.0, delta = { content = "b" } } } },
+        { choices = { { index = "model", delta = { content = "c" } } } },
+        { choices = { { index = 2.0, delta = { content = "z" }, finish_reason = "stop" } } },
+      }
+      assert.equal("x", resp.id)
+      assert.equal(2, #resp.choices)
+      assert.equal(0, resp.choices[1].index)
+      assert.equal("abc", resp.choices[1].message.content)
+      assert.equal(2, resp.choices[2].index)
+      assert.equal("z", resp.choices[2].message.content)
+    end)
+
     it("collects reasoning_content separately", function()
       local resp = chunks.build {
         { choices = { { index = 0, delta = { reasoning_content = "think" } } } },
