@@ -70,9 +70,11 @@
 ** copies of their bytes here and the Lua strings in the userdata's user
 ** values (slot + 1), which keep them alive. A value never evicts a key. */
 #define SC_SLOTS 256
-#define SC_MAXLEN 29
+#define SC_MAXLEN 27
 
 typedef struct {
+  unsigned short next;      /* slot + 1 of the key that followed this one
+                               last time, or 0 */
   unsigned char len;        /* 0: the slot is empty */
   unsigned char key;        /* it holds an object key */
   unsigned char pairs;      /* pairs of the last object this key began */
@@ -329,6 +331,7 @@ static sc_entry *push_plain(parser_t *P, const char *p, size_t n, int is_key) {
   e->len = (unsigned char)n;
   e->key = (unsigned char)is_key;
   e->pairs = 0;
+  e->next = 0;
   memcpy(e->s, p, n);
   return e;
 }
@@ -424,10 +427,28 @@ static int parse_array(parser_t *P) {
   return 1;
 }
 
-/* Parses the key at P->p (a '"') and pushes it; *entry as parse_string. */
-static int parse_key(parser_t *P, sc_entry **entry) {
+/* Parses the key at P->p (a '"') and pushes it; *entry as parse_string.
+** prev is the cache entry of the object's previous key, or NULL: the key
+** that followed it last time is tried first, with one memcmp and no scan
+** (a stream's objects repeat their keys in the same order). A cached
+** string holds no quote, backslash or NUL, so bytes equal to it followed
+** by a quote are that string exactly. */
+static int parse_key(parser_t *P, sc_entry *prev, sc_entry **entry) {
   if (*P->p != '"') return fail(P, P->p, "expected string key");
-  return parse_string(P, 1, entry);
+  if (prev && prev->next) {
+    sc_entry *e = &P->sc->e[prev->next - 1];
+    size_t n = e->len;
+    if (n && e->key && (size_t)(P->end - P->p) > n + 1 && P->p[n + 1] == '"' &&
+        memcmp(P->p + 1, e->s, n) == 0) {
+      lua_getiuservalue(P->L, P->sc_idx, prev->next);
+      P->p += n + 2;
+      *entry = e;
+      return 1;
+    }
+  }
+  if (!parse_string(P, 1, entry)) return 0;
+  if (prev && *entry) prev->next = (unsigned short)(*entry - P->sc->e + 1);
+  return 1;
 }
 
 /* Parses an object at P->p and pushes it. The table is made at the first
@@ -437,7 +458,7 @@ static int parse_key(parser_t *P, sc_entry **entry) {
 ** value at most. */
 static int parse_object(parser_t *P) {
   lua_State *L = P->L;
-  sc_entry *first;
+  sc_entry *first, *prev;
   unsigned char first_len;
   int t, pairs = 0;
   if (!open_container(P)) return 0;
@@ -448,8 +469,9 @@ static int parse_object(parser_t *P) {
     return 1;
   }
   if (!lua_checkstack(L, 4)) return fail(P, P->p, "too many values");
-  if (!parse_key(P, &first)) return 0;
+  if (!parse_key(P, NULL, &first)) return 0;
   first_len = first ? first->len : 0;
+  prev = first;
   lua_createtable(L, 0, first ? first->pairs : 0);
   lua_insert(L, -2);                    /* table, first key */
   t = lua_gettop(L) - 1;
@@ -465,7 +487,7 @@ static int parse_object(parser_t *P) {
     if (*P->p == ',') {
       P->p++;
       skip_ws(P);
-      if (!parse_key(P, NULL)) return 0;
+      if (!parse_key(P, prev, &prev)) return 0;
       continue;
     }
     if (*P->p == '}') break;
