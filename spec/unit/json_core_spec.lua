@@ -275,6 +275,26 @@ describe("luagent.json.core #unit", function()
 
     -- An object is sized by the last object that began with the same key:
     -- the hint is only a hint, wrong in both directions here.
+    -- After a key, the key that followed it last time is tried first: every
+    -- near miss of that guess must still read the key the text holds.
+    it("read the key the text holds when the key that followed last time does not", function()
+      assert.same({ abc = 1, abd = 2 }, decode('{"abc":1,"abd":2}'))     -- teaches abc -> abd
+      assert.same({ abc = 1, ab = 2 }, decode('{"abc":1,"ab":2}'))       -- shorter
+      assert.same({ abc = 1, abd = 2 }, decode('{"abc":1,"abd":2}'))
+      assert.same({ abc = 1, abdx = 2 }, decode('{"abc":1,"abdx":2}'))   -- longer
+      assert.same({ abc = 1, abd = 2 }, decode('{"abc":1,"abd":2}'))
+      assert.same({ abc = 1, abd = 3 }, decode('{"abc":1,"ab\\u0064":3}')) -- escaped
+      assert.same({ abc = 1, ['ab"'] = 4 }, decode('{"abc":1,"ab\\"":4}'))
+      assert.same({ abc = 1, abd = 5 }, decode('{"abc":1, "abd" :5}'))   -- spaces
+      assert.same({ abc = { abd = 6 } }, decode('{"abc":{"abd":6}}'))    -- a value, not a key
+      decode('{"abc":1,"abd":2}')
+      for _, text in ipairs({ '{"abc":1,"abd', '{"abc":1,"ab', '{"abc":1,"abd"', '{"abc":1,"' }) do
+        local v, err = decode(text)
+        assert.is_nil(v)
+        assert.matches("invalid JSON", err)
+      end
+    end)
+
     it("keep every pair whatever the size of the last object with the same first key", function()
       local function obj(n, nested)
         local parts = {}
