@@ -21,11 +21,12 @@
 ** * An object is created at its first key, sized by the number of pairs
 **   the last object that began with that key had (a stream's events share
 **   their shapes), and each pair is stored as soon as it is parsed.
-**
 ** * Short strings (keys above all: every chunk of a stream repeats the same
 **   ones) come from a per-state cache of the strings decoded before, found
 **   by a cheap hash of a few bytes and checked with memcmp, instead of being
-**   hashed whole and interned again by Lua (see la_json_cache_push).
+**   hashed whole and interned again by Lua; after a key, the key that
+**   followed it last time is tried first (see la_json_cache_push). The
+**   cache only saves work: a text decodes the same with it or without.
 **
 ** Strict RFC 8259 grammar, except where lua-cjson 2.1 (the decoder used so
 ** far) accepts text that providers really send: raw control characters
@@ -88,7 +89,7 @@ typedef struct {
 typedef struct {
   lua_State *L;
   scache_t *sc;             /* the string cache, or NULL */
-  int sc_idx;               /* its stack index */
+  int sc_idx;               /* its index (an upvalue's pseudo-index) */
   const char *p;            /* cursor in the input */
   const char *end;          /* its end; *end is '\0' (a Lua string) */
   int array_mt;             /* stack index of the empty-array metatable, or 0 */
