@@ -229,9 +229,12 @@ end
 local Builder = {}
 Builder.__index = Builder
 
---- A new, empty builder. The state of each choice sits in the builder
---- itself, at the choice's integer index (its own fields have string
---- keys): one table per stream, choice 0 found without a name.
+--- A new, empty builder. The state of each choice sits in the builder at
+--- the choice's integer index, and choice 0's state is the builder itself
+--- (`self[0] == self`): the state's fields (content, n, role,
+--- finish_reason, reasoning, calls, by_index) and the builder's (id,
+--- model, created, usage, system_fingerprint) never share a name, so the
+--- usual single-choice stream is one table.
 ---@return luagent.ChunkBuilder
 function M.builder()
   return setmetatable({}, Builder)
@@ -244,7 +247,8 @@ local function choice_state(self, index)
   local st = self[index]
   if not st then
     -- reasoning, calls and by_index are made when first needed
-    st = { index = index, content = {}, n = 0 }
+    st = index == 0 and self or {}
+    st.content, st.n = {}, 0
     self[index] = st
   end
   return st
