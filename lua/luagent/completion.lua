@@ -51,6 +51,9 @@ local function check_params(p)
   if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
     error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
   end
+  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
+    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
+  end
 end
 
 -- ---------------------------------------------------------------------------
@@ -342,14 +345,19 @@ Chain.__index = Chain
 
 local function new_chain(p)
   local candidates = { p }
-  for _, f in ipairs(p.fallbacks or {}) do candidates[#candidates + 1] = fallback_params(p, f) end
-  local ctx                          -- made only when there are some
-  for _, f in ipairs(p.context_window_fallbacks or {}) do
-    ctx = ctx or {}
-    ctx[#ctx + 1] = fallback_params(p, f)
+  local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
+  if fallbacks then
+    for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end
-  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0,
-                        retries = p.num_retries or M.num_retries }, Chain)
+  -- four fields: ctx (the context-window fallbacks) only when there are some
+  local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
+                               retries = p.num_retries or M.num_retries }, Chain)
+  if cw and cw[1] ~= nil then
+    local ctx = {}
+    for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
+    chain.ctx = ctx
+  end
+  return chain
 end
 
 --- Records the failure of the current attempt and returns the parameters
