@@ -111,6 +111,39 @@ describe("http transport #integration", function()
     assert.is_true(biggest > 64 * 1024 * 1024)
   end)
 
+  it("reads through a receive buffer smaller than its events, whole and in order", function()
+    local resp = assert(stream("big=100000", { buffer_size = 1024 }))
+    local events, err = read_all(resp)
+    assert.is_nil(err)
+    local biggest = 0
+    for _, e in ipairs(events) do biggest = math.max(biggest, #e) end
+    assert.is_true(biggest > 100000)
+    assert.are.equal("[DONE]", events[#events])
+    resp = assert(stream("burst=2000", { buffer_size = 1024 }))
+    local n = 0
+    for _, e in ipairs((read_all(resp))) do
+      if e:find('"content":"t' .. n .. ' ', 1, true) then n = n + 1 end
+    end
+    assert.are.equal(2000, n)
+    resp = assert(llm.http.request{ url = mock.url .. "/v1/chat/completions",
+                                    body = '{"model":"m"}', buffer_size = 1024 })
+    local body = assert(resp:body())
+    assert.are.equal("Hello from the mock server.", cjson.decode(body).choices[1].message.content)
+  end)
+
+  it("refuses a buffer_size outside libcurl's bounds, or a negative cap, by name", function()
+    for _, bad in ipairs({ 1023, 512 * 1024 + 1, "big", 2048.5 }) do
+      local ok, err = pcall(stream, "chunks=1", { buffer_size = bad })
+      assert.is_false(ok)
+      assert.matches("buffer_size must be an integer from 1024 to 524288", tostring(err))
+    end
+    for _, k in ipairs({ "max_event", "max_body" }) do
+      local ok, err = pcall(stream, "chunks=1", { [k] = -1 })
+      assert.is_false(ok)
+      assert.matches(k .. " must be an integer from 0 to", tostring(err))
+    end
+  end)
+
   it("names the first_event timeout when headers come and then nothing", function()
     local t0 = llm.now()
     local resp = assert(stream("stall=headers", { first_event_timeout = 0.2 }))
