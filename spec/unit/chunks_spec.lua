@@ -151,6 +151,30 @@ describe("luagent.chunks #unit", function()
       assert.equal("answer", resp.choices[1].message.content)
     end)
 
+    it("assembles long replies exactly while keeping few pieces", function()
+      -- lengths around the joining step: 63, 64, 65 pieces, and a long reply
+      for _, n in ipairs({ 1, 63, 64, 65, 127, 128, 129, 4001 }) do
+        local b = chunks.builder()
+        local want, think, args = {}, {}, {}
+        b:add(tc { frag(0, "call_1", "f", "") })
+        for i = 1, n do
+          local piece = "t" .. i .. (i % 7 == 0 and "" or " ")   -- empty pieces too
+          want[i] = piece
+          think[i] = "r" .. i
+          args[i] = tostring(i % 10)
+          b:add { choices = { { index = 0, delta = { content = piece, reasoning_content = think[i],
+                                                     tool_calls = { frag(0, nil, nil, args[i]) } } } } }
+        end
+        local m = b:response().choices[1].message
+        assert.equal(table.concat(want), m.content)
+        assert.equal(table.concat(think), m.reasoning_content)
+        assert.equal(table.concat(args), m.tool_calls[1]["function"].arguments)
+        -- a piece per token would be n; joined, the lists stay short
+        assert.is_true(b[0].content.n <= n // 64 + 64, "pieces kept: " .. b[0].content.n)
+        assert.is_true(b[0].reasoning.n <= n // 64 + 64)
+      end
+    end)
+
     it("gives empty content for an empty stream of one choice", function()
       local resp = chunks.build { text(nil, "stop") }
       assert.equal("", resp.choices[1].message.content)
