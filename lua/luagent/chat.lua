@@ -193,21 +193,23 @@ local function delta_text(c)
 end
 
 -- Reads the stream to its end, calling on_chunk; returns text or nil, err.
+-- The text is the stream's own assembled reply (stream:response()), which
+-- also knows when a fallback restarted the reply.
 local function drain(stream, on_chunk)
-  local parts = {}
   while true do
     local c, err = stream:next()
     if c == nil then
+      local ch = stream:response().choices[1]
+      local text = ch and ch.message and ch.message.content or ""
       if err ~= nil then
-        if type(err) == "table" then err.partial = table.concat(parts) end
+        if type(err) == "table" then err.partial = text end
         return nil, err
       end
-      return table.concat(parts)
+      return text
     end
-    local piece = delta_text(c)
-    if piece then
-      parts[#parts + 1] = piece
-      if on_chunk then on_chunk(piece, c) end
+    if on_chunk then
+      local piece = delta_text(c)
+      if piece then on_chunk(piece, c) end
     end
   end
 end

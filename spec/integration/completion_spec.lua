@@ -348,6 +348,20 @@ describe("retries and fallbacks #integration", function()
     })))
     assert.are.equal("fresh", s:text())
   end)
+
+  it("a chat whose reply restarts on a fallback records the fresh reply only", function()
+    local cut, good = scen("chunks=10,cut_after=4"), scen("text=fresh")
+    local chat = llm.chat {
+      model = "openai/a", api_base = mock.url .. "/s/" .. cut .. "/v1", api_key = "k",
+      num_retries = 0, on_midstream_failure = function() return "restart" end,
+      fallbacks = { { model = "openai/b", api_base = mock.url .. "/s/" .. good .. "/v1", api_key = "k" } },
+    }
+    local seen = {}
+    local reply = assert(chat:send("hi", { on_chunk = function(piece) seen[#seen + 1] = piece end }))
+    assert.are.equal("fresh", reply)
+    assert.are.equal("fresh", chat.messages[#chat.messages].content)
+    assert.are.equal("t0 t1 t2 fresh", table.concat(seen))   -- the script saw both attempts
+  end)
 end)
 
 describe("many streams #integration", function()
