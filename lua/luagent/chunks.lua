@@ -237,7 +237,11 @@ Builder.__index = Builder
 --- usual single-choice stream is one table.
 ---@return luagent.ChunkBuilder
 function M.builder()
-  return setmetatable({}, Builder)
+  -- made at the size its first chunks give it (the nil fields only size
+  -- the table: five resizes fewer per stream)
+  return setmetatable({ id = nil, model = nil, created = nil, system_fingerprint = nil,
+                        content = nil, role = nil, finish_reason = nil, usage = nil,
+                        [0] = nil }, Builder)
 end
 
 local tointeger = math.tointeger

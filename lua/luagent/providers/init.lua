@@ -484,6 +484,7 @@ local stream_accept = { sse = "text/event-stream", ndjson = "application/x-ndjso
 --- authorization; then `r.headers`, then extra_headers), the encoded body
 --- and the request table the runtime sends.
 ---@param provider table the provider module: name, default_base, framing, key_header
+---  (authorization when absent)
 ---@param params table the user's completion table
 ---@param model string
 ---@param ctx table|nil {api_key=, api_base=}
@@ -495,13 +496,12 @@ function M.request(provider, params, model, ctx, r)
   ctx = ctx or {}
   if not r.passed then M.passthrough(params, r.body, r.handled) end
   M.merge_extra_body(params, r.body)
-  local base = { ["content-type"] = "application/json",
-                 accept = r.stream and stream_accept[provider.framing] or "application/json" }
-  local key = ctx.api_key
-  if key and key ~= "" then
-    local h = provider.key_header
-    base[h] = h == "authorization" and "Bearer " .. key or key
-  end
+  local key, h = ctx.api_key, provider.key_header or "authorization"
+  if key == "" then key = nil end
+  if key and h == "authorization" then key = "Bearer " .. key end
+  local base = { ["content-type"] = "application/json",   -- made at its size
+                 accept = r.stream and stream_accept[provider.framing] or "application/json",
+                 [h] = key }
   local headers, err = base, nil
   if r.headers then
     for k, v in pairs(r.headers) do base[k] = v end
