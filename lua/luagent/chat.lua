@@ -192,20 +192,21 @@ local function delta_text(c)
   return s ~= "" and s or nil
 end
 
--- Reads the stream to its end, calling on_chunk; returns text or nil, err.
--- The text is the stream's own assembled reply (stream:response()), which
--- also knows when a fallback restarted the reply.
+-- Reads the stream to its end, calling on_chunk; returns the text and the
+-- response, or nil, err. The text is the stream's own assembled reply
+-- (stream:response()), which also knows when a fallback restarted it.
 local function drain(stream, on_chunk)
   while true do
     local c, err = stream:next()
     if c == nil then
-      local ch = stream:response().choices[1]
+      local resp = stream:response()
+      local ch = resp.choices[1]
       local text = ch and ch.message and ch.message.content or ""
       if err ~= nil then
         if type(err) == "table" then err.partial = text end
         return nil, err
       end
-      return text
+      return text, resp
     end
     if on_chunk then
       local piece = delta_text(c)
@@ -248,9 +249,8 @@ function Chat:send(text, opts)
   local stream, err = self:_open(p, opts.progress)
   if not stream then return nil, err end
   local _s <close> = stream
-  local reply, derr = drain(stream, opts.on_chunk)
-  if not reply then return nil, derr end
-  local resp = stream:response()
+  local reply, resp = drain(stream, opts.on_chunk)
+  if not reply then return nil, resp end
   local msgs = self.messages
   msgs[#msgs + 1] = user
   msgs[#msgs + 1] = { role = "assistant", content = reply }
