@@ -252,8 +252,8 @@ local concat = table.concat
 -- new pieces are joined into one string, so a long reply keeps a few long
 -- strings instead of one short string per token: 44 instead of 251 KB of
 -- Lua heap for a reply of 4,000 pieces of about 10 bytes (the text itself
--- is 40 KB), and a string table that stays small. The list holds its count (n) and how many of its first entries
--- are joined already (m).
+-- is 40 KB), and a string table that stays small. The list holds its
+-- count (n) and how many of its first entries are joined already (m).
 local PIECES = 64
 
 local function pieces() return { n = 0, m = 0 } end
