@@ -53,12 +53,13 @@ MOCK := $(BUILD)/mockllm
 HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
+CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
 
 .PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
@@ -91,6 +92,15 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+$(BUILD)/cmod.so: spec/support/cmod.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -Wall -Wextra $(OPT) -fPIC -shared $(PKG_CFLAGS) -o $@ $<
+
+$(BUILD)/cmod_linked.so: spec/support/cmod.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -Wall -Wextra $(OPT) -fPIC -shared $(PKG_CFLAGS) -DLINKED -o $@ $< \
+	  $(shell pkg-config --libs lua5.4)
 
 $(HOLE): spec/support/blackhole.c
 	@mkdir -p $(BUILD)

@@ -128,6 +128,26 @@ describe("luagent CLI #integration", function()
     os.remove(s)
   end)
 
+  it("runs C modules on its own Lua, whether they link liblua5.4.so or not", function()
+    -- the program links Lua statically and exports the API (Makefile)
+    for _, name in ipairs({ "cmod", "cmod_linked" }) do
+      local out, code = run(("LUA_CPATH='%s/?.so' %s -e %q"):format(build, bin, ([[
+        local cmod = require "NAME"
+        local t = cmod.map({ 1, 2, 3 }, function(v) return v * 10 end)
+        collectgarbage()
+        local ok, err = pcall(cmod.fail, "boom")
+        local llm = require "luagent"
+        local task = llm.spawn(function()
+          llm.sleep(0)
+          return cmod.map({ 4 }, function(v) return v + 1 end)[1]
+        end)
+        print(t[1], t[2], t[3], ok, err, pcall(task.await, task))
+      ]]):gsub("NAME", name)))
+      assert.are.equal(0, code, out)
+      assert.are.equal("10\t20\t30\tfalse\tcmod: boom\ttrue\t5\n", out)
+    end
+  end)
+
   it("serves as busted's interpreter (this spec runs inside it)", function()
     assert.is_truthy(require("luagent").debug().tasks >= 1)
     assert.is_truthy(require("luagent").current())
