@@ -208,6 +208,7 @@ w("| Memory | " .. (m.mem or "?") .. " |")
 w("| OS | " .. (m.os or "?") .. ", " .. (m.kernel or "?") .. " |")
 w("| Libraries | libcurl " .. ((m.curl or "?"):gsub("^libcurl ", "")) .. ", libuv " .. (m.libuv or "?")
   .. ", " .. ((m.lua or "?"):match("^Lua [%d.]+") or m.lua or "?")
+  .. " (linked statically into the luagent program, as Debian's lua5.4 does)"
   .. "; mimalloc in both the luagent program and the C floor |")
 w("| Peers | Node " .. (m.node or "not installed") .. " with openai " .. (m.openai or "—")
   .. "; " .. (m.python or "no python") .. " |")
