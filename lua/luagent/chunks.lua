@@ -133,6 +133,23 @@ function M.decoder_class(feed_impl, feed1)
   return class
 end
 
+--- The feed of a provider whose events make at most one chunk each, from
+--- its one-chunk `feed1` (event, data) -> chunk | false | nil, err: the
+--- list form (for Decoder:feed and Decoder:build) is made here, and the
+--- class gets feed1, so the HTTP source hands each chunk straight on.
+---@param feed1 function
+---@return function feed the list form, for M.decoder
+function M.one_chunk_feed(feed1)
+  local function feed(self, event, data)
+    local c, err = feed1(self, event, data)
+    if c then return { c } end
+    if c == false then return {} end
+    return nil, err
+  end
+  M.decoder_class(feed, feed1)
+  return feed
+end
+
 --- Decodes one framed event (SSE event name + data, or an NDJSON line with a
 --- nil event). Returns a (possibly empty) list of chunks, or nil, err.
 ---@param event string|nil

@@ -271,7 +271,7 @@ local function on_message_start(self, v)
   self.model = msg.model or self.model
   self._usage = {}
   for k, x in pairs(type(msg.usage) == "table" and msg.usage or {}) do self._usage[k] = x end
-  return { self:chunk({ role = "assistant", content = "" }) }
+  return self:chunk({ role = "assistant", content = "" })
 end
 
 local function on_block_start(self, v)
@@ -282,52 +282,56 @@ local function on_block_start(self, v)
     self._blocks[v.index or -1] = index
     local args = ""
     if type(cb.input) == "table" and next(cb.input) ~= nil then args = json.encode(cb.input) end
-    return { self:chunk({ tool_calls = { {
+    return self:chunk({ tool_calls = { {
       index = index, id = cb.id, type = "function", ["function"] = { name = cb.name, arguments = args },
-    } } }) }
+    } } })
   elseif cb.type == "text" and type(cb.text) == "string" and cb.text ~= "" then
-    return { self:chunk({ content = cb.text }) }
+    return self:chunk({ content = cb.text })
   end
-  return {}
+  return false
 end
 
 local function on_block_delta(self, v)
   local d = type(v.delta) == "table" and v.delta or {}
   if d.type == "text_delta" and d.text ~= nil then
-    return { self:chunk({ content = d.text }) }
+    return self:chunk({ content = d.text })
   elseif d.type == "input_json_delta" and d.partial_json ~= nil and d.partial_json ~= "" then
     local index = self._blocks[v.index or -1]
-    if index == nil then return {} end
-    return { self:chunk({ tool_calls = { { index = index, ["function"] = { arguments = d.partial_json } } } }) }
+    if index == nil then return false end
+    return self:chunk({ tool_calls = { { index = index, ["function"] = { arguments = d.partial_json } } } })
   elseif d.type == "thinking_delta" and d.thinking ~= nil then
-    return { self:chunk({ reasoning_content = d.thinking }) }
+    return self:chunk({ reasoning_content = d.thinking })
   end
-  return {}
+  return false
 end
 
 local function on_message_delta(self, v)
   -- usage in message_delta is cumulative: it replaces, never adds
   for k, x in pairs(type(v.usage) == "table" and v.usage or {}) do self._usage[k] = x end
   local d = type(v.delta) == "table" and v.delta or {}
-  return { self:chunk({}, finish_reason(d.stop_reason), openai_usage(self._usage)) }
+  return self:chunk({}, finish_reason(d.stop_reason), openai_usage(self._usage))
 end
 
-local function feed(self, event, data)
+-- One SSE event: its chunk, false when it makes none, or nil, err. Each
+-- event makes one chunk at most (the HTTP source hands it straight on).
+local function feed1(self, event, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   local t = v.type or event
-  if t == "message_start" then return on_message_start(self, v)
+  if t == "content_block_delta" then return on_block_delta(self, v)   -- the usual one
+  elseif t == "message_start" then return on_message_start(self, v)
   elseif t == "content_block_start" then return on_block_start(self, v)
-  elseif t == "content_block_delta" then return on_block_delta(self, v)
   elseif t == "message_delta" then return on_message_delta(self, v)
   elseif t == "message_stop" then
     self.done = true
-    return {}
+    return false
   elseif t == "error" then
     return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error)
   end
-  return {} -- ping, content_block_stop and event types added later
+  return false -- ping, content_block_stop and event types added later
 end
+
+local feed = chunks.one_chunk_feed(feed1)
 
 --- A stream decoder: one call per SSE event (event name, data).
 ---@param model string

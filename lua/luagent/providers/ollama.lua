@@ -178,6 +178,8 @@ end
 -- Responses and stream
 -- ---------------------------------------------------------------------------
 
+local EMPTY = {}   -- the message of a line without one: read, never written
+
 local function delta_of(self, msg)
   local delta = {}
   if not self._started then
@@ -186,15 +188,18 @@ local function delta_of(self, msg)
   end
   if type(msg.content) == "string" and msg.content ~= "" then delta.content = msg.content end
   if type(msg.thinking) == "string" and msg.thinking ~= "" then delta.reasoning_content = msg.thinking end
-  for _, tc in ipairs(type(msg.tool_calls) == "table" and msg.tool_calls or {}) do
-    local fn = type(tc["function"]) == "table" and tc["function"] or {}
-    delta.tool_calls = delta.tool_calls or {}
-    -- Ollama sends each call whole, in one line, usually without an id
-    delta.tool_calls[#delta.tool_calls + 1] = {
-      index = self._tools, id = tc.id or chunks.new_id("call_"), type = "function",
-      ["function"] = { name = fn.name, arguments = common.encode_arguments(fn.arguments) },
-    }
-    self._tools = self._tools + 1
+  local calls = msg.tool_calls
+  if type(calls) == "table" then
+    for _, tc in ipairs(calls) do
+      local fn = type(tc["function"]) == "table" and tc["function"] or {}
+      delta.tool_calls = delta.tool_calls or {}
+      -- Ollama sends each call whole, in one line, usually without an id
+      delta.tool_calls[#delta.tool_calls + 1] = {
+        index = self._tools, id = tc.id or chunks.new_id("call_"), type = "function",
+        ["function"] = { name = fn.name, arguments = common.encode_arguments(fn.arguments) },
+      }
+      self._tools = self._tools + 1
+    end
   end
   return delta
 end
@@ -207,17 +212,22 @@ local function finish_of(self, v)
   return reason, chunks.usage(v.prompt_eval_count, v.eval_count)
 end
 
-local function feed(self, _, data)
-  if type(data) == "string" and data:match("^%s*$") then return {} end
+-- One NDJSON line: its chunk, false when it makes none, or nil, err.
+local function feed1(self, _, data)
+  if type(data) == "string" and data:match("^%s*$") then return false end
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
-  self.model = v.model or self.model
-  local delta = delta_of(self, type(v.message) == "table" and v.message or {})
+  local model = v.model
+  if model then self.model = model end
+  local msg = v.message
+  local delta = delta_of(self, type(msg) == "table" and msg or EMPTY)
   local finish, usage = finish_of(self, v)
-  if next(delta) == nil and not finish then return {} end
-  return { self:chunk(delta, finish, usage) }
+  if not finish and next(delta) == nil then return false end
+  return self:chunk(delta, finish, usage)
 end
+
+local feed = chunks.one_chunk_feed(feed1)
 
 --- A stream decoder: one call per NDJSON line (the event is nil).
 ---@param model string

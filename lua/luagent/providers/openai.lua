@@ -229,17 +229,7 @@ local function feed1(self, event, data)
   return v
 end
 
--- The list form of feed1 (Decoder:feed, which counts the events); feed1
--- itself is the decoder's one-chunk fast path (Decoder.feed1), whose
--- caller counts them (the decoder stays untouched on a normal chunk).
-local function feed(self, event, data)
-  local c, err = feed1(self, event, data)
-  if c then return { c } end
-  if c == false then return {} end
-  return nil, err
-end
-
-chunks.decoder_class(feed, feed1)   -- the decoders' class, with the fast path
+local feed = chunks.one_chunk_feed(feed1)
 
 --- A stream decoder (see luagent.chunks Decoder): one call per SSE event.
 ---@param model string
