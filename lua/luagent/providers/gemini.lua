@@ -315,8 +315,9 @@ local function openai_usage(u)
   return usage
 end
 
--- The delta of one candidate: its text, thoughts and complete function calls.
--- (Runs for every streamed event: the usual one text part makes no lists.)
+-- The delta of one candidate: its text, thoughts and complete function
+-- calls, and whether it has any of them. (Runs for every streamed event:
+-- the usual one text part makes no lists.)
 local function candidate_delta(self, c, index)
   local delta, text, thought = {}, nil, nil
   local content = c.content
@@ -326,7 +327,7 @@ local function candidate_delta(self, c, index)
       local part = parts[i]
       if part == nil then break end                 -- a JSON null ends them, as ipairs would
       local call = part.functionCall
-      if type(call) == "table" then
+      if call ~= nil and type(call) == "table" then
         local n = self._tools[index] or 0
         self._tools[index] = n + 1
         local sig = part.thoughtSignature
@@ -338,7 +339,7 @@ local function candidate_delta(self, c, index)
         }
       else
         local t = part.text
-        if type(t) == "string" then
+        if t ~= nil and type(t) == "string" then
           if part.thought then thought = thought and thought .. t or t
           else text = text and text .. t or t end
         end
@@ -346,37 +347,55 @@ local function candidate_delta(self, c, index)
     end
   end
   delta.content, delta.reasoning_content = text, thought
-  if not self._started[index] then
-    self._started[index] = true
+  local started = self._started
+  if not started[index] then
+    started[index] = true
     delta.role = "assistant"
+    return delta, true
   end
-  return delta
+  return delta, text ~= nil or thought ~= nil or delta.tool_calls ~= nil
 end
+
+local NONE = {}   -- the candidates of an event without any: read, never written
 
 local function feed(self, _, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
-  self.id = self._id_fixed and self.id or v.responseId or self.id
-  self._id_fixed = true
-  self.model = v.modelVersion or self.model
-  if v.usageMetadata then self._usage = v.usageMetadata end
+  if not self._id_fixed or self.id == nil then   -- the first responseId names the stream
+    self.id = v.responseId or self.id
+    self._id_fixed = true
+  end
+  local x = v.modelVersion
+  if x then self.model = x end
+  x = v.usageMetadata
+  if x then self._usage = x end
   local out = {}
-  local candidates = type(v.candidates) == "table" and v.candidates or {}
-  for _, c in ipairs(candidates) do
+  local candidates = v.candidates
+  if type(candidates) ~= "table" then candidates = NONE end
+  local n = #candidates
+  for i = 1, n do
+    local c = candidates[i]
+    if c == nil then break end                      -- a JSON null ends them, as ipairs would
     local index = c.index or 0
-    local delta = candidate_delta(self, c, index)
-    local finish = finish_reason(c.finishReason, (self._tools[index] or 0) > 0)
-    if finish then self.done = true end
-    if next(delta) ~= nil or finish then
+    local delta, any = candidate_delta(self, c, index)
+    local finish
+    x = c.finishReason
+    if x ~= nil then
+      finish = finish_reason(x, (self._tools[index] or 0) > 0)
+      if finish then self.done = true end
+    end
+    if any or finish then
       out[#out + 1] = self:chunk(delta, finish, finish and openai_usage(self._usage) or nil, index)
     end
   end
   -- a blocked prompt has no candidates at all
-  local feedback = type(v.promptFeedback) == "table" and v.promptFeedback
-  if #candidates == 0 and feedback and feedback.blockReason then
-    self.done = true
-    out[#out + 1] = self:chunk({ role = "assistant" }, "content_filter", openai_usage(self._usage))
+  if n == 0 then
+    local feedback = v.promptFeedback
+    if type(feedback) == "table" and feedback.blockReason then
+      self.done = true
+      out[#out + 1] = self:chunk({ role = "assistant" }, "content_filter", openai_usage(self._usage))
+    end
   end
   return out
 end
