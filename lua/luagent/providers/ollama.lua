@@ -180,16 +180,20 @@ end
 
 local EMPTY = {}   -- the message of a line without one: read, never written
 
+-- The delta of a line's message, and whether it has anything. (Runs for
+-- every streamed line: the usual text line makes one table.)
 local function delta_of(self, msg)
-  local delta = {}
+  local delta, any = {}, false
   if not self._started then
     self._started = true
-    delta.role = "assistant"
+    delta.role, any = "assistant", true
   end
-  if type(msg.content) == "string" and msg.content ~= "" then delta.content = msg.content end
-  if type(msg.thinking) == "string" and msg.thinking ~= "" then delta.reasoning_content = msg.thinking end
+  local x = msg.content
+  if x ~= nil and x ~= "" and type(x) == "string" then delta.content, any = x, true end
+  x = msg.thinking
+  if x ~= nil and x ~= "" and type(x) == "string" then delta.reasoning_content, any = x, true end
   local calls = msg.tool_calls
-  if type(calls) == "table" then
+  if calls ~= nil and type(calls) == "table" then
     for _, tc in ipairs(calls) do
       local fn = type(tc["function"]) == "table" and tc["function"] or {}
       delta.tool_calls = delta.tool_calls or {}
@@ -199,9 +203,10 @@ local function delta_of(self, msg)
         ["function"] = { name = fn.name, arguments = common.encode_arguments(fn.arguments) },
       }
       self._tools = self._tools + 1
+      any = true
     end
   end
-  return delta
+  return delta, any
 end
 
 local function finish_of(self, v)
@@ -221,9 +226,9 @@ local function feed1(self, _, data)
   local model = v.model
   if model then self.model = model end
   local msg = v.message
-  local delta = delta_of(self, type(msg) == "table" and msg or EMPTY)
+  local delta, any = delta_of(self, type(msg) == "table" and msg or EMPTY)
   local finish, usage = finish_of(self, v)
-  if not finish and next(delta) == nil then return false end
+  if not (any or finish) then return false end
   return self:chunk(delta, finish, usage)
 end
 
