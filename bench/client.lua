@@ -13,6 +13,11 @@
 --- into Lua tables in C) and checked on the tables as completion mode does:
 --- the JSON layer alone, without the provider, the chunk builder and the
 --- stream object.
+--- MODE "anthropic", "ollama" or "gemini": as completion, through that
+--- provider and its wire format (the server speaks them all); BASE_URL is
+--- the same .../v1 URL. A stream is then N+2 (anthropic: no usage-only
+--- chunk), N+1 (ollama: the role comes with the first token) or N chunks
+--- (gemini: and the finish with the last).
 ---
 --- Every stream is checked: role chunk, the tokens "t0 ", "t1 ", ... in
 --- order, finish_reason "stop", the usage chunk with completion_tokens ==
@@ -25,11 +30,21 @@
 local llm = require "luagent"
 
 local mode, base, nstreams, nchunks = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4])
-if not (mode == "completion" or mode == "raw" or mode == "deliver" or mode == "json")
+-- completion modes: the model, the api_base and the chunks of a stream beyond its N tokens
+local PROVIDERS = {
+  completion = { model = "openai/bench", extra = 3 },
+  anthropic = { model = "anthropic/bench", extra = 2 },
+  ollama = { model = "ollama/bench", extra = 1, root = true },
+  gemini = { model = "gemini/bench", extra = 0, root = true },
+}
+if not (PROVIDERS[mode] or mode == "raw" or mode == "deliver" or mode == "json")
     or not base or not nstreams or not nchunks then
-  io.stderr:write("usage: luagent bench/client.lua completion|raw|deliver|json BASE_URL STREAMS CHUNKS\n")
+  io.stderr:write("usage: luagent bench/client.lua completion|anthropic|ollama|gemini|raw|deliver|json "
+    .. "BASE_URL STREAMS CHUNKS\n")
   os.exit(2)
 end
+local provider = PROVIDERS[mode] or PROVIDERS.completion
+local api_base = provider.root and base:gsub("/v1$", "") or base
 
 local messages = { { role = "user", content = "hi" } }
 local RAW_BODY = '{"model":"bench","messages":[{"role":"user","content":"hi"}],'
@@ -51,8 +66,9 @@ end
 -- Returns the chunk count or raises. (The per-chunk checks stay inline in
 -- each loop: a call per chunk would be counted as the script's work.)
 local function check_totals(n, tok, finish, usage)
+  local want = nchunks + provider.extra
   if tok ~= nchunks then error(("%d tokens, expected %d"):format(tok, nchunks)) end
-  if n ~= nchunks + 3 then error(("%d chunks, expected %d"):format(n, nchunks + 3)) end
+  if n ~= want then error(("%d chunks, expected %d"):format(n, want)) end
   if finish ~= "stop" then error("finish_reason " .. tostring(finish)) end
   if not usage or usage.completion_tokens ~= nchunks then error("no usage chunk") end
   return n
@@ -61,7 +77,7 @@ end
 -- One stream through llm.completion; returns chunks seen or raises.
 local function run_completion(i)
   local stream = assert(llm.completion {
-    model = "openai/bench", api_base = base, api_key = "x", messages = messages,
+    model = provider.model, api_base = api_base, api_key = "x", messages = messages,
     stream = true, stream_options = { include_usage = true }, num_retries = 0,
   })
   local n, tok, usage, finish = 0, 0, nil, nil
@@ -188,7 +204,7 @@ local function run_json(i)
   return check_totals(n, tok, finish, usage)
 end
 
-local run = mode == "completion" and run_completion or mode == "raw" and run_raw
+local run = PROVIDERS[mode] and run_completion or mode == "raw" and run_raw
   or mode == "json" and run_json or run_deliver
 
 local function percentile(list, p)

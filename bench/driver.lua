@@ -80,6 +80,13 @@ local CLIENTS = {
     only = { burst = true } },
   { name = "luagent-json", cmd = BUILD .. "/luagent bench/client.lua json %s %d %d",
     only = { burst = true, c100 = true, c1000 = true } },
+  -- the other providers' wire formats, from the same server (1x20,000 only)
+  { name = "luagent-anthropic", cmd = BUILD .. "/luagent bench/client.lua anthropic %s %d %d",
+    only = { burst = true } },
+  { name = "luagent-ollama", cmd = BUILD .. "/luagent bench/client.lua ollama %s %d %d",
+    only = { burst = true } },
+  { name = "luagent-gemini", cmd = BUILD .. "/luagent bench/client.lua gemini %s %d %d",
+    only = { burst = true } },
   { name = "node", cmd = "node bench/node_client.mjs %s %d %d", skip = not NODE_OK
     and "node or the openai package is not installed (see the npm step of bench/run.sh)" },
   { name = "python", cmd = (PY or "python3") .. " bench/py_client.py %s %d %d", skip = not PY and "no python3" },

@@ -51,8 +51,8 @@ end
 -- Per scenario, per client medians
 -- ---------------------------------------------------------------------------
 
-local CLIENT_ORDER = { "floor", "luagent", "luagent-json", "luagent-raw", "luagent-deliver", "node",
-                       "python" }
+local CLIENT_ORDER = { "floor", "luagent", "luagent-json", "luagent-raw", "luagent-deliver",
+                       "luagent-anthropic", "luagent-ollama", "luagent-gemini", "node", "python" }
 local CLIENT_DESC = {
   floor = "C floor (libuv + libcurl multi + SSE split, no Lua, no JSON; mimalloc, as the luagent program)",
   luagent = "luagent `llm.completion{stream=true}` (chunks decoded to Lua tables)",
@@ -63,6 +63,12 @@ local CLIENT_DESC = {
   ["luagent-json"] = "luagent `llm.http.request{stream=true}` + `resp:read_json()`: events decoded "
     .. "to Lua tables in C and checked as the luagent client checks its chunks, without the "
     .. "provider, the chunk builder and the stream object (1×20,000, 100×100, 1,000×20)",
+  ["luagent-anthropic"] = "luagent `llm.completion{stream=true}` through the anthropic provider "
+    .. "(Messages API SSE events; N+2 chunks a stream; 1×20,000 only)",
+  ["luagent-ollama"] = "luagent `llm.completion{stream=true}` through the ollama provider "
+    .. "(/api/chat NDJSON lines; N+1 chunks a stream; 1×20,000 only)",
+  ["luagent-gemini"] = "luagent `llm.completion{stream=true}` through the gemini provider "
+    .. "(streamGenerateContent SSE; N chunks a stream; 1×20,000 only)",
   node = "official `openai` Node SDK",
   python = "Python asyncio, raw HTTP + `json.loads` (stdlib)",
 }
