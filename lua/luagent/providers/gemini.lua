@@ -358,7 +358,10 @@ end
 
 local NONE = {}   -- the candidates of an event without any: read, never written
 
-local function feed(self, _, data)
+-- One SSE event: its chunk, false when it makes none, or nil, err. An
+-- event makes one chunk at most: with several candidates (candidateCount),
+-- each candidate that has something is a choice of that chunk.
+local function feed1(self, _, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
@@ -370,7 +373,7 @@ local function feed(self, _, data)
   if x then self.model = x end
   x = v.usageMetadata
   if x then self._usage = x end
-  local out = {}
+  local chunk
   local candidates = v.candidates
   if type(candidates) ~= "table" then candidates = NONE end
   local n = #candidates
@@ -386,7 +389,15 @@ local function feed(self, _, data)
       if finish then self.done = true end
     end
     if any or finish then
-      out[#out + 1] = self:chunk(delta, finish, finish and openai_usage(self._usage) or nil, index)
+      local usage = finish and openai_usage(self._usage) or nil
+      if not chunk then
+        chunk = self:chunk(delta, finish, usage, index)
+      else
+        local choices = chunk.choices
+        choices[#choices + 1] = { index = index, delta = delta, finish_reason = finish }
+        if finish then self.finished = true end
+        if chunk.usage == nil then chunk.usage = usage end
+      end
     end
   end
   -- a blocked prompt has no candidates at all
@@ -394,11 +405,13 @@ local function feed(self, _, data)
     local feedback = v.promptFeedback
     if type(feedback) == "table" and feedback.blockReason then
       self.done = true
-      out[#out + 1] = self:chunk({ role = "assistant" }, "content_filter", openai_usage(self._usage))
+      return self:chunk({ role = "assistant" }, "content_filter", openai_usage(self._usage))
     end
   end
-  return out
+  return chunk or false
 end
+
+local feed = chunks.one_chunk_feed(feed1)
 
 --- A stream decoder: one call per SSE event.
 ---@param model string
