@@ -109,6 +109,63 @@ describe("completion across providers #integration", function()
     end)
   end
 
+  -- A provider of its own (providers.register) whose decoder makes two
+  -- chunks of some events: the HTTP source's list path, which no built-in
+  -- provider takes (each makes one chunk per event at most).
+  describe("a registered provider with a list-making decoder", function()
+    local providers = require "luagent.providers"
+    local chunks = require "luagent.chunks"
+    local openai = require "luagent.providers.openai"
+    local function feed(self, event, data)
+      local inner = self._inner                     -- openai's decoder does the reading
+      local list, err = inner:feed(event, data)
+      if not list then return nil, err end
+      self.done, self.finished = inner.done, inner.finished
+      local out = {}
+      for _, c in ipairs(list) do
+        local d = c.choices[1] and c.choices[1].delta
+        if d and type(d.content) == "string" and #d.content > 1 then   -- "t0 " -> "t0", " "
+          out[#out + 1] = chunks.chunk(c.id, c.model, c.created, { content = d.content:sub(1, -2) })
+          out[#out + 1] = chunks.chunk(c.id, c.model, c.created, { content = d.content:sub(-1) })
+        else
+          out[#out + 1] = c
+        end
+      end
+      return out
+    end
+    local split = setmetatable({
+      name = "split",
+      decoder = function(model, opts)
+        return chunks.decoder("split", model, opts, feed, { _inner = openai.decoder(model, opts) })
+      end,
+    }, { __index = openai })
+    setup(function() providers.register("split", split) end)
+    teardown(function() providers.register("split", nil) end)
+
+    it("streams every chunk of every event, in order, then ends cleanly", function()
+      local s = assert(llm.completion { model = "split/m", api_base = mock.url .. "/s/chunks=3/v1",
+                                        api_key = "k", messages = MSGS, stream = true, num_retries = 0 })
+      local seen = {}
+      for c in s do
+        local d = c.choices[1] and c.choices[1].delta
+        if d and d.content and d.content ~= "" then seen[#seen + 1] = d.content end
+      end
+      assert.are.same({ "t0", " ", "t1", " ", "t2", " " }, seen)
+      assert.are.equal("t0 t1 t2 ", s:response().choices[1].message.content)
+      assert.are.equal("stop", s:response().choices[1].finish_reason)
+    end)
+
+    it("reports a stream cut before its end marker as incomplete, with the events it had", function()
+      local s = assert(llm.completion { model = "split/m", api_base = mock.url .. "/s/chunks=4,no_done=1/v1",
+                                        api_key = "k", messages = MSGS, stream = true, num_retries = 0 })
+      local ok, err = pcall(function() for _ in s do end end)
+      assert.is_false(ok)
+      assert.are.equal("StreamIncomplete", err.type)
+      assert.matches("after %d+ events", err.message)
+      assert.are.equal("t0 t1 t2 t3 ", s:response().choices[1].message.content)
+    end)
+  end)
+
   it("an Anthropic overloaded error frame inside a 200 stream keeps its type", function()
     local s = assert(llm.completion(params("anthropic", "chunks=4,error_event=overloaded_error,error_after=5",
       { stream = true })))
