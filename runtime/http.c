@@ -897,8 +897,7 @@ static const luaL_Reg framer_methods[] = {
 };
 
 static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"body", x_body},
-  {"close", x_close}, {NULL, NULL}
+  {"read", x_read}, {"body", x_body}, {"close", x_close}, {NULL, NULL}
 };
 
 /* require "luagent.http.core" */

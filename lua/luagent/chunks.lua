@@ -116,27 +116,25 @@ end
 local classes = setmetatable({}, { __mode = "k" })
 
 --- The decoder class of a provider's feed (made once): its instances have
---- Decoder's methods, `_feed = feed_impl`, and `feed1` when given -- a
---- one-chunk feed (event, data) -> chunk | false (no chunk) | nil, err that
---- the HTTP source calls instead of the list-making feed.
+--- Decoder's methods and `_feed = feed_impl` (and `feed1`, see
+--- one_chunk_feed).
 ---@param feed_impl function
----@param feed1 function|nil
 ---@return table class
-function M.decoder_class(feed_impl, feed1)
+function M.decoder_class(feed_impl)
   local class = classes[feed_impl]
   if not class then
     class = setmetatable({ _feed = feed_impl }, Decoder)
     class.__index = class
     classes[feed_impl] = class
   end
-  if feed1 then class.feed1 = feed1 end
   return class
 end
 
 --- The feed of a provider whose events make at most one chunk each, from
---- its one-chunk `feed1` (event, data) -> chunk | false | nil, err: the
---- list form (for Decoder:feed and Decoder:build) is made here, and the
---- class gets feed1, so the HTTP source hands each chunk straight on.
+--- its one-chunk `feed1` (event, data) -> chunk | false (no chunk) | nil,
+--- err: the list form (for Decoder:feed and Decoder:build) is made here,
+--- and the class gets feed1, which the HTTP source calls instead, handing
+--- each chunk straight on.
 ---@param feed1 function
 ---@return function feed the list form, for M.decoder
 function M.one_chunk_feed(feed1)
@@ -146,7 +144,7 @@ function M.one_chunk_feed(feed1)
     if c == false then return {} end
     return nil, err
   end
-  M.decoder_class(feed, feed1)
+  M.decoder_class(feed).feed1 = feed1
   return feed
 end
 
