@@ -41,7 +41,8 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
-             runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c
+             runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
+             runtime/builder.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -141,6 +142,12 @@ fuzz:
 	  $(CJSON_A) $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_json
 	$(BUILD)/fuzz/fuzz_json -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_json fuzz/corpus/json
+	@mkdir -p $(BUILD)/fuzz/corpus_builder
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime \
+	  $$(pkg-config --cflags lua5.4) runtime/builder.c runtime/json.c runtime/json_encode.c \
+	  fuzz/fuzz_builder.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_builder
+	$(BUILD)/fuzz/fuzz_builder -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_builder fuzz/corpus/builder
 
 # ---- install ---------------------------------------------------------------
 install: all

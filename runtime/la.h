@@ -165,6 +165,9 @@ int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
                   int cache, const char **err, size_t *err_at);
 void la_json_cache_push(lua_State *L);            /* the state's string cache */
 
+/* ---- builder.c ---------------------------------------------------- */
+int  luaopen_luagent_chunks_core(lua_State *L);   /* luagent.chunks.core */
+
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */
 

@@ -6,8 +6,6 @@ local errors = require "luagent.errors"
 
 local M = {}
 
-local EMPTY = {}   -- a shared, never-written empty delta
-
 local random = math.random
 
 --- A random identifier such as "chatcmpl-5f0c9e..." (24 random hex
@@ -240,188 +238,35 @@ end
 -- Builder (stream_chunk_builder)
 -- ---------------------------------------------------------------------------
 
+-- The builder is C (runtime/builder.c, which states the assembly rules):
+-- b:add(chunk) runs for every streamed chunk, and keeps each choice's text
+-- in one byte buffer rather than a Lua string per token.
+local core = require "luagent.chunks.core"
+core.setup(json.array_mt)
+
 ---@class luagent.ChunkBuilder
-local Builder = {}
-Builder.__index = Builder
+---@field add fun(self: luagent.ChunkBuilder, chunk: table) adds one chunk (a usage-only chunk with choices = [] is fine)
+---@field response fun(self: luagent.ChunkBuilder): table the chat.completion assembled so far
+local Builder = core.methods
 
---- A new, empty builder. The state of each choice sits in the builder at
---- the choice's integer index, and choice 0's state is the builder itself
---- (`self[0] == self`): the state's fields (content, role,
---- finish_reason, reasoning, calls, by_index) and the builder's (id,
---- model, created, usage, system_fingerprint) never share a name, so the
---- usual single-choice stream is one table.
+--- A new, empty builder.
 ---@return luagent.ChunkBuilder
-function M.builder()
-  -- made at the size its first chunks give it (the nil fields only size
-  -- the table: five resizes fewer per stream)
-  return setmetatable({ id = nil, model = nil, created = nil, system_fingerprint = nil,
-                        content = nil, role = nil, finish_reason = nil, usage = nil,
-                        [0] = nil }, Builder)
-end
-
-local tointeger = math.tointeger
-local concat = table.concat
-
--- Text that arrives in pieces (content, reasoning, tool-call arguments) is
--- kept as a list of pieces for one table.concat at the end. Every PIECES
--- new pieces are joined into one string, so a long reply keeps a few long
--- strings instead of one short string per token: 44 instead of 251 KB of
--- Lua heap for a reply of 4,000 pieces of about 10 bytes (the text itself
--- is 40 KB), and a string table that stays small. The list holds its
--- count (n) and how many of its first entries are joined already (m).
-local PIECES = 64
-
-local function pieces() return { n = 0, m = 0 } end
-
-local function add_piece(list, v)
-  local n, m = list.n + 1, list.m
-  list[n] = v
-  if n - m >= PIECES then
-    m = m + 1
-    list[m] = concat(list, "", m, n)
-    for i = n, m + 1, -1 do list[i] = nil end
-    list.m, n = m, m
-  end
-  list.n = n
-end
-
-local function joined(list) return concat(list, "", 1, list.n) end
-
-local function choice_state(self, index)
-  index = tointeger(index) or 0           -- an odd index from a server counts as 0
-  local st = self[index]
-  if not st then
-    -- reasoning, calls and by_index are made when first needed
-    st = index == 0 and self or {}
-    st.content = pieces()
-    self[index] = st
-  end
-  return st
-end
-
--- Assembles one tool-call fragment: fragments join the call at their index; a
--- fragment carrying an id different from that call's starts a new call
--- (LiteLLM#39796: some servers reuse index 0 for every call); without an index
--- it continues the most recent call.
-local function add_tool_fragment(st, frag)
-  if type(frag) ~= "table" then return end
-  if not st.calls then st.calls, st.by_index = {}, {} end
-  local idx = frag.index
-  local call
-  if idx ~= nil then call = st.by_index[idx] else call = st.calls[#st.calls] end
-  if call and frag.id and call.id and frag.id ~= call.id then call = nil end
-  if not call then
-    call = { args = pieces() }
-    st.calls[#st.calls + 1] = call
-    if idx ~= nil then st.by_index[idx] = call end
-  end
-  if frag.id and not call.id then call.id = frag.id end
-  if frag.extra_content and not call.extra_content then call.extra_content = frag.extra_content end
-  local fn = frag["function"]
-  if type(fn) == "table" then
-    -- the name comes once, on the first fragment; later repeats are not appended
-    if type(fn.name) == "string" and fn.name ~= "" and not call.name then call.name = fn.name end
-    if type(fn.arguments) == "string" then add_piece(call.args, fn.arguments) end
-  end
-end
-
---- Adds one chunk. A usage-only chunk (`choices = []`) is fine.
---- (Runs for every streamed chunk: one function, the common fields first,
---- one call for a text delta, add_piece.)
----@param chunk table
-function Builder:add(chunk)
-  if self.id == nil then
-    if type(chunk) ~= "table" then return end
-    self.id, self.model, self.created = chunk.id, chunk.model, chunk.created
-  end
-  local choices = chunk.choices
-  local v = chunk.usage
-  if v ~= nil then self.usage = v end
-  v = chunk.system_fingerprint
-  if v ~= nil then self.system_fingerprint = v end
-  if type(choices) ~= "table" then return end
-  for i = 1, #choices do
-    local c = choices[i]
-    local index = c.index or 0
-    local st = index == 0 and self[0] or choice_state(self, index)
-    local delta = c.delta or c.message or EMPTY
-    v = delta.content
-    if v ~= nil and type(v) == "string" then add_piece(st.content, v) end
-    if delta.role then st.role = delta.role end
-    v = delta.reasoning_content
-    if v ~= nil and type(v) == "string" then
-      local r = st.reasoning
-      if not r then r = pieces(); st.reasoning = r end
-      add_piece(r, v)
-    end
-    v = delta.tool_calls
-    if v ~= nil and type(v) == "table" then
-      for j = 1, #v do add_tool_fragment(st, v[j]) end
-    end
-    v = c.finish_reason
-    if v ~= nil then st.finish_reason = v end
-  end
-end
-
-local function assembled_calls(st)
-  if not st.calls or #st.calls == 0 then return nil end
-  local out = {}
-  for i, call in ipairs(st.calls) do
-    local args = joined(call.args)
-    -- a call without argument fragments had no arguments: "{}" as OpenAI sends
-    if args:match("^%s*$") then args = "{}" end
-    out[i] = { id = call.id, type = "function", extra_content = call.extra_content,
-               ["function"] = { name = call.name, arguments = args } }
-  end
-  return out
-end
-
--- The indices of the builder's choices, in order.
-local function sorted_indices(self)
-  local t = {}
-  for i in pairs(self) do
-    if math.type(i) == "integer" then t[#t + 1] = i end
-  end
-  table.sort(t)
-  return t
-end
-
---- The assembled chat.completion: content concatenated, tool calls assembled,
---- the last finish_reason and usage seen per choice.
----@return table response
-function Builder:response()
-  local choices = json.empty_array()
-  for _, index in ipairs(sorted_indices(self)) do
-    local st = self[index]
-    local tool_calls = assembled_calls(st)
-    local content
-    if st.content.n > 0 then content = joined(st.content)
-    elseif not tool_calls then content = "" end
-    choices[#choices + 1] = {
-      index = index, finish_reason = st.finish_reason,
-      message = { role = st.role or "assistant", content = content, tool_calls = tool_calls,
-                  reasoning_content = st.reasoning and joined(st.reasoning) or nil },
-    }
-  end
-  return {
-    id = self.id, object = "chat.completion", created = self.created, model = self.model,
-    system_fingerprint = self.system_fingerprint, choices = choices, usage = self.usage,
-  }
-end
+M.builder = core.new
 
 --- Checks that the final arguments of every tool call are a JSON object.
 ---@return true|nil ok
 ---@return table|nil err APIError naming the tool
 function Builder:check_tool_arguments()
-  for _, index in ipairs(sorted_indices(self)) do
-    for _, call in ipairs(assembled_calls(self[index]) or {}) do
+  local r = self:response()
+  for _, choice in ipairs(r.choices) do
+    for _, call in ipairs(choice.message.tool_calls or {}) do
       local fn = call["function"]
       local v, err = json.decode(fn.arguments)
       if not json.is_object(v) then
         return nil, errors.new("APIError", string.format(
           "tool call '%s' (id %s) has arguments that are not a JSON object (%s): %s",
           tostring(fn.name), tostring(call.id), err or "not an object",
-          errors.snippet(fn.arguments)), { model = self.model })
+          errors.snippet(fn.arguments)), { model = r.model })
       end
     end
   end
@@ -432,10 +277,8 @@ end
 ---@param list table
 ---@return table response
 function M.build(list)
-  local b = M.builder()
-  for _, chunk in ipairs(list or {}) do
-    if type(chunk) == "table" then b:add(chunk) end
-  end
+  local b = core.new()
+  for _, chunk in ipairs(list or {}) do b:add(chunk) end
   return b:response()
 end
 

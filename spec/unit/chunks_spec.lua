@@ -151,7 +151,7 @@ describe("luagent.chunks #unit", function()
       assert.equal("answer", resp.choices[1].message.content)
     end)
 
-    it("assembles long replies exactly while keeping few pieces", function()
+    it("assembles long replies exactly", function()
       -- lengths around the joining step: 63, 64, 65 pieces, and a long reply
       for _, n in ipairs({ 1, 63, 64, 65, 127, 128, 129, 4001 }) do
         local b = chunks.builder()
@@ -169,10 +169,78 @@ describe("luagent.chunks #unit", function()
         assert.equal(table.concat(want), m.content)
         assert.equal(table.concat(think), m.reasoning_content)
         assert.equal(table.concat(args), m.tool_calls[1]["function"].arguments)
-        -- a piece per token would be n; joined, the lists stay short
-        assert.is_true(b[0].content.n <= n // 64 + 64, "pieces kept: " .. b[0].content.n)
-        assert.is_true(b[0].reasoning.n <= n // 64 + 64)
       end
+    end)
+
+    -- A string per token would be about 40 bytes of Lua heap for each
+    -- 8-byte piece; the builder keeps the bytes of the text.
+    it("keeps a long reply in about the size of its text", function()
+      for _, field in ipairs({ "content", "reasoning_content" }) do
+        collectgarbage("collect")
+        local before = collectgarbage("count")
+        local b = chunks.builder()
+        local size = 0
+        for i = 1, 20000 do
+          local piece = "t" .. i .. " "
+          size = size + #piece
+          b:add { choices = { { index = 0, delta = { [field] = piece } } } }
+        end
+        collectgarbage("collect")
+        local kept = (collectgarbage("count") - before) * 1024
+        assert.is_true(kept < 2 * size + 4096, ("%d bytes kept for %d bytes of text"):format(kept, size))
+        assert.equal(size, #b:response().choices[1].message[field])
+      end
+    end)
+
+    it("takes id, model and created from the first chunk with an id, the last fingerprint and usage", function()
+      local b = chunks.builder()
+      b:add { model = "early", choices = { { index = 0, delta = { content = "a" } } } }
+      b:add { id = "c9", model = "m", created = 3, system_fingerprint = "fp_1",
+              choices = { { index = 0, delta = { content = "b" } } }, usage = { total_tokens = 1 } }
+      b:add { id = "other", model = "x", created = 4, system_fingerprint = "fp_1", choices = {} }
+      b:add { system_fingerprint = "fp_2", usage = { total_tokens = 2 } }
+      local r = b:response()
+      assert.same({ "c9", "m", 3, "fp_2", 2, "ab" },
+        { r.id, r.model, r.created, r.system_fingerprint, r.usage.total_tokens, r.choices[1].message.content })
+      b:add { system_fingerprint = 7 }
+      b:add { system_fingerprint = 8 }
+      assert.equal(8, b:response().system_fingerprint)
+    end)
+
+    it("ignores what is not a chunk, a choice, a delta or a fragment", function()
+      local b = chunks.builder()
+      for _, bad in ipairs({ 42, "x", true, {}, { choices = 5 }, { choices = { 42, "x", false } },
+                             { choices = { { index = 0, delta = 5 } } },
+                             { choices = { { index = 0, delta = { content = 5, reasoning_content = {} } } } },
+                             { choices = { { index = 0, delta = { tool_calls = { 1, "x", { index = 0 / 0 } } } } } },
+                             { choices = { { index = 0, delta = { tool_calls = { { ["function"] = 3 } } } } } } }) do
+        b:add(bad)
+      end
+      b:add(text("ok", "stop"))
+      local m = b:response().choices[1]
+      assert.equal("ok", m.message.content)
+      assert.equal("stop", m.finish_reason)
+      assert.is_nil(m.message.reasoning_content)
+      -- a NaN index is no index: the fragment starts the first call, and the
+      -- one without a table for "function" continues it (no name, no arguments)
+      assert.equal(1, #m.message.tool_calls)
+      assert.equal("{}", m.message.tool_calls[1]["function"].arguments)
+    end)
+
+    it("refuses to add through something that is not a builder", function()
+      local b = chunks.builder()
+      assert.has_error(function() b.add({}, text("x")) end)
+      assert.error_matches(function() b.response(io.stdout) end, "luagent.ChunkBuilder expected")
+    end)
+
+    it("keeps the response it gave: later chunks make a new one", function()
+      local b = chunks.builder()
+      b:add(text("a"))
+      local r1 = b:response()
+      b:add(text("b"))
+      assert.equal("a", r1.choices[1].message.content)
+      assert.equal("ab", b:response().choices[1].message.content)
+      assert.equal(json.array_mt, getmetatable(r1.choices))
     end)
 
     it("gives empty content for an empty stream of one choice", function()
