@@ -218,12 +218,13 @@ local function measured(cmd)
   return r
 end
 
-local micro = { spawn = {}, sleepers = {}, idle = {}, idle_empty = {}, node_idle = {} }
+local micro = { spawn = {}, sleepers = {}, idle = {}, idle_empty = {}, node_idle = {}, chunk = {} }
 results.micro = micro
 if not want_scen or want_scen.micro then
   log("micro-benchmarks")
   for _ = 1, RUNS do
     table.insert(micro.spawn, measured(BUILD .. "/luagent bench/micro.lua spawn 200000"))
+    table.insert(micro.chunk, measured(BUILD .. "/luagent bench/micro.lua chunk"))
     table.insert(micro.idle, measured(BUILD .. "/luagent bench/micro.lua idle"))
     table.insert(micro.idle_empty, measured(BUILD .. '/luagent -e ""'))
     if NODE_OK then

@@ -4,6 +4,9 @@
 ---   luagent bench/micro.lua spawn [N]     spawning + finishing N tasks
 ---   luagent bench/micro.lua sleepers [N]  RSS with N tasks asleep at once
 ---   luagent bench/micro.lua idle          RSS with the library loaded
+---   luagent bench/micro.lua chunk [N]     N Lua table constructors of a
+---                                         streamed chunk's shape (the
+---                                         tables any decoder must make)
 ---
 --- Prints one `RESULT {...}` line.
 local llm = require "luagent"
@@ -57,7 +60,31 @@ elseif what == "idle" then
   llm.sleep(0.05)
   local r, hwm = rss()
   print(('RESULT {"bench":"idle","rss_kb":%d,"hwm_kb":%d}'):format(r, hwm))
+elseif what == "chunk" then
+  -- The tables of one openai content chunk as the loopback server sends it
+  -- (its null fields absent): what decoding an event into Lua tables costs
+  -- at the least. A lower bound: the token strings are made beforehand,
+  -- where a decoder must make each one.
+  n = n or 2000000
+  local ID, MODEL, OBJECT, FP = "chatcmpl-mock1", "bench", "chat.completion.chunk", "fp_mock"
+  local tokens = {}
+  for i = 1, 20000 do tokens[i] = "t" .. (i - 1) .. " " end
+  local last
+  local function make(count)
+    for i = 1, count do
+      last = { id = ID, object = OBJECT, created = 1700000000, model = MODEL,
+               system_fingerprint = FP,
+               choices = { { index = 0, delta = { content = tokens[i % 20000 + 1] } } } }
+    end
+  end
+  make(200000)                  -- warm up the allocator and the collector
+  local c0 = os.clock()
+  make(n)
+  local cpu = os.clock() - c0
+  assert(last.choices[1].delta.content == tokens[n % 20000 + 1])
+  print(('RESULT {"bench":"chunk","chunks":%d,"cpu_s":%.6f,"us_per_chunk":%.4f}')
+    :format(n, cpu, cpu / n * 1e6))
 else
-  io.stderr:write("usage: luagent bench/micro.lua spawn|sleepers|idle [N]\n")
+  io.stderr:write("usage: luagent bench/micro.lua spawn|sleepers|idle|chunk [N]\n")
   os.exit(2)
 end

@@ -121,6 +121,7 @@ end
 
 local M = R.micro or {}
 local spawn_us = median(map(M.spawn, function(r) return r.us_per_task end))
+local chunk_tables_us = median(map(M.chunk, function(r) return r.us_per_chunk end))
 local sleepers_mb = median(map(M.sleepers, function(r) return r.rss_kb / 1024 end))
 local sleepers_b = median(map(M.sleepers, function(r) return r.bytes_per_task end))
 local idle_mb = median(map(M.idle, function(r) return r.measure.maxrss_kb / 1024 end))
@@ -257,6 +258,38 @@ for _, t in ipairs(targets) do
 end
 w()
 
+w("## What the missed targets leave")
+w()
+w("The same scenarios with layers taken away, in the same run. `luagent-json` makes each "
+  .. "event's Lua tables and checks them as the luagent client does, and nothing else (no "
+  .. "request building, provider, chunk builder or stream object); `luagent-raw` makes no "
+  .. "tables. A limit that `luagent-json` misses is out of reach of a cheaper provider, builder "
+  .. "or stream: only a faster decoder of events into Lua tables could meet it. At 1×20,000 the last column is that design's floor: delivering an "
+  .. "event to a task (`luagent-deliver`) plus a Lua table constructor of a chunk's shape "
+  .. "(`bench/micro.lua chunk`: the tables alone, before a byte is parsed).")
+w()
+w("| Target | luagent | luagent-json | luagent-raw | delivery + a chunk's tables | Limit |")
+w("|---|---|---|---|---|---|")
+do
+  local function r(sc, client, what)
+    local v = ratio(get(sc, client, what), get(sc, "floor", what))
+    return v and (fmt(v) .. "×") or "—"
+  end
+  for _, sc in ipairs({ { "c100", "CPU per chunk at 100×100, / floor" },
+                        { "c1000", "CPU per chunk at 1,000×20, / floor" } }) do
+    w(("| %s | %s | %s | %s | — | ≤ 1.3× |"):format(sc[2], r(sc[1], "luagent", "cpu_us"),
+      r(sc[1], "luagent-json", "cpu_us"), r(sc[1], "luagent-raw", "cpu_us")))
+  end
+  local function us(client) local v = get("burst", client, "cpu_us"); return v and (fmt(v) .. " µs") or "—" end
+  local d = get("burst", "luagent-deliver", "cpu_us")
+  w(("| 1×20,000 at once, CPU per chunk | %s | %s | %s | %s | ≤ 2.5 µs |"):format(us("luagent"),
+    us("luagent-json"), us("luagent-raw"), d and chunk_tables_us
+      and (fmt(d + chunk_tables_us) .. " µs (" .. fmt(d) .. " + " .. fmt(chunk_tables_us) .. ")") or "—"))
+  w(("| TTFT p99 at 1,000 streams, / floor | %s | %s | %s | — | ≤ 1.1× |"):format(
+    r("c1000", "luagent", "ttft99"), r("c1000", "luagent-json", "ttft99"), r("c1000", "luagent-raw", "ttft99")))
+end
+w()
+
 w("## Key ratios")
 w()
 w("| Scenario | luagent / floor (CPU) | luagent-json / floor (CPU) | luagent-raw / floor (CPU) | Node / luagent (CPU) | Python / luagent (CPU) | TTFT p99 luagent / floor |")
@@ -329,6 +362,8 @@ w()
 w("| Measure | Value |")
 w("|---|---|")
 w("| Spawn + finish a task (200,000 tasks, median of runs) | " .. fmt(spawn_us, 3) .. " µs |")
+w("| A Lua table constructor of a streamed chunk's shape (`bench/micro.lua chunk`, median of runs) | "
+  .. fmt(chunk_tables_us, 3) .. " µs |")
 w("| 100,000 sleeping tasks: RSS | " .. fmt(sleepers_mb, 1) .. " MB (" .. fmt(sleepers_b, 0) .. " bytes per task) |")
 w("| SSE framing (bench/bench_sse.c), 16 KiB feeds | " .. fmt(sse_big, 0) .. " MB/s |")
 w("| SSE framing, 1-byte feeds | " .. fmt(sse_1, 0) .. " MB/s |")
