@@ -77,7 +77,7 @@ local CLIENTS = {
   { name = "luagent", cmd = BUILD .. "/luagent bench/client.lua completion %s %d %d" },
   { name = "luagent-raw", cmd = BUILD .. "/luagent bench/client.lua raw %s %d %d" },
   { name = "luagent-deliver", cmd = BUILD .. "/luagent bench/client.lua deliver %s %d %d",
-    only = { burst = true } },
+    only = { burst = true, c100 = true, c1000 = true } },
   { name = "luagent-json", cmd = BUILD .. "/luagent bench/client.lua json %s %d %d",
     only = { burst = true, c100 = true, c1000 = true } },
   -- the other providers' wire formats, from the same server (1x20,000 only)
