@@ -3,9 +3,10 @@
 ** llm.stream_chunk_builder and every stream's stream:response().
 **
 **   new() -> builder
-**   builder:add(chunk)     one chat.completion.chunk (anything else is
-**                          ignored; a usage-only chunk with choices = []
-**                          is fine)
+**   builder:add(chunk)     one chat.completion.chunk, read with raw access
+**                          (chunks are plain tables, as JSON decodes them;
+**                          anything else is ignored; a usage-only chunk
+**                          with choices = [] is fine)
 **   builder:response()     the chat.completion assembled so far
 **   setup(array_mt)        the metatable of JSON arrays (luagent.json's),
 **                          given to the response's `choices`
@@ -45,7 +46,7 @@ typedef struct {
 
 /* The builder's user values. */
 enum { B_ID = 1, B_MODEL, B_CREATED, B_FINGERPRINT, B_USAGE, B_CHOICES, B_NUV = B_CHOICES };
-/* A choice's user values (T_* are text buffers). */
+/* A choice's user values (C_CONTENT and C_REASONING hold text buffers). */
 enum { C_ROLE = 1, C_FINISH, C_CONTENT, C_REASONING, C_CALLS, C_BY_INDEX, C_NUV = C_BY_INDEX };
 /* A tool call's user values. */
 enum { K_ID = 1, K_NAME, K_EXTRA, K_ARGS, K_NUV = K_ARGS };
