@@ -283,10 +283,11 @@ w()
 w("The same scenarios with layers taken away, in the same run. `luagent-json` makes each "
   .. "event's Lua tables and checks them as the luagent client does, and nothing else (no "
   .. "request building, provider, chunk builder or stream object); `luagent-raw` makes no "
-  .. "tables; `luagent-deliver` only counts the events. A limit that `luagent-json` misses is out of reach of a cheaper provider, builder "
-  .. "or stream: only a faster decoder of events into Lua tables could meet it. At 1×20,000 the last column is that design's floor: delivering an "
-  .. "event to a task (`luagent-deliver`) plus a Lua table constructor of a chunk's shape "
-  .. "(`bench/micro.lua chunk`: the tables alone, before a byte is parsed).")
+  .. "tables; `luagent-deliver` only counts the events. A limit that `luagent-json` misses is "
+  .. "out of reach of a cheaper provider, builder or stream: only a faster decoder of events "
+  .. "into Lua tables could meet it. At 1×20,000 the last column is that design's floor: "
+  .. "delivering an event to a task (`luagent-deliver`) plus a Lua table constructor of a "
+  .. "chunk's shape (`bench/micro.lua chunk`: the tables alone, before a byte is parsed).")
 w()
 w("| Target | luagent | luagent-json | luagent-raw | luagent-deliver | delivery + a chunk's tables | Limit |")
 w("|---|---|---|---|---|---|---|")

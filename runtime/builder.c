@@ -52,9 +52,9 @@ enum { C_ROLE = 1, C_FINISH, C_CONTENT, C_REASONING, C_CALLS, C_BY_INDEX, C_NUV 
 enum { K_ID = 1, K_NAME, K_EXTRA, K_ARGS, K_NUV = K_ARGS };
 
 typedef struct {
-  text_t *content, *reasoning;   /* the buffers in C_CONTENT, C_REASONING */
+  text_t *content, *reasoning;   /* the buffers in C_CONTENT, C_REASONING:
+                                    NULL until a string arrives (maybe "") */
   int ncalls;                    /* calls in C_CALLS */
-  unsigned has_content : 1;      /* a content string arrived (maybe "") */
 } choice_t;
 
 typedef struct {
@@ -63,8 +63,6 @@ typedef struct {
 } call_t;
 
 typedef struct {
-  choice_t *c0;                  /* choice 0 (also in B_CHOICES), or NULL */
-  const void *fingerprint;       /* the string in B_FINGERPRINT, or NULL */
   unsigned has_id : 1;           /* B_ID holds an id */
 } builder_t;
 
@@ -137,7 +135,7 @@ static lua_Integer choice_index(lua_State *L) {
 }
 
 /* Pushes the state of choice `index`, made when first needed. */
-static choice_t *push_choice(lua_State *L, int b, builder_t *bd, lua_Integer index) {
+static choice_t *push_choice(lua_State *L, int b, lua_Integer index) {
   choice_t *c;
   if (lua_getiuservalue(L, b, B_CHOICES) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -153,7 +151,6 @@ static choice_t *push_choice(lua_State *L, int b, builder_t *bd, lua_Integer ind
     memset(c, 0, sizeof *c);
     lua_pushvalue(L, -1);
     lua_rawseti(L, -3, index);
-    if (index == 0) bd->c0 = c;
   }
   lua_remove(L, -2);
   return c;
@@ -259,24 +256,12 @@ static void add_fragment(lua_State *L, int ch, choice_t *c, int f) {
 
 /* ---- add ----------------------------------------------------------------- */
 
-/* Stores the value at the top (popped) in user value `slot` of b. */
-#define keep(L, b, slot) lua_setiuservalue(L, b, slot)
-
 /* One choice table (at c) of a chunk. */
-static void add_choice(lua_State *L, int b, builder_t *bd, int c) {
+static void add_choice(lua_State *L, int b, int c) {
   int top = lua_gettop(L), ch, d;
-  lua_Integer index;
   choice_t *st;
   get(L, c, F_INDEX);
-  index = choice_index(L);
-  if (index == 0 && bd->c0) {
-    st = bd->c0;
-    lua_getiuservalue(L, b, B_CHOICES);
-    lua_rawgeti(L, -1, 0);
-    lua_remove(L, -2);
-  } else {
-    st = push_choice(L, b, bd, index);
-  }
+  st = push_choice(L, b, choice_index(L));
   ch = lua_gettop(L);
   if (!field_truthy(L, c, F_DELTA)) {
     lua_pop(L, 1);
@@ -289,10 +274,9 @@ static void add_choice(lua_State *L, int b, builder_t *bd, int c) {
     if (get(L, d, F_CONTENT) == LUA_TSTRING) {
       s = lua_tolstring(L, -1, &n);
       st->content = text_append(L, ch, C_CONTENT, st->content, s, n);
-      st->has_content = 1;
     }
     lua_pop(L, 1);
-    if (field_truthy(L, d, F_ROLE)) keep(L, ch, C_ROLE);
+    if (field_truthy(L, d, F_ROLE)) lua_setiuservalue(L, ch, C_ROLE);
     else lua_pop(L, 1);
     if (get(L, d, F_REASONING) == LUA_TSTRING) {
       s = lua_tolstring(L, -1, &n);       /* present from then on, even empty */
@@ -309,34 +293,31 @@ static void add_choice(lua_State *L, int b, builder_t *bd, int c) {
     }
     lua_pop(L, 1);
   }
-  if (get(L, c, F_FINISH) != LUA_TNIL) keep(L, ch, C_FINISH);
+  if (get(L, c, F_FINISH) != LUA_TNIL) lua_setiuservalue(L, ch, C_FINISH);
   lua_settop(L, top);
 }
 
 /* builder:add(chunk) */
 static int b_add(lua_State *L) {
   builder_t *bd = check_builder(L);
-  int t;
   if (!lua_istable(L, 2)) return 0;
   lua_settop(L, 2);
   if (!bd->has_id) {
     if (get(L, 2, F_ID) != LUA_TNIL) bd->has_id = 1;
-    keep(L, 1, B_ID);
-    get(L, 2, F_MODEL); keep(L, 1, B_MODEL);
-    get(L, 2, F_CREATED); keep(L, 1, B_CREATED);
+    lua_setiuservalue(L, 1, B_ID);
+    get(L, 2, F_MODEL);
+    lua_setiuservalue(L, 1, B_MODEL);
+    get(L, 2, F_CREATED);
+    lua_setiuservalue(L, 1, B_CREATED);
   }
-  if (get(L, 2, F_USAGE) != LUA_TNIL) keep(L, 1, B_USAGE);
+  if (get(L, 2, F_USAGE) != LUA_TNIL) lua_setiuservalue(L, 1, B_USAGE);
   else lua_pop(L, 1);
-  /* OpenAI repeats the fingerprint in every chunk: the same string */
-  t = get(L, 2, F_FINGERPRINT);
-  if (t != LUA_TNIL && (t != LUA_TSTRING || lua_topointer(L, -1) != bd->fingerprint)) {
-    bd->fingerprint = t == LUA_TSTRING ? lua_topointer(L, -1) : NULL;
-    keep(L, 1, B_FINGERPRINT);
-  } else lua_pop(L, 1);
+  if (get(L, 2, F_FINGERPRINT) != LUA_TNIL) lua_setiuservalue(L, 1, B_FINGERPRINT);
+  else lua_pop(L, 1);
   if (get(L, 2, F_CHOICES) == LUA_TTABLE) {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, 3);
     for (i = 1; i <= n; i++) {
-      if (lua_rawgeti(L, 3, i) == LUA_TTABLE) add_choice(L, 1, bd, 4);
+      if (lua_rawgeti(L, 3, i) == LUA_TTABLE) add_choice(L, 1, 4);
       lua_pop(L, 1);
     }
   }
@@ -397,7 +378,7 @@ static void push_response_choice(lua_State *L, int ch, lua_Integer index) {
     push_calls(L, ch, st->ncalls);
     lua_setfield(L, -2, "tool_calls");
   }
-  if (st->has_content || st->ncalls == 0) {
+  if (st->content || st->ncalls == 0) {
     push_text(L, st->content);
     lua_setfield(L, -2, "content");
   }
