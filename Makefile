@@ -117,7 +117,7 @@ run: deps all
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools
+test: deps all tools node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so
@@ -163,6 +163,11 @@ install: all
 clean:
 	rm -rf build
 
+# The npm clients and servers the specs run against (package.json, pinned by
+# the lock file). npm comes from Debian's nodejs/npm when node is missing.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
 # Installs the Debian packages that are missing (needs root).
 deps:
 	@missing=""; for p in $(DEBS); do \
@@ -172,3 +177,7 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing: nodejs npm"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: nodejs npm" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
