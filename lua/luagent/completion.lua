@@ -13,7 +13,9 @@ local mock = require "luagent.providers.mock"
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
-  default_model = "mock/luagent-mock",
+  -- llm.default_model: the model of a call that names none. Unset, such a
+  -- call is an error (a silent answer from the mock would pass for a real one).
+  default_model = nil,
 }
 
 local sleep = core.sleep
@@ -25,13 +27,42 @@ local MAX_RETRY_AFTER = 120
 -- Validation
 -- ---------------------------------------------------------------------------
 
-local TIMEOUT_KEYS = { "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }
+local TIMEOUT_KEYS = { "timeout", "attempt_timeout", "connect_timeout", "first_token_timeout",
+                       "idle_timeout" }
+
+-- Numeric request parameters: checked here, since a provider would only
+-- answer a 400 (or, for some servers, quietly ignore the value).
+local NUMBER_KEYS = { "temperature", "top_p", "presence_penalty", "frequency_penalty" }
+local INTEGER_KEYS = { "max_tokens", "max_completion_tokens", "n", "seed" }
+
+local function check_numbers(p)
+  for i = 1, #NUMBER_KEYS do
+    local k = NUMBER_KEYS[i]
+    local v = p[k]
+    if v ~= nil and (type(v) ~= "number" or v ~= v) then
+      error(("llm.completion: %s must be a number, got %s"):format(k, type(v)), 4)
+    end
+  end
+  for i = 1, #INTEGER_KEYS do
+    local k = INTEGER_KEYS[i]
+    local v = p[k]
+    if v ~= nil and math.type(v) ~= "integer" and not (math.type(v) == "float" and v == math.floor(v)) then
+      error(("llm.completion: %s must be an integer, got %s"):format(k,
+        type(v) == "number" and tostring(v) or type(v)), 4)
+    end
+  end
+  if p.model == nil and M.default_model == nil then
+    error("llm.completion: model is required, e.g. \"openai/gpt-4o-mini\" "
+      .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", 4)
+  end
+end
 
 local function check_params(p)
   if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
   if p.model ~= nil and type(p.model) ~= "string" then
     error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
   end
+  check_numbers(p)
   if p.messages ~= nil and type(p.messages) ~= "table" then
     error("llm.completion: messages must be a list of {role=, content=} tables", 3)
   end
@@ -73,6 +104,29 @@ end
 
 local function getenv(name) return name and os.getenv(name) or nil end
 
+local function total_timeout(p, model, provider)
+  return errors.new("Timeout", ("total timeout: no complete response within %.3g s "
+    .. "(every attempt, backoff and fallback included)"):format(p.timeout),
+    { timeout = "total", model = model, provider = provider })
+end
+
+-- The transport's "total" timeout is the attempt's limit: the call's total
+-- timeout when its deadline has come, else attempt_timeout.
+local function reword_timeout(err, p, dl)
+  if type(err) ~= "table" or err.type ~= "Timeout" or err.timeout ~= "total" then return err end
+  -- (libuv's timers run on the loop's cached time: allow them 50 ms early)
+  local at = p.attempt_timeout
+  if dl and (not at or at == 0 or core.now() >= dl - 0.05) then
+    local e = total_timeout(p, err.model, err.provider)
+    e.status = err.status
+    return e
+  end
+  err.timeout = "attempt"
+  if type(err.message) == "string" then err.message = err.message:gsub("^total timeout", "attempt timeout") end
+  return err
+end
+
+
 -- Source of chunks over HTTP: framed events through a provider decoder.
 -- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
 -- the transport (resp:read_json); a decoder with a one-chunk feed1 (openai)
@@ -98,6 +152,7 @@ local function http_end(self, err)
     if err.type == "StreamIncomplete" and (dec.done or dec.finished) then
       return nil
     end
+    if self.p then err = reword_timeout(err, self.p, self.deadline) end
     return nil, decorate(err, dec.provider, dec.model)
   end
   local ok, ferr = dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
@@ -162,7 +217,16 @@ function MockSource:next()
     return nil
   end
   self.i = i
-  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
+  local delay = self.plan.delay
+  if i > 1 and delay > 0 then
+    local dl = self.deadline
+    if dl and core.now() + delay > dl then
+      sleep(math.max(0, dl - core.now()))
+      self.i = #self.list
+      return nil, total_timeout(self.p, self.model, "mock")
+    end
+    sleep(delay)
+  end
   return c
 end
 
@@ -187,7 +251,7 @@ local function scripted(p)
   return q
 end
 
-local function mock_attempt(p, model)
+local function mock_attempt(p, model, limit, dl)
   if type(p.mock_response) == "function" then p = scripted(p) end
   local plan, err = mock.plan(p, model)
   if not plan then return nil, err end
@@ -195,12 +259,18 @@ local function mock_attempt(p, model)
     return nil, decorate(plan.error, "mock", model)
   end
   if not p.stream then
-    if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
+    local d = plan.delay * (#plan.tokens + 1)
+    if limit and d > limit then
+      sleep(limit)
+      return nil, total_timeout(p, model, "mock")
+    end
+    if d > 0 then sleep(d) end
     local resp, rerr = mock.response(plan, model)
     if not resp then return nil, decorate(rerr, "mock", model) end
     return resp
   end
   local src = setmetatable({ plan = plan, list = mock.chunks(plan, model), i = 0 }, MockSource)
+  if dl then src.deadline, src.p, src.model = dl, p, model end
   if plan.error then plan.error = decorate(plan.error, "mock", model) end
   return src
 end
@@ -249,12 +319,28 @@ local attempt_once
 --- permit (waiting fairly) and gives it back with the tokens actually used
 --- when the response, or the stream, ends. Returns a response table
 --- (non-stream), a chunk source (stream), or nil, err.
-local function attempt(p)
+-- The time limit of the next attempt: attempt_timeout and what is left
+-- of the call's total timeout, whichever is shorter; nil for none. false
+-- when the total timeout has already passed.
+local function attempt_limit(p, dl)
+  local limit = p.attempt_timeout
+  if limit == 0 then limit = nil end
+  if dl then
+    local left = dl - core.now()
+    if left <= 0 then return false end
+    if not limit or left < limit then limit = left end
+  end
+  return limit
+end
+
+local function attempt(p, dl)
+  local limit = attempt_limit(p, dl)
+  if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
   local rl = p.rate_limit
-  if not rl then return attempt_once(p) end
+  if not rl then return attempt_once(p, limit, dl) end
   local permit, perr = rl:acquire(M.estimate_tokens(p))
   if not permit then return nil, perr end
-  local ok, r, err = pcall(attempt_once, p)
+  local ok, r, err = pcall(attempt_once, p, limit, dl)
   if not ok then permit:release(0); error(r, 0) end
   if not r then
     permit:release(0)
@@ -268,15 +354,15 @@ local function attempt(p)
   return r
 end
 
-attempt_once = function(p)
+attempt_once = function(p, limit, dl)
   local name = p.model or M.default_model
   if p.mock_response ~= nil then
     local _, m = providers.resolve(name)
-    return mock_attempt(p, type(m) == "string" and m or name)
+    return mock_attempt(p, type(m) == "string" and m or name, limit, dl)
   end
   local P, model = providers.resolve(name)
   if not P then return nil, model end
-  if P.name == "mock" then return mock_attempt(p, model) end
+  if P.name == "mock" then return mock_attempt(p, model, limit, dl) end
   local key = p.api_key or getenv(P.env_key)
   if P.env_key and (key == nil or key == "") then
     return nil, errors.new("AuthenticationError",
@@ -289,18 +375,20 @@ attempt_once = function(p)
   hcore = hcore or require "luagent.http.core"
   -- the request table itself carries the transport's options (no copy)
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
   local resp, err = hcore.request(req)
-  if not resp then return nil, decorate(err, P.name, model) end
+  if not resp then return nil, decorate(reword_timeout(err, p, dl), P.name, model) end
   if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
     return nil, response_error(P, resp, model, req.stream)
   end
   if req.stream then
-    return http_source(resp, P.decoder(model))
+    local src = http_source(resp, P.decoder(model))
+    if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
+    return src
   end
   local body, berr = resp:body()
   resp:close()
-  if not body then return nil, decorate(berr, P.name, model) end
+  if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
   local out, perr = P.parse_response(resp.status, body, model)
   if not out then return nil, decorate(perr, P.name, model) end
   return out
@@ -310,14 +398,21 @@ end
 -- The chain of attempts: retries with backoff, then fallbacks
 -- ---------------------------------------------------------------------------
 
--- Parameters for a fallback entry. A fallback never inherits the primary's
--- key, base URL or headers (LiteLLM#31467): only what its own entry says.
-local SECRET_KEYS = { api_key = true, api_base = true, extra_headers = true }
+-- Parameters for a fallback entry: the primary's request (messages,
+-- stream, sampling parameters, tools, timeouts, retries, rate limit,
+-- callbacks) with the entry's own keys on top. A fallback is another
+-- model: it never inherits the primary's key, base URL or headers
+-- (LiteLLM#31467), nor its scripted mock answer (mock_response,
+-- mock_tool_calls, mock_finish_reason: a scripted failure of the primary
+-- is not the fallback's), nor the fallback lists themselves.
+local NOT_INHERITED = { api_key = true, api_base = true, base_url = true, extra_headers = true,
+                        fallbacks = true, context_window_fallbacks = true, mock_response = true,
+                        mock_tool_calls = true, mock_finish_reason = true }
 
 local function fallback_params(base, entry)
   local p = {}
   for k, v in pairs(base) do
-    if not SECRET_KEYS[k] and k ~= "fallbacks" and k ~= "context_window_fallbacks" then p[k] = v end
+    if not NOT_INHERITED[k] then p[k] = v end
   end
   if type(entry) == "string" then
     p.model = entry
@@ -352,6 +447,8 @@ local function new_chain(p)
   -- four fields: ctx (the context-window fallbacks) only when there are some
   local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
                                retries = p.num_retries or M.num_retries }, Chain)
+  -- timeout bounds the whole call: attempts, backoff and fallbacks
+  if p.timeout and p.timeout > 0 then chain.deadline = core.now() + p.timeout end
   if cw and cw[1] ~= nil then
     local ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
@@ -369,13 +466,17 @@ function Chain:next_after(err)
   self.attempts = attempts
   attempts[#attempts + 1] = rec
   if err.type == "Cancelled" then return nil end
+  local dl = self.deadline
+  local left = dl and dl - core.now()
+  if left and left <= 0 then return nil end
   if err.type == "ContextWindowExceededError" and self.ctx then
     self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
     local delay = M.backoff(self.tries, err.retry_after)
-    if delay then
+    -- a backoff that would outlast the total timeout: on to the fallbacks
+    if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       rec.delay = delay
       sleep(delay)            -- a cancel here raises: no request is sent
@@ -397,7 +498,7 @@ end
 --- Runs attempts until one succeeds; returns result, params or nil, err.
 function Chain:run(p)
   while true do
-    local r, err = attempt(p)
+    local r, err = attempt(p, self.deadline)
     if r then return r, p end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
@@ -470,6 +571,12 @@ function Stream:next()
     if self._done then return nil, self._err end
     local c, err = self._src:next()
     if c then
+      if self._restarted then
+        -- the first chunk of a restarted reply says so: what the script
+        -- printed before belongs to the abandoned attempt
+        c.restarted, self._restarted = true, nil
+      end
+      if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
       local u = c.usage
       if u then self._src.tokens = usage_tokens(u) end
@@ -490,7 +597,14 @@ function Stream:next()
       local src, p = self._chain:run(nxt)
       if not src then return finish(self, p) end
       self._src, self.model = src, p.model or M.default_model
-      if policy ~= "continue" then self._builder = chunks.builder() end
+      if policy == "restart" then
+        self._builder = chunks.builder()
+        self._restarted, self.restarts = true, (self.restarts or 0) + 1
+      elseif policy == "continue" then
+        self._continued = true           -- response().model names the model that finished
+      else
+        self._builder = chunks.builder()
+      end
     else
       return finish(self, nil)
     end
@@ -529,7 +643,10 @@ M.stream_methods(Stream)
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.
 function Stream:response()
-  return self._builder:response()
+  local r = self._builder:response()
+  local cont = self._continued
+  if type(cont) == "string" then r.model = cont end   -- the model that finished the reply
+  return r
 end
 
 --- Ends the transfer now; idempotent. Also __close and __gc.
