@@ -117,3 +117,14 @@ describe("a call's meaning #unit", function()
     assert.are.same({ a = 1 }, llm.json.decode('{"a":1}'))
   end)
 end)
+
+describe("llm.term.wrapper #unit", function()
+  it("wraps streamed pieces at word boundaries, holding back only the word in progress", function()
+    local out = {}
+    local w = llm.term.wrapper(12, 3, function(s) out[#out + 1] = s end)
+    for _, piece in ipairs({ "Hel", "lo the", "re, a ", "verylongwordindeed", " and\nmore text" }) do w(piece) end
+    w:finish()
+    assert.are.equal("Hello\nthere, a\nverylongwordindeed\nand\nmore text", table.concat(out))
+    assert.has_error(function() llm.term.wrapper(0) end, "term.wrapper: width must be a positive integer")
+  end)
+end)
