@@ -665,6 +665,10 @@ Stream.__gc = Stream.close
 --- table, a Stream, or nil, err. See DESIGN.md for the parameters.
 function M.completion(p)
   check_params(p)
+  if not core.current() then
+    -- named here: the first suspension inside would name itself (llm.sleep)
+    error("llm.completion: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
+  end
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
