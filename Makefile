@@ -4,7 +4,8 @@
 #   make asan    the whole suite under AddressSanitizer + UBSan
 #   make bench   benchmarks (see bench/RESULTS.md)
 #   make fuzz    short libFuzzer runs of the parsers (clang)
-#   make deps    installs the Debian packages that are missing (root)
+#   make deps    installs the Debian packages that are missing (root; waits
+#                for another apt holding the dpkg lock)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -57,7 +58,7 @@ TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
 
-.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools
 
 all: $(BIN) $(LIB) $(SO)
 
@@ -161,6 +162,12 @@ install: all
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
+# Removes exactly what install put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/luagent $(DESTDIR)$(PREFIX)/lib/libluagent.a \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so $(DESTDIR)$(PREFIX)/include/luagent.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+
 clean:
 	rm -rf build
 
@@ -176,9 +183,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  sh tools/apt_install.sh $$missing; \
 	fi
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "installing: nodejs npm"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: nodejs npm" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	  sh tools/apt_install.sh nodejs npm; }
