@@ -662,7 +662,7 @@ Stream.__gc = Stream.close
 -- ---------------------------------------------------------------------------
 
 --- llm.completion{model=, messages=, stream=, ...}: a chat.completion
---- table, a Stream, or nil, err. See DESIGN.md for the parameters.
+--- table, a Stream, or nil, err. See README.md for the parameters.
 function M.completion(p)
   check_params(p)
   if not core.current() then
