@@ -95,7 +95,7 @@ local function reply_to(text)
       require("luagent.providers.mock").default_answer) or nil,
     mock_delay = on_mock and opts.mock_delay or nil,
   })
-  if write.finish then write:finish() end
+  if type(write) == "table" then write:finish() end
   if started then print() end
   if reply then return end
   if err.interrupted then
