@@ -128,3 +128,27 @@ describe("llm.term.wrapper #unit", function()
     assert.has_error(function() llm.term.wrapper(0) end, "term.wrapper: width must be a positive integer")
   end)
 end)
+
+describe("router:completion timeout #unit", function()
+  it("bounds the whole call across deployments, retries and backoff", function()
+    local r = llm.router{ model_list = {
+      { model_name = "gpt", litellm_params = { model = "mock/a", mock_delay = 0,
+                                               mock_response = { error = "ServiceUnavailableError" } } },
+    }, num_retries = 3, allowed_fails = 100 }
+    local t0 = llm.now()
+    local resp, err = r:completion{ model = "gpt", messages = msgs, timeout = 0.3 }
+    assert.is_nil(resp)
+    assert.are.equal("ServiceUnavailableError", err.type)
+    assert.is_true(llm.now() - t0 < 0.3, "took " .. (llm.now() - t0))   -- backoff alone: 3.5 s
+    -- a slow deployment: the total applies to it
+    r = llm.router{ model_list = {
+      { model_name = "slow", litellm_params = { model = "mock/s", mock_delay = 0.1,
+                                                mock_response = "one two three four five six" } },
+    } }
+    t0 = llm.now()
+    resp, err = r:completion{ model = "slow", messages = msgs, timeout = 0.2 }
+    assert.is_nil(resp)
+    assert.are.equal("Timeout", err.type)
+    assert.is_true(llm.now() - t0 < 1)
+  end)
+end)
