@@ -10,6 +10,7 @@ local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
 local mock = require "luagent.providers.mock"
+local params = require "luagent.params"
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
@@ -22,70 +23,6 @@ local sleep = core.sleep
 local hcore   -- luagent.http.core, loaded on the first network call
 
 local MAX_RETRY_AFTER = 120
-
--- ---------------------------------------------------------------------------
--- Validation
--- ---------------------------------------------------------------------------
-
-local TIMEOUT_KEYS = { "timeout", "attempt_timeout", "connect_timeout", "first_token_timeout",
-                       "idle_timeout" }
-
--- Numeric request parameters: checked here, since a provider would only
--- answer a 400 (or, for some servers, quietly ignore the value).
-local NUMBER_KEYS = { "temperature", "top_p", "presence_penalty", "frequency_penalty" }
-local INTEGER_KEYS = { "max_tokens", "max_completion_tokens", "n", "seed" }
-
-local function check_numbers(p)
-  for i = 1, #NUMBER_KEYS do
-    local k = NUMBER_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v ~= v) then
-      error(("llm.completion: %s must be a number, got %s"):format(k, type(v)), 4)
-    end
-  end
-  for i = 1, #INTEGER_KEYS do
-    local k = INTEGER_KEYS[i]
-    local v = p[k]
-    if v ~= nil and math.type(v) ~= "integer" and not (math.type(v) == "float" and v == math.floor(v)) then
-      error(("llm.completion: %s must be an integer, got %s"):format(k,
-        type(v) == "number" and tostring(v) or type(v)), 4)
-    end
-  end
-  if p.model == nil and M.default_model == nil then
-    error("llm.completion: model is required, e.g. \"openai/gpt-4o-mini\" "
-      .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", 4)
-  end
-end
-
-local function check_params(p)
-  if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
-  if p.model ~= nil and type(p.model) ~= "string" then
-    error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
-  end
-  check_numbers(p)
-  if p.messages ~= nil and type(p.messages) ~= "table" then
-    error("llm.completion: messages must be a list of {role=, content=} tables", 3)
-  end
-  if p.messages == nil and p.mock_response == nil then
-    error("llm.completion: messages is required", 3)
-  end
-  for i = 1, #TIMEOUT_KEYS do
-    local k = TIMEOUT_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
-      error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
-    end
-  end
-  if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
-    error("llm.completion: num_retries must be a non-negative integer", 3)
-  end
-  if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
-    error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
-  end
-  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
-    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
-  end
-end
 
 -- ---------------------------------------------------------------------------
 -- Attempts
@@ -664,7 +601,7 @@ Stream.__gc = Stream.close
 --- llm.completion{model=, messages=, stream=, ...}: a chat.completion
 --- table, a Stream, or nil, err. See README.md for the parameters.
 function M.completion(p)
-  check_params(p)
+  params.check(p, M.default_model)
   if not core.current() then
     -- named here: the first suspension inside would name itself (llm.sleep)
     error("llm.completion: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
