@@ -621,7 +621,9 @@ static int request_k(lua_State *L, int status, lua_KContext base) {
   if (!x->headers_done) return wait_on(L, x, W_HEADERS, request_k, "http.request");
   if (x->status == 0) {
     /* the transfer ended without a complete header block */
-    if (x->err == E_NONE || (x->err == E_CURL && x->saw_status)) x->err = E_SHORT;
+    if (x->err == E_NONE || (x->err == E_CURL && x->saw_status &&
+                             x->result != CURLE_OUT_OF_MEMORY))
+      x->err = E_SHORT;
     return push_error(L, x);
   }
   return 1;   /* the response object */

@@ -364,7 +364,8 @@ end
 --- of the next one (after sleeping the backoff), or nil when exhausted.
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
-  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
+  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type,
+                message = err.message }
   local attempts = self.attempts or {}
   self.attempts = attempts
   attempts[#attempts + 1] = rec

@@ -420,6 +420,13 @@ function M.http_error(o)
     message = "HTTP " .. tostring(status) .. (reason_phrase[status] and (" " .. reason_phrase[status]) or "")
     if summary then message = message .. ": " .. summary end
   end
+  local location = type(status) == "number" and status >= 300 and status < 400
+    and M.header(o.headers, "location")
+  if location then
+    -- API calls never follow redirects (credentials could travel with them)
+    message = message .. " (a redirect to " .. M.snippet(location) ..
+      ", not followed: set api_base to the final URL)"
+  end
   local retry_after = M.parse_retry_after(o.headers, o.now) or positive(o.retry_after)
   local should = M.header(o.headers, "x-should-retry")
   local should_retry = o.should_retry

@@ -75,4 +75,84 @@ describe("hardening #integration", function()
       end
     end
   end)
+
+  describe("the transport", function()
+    it("refuses a method that is not an RFC 9110 token (request-line injection)", function()
+      for _, m in ipairs({ "GET /x HTTP/1.1\r\nX: y", "GET X", "", "PO\nST" }) do
+        local ok, e = pcall(llm.http.request, { url = mock.url .. "/health", method = m })
+        assert.is_false(ok)
+        assert.matches("method must be an HTTP token", e)
+      end
+      local resp = assert(llm.http.request{ url = mock.url .. "/health", method = "GET" })
+      assert.are.equal(200, resp.status)
+      resp:close()
+    end)
+
+    it("refuses a table body instead of sending an empty one", function()
+      local ok, e = pcall(llm.http.request, { url = mock.url .. "/health", body = { a = 1 } })
+      assert.is_false(ok)
+      assert.matches("body must be a string", e)
+    end)
+
+    it("keep-alive comments do not stop first_token_timeout", function()
+      local pings = fixture("pings.sse", (": ping\n\n"):rep(40))
+      local t0 = llm.now()
+      local err = call_error(openai("fixture=" .. pings .. ",delay=250",
+                                    { stream = true, first_token_timeout = 1 }))
+      assert.is_table(err)
+      assert.are.equal("Timeout", err.type)
+      assert.matches("first_event", err.message)
+      assert.is_true(llm.now() - t0 < 5, "took " .. (llm.now() - t0) .. " s")
+    end)
+
+    it("a connection reset mid-stream names the reset", function()
+      local err = call_error(openai("chunks=20,delay=5,cut_after=3,rst=1", { stream = true }))
+      assert.is_table(err)
+      assert.are.equal("APIConnectionError", err.type)
+      assert.not_matches("select/poll", err.message)
+      assert.matches("[Rr]eset", err.message)
+    end)
+
+    it("a 120 KB response header names the header, not memory", function()
+      local raw = fixture("bighdr", "HTTP/1.1 200 OK\r\nX-Big: " .. ("a"):rep(120 * 1024) ..
+                          "\r\nContent-Length: 2\r\n\r\n{}")
+      local err = call_error(openai("raw=" .. raw))
+      assert.is_table(err)
+      assert.are.equal("APIConnectionError", err.type)
+      assert.matches("header too large", err.message)
+      assert.not_matches("Out of memory", err.message)
+    end)
+
+    it("a refused redirect says so and where it led", function()
+      local err = call_error(openai("status=301,location=http:%2F%2Fexample.invalid%2Fv2"))
+      assert.is_table(err)
+      assert.are.equal(301, err.status)
+      assert.matches("redirect", err.message)
+      assert.matches("example.invalid", err.message)
+    end)
+
+    it("connection-refused attempts carry the cause in every attempt record", function()
+      local port = mock.port   -- a port nothing listens on: a stopped server's
+      local h = servers.mock()
+      port = h.port
+      h.stop()
+      llm.sleep(0.1)
+      local err = call_error({ model = "openai/gpt-test", api_base = "http://127.0.0.1:" .. port .. "/v1",
+                               api_key = "sk-test-key-123456", messages = MSGS, num_retries = 1 })
+      assert.are.equal("APIConnectionError", err.type)
+      assert.are.equal(2, #err.attempts)
+      for _, a in ipairs(err.attempts) do
+        assert.is_string(a.message)
+        assert.matches("[Cc]onnect", a.message)
+      end
+    end)
+
+    it("a 100k-deep body names why it is not JSON", function()
+      local deep = fixture("deep.json", ("["):rep(100000) .. ("]"):rep(100000))
+      local err = call_error(openai("fixture=" .. deep))
+      assert.is_table(err)
+      assert.are.equal("APIError", err.type)
+      assert.matches("not JSON %(.*nesting deeper", err.message)
+    end)
+  end)
 end)

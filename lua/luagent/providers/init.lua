@@ -520,13 +520,15 @@ function M.request(provider, params, model, ctx, r)
   }
 end
 
---- Decodes an error/response body to a table, or nil when it is not JSON.
+--- Decodes an error/response body to a table, or nil and why not.
 ---@param body string|nil
 ---@return table|nil
+---@return string|nil why
 function M.decode_body(body)
-  if type(body) ~= "string" then return nil end
-  local v = json.decode(body)
-  return type(v) == "table" and v or nil
+  if type(body) ~= "string" then return nil, "no body" end
+  local v, err = json.decode(body)
+  if type(v) == "table" then return v end
+  return nil, v == nil and tostring(err) or ("a JSON " .. type(v) .. ", not an object")
 end
 
 local function has_error_field(v) return v.error ~= nil end
@@ -546,9 +548,10 @@ function M.decode_response(provider, status, body, model, is_error)
   if type(status) == "number" and status >= 400 then
     return nil, provider.parse_error(status, nil, body, model)
   end
-  local v = M.decode_body(body)
+  local v, why = M.decode_body(body)
   if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+    return nil, errors.new("APIError", ("response body is not JSON (%s): %s"):format(
+        why, errors.snippet(body or "", 80)),
       { status = status, provider = provider.name, model = model })
   end
   if (is_error or has_error_field)(v) then return nil, provider.parse_error(status, nil, body, model) end
