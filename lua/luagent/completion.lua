@@ -278,6 +278,7 @@ attempt_once = function(p)
   if not P then return nil, model end
   if P.name == "mock" then return mock_attempt(p, model) end
   local key = p.api_key or getenv(P.env_key)
+  errors.add_secret(key)        -- redacted literally from any error text
   if P.env_key and (key == nil or key == "") then
     return nil, errors.new("AuthenticationError",
       ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
@@ -346,6 +347,12 @@ Chain.__index = Chain
 local function new_chain(p)
   local candidates = { p }
   local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
+  errors.add_secret(p.api_key)  -- every key of the chain, before any error
+  for _, list in ipairs({ fallbacks or {}, cw or {} }) do
+    for _, f in ipairs(list) do
+      if type(f) == "table" then errors.add_secret(f.api_key) end
+    end
+  end
   if fallbacks then
     for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end

@@ -155,4 +155,55 @@ describe("hardening #integration", function()
       assert.matches("not JSON %(.*nesting deeper", err.message)
     end)
   end)
+
+  describe("secrets", function()
+    -- Keys no pattern recognises: each is redacted as the literal key.
+    local KEYS = {
+      hex32 = "0123456789abcdef0123456789abcdef",
+      dotted = "eyJhbGciOi.eyJzdWIiOiIx.SflKxwRJSMeKKF2QT4",
+      short_sk = "sk-ab12",
+      vllm = "token-vllm-Qx7!selfhosted",
+    }
+    local function body_401(provider, key)
+      local b = provider == "openai"
+        and ('{"error":{"message":"Incorrect API key provided: %s. Your key is %s","type":"invalid_request_error","code":"invalid_api_key"}}')
+        or ('{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key: %s (%s)"}}')
+      b = b:format(key, key)
+      return ("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"):format(#b, b)
+    end
+    local function params(provider, raw, key)
+      local base = mock.url .. "/s/" .. mock.scenario("raw=" .. raw)
+      return provider == "openai"
+        and { model = "openai/gpt-test", api_base = base .. "/v1", api_key = key, messages = MSGS, num_retries = 0 }
+        or { model = "anthropic/claude-test", api_base = base, api_key = key, messages = MSGS, num_retries = 0 }
+    end
+
+    for _, provider in ipairs({ "openai", "anthropic" }) do
+      for shape, key in pairs(KEYS) do
+        it(("%s: a %s key echoed in a 401 body appears nowhere"):format(provider, shape), function()
+          local raw = fixture(("echo_%s_%s"):format(provider, shape), body_401(provider, key))
+          local err = call_error(params(provider, raw, key))
+          assert.are.equal("AuthenticationError", err.type)
+          local seen = visible(err)
+          assert.is_nil(seen:find(key, 1, true), seen)
+          assert.matches("REDACTED", seen)
+        end)
+      end
+    end
+
+    it("every key of the chain is redacted: the primary's echoed by a fallback", function()
+      local k1, k2 = "primary-0a1b2c3d4e5f", "fallback-9f8e7d6c5b4a"
+      local raw1 = fixture("echo_chain1", body_401("openai", k1))
+      local b = ('{"error":{"message":"seen keys %s and %s"}}'):format(k1, k2)
+      local raw2 = fixture("echo_chain2", ("HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n%s"):format(#b, b))
+      local p = params("openai", raw1, k1)
+      p.fallbacks = { params("openai", raw2, k2) }
+      p.fallbacks[1].messages = nil
+      local err = call_error(p)
+      assert.are.equal("AuthenticationError", err.type)
+      local seen = visible(err)
+      assert.is_nil(seen:find(k1, 1, true), seen)
+      assert.is_nil(seen:find(k2, 1, true), seen)
+    end)
+  end)
 end)
