@@ -167,7 +167,7 @@ describe("hardening #integration", function()
     local function body_401(provider, key)
       local b = provider == "openai"
         and ('{"error":{"message":"Incorrect API key provided: %s. Your key is %s","type":"invalid_request_error","code":"invalid_api_key"}}')
-        or ('{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key: %s (%s)"}}')
+        or ('{"type":"error","error":{"type":"authentication_error","message":"invalid key %s (%s)"}}')
       b = b:format(key, key)
       return ("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"):format(#b, b)
     end
