@@ -131,6 +131,21 @@ local function list_next(self)
   end
 end
 
+-- At the provider's end marker ([DONE]) the stream is over, as in the
+-- official SDKs: what follows is read and dropped (so the connection can
+-- be reused), a transport error after it is no failure, and after
+-- MAX_AFTER_END more events the transfer is simply closed.
+local MAX_AFTER_END = 64
+
+local function after_end(self)
+  local resp = self.resp
+  for _ = 1, MAX_AFTER_END do
+    if resp:read() == nil then break end
+  end
+  resp:close()
+  return http_end(self, nil)
+end
+
 function HttpSource:next()
   local feed1 = self.feed1
   if not feed1 then return list_next(self) end
@@ -142,6 +157,7 @@ function HttpSource:next()
     local c, err = feed1(dec, event, data)
     if c then return c end
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
+    if dec.ended then return after_end(self) end
   end
 end
 

@@ -206,4 +206,74 @@ describe("hardening #integration", function()
       assert.is_nil(seen:find(k2, 1, true), seen)
     end)
   end)
+
+  describe("malformed shapes", function()
+    local BODIES = {
+      choice_number = '{"choices":[5]}',
+      empty_object = '{}',
+      choices_string = '{"choices":"x"}',
+      message_string = '{"choices":[{"index":0,"message":"hi","finish_reason":"stop"}]}',
+      content_number = '{"choices":[{"index":0,"message":{"role":"assistant","content":7},"finish_reason":"stop"}]}',
+      content_object = '{"choices":[{"index":0,"message":{"role":"assistant","content":{"a":1}},"finish_reason":"stop"}]}',
+      finish_number = '{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":42}]}',
+    }
+    for name, body in pairs(BODIES) do
+      it("non-stream " .. name .. ": an APIError quoting the server's text", function()
+        local f = fixture("body_" .. name, body)
+        local err = call_error(openai("fixture=" .. f))
+        assert.is_table(err, "handed to the script as success")
+        assert.are.equal("APIError", err.type)
+        assert.matches("malformed response from openai", err.message)
+        assert.is_truthy(err.message:find(body:sub(1, 12), 1, true), err.message)
+      end)
+    end
+
+    local CHUNKS = {
+      choice_number = '{"choices":[5]}',
+      choices_string = '{"choices":"x"}',
+      delta_string = '{"choices":[{"index":0,"delta":"hi"}]}',
+      content_number = '{"choices":[{"index":0,"delta":{"content":7}}]}',
+      content_object = '{"choices":[{"index":0,"delta":{"content":{"a":1}}}]}',
+      finish_number = '{"choices":[{"index":0,"delta":{},"finish_reason":42}]}',
+    }
+    for name, chunk in pairs(CHUNKS) do
+      it("stream chunk " .. name .. ": an APIError, not a Lua error", function()
+        local f = fixture("chunk_" .. name .. ".sse", "data: " .. chunk .. "\n\ndata: [DONE]\n\n")
+        local err = call_error(openai("fixture=" .. f, { stream = true }))
+        assert.is_table(err, "handed to the script as success")
+        assert.are.equal("APIError", err.type)
+        assert.matches("malformed response from openai", err.message)
+      end)
+    end
+
+    it("normalises content given as text parts, and a chunk without choices", function()
+      local f = fixture("parts.json", '{"choices":[{"index":0,"message":{"role":"assistant",' ..
+        '"content":[{"type":"text","text":"he"},{"type":"text","text":"llo"}]},"finish_reason":"stop"}]}')
+      local r = assert(llm.completion(openai("fixture=" .. f)))
+      assert.are.equal("hello", r.choices[1].message.content)
+      local g = fixture("nochoices.sse", 'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n' ..
+        'data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n' ..
+        'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+      local s = assert(llm.completion(openai("fixture=" .. g, { stream = true })))
+      assert.are.equal("a", assert(s:text()))
+    end)
+  end)
+
+  describe("[DONE]", function()
+    local A = 'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+    it("data after [DONE] is not delivered", function()
+      local f = fixture("after_done.sse", A .. "data: [DONE]\n\n" ..
+        'data: {"choices":[{"index":0,"delta":{"content":"AFTER"}}]}\n\n')
+      local s = assert(llm.completion(openai("fixture=" .. f, { stream = true })))
+      assert.are.equal("a", assert(s:text()))
+    end)
+
+    it("junk after [DONE] does not turn a finished stream into an error", function()
+      local f = fixture("junk_done.sse", A .. "data: [DONE]\n\ndata: {not json at all\n\n")
+      local s = assert(llm.completion(openai("fixture=" .. f, { stream = true })))
+      local text, err = s:text()
+      assert.is_nil(err)
+      assert.are.equal("a", text)
+    end)
+  end)
 end)
