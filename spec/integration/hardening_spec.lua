@@ -276,4 +276,43 @@ describe("hardening #integration", function()
       assert.are.equal("a", text)
     end)
   end)
+
+  describe("message content", function()
+    -- The last request the server received, decoded.
+    local function last_request()
+      local reqs = mock.requests()
+      return require("cjson").decode(reqs[#reqs].body)
+    end
+
+    it("a single part is sent as a list of one (openai and anthropic)", function()
+      local part = { type = "text", text = "IMPORTANT TEXT" }
+      assert(llm.completion(openai("", { messages = { { role = "user", content = part } } })))
+      local sent = last_request().messages[1].content
+      assert.are.equal(1, #sent)
+      assert.are.equal("IMPORTANT TEXT", sent[1].text)
+      assert(llm.completion{ model = "anthropic/claude-test", api_base = mock.url, api_key = "sk-test-key-123456",
+                             num_retries = 0, messages = { { role = "user", content = part } } })
+      assert.matches("IMPORTANT TEXT", require("cjson").encode(last_request().messages))
+    end)
+
+    local cyclic = {}
+    cyclic.self = cyclic
+    local list_cycle = {}
+    list_cycle[1] = list_cycle
+    for name, content in pairs({ object = { a = 1 }, cyclic = cyclic, list_cycle = list_cycle,
+                                 number = 7, mixed = { { type = "text", text = "x" }, b = 2 } }) do
+      for _, prov in ipairs({ "openai", "anthropic", "gemini", "ollama" }) do
+        it(("%s: %s content is refused naming the message, nothing is sent"):format(prov, name), function()
+          local before = #mock.requests()
+          local p = openai("", { messages = { { role = "system", content = "s" }, { role = "user", content = content } } })
+          if prov ~= "openai" then p.model = prov .. "/m-test"; p.api_base = mock.url end
+          local r, err = llm.completion(p)
+          assert.is_nil(r)
+          assert.are.equal("BadRequestError", err.type)
+          assert.matches("messages%[2%]%.content", err.message)
+          assert.are.equal(before, #mock.requests())
+        end)
+      end
+    end
+  end)
 end)

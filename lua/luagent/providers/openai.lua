@@ -29,7 +29,7 @@ local function wire_message(m)
   if type(m.content) ~= "table" and m.tool_calls == nil then return m end
   local out = {}
   for k, v in pairs(m) do out[k] = v end
-  if type(m.content) == "table" then out.content = common.array_copy(m.content) end
+  if type(m.content) == "table" then out.content = common.array_copy(common.content_parts(m.content)) end
   if type(m.tool_calls) == "table" then
     if m.tool_calls[1] == nil then
       out.tool_calls = nil
