@@ -268,7 +268,16 @@ local attempt_once
 local function attempt(p)
   local rl = p.rate_limit
   if not rl then return attempt_once(p) end
-  local permit, perr = rl:acquire(M.estimate_tokens(p))
+  local permit, perr
+  if p.timeout and p.timeout > 0 then     -- the wait for a permit counts too
+    permit, perr = require("luagent.async").timeout(p.timeout, rl.acquire, rl, M.estimate_tokens(p))
+    if not permit and perr and perr.timeout == "llm.timeout" then
+      perr = errors.new("Timeout", ("no rate-limit permit within timeout = %g s"):format(p.timeout),
+                        { timeout = "rate_limit" })
+    end
+  else
+    permit, perr = rl:acquire(M.estimate_tokens(p))
+  end
   if not permit then return nil, perr end
   local ok, r, err = pcall(attempt_once, p)
   if not ok then permit:release(0); error(r, 0) end
