@@ -315,4 +315,22 @@ describe("hardening #integration", function()
       end
     end
   end)
+
+  describe("anthropic", function()
+    local function ev(name, obj) return "event: " .. name .. "\ndata: " .. obj .. "\n\n" end
+    it("a content_block_delta for a block that never started is an APIError, not dropped", function()
+      local f = fixture("unknown_block.sse",
+        ev("message_start", '{"type":"message_start","message":{"id":"m1","model":"claude-test","usage":{"input_tokens":1}}}') ..
+        ev("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t1","name":"f","input":{}}}') ..
+        ev("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"a\\":"}}') ..
+        ev("content_block_delta", '{"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"1}"}}') ..
+        ev("message_delta", '{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":2}}') ..
+        ev("message_stop", '{"type":"message_stop"}'))
+      local err = call_error({ model = "anthropic/claude-test", api_base = mock.url .. "/s/" .. mock.scenario("fixture=" .. f),
+                               api_key = "sk-test-key-123456", messages = MSGS, num_retries = 0, stream = true })
+      assert.is_table(err, "handed to the script as success")
+      assert.are.equal("APIError", err.type)
+      assert.matches("block 3, which never started", err.message)
+    end)
+  end)
 end)
