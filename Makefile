@@ -14,7 +14,8 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           g++
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
@@ -42,7 +43,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c
+             runtime/builder.c runtime/host.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -55,12 +56,15 @@ HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
+STEP := $(BUILD)/step_host $(BUILD)/host_api
+CXXH := $(BUILD)/cxx_host
+CXX  ?= g++
 
 .PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
@@ -93,6 +97,14 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+$(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+# The embedding API from C++: luagent.h and libluagent.a in a g++ program.
+$(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
+	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
