@@ -60,7 +60,7 @@ STEP := $(BUILD)/step_host $(BUILD)/host_api
 CXXH := $(BUILD)/cxx_host
 CXX  ?= g++
 
-.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools examples
 
 all: $(BIN) $(LIB) $(SO)
 
@@ -122,6 +122,21 @@ $(HOLE): spec/support/blackhole.c
 $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
+
+# ---- examples: the SDL2 game (not in `all`; make examples installs its
+# Debian packages first) -------------------------------------------------------
+NPC      := $(BUILD)/npc
+NPC_DEBS := libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb
+NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
+
+examples: all
+	@$(MAKE) --no-print-directory DEBS="$(NPC_DEBS)" deps
+	@$(MAKE) --no-print-directory $(NPC)
+
+$(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) \
+	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
 
 # ---- the main job -------------------------------------------------------
 run: deps all
