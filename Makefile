@@ -15,7 +15,7 @@ PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
-           g++
+           g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
@@ -123,15 +123,12 @@ $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
 
-# ---- examples: the SDL2 game (not in `all`; make examples installs its
-# Debian packages first) -------------------------------------------------------
+# ---- examples: the SDL2 game, not in `all` (its Debian packages are in
+# DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
 NPC      := $(BUILD)/npc
-NPC_DEBS := libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb
 NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
 
-examples: all
-	@$(MAKE) --no-print-directory DEBS="$(NPC_DEBS)" deps
-	@$(MAKE) --no-print-directory $(NPC)
+examples: deps all $(NPC)
 
 $(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
 	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
@@ -144,7 +141,7 @@ run: deps all
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools node_modules/.package-lock.json
+test: deps all tools $(NPC) node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so

@@ -239,7 +239,7 @@ static void stop_script(game_t *g) {
 
 static void frame(game_t *g, double *next) {
   SDL_Event e;
-  double t0 = now_ms(), t1, dt = g->last ? t0 - g->last : 0;
+  double t0 = now_ms(), t1, step, dt = g->last ? t0 - g->last : 0;
   la_stats_t st;
   if (g->last) record(&g->frame_ms, dt);
   g->last = t0;
@@ -252,10 +252,17 @@ static void frame(game_t *g, double *next) {
   update(g, dt);
   t1 = now_ms();
   la_step(g->rt, g->budget);
-  record(&g->step_ms, now_ms() - t1);
+  step = now_ms() - t1;
+  record(&g->step_ms, step);
   la_stats(g->rt, &st);
   g->stats = st;
+  if (g->trace)               /* NPC_TRACE=file: one line per frame */
+    fprintf(g->trace, "%d %.3f %.3f %.3f %d %d %d\n", g->step_ms.n, dt,
+            step, st.slice_max_ms, st.tasks_run,
+            st.io_slices, st.deferred);
   if (st.slice_max_ms > g->slice_max) g->slice_max = st.slice_max_ms;
+  /* the budget's contract: budget + the step's longest slice (+ 0.5 ms) */
+  if (step > g->budget + st.slice_max_ms + 0.5) g->over_slice++;
   render(g);
   /* Pace to 60 fps on an absolute clock, so a late frame does not push
   ** every later one; a frame more than one period late resets it. */
@@ -278,6 +285,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   g->budget = 1;
   g->script = "examples/npc/npc.lua";
+  if (getenv("NPC_TRACE")) g->trace = fopen(getenv("NPC_TRACE"), "w");
   if (parse_args(g, argc, argv) != 0) return 2;
   if (SDL_Init(SDL_INIT_VIDEO) != 0 || TTF_Init() != 0) {
     fprintf(stderr, "npc: %s\n", SDL_GetError());

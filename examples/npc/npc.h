@@ -7,6 +7,7 @@
 #define NPC_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <SDL.h>
 #include <SDL_ttf.h>
@@ -73,6 +74,8 @@ typedef struct game {
   samples_t frame_ms, step_ms;
   la_stats_t stats;
   double slice_max;
+  int over_slice;             /* steps over budget + their longest slice */
+  FILE *trace;                /* NPC_TRACE: per-frame figures */
   int dialogues, tokens, thought_tokens, spinner_frames, shot_taken;
   char drawn[8][1024];         /* what each ended dialogue drew (report) */
   int ndrawn;

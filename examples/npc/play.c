@@ -61,7 +61,7 @@ void autoplay(game_t *g) {
     break;
   default:
     if (t - g->ap_since > 300) {
-      g->ap_target = (g->ap_target + 1) % NPCS;
+      g->ap_target = (g->ap_target + 2) % NPCS;   /* guard, oracle, merchant */
       g->ap_phase = WALK;
     }
   }
@@ -89,10 +89,10 @@ int print_report(game_t *g, double seconds) {
   quantiles(&g->step_ms, &s50, &s99, &smax);
   printf("npc: seconds=%.1f frames=%d fps=%.1f frame_p50_ms=%.2f frame_p99_ms=%.2f "
          "frame_max_ms=%.2f step_p50_ms=%.3f step_p99_ms=%.3f step_max_ms=%.3f "
-         "slice_max_ms=%.3f budget_ms=%d dialogues=%d reply_tokens=%d thought_tokens=%d "
+         "slice_max_ms=%.3f over_slice=%d budget_ms=%d dialogues=%d reply_tokens=%d thought_tokens=%d "
          "spinner_frames=%d received_kb=%llu tasks_failed=%d screenshot=%s\n",
          seconds, frames, frames / seconds, f50, f99, fmax, s50, s99, smax,
-         g->slice_max, g->budget, g->dialogues, g->tokens, g->thought_tokens,
+         g->slice_max, g->over_slice, g->budget, g->dialogues, g->tokens, g->thought_tokens,
          g->spinner_frames, g->stats.bytes_received / 1024, g->stats.tasks_failed,
          g->shot_taken ? "yes" : "no");
   for (int i = 0; i < g->ndrawn; i++) printf("drawn %s\n", g->drawn[i]);

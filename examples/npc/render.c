@@ -150,11 +150,10 @@ static void draw_dialog(game_t *g, double t) {
 static void draw_hud(game_t *g, double t) {
   if (t - hud_at > 0.25 || !hud) {
     char s[256], inv[128] = "";
-    int n = g->step_ms.n;
     for (int i = 0; i < g->items; i++)
       snprintf(inv + strlen(inv), sizeof inv - strlen(inv), "%s%s", i ? ", " : "", g->item[i]);
     snprintf(s, sizeof s, "la_step %.2f ms  tasks %d  received %llu KB  items: %s  %s",
-             n ? g->step_ms.v[n - 1] : 0.0, g->stats.tasks_alive,
+             g->stats.step_ms, g->stats.tasks_alive,
              g->stats.bytes_received / 1024, g->items ? inv : "none", g->last_act);
     if (hud) SDL_DestroyTexture(hud);
     hud = text_tex(g, g->small, s, GREY, 0, &hud_w, &hud_h);
