@@ -7,12 +7,14 @@
 ** that npc.lua hands to llm.agent as tools; the others think in the
 ** background. luagent runs inside the frame: la_step(rt, 1) once a frame.
 **
-**   npc [--autoplay] [--seconds S] [--report] [--screenshot FILE.png]
+**   npc [--autoplay] [--seconds S] [--report] [--screenshot FILE.png
+**       [--shot-dialogue N]]
 **       [--model provider/name] [--bg-streams N --bg-url URL] [--budget MS]
 **       [--script npc.lua]
 **
 ** --autoplay: a scripted player (SDL key events pushed into the queue)
-** talks to each NPC in turn. --report prints frame and la_step times and
+** talks to each NPC in turn. --screenshot saves the first frame that shows
+** a reply mid-stream (of the Nth dialogue). --report prints frame and la_step times and
 ** what the dialogue box drew. Model: the mock provider, unless --model or
 ** the NPC_MODEL environment variable names one (its key from the usual
 ** variables, e.g. OPENAI_API_KEY).
@@ -196,6 +198,7 @@ static int parse_args(game_t *g, int argc, char **argv) {
     else if (strcmp(a, "--report") == 0) g->report = 1;
     else if (v && strcmp(a, "--seconds") == 0) g->seconds = atof(v), i++;
     else if (v && strcmp(a, "--screenshot") == 0) g->shot = v, i++;
+    else if (v && strcmp(a, "--shot-dialogue") == 0) g->shot_dialogue = atoi(v), i++;
     else if (v && strcmp(a, "--model") == 0) g->model = v, i++;
     else if (v && strcmp(a, "--bg-streams") == 0) g->bg_n = atoi(v), i++;
     else if (v && strcmp(a, "--bg-url") == 0) g->bg_url = v, i++;
@@ -203,7 +206,7 @@ static int parse_args(game_t *g, int argc, char **argv) {
     else if (v && strcmp(a, "--script") == 0) g->script = v, i++;
     else {
       fprintf(stderr, "usage: npc [--autoplay] [--seconds S] [--report] "
-              "[--screenshot FILE.png] [--model M] [--bg-streams N --bg-url URL] "
+              "[--screenshot FILE.png [--shot-dialogue N]] [--model M] [--bg-streams N --bg-url URL] "
               "[--budget MS] [--script npc.lua]\n");
       return -1;
     }

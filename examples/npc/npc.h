@@ -53,7 +53,7 @@ typedef struct samples {
 
 typedef struct game {
   /* options */
-  int autoplay, report, bg_n, budget;
+  int autoplay, report, bg_n, budget, shot_dialogue;
   double seconds;
   const char *shot, *model, *bg_url, *script;
   /* world */

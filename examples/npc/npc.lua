@@ -114,9 +114,9 @@ local function converse(id, line)
   end
   emit("done", id)
   if npc.agent then
-    local _, aerr = npc.agent:run(("The player said: %q. You answered: %q. Use your tools "
-      .. "to do what you promised, if anything."):format(line, reply))
-    if aerr then emit("act", id, "could not act: " .. (aerr.message or tostring(aerr))) end
+    local answer, err2 = npc.agent:run(("The player said: %q. You answered: %q. Use your "
+      .. "tools to do what you promised, if anything."):format(line, reply))
+    if answer == nil then emit("act", id, "could not act: " .. (err2.message or tostring(err2))) end
   end
 end
 

@@ -184,7 +184,7 @@ void render(game_t *g) {
         fill(g, (int)g->px - 4, (int)g->py - 30, 8, 8, WHITE);
     }
   if (g->shot && !g->shot_taken && g->dlg.open && g->dlg.state == D_STREAM &&
-      g->dlg.len >= 48)
+      g->dlg.len >= 48 && g->dialogues >= g->shot_dialogue)
     screenshot(g);
   SDL_RenderPresent(g->r);
 }
