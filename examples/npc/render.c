@@ -149,7 +149,7 @@ static void draw_dialog(game_t *g, double t) {
 /* A line of counters, re-rendered 4 times a second. */
 static void draw_hud(game_t *g, double t) {
   if (t - hud_at > 0.25 || !hud) {
-    char s[256], inv[128] = "";
+    char s[512], inv[128] = "";
     for (int i = 0; i < g->items; i++)
       snprintf(inv + strlen(inv), sizeof inv - strlen(inv), "%s%s", i ? ", " : "", g->item[i]);
     snprintf(s, sizeof s, "la_step %.2f ms  tasks %d  received %llu KB  items: %s  %s",
