@@ -142,7 +142,8 @@ int la_register(la_runtime_t *rt, const char *name, const luaL_Reg *funcs,
 
 /* Receives what scripts send with llm.host.emit(name, payload): name and
 ** the payload's bytes (valid during the call only). Runs inside the
-** emitting task: it must not call la_step or la_close. */
+** emitting task: it may call la_event_push, not la_step, la_call or
+** la_close. */
 typedef void (*la_event_fn)(void *ud, const char *name, const char *data,
                             size_t len);
 
