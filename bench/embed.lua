@@ -46,7 +46,14 @@ local function start_server()
   error("mockllm did not start")
 end
 
-local results = { date = os.date("!%Y-%m-%d %H:%M UTC"), runs = RUNS, hosts = {} }
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local l = f and f:read("l") or ""
+  if f then f:close() end
+  return l:match("^(%S+ %S+ %S+)")
+end
+local results = { date = os.date("!%Y-%m-%d %H:%M UTC"), runs = RUNS, hosts = {},
+                  load_before = loadavg() }
 local pid, port = start_server()
 local base = ("http://127.0.0.1:%d%s"):format(port, SCEN)
 
@@ -83,6 +90,7 @@ else
   results.game_skipped = "build/npc or xvfb-run missing (make examples)"
 end
 os.execute("kill " .. pid .. " 2>/dev/null")
+results.load_after = loadavg()
 
 local f = assert(io.open(OUT, "w"))
 f:write(cjson.encode(results))
