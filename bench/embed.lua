@@ -61,6 +61,8 @@ local base = ("http://127.0.0.1:%d%s"):format(port, SCEN)
 -- default), at start-up, or by the first request; and an unbounded step.
 local variants = {
   { name = "budget 1 ms, libcurl on a thread", opts = "--budget 1 --preload thread" },
+  { name = "budget 1 ms, libcurl on a thread, generational GC", opts = "--budget 1 --preload thread",
+    args = "generational" },
   { name = "budget 1 ms, libcurl loaded by the first request", opts = "--budget 1 --preload none" },
   { name = "budget 2 ms, libcurl on a thread", opts = "--budget 2 --preload thread" },
   { name = "no budget (la_step(rt, 0): one whole pass)", opts = "--budget 0 --preload thread" },
@@ -68,7 +70,8 @@ local variants = {
 for _, v in ipairs(variants) do
   v.rounds = {}
   for i = 1, RUNS do
-    local out = sh(("%s/step_host %s spec/fixtures/embed/streams.lua %s 100"):format(BUILD, v.opts, base))
+    local out = sh(("%s/step_host %s spec/fixtures/embed/streams.lua %s 100 %s")
+      :format(BUILD, v.opts, base, v.args or ""))
     local r = fields(out:match("steps=[^\n]*"))
     r.ok = r.status == "ok" and out:match("streams=100 chars=15000") ~= nil
     v.rounds[i] = r
