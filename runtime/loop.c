@@ -120,7 +120,7 @@ static void drain(la_runtime_t *rt) {
 
 static void check_cb(uv_check_t *h) {
   la_runtime_t *rt = h->data;
-  la_curl_flush(rt);          /* a curl timeout an earlier step put off */
+  la_curl_flush(rt);          /* curl work an earlier step put off */
   drain(rt);
 }
 
