@@ -16,7 +16,7 @@ PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
-           libedit-dev
+           libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
@@ -44,7 +44,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c runtime/lineedit.c runtime/files.c
+             runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -57,12 +57,15 @@ HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
+STEP := $(BUILD)/step_host $(BUILD)/host_api
+CXXH := $(BUILD)/cxx_host
+CXX  ?= g++
 
-.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools examples
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
@@ -96,6 +99,14 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
+$(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+# The embedding API from C++: luagent.h and libluagent.a in a g++ program.
+$(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
+	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) -fPIC -shared $(PKG_CFLAGS) -o $@ $<
@@ -113,13 +124,25 @@ $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
 
+# ---- examples: the SDL2 game, not in `all` (its Debian packages are in
+# DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
+NPC      := $(BUILD)/npc
+NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
+
+examples: deps all $(NPC)
+
+$(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) \
+	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
+
 # ---- the main job -------------------------------------------------------
 run: deps all
 	$(BIN) scripts/quickstart.lua
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools node_modules/.package-lock.json
+test: deps all tools $(NPC) node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so

@@ -381,8 +381,13 @@ int la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
 /* Suspends t and makes it runnable again at once (after the tasks that
 ** are already ready): a cooperative yield. */
 int la_yield_now(lua_State *L, la_task_t *t) {
+  return la_yield_now_k(L, t, resume_k);
+}
+
+/* la_yield_now with a continuation of the primitive's own (as la_suspend_k). */
+int la_yield_now_k(lua_State *L, la_task_t *t, lua_KFunction k) {
   t->yield_now = 1;          /* queued by the scheduler once it sees the yield */
-  return la_suspend(L, t, &sleep_ops, NULL);
+  return la_suspend_k(L, t, &sleep_ops, NULL, k);
 }
 
 /* ================================================================== */

@@ -43,6 +43,7 @@ local lazy = {
   term = { "luagent.term" },
   args = { "luagent.args", "parse" },
   json = { "luagent.json" },
+  host = { "luagent.host" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.
