@@ -14,7 +14,8 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
@@ -38,11 +39,13 @@ MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
+# llm.serve: libh2o (built on libuv), with wslay and OpenSSL under it.
+SERVE_LIBS = -lh2o -lwslay -lssl -lcrypto
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c
+             runtime/builder.c runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -66,6 +69,8 @@ $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runt
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+$(BUILD)/obj/server.o $(BUILD)/obj/sreq.o $(BUILD)/obj/ws.o $(BUILD)/obj/route.o: runtime/server.h runtime/route.h
+
 $(BUILD)/embedded.c: tools/embed.lua $(LUA_SRC)
 	@mkdir -p $(BUILD)
 	$(LUA) tools/embed.lua $@ lua $(LUA_SRC)
@@ -79,12 +84,12 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/obj/main.o $(LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) -lm -Wl,-E \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) $(SERVE_LIBS) -lm -Wl,-E \
 	  $(MALLOC_LIBS)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis) -lm
+	  $(shell pkg-config --libs libuv hiredis) $(SERVE_LIBS) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -92,7 +97,7 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
 
 $(HOST): examples/frame_host.c $(LIB)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
