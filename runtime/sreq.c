@@ -406,6 +406,8 @@ static int l_info(lua_State *L) {
     lua_pushfstring(L, "%s:%d", host, port);
     lua_setfield(L, -2, "peer");
   }
+  if (r->upgrade.base)        /* h2o keeps Upgrade out of the headers */
+    set_str(L, "upgrade", r->upgrade.base, r->upgrade.len);
   push_headers(L, r);
   lua_setfield(L, -2, "headers");
   return 1;

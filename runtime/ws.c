@@ -43,6 +43,7 @@ struct la_ws {
   msg_t *head, *tail;           /* received, not yet taken */
   size_t qbytes;
   uv_timer_t *timer;            /* heartbeat; NULL once closed */
+  h2o_socket_t *linger;         /* after the close frame: read until EOF */
   wslay_event_send_callback h2o_send;   /* h2o's own send callback */
   uint64_t last_rx;             /* uv_now of the last frame from the peer */
   uint64_t blocked_at;          /* a send waits since (0: none) */
@@ -78,20 +79,46 @@ static void timer_closed_cb(uv_handle_t *h) {
   ws_free_maybe(ws);
 }
 
+/* Ends the lingering read: closes the socket and the timer. */
+static void linger_end(la_ws_t *ws) {
+  if (ws->linger) {
+    h2o_socket_close(ws->linger);
+    ws->linger = NULL;
+  }
+  if (ws->timer && !uv_is_closing((uv_handle_t *)ws->timer))
+    uv_close((uv_handle_t *)ws->timer, timer_closed_cb);
+}
+
+/* After the close handshake the peer may still be sending (the rest of a
+** message too big for us): closing with unread bytes would reset the
+** connection and the peer could lose our close frame, so read and drop
+** until it closes, or CLOSE_GRACE_MS. */
+static void linger_cb(h2o_socket_t *sock, const char *err) {
+  la_ws_t *ws = sock->data;
+  if (err) { linger_end(ws); return; }
+  h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
 /* The connection is gone (h2o told us, or we force it): free h2o's side,
 ** wake the waiters, and cancel the handler unless it waits in receive
-** (then it sees nil, "closed" and ends as it likes). Never call it from
-** inside wslay (a message callback): h2o frees the context here. */
-static void ws_gone(la_ws_t *ws) {
+** (then it sees nil, "closed" and ends as it likes). With linger, the
+** socket is read until the peer closes. Never call it from inside wslay
+** (a message callback): h2o frees the context here. */
+static void ws_gone(la_ws_t *ws, int linger) {
   h2o_websocket_conn_t *c = ws->conn;
   if (!c) return;
   if (ws->code == 1006 && !ws->closing)
     ws->code = wslay_event_get_status_code_received(c->ws_ctx);
   ws->conn = NULL;
-  h2o_websocket_close(c);
-  if (ws->timer) {
-    uv_close((uv_handle_t *)ws->timer, timer_closed_cb);
+  if (linger && c->sock) {
+    ws->linger = c->sock;
+    c->sock = NULL;             /* h2o_websocket_close leaves it to us */
+    ws->linger->data = ws;
+    ws->close_at = uv_now(ws->srv->rt->loop);
+    h2o_socket_read_start(ws->linger, linger_cb);
   }
+  h2o_websocket_close(c);
+  if (!ws->linger) linger_end(ws);
   if (ws->reader) la_task_wake(ws->reader);
   if (ws->writer) la_task_wake(ws->writer);
   if (ws->task && ws->task != ws->reader) la_task_cancel(ws->task);
@@ -117,7 +144,7 @@ static void queue_close(la_ws_t *ws, int code, const char *why) {
 static void on_msg(h2o_websocket_conn_t *conn, const struct wslay_event_on_msg_recv_arg *arg) {
   la_ws_t *ws = conn->data;
   msg_t *m;
-  if (!arg) { ws_gone(ws); return; }
+  if (!arg) { ws_gone(ws, 1); return; }
   ws->last_rx = uv_now(ws->srv->rt->loop);
   ws->pinged = 0;
   if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
@@ -161,19 +188,20 @@ static void heartbeat_cb(uv_timer_t *h) {
   la_ws_t *ws = h->data;
   la_server_t *s = ws->srv;
   uint64_t now = uv_now(s->rt->loop);
+  if (ws->linger && now - ws->close_at >= CLOSE_GRACE_MS) linger_end(ws);
   if (!ws->conn) return;
   if (ws->blocked_at && now - ws->blocked_at >= s->send_timeout * 1000) {
     fprintf(stderr, "luagent: serve: WebSocket peer %s stopped reading "
             "(%zu bytes queued for %.0f s): disconnecting\n", ws->peer,
             wslay_event_get_queued_msg_length(ws->conn->ws_ctx), s->send_timeout);
     ws->code = 1006;
-    ws_gone(ws);
+    ws_gone(ws, 0);
   } else if (ws->closing && now - ws->close_at >= CLOSE_GRACE_MS) {
-    ws_gone(ws);              /* the peer never answered our close */
+    ws_gone(ws, 0);           /* the peer never answered our close */
   } else if (now - ws->last_rx >= s->idle_timeout * 1000) {
     fprintf(stderr, "luagent: serve: WebSocket peer %s silent for %.0f s: "
             "disconnecting\n", ws->peer, s->idle_timeout);
-    ws_gone(ws);
+    ws_gone(ws, 0);
   } else if (!ws->pinged && now - ws->last_rx >= s->idle_timeout * 500) {
     struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
     ws->pinged = 1;
@@ -191,8 +219,9 @@ void la_ws_shutdown_all(la_server_t *s) {
     if (ws->conn) {
       ws->code = 1001;
       ws->closing = 1;
-      ws_gone(ws);
+      ws_gone(ws, 0);
     }
+    if (ws->linger) linger_end(ws);
   }
 }
 

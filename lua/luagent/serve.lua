@@ -288,7 +288,7 @@ local function dispatch(self, c)
   req.query_string, req.query = qs, qs and core.query(qs) or {}
   req._c = c
   setmetatable(req, Req)
-  local upgrade = req.method == "GET" and (req.headers.upgrade or ""):lower() == "websocket"
+  local upgrade = req.method == "GET" and (req.upgrade or ""):lower() == "websocket"
   local route, params, allowed = find(self._routes, req.method, req.path, upgrade)
   if not route and upgrade then   -- a plain GET route of that path
     route, params, allowed = find(self._routes, "GET", req.path, false)
