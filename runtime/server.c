@@ -28,6 +28,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "server.h"
@@ -188,7 +189,7 @@ static void stop(la_server_t *s) {
     uv_close((uv_handle_t *)s->listener, la_close_free_cb);
     s->listener = NULL;
   }
-  h2o_context_request_shutdown(&s->ctx);
+  s->ctx.shutdown_requested = 1;   /* HTTP/1 answers with Connection: close */
   la_ws_drain_all(s);
   if (s->acceptor) la_task_wake(s->acceptor);
   dispose_maybe(s);
@@ -454,6 +455,9 @@ static int l_listen(lua_State *L) {
   la_server_t *s;
   int rc, port;
   luaL_checktype(L, 1, LUA_TTABLE);
+  /* A peer that left makes the next write fail with EPIPE; by default
+  ** the kernel's SIGPIPE would end the whole process instead. */
+  signal(SIGPIPE, SIG_IGN);
   host = opt_str(L, "host");
   cert = opt_str(L, "cert");
   key = opt_str(L, "key");
