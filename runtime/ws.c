@@ -79,6 +79,15 @@ static void timer_closed_cb(uv_handle_t *h) {
   ws_free_maybe(ws);
 }
 
+static void heartbeat_cb(uv_timer_t *h);
+
+/* From now on the heartbeat ticks often enough to end a close handshake
+** or a lingering read after CLOSE_GRACE_MS. */
+static void grace_timer(la_ws_t *ws) {
+  if (ws->timer && !uv_is_closing((uv_handle_t *)ws->timer))
+    uv_timer_start(ws->timer, heartbeat_cb, CLOSE_GRACE_MS / 4, CLOSE_GRACE_MS / 4);
+}
+
 /* Ends the lingering read: closes the socket and the timer. */
 static void linger_end(la_ws_t *ws) {
   if (ws->linger) {
@@ -115,6 +124,7 @@ static void ws_gone(la_ws_t *ws, int linger) {
     c->sock = NULL;             /* h2o_websocket_close leaves it to us */
     ws->linger->data = ws;
     ws->close_at = uv_now(ws->srv->rt->loop);
+    grace_timer(ws);
     h2o_socket_read_start(ws->linger, linger_cb);
   }
   h2o_websocket_close(c);
@@ -136,6 +146,7 @@ static void queue_close(la_ws_t *ws, int code, const char *why) {
   ws->closing = 1;
   ws->code = code;
   ws->close_at = uv_now(ws->srv->rt->loop);
+  grace_timer(ws);
   wslay_event_queue_close(ws->conn->ws_ctx, (uint16_t)code,
                           (const uint8_t *)why, why ? strlen(why) : 0);
 }

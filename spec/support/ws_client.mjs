@@ -9,7 +9,7 @@
 //   badutf8         send a text frame holding invalid UTF-8
 //   big N           send one text message of N bytes
 //   fragments N K   send K fragments of N bytes each (one message)
-//   stall MSG       send MSG, then stop reading (pause the socket) for 30 s
+//   stall MSG       send MSG, then stop reading (pause the socket) for 8 s
 //   leave MSG N     send MSG, read N messages, then drop the TCP connection
 //   origin ORIGIN   open with that Origin header, then close
 //   chat MSG...     chat protocol: send each message after the previous
@@ -66,7 +66,7 @@ ws.on('open', () => {
     case 'stall':
       ws.send(args.join(' '));
       ws._socket.pause();
-      setTimeout(() => process.exit(0), 30000);
+      setTimeout(() => process.exit(0), 8000);
       break;
     case 'leave': {
       const n = Number(args[1]);
