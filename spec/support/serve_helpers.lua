@@ -37,6 +37,21 @@ function M.spawn(cmd)
   return h
 end
 
+--- Starts a long-running command (a server) in the background; its pid is
+--- the command's own, so stop() ends it (TERM, then waits).
+---@param cmd string
+function M.start(cmd)
+  local out, err = proc.tmpname("out"), proc.tmpname("err")
+  local h = { pid = proc.start(("%s >%s 2>%s"):format(cmd, out, err)) }
+  function h:output() return proc.read(out) or "" end
+  function h:errors() return proc.read(err) or "" end
+  function h:stop()
+    proc.stop(self.pid)
+    os.remove(out) os.remove(err)
+  end
+  return h
+end
+
 --- Runs a node script of spec/support with arguments (each shell-quoted);
 --- returns the spawn handle.
 function M.node(script, ...)

@@ -12,6 +12,8 @@
 //   stall MSG       send MSG, then stop reading (pause the socket) for 8 s
 //   leave MSG N     send MSG, read N messages, then drop the TCP connection
 //   origin ORIGIN   open with that Origin header, then close
+//   overlap A B     chat protocol: send A and B at once, close after A's
+//                   "done"
 //   chat MSG...     chat protocol: send each message after the previous
 //                   reply's "done" or "error" frame
 import WebSocket from 'ws';
@@ -88,6 +90,11 @@ ws.on('open', () => {
       next();
       break;
     }
+    case 'overlap':
+      ws.send(args[0]);
+      ws.send(args[1]);
+      onMessage = (s) => { if (JSON.parse(s).type === 'done') ws.close(1000); };
+      break;
     default:
       out({ ev: 'error', message: 'unknown mode ' + mode });
       process.exit(2);
