@@ -153,6 +153,11 @@ fuzz:
 	  fuzz/fuzz_builder.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_builder
 	$(BUILD)/fuzz/fuzz_builder -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_builder fuzz/corpus/builder
+	@mkdir -p $(BUILD)/fuzz/corpus_route
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/route.c \
+	  fuzz/fuzz_route.c -o $(BUILD)/fuzz/fuzz_route
+	$(BUILD)/fuzz/fuzz_route -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_route fuzz/corpus/route
 
 # ---- install ---------------------------------------------------------------
 install: all
