@@ -109,6 +109,7 @@ static void reap_cb(uv_timer_t *h) {
     if (s->sig[i]) {
       uv_close((uv_handle_t *)s->sig[i], la_close_free_cb);
       s->sig[i] = NULL;
+      if (i == 0) s->rt->sigint_claimed--;
     }
   uv_close((uv_handle_t *)h, reaper_closed_cb);
 }
@@ -444,6 +445,7 @@ static void watch_signals(la_server_t *s) {
     uv_signal_start(h, signal_cb, sigs[i]);
     uv_unref((uv_handle_t *)h);
     s->sig[i] = h;
+    if (i == 0) s->rt->sigint_claimed++;   /* main.c leaves Ctrl-C to us */
   }
 }
 

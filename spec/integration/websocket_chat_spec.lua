@@ -6,10 +6,11 @@ local llm = require "luagent"
 local proc = require "proc"
 local h = require "serve_helpers"
 local cjson = require "cjson"
+local servers = require "servers"
 
 -- Starts the script on a free port; returns the spawn handle and its URL.
-local function start_chat(extra)
-  local p = h.start(("%s scripts/websocket_chat.lua --port 0 %s"):format(proc.bin, extra or ""))
+local function start_chat(extra, env)
+  local p = h.start(("%s %s scripts/websocket_chat.lua --port 0 %s"):format(env or "", proc.bin, extra or ""))
   local url = h.eventually(function() return p:output():match("^listening on (http://%S+)\n") end, 10)
   assert(url, "websocket_chat.lua did not print its URL")
   return p, url
@@ -87,6 +88,22 @@ describe("scripts/websocket_chat.lua #integration", function()
     assert.matches("still streaming", errs[1])
     assert.are.same({ "(turn 1) You said: one. Earlier you said: nothing yet." }, dones)
     server:stop()
+  end)
+
+  it("streams a real provider's reply (an OpenAI-compatible server)", function()
+    local mock = servers.mock()
+    local server, url = start_chat("--model openai/gpt-4o-mini", ("OPENAI_BASE_URL=%s/v1 OPENAI_API_KEY=sk-test")
+      :format(mock.url))
+    local f = frames(h.events((h.node("ws_client.mjs", url:gsub("^http", "ws") .. "/chat", "chat", "Hi|Again"):wait(60))))
+    local dones = {}
+    for _, x in ipairs(f) do if x.type == "done" then dones[#dones + 1] = x.full_content end end
+    assert.are.same({ "Hello from the mock server.", "Hello from the mock server." }, dones)
+    assert.are.equal(2, #mock.requests())
+    local second = cjson.decode(mock.requests()[2].body)     -- the history went along
+    assert.are.same({ "system", "user", "assistant", "user" }, { second.messages[1].role,
+      second.messages[2].role, second.messages[3].role, second.messages[4].role })
+    server:stop()
+    mock.stop()
   end)
 
   it("says why when it cannot listen", function()
