@@ -12,6 +12,10 @@
 ---   })
 ---   srv:close{drain = 5}
 ---
+--- auth = function(req) -> boolean runs before every handler (and before a
+--- WebSocket upgrade): false (or an error) answers 401, and nothing of the
+--- request is logged.
+---
 --- A handler that raises answers 500 (or cuts its stream) for that request
 --- only, and the error is logged on stderr. A client that leaves before
 --- its response ended cancels the handler task at once (a model stream it
@@ -304,6 +308,13 @@ local function dispatch(self, c)
       ("no route for %s %s"):format(req.method, req.path)))
   end
   req.params = params or {}
+  if self._auth then
+    local ok, allowed = pcall(self._auth, req)
+    if not (ok and allowed) then   -- the credentials are never logged
+      if not ok then log("%s %s: the auth function raised", req.method, req.path) end
+      return c:respond(401, JSON_HEADERS, error_body(401, "unauthorized", "missing or bad credentials"))
+    end
+  end
   if route.ws then return run_ws(self, c, req, route) end
   return run_http(self, c, req, route)
 end
@@ -378,6 +389,9 @@ Server.__close = function(self) self:close() end
 function M.serve(opts)
   if type(opts) ~= "table" then error("llm.serve: expected a table of options", 2) end
   if type(opts.routes) ~= "table" then error("llm.serve: routes must be a table", 2) end
+  if opts.auth ~= nil and type(opts.auth) ~= "function" then
+    error("llm.serve: auth must be a function(req) -> boolean", 2)
+  end
   local routes = compile(opts.routes)
   local origins
   if opts.origins ~= nil then
@@ -397,7 +411,7 @@ function M.serve(opts)
   }
   if not c then return nil, err end
   local self = setmetatable({
-    _core = c, _routes = routes, _origins = origins, _drain = opts.drain or 5,
+    _core = c, _routes = routes, _origins = origins, _drain = opts.drain or 5, _auth = opts.auth,
     host = opts.host or "127.0.0.1", port = c:port(),
     scheme = opts.cert and "https" or "http",
   }, Server)

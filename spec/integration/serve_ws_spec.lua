@@ -63,6 +63,34 @@ describe("llm.serve WebSocket #integration", function()
     close(srv)
   end)
 
+  it("answers 401 before the upgrade when auth refuses, and logs nothing of it", function()
+    local seen = {}
+    local token = "tok-" .. math.random(1e9)
+    local srv = serve(echo_routes(seen), { auth = function(req)
+      return req.query.token == token or req.headers.authorization == "Bearer " .. token
+    end })
+    assert.are.equal(401, h.find(client(srv, "/echo?token=wrong", "echo", "x"), "unexpected").status)
+    assert.are.equal(401, h.find(client(srv, "/echo", "echo", "x"), "unexpected").status)
+    assert.is_nil(seen.path)
+    local ev = client(srv, "/echo?token=" .. token, "echo", "x")
+    assert.are.equal("you said x", h.find(ev, "message").data)
+    close(srv)
+  end)
+
+  it("drops a peer that answers no ping within idle_timeout (half-open)", function()
+    local seen = {}
+    local srv = serve(echo_routes(seen), { idle_timeout = 1 })
+    local t0 = llm.now()
+    local p = h.node("ws_client.mjs", "ws://127.0.0.1:" .. srv.port .. "/echo", "stall", "x")
+    assert.is_truthy(h.eventually(function() return seen.ended end, 6))
+    assert.is_true(llm.now() - t0 < 5)
+    -- a peer that answers pings stays: ws answers them by itself
+    local ev = client(srv, "/echo", "slow", "2.5")
+    assert.are.equal(1000, h.find(ev, "close").code)
+    p:kill()
+    close(srv)
+  end)
+
   it("closes with 1009 past max_ws_message, whole or in fragments", function()
     local seen = {}
     local srv = serve(echo_routes(seen), { max_ws_message = 64 * 1024 })

@@ -12,6 +12,8 @@
 //   stall MSG       send MSG, then stop reading (pause the socket) for 8 s
 //   leave MSG N     send MSG, read N messages, then drop the TCP connection
 //   origin ORIGIN   open with that Origin header, then close
+//   slow SECONDS    stay open and quiet for SECONDS (answering pings), then
+//                   close with 1000
 //   overlap A B     chat protocol: send A and B at once, close after A's
 //                   "done"
 //   chat MSG...     chat protocol: send each message after the previous
@@ -90,6 +92,9 @@ ws.on('open', () => {
       next();
       break;
     }
+    case 'slow':
+      setTimeout(() => ws.close(1000), Number(args[0]) * 1000);
+      break;
     case 'overlap':
       ws.send(args[0]);
       ws.send(args[1]);
