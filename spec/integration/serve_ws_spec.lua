@@ -1,6 +1,7 @@
 -- llm.serve WebSocket routes against a real client in its own process
--- (npm ws, spec/support/ws_client.mjs): the failures of README.md's
--- reliability list for WebSocket serving.
+-- (npm ws, spec/support/ws_client.mjs): every failure README.md's
+-- llm.serve section promises to handle (close codes, origins, auth, slow
+-- and silent peers, a client leaving mid-generation).
 local llm = require "luagent"
 local servers = require "servers"
 local h = require "serve_helpers"
