@@ -4,7 +4,8 @@
 #   make asan    the whole suite under AddressSanitizer + UBSan
 #   make bench   benchmarks (see bench/RESULTS.md)
 #   make fuzz    short libFuzzer runs of the parsers (clang)
-#   make deps    installs the Debian packages that are missing (root)
+#   make deps    installs the Debian packages that are missing (root; waits
+#                for another apt holding the dpkg lock)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -14,13 +15,14 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis libedit 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -42,7 +44,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c
+             runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -55,12 +57,15 @@ HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
+STEP := $(BUILD)/step_host $(BUILD)/host_api
+CXXH := $(BUILD)/cxx_host
+CXX  ?= g++
 
-.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools examples
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
@@ -84,7 +89,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis) -lm
+	  $(shell pkg-config --libs libuv hiredis libedit) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -93,6 +98,14 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+$(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+
+# The embedding API from C++: luagent.h and libluagent.a in a g++ program.
+$(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
+	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
@@ -111,13 +124,25 @@ $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
 
+# ---- examples: the SDL2 game, not in `all` (its Debian packages are in
+# DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
+NPC      := $(BUILD)/npc
+NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
+
+examples: deps all $(NPC)
+
+$(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) \
+	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
+
 # ---- the main job -------------------------------------------------------
 run: deps all
 	$(BIN) scripts/quickstart.lua
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools node_modules/.package-lock.json
+test: deps all tools $(NPC) node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so
@@ -160,6 +185,12 @@ install: all
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
+# Removes exactly what install put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/luagent $(DESTDIR)$(PREFIX)/lib/libluagent.a \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so $(DESTDIR)$(PREFIX)/include/luagent.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+
 clean:
 	rm -rf build
 
@@ -175,9 +206,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  sh tools/apt_install.sh $$missing; \
 	fi
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "installing: nodejs npm"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: nodejs npm" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	  sh tools/apt_install.sh nodejs npm; }

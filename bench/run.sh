@@ -52,5 +52,8 @@ if [ ! -f bench/node_modules/openai/package.json ]; then
 fi
 
 lua5.4 bench/driver.lua bench/results.json
+# Embedding: la_step per frame, and the SDL2 game (make examples) under Xvfb.
+[ -x "$BUILD/npc" ] || make --no-print-directory examples >/dev/null
+lua5.4 bench/embed.lua bench/embed.json
 lua5.4 bench/report.lua bench/results.json bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md in $(( $(date +%s) - start )) s"
