@@ -148,6 +148,7 @@ int  luaopen_luagent_core(lua_State *L);
 void la_task_classes(lua_State *L, la_runtime_t *rt);
 void la_task_wake(la_task_t *t);                  /* from any callback */
 void la_task_run(la_task_t *t);                   /* scheduler: resume once */
+int  la_task_cancel(la_task_t *t);                /* from any callback */
 void la_tasks_cancel_all(la_runtime_t *rt);
 void la_tasks_drop_all(la_runtime_t *rt);
 la_task_t *la_task_current(lua_State *L, const char *fname);
@@ -194,6 +195,9 @@ void la_preload_stop(la_runtime_t *rt);           /* joins the loader */
 /* ---- host.c -------------------------------------------------------- */
 int  luaopen_luagent_host(lua_State *L);          /* luagent.host.core */
 void la_host_free(la_runtime_t *rt);
+
+/* ---- server.c ---------------------------------------------------- */
+int  luaopen_luagent_serve_core(lua_State *L);    /* luagent.serve.core */
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

@@ -580,6 +580,12 @@ static int cancel(la_task_t *t) {
   return 1;
 }
 
+/* Requests cancellation from C (a server whose client left). Touches no
+** Lua state: safe in any callback. Returns 1 if t was alive. */
+int la_task_cancel(la_task_t *t) {
+  return cancel(t);
+}
+
 /* task:cancel() -> true if the task was still alive. */
 static int l_task_cancel(lua_State *L) {
   lua_pushboolean(L, cancel(check_task(L, 1)));

@@ -44,6 +44,7 @@ local lazy = {
   args = { "luagent.args", "parse" },
   json = { "luagent.json" },
   host = { "luagent.host" },
+  serve = { "luagent.serve", "serve" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.
