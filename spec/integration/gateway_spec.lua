@@ -38,7 +38,7 @@ local function config_for(mock)
   return ([[
 model_list:
   - model_name: gpt-openai
-    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/chunks=6,text=hello%%20from%%20upstream/v1", api_key: os.environ/UPSTREAM_KEY}
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/text=hello%%20from%%20upstream/v1", api_key: os.environ/UPSTREAM_KEY}
   - model_name: gpt-tools
     litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/tools=1/v1", api_key: os.environ/UPSTREAM_KEY}
   - model_name: gpt-limited
@@ -46,7 +46,7 @@ model_list:
   - model_name: gpt-slow
     litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/chunks=400,delay=20/v1", api_key: os.environ/UPSTREAM_KEY}
   - model_name: claude-upstream
-    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s/s/chunks=5,text=from%%20claude", api_key: os.environ/UPSTREAM_KEY}
+    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s/s/text=from%%20claude", api_key: os.environ/UPSTREAM_KEY}
 router_settings:
   num_retries: 0
 general_settings:

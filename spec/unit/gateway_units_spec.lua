@@ -223,17 +223,17 @@ end)
 
 describe("gateway error shapes #unit", function()
   it("writes OpenAI's and Anthropic's shapes, and hides upstream credential failures", function()
-    local scrub = wire_errors.scrubber{ "up-secret-key" }
-    local up = llm.errors.new("RateLimitError", "slow down, key up-secret-key", { retry_after = 2.5 })
+    local scrub = wire_errors.scrubber{ "zq-gateway-canary-9" }
+    local up = llm.errors.new("RateLimitError", "slow down, key zq-gateway-canary-9", { retry_after = 2.5 })
     local e = wire_errors.from_luagent(up, scrub)
     assert.are.equal(429, e.status)
     assert.are.equal("slow down, key [REDACTED]", e.message)
     assert.are.same({ ["retry-after"] = "3" }, wire_errors.headers(e))
     assert.are.equal("rate_limit_error", wire_errors.openai_body(e).error.type)
     assert.are.equal("error", wire_errors.anthropic_body(e).type)
-    local auth = wire_errors.from_luagent(llm.errors.new("AuthenticationError", "bad key up-secret-key",
+    local auth = wire_errors.from_luagent(llm.errors.new("AuthenticationError", "bad key zq-gateway-canary-9",
                                                           { model = "gpt-4o" }), scrub)
     assert.are.equal(502, auth.status)
-    assert.is_nil(auth.message:find("up-secret-key", 1, true))
+    assert.is_nil(auth.message:find("zq-gateway-canary-9", 1, true))
   end)
 end)

@@ -245,8 +245,7 @@ function Gateway:routes()
       res:json(200, { status = "healthy", models = #self.models })
     end,
     ["GET /metrics"] = function(_, res)
-      res:write_head(200, { ["content-type"] = metrics_mod.content_type })
-      res:write(self.metrics.registry:render())
+      res:send(200, self.metrics.registry:render(), { ["content-type"] = metrics_mod.content_type })
     end,
   }
 end

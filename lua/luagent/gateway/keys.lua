@@ -7,7 +7,6 @@
 --- shared through Redis when the config names one) and a token budget.
 --- A key is never logged or echoed: callers get the key's alias.
 local ratelimit = require "luagent.ratelimit"
-local async = require "luagent.async"
 
 local M = {}
 
@@ -84,25 +83,24 @@ function Keys:_limiter(entry)
   return rl or nil
 end
 
--- How long a request waits for its key's limiter before it is refused:
--- an API answers 429 at once rather than holding the client.
-M.max_wait = 0.05
-
 local NO_PERMIT = { release = function() end }
 
---- Takes a permit for one request of about `tokens` tokens for the caller,
---- waiting at most M.max_wait: a key over its limit is told so (429 with
---- retry-after), as an API does, rather than queued. Returns a permit
---- (with :release(actual_tokens)) or nil, err.
+--- Takes a permit for one request of about `tokens` tokens for the caller.
+--- A key over its limit is told so at once (429 with retry-after), as an
+--- API does, rather than queued: only a request the limiter would admit
+--- now is admitted. (A limiter shared through Redis answers "now" from its
+--- last check, so there a request may still wait for its window.) Returns
+--- a permit (with :release(actual_tokens)) or nil, err.
 function Keys:admit(caller, tokens)
   local entry = caller.entry
   local rl = entry and self:_limiter(entry)
   if not rl then return NO_PERMIT end
-  local permit, err = async.timeout(M.max_wait, rl.acquire, rl, tokens)
+  local permit, err
+  if rl:_ready(tokens) then permit, err = rl:acquire(tokens) end
   if not permit then
     return refuse(429, "rate_limit_error",
       ("The key '%s' is over its rate limit"):format(entry.alias),
-      { retry_after = err and err.retry_after or 1, cause = err })
+      { retry_after = err and err.retry_after or 1 })
   end
   return permit
 end

@@ -45,7 +45,10 @@ function openai.to_params(body)
   return p
 end
 
-function openai.response(resp) return resp end
+function openai.response(resp)
+  resp._hidden_params = nil      -- the router's bookkeeping, not the API's
+  return resp
+end
 
 function openai.error_body(e) return wire_errors.openai_body(e) end
 
@@ -122,7 +125,7 @@ AnthropicStream.__index = AnthropicStream
 
 function anthropic.stream(model)
   return setmetatable({ model = model, started = false, block = nil, index = -1,
-                        tools = {}, finish = nil, usage = nil }, AnthropicStream)
+                        tools = {}, finish_reason = nil, usage = nil }, AnthropicStream)
 end
 
 local function ev(name, data) data.type = name; return { event = name, data = json.encode(data) } end
@@ -177,7 +180,7 @@ function AnthropicStream:chunk(c)
                                                     delta = { type = "input_json_delta", partial_json = args } })
       end
     end
-    if choice.finish_reason then self.finish = choice.finish_reason end
+    if choice.finish_reason then self.finish_reason = choice.finish_reason end
   end
   return out
 end
@@ -187,7 +190,7 @@ function AnthropicStream:finish()
   if not self.started then self:_start({}, out) end
   self:_close_block(out)
   out[#out + 1] = ev("message_delta", {
-    delta = { stop_reason = STOP_REASON[self.finish] or "end_turn", stop_sequence = null },
+    delta = { stop_reason = STOP_REASON[self.finish_reason] or "end_turn", stop_sequence = null },
     usage = { output_tokens = self.usage and self.usage.completion_tokens or 0,
               input_tokens = self.usage and self.usage.prompt_tokens or nil } })
   out[#out + 1] = ev("message_stop", {})

@@ -63,7 +63,7 @@ function M.from_luagent(err, scrub)
   if err.type == "AuthenticationError" or err.type == "PermissionDeniedError" then
     msg = ("The upstream provider refused the gateway's credentials for %s"):format(tostring(err.model))
   else
-    msg = scrub(errors.redact(tostring(err.message or err.type)))
+    msg = errors.redact(scrub(tostring(err.message or err.type)))
   end
   return M.new(m[1], m[2], msg, { code = m[3], retry_after = err.retry_after })
 end
