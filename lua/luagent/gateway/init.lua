@@ -113,7 +113,9 @@ function Gateway:_account(model, api, status, usage, started, err_type)
 end
 
 -- Parses, authorises and prepares a completion request. Returns params,
--- caller, permit; or nil, gateway error.
+-- caller, permit; or nil, gateway error, and the model when the request
+-- named one the gateway serves (metrics never take a label from an
+-- arbitrary client string).
 function Gateway:_admit(req, proto)
   local body = req:body()
   local decoded = body and json.decode(body)
@@ -125,10 +127,11 @@ function Gateway:_admit(req, proto)
     if perr.kind then return nil, perr end
     return nil, wire_errors.new(perr.status or 400, "invalid_request", perr.message)
   end
+  local known = self.models[params.model] and params.model or nil
   local caller, aerr = self.keys:authorize(req.headers, params.model)
   if not caller then
     local kind = ({ [401] = "authentication", [403] = "permission" })[aerr.status] or "budget"
-    return nil, wire_errors.new(aerr.status, kind, aerr.message)
+    return nil, wire_errors.new(aerr.status, kind, aerr.message), known
   end
   if not self.models[params.model] then
     return nil, wire_errors.new(404, "not_found", ("The model '%s' does not exist"):format(params.model),
@@ -136,15 +139,15 @@ function Gateway:_admit(req, proto)
   end
   if self.hooks.pre_call then
     local ok, changed, why = pcall(self.hooks.pre_call, params, req)
-    if not ok then return nil, wire_errors.new(500, "internal", "pre_call hook failed") end
+    if not ok then return nil, wire_errors.new(500, "internal", "pre_call hook failed"), known end
     if changed == false or (changed == nil and why) then
-      return nil, wire_errors.new(400, "invalid_request", tostring(why or "refused by the gateway's policy"))
+      return nil, wire_errors.new(400, "invalid_request", tostring(why or "refused by the gateway's policy")), known
     end
     if type(changed) == "table" then params = changed end
   end
   local permit, lerr = self.keys:admit(caller, estimate_tokens(params))
   if not permit then
-    return nil, wire_errors.new(429, "rate_limit", lerr.message, { retry_after = lerr.retry_after })
+    return nil, wire_errors.new(429, "rate_limit", lerr.message, { retry_after = lerr.retry_after }), known
   end
   if self.cfg.drop_params then params.drop_params = true end
   if self.cfg.request_timeout and params.timeout == nil then params.timeout = self.cfg.request_timeout end
@@ -161,7 +164,7 @@ function Gateway:_complete(req, res, proto, api)
   local started = llm.now()
   local rid = self:_request_id(req)
   local params, caller, permit = self:_admit(req, proto)
-  local model = params and params.model or "unknown"
+  local model = params and params.model or permit or "unknown"
   if not params then
     local e = caller
     self:_account(model, api, e.status, nil, started, e.kind)
