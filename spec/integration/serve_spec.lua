@@ -6,16 +6,7 @@ local proc = require "proc"
 local h = require "serve_helpers"
 local cjson = require "cjson"
 
-local function serve(routes, opts)
-  opts = opts or {}
-  opts.routes, opts.port, opts.signals = routes, 0, false
-  return assert(llm.serve(opts))
-end
-
-local function close(srv)
-  srv:close{ drain = 2 }
-  assert.is_true(srv:wait(15))
-end
+local serve, close = h.serve, h.close
 
 -- curl with args; returns stdout (the body, or what -w writes).
 local function curl(args)

@@ -6,16 +6,7 @@ local llm = require "luagent"
 local servers = require "servers"
 local h = require "serve_helpers"
 
-local function serve(routes, opts)
-  opts = opts or {}
-  opts.routes, opts.port, opts.signals = routes, 0, false
-  return assert(llm.serve(opts))
-end
-
-local function close(srv)
-  srv:close{ drain = 2 }
-  assert.is_true(srv:wait(15))
-end
+local serve, close = h.serve, h.close
 
 -- Runs the ws client; returns its events.
 local function client(srv, path, ...)
