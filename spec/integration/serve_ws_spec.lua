@@ -165,8 +165,10 @@ describe("llm.serve WebSocket #integration", function()
     local seen = {}
     local routes = echo_routes(seen)
     routes["WS /bad"] = function(ws) ws:receive() error("oops") end
-    local srv = serve(routes)
+    local logs = {}
+    local srv = serve(routes, { log = function(line) logs[#logs + 1] = line end })
     assert.are.equal(1011, h.find(client(srv, "/bad", "echo", "x"), "close").code)
+    assert.matches("^WS /bad: .*oops", logs[1])
     assert.are.equal("you said ok", h.find(client(srv, "/echo", "echo", "ok"), "message").data)
     close(srv)
   end)
