@@ -357,6 +357,8 @@ local function new_chain(p)
     local ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
     chain.ctx = ctx
+    -- a prompt that clearly cannot fit goes to the bigger models at once
+    if require("luagent.observe.cost").clearly_too_big(p) then chain.candidates, chain.ctx = ctx, nil end
   end
   return chain
 end
