@@ -565,7 +565,7 @@ function M.completion(p)
   if berr then return nil, berr end
   local chain = new_chain(p)
   if ev then chain.ev = ev end
-  local r, used = chain:run(p)
+  local r, used = chain:run(chain.candidates[1])   -- p, or a context-window fallback
   if not r then
     if ev then ev:failure(used) end
     return nil, used

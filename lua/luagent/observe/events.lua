@@ -332,7 +332,6 @@ function Ev:chunk(c)
     self.ttft = now() - self._t0
     fire(self, "on_first_token")
   end
-  if not self._budgets then return false end
   -- output tokens as they arrive: about 4 characters a token, at least one
   -- per content chunk (providers send a token or a few per chunk)
   local n = 0
@@ -340,6 +339,7 @@ function Ev:chunk(c)
   if d and d.tool_calls then n = n + 1 end
   if n == 0 then return false end
   self._out_tokens = self._out_tokens + n
+  if not self._budgets then return false end
   local cost = cost_mod()
   local tokens = (self._in_tokens or self._charged_tokens or 0)
   self._in_tokens = tokens
