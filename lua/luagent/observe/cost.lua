@@ -40,11 +40,20 @@ for key, e in pairs(data.models) do store(key, e) end
 --- tokens), context_window=, max_output=}.
 ---@param model string
 ---@return table|nil
+-- The stored entry of a model (not a copy), or nil. Looked up per call:
+-- a full "provider/model" name is one table lookup.
+local function lookup(model)
+  local e = facts[model]
+  if e then return e end
+  local provider, name = split(model)
+  e = facts[provider .. "/" .. name]
+  if e == nil and not model:find("/", 1, true) then e = by_name[name] or nil end
+  return e
+end
+
 function M.info(model)
   if type(model) ~= "string" then error("llm.models.info: model must be a string", 2) end
-  local provider, name = split(model)
-  local e = facts[provider .. "/" .. name]
-  if e == nil and not model:find("/", 1, true) then e = by_name[name] or nil end
+  local e = lookup(model)
   if not e then return nil end
   local out = {}
   for k, v in pairs(e) do out[k] = v end
@@ -140,7 +149,7 @@ end
 ---@return number dollars
 ---@return boolean known false when the model has no price on file
 function M.price(model, tokens_in, tokens_out, cached_in)
-  local e = type(model) == "string" and M.info(model)
+  local e = type(model) == "string" and lookup(model)
   if not e or not e.input then return 0, false end
   cached_in = cached_in or 0
   local plain = (tokens_in or 0) - cached_in
@@ -218,7 +227,7 @@ end
 ---@param p table completion parameters
 ---@return integer|nil
 function M.history_limit(p)
-  local e = type(p.model) == "string" and M.info(p.model)
+  local e = type(p.model) == "string" and lookup(p.model)
   if not e or not e.context_window then return nil end
   local reply = p.max_tokens or p.max_completion_tokens
   if not reply then reply = math.min(e.max_output or 0, e.context_window // 4) end

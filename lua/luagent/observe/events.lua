@@ -94,12 +94,15 @@ local function new_id()
   return ("req_%s%06x"):format(prefix, seq)
 end
 
---- Random lowercase hex of n bytes (trace and span ids).
+--- Random lowercase hex of n bytes, 8 or 16 (span and trace ids).
+local random, format = math.random, string.format
+
 function M.hex_id(n)
-  local t = {}
-  for i = 1, n do t[i] = ("%02x"):format(math.random(0, 255)) end
-  if n == 8 and t[1] == "00" then t[1] = "01" end   -- an all-zero id is invalid
-  return table.concat(t)
+  -- four bytes a draw (a span per call: cheaper than a byte at a time); the
+  -- first word is never zero, so the id is never all zeros (invalid)
+  if n == 8 then return format("%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff)) end
+  return format("%08x%08x%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff),
+                random(0, 0xffffffff), random(0, 0xffffffff))
 end
 
 -- ---------------------------------------------------------------------------
@@ -332,6 +335,8 @@ function Ev:chunk(c)
     self.ttft = now() - self._t0
     fire(self, "on_first_token")
   end
+  local budgets = self._budgets
+  if not budgets then return false end   -- past the first token: nothing to do
   -- output tokens as they arrive: about 4 characters a token, at least one
   -- per content chunk (providers send a token or a few per chunk)
   local n = 0
@@ -339,7 +344,6 @@ function Ev:chunk(c)
   if d and d.tool_calls then n = n + 1 end
   if n == 0 then return false end
   self._out_tokens = self._out_tokens + n
-  if not self._budgets then return false end
   local cost = cost_mod()
   local tokens = (self._in_tokens or self._charged_tokens or 0)
   self._in_tokens = tokens

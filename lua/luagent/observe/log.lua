@@ -31,10 +31,13 @@ M.prompts = os.getenv("LUAGENT_LOG_PROMPTS") == "1"
 --- Where lines go (a file handle with :write).
 M.out = io.stderr
 
+local last_s, last_prefix = nil, nil   -- os.date once a second, not once a line
+
 local function timestamp()
   local t = events.unix()
   local s = math.floor(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", s) .. (".%03dZ"):format(math.floor((t - s) * 1000))
+  if s ~= last_s then last_s, last_prefix = s, os.date("!%Y-%m-%dT%H:%M:%S", s) end
+  return last_prefix .. (".%03dZ"):format(math.floor((t - s) * 1000))
 end
 
 -- Text form: fixed field order, values with spaces quoted.
@@ -69,7 +72,7 @@ function M.write(level, rec)
     end
     line = table.concat(parts, " ")
   end
-  M.out:write(line, "\n")
+  M.out:write(line .. "\n")   -- one write: stderr is unbuffered
 end
 
 local function record(kind, ev)
