@@ -202,7 +202,9 @@ local function fire(ev, kind)
         -- makes is not charged to the call's budgets nor nested in its span
         local saved = context()
         if saved then set_context(nil) end
-        spawn(run_callback, fn, kind, public)
+        -- pcall: a stream closed by the garbage collector while the
+        -- runtime shuts down ends here too, and spawn then refuses
+        pcall(spawn, run_callback, fn, kind, public)
         if saved then set_context(saved) end
       end
     end

@@ -119,6 +119,10 @@ function M.set_level(level)
   events.set_sink("log", M.level and sink or nil)
 end
 
-if M.level then events.set_sink("log", sink) end
+if M.level then
+  events.set_sink("log", sink)
+elseif (os.getenv("LUAGENT_LOG") or "") ~= "" then
+  io.stderr:write("luagent: LUAGENT_LOG must be debug, info, warn or error; logging is off\n")
+end
 
 return M

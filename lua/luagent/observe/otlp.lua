@@ -142,7 +142,8 @@ local function push(span)
     -- the exporter belongs to no call: no budget, no trace parent
     local saved = core.context()
     if saved then core.set_context(nil) end
-    exporter = core.spawn(M._run)
+    local ok, t = pcall(core.spawn, M._run)   -- refused while the runtime shuts down
+    exporter = ok and t or nil
     if saved then core.set_context(saved) end
   elseif wake and qlast - qfirst + 1 >= M.batch then
     wake:signal()
