@@ -492,6 +492,15 @@ describe("observability #integration", function()
       end
     end)
 
+    it("counts the spans a collector refuses, and the call does not notice", function()
+      otlp.configure{ endpoint = mock.url .. "/no-collector-here", delay = 0.01 }
+      local failed0 = otlp.failed
+      assert(llm.completion(params("chunks=1")))
+      otlp.flush()
+      assert.are.equal(failed0 + 2, otlp.failed)   -- the call's span and its attempt's
+      assert.truthy(tostring(otlp.last_error):find("404", 1, true))
+    end)
+
     it("drops spans past its bounded queue and counts them, never delaying a call", function()
       -- a collector that never answers: exports hang, the queue fills
       local hole = proc.tmpname("hole")

@@ -209,8 +209,12 @@ local function fire(ev, kind)
       end
     end
   end
+  -- a sink that fails (a log file closed under it) never breaks the call
   local sinks = sink_list
-  for i = 1, #sinks do sinks[i]:event(kind, ev) end
+  for i = 1, #sinks do
+    local sk = sinks[i]
+    pcall(sk.event, sk, kind, ev)
+  end
 end
 
 -- ---------------------------------------------------------------------------
