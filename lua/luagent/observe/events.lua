@@ -35,6 +35,14 @@
 ---   9. finish(self, err), the one end of every stream:
 ---        local ev = self._ev; if ev then ev:finish(err, self._builder) end
 ---
+---  10. new_chain, once the context-window fallbacks are made: a prompt that
+---      clearly cannot fit starts on them (no request to the small model):
+---        if require("luagent.observe.cost").clearly_too_big(p) then
+---          chain.candidates, chain.ctx = ctx, nil end
+---      and M.completion runs `chain:run(chain.candidates[1])` (not p).
+---
+---   lua/luagent/providers/init.lua: "callbacks" and "budget" are in
+---   RUNTIME_KEYS (never sent to a provider; "metadata" already was).
 ---   lua/luagent/agent.lua: Agent:run runs inside M.span("invoke_agent", ...)
 ---   and each tool call inside M.span("execute_tool", ...), so completions
 ---   and tool calls become child spans of the agent's span.
