@@ -35,26 +35,28 @@ end
 ---@return table
 function M.add(set)
   M.check(set, "llm.callbacks.add")
-  events.global[#events.global + 1] = set
+  local list = {}
+  for i, s in ipairs(events.global) do list[i] = s end
+  list[#list + 1] = set
+  events.global = list       -- a new list: calls in flight keep theirs
   events.refresh()
   return set
 end
 
 --- Removes a global callback set added with add; true when it was there.
 function M.remove(set)
-  for i, s in ipairs(events.global) do
-    if s == set then
-      table.remove(events.global, i)
-      events.refresh()
-      return true
-    end
+  local list, found = {}, false
+  for _, s in ipairs(events.global) do
+    if s == set and not found then found = true else list[#list + 1] = s end
   end
-  return false
+  events.global = list
+  events.refresh()
+  return found
 end
 
 --- Removes every global callback set.
 function M.clear()
-  for i = #events.global, 1, -1 do events.global[i] = nil end
+  events.global = {}
   events.refresh()
 end
 

@@ -58,7 +58,7 @@ local now, context, set_context, spawn = core.now, core.context, core.set_contex
 --- Sinks see every event of every observed call: {name = sink}; a sink
 --- has sink:event(kind, ev). Set by their modules (log, otlp, stats).
 M.sinks = {}
---- Global callback sets (llm.callbacks.add).
+--- Global callback sets (llm.callbacks.add); replaced, never changed in place.
 M.global = {}
 --- True when a sink or a global callback set exists: every call is observed.
 M.any = false
@@ -134,6 +134,7 @@ end
 -- The budgets that charge a call: its own, then the context's, innermost
 -- first, each once.
 local function budgets_of(p, ctx)
+  if p.budget == nil and ctx == nil then return nil end
   local list, seen = nil, nil
   local function add(b)
     if b == nil then return end
@@ -260,16 +261,17 @@ function M.request(p)
     messages = p.messages, attempts = 0, _t0 = t0, _p = p, _budgets = budgets,
     _parent = span_of(ctx), _out_tokens = 0,
   }, Ev)
-  local cbs = nil
-  if #M.global > 0 or p.callbacks then
-    cbs = {}
-    for i = 1, #M.global do cbs[i] = M.global[i] end
-    if p.callbacks then
-      require("luagent.observe.callbacks").check(p.callbacks, "callbacks")
-      cbs[#cbs + 1] = p.callbacks
-    end
+  -- M.global is replaced, never changed, when sets are added or removed:
+  -- a call can keep the list it started with without a copy
+  local cbs = M.global
+  if p.callbacks then
+    require("luagent.observe.callbacks").check(p.callbacks, "callbacks")
+    local own = {}
+    for i = 1, #cbs do own[i] = cbs[i] end
+    own[#own + 1] = p.callbacks
+    cbs = own
   end
-  ev._cbs = cbs
+  if cbs[1] ~= nil then ev._cbs = cbs end
   if budgets then
     local cost = cost_mod()
     local tokens = cost.prompt_tokens(p)

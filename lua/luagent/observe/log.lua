@@ -45,6 +45,10 @@ local ORDER = { "time", "level", "request_id", "event", "model", "provider", "du
                 "tokens_in", "tokens_out", "cost", "cost_estimated", "attempts", "retry_delay",
                 "fallback_model", "error_type", "error", "messages", "callback", "traceback" }
 
+local buf = {}
+local KEY_PREFIX = {}
+for _, k in ipairs(ORDER) do KEY_PREFIX[k] = " " .. k .. "=" end
+
 local function text_value(v)
   if type(v) == "number" then
     if math.type(v) == "float" then return ("%.6g"):format(v) end
@@ -63,14 +67,18 @@ function M.write(level, rec)
     json = json or require "luagent.json"
     line = json.encode(rec)
   else
-    local parts = {}
-    for _, k in ipairs(ORDER) do
+    -- one reused buffer of pieces: a line allocates its values and itself
+    local b, n = buf, 3
+    b[1], b[2], b[3] = rec.time, " ", level
+    for i = 3, #ORDER do
+      local k = ORDER[i]
       local v = rec[k]
       if v ~= nil then
-        parts[#parts + 1] = (k == "time" or k == "level") and tostring(v) or (k .. "=" .. text_value(v))
+        b[n + 1], b[n + 2], b[n + 3] = KEY_PREFIX[k], text_value(v), nil
+        n = n + 2
       end
     end
-    line = table.concat(parts, " ")
+    line = table.concat(b, "", 1, n)
   end
   M.out:write(line .. "\n")   -- one write: stderr is unbuffered
 end
