@@ -316,7 +316,7 @@ describe("observability #integration", function()
       assert.are.equal(err, failure.error)
     end)
 
-    it("are taken from a router and an agent", function()
+    it("are taken from a router, an agent and a chat", function()
       local n = 0
       local router = llm.router{ model_list = { { model_name = "m", litellm_params = {
         model = "openai/gpt-4o-mini", api_key = CANARY, api_base = mock.url .. "/s/chunks=1/v1" } } },
@@ -326,7 +326,10 @@ describe("observability #integration", function()
         api_base = mock.url .. "/s/chunks=1/v1", tools = { t = { fn = function() return 1 end } },
         callbacks = { on_success = function() n = n + 1 end } }
       assert(agent:run("hello"))
-      assert.truthy(eventually(function() return n == 2 end))
+      local chat = llm.chat{ model = "openai/gpt-4o-mini", api_key = CANARY,
+        api_base = mock.url .. "/s/chunks=1/v1", callbacks = { on_success = function() n = n + 1 end } }
+      assert(chat:send("hello"))
+      assert.truthy(eventually(function() return n == 3 end))
     end)
   end)
 
