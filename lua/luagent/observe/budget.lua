@@ -75,6 +75,9 @@ end
 --- running task and the tasks it spawns meanwhile; returns fn's results.
 function Budget:run(fn, ...)
   if type(fn) ~= "function" then error("budget:run: expects a function", 2) end
+  -- outside a task there is no context to carry the budget: refuse rather
+  -- than run fn unmetered
+  if not core.current() then error("budget:run: not inside a task (use llm.run)", 2) end
   return events.with_frame({ budget = self }, fn, ...)
 end
 
