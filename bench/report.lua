@@ -51,11 +51,13 @@ end
 -- Per scenario, per client medians
 -- ---------------------------------------------------------------------------
 
-local CLIENT_ORDER = { "floor", "luagent", "luagent-json", "luagent-raw", "luagent-deliver",
+local CLIENT_ORDER = { "floor", "luagent", "luagent-observed", "luagent-json", "luagent-raw", "luagent-deliver",
                        "luagent-anthropic", "luagent-ollama", "luagent-gemini", "node", "python" }
 local CLIENT_DESC = {
   floor = "C floor (libuv + libcurl multi + SSE split, no Lua, no JSON; mimalloc, as the luagent program)",
   luagent = "luagent `llm.completion{stream=true}` (chunks decoded to Lua tables)",
+  ["luagent-observed"] = "luagent `llm.completion{stream=true}` with a global callback set, "
+    .. "logging at info and OTLP export of every call's spans (issue 19; 1×20,000 and 100×100)",
   ["luagent-raw"] = "luagent `llm.http.request{stream=true}`: event strings checked with "
     .. "string.find/match, no JSON",
   ["luagent-deliver"] = "luagent `llm.http.request{stream=true}`: events only counted "
@@ -211,6 +213,9 @@ target("20,000 events of one stream delivered to Lua, above the C framing (issue
 local c4 = ratio(get("c1000", "luagent", "cpu_us"), get("c1000", "floor", "cpu_us"))
 target("Chunk from socket to Lua table at 1,000 streams / C floor (issue 4)",
   c4 and (fmt(c4) .. "×"), "≤ 1.3×", c4 and c4 <= 1.3)
+local c19 = ratio(get("c100", "luagent-observed", "cpu_us"), get("c100", "luagent", "cpu_us"))
+target("Callbacks + logging at info + OTLP export, CPU per chunk at 100×100 / without them (issue 19)",
+  c19 and (fmt(c19, 3) .. "×"), "≤ 1.10×", c19 and c19 <= 1.10)
 
 -- Embedding in a frame loop (bench/embed.lua writes embed.json beside IN).
 local ef = io.open((IN:match("^(.*/)") or "") .. "embed.json")

@@ -13,6 +13,8 @@
 **   task:await() -> fn's results (re-raises its error)
 **   task:wait([s]) -> finished?     task:cancel() -> bool
 **   task:status() -> string         current() -> task | nil
+**   context() -> v                  set_context(v): a value per task,
+**                                   inherited by the tasks it spawns
 */
 #include <math.h>
 #include <stdarg.h>
@@ -426,12 +428,23 @@ static int l_now(lua_State *L) {
 /* spawn / await / wait / cancel                                       */
 /* ================================================================== */
 
+/* Gives the new task on top of L the running task's context value
+** (uservalue 2): budgets and trace parents set with core.set_context
+** follow a task into the tasks it spawns. */
+static void inherit_context(lua_State *L, la_runtime_t *rt) {
+  if (!rt->current || rt->current->ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  if (lua_getiuservalue(L, -1, 2) == LUA_TNIL) { lua_pop(L, 2); return; }
+  lua_setiuservalue(L, -3, 2);
+  lua_pop(L, 1);
+}
+
 /* Creates a task running fn(...) (the whole stack of L from base). */
 static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   int n = lua_gettop(L) - base + 1, i;
   la_task_t *t;
   luaL_checkstack(L, n + 4, "too many arguments to spawn");
-  t = lua_newuserdatauv(L, sizeof *t, 1);
+  t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->rt = rt;
   t->ref = LUA_NOREF;
@@ -442,6 +455,7 @@ static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   luaL_setmetatable(L, LA_TASK_MT);
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
+  inherit_context(L, rt);
   if (!lua_checkstack(t->co, n + LUA_MINSTACK))
     luaL_error(L, "too many arguments to spawn");
   for (i = 0; i < n; i++) lua_pushvalue(L, base + i);
@@ -650,6 +664,32 @@ static int l_current(lua_State *L) {
   return 1;
 }
 
+/* context() -> the running task's context value (nil outside tasks or
+** when none was set). Inherited by spawned tasks; see inherit_context. */
+static int l_context(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  if (!rt->current || rt->current->ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  lua_getiuservalue(L, -1, 2);
+  return 1;
+}
+
+/* set_context(v) -> true: sets the running task's context value (any
+** value, nil clears it); false outside tasks. */
+static int l_set_context(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  lua_settop(L, 1);
+  if (!rt->current || rt->current->ref == LUA_NOREF) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 2);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ================================================================== */
 /* Cond: a FIFO wait queue, the building block of Lua-side primitives  */
 /* ================================================================== */
@@ -785,6 +825,7 @@ static const luaL_Reg cond_methods[] = {
 static const luaL_Reg core_funcs[] = {
   {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
   {"current", l_current}, {"cond", cond_new}, {"debug", l_debug},
+  {"context", l_context}, {"set_context", l_set_context},
   {"set_error_mt", l_set_error_mt}, {"run", l_run},
   {"resolve", la_dns_resolve}, {NULL, NULL}
 };

@@ -11,6 +11,7 @@ local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
 local mock = require "luagent.providers.mock"
 local params = require "luagent.params"
+local events = require "luagent.observe.events"   -- hooks: see the list at its top
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
@@ -423,6 +424,8 @@ local function new_chain(p)
     local ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
     chain.ctx = ctx
+    -- a prompt that clearly cannot fit goes to the bigger models at once
+    if require("luagent.observe.cost").clearly_too_big(p) then chain.candidates, chain.ctx = ctx, nil end
   end
   return chain
 end
@@ -442,6 +445,7 @@ function Chain:next_after(err)
   if left and left <= 0 then return nil end
   if err.type == "ContextWindowExceededError" and self.ctx then
     self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
+    if self.ev then self.ev:fallback(err, self.candidates[1]) end
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
@@ -450,12 +454,14 @@ function Chain:next_after(err)
     if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       rec.delay = delay
+      if self.ev then self.ev:retry(err, delay) end
       sleep(delay)            -- a cancel here raises: no request is sent
       return cur
     end
   end
   if self.idx < #self.candidates then
     self.idx, self.tries = self.idx + 1, 0
+    if self.ev then self.ev:fallback(err, self.candidates[self.idx]) end
     return self.candidates[self.idx]
   end
   return nil
@@ -469,6 +475,7 @@ end
 --- Runs attempts until one succeeds; returns result, params or nil, err.
 function Chain:run(p)
   while true do
+    if self.ev then self.ev:attempt(p) end
     local r, err = attempt(p, self.deadline)
     if r then return r, p end
     local nxt = self:next_after(err)
@@ -529,6 +536,7 @@ end
 local function finish(self, err)
   self._done, self._err = true, err
   if self._src then self._src:close() end
+  local ev = self._ev; if ev then ev:finish(err, self._builder) end
   return nil, err
 end
 
@@ -549,6 +557,8 @@ function Stream:next()
       end
       if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
+      local ev = self._ev
+      if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
       local u = c.usage
       if u then self._src.tokens = usage_tokens(u) end
       if self._chain and not self._content and has_content(c) then
@@ -643,16 +653,26 @@ function M.completion(p)
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  local ev, berr = events.request(p)
+  if berr then return nil, berr end
   local chain = new_chain(p)
-  local r, used = chain:run(p)
-  if not r then return nil, used end
-  if not p.stream then return r end
+  if ev then chain.ev = ev end
+  local r, used = chain:run(chain.candidates[1])   -- p, or a context-window fallback
+  if not r then
+    if ev then ev:failure(used) end
+    return nil, used
+  end
+  if not p.stream then
+    if ev then ev:success(r) end
+    return r
+  end
   -- four fields while it streams (_content, _done and _err come when set;
   -- tables grow by powers of two and a stream lives as long as its reply)
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
   }, Stream)
   if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
+  if ev then s._ev = ev end
   return s
 end
 
