@@ -146,6 +146,7 @@ end)
 describe("gateway on a LiteLLM config.yaml #integration", function()
   local h = require "serve_helpers"
   local TEAM = "team-key-3e9a61c0"
+  local SMALL = "small-key-77b1d2e4"
   local mock, slow, gw
 
   local function client(key, model, extra)
@@ -172,7 +173,8 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
       UPSTREAM_BROKEN = mock.url .. "/s/status=500/v1", UPSTREAM_CLAUDE = mock.url .. "/s/text=from%20claude",
       UPSTREAM_CUT = mock.url .. "/s/chunks=50,cut_after=3/v1",
       UPSTREAM_SLOW = slow.url .. "/s/chunks=2000,delay=20/v1",
-      GATEWAY_MASTER_KEY = MASTER, TEAM_KEY = TEAM } }
+      UPSTREAM_LONG = mock.url .. "/s/chunks=200,delay=5/v1",
+      GATEWAY_MASTER_KEY = MASTER, TEAM_KEY = TEAM, SMALL_KEY = SMALL } }
   end)
 
   teardown(function()
@@ -215,6 +217,20 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
     assert.is_true(e.retry_after >= 1)
     local _, bad = client("wrong-key-55", "gpt-4o")
     assert.are.equal("AuthenticationError", bad.type)
+  end)
+
+  it("cuts a stream at the chunk that crosses a key's budget, then refuses the key", function()
+    local s = assert(client(SMALL, "long", { stream = true }))
+    local ok, err = pcall(function() for _ in s do end end)
+    assert.is_false(ok)
+    assert.matches("budget", tostring(err))
+    local text = s:response().choices[1].message.content or ""
+    local words = select(2, text:gsub("t%d+ ", ""))
+    assert.is_true(words > 10 and words < 200, "relayed " .. words .. " of 200 tokens")
+    local r, e = client(SMALL, "long")
+    assert.is_nil(r)
+    assert.are.equal("RateLimitError", e.type)
+    assert.matches("budget", e.message)
   end)
 
   it("ends a stream that fails after its first byte with an error event in the client's protocol", function()

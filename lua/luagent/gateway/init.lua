@@ -131,6 +131,7 @@ function Gateway:_admit(req, proto)
   if not permit then
     return nil, wire_errors.new(429, "rate_limit", lerr.message, { retry_after = lerr.retry_after }), known
   end
+  if caller.budget then params.budget = caller.budget end   -- charged, and cut mid-stream
   if self.cfg.drop_params then params.drop_params = true end
   if self.cfg.request_timeout and params.timeout == nil then params.timeout = self.cfg.request_timeout end
   return params, caller, permit
@@ -149,11 +150,9 @@ end
 -- Ends the exchange's bookkeeping: gives back the key's permit with the
 -- tokens used, charges them, and counts the request in the metrics.
 function Exchange:settle(status, usage, err_type)
-  local g, m, model = self.g, self.g.metrics, self.model
+  local m, model = self.g.metrics, self.model
   if self.permit then
-    local total = usage_total(usage)
-    self.permit:release(total)
-    g.keys:charge(self.caller, total)
+    self.permit:release(usage_total(usage))
     self.permit = nil
   end
   m.requests:inc(1, model, self.api, tostring(status))

@@ -3,10 +3,12 @@
 --- Clients send `Authorization: Bearer KEY` or `x-api-key: KEY`. With no
 --- master key and no virtual keys configured the gateway is open (as
 --- LiteLLM's proxy without a master_key). The master key may do anything;
---- a virtual key carries its allowed models, rpm/tpm limits (llm.ratelimit,
---- shared through Redis when the config names one) and a token budget.
---- A key is never logged or echoed: callers get the key's alias.
+--- a virtual key carries its allowed models, rpm/tpm limits (llm.ratelimit)
+--- and a budget of tokens and dollars (llm.budget, so a stream that crosses
+--- it is cut at that chunk), both shared through Redis when the config names
+--- one. A key is never logged or echoed: callers get the key's alias.
 local ratelimit = require "luagent.ratelimit"
+local budget = require "luagent.observe.budget"
 
 local M = {}
 
@@ -33,7 +35,7 @@ end
 function M.new(cfg)
   local open = cfg.master_key == nil and next(cfg.keys) == nil
   return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open,
-                        _redis = cfg.redis, _limiters = {}, _used = {} }, Keys)
+                        _redis = cfg.redis, _limiters = {}, _budgets = {} }, Keys)
 end
 
 -- An error in the shape the server turns into the client's protocol.
@@ -60,11 +62,28 @@ function Keys:authorize(headers, model)
     return refuse(403, "permission_error",
       ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
   end
-  if entry.max_tokens and (self._used[entry] or 0) >= entry.max_tokens then
-    return refuse(429, "budget_exceeded",
-      ("The key '%s' has used its budget of %d tokens"):format(entry.alias, entry.max_tokens))
+  local b = self:_budget(entry)
+  if b then
+    local left = b:remaining()
+    if left.tokens <= 0 or left.cost <= 0 then
+      return refuse(429, "budget_exceeded", ("The key '%s' has used its budget"):format(entry.alias))
+    end
   end
-  return { alias = entry.alias, master = false, entry = entry }
+  return { alias = entry.alias, master = false, entry = entry, budget = b }
+end
+
+-- The key's budget (nil when it has none), made on first use.
+function Keys:_budget(entry)
+  local b = self._budgets[entry]
+  if b == nil then
+    b = false
+    if entry.max_tokens or entry.max_budget then
+      b = budget.new{ max_tokens = entry.max_tokens, max_cost = entry.max_budget, redis = self._redis,
+                      name = "luagent:gateway:budget:" .. entry.alias }
+    end
+    self._budgets[entry] = b
+  end
+  return b or nil
 end
 
 -- The key's limiter, made on first use (shared through Redis when the
@@ -103,14 +122,6 @@ function Keys:admit(caller, tokens)
       { retry_after = err and err.retry_after or 1 })
   end
   return permit
-end
-
---- Charges tokens a call used against the caller's budget.
-function Keys:charge(caller, tokens)
-  local entry = caller.entry
-  if entry and entry.max_tokens and tokens then
-    self._used[entry] = (self._used[entry] or 0) + tokens
-  end
 end
 
 return M
