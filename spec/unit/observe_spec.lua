@@ -102,7 +102,7 @@ describe("observe #unit", function()
     local cost = require "luagent.observe.cost"
     assert.truthy(cost.date:match("^%d%d%d%d%-%d%d%-%d%d$"))
     assert.truthy(#cost.source > 10)
-    local i = llm.models.info("anthropic/claude-3-5-haiku-latest")
+    local i = llm.models.info("anthropic/claude-3-haiku-20240307")
     assert.are.equal("anthropic", i.provider)
     assert.are.equal(200000, i.context_window)
     assert.is_nil(llm.models.info("openai/none-such"))
