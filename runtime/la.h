@@ -158,6 +158,9 @@ int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
+/* ---- process.c ----------------------------------------------------- */
+int  luaopen_luagent_process_core(lua_State *L);  /* luagent.process.core */
+
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
