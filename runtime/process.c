@@ -69,8 +69,8 @@ struct proc {
   int stdin_closing;          /* close_stdin() started */
   int64_t status;
   int signal;
-  la_task_t *reader;          /* task waiting in read */
-  int reader_which;           /* what it waits for: 0, 1 or 2 */
+  la_task_t *reader[3];       /* tasks waiting in read: [0] for either
+                                 stream, [1] stdout, [2] stderr */
   la_task_t *waiter;          /* task waiting in wait */
   int writers;                /* tasks waiting for a write */
   char prog[160];             /* argv[0], for messages */
@@ -102,7 +102,8 @@ static void handle_closed_cb(uv_handle_t *h) {
 /* Keeps the loop alive while a task waits on p, or while a child we
 ** killed is still to be reaped; otherwise p's handles do not hold it. */
 static void update_ref(proc_t *p) {
-  int hold = p->reader || p->waiter || p->writers > 0 ||
+  int hold = p->reader[0] || p->reader[1] || p->reader[2] || p->waiter ||
+             p->writers > 0 ||
              (p->released && !p->exited);
   int i;
   if (p->spawned && !p->closing_h) {
@@ -181,8 +182,8 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 }
 
 static void wake_reader(proc_t *p, int which) {
-  if (p->reader && (p->reader_which == 0 || p->reader_which == which))
-    la_task_wake(p->reader);
+  if (p->reader[which]) la_task_wake(p->reader[which]);
+  if (p->reader[0]) la_task_wake(p->reader[0]);
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -239,7 +240,8 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 
 static void read_cancel(la_task_t *t) {
   proc_t *p = t->ctx;
-  p->reader = NULL;
+  int i;
+  for (i = 0; i < 3; i++) if (p->reader[i] == t) p->reader[i] = NULL;
   kill_on_cancel(p);
 }
 
@@ -335,11 +337,11 @@ static int l_read(lua_State *L) {
   n = try_read(L, p, which);
   if (n >= 0) return n;
   t = la_task_current_rt(L, p->rt, "process:read");
-  if (p->reader) return luaL_error(L, "process:read: busy (another task is reading)");
+  if (p->reader[which] || p->reader[0] || (!which && (p->reader[1] || p->reader[2])))
+    return luaL_error(L, "process:read: busy (another task is reading)");
   for (i = 1; i <= 2; i++)
     if (!which || which == i) start_reading(&p->io[i]);
-  p->reader = t;
-  p->reader_which = which;
+  p->reader[which] = t;
   update_ref(p);
   return la_suspend_k(L, t, &read_ops, p, read_k);
 }
@@ -349,7 +351,12 @@ static int read_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   la_resume_check(L, base);
   pp = lua_touserdata(L, 1);
-  if (*pp) { (*pp)->reader = NULL; update_ref(*pp); }
+  if (*pp) {
+    la_task_t *me = la_task_current_rt(L, (*pp)->rt, "process:read");
+    int i;
+    for (i = 0; i < 3; i++) if ((*pp)->reader[i] == me) (*pp)->reader[i] = NULL;
+    update_ref(*pp);
+  }
   return l_read(L);
 }
 

@@ -42,6 +42,9 @@ local lazy = {
   files = { "luagent.files" },
   term = { "luagent.term" },
   args = { "luagent.args", "parse" },
+  exec = { "luagent.process", "exec" },
+  process = { "luagent.process", "process" },
+  mcp = { "luagent.mcp" },          -- llm.mcp.connect{...}, llm.mcp.serve{...}
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.

@@ -73,6 +73,14 @@ end
 ---@return table|nil err
 function Process:write(s) return self._p:write(s) end
 
+--- Queues s for the child's stdin without waiting (a writer that must
+--- never suspend, e.g. a reader task answering requests). Cancelling
+--- nothing can kill the child through it; a failure shows at the next write.
+---@param s string
+---@return true|nil ok
+---@return table|nil err
+function Process:send(s) return self._p:write(s, true) end
+
 --- The next line (without "\n"; a last line without one too), or nil at
 --- the end, or nil, err (a line past max_line is an error).
 ---@param stream? "stdout"|"stderr"
