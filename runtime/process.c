@@ -146,6 +146,19 @@ static void release(proc_t *p) {
   int i;
   if (p->released) return;
   p->released = 1;
+  /* Waiting tasks resume to "closed"; p may be freed before they run, so
+  ** their waits forget it (the cancel ops then have nothing to do). */
+  for (i = 0; i < 3; i++) {
+    if (!p->reader[i]) continue;
+    p->reader[i]->ctx = NULL;
+    la_task_wake(p->reader[i]);
+    p->reader[i] = NULL;
+  }
+  if (p->waiter) {
+    p->waiter->ctx = NULL;
+    la_task_wake(p->waiter);
+    p->waiter = NULL;
+  }
   if (p->spawned && !p->exited) signal_group(p, SIGKILL);
   for (i = 0; i < 3; i++) close_pipe(&p->io[i]);
   update_ref(p);
@@ -241,6 +254,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void read_cancel(la_task_t *t) {
   proc_t *p = t->ctx;
   int i;
+  if (!p) return;                       /* the process was closed */
   for (i = 0; i < 3; i++) if (p->reader[i] == t) p->reader[i] = NULL;
   kill_on_cancel(p);
 }
@@ -249,6 +263,7 @@ static const la_wait_ops_t read_ops = {"process.read", la_push_none, read_cancel
 
 static void wait_cancel(la_task_t *t) {
   proc_t *p = t->ctx;
+  if (!p) return;
   p->waiter = NULL;
   kill_on_cancel(p);
 }
@@ -351,7 +366,8 @@ static int read_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   la_resume_check(L, base);
   pp = lua_touserdata(L, 1);
-  if (*pp) {
+  if (!*pp) { lua_pushnil(L); return 1; }      /* closed while waiting: the end */
+  {
     la_task_t *me = la_task_current_rt(L, (*pp)->rt, "process:read");
     int i;
     for (i = 0; i < 3; i++) if ((*pp)->reader[i] == me) (*pp)->reader[i] = NULL;
@@ -430,7 +446,13 @@ static int wait_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   la_resume_check(L, base);
   pp = lua_touserdata(L, 1);
-  if (*pp) { (*pp)->waiter = NULL; update_ref(*pp); }
+  if (!*pp) {                                  /* closed while waiting */
+    lua_pushnil(L);
+    la_error_push(L, "Cancelled", "process: closed while waiting for it");
+    return 2;
+  }
+  (*pp)->waiter = NULL;
+  update_ref(*pp);
   return l_wait(L);
 }
 

@@ -93,7 +93,7 @@ function M.open(opts, name, deliver, fail)
     for _ = 1, MAX_RESUMES do
       core.sleep(t.retry or DEFAULT_RETRY)
       if t.closing then return end
-      local resp, err = http.request{ url = url, method = "GET", stream = true,
+      local resp <close>, err = http.request{ url = url, method = "GET", stream = true,
         headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
         connect_timeout = opts.connect_timeout or 10 }
       if not resp then return fail_request(id, err) end
@@ -110,7 +110,7 @@ function M.open(opts, name, deliver, fail)
   -- One message out, and whatever the server answers to it.
   local function post(msg, body)
     local id = msg.method and msg.id or nil
-    local resp, err = http.request{ url = url, method = "POST", body = body, stream = true,
+    local resp <close>, err = http.request{ url = url, method = "POST", body = body, stream = true,
       headers = headers({ ["Content-Type"] = "application/json",
                           Accept = "application/json, text/event-stream" }),
       connect_timeout = opts.connect_timeout or 10 }
@@ -148,7 +148,7 @@ function M.open(opts, name, deliver, fail)
   local function listen()
     local last, failures = nil, 0
     while not t.closing and failures < MAX_GET_FAILURES do
-      local resp = http.request{ url = url, method = "GET", stream = true,
+      local resp <close> = http.request{ url = url, method = "GET", stream = true,
         headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
         connect_timeout = opts.connect_timeout or 10 }
       if resp then
