@@ -160,6 +160,8 @@ int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
 /* ---- process.c ----------------------------------------------------- */
 int  luaopen_luagent_process_core(lua_State *L);  /* luagent.process.core */
+int  la_fdout_open(lua_State *L);                  /* fdout.c: output(fd) */
+void la_fdout_class(lua_State *L);
 
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */

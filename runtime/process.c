@@ -16,6 +16,8 @@
 **   proc:wait() -> status, signal                 suspends until exit
 **   proc:kill([sig]) -> true | nil, err   signals the process group
 **   proc:pid() -> integer            proc:close()  also __close and __gc
+**   output(fd) -> writer              our own stdout, written on the loop
+**                                     (fdout.c)
 **
 ** The child runs in a process group of its own (UV_PROCESS_DETACHED makes
 ** it a session leader), so kill and close reach its children too. A task
@@ -669,9 +671,13 @@ int luaopen_luagent_process_core(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  la_fdout_class(L);
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, l_spawn, 1);
   lua_setfield(L, -2, "spawn");
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, la_fdout_open, 1);
+  lua_setfield(L, -2, "output");
   return 1;
 }

@@ -9,9 +9,11 @@ local function my_pid()
   return assert(proc.read("/proc/self/stat")):match("^(%d+)")
 end
 
--- Open file descriptors of this process, listed by a child (ls).
+-- Open file descriptors of this process, listed by a child (ls). The
+-- child waits a little first: right after the exec this process still
+-- holds the child's ends of its pipes and libuv's exec-status pipe.
 local function fd_count()
-  local r = assert(llm.exec({ "ls", "-l", "/proc/" .. my_pid() .. "/fd" }))
+  local r = assert(llm.exec({ "sh", "-c", "sleep 0.2; ls -l /proc/" .. my_pid() .. "/fd" }))
   local n = 0
   for _ in r.stdout:gmatch("\n[^\n]*%->") do n = n + 1 end
   return n, r.stdout

@@ -213,12 +213,16 @@ end
 function M.serve(opts)
   check(opts)
   local tcore = require "luagent.term.core"
-  local out = io.stdout
+  -- A pipe is written on the loop: a client slow to read suspends the
+  -- task that writes, never the other handlers (files and terminals
+  -- never block for long and take io.write).
+  local out <close> = require("luagent.process.core").output(1)
   local function send(msg)
     local s, err = json.encode(msg)
     if not s then return nil, errors.new("BadRequestError", "mcp: cannot encode a message: " .. tostring(err)) end
-    out:write(s, "\n")
-    out:flush()
+    if out then return out:write(s .. "\n") end
+    io.stdout:write(s, "\n")
+    io.stdout:flush()
     return true
   end
   local peer = M.peer(opts, send)
