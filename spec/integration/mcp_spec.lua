@@ -125,6 +125,19 @@ describe("llm.mcp over stdio #integration", function()
     assert.are.equal(-32602, err.code)
   end)
 
+  it("notifications/tools/list_changed refreshes the tool list", function()
+    local seen
+    local c <close> = assert(llm.mcp.connect{ command = TEST_SERVER, name = "grower",
+      on_tools_changed = function(tools) seen = tools end })
+    assert(c:list_tools())
+    assert.are.equal("added extra", text_of(assert(c:call_tool("grow", { name = "extra" }))))
+    assert.is_true(eventually(function() return seen ~= nil end))
+    local names = {}
+    for _, t in ipairs(c.tools) do names[t.name] = true end
+    assert.is_true(names.extra)
+    assert.are.equal("I am extra", text_of(assert(c:call_tool("extra"))))
+  end)
+
   it("the official TypeScript SDK client uses a luagent server", function()
     local cancel_file = proc.tmpname("cancel")
     local r = assert(llm.exec({ "node", "spec/support/mcp_sdk_client.mjs", proc.bin, TEST_SERVER[2] },
@@ -132,7 +145,8 @@ describe("llm.mcp over stdio #integration", function()
     assert.are.equal(0, r.status, r.stderr)
     local out = assert(json.decode(r.stdout))
     assert.are.same({ name = "luagent-test", version = "1.2.3" }, out.server)
-    assert.are.same({ "add", "big", "elicit", "exit", "fail", "garbage", "hang", "progress", "structured" }, out.tools)
+    assert.are.same({ "add", "big", "elicit", "exit", "fail", "garbage", "grow", "hang", "progress", "structured" },
+      out.tools)
     assert.are.equal("42", out.add.content[1].text)
     assert.is_true(out.fail.isError)
     assert.are.same({ 1, 2, 3 }, out.progressSeen)
@@ -241,8 +255,15 @@ describe("llm.mcp over Streamable HTTP #integration", function()
     local logger = llm.spawn(function()        -- its log (and its pipe drained)
       for line in server:lines() do log[#log + 1] = line end
     end)
-    local ev = assert(llm.mcp.connect{ url = url, name = "everything-http",
-      on_sampling = function() return { role = "assistant", model = "m", content = { type = "text", text = "via http" } } end })
+    -- it says it listens a moment before connections succeed on a loaded machine
+    local ev, err
+    for _ = 1, 20 do
+      ev, err = llm.mcp.connect{ url = url, name = "everything-http",
+        on_sampling = function() return { role = "assistant", model = "m", content = { type = "text", text = "via http" } } end }
+      if ev or not tostring(err):find("connect", 1, true) then break end
+      llm.sleep(0.1)
+    end
+    assert(ev, err)
     local session = ev._transport.session
     assert.is_string(session)
     assert.are.equal("Echo: hi", text_of(assert(ev:call_tool("echo", { message = "hi" }))))
@@ -258,6 +279,29 @@ describe("llm.mcp over Streamable HTTP #integration", function()
     end), "no DELETE seen by the server")
     server:close()
     logger:await()
+  end)
+
+  it("talks to the official SDK's server: SSE answers with progress, a forgotten session renewed", function()
+    local server <close> = assert(llm.process{ "node", "spec/support/mcp_sdk_http_server.mjs", stderr = "pipe" })
+    local port = assert(server:read_line()):match("listening on port (%d+)")
+    local url = ("http://127.0.0.1:%s/mcp"):format(port)
+    local c = assert(llm.mcp.connect{ url = url, name = "sdk" })
+    local first = c._transport.session
+    local steps = 0
+    local r = assert(c:call_tool("echo", { text = "hi" }, { on_progress = function() steps = steps + 1 end }))
+    assert.are.equal("echo: hi", text_of(r))
+    assert.are.equal(1, steps)
+    assert.are.equal("forgotten", text_of(assert(c:call_tool("forget_sessions"))))
+    llm.sleep(0.05)
+    -- 404 for the old session: initialize again, then the call goes through
+    assert.are.equal("echo: again", text_of(assert(c:call_tool("echo", { text = "again" }))))
+    assert.are_not.equal(first, c._transport.session)
+    c:close()
+    local probe = assert(llm.mcp.connect{ url = url, name = "probe" })
+    local stats = json.decode(text_of(assert(probe:call_tool("stats"))))
+    probe:close()
+    assert.are.equal(3, stats.inits)         -- c twice, then the probe
+    assert.are.equal(1, stats.deletes)       -- c's close (the probe's comes after)
   end)
 
   it("a server that is not there is an error naming it", function()

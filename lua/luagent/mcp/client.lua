@@ -160,6 +160,7 @@ function M.connect(opts)
   end
   if not transport then return nil, err end
   self._transport = transport
+  transport.reinitialize = function() return initialize(self, opts.init_timeout or self._timeout) end
   local ok, ierr = initialize(self, opts.init_timeout or self._timeout)
   if not ok then
     self:close()

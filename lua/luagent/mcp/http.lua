@@ -8,7 +8,9 @@
 --- GET stream carries the server's own messages (405 or another refusal:
 --- the client goes on without it). An SSE stream that ends before the
 --- response it was carrying is resumed with a GET and `Last-Event-ID`,
---- after the server's `retry:` delay. close sends DELETE.
+--- after the server's `retry:` delay. A 404 on a request with the session
+--- id means the server forgot the session: the client initializes again
+--- and resends, once. close sends DELETE.
 local core = require "luagent.core"
 local http = require "luagent.http"
 local errors = require "luagent.errors"
@@ -108,8 +110,26 @@ function M.open(opts, name, deliver, fail)
   end
 
   -- One message out, and whatever the server answers to it.
-  local function post(msg, body)
+  local reinit                 -- the task re-initializing an expired session
+
+  -- The server forgot our session (404): initialize again once (one task
+  -- does it, the others wait for it) and send again (python-sdk#1676).
+  local function renew(sent_session)
+    if t.session ~= sent_session then return true end      -- already renewed
+    if reinit then return pcall(reinit.await, reinit) end
+    reinit = core.spawn(function()
+      t.session = nil
+      local ok, err = t.reinitialize()
+      if not ok then error(err, 0) end
+    end)
+    local ok, err = pcall(reinit.await, reinit)
+    reinit = nil
+    return ok, err
+  end
+
+  local function post(msg, body, retried)
     local id = msg.method and msg.id or nil
+    local sent_session = t.session
     local resp <close>, err = http.request{ url = url, method = "POST", body = body, stream = true,
       headers = headers({ ["Content-Type"] = "application/json",
                           Accept = "application/json, text/event-stream" }),
@@ -117,9 +137,13 @@ function M.open(opts, name, deliver, fail)
     if not resp then return fail_request(id, conn_error(tostring(err.message))) end
     local sid = resp.headers["mcp-session-id"]
     if sid and msg.method == "initialize" then t.session = sid end
-    if resp.status == 404 and t.session then
+    if resp.status == 404 and sent_session and msg.method ~= "initialize" then
       resp:close()
-      return fail(conn_error("the session expired (HTTP 404)", { status = 404 }))
+      local ok, rerr = false, nil
+      if not retried and t.reinitialize then ok, rerr = renew(sent_session) end
+      if ok then return post(msg, body, true) end
+      return fail(conn_error("the session expired (HTTP 404)" ..
+        (rerr and ("; initializing again failed: " .. tostring(rerr)) or ""), { status = 404 }))
     end
     if resp.status >= 300 then return fail_request(id, http_failure(resp, msg.method or "a reply")) end
     if resp.framed then
@@ -173,7 +197,12 @@ function M.open(opts, name, deliver, fail)
 
   function t.initialized(version)
     t.version = version
-    spawn(listen)
+    if not t.listener then          -- one GET stream, also after a renewed session
+      t.listener = spawn(function()
+        listen()
+        t.listener = nil
+      end)
+    end
   end
 
   function t.close()

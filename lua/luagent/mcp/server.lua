@@ -21,7 +21,8 @@
 ---
 --- Each request runs in a task of its own: a handler may suspend (call a
 --- model, run a process), report progress (ctx.progress), log
---- (ctx.log), ask the client (ctx.elicit, ctx.sample), and is cancelled
+--- (ctx.log), ask the client (ctx.elicit, ctx.sample), announce a changed
+--- opts.tools (ctx.tools_changed), and is cancelled
 --- when the client sends notifications/cancelled (no response is sent).
 --- A handler's return value: a string (one text item), a table with
 --- `content` (an MCP result as is), any other table (structuredContent,
@@ -65,7 +66,7 @@ local function handlers(opts, state)
   function h.initialize(params)
     local v = params.protocolVersion
     state.version = client.SUPPORTED[v] and v or client.LATEST
-    local caps = { tools = { listChanged = false }, logging = {}, completions = {} }
+    local caps = { tools = { listChanged = true }, logging = {}, completions = {} }
     if next(opts.resources or {}) then caps.resources = { listChanged = false, subscribe = false } end
     if next(opts.prompts or {}) then caps.prompts = { listChanged = false } end
     state.client_caps = params.capabilities or {}
@@ -156,6 +157,8 @@ local function context(peer, state, opts, params, id)
     if (LEVELS[level] or 0) < LEVELS[state.level or "info"] then return false end
     return peer:notify("notifications/message", { level = level, logger = opts.name, data = data })
   end
+  --- Tells the client the tool list changed (after a handler edited opts.tools).
+  function ctx.tools_changed() return peer:notify("notifications/tools/list_changed") end
   function ctx.elicit(p, o) return peer:request("elicitation/create", p, o) end
   function ctx.sample(p, o) return peer:request("sampling/createMessage", p, o) end
   return ctx
