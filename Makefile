@@ -14,7 +14,7 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev iproute2
 
 OPT       ?= -O2 -g
 SANITIZE  ?=

@@ -228,22 +228,20 @@ describe("llm.mcp faults #integration", function()
   end)
 end)
 
--- Starts the everything server's Streamable HTTP transport on a free port.
+-- Starts the everything server's Streamable HTTP transport on a port the
+-- kernel picks (PORT=0); its log line says 0, so the port is read from
+-- the listening sockets of its pid (ss, from iproute2).
 local function everything_http()
-  for _ = 1, 10 do
-    local port = math.random(20000, 60000)
-    local p = assert(llm.process{ BIN .. "mcp-server-everything", "streamableHttp",
-      env = { PORT = tostring(port) }, stdout = "pipe", stderr = "pipe" })
-    while true do
-      local line = p:read_line("stderr")
-      if not line then break end
-      if line:find("listening on port", 1, true) then
-        return p, ("http://127.0.0.1:%d/mcp"):format(port)
-      end
-    end
-    p:close()
+  local p = assert(llm.process{ BIN .. "mcp-server-everything", "streamableHttp",
+    env = { PORT = "0" }, stdout = "pipe", stderr = "pipe" })
+  local line = p:read_line("stderr")
+  assert(line and line:find("listening on port", 1, true), line)
+  local ss = assert(llm.exec({ "ss", "-Hltnp" })).stdout
+  for l in ss:gmatch("[^\n]+") do
+    local port = l:match(":(%d+)%s") and l:find("pid=" .. p.pid .. ",", 1, true) and l:match(":(%d+)%s")
+    if port then return p, ("http://127.0.0.1:%s/mcp"):format(port) end
   end
-  error("could not start the everything server over HTTP")
+  error("the everything server listens on no port:\n" .. ss)
 end
 
 describe("llm.mcp over Streamable HTTP #integration", function()
@@ -255,15 +253,8 @@ describe("llm.mcp over Streamable HTTP #integration", function()
     local logger = llm.spawn(function()        -- its log (and its pipe drained)
       for line in server:lines() do log[#log + 1] = line end
     end)
-    -- it says it listens a moment before connections succeed on a loaded machine
-    local ev, err
-    for _ = 1, 20 do
-      ev, err = llm.mcp.connect{ url = url, name = "everything-http",
-        on_sampling = function() return { role = "assistant", model = "m", content = { type = "text", text = "via http" } } end }
-      if ev or not tostring(err):find("connect", 1, true) then break end
-      llm.sleep(0.1)
-    end
-    assert(ev, err)
+    local ev = assert(llm.mcp.connect{ url = url, name = "everything-http",
+      on_sampling = function() return { role = "assistant", model = "m", content = { type = "text", text = "via http" } } end })
     local session = ev._transport.session
     assert.is_string(session)
     assert.are.equal("Echo: hi", text_of(assert(ev:call_tool("echo", { message = "hi" }))))
