@@ -12,6 +12,8 @@
 ---                                       read = function(uri) return "..." end}},
 ---     prompts = {greet = {description = "...", arguments = {{name = "who", required = true}},
 ---                         get = function(args) return "Say hello to " .. args.who end}},
+---     resource_templates = {["note://{day}"] = {name = "a day", read = function(uri, vars) end}},
+---     complete = function(ref, argument) return {"values", "for", "argument.value"} end,
 ---   }
 ---
 --- `luagent myserver.lua` is then an MCP server over stdio any client can
@@ -46,6 +48,25 @@ end
 
 local function invalid(msg) return nil, { code = jsonrpc.INVALID_PARAMS, message = msg } end
 
+-- The resource template matching uri (RFC 6570 level 1: {name} is one
+-- path segment), and its variables.
+local function match_template(templates, uri)
+  if type(uri) ~= "string" then return nil end
+  for tpl, r in pairs(templates or {}) do
+    local names = {}
+    local pattern = "^" .. tpl:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"):gsub("{(%w+)}", function(n)
+      names[#names + 1] = n
+      return "([^/]+)"
+    end) .. "$"
+    local caps = { uri:match(pattern) }
+    if caps[1] then
+      local vars = {}
+      for i, n in ipairs(names) do vars[n] = caps[i] end
+      return r, vars
+    end
+  end
+end
+
 -- The MCP result of a tool handler's return values.
 local function tool_result(ok, r, err)
   if not ok then
@@ -67,7 +88,9 @@ local function handlers(opts, state)
     local v = params.protocolVersion
     state.version = client.SUPPORTED[v] and v or client.LATEST
     local caps = { tools = { listChanged = true }, logging = {}, completions = {} }
-    if next(opts.resources or {}) then caps.resources = { listChanged = false, subscribe = false } end
+    if next(opts.resources or {}) or next(opts.resource_templates or {}) then
+      caps.resources = { listChanged = false, subscribe = true }
+    end
     if next(opts.prompts or {}) then caps.prompts = { listChanged = false } end
     state.client_caps = params.capabilities or {}
     return { protocolVersion = state.version, capabilities = caps,
@@ -103,11 +126,20 @@ local function handlers(opts, state)
     end
     return { resources = list }
   end
-  h["resources/templates/list"] = function() return { resourceTemplates = json.array() } end
+  h["resources/templates/list"] = function()
+    local list = json.array()
+    for _, tpl in ipairs(sorted_keys(opts.resource_templates)) do
+      local r = opts.resource_templates[tpl]
+      list[#list + 1] = { uriTemplate = tpl, name = r.name or tpl, title = r.title,
+                          description = r.description, mimeType = r.mimeType }
+    end
+    return { resourceTemplates = list }
+  end
   h["resources/read"] = function(params)
-    local r = (opts.resources or {})[params.uri]
+    local r, vars = (opts.resources or {})[params.uri], nil
+    if not r then r, vars = match_template(opts.resource_templates, params.uri) end
     if not r then return nil, { code = -32002, message = "resource not found: " .. tostring(params.uri) } end
-    local v, err = r.read(params.uri)
+    local v, err = r.read(params.uri, vars)
     if v == nil then return nil, { code = jsonrpc.INTERNAL_ERROR, message = tostring(err) } end
     if type(v) == "table" and v.contents then return v end
     return { contents = json.array { { uri = params.uri, mimeType = r.mimeType or "text/plain", text = tostring(v) } } }
@@ -138,8 +170,19 @@ local function handlers(opts, state)
     state.level = params.level
     return {}
   end
-  h["completion/complete"] = function()
-    return { completion = { values = json.array(), hasMore = false } }
+  -- Subscriptions are remembered; the script announces updates itself.
+  h["resources/subscribe"] = function(params)
+    state.subscribed = state.subscribed or {}
+    state.subscribed[tostring(params.uri)] = true
+    return {}
+  end
+  h["resources/unsubscribe"] = function(params)
+    if state.subscribed then state.subscribed[tostring(params.uri)] = nil end
+    return {}
+  end
+  h["completion/complete"] = function(params)
+    local values = opts.complete and opts.complete(params.ref or {}, params.argument or {}) or {}
+    return { completion = { values = json.array(values), total = #values, hasMore = false } }
   end
   return h
 end
@@ -191,6 +234,11 @@ local function check(opts)
       error(("llm.mcp.serve: tool '%s' needs fn = function(args, ctx) ... end"):format(tostring(name)), 3)
     end
   end
+  for uri, r in pairs(opts.resource_templates or {}) do
+    if type(r) ~= "table" or type(r.read) ~= "function" then
+      error(("llm.mcp.serve: resource template '%s' needs read = function(uri, vars) ... end"):format(tostring(uri)), 3)
+    end
+  end
   for uri, r in pairs(opts.resources or {}) do
     if type(r) ~= "table" or type(r.read) ~= "function" then
       error(("llm.mcp.serve: resource '%s' needs read = function(uri) ... end"):format(tostring(uri)), 3)
@@ -215,6 +263,14 @@ end
 ---@return table|nil err
 function M.serve(opts)
   check(opts)
+  if opts.transport ~= nil and opts.transport ~= "stdio" then
+    local ok, http = pcall(require, "luagent.mcp.serve_http")
+    if not ok then
+      error(("llm.mcp.serve: transport %q needs llm.serve, which this build does not have"):format(
+        tostring(opts.transport)), 2)
+    end
+    return http.serve(opts, M.peer)
+  end
   local tcore = require "luagent.term.core"
   -- A pipe is written on the loop: a client slow to read suspends the
   -- task that writes, never the other handlers (files and terminals
