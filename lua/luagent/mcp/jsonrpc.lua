@@ -43,10 +43,12 @@ local function rpc_error(self, method, e)
       provider = "mcp:" .. self.name })
 end
 
---- Sends a notification; returns true or nil, err.
-function Peer:notify(method, params)
+--- Sends a notification; returns true or nil, err. related: the id of the
+--- request it belongs to (an HTTP transport sends it on that request's
+--- stream).
+function Peer:notify(method, params, related)
   if self.closed then return nil, self.closed end
-  return self._send({ jsonrpc = "2.0", method = method, params = params })
+  return self._send({ jsonrpc = "2.0", method = method, params = params }, related)
 end
 
 -- Waits for the reply of pending request q until its deadline; progress
@@ -67,7 +69,8 @@ end
 --- Sends request method(params) and suspends until its reply.
 --- opts: timeout (seconds without reply or progress), max_total_timeout
 --- (absolute cap, default 10x timeout), on_progress(params), progress
---- (true: ask for progress notifications with a token).
+--- (true: ask for progress notifications with a token), related (the id
+--- of the other side's request this one is made for).
 --- Returns the result, or nil, err.
 function Peer:request(method, params, opts)
   opts = opts or {}
@@ -90,7 +93,7 @@ function Peer:request(method, params, opts)
               last_progress = core.now(), method = method }
   self._pending[id] = q
   if token then self._tokens[token] = q end
-  local ok, err = self._send({ jsonrpc = "2.0", id = id, method = method, params = params })
+  local ok, err = self._send({ jsonrpc = "2.0", id = id, method = method, params = params }, opts.related)
   if not ok then
     self._pending[id] = nil
     if token then self._tokens[token] = nil end
@@ -155,9 +158,9 @@ local function on_request(self, msg)
     if result == nil then
       err = err or { code = M.INTERNAL_ERROR, message = "no result" }
       self._send({ jsonrpc = "2.0", id = id, error = { code = err.code or M.INTERNAL_ERROR,
-        message = tostring(err.message or err), data = err.data } })
+        message = tostring(err.message or err), data = err.data } }, id)
     else
-      self._send({ jsonrpc = "2.0", id = id, result = result })
+      self._send({ jsonrpc = "2.0", id = id, result = result }, id)
     end
   end)
   self._running[id] = task

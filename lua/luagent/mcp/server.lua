@@ -194,16 +194,21 @@ local function context(peer, state, opts, params, id)
   function ctx.progress(progress, total, message)
     if token == nil then return false end
     return peer:notify("notifications/progress", { progressToken = token, progress = progress,
-                                                   total = total, message = message })
+                                                   total = total, message = message }, id)
   end
   function ctx.log(level, data)
     if (LEVELS[level] or 0) < LEVELS[state.level or "info"] then return false end
-    return peer:notify("notifications/message", { level = level, logger = opts.name, data = data })
+    return peer:notify("notifications/message", { level = level, logger = opts.name, data = data }, id)
   end
   --- Tells the client the tool list changed (after a handler edited opts.tools).
   function ctx.tools_changed() return peer:notify("notifications/tools/list_changed") end
-  function ctx.elicit(p, o) return peer:request("elicitation/create", p, o) end
-  function ctx.sample(p, o) return peer:request("sampling/createMessage", p, o) end
+  local function related(o)
+    local c = { related = id }
+    for k, v in pairs(o or {}) do c[k] = v end
+    return c
+  end
+  function ctx.elicit(p, o) return peer:request("elicitation/create", p, related(o)) end
+  function ctx.sample(p, o) return peer:request("sampling/createMessage", p, related(o)) end
   return ctx
 end
 
