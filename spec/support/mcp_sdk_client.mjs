@@ -1,12 +1,17 @@
-// The official TypeScript SDK's MCP client against a luagent MCP server
-// over stdio: node spec/support/mcp_sdk_client.mjs <luagent> <server.lua>
+// The official TypeScript SDK's MCP client against a luagent MCP server,
+// over stdio:           node spec/support/mcp_sdk_client.mjs <luagent> <server.lua>
+// or Streamable HTTP:   node spec/support/mcp_sdk_client.mjs --url http://127.0.0.1:N/mcp
 // Prints one JSON object with what the server answered.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
-const [bin, script] = process.argv.slice(2);
+const [a, b] = process.argv.slice(2);
 const client = new Client({ name: "sdk-spec", version: "1.0.0" });
-await client.connect(new StdioClientTransport({ command: bin, args: [script], stderr: "ignore", env: process.env }));
+const transport = a === "--url"
+  ? new StreamableHTTPClientTransport(new URL(b))
+  : new StdioClientTransport({ command: a, args: [b], stderr: "ignore", env: process.env });
+await client.connect(transport);
 const out = {};
 out.server = client.getServerVersion();
 out.tools = (await client.listTools()).tools.map((t) => t.name);
@@ -26,5 +31,6 @@ try {
   out.hang = String(e.message);
 }
 out.ping = await client.ping();
+if (transport.terminateSession) await transport.terminateSession();
 await client.close();
 console.log(JSON.stringify(out));

@@ -1,6 +1,6 @@
 -- An MCP server made with llm.mcp.serve, run as a child process by the
 -- specs (through llm.mcp.connect and through the official TypeScript SDK's
--- client). Some tools misbehave on purpose, for the fault specs:
+-- client), over stdio or (`--http PORT`) Streamable HTTP. Some tools misbehave on purpose, for the fault specs:
 --   garbage   writes lines that are not JSON on stdout before answering
 --   exit      the server exits in the middle of the call
 --   hang      never answers; when cancelled it writes MCP_CANCEL_FILE
@@ -71,7 +71,7 @@ tools = {
   },
 }
 
-llm.mcp.serve{
+local opts = {
   name = "luagent-test", version = "1.2.3",
   instructions = "A test server.",
   tools = tools,
@@ -83,3 +83,13 @@ llm.mcp.serve{
               get = function(args) return "Say hello to " .. args.who end },
   },
 }
+
+-- `--http PORT` (0: any): Streamable HTTP on llm.serve, the port on stderr.
+if arg[1] == "--http" then
+  opts.transport, opts.port = "http", tonumber(arg[2])
+  local srv = llm.mcp.serve(opts)
+  io.stderr:write(("listening on port %d\n"):format(srv.port))
+  io.stderr:flush()
+else
+  llm.mcp.serve(opts)
+end
