@@ -42,7 +42,8 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c runtime/process.c runtime/fdout.c
+             runtime/builder.c runtime/process.c runtime/fdout.c \
+             runtime/spawn_args.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)

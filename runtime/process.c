@@ -43,8 +43,6 @@
 #define PROC_MT "luagent.Process"
 #define BUF_CAP (64u << 10)
 
-extern char **environ;
-
 typedef struct proc proc_t;
 
 /* One of the child's standard streams, seen from our side. */
@@ -510,72 +508,6 @@ static int l_tostring(lua_State *L) {
 /* Spawn                                                               */
 /* ================================================================== */
 
-/* The stdio mode named by opts[field]: "pipe", "null" or "inherit". */
-static int stdio_mode(lua_State *L, const char *field, const char *def) {
-  static const char *const modes[] = {"pipe", "null", "inherit", NULL};
-  int m;
-  lua_getfield(L, 2, field);
-  m = luaL_checkoption(L, -1, def, modes);
-  lua_pop(L, 1);
-  return m;
-}
-
-/* Builds the argv array (strings stay on the stack in the argv table). */
-static char **build_argv(lua_State *L) {
-  lua_Integer n = luaL_len(L, 1), i;
-  char **argv;
-  if (n < 1) luaL_argerror(L, 1, "argv must be a non-empty list of strings");
-  argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
-  for (i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
-      luaL_argerror(L, 1, "argv must be a list of strings");
-    argv[i - 1] = (char *)lua_tostring(L, -1);
-    lua_pop(L, 1);                 /* still referenced by the argv table */
-  }
-  argv[n] = NULL;
-  return argv;
-}
-
-/* The environment: ours, with the names of opts.env replaced (a string),
-** or removed (false). NULL (inherit as is) when opts.env is absent.
-** The strings live in a table left on the stack. */
-static char **build_env(lua_State *L) {
-  size_t n = 0, k = 0;
-  char **env, **e;
-  if (lua_getfield(L, 2, "env") == LUA_TNIL) { lua_pop(L, 1); return NULL; }
-  luaL_argexpected(L, lua_istable(L, -1), 2, "table as opts.env");
-  for (e = environ; *e; e++) n++;
-  lua_pushnil(L);
-  while (lua_next(L, -2)) { n++; lua_pop(L, 1); }
-  env = lua_newuserdatauv(L, (n + 1) * sizeof *env, 1);
-  lua_newtable(L);                 /* keeps the new strings alive */
-  lua_pushvalue(L, -1);
-  lua_setiuservalue(L, -3, 1);
-  for (e = environ; *e; e++) {     /* inherited names not overridden */
-    const char *eq = strchr(*e, '=');
-    if (!eq) continue;
-    lua_pushlstring(L, *e, (size_t)(eq - *e));
-    if (lua_rawget(L, -4) == LUA_TNIL) env[k++] = *e;
-    lua_pop(L, 1);
-  }
-  lua_pushnil(L);
-  while (lua_next(L, -4)) {
-    if (lua_type(L, -2) != LUA_TSTRING || strchr(lua_tostring(L, -2), '='))
-      luaL_argerror(L, 2, "opts.env names must be strings without '='");
-    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-      env[k++] = (char *)lua_tostring(L, -1);
-      lua_rawseti(L, -4, (lua_Integer)k);
-    } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
-      luaL_argerror(L, 2, "opts.env values must be strings, numbers or false");
-    }
-    lua_pop(L, 1);
-  }
-  env[k] = NULL;
-  lua_pop(L, 1);                   /* the strings table (held by env) */
-  return env;
-}
-
 /* Initialises p's pipe i for the child and fills its stdio container. */
 static void setup_stdio(proc_t *p, int i, int mode, uv_stdio_container_t *c) {
   if (mode == 0) {
@@ -607,14 +539,14 @@ static int l_spawn(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   memset(&o, 0, sizeof o);
-  o.args = build_argv(L);                                  /* [3] */
+  o.args = la_spawn_argv(L);                                  /* [3] */
   o.file = o.args[0];
-  o.env = build_env(L);                                    /* [4]? */
+  o.env = la_spawn_env(L);                                    /* [4]? */
   lua_getfield(L, 2, "cwd");
   o.cwd = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-  modes[0] = stdio_mode(L, "stdin", "pipe");
-  modes[1] = stdio_mode(L, "stdout", "pipe");
-  modes[2] = stdio_mode(L, "stderr", "inherit");
+  modes[0] = la_spawn_stdio_mode(L, "stdin", "pipe");
+  modes[1] = la_spawn_stdio_mode(L, "stdout", "pipe");
+  modes[2] = la_spawn_stdio_mode(L, "stderr", "inherit");
   pp = lua_newuserdatauv(L, sizeof *pp, 0);
   *pp = NULL;
   luaL_setmetatable(L, PROC_MT);
