@@ -56,8 +56,10 @@ end
 
 --- A new agent. Keys besides tools, system, max_turns (default 8),
 --- concurrency (tool calls at once, default 8), messages (a history to
---- continue) and completion (a replacement for llm.completion, e.g. a
---- router's) are completion parameters sent every turn.
+--- continue), completion (a replacement for llm.completion, e.g. a
+--- router's), mcp (a list of llm.mcp clients whose tools are offered too;
+--- see luagent.mcp.agent_tools) and tool_timeout (seconds for an MCP tool
+--- call) are completion parameters sent every turn.
 ---@param opts table
 ---@return luagent.Agent
 function M.new(opts)

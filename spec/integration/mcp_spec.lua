@@ -125,6 +125,13 @@ describe("llm.mcp over stdio #integration", function()
     assert.are.equal(-32602, err.code)
   end)
 
+  it("a server request the script has no callback for gets a JSON-RPC error", function()
+    local c <close> = assert(llm.mcp.connect{ command = TEST_SERVER, name = "asker" })   -- no on_elicitation
+    local r = assert(c:call_tool("elicit"))
+    assert.is_true(r.isError)
+    assert.matches("elicitation is not supported by this client", text_of(r))
+  end)
+
   it("notifications/tools/list_changed refreshes the tool list", function()
     local seen
     local c <close> = assert(llm.mcp.connect{ command = TEST_SERVER, name = "grower",
