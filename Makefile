@@ -4,7 +4,8 @@
 #   make asan    the whole suite under AddressSanitizer + UBSan
 #   make bench   benchmarks (see bench/RESULTS.md)
 #   make fuzz    short libFuzzer runs of the parsers (clang)
-#   make deps    installs the Debian packages that are missing (root)
+#   make deps    installs the Debian packages that are missing (root; waits
+#                for another apt holding the dpkg lock)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -14,13 +15,15 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev iproute2
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb \
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis libedit 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -38,12 +41,15 @@ MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
+# llm.serve: libh2o (built on libuv), with wslay and OpenSSL under it.
+SERVE_LIBS = -lh2o -lwslay -lssl -lcrypto
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c runtime/process.c runtime/fdout.c \
-             runtime/spawn_args.c
+             runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
+             runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
+             runtime/process.c runtime/fdout.c runtime/spawn_args.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -56,16 +62,21 @@ HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
+STEP := $(BUILD)/step_host $(BUILD)/host_api
+CXXH := $(BUILD)/cxx_host
+CXX  ?= g++
 
-.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools examples
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/server.o $(BUILD)/obj/sreq.o $(BUILD)/obj/ws.o $(BUILD)/obj/route.o: runtime/server.h runtime/route.h
 
 $(BUILD)/embedded.c: tools/embed.lua $(LUA_SRC)
 	@mkdir -p $(BUILD)
@@ -80,12 +91,12 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/obj/main.o $(LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) -lm -Wl,-E \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) $(SERVE_LIBS) -lm -Wl,-E \
 	  $(MALLOC_LIBS)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis) -lm
+	  $(shell pkg-config --libs libuv hiredis libedit) $(SERVE_LIBS) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -93,7 +104,15 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
 
 $(HOST): examples/frame_host.c $(LIB)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+
+$(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+
+# The embedding API from C++: luagent.h and libluagent.a in a g++ program.
+$(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
+	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
@@ -112,13 +131,25 @@ $(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
 
+# ---- examples: the SDL2 game, not in `all` (its Debian packages are in
+# DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
+NPC      := $(BUILD)/npc
+NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
+
+examples: deps all $(NPC)
+
+$(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) \
+	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
+
 # ---- the main job -------------------------------------------------------
 run: deps all
 	$(BIN) scripts/quickstart.lua
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools node_modules/.package-lock.json
+test: deps all tools $(NPC) node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so
@@ -149,6 +180,11 @@ fuzz:
 	  fuzz/fuzz_builder.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_builder
 	$(BUILD)/fuzz/fuzz_builder -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_builder fuzz/corpus/builder
+	@mkdir -p $(BUILD)/fuzz/corpus_route
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/route.c \
+	  fuzz/fuzz_route.c -o $(BUILD)/fuzz/fuzz_route
+	$(BUILD)/fuzz/fuzz_route -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_route fuzz/corpus/route
 
 # ---- install ---------------------------------------------------------------
 install: all
@@ -160,6 +196,12 @@ install: all
 	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+
+# Removes exactly what install put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/luagent $(DESTDIR)$(PREFIX)/lib/libluagent.a \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so $(DESTDIR)$(PREFIX)/include/luagent.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
 clean:
 	rm -rf build
@@ -176,9 +218,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  sh tools/apt_install.sh $$missing; \
 	fi
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "installing: nodejs npm"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: nodejs npm" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	  sh tools/apt_install.sh nodejs npm; }

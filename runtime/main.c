@@ -186,7 +186,8 @@ int main(int argc, char **argv) {
       !isatty(0)) {
     o.script = argc;          /* no arguments, stdin not a tty: run stdin */
   }
-  luaL_loadstring(L, plan_runner);
+  /* "=[luagent]": the traceback of a script leaves these frames out (task.c) */
+  luaL_loadbuffer(L, plan_runner, strlen(plan_runner), "=[luagent]");
   lua_newtable(L);
   if (o.script == argc) {
     lua_newtable(L);
@@ -209,7 +210,7 @@ int main(int argc, char **argv) {
     ** the loop, so earlier lines' tasks keep running at the prompt */
     if (argc == 1) print_version();
     interrupted = 0;
-    luaL_loadstring(L, "require('luagent.repl').run()");
+    luaL_loadbuffer(L, "require('luagent.repl').run()", 29, "=[luagent]");
     la_spawn(rt, 0);
     lua_pop(L, 1);
     failures += la_run(rt);

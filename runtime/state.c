@@ -104,6 +104,12 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushcclosure(L, luaopen_luagent_term, 1);
   lua_setfield(L, -2, "luagent.term.core");
   lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_host, 1);
+  lua_setfield(L, -2, "luagent.host.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_serve_core, 1);
+  lua_setfield(L, -2, "luagent.serve.core");
+  lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_process_core, 1);
   lua_setfield(L, -2, "luagent.process.core");
   lua_pushcfunction(L, luaopen_cjson);
@@ -114,6 +120,8 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_setfield(L, -2, "luagent.json.core");
   lua_pushcfunction(L, luaopen_luagent_chunks_core);
   lua_setfield(L, -2, "luagent.chunks.core");
+  lua_pushcfunction(L, luaopen_luagent_files_core);
+  lua_setfield(L, -2, "luagent.files.core");
   lua_pop(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");
@@ -170,7 +178,9 @@ void la_runtime_free(la_runtime_t *rt) {
     lua_close(L);
     rt->L = NULL;
   }
+  la_preload_stop(rt);
   la_curl_free(rt);
+  la_host_free(rt);
   la_loop_close(rt);
   free(rt);
 }

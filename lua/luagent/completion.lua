@@ -10,51 +10,19 @@ local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
 local mock = require "luagent.providers.mock"
+local params = require "luagent.params"
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
-  default_model = "mock/luagent-mock",
+  -- llm.default_model: the model of a call that names none. Unset, such a
+  -- call is an error (a silent answer from the mock would pass for a real one).
+  default_model = nil,
 }
 
 local sleep = core.sleep
 local hcore   -- luagent.http.core, loaded on the first network call
 
 local MAX_RETRY_AFTER = 120
-
--- ---------------------------------------------------------------------------
--- Validation
--- ---------------------------------------------------------------------------
-
-local TIMEOUT_KEYS = { "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }
-
-local function check_params(p)
-  if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
-  if p.model ~= nil and type(p.model) ~= "string" then
-    error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
-  end
-  if p.messages ~= nil and type(p.messages) ~= "table" then
-    error("llm.completion: messages must be a list of {role=, content=} tables", 3)
-  end
-  if p.messages == nil and p.mock_response == nil then
-    error("llm.completion: messages is required", 3)
-  end
-  for i = 1, #TIMEOUT_KEYS do
-    local k = TIMEOUT_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
-      error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
-    end
-  end
-  if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
-    error("llm.completion: num_retries must be a non-negative integer", 3)
-  end
-  if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
-    error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
-  end
-  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
-    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
-  end
-end
 
 -- ---------------------------------------------------------------------------
 -- Attempts
@@ -72,6 +40,29 @@ local function decorate(err, provider, model)
 end
 
 local function getenv(name) return name and os.getenv(name) or nil end
+
+local function total_timeout(p, model, provider)
+  return errors.new("Timeout", ("total timeout: no complete response within %.3g s "
+    .. "(every attempt, backoff and fallback included)"):format(p.timeout),
+    { timeout = "total", model = model, provider = provider })
+end
+
+-- The transport's "total" timeout is the attempt's limit: the call's total
+-- timeout when its deadline has come, else attempt_timeout.
+local function reword_timeout(err, p, dl)
+  if type(err) ~= "table" or err.type ~= "Timeout" or err.timeout ~= "total" then return err end
+  -- (libuv's timers run on the loop's cached time: allow them 50 ms early)
+  local at = p.attempt_timeout
+  if dl and (not at or at == 0 or core.now() >= dl - 0.05) then
+    local e = total_timeout(p, err.model, err.provider)
+    e.status = err.status
+    return e
+  end
+  err.timeout = "attempt"
+  if type(err.message) == "string" then err.message = err.message:gsub("^total timeout", "attempt timeout") end
+  return err
+end
+
 
 -- Source of chunks over HTTP: framed events through a provider decoder.
 -- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
@@ -98,6 +89,7 @@ local function http_end(self, err)
     if err.type == "StreamIncomplete" and (dec.done or dec.finished) then
       return nil
     end
+    if self.p then err = reword_timeout(err, self.p, self.deadline) end
     return nil, decorate(err, dec.provider, dec.model)
   end
   local ok, ferr = dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
@@ -131,6 +123,21 @@ local function list_next(self)
   end
 end
 
+-- At the provider's end marker ([DONE]) the stream is over, as in the
+-- official SDKs: what follows is read and dropped (so the connection can
+-- be reused), a transport error after it is no failure, and after
+-- MAX_AFTER_END more events the transfer is simply closed.
+local MAX_AFTER_END = 64
+
+local function after_end(self)
+  local resp = self.resp
+  for _ = 1, MAX_AFTER_END do
+    if resp:read() == nil then break end
+  end
+  resp:close()
+  return http_end(self, nil)
+end
+
 function HttpSource:next()
   local feed1 = self.feed1
   if not feed1 then return list_next(self) end
@@ -142,6 +149,7 @@ function HttpSource:next()
     local c, err = feed1(dec, event, data)
     if c then return c end
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
+    if dec.ended then return after_end(self) end
   end
 end
 
@@ -162,7 +170,16 @@ function MockSource:next()
     return nil
   end
   self.i = i
-  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
+  local delay = self.plan.delay
+  if i > 1 and delay > 0 then
+    local dl = self.deadline
+    if dl and core.now() + delay > dl then
+      sleep(math.max(0, dl - core.now()))
+      self.i = #self.list
+      return nil, total_timeout(self.p, self.model, "mock")
+    end
+    sleep(delay)
+  end
   return c
 end
 
@@ -187,7 +204,7 @@ local function scripted(p)
   return q
 end
 
-local function mock_attempt(p, model)
+local function mock_attempt(p, model, limit, dl)
   if type(p.mock_response) == "function" then p = scripted(p) end
   local plan, err = mock.plan(p, model)
   if not plan then return nil, err end
@@ -195,12 +212,18 @@ local function mock_attempt(p, model)
     return nil, decorate(plan.error, "mock", model)
   end
   if not p.stream then
-    if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
+    local d = plan.delay * (#plan.tokens + 1)
+    if limit and d > limit then
+      sleep(limit)
+      return nil, total_timeout(p, model, "mock")
+    end
+    if d > 0 then sleep(d) end
     local resp, rerr = mock.response(plan, model)
     if not resp then return nil, decorate(rerr, "mock", model) end
     return resp
   end
   local src = setmetatable({ plan = plan, list = mock.chunks(plan, model), i = 0 }, MockSource)
+  if dl then src.deadline, src.p, src.model = dl, p, model end
   if plan.error then plan.error = decorate(plan.error, "mock", model) end
   return src
 end
@@ -249,12 +272,38 @@ local attempt_once
 --- permit (waiting fairly) and gives it back with the tokens actually used
 --- when the response, or the stream, ends. Returns a response table
 --- (non-stream), a chunk source (stream), or nil, err.
-local function attempt(p)
+-- The time limit of the next attempt: attempt_timeout and what is left
+-- of the call's total timeout, whichever is shorter; nil for none. false
+-- when the total timeout has already passed.
+local function attempt_limit(p, dl)
+  local limit = p.attempt_timeout
+  if limit == 0 then limit = nil end
+  if dl then
+    local left = dl - core.now()
+    if left <= 0 then return false end
+    if not limit or left < limit then limit = left end
+  end
+  return limit
+end
+
+local function attempt(p, dl)
+  local limit = attempt_limit(p, dl)
+  if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
   local rl = p.rate_limit
-  if not rl then return attempt_once(p) end
-  local permit, perr = rl:acquire(M.estimate_tokens(p))
+  if not rl then return attempt_once(p, limit, dl) end
+  local permit, perr
+  if dl then     -- the wait for a permit counts against the call's timeout
+    local left = math.max(dl - core.now(), 0.001)
+    permit, perr = require("luagent.async").timeout(left, rl.acquire, rl, M.estimate_tokens(p))
+    if not permit and perr and perr.timeout == "llm.timeout" then
+      perr = errors.new("Timeout", ("no rate-limit permit within timeout = %g s"):format(p.timeout),
+                        { timeout = "rate_limit" })
+    end
+  else
+    permit, perr = rl:acquire(M.estimate_tokens(p))
+  end
   if not permit then return nil, perr end
-  local ok, r, err = pcall(attempt_once, p)
+  local ok, r, err = pcall(attempt_once, p, limit, dl)
   if not ok then permit:release(0); error(r, 0) end
   if not r then
     permit:release(0)
@@ -268,16 +317,17 @@ local function attempt(p)
   return r
 end
 
-attempt_once = function(p)
+attempt_once = function(p, limit, dl)
   local name = p.model or M.default_model
   if p.mock_response ~= nil then
     local _, m = providers.resolve(name)
-    return mock_attempt(p, type(m) == "string" and m or name)
+    return mock_attempt(p, type(m) == "string" and m or name, limit, dl)
   end
   local P, model = providers.resolve(name)
   if not P then return nil, model end
-  if P.name == "mock" then return mock_attempt(p, model) end
+  if P.name == "mock" then return mock_attempt(p, model, limit, dl) end
   local key = p.api_key or getenv(P.env_key)
+  errors.add_secret(key)        -- redacted literally from any error text
   if P.env_key and (key == nil or key == "") then
     return nil, errors.new("AuthenticationError",
       ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
@@ -289,18 +339,20 @@ attempt_once = function(p)
   hcore = hcore or require "luagent.http.core"
   -- the request table itself carries the transport's options (no copy)
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
   local resp, err = hcore.request(req)
-  if not resp then return nil, decorate(err, P.name, model) end
+  if not resp then return nil, decorate(reword_timeout(err, p, dl), P.name, model) end
   if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
     return nil, response_error(P, resp, model, req.stream)
   end
   if req.stream then
-    return http_source(resp, P.decoder(model))
+    local src = http_source(resp, P.decoder(model))
+    if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
+    return src
   end
   local body, berr = resp:body()
   resp:close()
-  if not body then return nil, decorate(berr, P.name, model) end
+  if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
   local out, perr = P.parse_response(resp.status, body, model)
   if not out then return nil, decorate(perr, P.name, model) end
   return out
@@ -310,14 +362,21 @@ end
 -- The chain of attempts: retries with backoff, then fallbacks
 -- ---------------------------------------------------------------------------
 
--- Parameters for a fallback entry. A fallback never inherits the primary's
--- key, base URL or headers (LiteLLM#31467): only what its own entry says.
-local SECRET_KEYS = { api_key = true, api_base = true, extra_headers = true }
+-- Parameters for a fallback entry: the primary's request (messages,
+-- stream, sampling parameters, tools, timeouts, retries, rate limit,
+-- callbacks) with the entry's own keys on top. A fallback is another
+-- model: it never inherits the primary's key, base URL or headers
+-- (LiteLLM#31467), nor its scripted mock answer (mock_response,
+-- mock_tool_calls, mock_finish_reason: a scripted failure of the primary
+-- is not the fallback's), nor the fallback lists themselves.
+local NOT_INHERITED = { api_key = true, api_base = true, base_url = true, extra_headers = true,
+                        fallbacks = true, context_window_fallbacks = true, mock_response = true,
+                        mock_tool_calls = true, mock_finish_reason = true }
 
 local function fallback_params(base, entry)
   local p = {}
   for k, v in pairs(base) do
-    if not SECRET_KEYS[k] and k ~= "fallbacks" and k ~= "context_window_fallbacks" then p[k] = v end
+    if not NOT_INHERITED[k] then p[k] = v end
   end
   if type(entry) == "string" then
     p.model = entry
@@ -346,12 +405,20 @@ Chain.__index = Chain
 local function new_chain(p)
   local candidates = { p }
   local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
+  errors.add_secret(p.api_key)  -- every key of the chain, before any error
+  for _, list in ipairs({ fallbacks or {}, cw or {} }) do
+    for _, f in ipairs(list) do
+      if type(f) == "table" then errors.add_secret(f.api_key) end
+    end
+  end
   if fallbacks then
     for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end
   -- four fields: ctx (the context-window fallbacks) only when there are some
   local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
                                retries = p.num_retries or M.num_retries }, Chain)
+  -- timeout bounds the whole call: attempts, backoff and fallbacks
+  if p.timeout and p.timeout > 0 then chain.deadline = core.now() + p.timeout end
   if cw and cw[1] ~= nil then
     local ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
@@ -364,18 +431,23 @@ end
 --- of the next one (after sleeping the backoff), or nil when exhausted.
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
-  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
+  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type,
+                message = err.message }
   local attempts = self.attempts or {}
   self.attempts = attempts
   attempts[#attempts + 1] = rec
   if err.type == "Cancelled" then return nil end
+  local dl = self.deadline
+  local left = dl and dl - core.now()
+  if left and left <= 0 then return nil end
   if err.type == "ContextWindowExceededError" and self.ctx then
     self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
     local delay = M.backoff(self.tries, err.retry_after)
-    if delay then
+    -- a backoff that would outlast the total timeout: on to the fallbacks
+    if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       rec.delay = delay
       sleep(delay)            -- a cancel here raises: no request is sent
@@ -397,7 +469,7 @@ end
 --- Runs attempts until one succeeds; returns result, params or nil, err.
 function Chain:run(p)
   while true do
-    local r, err = attempt(p)
+    local r, err = attempt(p, self.deadline)
     if r then return r, p end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
@@ -470,6 +542,12 @@ function Stream:next()
     if self._done then return nil, self._err end
     local c, err = self._src:next()
     if c then
+      if self._restarted then
+        -- the first chunk of a restarted reply says so: what the script
+        -- printed before belongs to the abandoned attempt
+        c.restarted, self._restarted = true, nil
+      end
+      if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
       local u = c.usage
       if u then self._src.tokens = usage_tokens(u) end
@@ -490,7 +568,14 @@ function Stream:next()
       local src, p = self._chain:run(nxt)
       if not src then return finish(self, p) end
       self._src, self.model = src, p.model or M.default_model
-      if policy ~= "continue" then self._builder = chunks.builder() end
+      if policy == "restart" then
+        self._builder = chunks.builder()
+        self._restarted, self.restarts = true, (self.restarts or 0) + 1
+      elseif policy == "continue" then
+        self._continued = true           -- response().model names the model that finished
+      else
+        self._builder = chunks.builder()
+      end
     else
       return finish(self, nil)
     end
@@ -529,7 +614,10 @@ M.stream_methods(Stream)
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.
 function Stream:response()
-  return self._builder:response()
+  local r = self._builder:response()
+  local cont = self._continued
+  if type(cont) == "string" then r.model = cont end   -- the model that finished the reply
+  return r
 end
 
 --- Ends the transfer now; idempotent. Also __close and __gc.
@@ -545,9 +633,13 @@ Stream.__gc = Stream.close
 -- ---------------------------------------------------------------------------
 
 --- llm.completion{model=, messages=, stream=, ...}: a chat.completion
---- table, a Stream, or nil, err. See DESIGN.md for the parameters.
+--- table, a Stream, or nil, err. See README.md for the parameters.
 function M.completion(p)
-  check_params(p)
+  params.check(p, M.default_model)
+  if not core.current() then
+    -- named here: the first suspension inside would name itself (llm.sleep)
+    error("llm.completion: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
+  end
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end

@@ -16,6 +16,7 @@
 --- script checks and takes atomically for every process sharing the key;
 --- the queue and the concurrency cap stay per process.
 local core = require "luagent.core"
+local errors = require "luagent.errors"
 
 local M = {}
 
@@ -280,10 +281,11 @@ function RedisStore:_eval(c, member, need)
   local a = self.args
   local ok, r, err = pcall(c.command, c, "EVALSHA", self.sha, 2, self.rkey, self.tkey,
                            member, need, table.unpack(a))
-  if not ok then
+  if not ok or (err and err.type == "Timeout") then
+    -- cancelled or no reply in time: the script may still run later
     c:send("ZREM", self.rkey, member)
     c:send("ZREM", self.tkey, member .. ":" .. need)
-    error(r, 0)
+    if not ok then error(r, 0) end
   end
   return r, err
 end
@@ -433,7 +435,8 @@ end
 --- flight at once. redis= "redis://host:port/db" shares the request and
 --- token windows with every process using the same key= (default
 --- "luagent:ratelimit"); the concurrency cap stays per process.
---- redis_timeout: seconds for connecting to Redis (default 10, 0: none).
+--- redis_timeout: seconds for connecting to Redis and for each command's
+--- reply (default 10, 0: none); past it, acquire returns nil and a Timeout.
 ---@param opts table
 ---@return luagent.RateLimit
 function M.new(opts)
@@ -503,13 +506,22 @@ end
 --- Waits for a turn (FIFO; other tasks run meanwhile) and takes one
 --- request and `tokens` (an estimate, default 0) from the windows and a
 --- concurrency slot. Returns a permit to release when the request ends,
---- or nil, err when the Redis store cannot be reached. Cancel-safe: a
+--- or nil, err when the Redis store cannot be reached or when `tokens`
+--- exceeds the whole token limit (a BadRequestError: it could never fit). Cancel-safe: a
 --- task cancelled while queued takes nothing and leaves its place.
 ---@param tokens? number estimated tokens of the request
 ---@return luagent.Permit|nil permit
 ---@return table|nil err
 function RateLimit:acquire(tokens)
   tokens = check_tokens(tokens, "rl:acquire")
+  local tok = self._desc.tok
+  if tok and tokens > tok.limit then
+    -- waiting could never help: refused at once rather than admitted over
+    -- the budget (README.md, "Rate limits and routing")
+    return nil, errors.new("BadRequestError",
+      ("rl:acquire: %g tokens exceed the whole limit of %g tokens per %g s; this request can never fit")
+        :format(tokens, tok.limit, tok.per), { tokens = tokens, limit = tok.limit })
+  end
   local tk = { tokens = tokens }
   -- store before counting: a permit's __gc may run during the store and
   -- look at the queue
