@@ -164,5 +164,9 @@ local port = arg[1] == "--http" and tonumber(arg[2])
 if port then
   opts.transport = "http"
   opts.port = port
+  local srv = llm.mcp.serve(opts)
+  io.stderr:write(("listening on port %d\n"):format(srv.port))
+  io.stderr:flush()
+else
+  llm.mcp.serve(opts)
 end
-llm.mcp.serve(opts)
