@@ -42,8 +42,12 @@ local MIME = {
   wasm = "application/wasm", pdf = "application/pdf",
 }
 
-local function log(fmt, ...)
-  io.stderr:write("luagent: serve: ", fmt:format(...), "\n")
+-- A server's log line: to its log function when it was given one
+-- (llm.serve{log = fn}), else to stderr.
+local function log(self, fmt, ...)
+  local line = fmt:format(...)
+  if self._log then return self._log(line) end
+  io.stderr:write("luagent: serve: ", line, "\n")
   io.stderr:flush()
 end
 
@@ -258,7 +262,7 @@ local function run_ws(self, c, req, route)
   ws:bind()
   local ok, e = xpcall(route.fn, traceback, ws, req)
   if not ok and not is_cancelled(e) then
-    log("WS %s: %s", req.path, tostring(e))
+    log(self, "WS %s: %s", req.path, tostring(e))
     if ws:state() == "open" then ws:close(1011, "internal error") end
   end
 end
@@ -270,14 +274,14 @@ local function run_http(self, c, req, route)
   local state = c:state()
   if not ok then
     if is_cancelled(e) and state == "gone" then return end
-    log("%s %s: %s", req.method, req.path, tostring(e))
+    log(self, "%s %s: %s", req.method, req.path, tostring(e))
     if state == "new" then
       c:respond(500, JSON_HEADERS, error_body(500, "internal_error", "internal server error"))
     else
       c:abort()
     end
   elseif state == "new" then
-    log("%s %s: the handler returned without a response", req.method, req.path)
+    log(self, "%s %s: the handler returned without a response", req.method, req.path)
     c:respond(500, JSON_HEADERS, error_body(500, "internal_error", "no response"))
   elseif state == "streaming" then
     c:finish()
@@ -311,7 +315,7 @@ local function dispatch(self, c)
   if self._auth then
     local ok, allowed = pcall(self._auth, req)
     if not (ok and allowed) then   -- the credentials are never logged
-      if not ok then log("%s %s: the auth function raised", req.method, req.path) end
+      if not ok then log(self, "%s %s: the auth function raised", req.method, req.path) end
       return c:respond(401, JSON_HEADERS, error_body(401, "unauthorized", "missing or bad credentials"))
     end
   end
@@ -337,7 +341,7 @@ local function acceptor(self)
     if req then
       spawn(dispatch, self, req)
     elseif why == "signal" then
-      log("signal: no new connections; draining for up to %g s", self._drain)
+      log(self, "signal: no new connections; draining for up to %g s", self._drain)
       self:close()
     elseif why == "closed" then
       break
@@ -352,7 +356,7 @@ local function drainer(self, drain)
   c:stop()
   if not c:wait_idle(drain, "requests") then
     local n = c:stats().live
-    log("drain: %d request(s) or WebSocket(s) still open after %g s: closing them", n, drain)
+    log(self, "drain: %d request(s) or WebSocket(s) still open after %g s: closing them", n, drain)
   end
   c:kill()
   c:wait_idle()
@@ -412,6 +416,7 @@ function M.serve(opts)
   if not c then return nil, err end
   local self = setmetatable({
     _core = c, _routes = routes, _origins = origins, _drain = opts.drain or 5, _auth = opts.auth,
+    _log = opts.log,
     host = opts.host or "127.0.0.1", port = c:port(),
     scheme = opts.cert and "https" or "http",
   }, Server)

@@ -189,6 +189,12 @@ local SCRIPTS = {
     check = function(out) has_in_order(out, { "usage: luagent scripts/websocket_chat.lua" }) end,
     real = function(out) has_in_order(out, { "usage: luagent scripts/websocket_chat.lua" }) end,
   },
+  -- also a server: gateway_spec.lua drives it with the official SDKs
+  ["gateway.lua"] = {
+    args = "--help",
+    check = function(out) has_in_order(out, { "usage: luagent scripts/gateway.lua" }) end,
+    real = function(out) has_in_order(out, { "usage: luagent scripts/gateway.lua" }) end,
+  },
 }
 
 describe("scripts #integration", function()

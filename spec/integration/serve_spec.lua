@@ -6,16 +6,7 @@ local proc = require "proc"
 local h = require "serve_helpers"
 local cjson = require "cjson"
 
-local function serve(routes, opts)
-  opts = opts or {}
-  opts.routes, opts.port, opts.signals = routes, 0, false
-  return assert(llm.serve(opts))
-end
-
-local function close(srv)
-  srv:close{ drain = 2 }
-  assert.is_true(srv:wait(15))
-end
+local serve, close = h.serve, h.close
 
 -- curl with args; returns stdout (the body, or what -w writes).
 local function curl(args)
@@ -54,11 +45,12 @@ describe("llm.serve HTTP #integration", function()
   end)
 
   it("answers 500 for a handler that raises, and only for that request", function()
-    local srv = serve{
+    local logs = {}
+    local srv = serve({
       ["GET /boom"] = function() error("kaboom") end,
       ["GET /ok"] = function(_, res) llm.sleep(0.1) res:json(200, { ok = true }) end,
       ["GET /silent"] = function() end,
-    }
+    }, { log = function(line) logs[#logs + 1] = line end })
     local base = "http://127.0.0.1:" .. srv.port
     local ok = h.spawn("curl -s " .. base .. "/ok")
     local boom = curl("-w '|%{http_code}' " .. base .. "/boom")
@@ -66,6 +58,8 @@ describe("llm.serve HTTP #integration", function()
     assert.not_matches("kaboom", boom)        -- the error is logged, not sent
     assert.matches("|500$", (curl("-w '|%{http_code}' " .. base .. "/silent")))
     assert.are.equal('{"ok":true}', (ok:wait(10)))
+    assert.matches("^GET /boom: .*kaboom", logs[1])
+    assert.matches("^GET /silent: the handler returned without a response", logs[2])
     close(srv)
   end)
 

@@ -6,16 +6,7 @@ local llm = require "luagent"
 local servers = require "servers"
 local h = require "serve_helpers"
 
-local function serve(routes, opts)
-  opts = opts or {}
-  opts.routes, opts.port, opts.signals = routes, 0, false
-  return assert(llm.serve(opts))
-end
-
-local function close(srv)
-  srv:close{ drain = 2 }
-  assert.is_true(srv:wait(15))
-end
+local serve, close = h.serve, h.close
 
 -- Runs the ws client; returns its events.
 local function client(srv, path, ...)
@@ -174,8 +165,10 @@ describe("llm.serve WebSocket #integration", function()
     local seen = {}
     local routes = echo_routes(seen)
     routes["WS /bad"] = function(ws) ws:receive() error("oops") end
-    local srv = serve(routes)
+    local logs = {}
+    local srv = serve(routes, { log = function(line) logs[#logs + 1] = line end })
     assert.are.equal(1011, h.find(client(srv, "/bad", "echo", "x"), "close").code)
+    assert.matches("^WS /bad: .*oops", logs[1])
     assert.are.equal("you said ok", h.find(client(srv, "/echo", "echo", "ok"), "message").data)
     close(srv)
   end)

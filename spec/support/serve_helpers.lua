@@ -10,6 +10,21 @@ local cjson = require "cjson.safe"
 
 local M = {}
 
+--- Serves routes on a free loopback port, signals left to the spec.
+---@param routes table
+---@param opts? table more llm.serve options
+function M.serve(routes, opts)
+  opts = opts or {}
+  opts.routes, opts.port, opts.signals = routes, 0, false
+  return assert(llm.serve(opts))
+end
+
+--- Closes a server (2 s of drain) and waits until it has ended.
+function M.close(srv)
+  srv:close{ drain = 2 }
+  assert(srv:wait(15), "the server did not end within 15 s")
+end
+
 --- Starts a shell command in the background; stdout and stderr go to files.
 ---@param cmd string
 function M.spawn(cmd)

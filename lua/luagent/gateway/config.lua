@@ -207,9 +207,18 @@ function M.load(path, getenv)
 end
 
 --- The config used when none is given: every model name is served by
---- the mock provider (no key, no network).
+--- the mock provider (no key, no network). With `model` ("provider/name"),
+--- that one model is served, under its full name and its name alone, with
+--- the key and base URL its provider reads from the environment.
+---@param model? string
 ---@return luagent.GatewayConfig
-function M.default()
+function M.default(model)
+  if model then
+    local short = model:match("/(.+)$") or model
+    local list = { { model_name = model, litellm_params = { model = model } } }
+    if short ~= model then list[2] = { model_name = short, litellm_params = { model = model } } end
+    return M.normalise({ model_list = list })
+  end
   return M.normalise({
     model_list = {
       { model_name = "mock", litellm_params = { model = "mock/demo" } },

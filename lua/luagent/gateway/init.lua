@@ -79,13 +79,6 @@ function Gateway:_request_id(req)
   return ("req-%x-%x"):format(os.time(), self.seq)
 end
 
--- Sends a gateway error in the client's protocol.
-local function send_error(res, proto, e, rid)
-  local headers = wire_errors.headers(e)
-  headers["x-request-id"] = rid
-  res:json(e.status, proto.error_body(e), headers)
-end
-
 -- Rough prompt size for a key's tpm limiter: 4 bytes a token, as the
 -- ratelimit module estimates.
 local function estimate_tokens(p)
@@ -99,17 +92,6 @@ end
 
 local function usage_total(u)
   return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
-end
-
-function Gateway:_account(model, api, status, usage, started, err_type)
-  local m = self.metrics
-  m.requests:inc(1, model, api, tostring(status))
-  if err_type then m.errors:inc(1, model, err_type) end
-  if usage then
-    m.tokens:inc(usage.prompt_tokens or 0, model, "input")
-    m.tokens:inc(usage.completion_tokens or 0, model, "output")
-  end
-  m.duration:observe(llm.now() - started, model)
 end
 
 -- Parses, authorises and prepares a completion request. Returns params,
@@ -154,61 +136,84 @@ function Gateway:_admit(req, proto)
   return params, caller, permit
 end
 
-function Gateway:_finish(caller, permit, usage)
-  local total = usage_total(usage)
-  permit:release(total)
-  self.keys:charge(caller, total)
+-- One request and its answer: what is known of it so far, and the two
+-- ways it ends (accounted once either way).
+local Exchange = {}
+Exchange.__index = Exchange
+
+function Gateway:_exchange(req, res, proto, api)
+  return setmetatable({ g = self, req = req, res = res, proto = proto, api = api, model = "unknown",
+                        rid = self:_request_id(req), started = llm.now() }, Exchange)
+end
+
+-- Ends the exchange's bookkeeping: gives back the key's permit with the
+-- tokens used, charges them, and counts the request in the metrics.
+function Exchange:settle(status, usage, err_type)
+  local g, m, model = self.g, self.g.metrics, self.model
+  if self.permit then
+    local total = usage_total(usage)
+    self.permit:release(total)
+    g.keys:charge(self.caller, total)
+    self.permit = nil
+  end
+  m.requests:inc(1, model, self.api, tostring(status))
+  if err_type then m.errors:inc(1, model, err_type) end
+  if usage then
+    m.tokens:inc(usage.prompt_tokens or 0, model, "input")
+    m.tokens:inc(usage.completion_tokens or 0, model, "output")
+  end
+  m.duration:observe(llm.now() - self.started, model)
+end
+
+-- Answers with a gateway error in the client's protocol (nothing was sent yet).
+function Exchange:fail(e, err_type)
+  self:settle(e.status, nil, err_type or e.kind)
+  local headers = wire_errors.headers(e)
+  headers["x-request-id"] = self.rid
+  self.res:json(e.status, self.proto.error_body(e), headers)
+end
+
+-- An upstream failure before the first byte.
+function Exchange:upstream_failed(err)
+  self:fail(wire_errors.from_luagent(err, self.g.scrub), err.type)
 end
 
 function Gateway:_complete(req, res, proto, api)
-  local started = llm.now()
-  local rid = self:_request_id(req)
+  local x = self:_exchange(req, res, proto, api)
   local params, caller, permit = self:_admit(req, proto)
-  local model = params and params.model or permit or "unknown"
   if not params then
-    local e = caller
-    self:_account(model, api, e.status, nil, started, e.kind)
-    return send_error(res, proto, e, rid)
+    x.model = permit or "unknown"
+    return x:fail(caller)
   end
-  if params.stream then return self:_relay(req, res, proto, api, params, caller, permit, rid, started) end
+  x.model, x.params, x.caller, x.permit = params.model, params, caller, permit
+  if params.stream then return self:_relay(x) end
   local resp, err = self.router:completion(params)
-  if not resp then
-    local e = wire_errors.from_luagent(err, self.scrub)
-    self:_finish(caller, permit, nil)
-    self:_account(model, api, e.status, nil, started, err.type)
-    return send_error(res, proto, e, rid)
-  end
+  if not resp then return x:upstream_failed(err) end
   if self.hooks.post_call then pcall(self.hooks.post_call, params, resp) end
-  self:_finish(caller, permit, resp.usage)
-  self:_account(model, api, 200, resp.usage, started)
-  res:json(200, proto.response(resp, model), { ["x-request-id"] = rid })
+  x:settle(200, resp.usage)
+  res:json(200, proto.response(resp, x.model), { ["x-request-id"] = x.rid })
 end
 
 local function send_events(res, events)
   for _, e in ipairs(events) do res:sse(e) end
 end
 
-function Gateway:_relay(req, res, proto, api, params, caller, permit, rid, started)
-  local model = params.model
+function Gateway:_relay(x)
+  local params, model, res = x.params, x.model, x.res
   local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
   params.stream_options = { include_usage = true }
   local s, err = self.router:completion(params)
-  if not s then
-    local e = wire_errors.from_luagent(err, self.scrub)
-    self:_finish(caller, permit, nil)
-    self:_account(model, api, e.status, nil, started, err.type)
-    return send_error(res, proto, e, rid)
-  end
+  if not s then return x:upstream_failed(err) end
   local m = self.metrics
-  local enc = proto.stream(model, want_usage)
+  local enc = x.proto.stream(model, want_usage)
   local usage, first, failed = nil, true, nil
   m.open_streams:inc(1, model)
   local ok, perr = pcall(function()
-    res:sse_start{ ["x-request-id"] = rid }
+    res:sse_start{ ["x-request-id"] = x.rid }
     while true do
       local c, cerr = s:next()
       if not c then failed = cerr; break end
-      if first then first = false; m.ttft:observe(llm.now() - started, model) end
+      if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
       if c.usage then usage = c.usage end
       if self.hooks.on_chunk then pcall(self.hooks.on_chunk, params, c) end
       send_events(res, enc:chunk(c))
@@ -221,8 +226,7 @@ function Gateway:_relay(req, res, proto, api, params, caller, permit, rid, start
   end)
   s:close()
   m.open_streams:inc(-1, model)
-  self:_finish(caller, permit, usage)
-  self:_account(model, api, 200, usage, started, failed and failed.type or (not ok and "Cancelled") or nil)
+  x:settle(200, usage, failed and failed.type or (not ok and "Cancelled") or nil)
   if not ok then error(perr, 0) end   -- the client left: let the server see the cancel
 end
 
