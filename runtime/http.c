@@ -8,7 +8,8 @@
 **     -> resp | nil, err          suspends until status and headers
 **   resp.status, resp.headers (lower-case names), resp.framed (false when a
 **     stream request got a non-stream answer: read it with resp:body())
-**   resp:read() -> data, event, id | nil (end) | nil, err     (stream)
+**   resp:read() -> data, event, id, retry | nil (end) | nil, err  (stream;
+**     retry: the SSE retry field in ms, when the event carried one)
 **   resp:read_json([array_mt]) -> as read, JSON objects and arrays decoded
 **   resp:body() -> string | nil, err                          (whole)
 **   resp:close()                 also __close and __gc
@@ -45,6 +46,7 @@
 typedef struct ev {
   struct ev *next;
   size_t data_len, event_len, id_len;
+  long retry;                 /* SSE retry: milliseconds, or -1 */
   char buf[];                 /* data, '\0', then event name, then id */
 } ev_t;
 
@@ -98,6 +100,7 @@ static int q_push(xfer_t *x, const char *d, size_t dl, const char *e,
   if (!ev) return -1;
   ev->next = NULL;
   ev->data_len = dl; ev->event_len = el; ev->id_len = il;
+  ev->retry = -1;
   if (dl) memcpy(ev->buf, d, dl);
   ev->buf[dl] = '\0';                  /* the JSON decoder's sentinel */
   if (el) memcpy(ev->buf + dl + 1, e, el);
@@ -131,6 +134,7 @@ static int drain_frames(xfer_t *x, int eof) {
     if (q_push(x, fe.data, fe.data_len, fe.event, fe.event_len,
                fe.id, fe.id_len) != 0)
       return LA_FRAME_ENOMEM;
+    x->q_tail->retry = fe.retry;
     x->t_last = uv_now(x->rt->loop);
   }
   return rc;
@@ -779,9 +783,11 @@ static int read_common(lua_State *L, lua_KContext base, int as_json) {
     else lua_pushnil(L);
     if (ev->id_len) lua_pushlstring(L, name + ev->event_len, ev->id_len);
     else lua_pushnil(L);
+    if (ev->retry >= 0) lua_pushinteger(L, ev->retry);
+    else lua_pushnil(L);
     free(ev);
     maybe_unpause(x);
-    return 3;
+    return 4;
   }
   if (x->done) {
     if (x->err != E_NONE) return push_error(L, x);
@@ -819,7 +825,7 @@ static int start_read(lua_State *L, int as_json) {
   return read_common(L, 2, as_json);
 }
 
-/* resp:read() -> data, event, id | nil | nil, err */
+/* resp:read() -> data, event, id, retry | nil | nil, err */
 static int x_read(lua_State *L) {
   return start_read(L, 0);
 }
