@@ -14,13 +14,14 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           libsqlite3-dev libssl-dev
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis sqlite3 libcrypto 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -42,7 +43,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c
+             runtime/builder.c runtime/sqlite.c runtime/digest.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -84,7 +85,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis) -lm
+	  $(shell pkg-config --libs libuv hiredis sqlite3 libcrypto) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)

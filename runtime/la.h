@@ -158,6 +158,10 @@ int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
+/* ---- sqlite.c, digest.c ------------------------------------------- */
+int  luaopen_luagent_sqlite_core(lua_State *L);   /* luagent.sqlite.core */
+int  luaopen_luagent_digest(lua_State *L);        /* luagent.digest */
+
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
