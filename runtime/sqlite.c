@@ -35,6 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <sys/stat.h>
+
 #include <sqlite3.h>
 
 #include "la.h"
@@ -658,6 +661,20 @@ static int setup(sqlite3 *db) {
   return rc;
 }
 
+/* Creates the missing parent directories of path (".luagent/x.db"). */
+static void make_parents(const char *path) {
+  char dir[256];
+  size_t i, n = strlen(path);
+  if (n >= sizeof dir || strncmp(path, "file:", 5) == 0) return;
+  memcpy(dir, path, n + 1);
+  for (i = 1; i < n; i++) {
+    if (dir[i] != '/') continue;
+    dir[i] = '\0';
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return;   /* open reports it */
+    dir[i] = '/';
+  }
+}
+
 /* open(path [, busy_timeout]) -> db | nil, err */
 static int l_open(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
@@ -669,6 +686,7 @@ static int l_open(lua_State *L) {
   int rc;
   u->c = NULL;
   luaL_setmetatable(L, DB_MT);
+  if (strcmp(path, ":memory:") != 0) make_parents(path);
   rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                        SQLITE_OPEN_NOMUTEX, NULL);
   if (rc == SQLITE_OK) rc = setup(db);

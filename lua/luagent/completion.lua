@@ -551,16 +551,22 @@ function M.completion(p)
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  -- response cache (README "Caching and batches"): one check before the
+  -- request, one store after success; loaded only once llm.cache is used
+  local cache = package.loaded["luagent.cache"]
+  local entry = cache and cache.lookup(p)
+  if entry and entry.hit then return entry.hit end
   local chain = new_chain(p)
   local r, used = chain:run(p)
   if not r then return nil, used end
-  if not p.stream then return r end
+  if not p.stream then return entry and entry:store(r) or r end
   -- four fields while it streams (_content, _done and _err come when set;
   -- tables grow by powers of two and a stream lives as long as its reply)
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
   }, Stream)
   if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
+  if entry then return entry:store(s) end
   return s
 end
 

@@ -42,6 +42,8 @@ local lazy = {
   files = { "luagent.files" },
   term = { "luagent.term" },
   args = { "luagent.args", "parse" },
+  cache = { "luagent.cache" },        -- callable: llm.cache{...}; llm.cache.default
+  batch = { "luagent.batch", "new" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.
