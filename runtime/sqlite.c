@@ -93,11 +93,18 @@ typedef struct dbc {
   int ckpt_rc;
   int closing;                /* closed while a checkpoint ran: free after */
   long checkpoints;
+  struct stmtud *stmts;       /* live statements */
   char path[256];
 } dbc_t;
 
 typedef struct { dbc_t *c; } dbud_t;            /* the db userdata */
-typedef struct { sqlite3_stmt *st; dbc_t *c; } stmtud_t;   /* c: see check_stmt */
+/* A statement userdata, linked into its database's list so that close
+** can finalize it (the file is really closed only then). */
+typedef struct stmtud {
+  sqlite3_stmt *st;           /* NULL once finalized */
+  dbc_t *c;                   /* refreshed by check_stmt */
+  struct stmtud *prev, *next;
+} stmtud_t;
 
 /* ================================================================== */
 /* Errors                                                              */
@@ -318,25 +325,28 @@ static void flush_cb(uv_timer_t *h) {
     if (q->rc != SQLITE_OK && sqlite3_get_autocommit(c->db)) break;   /* rolled back */
   } while (c->head && uv_hrtime() - t0 < FLUSH_BUDGET_NS);
   rc = SQLITE_OK;
-  if (!sqlite3_get_autocommit(c->db)) {
-    rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    else c->commits++;
-  } else {
-    rc = SQLITE_ABORT;                      /* SQLite rolled the flush back */
-  }
   {
     char msg[ERR_LEN];
     const wreq_t *why = NULL;
     for (q = done; q; q = q->next) if (q->rc != SQLITE_OK && !why) why = q;
     snprintf(msg, sizeof msg, "%s", why ? why->err : "");
-    if (rc != SQLITE_OK && !why)
-      snprintf(msg, sizeof msg, "sqlite: %s: %s", c->path, sqlite3_errmsg(c->db));
+    if (!sqlite3_get_autocommit(c->db)) {
+      rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+      if (rc != SQLITE_OK) {                /* its message, before ROLLBACK's */
+        snprintf(msg, sizeof msg, "sqlite: %s: %s", c->path, sqlite3_errmsg(c->db));
+        why = NULL;
+        if (!sqlite3_get_autocommit(c->db)) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+      } else {
+        c->commits++;
+      }
+    } else {
+      rc = why ? why->rc : SQLITE_ABORT;    /* SQLite rolled the flush back */
+    }
     while (done) {
       q = done;
       done = q->next;
       q->next = NULL;
-      if (rc != SQLITE_OK) finish_req(q, q->rc != SQLITE_OK ? q->rc : (why ? why->rc : rc),
+      if (rc != SQLITE_OK) finish_req(q, q->rc != SQLITE_OK ? q->rc : rc,
                                       q->rc != SQLITE_OK ? q->err : msg);
       else finish_req(q, q->rc, q->err);
     }
@@ -580,10 +590,24 @@ static int l_query(lua_State *L) {
   return 1;
 }
 
+static void stmt_unlink(dbc_t *c, stmtud_t *s) {
+  if (s->prev) s->prev->next = s->next; else if (c->stmts == s) c->stmts = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+}
+
+/* stmt __gc / __close: finalizes; the database (its user value) is still
+** open when s->st is set (close finalizes and clears every statement). */
 static int l_stmt_gc(lua_State *L) {
   stmtud_t *s = luaL_checkudata(L, 1, STMT_MT);
-  if (s->st) sqlite3_finalize(s->st);       /* a closed db is a zombie until then */
-  s->st = NULL;
+  if (s->st) {
+    dbud_t *u;
+    lua_getiuservalue(L, 1, 1);
+    u = lua_touserdata(L, -1);
+    if (u && u->c) stmt_unlink(u->c, s);
+    sqlite3_finalize(s->st);
+    s->st = NULL;
+  }
   return 0;
 }
 
@@ -620,6 +644,9 @@ static int l_prepare(lua_State *L) {
   lua_setiuservalue(L, -2, 1);              /* the db outlives its statements */
   rc = sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &s->st, NULL);
   if (rc != SQLITE_OK) return push_db_err(L, c, rc);
+  s->next = c->stmts;
+  if (c->stmts) c->stmts->prev = s;
+  c->stmts = s;
   return 1;
 }
 
@@ -643,7 +670,13 @@ static int l_close(lua_State *L) {
   if (!c) return 0;
   u->c = NULL;
   fail_queue(c, SQLITE_MISUSE, "sqlite: database closed", 0);
-  if (c->db) sqlite3_close_v2(c->db);       /* waits for live statements */
+  while (c->stmts) {                         /* the file closes now, not at GC */
+    stmtud_t *st = c->stmts;
+    stmt_unlink(c, st);
+    sqlite3_finalize(st->st);
+    st->st = NULL;
+  }
+  if (c->db) sqlite3_close_v2(c->db);
   c->db = NULL;
   if (c->ckpt_running) { c->closing = 1; return 0; }   /* ckpt_after_cb frees */
   sqlite3_close_v2(c->ckdb);

@@ -205,8 +205,9 @@ end
 -- store has nothing left that is not running here.
 local function feed(self, run)
   local s, sem = self._s, run.sem
-  local idle, rewound = 0.02, true
+  local idle = 0.02
   while not run.fatal do
+    local from_start = s.cursor == 0
     local recs, err = s:claim(self.concurrency)
     if not recs then run.fatal = err; break end
     local fresh = 0
@@ -229,12 +230,11 @@ local function feed(self, run)
     end
     if fresh == 0 then
       if run.inflight > 0 then
-        if not recs[1] then s:rewind(); rewound = true end
+        if not recs[1] then s:rewind() end
         run.cond:wait(idle)            -- an item may end in a retry
       elseif not s.shared then         -- SQLite: this process is the only worker
-        if rewound and not recs[1] then break end
+        if from_start and not recs[1] then break end
         s:rewind()
-        rewound = true
       else                             -- Redis: others' items may still run
         local c = s:counts()
         if not c or c.done + c.failed >= c.total then break end
@@ -242,7 +242,7 @@ local function feed(self, run)
         idle = math.min(idle * 2, 0.5)
       end
     else
-      idle, rewound = 0.02, false
+      idle = 0.02
     end
   end
 end
