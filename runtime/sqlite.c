@@ -639,6 +639,7 @@ static int l_prepare(lua_State *L) {
   int rc;
   s->st = NULL;
   s->c = NULL;
+  s->prev = s->next = NULL;
   luaL_setmetatable(L, STMT_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);              /* the db outlives its statements */
