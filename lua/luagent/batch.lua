@@ -173,18 +173,20 @@ local function run_item(self, run, rec)
   end
 end
 
-local function label(self, run)
-  local parts = { self.name }
-  if run.counts.failed > 0 then parts[#parts + 1] = run.counts.failed .. " failed" end
-  parts[#parts + 1] = run.inflight .. " in flight"
-  return table.concat(parts, ", ")
+-- The bar counts what is finished since this run began (all workers), so
+-- its rate and ETA hold on a resumed batch; the label has the totals.
+local function label(run)
+  local c = run.counts
+  return ("%s (%d/%d done, %d failed, %d in flight here)"):format(
+    run.label, c.done, c.total, c.failed, run.inflight)
 end
 
 local function show(self, run)
   local bar = run.bar
   if not bar then return end
-  bar.text = label(self, run)
-  bar:update(math.min(run.counts.done + run.counts.failed, bar.total or math.huge))
+  bar.text = label(run)
+  local n = run.counts.done + run.counts.failed - run.base
+  bar:update(math.max(0, math.min(n, bar.total or n)))
 end
 
 -- Refreshes the whole batch's counts (all workers) every second while the
@@ -263,10 +265,10 @@ function Batch:run(fn)
     stats = { done = 0, failed = 0, retried = 0 }, counts = counts, inflight = 0,
     recs = {}, sem = require("luagent.async").semaphore(self.concurrency), cond = core.cond(),
   }
-  if opts.progress then
-    run.bar = require("luagent.progress").bar{ total = counts.total,
-      text = type(opts.progress) == "string" and opts.progress or self.name }
-    show(self, run)
+  run.base = counts.done + counts.failed
+  if opts.progress and run.base < counts.total then
+    run.label = type(opts.progress) == "string" and opts.progress or self.name
+    run.bar = require("luagent.progress").bar{ total = counts.total - run.base, text = label(run) }
   end
   local t0 = core.now()
   s:rewind()
@@ -279,7 +281,7 @@ function Batch:run(fn)
   if run.bar then
     run.counts = final
     show(self, run)
-    run.bar:done(("%s: %d done, %d failed"):format(self.name, final.done, final.failed))
+    run.bar:done(label(run))
   end
   if not ok then error(e, 0) end
   local st = run.stats
