@@ -43,7 +43,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c runtime/sqlite.c runtime/digest.c
+             runtime/builder.c runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -63,7 +63,8 @@ all: $(BIN) $(LIB) $(SO)
 
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
+$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h \
+                  runtime/sqlite.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 

@@ -203,49 +203,78 @@ local function watcher(self, run)
   end
 end
 
--- Hands out items to tasks, at most `concurrency` at once, until the
--- store has nothing left that is not running here.
-local function feed(self, run)
-  local s, sem = self._s, run.sem
-  local idle = 0.02
-  while not run.fatal do
-    local from_start = s.cursor == 0
-    local recs, err = s:claim(self.concurrency)
-    if not recs then run.fatal = err; break end
-    local fresh = 0
-    for _, rec in ipairs(recs) do
-      if not run.recs[rec.id] then
-        fresh = fresh + 1
-        sem:acquire()
-        run.recs[rec.id] = rec
-        run.inflight = run.inflight + 1
-        core.spawn(function()
-          local ok, e = pcall(run_item, self, run, rec)
-          run.recs[rec.id] = nil
-          run.inflight = run.inflight - 1
-          sem:release()
-          run.cond:signal()
-          show(self, run)
-          if not ok then run.fatal = run.fatal or e end
-        end)
-      end
+-- Where the workers find nothing to start: wait for the items running
+-- here (one may end in a retry), go round again (SQLite), or wait for the
+-- other workers (Redis). Returns false once the batch has nothing left.
+local function nothing_fresh(self, run, recs, from_start)
+  local s = self._s
+  if run.inflight > 0 then
+    if not recs[1] then s:rewind() end
+    run.ended:wait(run.idle)
+  elseif not s.shared then             -- SQLite: this process is the only worker
+    if from_start and not recs[1] then return false end
+    s:rewind()
+  else                                 -- Redis: others' items may still run
+    local c = s:counts()
+    if not c or c.done + c.failed >= c.total then return false end
+    core.sleep(run.idle)
+    run.idle = math.min(run.idle * 2, 0.5)
+  end
+  return true
+end
+
+-- The next item for a worker, or nil when the run is over. One worker at
+-- a time claims a page of items from the store; the others wait for it.
+local function next_rec(self, run)
+  local s = self._s
+  while true do
+    local i = run.qi + 1
+    local rec = run.queue[i]
+    if rec then
+      run.qi = i
+      run.queue[i] = nil
+      return rec
     end
-    if fresh == 0 then
-      if run.inflight > 0 then
-        if not recs[1] then s:rewind() end
-        run.cond:wait(idle)            -- an item may end in a retry
-      elseif not s.shared then         -- SQLite: this process is the only worker
-        if from_start and not recs[1] then break end
-        s:rewind()
-      else                             -- Redis: others' items may still run
-        local c = s:counts()
-        if not c or c.done + c.failed >= c.total then break end
-        core.sleep(idle)
-        idle = math.min(idle * 2, 0.5)
-      end
+    if run.over or run.fatal then return nil end
+    if run.claiming then
+      run.claimed:wait()
     else
-      idle = 0.02
+      run.claiming = true
+      local from_start = s.cursor == 0
+      local ok, recs, err = pcall(s.claim, s, self.concurrency * 2)
+      if not ok or not recs then
+        run.fatal = run.fatal or (ok and err or recs)
+      else
+        local fresh = {}
+        for _, r in ipairs(recs) do
+          if not run.recs[r.id] then fresh[#fresh + 1] = r end
+        end
+        if fresh[1] then
+          run.queue, run.qi, run.idle = fresh, 0, 0.02
+        else
+          local ok2, more = pcall(nothing_fresh, self, run, recs, from_start)
+          if not ok2 then run.fatal = run.fatal or more elseif not more then run.over = true end
+        end
+      end
+      run.claiming = false
+      run.claimed:broadcast()
     end
+  end
+end
+
+-- One of `concurrency` workers: items until there are none.
+local function work(self, run)
+  while true do
+    local rec = next_rec(self, run)
+    if not rec then return end
+    run.recs[rec.id] = rec
+    run.inflight = run.inflight + 1
+    local ok, e = pcall(run_item, self, run, rec)
+    run.recs[rec.id] = nil
+    run.inflight = run.inflight - 1
+    run.ended:signal()
+    if run.bar then show(self, run) end
+    if not ok then run.fatal = run.fatal or e end
   end
 end
 
@@ -263,7 +292,7 @@ function Batch:run(fn)
   local run = {
     fn = fn, rl = opts.rate_limit, retry_delay = opts.retry_delay or 0.5,
     stats = { done = 0, failed = 0, retried = 0 }, counts = counts, inflight = 0,
-    recs = {}, sem = require("luagent.async").semaphore(self.concurrency), cond = core.cond(),
+    recs = {}, queue = {}, qi = 0, idle = 0.02, ended = core.cond(), claimed = core.cond(),
   }
   run.base = counts.done + counts.failed
   if opts.progress and run.base < counts.total then
@@ -273,8 +302,12 @@ function Batch:run(fn)
   local t0 = core.now()
   s:rewind()
   local w = core.spawn(watcher, self, run)
-  local ok, e = pcall(feed, self, run)
-  while run.inflight > 0 do run.cond:wait(1) end
+  local workers = {}
+  for i = 1, self.concurrency do workers[i] = core.spawn(work, self, run) end
+  local ok, e = pcall(function()
+    for i = 1, #workers do workers[i]:await() end
+  end)
+  if not ok then for i = 1, #workers do workers[i]:cancel() end end
   run.over = true
   w:cancel()
   local final = s:counts() or run.counts

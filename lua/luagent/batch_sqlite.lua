@@ -14,7 +14,6 @@ CREATE TABLE IF NOT EXISTS luagent_batch_items (
   batch TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL,
   state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
   result TEXT, error TEXT, PRIMARY KEY (batch, id));
-CREATE INDEX IF NOT EXISTS luagent_batch_order ON luagent_batch_items (batch, state, seq);
 CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)]]
 
 local Store = {}
