@@ -378,6 +378,7 @@ static int open_conn(const char *path, sqlite3 **db, int writer) {
                            SQLITE_OPEN_NOMUTEX, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_exec(*db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(*db, "PRAGMA cache_size=-16384", NULL, NULL, NULL);
   if (rc == SQLITE_OK && !writer)
     rc = sqlite3_exec(*db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
   return rc;

@@ -110,7 +110,7 @@ function Batch:add_all(iter, state, ctl)
     if not text then error("batch:add_all: item is not JSON-able: " .. tostring(eerr), 2) end
     self._seq = self._seq + 1
     n = n + 1
-    chunk[#chunk + 1] = { seq = self._seq, id = item_id(item), item = text }
+    chunk[#chunk + 1] = self._s:row(self._seq, item_id(item), text)
     if #chunk >= ADD_CHUNK then
       local ok, err = flush()
       if not ok then return nil, err end

@@ -125,12 +125,15 @@ function Store:call(...)
   end
 end
 
+--- An item as add() takes it.
+function Store:row(seq, id, item) return { seq, id, item } end
+
 function Store:add(list)
   local args = { "EVAL", ADD, 2, self.k_order, self.k_items }
   for _, it in ipairs(list) do
-    args[#args + 1] = it.seq
-    args[#args + 1] = it.id
-    args[#args + 1] = it.item
+    args[#args + 1] = it[1]
+    args[#args + 1] = it[2]
+    args[#args + 1] = it[3]
   end
   local r, err = self:call(table.unpack(args))
   if r == nil then return nil, err end

@@ -30,27 +30,29 @@ function M.open(path, name, opts)
   local s = setmetatable({ db = db, name = name, path = path, cursor = 0 }, Store)
   local function prep(sql) return assert(db:prepare(sql)) end
   s.add_st = prep("INSERT OR IGNORE INTO luagent_batch_items (batch, id, seq, item) VALUES (?, ?, ?, ?)")
-  s.next_st = prep([[SELECT seq, id, item, attempts FROM luagent_batch_items
+  s.next_st = prep([[SELECT seq, id, item, attempts, rowid FROM luagent_batch_items
                      WHERE batch = ? AND state = 0 AND seq > ? ORDER BY seq LIMIT ?]])
   s.done_st = prep([[UPDATE luagent_batch_items SET state = 1, result = ?, error = NULL,
-                     attempts = attempts + 1 WHERE batch = ? AND id = ? AND state <> 1]])
+                     attempts = attempts + 1 WHERE rowid = ? AND state <> 1]])
   s.fail_st = prep([[UPDATE luagent_batch_items SET state = ?, error = ?, attempts = attempts + 1
-                     WHERE batch = ? AND id = ? AND state = 0]])
+                     WHERE rowid = ? AND state = 0]])
   s.count_st = prep([[SELECT state, count(*) FROM luagent_batch_items WHERE batch = ? GROUP BY state]])
   s.page_st = prep([[SELECT seq, id, state, result, error FROM luagent_batch_items
                      WHERE batch = ? AND seq > ? ORDER BY seq LIMIT ?]])
   return s
 end
 
---- Adds items ({seq=, id=, item=json}); ones already there are kept as
+--- Adds items ({batch name, id, seq, item json} rows, as row() makes
+--- them); ones already there are kept as
 --- they are (a rerun adds nothing). Returns true or nil, err.
 function Store:add(list)
-  local rows = {}
-  for i, it in ipairs(list) do rows[i] = { self.name, it.id, it.seq, it.item } end
-  local ok, err = self.add_st:write_many(rows)
+  local ok, err = self.add_st:write_many(list)
   if not ok then return nil, err end
   return true
 end
+
+--- An item as add() takes it.
+function Store:row(seq, id, item) return { self.name, id, seq, item } end
 
 --- Up to n pending items after those already handed out in this run.
 ---@return table|nil recs {{seq=, id=, item=, attempts=}, ...}
@@ -59,7 +61,7 @@ function Store:claim(n)
   if not rows then return nil, err end
   local out = {}
   for i, r in ipairs(rows) do
-    out[i] = { seq = r[1], id = r[2], item = r[3], attempts = r[4] }
+    out[i] = { seq = r[1], id = r[2], item = r[3], attempts = r[4], rowid = r[5] }
     self.cursor = r[1]
   end
   return out
@@ -67,7 +69,7 @@ end
 
 --- Records the result (JSON text) of rec durably.
 function Store:done(rec, result)
-  local n, err = self.done_st:write(result, self.name, rec.id)
+  local n, err = self.done_st:write(result, rec.rowid)
   if not n then return nil, err end
   return true
 end
@@ -75,7 +77,7 @@ end
 --- Records a failed attempt; final = true keeps the item as failed.
 --- Returns the attempts made, or nil, err.
 function Store:fail(rec, errtext, final)
-  local n, err = self.fail_st:write(final and 2 or 0, errtext, self.name, rec.id)
+  local n, err = self.fail_st:write(final and 2 or 0, errtext, rec.rowid)
   if not n then return nil, err end
   return (rec.attempts or 0) + 1
 end
