@@ -33,6 +33,12 @@ local out = { mode = mode, n = n }
 if mode == "stall" then
   local path = os.tmpname() .. "-cache.db"
   local cache = llm.cache{ path = path }
+  local entry = { kind = "response", response = { id = "x", object = "chat.completion",
+    choices = { { index = 0, message = { role = "assistant", content = ("text "):rep(40) },
+                  finish_reason = "stop" } }, usage = { prompt_tokens = 10, completion_tokens = 40 } } }
+  local o0 = llm.now()
+  cache:put("first", entry)             -- opens the file and makes the table, once
+  out.open_ms = (llm.now() - o0) * 1000
   local longest, last, ticking = 0, llm.now(), true
   local ticker = llm.spawn(function()
     while ticking do
@@ -42,9 +48,6 @@ if mode == "stall" then
       last = t
     end
   end)
-  local entry = { kind = "response", response = { id = "x", object = "chat.completion",
-    choices = { { index = 0, message = { role = "assistant", content = ("text "):rep(40) },
-                  finish_reason = "stop" } }, usage = { prompt_tokens = 10, completion_tokens = 40 } } }
   local t0, c0 = llm.now(), os.clock()
   llm.map(items, function(it) cache:put(it, entry) end, { concurrency = 64 })
   out.wall_s, out.cpu_s = llm.now() - t0, os.clock() - c0

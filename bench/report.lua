@@ -154,6 +154,13 @@ for _, s in ipairs(M.startup and M.startup.list or {}) do
   startup[s.name] = { median = median(s.times) and median(s.times) * 1000, n = #s.times, cmd = s.cmd }
 end
 
+local B = M.batch or {}
+local function bmed(mode, field) return median(map(B[mode], function(r) return r[field] end)) end
+local b_plain, b_sqlite, b_redis = bmed("plain", "cpu_us_per_item"), bmed("sqlite", "cpu_us_per_item"),
+  bmed("redis", "cpu_us_per_item")
+local b_stall = nil
+for _, r in ipairs(B.stall or {}) do b_stall = math.max(b_stall or 0, r.longest_stall_ms) end
+
 -- ---------------------------------------------------------------------------
 -- Targets
 -- ---------------------------------------------------------------------------
@@ -211,6 +218,15 @@ target("20,000 events of one stream delivered to Lua, above the C framing (issue
 local c4 = ratio(get("c1000", "luagent", "cpu_us"), get("c1000", "floor", "cpu_us"))
 target("Chunk from socket to Lua table at 1,000 streams / C floor (issue 4)",
   c4 and (fmt(c4) .. "×"), "≤ 1.3×", c4 and c4 <= 1.3)
+local rs, rr = ratio(b_sqlite, b_plain), ratio(b_redis, b_plain)
+target("Batch of 10,000 cheap items on SQLite: CPU per item / plain llm.map (issue 20)",
+  rs and (fmt(rs) .. "× (" .. fmt(b_sqlite) .. " vs " .. fmt(b_plain) .. " µs)"), "≤ 1.5×", rs and rs <= 1.5)
+target("Batch of 10,000 cheap items on Redis: CPU per item / plain llm.map (issue 20)",
+  rr and (fmt(rr) .. "× (" .. fmt(b_redis) .. " vs " .. fmt(b_plain) .. " µs; redis-server "
+    .. fmt(bmed("redis", "redis_cpu_us_per_item")) .. " µs more)"), "≤ 1.5×", rr and rr <= 1.5)
+target("Longest stall of a ticking task while 10,000 cache entries are written (issue 20)",
+  b_stall and (fmt(b_stall) .. " ms (worst of " .. #(B.stall or {}) .. " runs)"), "≤ 5 ms",
+  b_stall and b_stall <= 5)
 
 -- ---------------------------------------------------------------------------
 -- Markdown
@@ -395,6 +411,17 @@ if M.files then
   w(("| `llm.files.chunks` over a %s MB file (bench/files_bench.lua, once) | %s MB/s, peak RSS %s MB (its limit 50 MB)%s |")
     :format(fmt(int(f.mb)), fmt(f.mbps, 0), fmt(f.measure.maxrss_kb and f.measure.maxrss_kb / 1024, 1),
       f.ok and "" or ", **FAILED**"))
+end
+if B.plain and B.plain[1] then
+  w(("| 10,000 cheap items (mock provider, zero delay; bench/batch_bench.lua, median): plain `llm.map` | %s items/s, %s µs CPU per item |")
+    :format(fmt(bmed("plain", "items_per_s"), 0), fmt(b_plain)))
+  w(("| same, `llm.batch` on SQLite (each result committed) | %s items/s, %s µs CPU per item (%s×) |")
+    :format(fmt(bmed("sqlite", "items_per_s"), 0), fmt(b_sqlite), fmt(ratio(b_sqlite, b_plain))))
+  w(("| same, `llm.batch` on Redis (Stream + consumer group) | %s items/s, %s µs CPU per item (%s×) + redis-server %s µs |")
+    :format(fmt(bmed("redis", "items_per_s"), 0), fmt(b_redis), fmt(ratio(b_redis, b_plain)),
+      fmt(bmed("redis", "redis_cpu_us_per_item"))))
+  w(("| Longest stall of a 1 ms ticking task while 10,000 cache entries are written to SQLite | %s ms (worst of %d runs) |")
+    :format(fmt(b_stall), #(B.stall or {})))
 end
 w("| Idle RSS, `luagent -e \"\"` | " .. fmt(idle_empty_mb, 1) .. " MB |")
 w("| Idle RSS, luagent with the completion and HTTP modules loaded | " .. fmt(idle_mb, 1) .. " MB |")

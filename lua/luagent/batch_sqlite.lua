@@ -23,10 +23,8 @@ Store.__index = Store
 ---@return table|nil store
 ---@return table|nil err
 function M.open(path, name, opts)
-  local db, err = store.sqlite(path, opts.busy_timeout)
+  local db, err = store.sqlite(path, opts.busy_timeout, SCHEMA)
   if not db then return nil, err end
-  local ok, serr = store.exec(db, SCHEMA, opts.busy_timeout)
-  if not ok then db:close(); return nil, serr end
   local s = setmetatable({ db = db, name = name, path = path, cursor = 0 }, Store)
   local function prep(sql) return assert(db:prepare(sql)) end
   s.add_st = prep("INSERT OR IGNORE INTO luagent_batch_items (batch, id, seq, item) VALUES (?, ?, ?, ?)")

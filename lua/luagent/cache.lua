@@ -52,10 +52,8 @@ CREATE TABLE IF NOT EXISTS luagent_cache (
 
 function SqliteBackend:_open()
   if self.db then return self.db end
-  local db, err = store.sqlite(self.path, self.busy_timeout)
+  local db, err = store.sqlite(self.path, self.busy_timeout, SCHEMA)
   if not db then return nil, err end
-  local ok, serr = store.exec(db, SCHEMA, self.busy_timeout)
-  if not ok then db:close(); return nil, serr end
   self.db = db
   self.get_st = assert(db:prepare("SELECT value, expires FROM luagent_cache WHERE key = ?"))
   self.put_st = assert(db:prepare(

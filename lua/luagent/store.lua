@@ -14,32 +14,22 @@ local rcore    -- luagent.redis.core, loaded with the first connection
 -- SQLite
 -- ---------------------------------------------------------------------------
 
---- Opens (creating it and its directory) the SQLite file at path. A file
---- locked by another process is retried on the loop until busy_timeout
---- (seconds, default 5) has passed. Suspends.
+--- Opens (creating it and its directory) the SQLite file at path, and
+--- runs schema (CREATE ... IF NOT EXISTS) there, on the thread pool. A
+--- file locked by another process is retried until busy_timeout (seconds,
+--- default 5) has passed. Suspends.
 ---@param path string
 ---@param busy_timeout? number
+---@param schema? string
 ---@return table|nil db luagent.SQLite
 ---@return table|nil err
-function M.sqlite(path, busy_timeout)
+function M.sqlite(path, busy_timeout, schema)
   sqlite = sqlite or require "luagent.sqlite.core"
   busy_timeout = busy_timeout or 5
   local deadline, delay = core.now() + busy_timeout, 0.005
   while true do
-    local db, err = sqlite.open(path, busy_timeout)
+    local db, err = sqlite.open(path, busy_timeout, schema)
     if db or not err.busy or core.now() >= deadline then return db, err end
-    core.sleep(delay)
-    delay = math.min(delay * 2, 0.1)
-  end
-end
-
---- Runs db:exec(sql) (schema), retried while another process holds the
---- file's lock, up to busy_timeout seconds. Suspends.
-function M.exec(db, sql, busy_timeout)
-  local deadline, delay = core.now() + (busy_timeout or 5), 0.005
-  while true do
-    local ok, err = db:exec(sql)
-    if ok or not err.busy or core.now() >= deadline then return ok, err end
     core.sleep(delay)
     delay = math.min(delay * 2, 0.1)
   end
