@@ -128,14 +128,33 @@ end
 --- An item as add() takes it.
 function Store:row(seq, id, item) return { seq, id, item } end
 
+-- EVALSHA of a script, loaded on first use and again when the server has
+-- lost it (a restart without persistence, SCRIPT FLUSH).
+function Store:eval(script, ...)
+  self.shas = self.shas or {}
+  for _ = 1, 2 do
+    local sha = self.shas[script]
+    if not sha then
+      local err
+      sha, err = self:call("SCRIPT", "LOAD", script)
+      if not sha then return nil, err end
+      self.shas[script] = sha
+    end
+    local r, err = self:call("EVALSHA", sha, ...)
+    if r ~= nil or not tostring(err and err.message):find("NOSCRIPT", 1, true) then return r, err end
+    self.shas[script] = nil
+  end
+  return nil, store.error("batch: redis keeps losing the batch's scripts")
+end
+
 function Store:add(list)
-  local args = { "EVAL", ADD, 2, self.k_order, self.k_items }
+  local args = { 2, self.k_order, self.k_items }
   for _, it in ipairs(list) do
     args[#args + 1] = it[1]
     args[#args + 1] = it[2]
     args[#args + 1] = it[3]
   end
-  local r, err = self:call(table.unpack(args))
+  local r, err = self:eval(ADD, table.unpack(args))
   if r == nil then return nil, err end
   return true
 end
@@ -176,14 +195,14 @@ function Store:heartbeat(recs)
 end
 
 function Store:done(rec, result)
-  local r, err = self:call("EVAL", DONE, 3, self.k_results, self.k_failed, self.k_items,
+  local r, err = self:eval(DONE, 3, self.k_results, self.k_failed, self.k_items,
                            rec.id, result, GROUP, rec.entry)
   if r == nil then return nil, err end
   return true, r == 1
 end
 
 function Store:fail(rec, errtext)
-  local r, err = self:call("EVAL", FAIL, 4, self.k_results, self.k_failed, self.k_items,
+  local r, err = self:eval(FAIL, 4, self.k_results, self.k_failed, self.k_items,
                            self.k_attempts, rec.id, errtext, GROUP, rec.entry, rec.item,
                            self.max_attempts)
   if r == nil then return nil, err end
@@ -191,7 +210,7 @@ function Store:fail(rec, errtext)
 end
 
 function Store:counts()
-  local r, err = self:call("EVAL", COUNTS, 3, self.k_order, self.k_results, self.k_failed)
+  local r, err = self:eval(COUNTS, 3, self.k_order, self.k_results, self.k_failed)
   if not r then return nil, err end
   return { total = r[1], done = r[2], failed = r[3] }
 end
