@@ -425,8 +425,9 @@ if B.plain and B.plain[1] then
   w(("| same, `llm.batch` on Redis (Stream + consumer group) | %s items/s, %s µs CPU per item (%s×) + redis-server %s µs |")
     :format(fmt(bmed("redis", "items_per_s"), 0), fmt(b_redis), fmt(ratio(b_redis, b_plain)),
       fmt(bmed("redis", "redis_cpu_us_per_item"))))
-  w(("| Longest stall of a 1 ms ticking task while 10,000 cache entries are written to SQLite | %s ms median, %s ms worst of %d runs (the same ticker on an idle loop: %s ms worst) |")
-    :format(fmt(b_stall_med), fmt(b_stall), #(B.stall or {}), fmt(b_idle)))
+  w(("| Longest stall of a 1 ms ticking task while 10,000 cache entries are written to SQLite | %s ms median, %s ms worst of %d runs; p99 gap %s ms (the same ticker on an idle loop: %s ms worst, p99 gap %s ms) |")
+    :format(fmt(b_stall_med), fmt(b_stall), #(B.stall or {}), fmt(bmed("stall", "p99_gap_ms")),
+      fmt(b_idle), fmt(bmed("stall", "idle_p99_gap_ms"))))
 end
 w("| Idle RSS, `luagent -e \"\"` | " .. fmt(idle_empty_mb, 1) .. " MB |")
 w("| Idle RSS, luagent with the completion and HTTP modules loaded | " .. fmt(idle_mb, 1) .. " MB |")
