@@ -418,8 +418,9 @@ if M.files then
       f.ok and "" or ", **FAILED**"))
 end
 if B.plain and B.plain[1] then
-  w(("| 10,000 cheap items (mock provider, zero delay; bench/batch_bench.lua, median): plain `llm.map` | %s items/s, %s µs CPU per item |")
-    :format(fmt(bmed("plain", "items_per_s"), 0), fmt(b_plain)))
+  local when = R.batch_run and (", run " .. R.batch_run.date .. " at " .. R.batch_run.commit) or ""
+  w(("| 10,000 cheap items (mock provider, zero delay; bench/batch_bench.lua, median of %d%s): plain `llm.map` | %s items/s, %s µs CPU per item |")
+    :format(#B.plain, when, fmt(bmed("plain", "items_per_s"), 0), fmt(b_plain)))
   w(("| same, `llm.batch` on SQLite (each result committed) | %s items/s, %s µs CPU per item (%s×) |")
     :format(fmt(bmed("sqlite", "items_per_s"), 0), fmt(b_sqlite), fmt(ratio(b_sqlite, b_plain))))
   w(("| same, `llm.batch` on Redis (Stream + consumer group) | %s items/s, %s µs CPU per item (%s×) + redis-server %s µs |")
