@@ -118,6 +118,53 @@ describe("llm.batch #integration", function()
       redis.stop()
     end)
 
+    it("keeps a failed item with its error after max_attempts, across workers", function()
+      local redis = servers.redis()
+      local opts = { name = "fails", store = redis.url, max_attempts = 2, retry_delay = 0,
+                     claim_idle = 1 }
+      local a, b = assert(llm.batch(opts)), assert(llm.batch(opts))
+      local tries = 0
+      local function fn(item)
+        if item == "bad" then tries = tries + 1; return nil, { type = "APIError", message = "no " .. tries } end
+        return item:upper()
+      end
+      for _, w in ipairs({ a, b }) do assert(w:add_all({ "x", "bad", "y" })) end
+      local sa, sb
+      llm.gather(function() sa = assert(a:run(fn)) end, function() sb = assert(b:run(fn)) end)
+      assert.are.equal(2, tries)
+      assert.are.equal(2, sa.done + sb.done)
+      assert.are.equal(1, sa.failed + sb.failed)
+      local out = {}
+      for id, r, err in a:results() do out[#out + 1] = { id, r, err and err.message } end
+      assert.are.same({ { "x", "X" }, { "bad", nil, "no 2" }, { "y", "Y" } }, out)
+      a:close(); b:close()
+      redis.stop()
+      servers.assert_clean(assert)
+    end)
+
+    it("does not take over a slow item from a live worker", function()
+      local redis = servers.redis()
+      local opts = { name = "slow", store = redis.url, claim_idle = 0.5, concurrency = 2 }
+      local a, b = assert(llm.batch(opts)), assert(llm.batch(opts))
+      local runs = {}
+      local function fn(item)
+        runs[item] = (runs[item] or 0) + 1
+        if item == "slow" then llm.sleep(2) end      -- four times claim_idle
+        return item
+      end
+      assert(a:add_all({ "slow" }))
+      local ta = llm.spawn(function() return assert(a:run(fn)) end)
+      llm.sleep(0.2)                                   -- a has taken "slow"
+      assert(b:add_all({ "slow", "q1", "q2", "q3" }))
+      local sb = assert(b:run(fn))
+      local sa = ta:await()
+      assert.are.same({ slow = 1, q1 = 1, q2 = 1, q3 = 1 }, runs)
+      assert.are.equal(4, sa.done + sb.done)
+      a:close(); b:close()
+      redis.stop()
+      servers.assert_clean(assert)
+    end)
+
     it("waits for a restarted redis-server and resumes, with a log line", function()
       local dir = proc.tmpname("redis-dir")
       assert(os.execute("mkdir -p " .. dir))

@@ -129,6 +129,24 @@ describe("luagent.sqlite.core", function()
     assert.is_true(size > 4e6, "the database file holds " .. size .. " bytes")
   end)
 
+  it("opens on the thread pool: a clear error, and a cancel that leaks nothing", function()
+    local bad, err = sqlite.open("/proc/no/such/dir/x.db")
+    assert.is_nil(bad)
+    assert.are.equal("StoreError", err.type)
+    assert.are.equal("SQLITE_CANTOPEN", err.code)
+    assert.matches("cannot open /proc/no/such/dir/x%.db: unable to open database file", err.message)
+    local t = llm.spawn(function() return sqlite.open(path .. "-2") end)
+    llm.sleep(0)
+    t:cancel()
+    assert.is_false(pcall(t.await, t))
+    for _ = 1, 100 do                 -- the pool finishes the open, then frees it
+      if proc.read(path .. "-2") then break end
+      llm.sleep(0.01)
+    end
+    llm.sleep(0.05)
+    for _, ext in ipairs({ "-2", "-2-wal", "-2-shm" }) do os.remove(path .. ext) end
+  end)
+
   it("creates the missing directories of a path", function()
     local dir = proc.tmpname("dirs")
     local d2 = assert(sqlite.open(dir .. "/a/b/c.db"))
