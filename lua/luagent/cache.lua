@@ -124,7 +124,7 @@ end
 
 function RedisBackend:put(key, text, now, expires)
   if expires then
-    return self:_cmd("SET", self.prefix .. key, text, "EX", math.max(1, expires - now))
+    return self:_cmd("SET", self.prefix .. key, text, "EX", math.max(1, math.ceil(expires - now)))
   end
   return self:_cmd("SET", self.prefix .. key, text)
 end
