@@ -2,13 +2,16 @@
 ** sqlite.c -- SQLite databases on the runtime's loop (module
 ** luagent.sqlite.core), through libsqlite3.
 **
-**   open(path [, busy_timeout]) -> db | nil, err
-**       WAL journal, synchronous=NORMAL (a commit survives the process
-**       being killed; README.md "Caching and batches" says what a power cut
-**       may cost). busy_timeout: seconds a write waits for another
-**       process's lock before failing (default 5). err.busy is set when
-**       the file was locked while opening (the caller may retry).
-**   db:exec(sql) -> true | nil, err        runs now (schema, pragmas)
+**   open(path [, busy_timeout [, schema]]) -> db | nil, err   suspends
+**       while libuv's thread pool opens the file (and its directories) and
+**       runs schema on it. WAL journal, synchronous=NORMAL (a commit
+**       survives the process being killed; README.md "Caching and batches"
+**       says what a power cut may cost). busy_timeout: seconds a write
+**       waits for another process's lock before failing (default 5).
+**       err.busy is set when the file was locked (the caller may retry).
+**   db:exec(sql) -> true | nil, err        runs now, on the reader
+**       (pragmas; a test holding a lock); errors are StoreError tables
+**       with code = "SQLITE_..."
 **   db:prepare(sql) -> stmt | nil, err
 **   db:stats() -> {flushes=, commits=, writes=, longest_flush=, queued=}
 **   db:close()                             idempotent; also __close, __gc
