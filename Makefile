@@ -15,13 +15,13 @@ PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
-           libsqlite3-dev libssl-dev
+           libsqlite3-dev
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis sqlite3 libcrypto 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis sqlite3 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -86,7 +86,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis sqlite3 libcrypto) -lm
+	  $(shell pkg-config --libs libuv hiredis sqlite3) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
