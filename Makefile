@@ -20,8 +20,9 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-# libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis sqlite3 2>/dev/null)
+# libcurl, libsqlite3 and libcrypto are dlopen()ed on first use
+# (runtime/curlapi.h, sqliteapi.h, digest.c): not linked.
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -64,7 +65,7 @@ all: $(BIN) $(LIB) $(SO)
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h \
-                  runtime/sqlite.h
+                  runtime/sqlite.h runtime/sqliteapi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -86,7 +87,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis sqlite3) -lm
+	  $(shell pkg-config --libs libuv hiredis) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)

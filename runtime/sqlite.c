@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <sys/stat.h>
 
@@ -44,6 +45,54 @@ typedef la_wreq_t wreq_t;
 typedef la_dbc_t dbc_t;
 typedef la_stmtud_t stmtud_t;
 typedef struct { dbc_t *c; } dbud_t;            /* the db userdata */
+
+/* ================================================================== */
+/* Loading libsqlite3                                                  */
+/* ================================================================== */
+
+la_sqliteapi_t la_sqliteapi;
+
+/* Fills la_sqliteapi from libsqlite3, once. */
+const char *la_sqliteapi_load(void) {
+  static const char *const names[] = {"libsqlite3.so.0", "libsqlite3.so", NULL};
+  static int loaded;
+  void *lib = NULL;
+  int i;
+  if (loaded) return NULL;
+  for (i = 0; names[i] && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return "cannot load libsqlite3 (Debian package libsqlite3-0)";
+#define LA_SYM(n) \
+  if (!(*(void **)&la_sqliteapi.n = dlsym(lib, "sqlite3_" #n))) \
+    return "libsqlite3 has no sqlite3_" #n;
+  LA_SYM(bind_double)
+  LA_SYM(bind_int)
+  LA_SYM(bind_int64)
+  LA_SYM(bind_null)
+  LA_SYM(bind_parameter_count)
+  LA_SYM(bind_text64)
+  LA_SYM(changes)
+  LA_SYM(clear_bindings)
+  LA_SYM(close_v2)
+  LA_SYM(column_blob)
+  LA_SYM(column_bytes)
+  LA_SYM(column_count)
+  LA_SYM(column_double)
+  LA_SYM(column_int64)
+  LA_SYM(column_type)
+  LA_SYM(errmsg)
+  LA_SYM(errstr)
+  LA_SYM(exec)
+  LA_SYM(finalize)
+  LA_SYM(get_autocommit)
+  LA_SYM(libversion)
+  LA_SYM(open_v2)
+  LA_SYM(prepare_v3)
+  LA_SYM(reset)
+  LA_SYM(step)
+#undef LA_SYM
+  loaded = 1;
+  return NULL;
+}
 
 /* ================================================================== */
 /* Errors                                                              */
@@ -550,6 +599,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 /* require "luagent.sqlite.core" (a closure with the runtime upvalue). */
 int luaopen_luagent_sqlite_core(lua_State *L) {
+  const char *why = la_sqliteapi_load();
+  if (why) return luaL_error(L, "luagent.sqlite.core: %s", why);
   new_class(L, DB_MT, db_methods, l_close);
   luaL_getmetatable(L, DB_MT);
   lua_pushcfunction(L, l_db_tostring);

@@ -5,7 +5,7 @@
 #ifndef LA_SQLITE_H
 #define LA_SQLITE_H
 
-#include <sqlite3.h>
+#include "sqliteapi.h"
 
 #include "la.h"
 
