@@ -17,12 +17,14 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
            libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb \
-           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2 \
+           libsqlite3-dev
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-# libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
+# libcurl, libsqlite3 and libcrypto are dlopen()ed on first use
+# (runtime/curlapi.h, sqliteapi.h, digest.c): not linked.
 PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis libedit 2>/dev/null)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
@@ -49,7 +51,8 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
-             runtime/process.c runtime/fdout.c runtime/spawn_args.c
+             runtime/process.c runtime/fdout.c runtime/spawn_args.c \
+             runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -72,7 +75,8 @@ all: $(BIN) $(LIB) $(SO)
 
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
+$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h \
+                  runtime/sqlite.h runtime/sqliteapi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 

@@ -653,6 +653,11 @@ function M.completion(p)
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  -- response cache (README "Caching and batches"): one check before the
+  -- request, one store after success; loaded only once llm.cache is used
+  local cache = package.loaded["luagent.cache"]
+  local entry = cache and cache.lookup(p)
+  if entry and entry.hit then return entry.hit end
   local ev, berr = events.request(p)
   if berr then return nil, berr end
   local chain = new_chain(p)
@@ -664,7 +669,7 @@ function M.completion(p)
   end
   if not p.stream then
     if ev then ev:success(r) end
-    return r
+    return entry and entry:store(r) or r
   end
   -- four fields while it streams (_content, _done and _err come when set;
   -- tables grow by powers of two and a stream lives as long as its reply)
@@ -673,6 +678,7 @@ function M.completion(p)
   }, Stream)
   if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
   if ev then s._ev = ev end
+  if entry then return entry:store(s) end
   return s
 end
 
