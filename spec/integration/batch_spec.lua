@@ -30,11 +30,22 @@ local function kill9(w)
   wait_exit(w.pid, 10)
 end
 
+-- The item of batch `name` that a line of the mock server's log requested,
+-- or nil. Only request lines count: the log also holds a client_closed
+-- record (with the same path) for each response a killed worker hung up
+-- on, which is no second request; counting it made each item caught in
+-- flight count twice (36-44 "in flight" at 3 kills of 8 slots, where the
+-- requests without a committed result were 8 at every kill).
+local function requested_item(r, name)
+  if not (r and r.method and r.path) then return nil end
+  return r.path:match("tag=" .. name .. "%-(item%d+)/")
+end
+
 -- Requests the mock server saw per item (its log: one JSON line each).
 local function per_item(mock, name)
   local counts = {}
   for _, r in ipairs(mock.requests()) do
-    local item = r and r.path and r.path:match("tag=" .. name .. "%-(item%d+)/")
+    local item = requested_item(r, name)
     if item then counts[item] = (counts[item] or 0) + 1 end
   end
   return counts
@@ -83,7 +94,7 @@ describe("llm.batch #integration", function()
       kill9(w)
       local reqs, done = mock.requests(), done_items()
       for i = seen + 1, #reqs do
-        local item = reqs[i] and reqs[i].path and reqs[i].path:match("tag=kill9%-(item%d+)/")
+        local item = requested_item(reqs[i], "kill9")
         if item and not done[item] then caught[item] = (caught[item] or 0) + 1 end
       end
       seen = #reqs
