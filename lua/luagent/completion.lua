@@ -9,7 +9,6 @@ local core = require "luagent.core"
 local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
-local mock = require "luagent.providers.mock"
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
@@ -73,137 +72,51 @@ end
 
 local function getenv(name) return name and os.getenv(name) or nil end
 
--- Source of chunks over HTTP: framed events through a provider decoder.
--- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
--- the transport (resp:read_json); a decoder with a one-chunk feed1 (openai)
--- hands each chunk straight on, others go through their chunk lists. A
--- source is made per stream and held while it is open: four fields (the
--- provider and model are the decoder's; list and li come with the first
--- list, permit and tokens with a rate limit and the usage).
-local HttpSource = {}
-HttpSource.__index = HttpSource
+-- The chunks of a streaming response: each framed event (read_json
+-- decodes it; the mock provider's are tables already) through the
+-- provider's decoder, which makes zero or one chunk of it.
+---@class luagent.ChunkSource
+---@field resp table the response (luagent.http.core's, or an in-process provider's)
+---@field dec luagent.Decoder
+---@field events integer events read so far (for StreamIncomplete's message)
+local Source = {}
+Source.__index = Source
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
-local read_json        -- resp:read_json, the same C function for every response
 
-local function http_source(resp, dec)
-  read_json = read_json or resp.read_json
-  return setmetatable({ resp = resp, dec = dec, feed1 = dec.feed1, events = 0 }, HttpSource)
+local function new_source(resp, dec)
+  return setmetatable({ resp = resp, dec = dec, events = 0 }, Source)
 end
 
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
-local function http_end(self, err)
+local function source_end(self, err)
   local dec = self.dec
   if err then
-    if err.type == "StreamIncomplete" and (dec.done or dec.finished) then
-      return nil
-    end
+    if err.type == "StreamIncomplete" and (dec.done or dec.finished) then return nil end
     return nil, decorate(err, dec.provider, dec.model)
   end
-  local ok, ferr = dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
-  if not ok then return nil, ferr end
-  return nil
+  local ok, ferr = dec:finish()
+  if ok then return nil end
+  ferr.message = ("%s (after %d events)"):format(ferr.message, self.events)
+  return nil, ferr
 end
 
--- The next chunk of a decoder without feed1: from the list of the last
--- event, else from the next events.
-local function list_next(self)
-  local list = self.list
-  if list then
-    local i = self.li + 1
-    local c = list[i]
-    if c ~= nil then
-      self.li = i
-      return c
-    end
-    self.list = nil
-  end
+--- The next chunk; nil at the end; nil, err on failure.
+---@return luagent.Chunk|nil chunk
+---@return table|nil err
+function Source:next()
   local resp, dec = self.resp, self.dec
   while true do
-    local data, event = read_json(resp, ARRAY_MT)
-    if data == nil then return http_end(self, event) end
-    local l, err = dec:feed(event, data)
-    if not l then return nil, decorate(err, dec.provider, dec.model) end
-    if l[1] ~= nil then
-      self.list, self.li = l, 1
-      return l[1]
-    end
-  end
-end
-
-function HttpSource:next()
-  local feed1 = self.feed1
-  if not feed1 then return list_next(self) end
-  local resp, dec = self.resp, self.dec
-  while true do
-    local data, event = read_json(resp, ARRAY_MT)
-    if data == nil then return http_end(self, event) end
+    local data, event = resp:read_json(ARRAY_MT)
+    if data == nil then return source_end(self, event) end
     self.events = self.events + 1
-    local c, err = feed1(dec, event, data)
+    local c, err = dec:feed(event, data)
     if c then return c end
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
   end
 end
 
-function HttpSource:close()
-  self.resp:close()
-  if self.permit then self.permit:release(self.tokens); self.permit = nil end
-end
-
--- Source of chunks from the in-process mock provider, at its cadence.
-local MockSource = {}
-MockSource.__index = MockSource
-
-function MockSource:next()
-  local i = self.i + 1
-  local c = self.list[i]
-  if not c then
-    if self.plan.error then return nil, self.plan.error end
-    return nil
-  end
-  self.i = i
-  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
-  return c
-end
-
-function MockSource:close()
-  self.i = #self.list
-  if self.permit then self.permit:release(self.tokens); self.permit = nil end
-end
-
--- The in-process mock: no network, a realistic token cadence.
--- mock_response may be a function of the request, for scripted
--- conversations (agents, tests): it returns the text, an error spec, or
--- {tool_calls = {{name=, arguments=}}}, as the mock parameters take them.
-local function scripted(p)
-  local r = p.mock_response(p)
-  local q = {}
-  for k, v in pairs(p) do q[k] = v end
-  if type(r) == "table" and r.tool_calls then
-    q.mock_response, q.mock_tool_calls = nil, r.tool_calls
-  else
-    q.mock_response = r
-  end
-  return q
-end
-
-local function mock_attempt(p, model)
-  if type(p.mock_response) == "function" then p = scripted(p) end
-  local plan, err = mock.plan(p, model)
-  if not plan then return nil, err end
-  if plan.error and plan.error_after == 0 then
-    return nil, decorate(plan.error, "mock", model)
-  end
-  if not p.stream then
-    if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
-    local resp, rerr = mock.response(plan, model)
-    if not resp then return nil, decorate(rerr, "mock", model) end
-    return resp
-  end
-  local src = setmetatable({ plan = plan, list = mock.chunks(plan, model), i = 0 }, MockSource)
-  if plan.error then plan.error = decorate(plan.error, "mock", model) end
-  return src
-end
+function Source:close() self.resp:close() end
 
 -- The error of a response that is not a success (or not the stream asked
 -- for): the provider reads its body.
@@ -243,12 +156,49 @@ local function usage_tokens(u)
   return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
-local attempt_once
+-- One attempt on one model, without a rate limit: a response table
+-- (non-stream), a chunk source (stream), or nil, err.
+local function attempt_once(p)
+  local P, model = providers.for_call(p, M.default_model)
+  if not P then return nil, model end
+  local key = p.api_key or getenv(P.env_key)
+  if P.env_key and (key == nil or key == "") then
+    return nil, errors.new("AuthenticationError",
+      ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
+      { provider = P.name, model = model })
+  end
+  local base = p.api_base or getenv(P.env_base) or P.default_base
+  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
+  if not req then return nil, decorate(rerr, P.name, model) end
+  -- the request table itself carries the transport's options (no copy)
+  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
+    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+  local send = P.send
+  if not send then
+    hcore = hcore or require "luagent.http.core"
+    send = hcore.request
+  end
+  local resp, err = send(req)
+  if not resp then return nil, decorate(err, P.name, model) end
+  if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
+    return nil, response_error(P, resp, model, req.stream)
+  end
+  if req.stream then return new_source(resp, P.decoder(model)) end
+  local body, berr = resp:body()
+  resp:close()
+  if not body then return nil, decorate(berr, P.name, model) end
+  local out, perr = P.parse_response(resp.status, body, model)
+  if not out then return nil, decorate(perr, P.name, model) end
+  return out
+end
 
 --- One attempt on one model. With rate_limit=, the attempt first takes a
---- permit (waiting fairly) and gives it back with the tokens actually used
---- when the response, or the stream, ends. Returns a response table
---- (non-stream), a chunk source (stream), or nil, err.
+--- permit (waiting fairly); a non-streaming attempt gives it back with the
+--- tokens the response used, a stream's permit is returned with it for
+--- the stream to give back when it ends.
+---@param p table the attempt's completion table
+---@return table|nil result a chat.completion, or a luagent.ChunkSource
+---@return table|nil permit_or_err the stream's permit (or nil), or the error
 local function attempt(p)
   local rl = p.rate_limit
   if not rl then return attempt_once(p) end
@@ -260,50 +210,9 @@ local function attempt(p)
     permit:release(0)
     return nil, err
   end
-  if r.next then
-    r.permit = permit
-  else
-    permit:release(usage_tokens(r.usage))
-  end
+  if r.next then return r, permit end
+  permit:release(usage_tokens(r.usage))
   return r
-end
-
-attempt_once = function(p)
-  local name = p.model or M.default_model
-  if p.mock_response ~= nil then
-    local _, m = providers.resolve(name)
-    return mock_attempt(p, type(m) == "string" and m or name)
-  end
-  local P, model = providers.resolve(name)
-  if not P then return nil, model end
-  if P.name == "mock" then return mock_attempt(p, model) end
-  local key = p.api_key or getenv(P.env_key)
-  if P.env_key and (key == nil or key == "") then
-    return nil, errors.new("AuthenticationError",
-      ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
-      { provider = P.name, model = model })
-  end
-  local base = p.api_base or getenv(P.env_base) or P.default_base
-  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
-  if not req then return nil, decorate(rerr, P.name, model) end
-  hcore = hcore or require "luagent.http.core"
-  -- the request table itself carries the transport's options (no copy)
-  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
-  local resp, err = hcore.request(req)
-  if not resp then return nil, decorate(err, P.name, model) end
-  if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
-    return nil, response_error(P, resp, model, req.stream)
-  end
-  if req.stream then
-    return http_source(resp, P.decoder(model))
-  end
-  local body, berr = resp:body()
-  resp:close()
-  if not body then return nil, decorate(berr, P.name, model) end
-  local out, perr = P.parse_response(resp.status, body, model)
-  if not out then return nil, decorate(perr, P.name, model) end
-  return out
 end
 
 -- ---------------------------------------------------------------------------
@@ -394,11 +303,15 @@ function Chain:fail(err)
   return err
 end
 
---- Runs attempts until one succeeds; returns result, params or nil, err.
+--- Runs attempts until one succeeds.
+---@param p table the first attempt's completion table
+---@return table|nil result a chat.completion or a luagent.ChunkSource; nil on failure
+---@return table params_or_err the parameters of the attempt that succeeded, or the error
+---@return table|nil permit a stream's rate-limit permit
 function Chain:run(p)
   while true do
     local r, err = attempt(p)
-    if r then return r, p end
+    if r then return r, p, err end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
     p = nxt
@@ -454,9 +367,21 @@ local function continue_params(p, builder)
   return q
 end
 
+-- Closes the stream's source and gives its rate-limit permit back with
+-- the tokens the usage reported.
+local function close_source(self)
+  local src = self._src
+  if src then src:close() end
+  local permit = self._permit
+  if permit then
+    self._permit = nil
+    permit:release(self._tokens)
+  end
+end
+
 local function finish(self, err)
   self._done, self._err = true, err
-  if self._src then self._src:close() end
+  close_source(self)
   return nil, err
 end
 
@@ -472,24 +397,24 @@ function Stream:next()
     if c then
       self._builder:add(c)
       local u = c.usage
-      if u then self._src.tokens = usage_tokens(u) end
-      if self._chain and not self._content and has_content(c) then
-        -- from now on a failure is raised unless the script has a policy;
-        -- without one the chain is dropped, and a stream without a chain
-        -- raises its failures (no field is added: the table keeps its size)
-        if self._on_mid then self._content = true else self._chain = nil end
-      end
+      if u then self._tokens = usage_tokens(u) end
+      -- from the first content on, a failure is raised unless the script
+      -- has an on_midstream_failure policy
+      if not self._content and has_content(c) then self._content = true end
       return c
     elseif err then
       local policy = self._content and midstream_policy(self, err) or "fallback"
-      if policy == "raise" or not self._chain then return finish(self, err) end
-      self._src:close()
+      if policy == "raise" then return finish(self, err) end
+      close_source(self)
       local nxt = self._chain:next_after(err)
       if not nxt then return finish(self, self._chain:fail(err)) end
       if policy == "continue" then nxt = continue_params(nxt, self._builder) end
-      local src, p = self._chain:run(nxt)
-      if not src then return finish(self, p) end
-      self._src, self.model = src, p.model or M.default_model
+      local src, p, permit = self._chain:run(nxt)
+      if not src then
+        self._src = nil
+        return finish(self, p)
+      end
+      self._src, self._permit, self._tokens, self.model = src, permit, nil, p.model or M.default_model
       if policy ~= "continue" then self._builder = chunks.builder() end
     else
       return finish(self, nil)
@@ -552,16 +477,13 @@ function M.completion(p)
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
   local chain = new_chain(p)
-  local r, used = chain:run(p)
+  local r, used, permit = chain:run(p)
   if not r then return nil, used end
   if not p.stream then return r end
-  -- four fields while it streams (_content, _done and _err come when set;
-  -- tables grow by powers of two and a stream lives as long as its reply)
-  local s = setmetatable({
+  return setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
+    _permit = permit, _on_mid = p.on_midstream_failure,
   }, Stream)
-  if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
-  return s
 end
 
 M.Stream = Stream

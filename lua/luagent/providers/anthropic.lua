@@ -314,7 +314,7 @@ end
 
 -- One SSE event: its chunk, false when it makes none, or nil, err. Each
 -- event makes one chunk at most (the HTTP source hands it straight on).
-local function feed1(self, event, data)
+local function feed(self, event, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   local t = v.type or event
@@ -331,14 +331,16 @@ local function feed1(self, event, data)
   return false -- ping, content_block_stop and event types added later
 end
 
-local feed = chunks.one_chunk_feed(feed1)
+local Decoder = chunks.decoder_type(M.name, feed)
 
---- A stream decoder: one call per SSE event (event name, data).
+--- A stream decoder (luagent.Decoder): one feed per SSE event (event name, data).
 ---@param model string
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed, { _blocks = {}, _tools = 0, _usage = {} })
+  local dec = Decoder:new(model, opts)
+  dec._blocks, dec._tools, dec._usage = {}, 0, {}   -- tool calls by block index, their count, usage so far
+  return dec
 end
 
 local function is_error(v) return v.type == "error" end

@@ -361,7 +361,7 @@ local NONE = {}   -- the candidates of an event without any: read, never written
 -- One SSE event: its chunk, false when it makes none, or nil, err. An
 -- event makes one chunk at most: with several candidates (candidateCount),
 -- each candidate that has something is a choice of that chunk.
-local function feed1(self, _, data)
+local function feed(self, _, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
@@ -369,10 +369,8 @@ local function feed1(self, _, data)
     self.id = v.responseId or self.id
     self._id_fixed = true
   end
-  local x = v.modelVersion
-  if x then self.model = x end
-  x = v.usageMetadata
-  if x then self._usage = x end
+  if v.modelVersion then self.model = v.modelVersion end
+  if v.usageMetadata then self._usage = v.usageMetadata end
   local chunk
   local candidates = v.candidates
   if type(candidates) ~= "table" then candidates = NONE end
@@ -382,12 +380,8 @@ local function feed1(self, _, data)
     if c == nil then break end                      -- a JSON null ends them, as ipairs would
     local index = c.index or 0
     local delta, any = candidate_delta(self, c, index)
-    local finish
-    x = c.finishReason
-    if x ~= nil then
-      finish = finish_reason(x, (self._tools[index] or 0) > 0)
-      if finish then self.done = true end
-    end
+    local finish = finish_reason(c.finishReason, (self._tools[index] or 0) > 0)
+    if finish then self.done = true end
     if any or finish then
       local usage = finish and openai_usage(self._usage) or nil
       if not chunk then
@@ -411,15 +405,17 @@ local function feed1(self, _, data)
   return chunk or false
 end
 
-local feed = chunks.one_chunk_feed(feed1)
+local Decoder = chunks.decoder_type(M.name, feed)
 
---- A stream decoder: one call per SSE event.
+--- A stream decoder (luagent.Decoder): one feed per SSE event.
 ---@param model string
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed,
-    { _tools = {}, _started = {}, _id_fixed = opts ~= nil and opts.id ~= nil })
+  local dec = Decoder:new(model, opts)
+  -- tool calls and the role sent, by candidate; whether the id is settled
+  dec._tools, dec._started, dec._id_fixed = {}, {}, opts ~= nil and opts.id ~= nil
+  return dec
 end
 
 --- The chat.completion of a non-streaming generateContent response.

@@ -27,6 +27,43 @@ local json = require "luagent.json"
 
 local M = {}
 
+-- ---------------------------------------------------------------------------
+-- The provider interface (docs/architecture.md)
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Provider
+---@field name string the prefix of its model names ("anthropic/claude-...")
+---@field env_key string|nil the environment variable of its API key (nil: no key)
+---@field env_base string|nil the environment variable of its base URL
+---@field default_base string|nil
+---@field framing "sse"|"ndjson"|nil how its streams are framed (nil: in-process)
+---@field key_header string|nil the header of the API key (authorization: "Bearer <key>")
+---
+--- Decoding (provider wire format -> OpenAI shape):
+---@field build_request fun(params: table, model: string, ctx: table): table|nil, table|nil
+---  the request for an OpenAI-shaped completion table; ctx = {api_key=, api_base=};
+---  returns {method=, url=, headers=, body=, stream=, framing=} or nil, err
+---@field parse_response fun(status: integer, body: string, model: string): table|nil, table|nil
+---  a non-streaming body -> chat.completion, or nil, err
+---@field parse_error fun(status: integer, headers: table|nil, body: string|nil, model: string): table
+---  a failed response -> a luagent error typed by status and body
+---@field decoder fun(model: string, opts: table|nil): luagent.Decoder
+---  a stream decoder: one event in, zero or one chunk out, finish() at the end
+---  (luagent.chunks)
+---@field send (fun(req: table): table|nil, table|nil)|nil
+---  an in-process provider answers its requests itself (mock); the others
+---  go through luagent.http.core.request
+---
+--- Encoding (OpenAI shape -> provider wire format; for servers):
+---@field encode_response fun(response: table): string
+---  a chat.completion -> the provider's non-streaming body
+---@field encoder fun(opts: table|nil): luagent.Encoder
+---  a stream encoder: chunk in, the provider's framed bytes out
+
+---@class luagent.Encoder
+---@field chunk fun(self: luagent.Encoder, chunk: luagent.Chunk): string the framed events of one chunk ("" when none)
+---@field finish fun(self: luagent.Encoder): string what ends the stream ([DONE], message_stop, ...)
+
 local function set(list)
   local s = {}
   for _, k in ipairs(list) do s[k] = true end
@@ -119,6 +156,22 @@ function M.resolve(model)
       { provider = provider.name, model = model })
   end
   return provider, rest
+end
+
+--- The provider of one attempt and its model name: the model's provider,
+--- or the mock provider for any model when mock_response is set
+--- (LiteLLM's rule: a mocked call never leaves the process).
+---@param params table the attempt's completion table
+---@param default_model string when params.model is nil
+---@return luagent.Provider|nil provider
+---@return string|table model_or_err
+function M.for_call(params, default_model)
+  local name = params.model or default_model
+  if params.mock_response ~= nil then
+    local _, m = M.resolve(name)
+    return M.get("mock"), type(m) == "string" and m or name
+  end
+  return M.resolve(name)
 end
 
 -- ---------------------------------------------------------------------------
@@ -237,27 +290,7 @@ end
 ---@param base string
 ---@param path string starting with "/"
 ---@return string
--- path -> {base -> url}: a request joins the same few URLs again and again.
--- Bounded: it starts over past JOINED_MAX entries (bases made per call).
-local joined, n_joined, JOINED_MAX = {}, 0, 256
-
 function M.join_url(base, path)
-  local by_base = joined[path]
-  local url = by_base and by_base[base]
-  if url then return url end
-  url = M.join_url_uncached(base, path)
-  if n_joined >= JOINED_MAX then joined, n_joined, by_base = {}, 0, nil end
-  if not by_base then by_base = {}; joined[path] = by_base end
-  by_base[base] = url
-  n_joined = n_joined + 1
-  return url
-end
-
---- join_url without the cache of the URLs already joined.
----@param base string
----@param path string
----@return string
-function M.join_url_uncached(base, path)
   base = base:gsub("/+$", "")
   local first = path:match("^(/[^/]+)/")
   if first and base:sub(-#first) == first then path = path:sub(#first + 1) end

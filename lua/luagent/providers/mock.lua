@@ -1,6 +1,8 @@
 --- luagent.providers.mock — the in-process provider: no network, no key.
---- `plan` decides what a call produces; the runtime paces the chunks with
---- `plan.delay` and emits them with `chunk` (or takes the list from `chunks`).
+--- A provider like the others (luagent.Provider): `build_request` makes a
+--- plan of what the call produces, `send` answers it in-process at the
+--- plan's cadence (`plan.delay` between chunks) with the chunks `chunks`
+--- makes, and the runtime reads that answer as it reads an HTTP one.
 --
 -- What scripts can ask for (all keys are runtime-only, never sent anywhere):
 --   mock_response = "text"            the answer, streamed word by word
@@ -18,6 +20,7 @@
 local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
+local common = require "luagent.providers"
 
 local M = {
   name = "mock",
@@ -189,10 +192,116 @@ function M.response(plan, model, id)
   return resp
 end
 
---- The mock provider builds no HTTP request.
-function M.build_request(_, model)
-  return nil, errors.new("BadRequestError", "the mock provider runs in-process and sends no request",
-    { provider = M.name, model = model })
+-- ---------------------------------------------------------------------------
+-- The provider interface (luagent.Provider): the request is a plan, and
+-- `send` answers it in-process with a response the runtime reads as it
+-- reads an HTTP one. Its wire format is OpenAI's chunks, as tables.
+-- ---------------------------------------------------------------------------
+
+local sleep   -- luagent.core.sleep, loaded on the first send (the module loads without the core)
+
+-- mock_response may be a function of the request, for scripted
+-- conversations (agents, tests): it returns the text, an error spec, or
+-- {tool_calls = {{name=, arguments=}}}, as the mock parameters take them.
+local function scripted(params)
+  local r = params.mock_response(params)
+  local q = {}
+  for k, v in pairs(params) do q[k] = v end
+  if type(r) == "table" and r.tool_calls then
+    q.mock_response, q.mock_tool_calls = nil, r.tool_calls
+  else
+    q.mock_response = r
+  end
+  return q
+end
+
+--- The "request" of a call: its plan, for `send`.
+---@param params table the user's completion table
+---@param model string
+---@return table|nil req {plan=, model=, stream=}
+---@return table|nil err for an invalid mock spec
+function M.build_request(params, model)
+  if type(params.mock_response) == "function" then params = scripted(params) end
+  local plan, err = M.plan(params, model)
+  if not plan then return nil, err end
+  return { plan = plan, model = model, stream = params.stream == true }
+end
+
+-- The response of a sent plan: the interface of luagent.http.core's.
+local Response = {}
+Response.__index = Response
+
+--- The next event: a chunk table (decoded, as read_json gives), after the
+--- plan's delay; nil at the end; nil, err where the plan fails.
+function Response:read_json()
+  local i = self.i + 1
+  local c = self.list[i]
+  if not c then
+    self.i = #self.list
+    return nil, self.plan.error
+  end
+  self.i = i
+  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
+  return c
+end
+
+--- The whole body (non-streaming): the chat.completion as JSON, after the
+--- time the tokens would take.
+function Response:body()
+  local plan = self.plan
+  if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
+  local resp, err = M.response(plan, self.model)
+  if not resp then return nil, err end
+  return json.encode(resp)
+end
+
+function Response:close() self.i = #self.list end
+
+--- Answers a request in-process: a response (status 200, framed when
+--- streaming), or nil, err for a plan that fails before any output.
+---@param req table from build_request
+---@return table|nil response
+---@return table|nil err
+function M.send(req)
+  local plan = req.plan
+  if plan.error and plan.error_after == 0 then return nil, plan.error end
+  sleep = sleep or require("luagent.core").sleep
+  return setmetatable({ status = 200, headers = {}, framed = req.stream, plan = plan, model = req.model,
+                        list = req.stream and M.chunks(plan, req.model) or {}, i = 0 }, Response)
+end
+
+-- The mock's events are chunks already: the decoder notes the finish.
+local function feed(self, _, c)
+  local ch = c.choices[1]
+  if ch and ch.finish_reason then self.finished = true end
+  return c
+end
+
+local Decoder = chunks.decoder_type(M.name, feed)
+
+--- A stream decoder (luagent.Decoder) of the mock's chunks.
+---@param model string
+---@param opts table|nil {id=, created=}
+---@return luagent.Decoder
+function M.decoder(model, opts)
+  return Decoder:new(model, opts)
+end
+
+--- The chat.completion of a body from Response:body.
+---@param status integer
+---@param body string
+---@param model string
+---@return table|nil response
+---@return table|nil err
+function M.parse_response(status, body, model)
+  return common.decode_response(M, status, body, model)
+end
+
+--- The error of a failed response (the mock sends none: its errors are
+--- the plan's).
+function M.parse_error(status, headers, body, model)
+  return errors.http_error { type = errors.type_for_status(status), status = status, headers = headers,
+                             body = body, provider = M.name, model = model }
 end
 
 return M

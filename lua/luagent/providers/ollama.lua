@@ -218,7 +218,7 @@ local function finish_of(self, v)
 end
 
 -- One NDJSON line: its chunk, false when it makes none, or nil, err.
-local function feed1(self, _, data)
+local function feed(self, _, data)
   if type(data) == "string" and data:match("^%s*$") then return false end
   local v, err = self:decode(data)
   if not v then return nil, err end
@@ -232,14 +232,16 @@ local function feed1(self, _, data)
   return self:chunk(delta, finish, usage)
 end
 
-local feed = chunks.one_chunk_feed(feed1)
+local Decoder = chunks.decoder_type(M.name, feed)
 
---- A stream decoder: one call per NDJSON line (the event is nil).
+--- A stream decoder (luagent.Decoder): one feed per NDJSON line (the event is nil).
 ---@param model string
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed, { _tools = 0, _started = false })
+  local dec = Decoder:new(model, opts)
+  dec._tools, dec._started = 0, false   -- tool calls so far; the role was sent
+  return dec
 end
 
 --- The chat.completion of a non-streaming /api/chat response (one object).

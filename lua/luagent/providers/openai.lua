@@ -187,7 +187,7 @@ local byte = string.byte
 -- none ([DONE], a blank), or nil, err. This runs for every streamed chunk:
 -- data the transport decoded (a table) goes straight to the checks, and
 -- the choices are walked once.
-local function feed1(self, event, data)
+local function feed(self, event, data)
   local v = data
   if type(data) ~= "table" then
     if byte(data, 1) ~= 123 then                    -- not "{"
@@ -229,14 +229,14 @@ local function feed1(self, event, data)
   return v
 end
 
-local feed = chunks.one_chunk_feed(feed1)
+local Decoder = chunks.decoder_type(M.name, feed)
 
---- A stream decoder (see luagent.chunks Decoder): one call per SSE event.
+--- A stream decoder (luagent.Decoder): one feed per SSE event.
 ---@param model string
 ---@param opts table|nil {id=, created=}
 ---@return luagent.Decoder
 function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed)
+  return Decoder:new(model, opts)
 end
 
 --- The chat.completion of a non-streaming response body.
