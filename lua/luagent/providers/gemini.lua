@@ -434,4 +434,110 @@ function M.parse_response(status, body, model)
   return resp
 end
 
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI shape -> generateContent
+-- ---------------------------------------------------------------------------
+
+local reason_of = { stop = "STOP", length = "MAX_TOKENS", tool_calls = "STOP", content_filter = "SAFETY" }
+
+-- usageMetadata from OpenAI usage (openai_usage's inverse).
+local function gemini_usage(u)
+  if type(u) ~= "table" then return nil end
+  local cd = type(u.completion_tokens_details) == "table" and u.completion_tokens_details or {}
+  local pd = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local thoughts, cached = cd.reasoning_tokens or 0, pd.cached_tokens or 0
+  return { promptTokenCount = u.prompt_tokens or 0, candidatesTokenCount = (u.completion_tokens or 0) - thoughts,
+           thoughtsTokenCount = thoughts > 0 and thoughts or nil, totalTokenCount = u.total_tokens,
+           cachedContentTokenCount = cached > 0 and cached or nil }
+end
+
+-- The parts of one candidate: thoughts, text, whole function calls.
+local function parts_of(thought, text, calls)
+  local parts = json.array()
+  if thought then parts[#parts + 1] = { text = thought, thought = true } end
+  if text then parts[#parts + 1] = { text = text } end
+  for _, c in ipairs(calls or {}) do
+    local google = type(c.extra_content) == "table" and c.extra_content.google
+    parts[#parts + 1] = { functionCall = { id = c.id, name = c.name, args = common.arguments_object(c.arguments) },
+                          thoughtSignature = type(google) == "table" and google.thought_signature or nil }
+  end
+  return parts
+end
+
+--- A chat.completion as a non-streaming generateContent body.
+---@param response table
+---@return string
+function M.encode_response(response)
+  local candidates = json.array()
+  for i, ch in ipairs(response.choices or {}) do
+    local m, calls = ch.message or {}, nil
+    for j, tc in ipairs(m.tool_calls or {}) do
+      local fn = tc["function"] or {}
+      calls = calls or {}
+      calls[j] = { id = tc.id, name = fn.name, arguments = fn.arguments, extra_content = tc.extra_content }
+    end
+    candidates[i] = { index = ch.index, finishReason = reason_of[ch.finish_reason],
+      content = { role = "model", parts = parts_of(m.reasoning_content, m.content, calls) } }
+  end
+  return assert(json.encode { candidates = candidates, usageMetadata = gemini_usage(response.usage),
+                              modelVersion = response.model, responseId = response.id })
+end
+
+-- The stream encoder: an event per chunk that has something, a candidate
+-- per choice; function calls go whole, when their arguments are (or at the
+-- finish). An event with a finish waits for the next chunk, which may be
+-- OpenAI's usage-only one: its usage goes with the finish.
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- A stream encoder (luagent.Encoder): chunks as streamGenerateContent SSE events.
+---@return luagent.Encoder
+function M.encoder()
+  return setmetatable({ calls = {}, started = {} }, Encoder)
+end
+
+local function flush(self)
+  local held = self.held
+  if not held then return "" end
+  self.held = nil
+  return common.sse_event(held)
+end
+
+--- The events of one chunk ("" when it makes none).
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c)
+  local choices = c.choices or {}
+  if self.held and c.usage and choices[1] == nil then self.held.usageMetadata = gemini_usage(c.usage) end
+  local out = flush(self)
+  local candidates = json.array()
+  for _, ch in ipairs(choices) do
+    local index, d = ch.index or 0, ch.delta or {}
+    local joiner = self.calls[index] or common.call_joiner()
+    self.calls[index] = joiner
+    if type(d.tool_calls) == "table" then joiner:add(d.tool_calls) end
+    local calls = (ch.finish_reason or joiner:complete()) and joiner:take() or nil
+    local text = type(d.content) == "string" and d.content or nil
+    local thought = type(d.reasoning_content) == "string" and d.reasoning_content ~= "" and d.reasoning_content or nil
+    if text or thought or calls or ch.finish_reason or not self.started[index] then
+      self.started[index] = true
+      candidates[#candidates + 1] = { index = index, finishReason = reason_of[ch.finish_reason],
+        content = { role = "model", parts = parts_of(thought, text, calls) } }
+    end
+  end
+  if candidates[1] == nil then return out end
+  local event = { candidates = candidates, usageMetadata = gemini_usage(c.usage), modelVersion = c.model,
+                  responseId = c.id }
+  for _, cand in ipairs(candidates) do
+    if cand.finishReason then self.held = event; return out end
+  end
+  return out .. common.sse_event(event)
+end
+
+--- The end: the event held for its usage, if any (the stream just ends).
+---@return string
+function Encoder:finish()
+  return flush(self)
+end
+
 return M

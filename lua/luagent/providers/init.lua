@@ -553,6 +553,85 @@ function M.request(provider, params, model, ctx, r)
   }
 end
 
+-- ---------------------------------------------------------------------------
+-- Encoding helpers (OpenAI shape -> a provider's wire format)
+-- ---------------------------------------------------------------------------
+
+--- One SSE event: its data line (a table is encoded as JSON), named when
+--- `name` is given, and the blank line that ends it.
+---@param data table|string
+---@param name string|nil
+---@return string
+function M.sse_event(data, name)
+  if type(data) ~= "string" then data = assert(json.encode(data)) end
+  if name then return "event: " .. name .. "\ndata: " .. data .. "\n\n" end
+  return "data: " .. data .. "\n\n"
+end
+
+--- Tool-call arguments (OpenAI's JSON text) as the object the providers
+--- that send objects want: {} when empty or not a JSON object.
+---@param args string|table|nil
+---@return table
+function M.arguments_object(args)
+  if type(args) == "table" then return args end
+  local v = type(args) == "string" and json.decode(args) or nil
+  return json.is_object(v) and v or {}
+end
+
+--- Joins the tool-call fragments of a stream's chunks into whole calls,
+--- for the wire formats that send each call whole (Ollama, Gemini): the
+--- rules of the chunk builder (fragments join the call at their index).
+---@class luagent.CallJoiner
+local Joiner = {}
+Joiner.__index = Joiner
+
+--- A new joiner for one choice of one stream.
+---@return luagent.CallJoiner
+function M.call_joiner()
+  return setmetatable({ calls = {}, by_index = {} }, Joiner)
+end
+
+--- Adds the fragments of one delta's tool_calls.
+---@param fragments table[]
+function Joiner:add(fragments)
+  for _, f in ipairs(fragments) do
+    local call = f.index ~= nil and self.by_index[f.index] or nil
+    if not call or (f.id and call.id and f.id ~= call.id) then
+      call = { id = f.id, args = {}, extra_content = f.extra_content }
+      self.calls[#self.calls + 1] = call
+      if f.index ~= nil then self.by_index[f.index] = call end
+    end
+    local fn = f["function"]
+    if type(fn) == "table" then
+      if call.name == nil and type(fn.name) == "string" and fn.name ~= "" then call.name = fn.name end
+      if type(fn.arguments) == "string" then call.args[#call.args + 1] = fn.arguments end
+    end
+  end
+end
+
+--- True when every call joined so far has arguments that are a whole JSON
+--- object: a wire format that sends calls whole can send them now.
+---@return boolean
+function Joiner:complete()
+  for _, c in ipairs(self.calls) do
+    if not json.is_object(json.decode(table.concat(c.args))) then return false end
+  end
+  return true
+end
+
+--- The whole calls joined so far ({id=, name=, arguments=, extra_content=},
+--- arguments as JSON text), emptying the joiner; nil when there are none.
+---@return table[]|nil
+function Joiner:take()
+  if self.calls[1] == nil then return nil end
+  local out = {}
+  for i, c in ipairs(self.calls) do
+    out[i] = { id = c.id, name = c.name, arguments = table.concat(c.args), extra_content = c.extra_content }
+  end
+  self.calls, self.by_index = {}, {}
+  return out
+end
+
 --- Decodes an error/response body to a table, or nil when it is not JSON.
 ---@param body string|nil
 ---@return table|nil

@@ -256,4 +256,87 @@ function M.parse_response(status, body, model)
   return M.decoder(model):build(body)
 end
 
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI shape -> /api/chat
+-- ---------------------------------------------------------------------------
+
+-- One /api/chat object: a message (its calls whole, arguments as objects)
+-- and, on the last, done with the reason and the token counts.
+local function chat_object(model, created, content, thinking, calls, finish, usage)
+  local msg = { role = "assistant", content = content or "", thinking = thinking }
+  if calls then
+    msg.tool_calls = json.array()
+    for i, c in ipairs(calls) do
+      msg.tool_calls[i] = { id = c.id, ["function"] = { name = c.name, arguments = common.arguments_object(c.arguments) } }
+    end
+  end
+  local v = { model = model, created_at = os.date("!%Y-%m-%dT%H:%M:%SZ", created or os.time()),
+              message = msg, done = finish ~= nil }
+  if finish then
+    v.done_reason = finish == "length" and "length" or "stop"
+    if type(usage) == "table" then v.prompt_eval_count, v.eval_count = usage.prompt_tokens, usage.completion_tokens end
+  end
+  return v
+end
+
+--- A chat.completion as a non-streaming /api/chat body (choice 0).
+---@param response table
+---@return string
+function M.encode_response(response)
+  local ch = response.choices and response.choices[1] or {}
+  local m = ch.message or {}
+  local calls
+  for i, tc in ipairs(m.tool_calls or {}) do
+    local fn = tc["function"] or {}
+    calls = calls or {}
+    calls[i] = { id = tc.id, name = fn.name, arguments = fn.arguments }
+  end
+  return assert(json.encode(chat_object(response.model, response.created, m.content, m.reasoning_content,
+                                        calls, ch.finish_reason or "stop", response.usage)))
+end
+
+-- The stream encoder: a line per chunk that has something; tool calls go
+-- whole, when their arguments are (or at the finish); the finish and its
+-- usage (which OpenAI may send in a chunk of its own after it) go in the
+-- done line when the stream ends. Choice 0 only.
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- A stream encoder (luagent.Encoder): chunks as /api/chat NDJSON lines.
+---@return luagent.Encoder
+function M.encoder()
+  return setmetatable({ started = false, calls = common.call_joiner() }, Encoder)
+end
+
+local function line(v) return assert(json.encode(v)) .. "\n" end
+
+--- The line of one chunk ("" when it makes none).
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c)
+  self.model, self.created = c.model or self.model, c.created or self.created
+  if c.usage then self.usage = c.usage end
+  local ch = c.choices and c.choices[1]
+  if not ch then return "" end
+  local d = ch.delta or {}
+  if type(d.tool_calls) == "table" then self.calls:add(d.tool_calls) end
+  local content = type(d.content) == "string" and d.content ~= "" and d.content or nil
+  local thinking = type(d.reasoning_content) == "string" and d.reasoning_content ~= "" and d.reasoning_content or nil
+  if ch.finish_reason then               -- the done line, at the end
+    self.reason, self.content, self.thinking = ch.finish_reason, content, thinking
+    return ""
+  end
+  local calls = self.calls:complete() and self.calls:take() or nil
+  if not (content or thinking or calls or not self.started) then return "" end
+  self.started = true
+  return line(chat_object(self.model, self.created, content, thinking, calls))
+end
+
+--- The done line.
+---@return string
+function Encoder:finish()
+  return line(chat_object(self.model, self.created, self.content, self.thinking, self.calls:take(),
+                          self.reason or "stop", self.usage))
+end
+
 return M

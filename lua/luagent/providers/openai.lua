@@ -254,4 +254,33 @@ function M.parse_response(status, body, model)
   return v
 end
 
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI's own wire format
+-- ---------------------------------------------------------------------------
+
+--- A chat.completion as OpenAI's non-streaming body.
+---@param response table
+---@return string
+function M.encode_response(response)
+  return assert(json.encode(response))
+end
+
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- One chunk as its SSE event.
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c) return common.sse_event(c) end
+
+--- The end of the stream: data: [DONE].
+---@return string
+function Encoder:finish() return "data: [DONE]\n\n" end
+
+--- A stream encoder (luagent.Encoder): chunks as OpenAI's SSE events.
+---@return luagent.Encoder
+function M.encoder()
+  return setmetatable({}, Encoder)
+end
+
 return M
