@@ -1,7 +1,7 @@
 /*
 ** la.h -- internal interfaces shared by the runtime's C files.
 **
-** The suspension protocol (see DESIGN.md "C side in one paragraph"):
+** The suspension protocol (see docs/architecture.md, "The C/Lua boundary"):
 **   1. A primitive running in a task calls la_suspend(L, task, ops, ctx);
 **      that yields the task with the SUSPEND sentinel.
 **   2. The I/O it started completes in a uv or curl callback, which never

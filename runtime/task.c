@@ -501,7 +501,7 @@ static int l_task_wait(lua_State *L) {
   return la_suspend(L, me, &wait_ops, t);
 }
 
-/* Requests cancellation (see DESIGN.md). A pending wait is abandoned at
+/* Requests cancellation (see docs/architecture.md). A pending wait is abandoned at
 ** once and Cancelled raised at its suspension point; a wait that already
 ** completed delivers its results and Cancelled is raised at the next one. */
 static int cancel(la_task_t *t) {

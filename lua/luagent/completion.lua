@@ -137,6 +137,8 @@ end
 --- A rough token estimate of a request, for rate limiters, corrected
 --- from the usage the provider reports: prompt characters / 4 plus the
 --- completion budget.
+---@param p table a completion table
+---@return integer tokens
 function M.estimate_tokens(p)
   local chars = 0
   for _, m in ipairs(p.messages or {}) do
@@ -240,6 +242,9 @@ end
 
 --- Delay before retry n (0-based): Retry-After when sane, else 0.5*2^n
 --- capped at 8 s, with up to 25% jitter. false = do not retry.
+---@param n integer the retry number, from 0
+---@param retry_after number|nil seconds the server asked for
+---@return number|false delay seconds, or false
 function M.backoff(n, retry_after)
   if retry_after ~= nil then
     if retry_after > MAX_RETRY_AFTER then return false end
@@ -258,19 +263,20 @@ local function new_chain(p)
   if fallbacks then
     for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end
-  -- four fields: ctx (the context-window fallbacks) only when there are some
-  local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
-                               retries = p.num_retries or M.num_retries }, Chain)
+  -- ctx: the context-window fallbacks, nil when there are none
+  local ctx
   if cw and cw[1] ~= nil then
-    local ctx = {}
+    ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
-    chain.ctx = ctx
   end
-  return chain
+  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0,
+                        retries = p.num_retries or M.num_retries }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters
 --- of the next one (after sleeping the backoff), or nil when exhausted.
+---@param err table the attempt's error
+---@return table|nil params the next attempt's completion table
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
   local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
@@ -298,6 +304,9 @@ function Chain:next_after(err)
   return nil
 end
 
+--- The chain's final error: err with the record of every attempt.
+---@param err table
+---@return table err
 function Chain:fail(err)
   err.attempts = self.attempts or {}
   return err
@@ -329,6 +338,8 @@ Stream.__name = "luagent.Stream"
 
 --- True when a chunk carries content the script will see (text, a tool
 --- call or reasoning): from then on a stream no longer falls back silently.
+---@param c luagent.Chunk
+---@return boolean
 local function has_content(c)
   local ch = c.choices and c.choices[1]
   local d = ch and ch.delta
@@ -343,6 +354,9 @@ M.has_content = has_content
 -- next attempt of the chain starts over; the script sees the reply again
 -- from the beginning) or "continue" (the next attempt continues the reply,
 -- given the partial text as an assistant prefix).
+---@param self luagent.Stream
+---@param err table
+---@return "raise"|"restart"|"continue"
 local function midstream_policy(self, err)
   local fn = self._on_mid
   if not fn then return "raise" end
@@ -424,6 +438,7 @@ end
 
 --- Gives a stream class (with :next() and :response()) the iterator
 --- protocol and :text(); shared with the router's streams.
+---@param Class table
 function M.stream_methods(Class)
   --- for chunk in stream do ... end  (raises on a mid-stream failure)
   function Class:__call()
@@ -453,6 +468,7 @@ M.stream_methods(Stream)
 
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.
+---@return table response a chat.completion
 function Stream:response()
   return self._builder:response()
 end
@@ -470,7 +486,10 @@ Stream.__gc = Stream.close
 -- ---------------------------------------------------------------------------
 
 --- llm.completion{model=, messages=, stream=, ...}: a chat.completion
---- table, a Stream, or nil, err. See DESIGN.md for the parameters.
+--- table, a Stream, or nil, err. See README.md for the parameters.
+---@param p table the completion parameters (model=, messages=, stream=, ...)
+---@return table|luagent.Stream|nil result
+---@return table|nil err
 function M.completion(p)
   check_params(p)
   -- progress = "text" | true: a spinner until the first token arrives

@@ -1,5 +1,5 @@
 --- luagent: LLM completions and streams as plain sequential Lua, with
---- thousands of tasks on one libuv loop. See README.md and DESIGN.md.
+--- thousands of tasks on one libuv loop. See README.md and docs/architecture.md.
 local core = require "luagent.core"
 local errors = require "luagent.errors"
 local async = require "luagent.async"

@@ -532,17 +532,12 @@ function M.request(provider, params, model, ctx, r)
   local key, h = ctx.api_key, provider.key_header or "authorization"
   if key == "" then key = nil end
   if key and h == "authorization" then key = "Bearer " .. key end
-  local base = { ["content-type"] = "application/json",   -- made at its size
+  local base = { ["content-type"] = "application/json",
                  accept = r.stream and stream_accept[provider.framing] or "application/json",
                  [h] = key }
-  local headers, err = base, nil
-  if r.headers then
-    for k, v in pairs(r.headers) do base[k] = v end
-  end
-  if r.headers or params.extra_headers ~= nil then   -- else base is already normal
-    headers, err = M.headers(base, params.extra_headers, provider.name, model)
-    if not headers then return nil, err end
-  end
+  for k, v in pairs(r.headers or {}) do base[k] = v end
+  local headers, err = M.headers(base, params.extra_headers, provider.name, model)
+  if not headers then return nil, err end
   local encoded
   encoded, err = M.encode_body(r.body, provider.name, model)
   if not encoded then return nil, err end

@@ -80,8 +80,8 @@ function M.build_request(params, model, ctx)
   local messages = json.array()
   for i, m in ipairs(params.messages) do messages[i] = wire_message(m) end
   -- One walk of the parameters makes the body: the standard keys as they
-  -- are, the others by rule 3 (common.passes). The keys set here first
-  -- size the table; OpenAI refuses stream_options on a non-streaming request.
+  -- are, the others by rule 3 (common.passes). OpenAI refuses
+  -- stream_options on a non-streaming request.
   local body = { model = model, messages = messages, stream = stream or nil,
                  stream_options = stream and params.stream_options or nil }
   for k, v in pairs(params) do
@@ -120,7 +120,7 @@ local function is_context_error(code, message)
       or m:find("context window", 1, true) ~= nil and m:find("exceed", 1, true) ~= nil
 end
 
--- The error type from an HTTP status (when it is one DESIGN maps) refined by
+-- The error type from an HTTP status (when errors.type_for_status knows it) refined by
 -- the body's own type/code; in-stream errors have no status and use the body.
 local function classify(status, ptype, code, message)
   local etype, known = errors.type_for_status(status)
