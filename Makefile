@@ -39,7 +39,8 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
-CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
+CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
+             runtime/error.c runtime/curl.c \
              runtime/http.c runtime/sse.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c

@@ -150,7 +150,14 @@ int  la_push_none(lua_State *L, la_task_t *t);    /* ops->push: no values */
 int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
 double la_check_seconds(lua_State *L, int arg);
+
+/* ---- cond.c -------------------------------------------------------- */
+int  la_cond_new(lua_State *L);                   /* core.cond() */
+extern const luaL_Reg la_cond_methods[];
+
+/* ---- error.c ------------------------------------------------------- */
 void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
+int  la_error_set_mt(lua_State *L);               /* core.set_error_mt(mt) */
 
 /* ---- term.c -------------------------------------------------------- */
 int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
