@@ -41,7 +41,7 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/error.c runtime/curl.c \
-             runtime/http.c runtime/sse.c runtime/term.c \
+             runtime/http.c runtime/frame.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
@@ -63,7 +63,7 @@ all: $(BIN) $(LIB) $(SO)
 
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h
+$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/frame.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -108,9 +108,9 @@ $(HOLE): spec/support/blackhole.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $<
 
-$(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
+$(TSSE): spec/c/test_sse.c runtime/frame.c runtime/frame.h
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
+	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/frame.c spec/c/test_sse.c
 
 # ---- the main job -------------------------------------------------------
 run: deps all
@@ -133,7 +133,7 @@ bench: deps all tools
 
 fuzz:
 	@mkdir -p $(BUILD)/fuzz/corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/sse.c \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/frame.c \
 	  fuzz/fuzz_frame.c -o $(BUILD)/fuzz/fuzz_frame
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus fuzz/corpus/frame

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "curl.h"
-#include "sse.h"
+#include "frame.h"
 
 #define HTTP_MT     "luagent.Http"
 #define HIGH_WATER  (1u << 20)

@@ -1,5 +1,5 @@
 --- Test helper for the provider specs: reads fixtures and splits raw stream
---- bodies into the events the C framer (runtime/sse.c) hands to a decoder.
+--- bodies into the events the C framer (runtime/frame.c) hands to a decoder.
 --- Deliberately simple; the real framer and its edge cases are tested on the
 --- C side. Also builds a provider's requests.
 local json = require "luagent.json"
