@@ -16,6 +16,9 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
 
+# The version is written once, in runtime/luagent.h (LA_VERSION).
+VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
+
 OPT       ?= -O2 -g
 SANITIZE  ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -35,7 +38,9 @@ BIN_LIBS   = $(if $(LUA_A),$(LUA_A) $(filter-out -llua5.4,$(PKG_LIBS)),$(PKG_LIB
 # the program still builds, on the C library's malloc.
 MIMALLOC    = $(filter /%,$(shell $(CC) -print-file-name=libmimalloc.so))
 MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
+# -fvisibility=hidden: luagent.so and libluagent.a export luagent.h's
+# declarations (LA_API) and nothing else.
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
@@ -159,7 +164,7 @@ install: all
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libluagent.a
 	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
 clean:
 	rm -rf build

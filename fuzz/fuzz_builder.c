@@ -28,7 +28,7 @@
 
 #define REQUIRE(c) do { if (!(c)) __builtin_trap(); } while (0)
 
-int luaopen_luagent_json(lua_State *L);
+int luaopen_luagent_json_core(lua_State *L);
 int luaopen_luagent_chunks_core(lua_State *L);
 
 /* (decode, new) -> check(text): the run of one input, in Lua. */
@@ -112,7 +112,7 @@ static void setup(void) {
   REQUIRE(L != NULL);
   luaL_openlibs(L);
   REQUIRE(luaL_loadstring(L, ORACLE) == LUA_OK);
-  luaL_requiref(L, "luagent.json.core", luaopen_luagent_json, 0);
+  luaL_requiref(L, "luagent.json.core", luaopen_luagent_json_core, 0);
   lua_getfield(L, -1, "decode");
   lua_remove(L, -2);
   luaL_requiref(L, "luagent.chunks.core", luaopen_luagent_chunks_core, 0);

@@ -901,7 +901,7 @@ static const luaL_Reg x_methods[] = {
 };
 
 /* require "luagent.http.core" */
-int la_curl_open(lua_State *L) {
+int luaopen_luagent_http_core(lua_State *L) {
   luaL_newmetatable(L, HTTP_MT);
   lua_pushcfunction(L, x_index);
   lua_setfield(L, -2, "__index");

@@ -160,13 +160,13 @@ void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
 int  la_error_set_mt(lua_State *L);               /* core.set_error_mt(mt) */
 
 /* ---- term.c -------------------------------------------------------- */
-int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
+int  luaopen_luagent_term_core(lua_State *L);          /* luagent.term.core */
 
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
 /* ---- json.c -------------------------------------------------------- */
-int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
+int  luaopen_luagent_json_core(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
 int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
                   int cache, const char **err, size_t *err_at);

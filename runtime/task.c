@@ -652,5 +652,7 @@ int luaopen_luagent_core(lua_State *L) {
   luaL_setfuncs(L, core_funcs, 1);
   lua_pushlightuserdata(L, &suspend_key);
   lua_setfield(L, -2, "SUSPEND");
+  lua_pushliteral(L, LA_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }

@@ -8,7 +8,7 @@ core.set_error_mt(errors.mt)
 async.install_coroutines()
 
 local M = {
-  _VERSION = "luagent 0.1.0",
+  _VERSION = "luagent " .. core.VERSION,   -- runtime/luagent.h's LA_VERSION
   errors = errors,
 }
 
