@@ -21,9 +21,15 @@ VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luage
 
 OPT       ?= -O2 -g
 SANITIZE  ?=
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# pkg-config's flags; a package it does not find stops the build with its
+# name (make deps installs them). Expanded when a recipe needs them, so
+# `make deps` runs on a machine that has none yet.
+pkg_missing = $(strip $(foreach p,$(1),$(if $(shell pkg-config --exists $(p) && echo y),,$(p))))
+pkg = $(if $(call pkg_missing,$(2)),$(error pkg-config does not find: \
+        $(call pkg_missing,$(2)) (run make deps)),$(shell pkg-config $(1) $(2)))
+PKG_CFLAGS = $(call pkg,--cflags,$(PKGS))
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis 2>/dev/null)
+PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -40,7 +46,9 @@ MIMALLOC    = $(filter /%,$(shell $(CC) -print-file-name=libmimalloc.so))
 MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
 # -fvisibility=hidden: luagent.so and libluagent.a export luagent.h's
 # declarations (LA_API) and nothing else.
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden $(OPT) $(SANITIZE) \
+# -MMD -MP: each object's header dependencies (BUILD/obj/*.d).
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP \
+             $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
@@ -68,9 +76,11 @@ all: $(BIN) $(LIB) $(SO)
 
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/frame.h
+$(BUILD)/obj/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+-include $(wildcard $(BUILD)/obj/*.d)
 
 $(BUILD)/embedded.c: tools/embed.lua $(LUA_SRC)
 	@mkdir -p $(BUILD)
@@ -90,7 +100,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis) -lm
+	  $(call pkg,--libs,libuv hiredis) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
