@@ -136,26 +136,23 @@ local Decoder = {}
 Decoder.__index = Decoder
 
 --- A provider's decoder type: Decoder's methods, the provider's name and
---- its `feed(self, event, data)` (see luagent.Decoder). The provider makes
---- its decoders with `type:new(model, opts)`.
+--- its `feed(self, event, data)` (see luagent.Decoder). Returns the
+--- provider's `decoder(model, opts)`, which makes one decoder per stream:
+--- opts = {id=, created=} fixes what the provider may not send, and
+--- `init(dec, opts)` (when given) adds the provider's own state.
 ---@param provider string
 ---@param feed fun(self: luagent.Decoder, event: string|nil, data: string|table): table|false|nil, table|nil
----@return table decoder_type
-function M.decoder_type(provider, feed)
+---@param init (fun(dec: luagent.Decoder, opts: table|nil))|nil
+---@return fun(model: string, opts: table|nil): luagent.Decoder
+function M.decoder_type(provider, feed, init)
   local class = setmetatable({ provider = provider, feed = feed }, Decoder)
   class.__index = class
-  return class
-end
-
---- A new decoder of this type for one stream; opts = {id=, created=}
---- fixes what the provider may not send.
----@param model string
----@param opts table|nil
----@return luagent.Decoder
-function Decoder:new(model, opts)
-  local dec = setmetatable({ model = model }, self)
-  if opts then dec.id, dec.created = opts.id, opts.created end
-  return dec
+  return function(model, opts)
+    local dec = setmetatable({ model = model }, class)
+    if opts then dec.id, dec.created = opts.id, opts.created end
+    if init then init(dec, opts) end
+    return dec
+  end
 end
 
 --- A chunk stamped with this stream's id, model and created time; a finish

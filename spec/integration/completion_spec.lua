@@ -118,7 +118,7 @@ describe("completion across providers #integration", function()
     local openai = require "luagent.providers.openai"
     -- openai's decoder does the reading; this one keeps only the chunks
     -- with text, upper-cased, and the finish
-    local Upper = chunks.decoder_type("split", function(self, event, data)
+    local upper = chunks.decoder_type("split", function(self, event, data)
       local inner = self._inner
       local c, err = inner:feed(event, data)
       self.done, self.finished = inner.done, inner.finished
@@ -130,15 +130,8 @@ describe("completion across providers #integration", function()
       end
       if ch and ch.finish_reason then return self:chunk({}, ch.finish_reason) end
       return false
-    end)
-    local split = setmetatable({
-      name = "split",
-      decoder = function(model, opts)
-        local dec = Upper:new(model, opts)
-        dec._inner = openai.decoder(model, opts)
-        return dec
-      end,
-    }, { __index = openai })
+    end, function(dec, opts) dec._inner = openai.decoder(dec.model, opts) end)
+    local split = setmetatable({ name = "split", decoder = upper }, { __index = openai })
     setup(function() providers.register("split", split) end)
     teardown(function() providers.register("split", nil) end)
 

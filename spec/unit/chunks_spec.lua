@@ -309,13 +309,13 @@ describe("luagent.chunks #unit", function()
   end)
 
   describe("decoder base", function()
-    local Test = chunks.decoder_type("p", function(self, _, data)
+    local new = chunks.decoder_type("p", function(self, _, data)
       if data == "stop" then return self:chunk({}, "stop") end
       return false
     end)
 
     it("reports StreamIncomplete unless done or finished", function()
-      local dec = Test:new("m", { id = "i", created = 1 })
+      local dec = new("m", { id = "i", created = 1 })
       assert.is_false(dec:feed(nil, "x"))
       local ok, err = dec:finish()
       assert.is_nil(ok)
@@ -326,15 +326,15 @@ describe("luagent.chunks #unit", function()
     end)
 
     it("stamps chunks with the stream's id, model and created", function()
-      local dec = Test:new("m", { id = "i", created = 5 })
+      local dec = new("m", { id = "i", created = 5 })
       local c = dec:chunk({ content = "x" })
       assert.same({ id = "i", object = "chat.completion.chunk", created = 5, model = "m",
                     choices = { { index = 0, delta = { content = "x" } } } }, c)
     end)
 
     it("builds a response of one event, or of none", function()
-      assert.equal("stop", Test:new("m"):build("stop").choices[1].finish_reason)
-      assert.same({}, Test:new("m"):build("x").choices)
+      assert.equal("stop", new("m"):build("stop").choices[1].finish_reason)
+      assert.same({}, new("m"):build("x").choices)
     end)
   end)
 

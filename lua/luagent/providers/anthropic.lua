@@ -7,6 +7,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "anthropic",
   env_key = "ANTHROPIC_API_KEY",
@@ -172,11 +173,6 @@ end
 -- ---------------------------------------------------------------------------
 
 --- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -230,11 +226,6 @@ local function typed_error(status, headers, body, model, e)
 end
 
 --- The error of a failed response: {"type":"error","error":{"type":..,"message":..}}.
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   return typed_error(status, headers, body, model, v and v.error)
@@ -331,26 +322,14 @@ local function feed(self, event, data)
   return false -- ping, content_block_stop and event types added later
 end
 
-local Decoder = chunks.decoder_type(M.name, feed)
-
 --- A stream decoder (luagent.Decoder): one feed per SSE event (event name, data).
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  local dec = Decoder:new(model, opts)
+M.decoder = chunks.decoder_type(M.name, feed, function(dec)
   dec._blocks, dec._tools, dec._usage = {}, 0, {}   -- tool calls by block index, their count, usage so far
-  return dec
-end
+end)
 
 local function is_error(v) return v.type == "error" end
 
 --- The chat.completion of a non-streaming Messages response.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model, is_error)
   if not v then return nil, err end
@@ -392,8 +371,6 @@ local function anthropic_usage(u)
 end
 
 --- A chat.completion as a non-streaming Messages response (choice 0).
----@param response table
----@return string
 function M.encode_response(response)
   local ch = response.choices and response.choices[1] or {}
   local m = ch.message or {}
@@ -421,7 +398,6 @@ Encoder.__index = Encoder
 
 --- A stream encoder (luagent.Encoder): chunks as the Messages event sequence
 --- (message_start, content_block_start/delta/stop, message_delta, message_stop).
----@return luagent.Encoder
 function M.encoder()
   return setmetatable({ started = false, blocks = 0, tools = {}, out = {} }, Encoder)
 end

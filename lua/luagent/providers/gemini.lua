@@ -8,6 +8,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "gemini",
   env_key = "GEMINI_API_KEY",
@@ -202,11 +203,6 @@ local function model_path(model)
 end
 
 --- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -278,11 +274,6 @@ end
 
 --- The error of a failed response: {"error": {code, message, status, details}}
 --- (sometimes wrapped in an array).
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   local e = v and (v.error or (type(v[1]) == "table" and v[1].error))
@@ -405,25 +396,13 @@ local function feed(self, _, data)
   return chunk or false
 end
 
-local Decoder = chunks.decoder_type(M.name, feed)
-
 --- A stream decoder (luagent.Decoder): one feed per SSE event.
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  local dec = Decoder:new(model, opts)
+M.decoder = chunks.decoder_type(M.name, feed, function(dec, opts)
   -- tool calls and the role sent, by candidate; whether the id is settled
   dec._tools, dec._started, dec._id_fixed = {}, {}, opts ~= nil and opts.id ~= nil
-  return dec
-end
+end)
 
 --- The chat.completion of a non-streaming generateContent response.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model)
   if not v then return nil, err end
@@ -465,8 +444,6 @@ local function parts_of(thought, text, calls)
 end
 
 --- A chat.completion as a non-streaming generateContent body.
----@param response table
----@return string
 function M.encode_response(response)
   local candidates = json.array()
   for i, ch in ipairs(response.choices or {}) do
@@ -491,7 +468,6 @@ local Encoder = {}
 Encoder.__index = Encoder
 
 --- A stream encoder (luagent.Encoder): chunks as streamGenerateContent SSE events.
----@return luagent.Encoder
 function M.encoder()
   return setmetatable({ calls = {}, started = {} }, Encoder)
 end

@@ -22,6 +22,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "mock",
   env_key = nil,
@@ -216,10 +217,6 @@ local function scripted(params)
 end
 
 --- The "request" of a call: its plan, for `send`.
----@param params table the user's completion table
----@param model string
----@return table|nil req {plan=, model=, stream=}
----@return table|nil err for an invalid mock spec
 function M.build_request(params, model)
   if type(params.mock_response) == "function" then params = scripted(params) end
   local plan, err = M.plan(params, model)
@@ -259,9 +256,6 @@ function Response:close() self.i = #self.list end
 
 --- Answers a request in-process: a response (status 200, framed when
 --- streaming), or nil, err for a plan that fails before any output.
----@param req table from build_request
----@return table|nil response
----@return table|nil err
 function M.send(req)
   local plan = req.plan
   if plan.error and plan.error_after == 0 then return nil, plan.error end
@@ -277,22 +271,10 @@ local function feed(self, _, c)
   return c
 end
 
-local Decoder = chunks.decoder_type(M.name, feed)
-
 --- A stream decoder (luagent.Decoder) of the mock's chunks.
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  return Decoder:new(model, opts)
-end
+M.decoder = chunks.decoder_type(M.name, feed)
 
 --- The chat.completion of a body from Response:body.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   return common.decode_response(M, status, body, model)
 end

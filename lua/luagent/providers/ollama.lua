@@ -6,6 +6,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "ollama",
   env_key = nil, -- no key locally; ctx.api_key (a proxy, ollama.com) goes as Bearer
@@ -114,11 +115,6 @@ local function wire_tools(tools)
 end
 
 --- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -164,11 +160,6 @@ local function typed_error(status, headers, body, model, message)
 end
 
 --- The error of a failed response: {"error": "text"}.
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   return typed_error(status, headers, body, model, v and v.error)
@@ -232,24 +223,12 @@ local function feed(self, _, data)
   return self:chunk(delta, finish, usage)
 end
 
-local Decoder = chunks.decoder_type(M.name, feed)
-
 --- A stream decoder (luagent.Decoder): one feed per NDJSON line (the event is nil).
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  local dec = Decoder:new(model, opts)
+M.decoder = chunks.decoder_type(M.name, feed, function(dec)
   dec._tools, dec._started = 0, false   -- tool calls so far; the role was sent
-  return dec
-end
+end)
 
 --- The chat.completion of a non-streaming /api/chat response (one object).
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model)
   if not v then return nil, err end
@@ -280,8 +259,6 @@ local function chat_object(model, created, content, thinking, calls, finish, usa
 end
 
 --- A chat.completion as a non-streaming /api/chat body (choice 0).
----@param response table
----@return string
 function M.encode_response(response)
   local ch = response.choices and response.choices[1] or {}
   local m = ch.message or {}
@@ -303,7 +280,6 @@ local Encoder = {}
 Encoder.__index = Encoder
 
 --- A stream encoder (luagent.Encoder): chunks as /api/chat NDJSON lines.
----@return luagent.Encoder
 function M.encoder()
   return setmetatable({ started = false, calls = common.call_joiner() }, Encoder)
 end

@@ -8,6 +8,7 @@ local common = require "luagent.providers"
 
 local STANDARD_KEYS = common.STANDARD_KEYS
 
+---@type luagent.Provider
 local M = {
   name = "openai",
   env_key = "OPENAI_API_KEY",
@@ -68,11 +69,6 @@ local function wire_tools(tools)
 end
 
 --- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string the model name without the provider prefix
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
 function M.build_request(params, model, ctx)
   local ok, err = common.check_messages(params, M.name, model)
   if not ok then return nil, err end
@@ -154,11 +150,6 @@ local function typed_error(status, headers, body, model, e)
 end
 
 --- The error of a failed response, typed by status and body.
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   local e = v and (v.error or (v[1] and v[1].error))
@@ -229,22 +220,10 @@ local function feed(self, event, data)
   return v
 end
 
-local Decoder = chunks.decoder_type(M.name, feed)
-
 --- A stream decoder (luagent.Decoder): one feed per SSE event.
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  return Decoder:new(model, opts)
-end
+M.decoder = chunks.decoder_type(M.name, feed)
 
 --- The chat.completion of a non-streaming response body.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model)
   if not v then return nil, err end
@@ -259,8 +238,6 @@ end
 -- ---------------------------------------------------------------------------
 
 --- A chat.completion as OpenAI's non-streaming body.
----@param response table
----@return string
 function M.encode_response(response)
   return assert(json.encode(response))
 end
@@ -278,7 +255,6 @@ function Encoder:chunk(c) return common.sse_event(c) end
 function Encoder:finish() return "data: [DONE]\n\n" end
 
 --- A stream encoder (luagent.Encoder): chunks as OpenAI's SSE events.
----@return luagent.Encoder
 function M.encoder()
   return setmetatable({}, Encoder)
 end
