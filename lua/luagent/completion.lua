@@ -413,8 +413,12 @@ function Stream:next()
       local u = c.usage
       if u then self._tokens = usage_tokens(u) end
       -- from the first content on, a failure is raised unless the script
-      -- has an on_midstream_failure policy
-      if not self._content and has_content(c) then self._content = true end
+      -- has an on_midstream_failure policy; without one the chain (every
+      -- attempt's parameters) will not be used again and is let go
+      if not self._content and has_content(c) then
+        self._content = true
+        if not self._on_mid then self._chain = nil end
+      end
       return c
     elseif err then
       local policy = self._content and midstream_policy(self, err) or "fallback"
