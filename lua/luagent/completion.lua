@@ -77,6 +77,8 @@ local function getenv(name) return name and os.getenv(name) or nil end
 -- provider's decoder, which makes zero or one chunk of it.
 ---@class luagent.ChunkSource
 ---@field resp table the response (luagent.http.core's, or an in-process provider's)
+---@field read function the response's read_json, looked up once per stream
+---  (on an HTTP response each lookup is a call of its C __index)
 ---@field dec luagent.Decoder
 ---@field events integer events read so far (for StreamIncomplete's message)
 local Source = {}
@@ -85,7 +87,7 @@ Source.__index = Source
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 
 local function new_source(resp, dec)
-  return setmetatable({ resp = resp, dec = dec, events = 0 }, Source)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
 end
 
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
@@ -105,9 +107,9 @@ end
 ---@return luagent.Chunk|nil chunk
 ---@return table|nil err
 function Source:next()
-  local resp, dec = self.resp, self.dec
+  local resp, read, dec = self.resp, self.read, self.dec
   while true do
-    local data, event = resp:read_json(ARRAY_MT)
+    local data, event = read(resp, ARRAY_MT)
     if data == nil then return source_end(self, event) end
     self.events = self.events + 1
     local c, err = dec:feed(event, data)
