@@ -4,7 +4,8 @@
 #   make asan    the whole suite under AddressSanitizer + UBSan
 #   make bench   benchmarks (see bench/RESULTS.md)
 #   make fuzz    short libFuzzer runs of the parsers (clang)
-#   make deps    installs the Debian packages that are missing (root)
+#   make deps    installs the Debian packages that are missing (root; waits
+#                for another apt holding the dpkg lock)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -14,7 +15,8 @@ LUA     ?= lua5.4
 PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
-           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev
+           clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
+           libedit-dev
 
 # The version is written once, in runtime/luagent.h (LA_VERSION).
 VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
@@ -29,7 +31,7 @@ pkg = $(if $(call pkg_missing,$(2)),$(error pkg-config does not find: \
         $(call pkg_missing,$(2)) (run make deps)),$(shell pkg-config $(1) $(2)))
 PKG_CFLAGS = $(call pkg,--cflags,$(PKGS))
 # libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
-PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis)
+PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis libedit)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -56,7 +58,7 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/error.c runtime/curl.c \
              runtime/http.c runtime/frame.c runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c
+             runtime/builder.c runtime/lineedit.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -70,7 +72,7 @@ TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
 
-.PHONY: all run test test-c test-lua asan bench fuzz install clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools
 
 all: $(BIN) $(LIB) $(SO)
 
@@ -100,7 +102,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(call pkg,--libs,libuv hiredis) -lm
+	  $(call pkg,--libs,libuv hiredis libedit) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -176,6 +178,12 @@ install: all
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
+# Removes exactly what install put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/luagent $(DESTDIR)$(PREFIX)/lib/libluagent.a \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so $(DESTDIR)$(PREFIX)/include/luagent.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+
 clean:
 	rm -rf build
 
@@ -191,9 +199,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  sh tools/apt_install.sh $$missing; \
 	fi
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "installing: nodejs npm"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: nodejs npm" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	  sh tools/apt_install.sh nodejs npm; }

@@ -416,7 +416,8 @@ static uint64_t opt_ms(lua_State *L, const char *key, double def) {
     if (s > 1e9) s = 1e9;              /* ~31 years: no overflow below */
   }
   lua_pop(L, 1);
-  return (uint64_t)(s * 1000.0 + 0.5);
+  /* 0 means "none" to libcurl: a positive limit under 0.5 ms is 1 ms */
+  return s > 0 && s < 0.001 ? 1 : (uint64_t)(s * 1000.0 + 0.5);
 }
 
 /* The integer option `key` of the opts table at 1, from lo to hi; def

@@ -160,7 +160,10 @@ void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
 int  la_error_set_mt(lua_State *L);               /* core.set_error_mt(mt) */
 
 /* ---- term.c -------------------------------------------------------- */
-int  luaopen_luagent_term_core(lua_State *L);          /* luagent.term.core */
+int  luaopen_luagent_term_core(lua_State *L);     /* luagent.term.core */
+typedef void (*la_edit_cb)(void *ud, char *line, int err);   /* lineedit.c */
+int  la_edit_begin(la_runtime_t *rt, const char *prompt, la_edit_cb cb, void *ud);
+void la_edit_end(void *ud);
 
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */

@@ -159,7 +159,9 @@ static int pmain(lua_State *L) {
   la_runtime_t *rt = lua_touserdata(L, 4);
   lua_settop(L, 0);
   create_arg(L, argc, argv, o->script);
-  if (luaL_loadstring(L, plan_runner) != LUA_OK) return lua_error(L);
+  /* "=[luagent]": the traceback of a script leaves these frames out (task.c) */
+  if (luaL_loadbuffer(L, plan_runner, strlen(plan_runner), "=[luagent]") != LUA_OK)
+    return lua_error(L);
   lua_newtable(L);
   if (o->script == argc) {             /* stdin, no arguments */
     lua_newtable(L);
@@ -177,7 +179,8 @@ static int pmain(lua_State *L) {
 static int prepl(lua_State *L) {
   la_runtime_t *rt = lua_touserdata(L, 1);
   lua_settop(L, 0);
-  if (luaL_loadstring(L, "require('luagent.repl').run()") != LUA_OK ||
+  static const char repl[] = "require('luagent.repl').run()";
+  if (luaL_loadbuffer(L, repl, sizeof repl - 1, "=[luagent]") != LUA_OK ||
       la_spawn(rt, 0) != 0)
     return lua_error(L);
   return 0;

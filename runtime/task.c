@@ -43,6 +43,32 @@ double la_check_seconds(lua_State *L, int arg) {
   return s;
 }
 
+/* Appends " (status S, provider P, model M)" -- the fields of a luagent
+** error that are set, read raw -- to the string on top of L, as the
+** error's __tostring does (so assert(err) prints what tostring(err) does). */
+static void error_suffix(lua_State *L, lua_State *from, int t) {
+  static const char *const keys[] = {"status", "provider", "model"};
+  luaL_Buffer b;
+  int i, n = 0;
+  luaL_buffinit(L, &b);
+  lua_pushvalue(L, -2);               /* the text so far, under the buffer */
+  luaL_addvalue(&b);
+  for (i = 0; i < 3; i++) {
+    lua_pushstring(from, keys[i]);
+    lua_rawget(from, t);
+    if (lua_type(from, -1) == LUA_TSTRING || lua_type(from, -1) == LUA_TNUMBER) {
+      luaL_addstring(&b, n++ ? ", " : " (");
+      luaL_addstring(&b, keys[i]);
+      luaL_addchar(&b, ' ');
+      luaL_addstring(&b, lua_tostring(from, -1));
+    }
+    lua_pop(from, 1);
+  }
+  if (n) luaL_addchar(&b, ')');
+  luaL_pushresult(&b);
+  lua_remove(L, -2);                  /* the text without the suffix */
+}
+
 /* Writes a one-line description of the error value at idx into L's stack
 ** top without calling metamethods (this runs outside protected mode). */
 static const char *error_text(lua_State *L, lua_State *from, int idx) {
@@ -58,10 +84,12 @@ static const char *error_text(lua_State *L, lua_State *from, int idx) {
       lua_rawget(from, t);
       type = lua_tostring(from, -2);
       msg = lua_tostring(from, -1);
-      if (msg)
+      if (msg) {
         lua_pushfstring(L, "%s%s%s", type ? type : "", type ? ": " : "", msg);
-      else
+        error_suffix(L, from, t);
+      } else {
         lua_pushfstring(L, "(error object is a table value)");
+      }
       lua_pop(from, 2);
       return lua_tostring(L, -1);
     }
@@ -149,6 +177,34 @@ static void finish(la_task_t *t, la_task_state_t st) {
   t->ref = LUA_NOREF;
 }
 
+#define HOST_FRAME "\t[luagent]:"      /* the CLI's own chunks (main.c) */
+#define INDEX_NAME " in field 'integer index'"
+
+/* Drops the CLI's own frames from the traceback on top of L: a script
+** sees its frames only, and the frame the CLI called is its main chunk. */
+static void strip_host_frames(lua_State *L) {
+  const char *s = lua_tostring(L, -1), *line, *nl;
+  size_t hl = sizeof HOST_FRAME - 1, il = sizeof INDEX_NAME - 1, len;
+  luaL_Buffer b;
+  if (!s || !strstr(s, "\n" HOST_FRAME)) return;
+  luaL_buffinit(L, &b);
+  for (line = s; *line; line += len + (nl ? 1 : 0)) {
+    nl = strchr(line, '\n');
+    len = nl ? (size_t)(nl - line) : strlen(line);
+    if (strncmp(line, HOST_FRAME, hl) == 0) continue;
+    if (line != s) luaL_addchar(&b, '\n');
+    if (nl && strncmp(nl + 1, HOST_FRAME, hl) == 0 && len >= il &&
+        memcmp(line + len - il, INDEX_NAME, il) == 0) {
+      luaL_addlstring(&b, line, len - il);
+      luaL_addstring(&b, " in main chunk");
+    } else {
+      luaL_addlstring(&b, line, len);
+    }
+  }
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+}
+
 /* The task raised: keep [error, traceback] on co, close its pending
 ** to-be-closed variables, and end it as failed or cancelled. */
 static void finish_error(la_task_t *t) {
@@ -165,6 +221,7 @@ static void finish_error(la_task_t *t) {
   lua_xmove(co, L, 1);                       /* L: err */
   error_text(L, co, -1);                     /* L: err msg */
   luaL_traceback(L, co, lua_tostring(L, -1), 0);
+  strip_host_frames(L);
   lua_remove(L, -2);                         /* L: err tb */
   lua_resetthread(co);                       /* closes <close> variables */
   lua_settop(co, 0);
@@ -486,7 +543,7 @@ static int l_task_wait(lua_State *L) {
   return la_suspend(L, me, &wait_ops, t);
 }
 
-/* Requests cancellation (see docs/architecture.md). A pending wait is abandoned at
+/* Requests cancellation (see README.md, "Tasks and time"). A pending wait is abandoned at
 ** once and Cancelled raised at its suspension point; a wait that already
 ** completed delivers its results and Cancelled is raised at the next one. */
 static int cancel(la_task_t *t) {

@@ -6,8 +6,10 @@
 **   columns([fd]) -> width of the terminal on fd (default 2) | nil
 **   on_interrupt() -> true       suspends the task until Ctrl-C (SIGINT)
 **
-** readline reads stdin through libuv and suspends only the calling task:
-** a uv_tty when stdin is a terminal, a uv_pipe for pipes and sockets. A
+** readline reads stdin through libuv and suspends only the calling task.
+** When stdin and stdout are both terminals the line is edited with libedit
+** (lineedit.c: cursor keys, history of the session); otherwise it is read
+** as it comes: a uv_tty for a terminal, a uv_pipe for pipes and sockets. A
 ** regular file (or /dev/null) is read directly, since reading it never
 ** blocks. The handle lives for one call: it is opened on a dup of fd 0
 ** (so closing it never closes stdin), and fd 0 gets its blocking mode
@@ -50,6 +52,7 @@ typedef struct tin {
   uv_stream_t *h;             /* tty or pipe handle while reading */
   int fd0_flags;              /* fd 0's flags to restore after, or -1 */
   la_task_t *waiter;          /* the task suspended in readline */
+  int editing;                /* a line is open in the editor (lineedit.c) */
 } tin_t;
 
 /* Stops reading and closes the handle (its fd is a dup of 0), then gives
@@ -206,6 +209,48 @@ static void read_cancel(la_task_t *t) {
 
 static const la_wait_ops_t read_ops = {"readline", read_push, read_cancel};
 
+/* Appends line and a "\n" to the buffer. Returns 0 or -1. */
+static int append_line(tin_t *in, const char *line, size_t n) {
+  size_t cap = in->cap ? in->cap : 2 * READ_MIN;
+  char *p;
+  while (cap - in->len < n + 1) cap *= 2;
+  if (cap != in->cap) {
+    if (!(p = realloc(in->buf, cap))) return -1;
+    in->buf = p;
+    in->cap = cap;
+  }
+  memcpy(in->buf + in->len, line, n);
+  in->buf[in->len + n] = '\n';
+  in->len += n + 1;
+  return 0;
+}
+
+/* The editor ended the line (la_edit_cb): it goes to the buffer as if it
+** had been read; the end of input and errors likewise. No Lua. */
+static void edit_cb(void *ud, char *line, int err) {
+  tin_t *in = ud;
+  in->editing = 0;
+  if (line) {
+    if (append_line(in, line, strlen(line)) != 0) in->err = UV_ENOMEM;
+    free(line);
+  } else if (err) {
+    in->err = err;
+  } else {
+    in->eof = 1;
+  }
+  if (in->waiter) la_task_wake(in->waiter);
+}
+
+static void edit_cancel(la_task_t *t) {
+  tin_t *in = t->ctx;
+  in->waiter = NULL;
+  if (in->editing) la_edit_end(in);
+  in->editing = 0;
+}
+
+static const la_wait_ops_t edit_ops = {"readline", read_push, edit_cancel};
+
+/* Continuation of readline; the prompt (or nil) is at index 1. */
 static int readline_k(lua_State *L, int status, lua_KContext base) {
   tin_t *in = lua_touserdata(L, lua_upvalueindex(2));
   uv_handle_type kind = uv_guess_handle(0);
@@ -217,6 +262,14 @@ static int readline_k(lua_State *L, int status, lua_KContext base) {
   in->is_tty = kind == UV_TTY;
   for (;;) {
     if ((n = take_line(L, in)) >= 0) return n;
+    if (kind == UV_TTY && isatty(1) && !in->err) {
+      t = la_task_current_rt(L, in->rt, "term.readline");
+      rc = la_edit_begin(in->rt, lua_tostring(L, 1), edit_cb, in);
+      if (rc != 0) { in->err = rc; continue; }
+      in->editing = 1;
+      in->waiter = t;
+      return la_suspend_k(L, t, &edit_ops, in, readline_k);
+    }
     if (kind != UV_TTY && kind != UV_NAMED_PIPE && kind != UV_TCP) {
       read_direct(in);        /* a file: read it in place */
       continue;
@@ -236,18 +289,21 @@ static int l_readline(lua_State *L) {
   const char *prompt = luaL_optstring(L, 1, NULL);
   if (in->waiter)
     return luaL_error(L, "term.readline: busy (another task is reading stdin)");
-  if (prompt) {
+  lua_settop(L, 1);
+  /* the editor shows its own prompt */
+  if (prompt && !(uv_guess_handle(0) == UV_TTY && isatty(1) && in->len == 0)) {
     fputs(prompt, stdout);
     fflush(stdout);
   }
-  lua_settop(L, 0);
-  return readline_k(L, LUA_OK, 0);
+  return readline_k(L, LUA_OK, 1);
 }
 
 /* __gc of the stdin state: stops a read still open (runtime teardown). */
 static int tin_gc(lua_State *L) {
   tin_t *in = luaL_checkudata(L, 1, TIN_MT);
   in->waiter = NULL;
+  if (in->editing) la_edit_end(in);
+  in->editing = 0;
   stop_reading(in);
   free(in->buf);
   in->buf = NULL;

@@ -2,7 +2,9 @@
 --   luagent scripts/chat.lua [--model provider/name] [--system text]
 --          [--mock-delay seconds] [--max-turns n]
 --
--- Replies stream as they are generated; the history is kept (and trimmed to
+-- Replies stream as they are generated (wrapped at word boundaries on a
+-- terminal, where the prompt has line editing and history: arrows, Home,
+-- End, Ctrl-A/E/K/U/W); the history is kept (and trimmed to
 -- --max-turns); Ctrl-C cancels the reply in progress and the session goes
 -- on (at the prompt it just clears the line); Ctrl-D or /quit ends it.
 -- Commands: /help /quit /save FILE /load FILE /model NAME /reset /history
@@ -76,14 +78,16 @@ end
 -- ---------------------------------------------------------------------------
 
 -- Streams the reply to text; Ctrl-C cancels it (the history is unchanged).
+-- On a terminal the reply is wrapped at word boundaries.
 local function reply_to(text)
   local started = false
   local on_mock = (chat.model or ""):match("^mock/")
+  local write = function(piece) io.write(piece) io.flush() end
+  if interactive then write = term.wrapper(term.columns(1) or 80, #"assistant> ") end
   local reply, err = term.interruptible(chat.send, chat, text, {
     on_chunk = function(piece)
       if not started then io.write("assistant> ") started = true end
-      io.write(piece)
-      io.flush()
+      write(piece)
     end,
     progress = interactive and "thinking..." or nil,
     -- the mock provider echoes the question, so the history shows
@@ -91,6 +95,7 @@ local function reply_to(text)
       require("luagent.providers.mock").default_answer) or nil,
     mock_delay = on_mock and opts.mock_delay or nil,
   })
+  if type(write) == "table" then write:finish() end
   if started then print() end
   if reply then return end
   if err.interrupted then

@@ -3,10 +3,9 @@
 --   luagent scripts/quickstart.lua [--model provider/model]
 local llm = require "luagent"
 
-local model = "mock/luagent-mock"
-for i = 1, #arg do
-  if arg[i] == "--model" then model = arg[i + 1] end
-end
+local opts = llm.args(arg, { model = "mock/luagent-mock" },
+  "usage: luagent scripts/quickstart.lua [--model provider/name]")
+local model = opts.model
 
 -- 1. Streaming: print tokens as they arrive.
 print("== streaming from " .. model)

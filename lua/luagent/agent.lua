@@ -112,11 +112,13 @@ end
 --- Sends prompt (nil: continue the conversation as it is) and loops
 --- through tool calls until the model answers with text. opts.on_tool(name,
 --- result) is told about each call; other opts are completion parameters
---- for this run. Returns the answer and the last response, or nil, err.
+--- for this run. Returns the answer, nil and the last response, or nil,
+--- err: `local answer, err = agent:run(...)` reads both outcomes.
 ---@param prompt string|nil
 ---@param opts? table
 ---@return string|nil answer
----@return table response_or_err
+---@return table|nil err
+---@return table|nil response
 function Agent:run(prompt, opts)
   opts = opts or {}
   local history = self.messages
@@ -135,7 +137,7 @@ function Agent:run(prompt, opts)
     if type(calls) ~= "table" or calls[1] == nil then
       turn[#turn + 1] = { role = "assistant", content = msg.content or "" }
       for i = #history + 1, #turn do history[i] = turn[i] end   -- commit the run
-      return msg.content or "", r
+      return msg.content or "", nil, r
     end
     turn[#turn + 1] = { role = "assistant", content = msg.content, tool_calls = calls }
     local results = async.map(calls, function(call) return run_call(self, call, opts.on_tool) end,

@@ -9,51 +9,19 @@ local core = require "luagent.core"
 local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
+local params = require "luagent.params"
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
-  default_model = "mock/luagent-mock",
+  -- llm.default_model: the model of a call that names none. Unset, such a
+  -- call is an error (a silent answer from the mock would pass for a real one).
+  default_model = nil,
 }
 
 local sleep = core.sleep
 local hcore   -- luagent.http.core, loaded on the first network call
 
 local MAX_RETRY_AFTER = 120
-
--- ---------------------------------------------------------------------------
--- Validation
--- ---------------------------------------------------------------------------
-
-local TIMEOUT_KEYS = { "timeout", "connect_timeout", "first_token_timeout", "idle_timeout" }
-
-local function check_params(p)
-  if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
-  if p.model ~= nil and type(p.model) ~= "string" then
-    error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
-  end
-  if p.messages ~= nil and type(p.messages) ~= "table" then
-    error("llm.completion: messages must be a list of {role=, content=} tables", 3)
-  end
-  if p.messages == nil and p.mock_response == nil then
-    error("llm.completion: messages is required", 3)
-  end
-  for i = 1, #TIMEOUT_KEYS do
-    local k = TIMEOUT_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
-      error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
-    end
-  end
-  if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
-    error("llm.completion: num_retries must be a non-negative integer", 3)
-  end
-  if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
-    error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
-  end
-  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
-    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
-  end
-end
 
 -- ---------------------------------------------------------------------------
 -- Attempts
@@ -72,6 +40,28 @@ end
 
 local function getenv(name) return name and os.getenv(name) or nil end
 
+local function total_timeout(p, model, provider)
+  return errors.new("Timeout", ("total timeout: no complete response within %.3g s "
+    .. "(every attempt, backoff and fallback included)"):format(p.timeout),
+    { timeout = "total", model = model, provider = provider })
+end
+
+-- The transport's "total" timeout is the attempt's limit: the call's total
+-- timeout when its deadline has come, else attempt_timeout.
+local function reword_timeout(err, p, dl)
+  if type(err) ~= "table" or err.type ~= "Timeout" or err.timeout ~= "total" then return err end
+  -- (libuv's timers run on the loop's cached time: allow them 50 ms early)
+  local at = p.attempt_timeout
+  if dl and (not at or at == 0 or core.now() >= dl - 0.05) then
+    local e = total_timeout(p, err.model, err.provider)
+    e.status = err.status
+    return e
+  end
+  err.timeout = "attempt"
+  if type(err.message) == "string" then err.message = err.message:gsub("^total timeout", "attempt timeout") end
+  return err
+end
+
 -- The chunks of a streaming response: each framed event (read_json
 -- decodes it; the mock provider's are tables already) through the
 -- provider's decoder, which makes zero or one chunk of it.
@@ -81,8 +71,11 @@ local function getenv(name) return name and os.getenv(name) or nil end
 ---  (on an HTTP response each lookup is a call of its C __index)
 ---@field dec luagent.Decoder
 ---@field events integer events read so far (for StreamIncomplete's message)
+---@field p table|nil the attempt's parameters, to word a timeout (with deadline)
+---@field deadline number|nil the call's deadline (core.now() time)
 local Source = {}
 Source.__index = Source
+
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 
@@ -95,6 +88,7 @@ local function source_end(self, err)
   local dec = self.dec
   if err then
     if err.type == "StreamIncomplete" and (dec.done or dec.finished) then return nil end
+    if self.p then err = reword_timeout(err, self.p, self.deadline) end
     return nil, decorate(err, dec.provider, dec.model)
   end
   local ok, ferr = dec:finish()
@@ -160,9 +154,11 @@ local function usage_tokens(u)
   return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
--- One attempt on one model, without a rate limit: a response table
--- (non-stream), a chunk source (stream), or nil, err.
-local function attempt_once(p)
+-- One attempt on one model, without a rate limit, within `limit` seconds
+-- (nil: none): a response table (non-stream), a chunk source (stream), or
+-- nil, err. The transport's timeout is the limit; dl words it (see
+-- reword_timeout).
+local function attempt_once(p, limit, dl)
   local P, model = providers.for_call(p, M.default_model)
   if not P then return nil, model end
   local key = p.api_key or getenv(P.env_key)
@@ -176,39 +172,62 @@ local function attempt_once(p)
   if not req then return nil, decorate(rerr, P.name, model) end
   -- the request table itself carries the transport's options (no copy)
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    p.timeout, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
   local send = P.send
   if not send then
     hcore = hcore or require "luagent.http.core"
     send = hcore.request
   end
   local resp, err = send(req)
-  if not resp then return nil, decorate(err, P.name, model) end
+  if not resp then return nil, decorate(reword_timeout(err, p, dl), P.name, model) end
   if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
     return nil, response_error(P, resp, model, req.stream)
   end
-  if req.stream then return new_source(resp, P.decoder(model)) end
+  if req.stream then
+    local src = new_source(resp, P.decoder(model))
+    if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
+    return src
+  end
   local body, berr = resp:body()
   resp:close()
-  if not body then return nil, decorate(berr, P.name, model) end
+  if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
   local out, perr = P.parse_response(resp.status, body, model)
   if not out then return nil, decorate(perr, P.name, model) end
   return out
 end
 
+-- The time limit of the next attempt: attempt_timeout and what is left
+-- of the call's total timeout, whichever is shorter; nil for none. false
+-- when the total timeout has already passed.
+local function attempt_limit(p, dl)
+  local limit = p.attempt_timeout
+  if limit == 0 then limit = nil end
+  if dl then
+    local left = dl - core.now()
+    if left <= 0 then return false end
+    if not limit or left < limit then limit = left end
+  end
+  return limit
+end
+
 --- One attempt on one model. With rate_limit=, the attempt first takes a
 --- permit (waiting fairly); a non-streaming attempt gives it back with the
 --- tokens the response used, a stream's permit is returned with it for
---- the stream to give back when it ends.
+--- the stream to give back when it ends. The attempt's time limit is
+--- attempt_timeout or what is left of the call's timeout (deadline dl),
+--- whichever is shorter.
 ---@param p table the attempt's completion table
+---@param dl number|nil the call's deadline
 ---@return table|nil result a chat.completion, or a luagent.ChunkSource
 ---@return table|nil permit_or_err the stream's permit (or nil), or the error
-local function attempt(p)
+local function attempt(p, dl)
+  local limit = attempt_limit(p, dl)
+  if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
   local rl = p.rate_limit
-  if not rl then return attempt_once(p) end
+  if not rl then return attempt_once(p, limit, dl) end
   local permit, perr = rl:acquire(M.estimate_tokens(p))
   if not permit then return nil, perr end
-  local ok, r, err = pcall(attempt_once, p)
+  local ok, r, err = pcall(attempt_once, p, limit, dl)
   if not ok then permit:release(0); error(r, 0) end
   if not r then
     permit:release(0)
@@ -223,14 +242,21 @@ end
 -- The chain of attempts: retries with backoff, then fallbacks
 -- ---------------------------------------------------------------------------
 
--- Parameters for a fallback entry. A fallback never inherits the primary's
--- key, base URL or headers (LiteLLM#31467): only what its own entry says.
-local SECRET_KEYS = { api_key = true, api_base = true, extra_headers = true }
+-- Parameters for a fallback entry: the primary's request (messages,
+-- stream, sampling parameters, tools, timeouts, retries, rate limit,
+-- callbacks) with the entry's own keys on top. A fallback is another
+-- model: it never inherits the primary's key, base URL or headers
+-- (LiteLLM#31467), nor its scripted mock answer (mock_response,
+-- mock_tool_calls, mock_finish_reason: a scripted failure of the primary
+-- is not the fallback's), nor the fallback lists themselves.
+local NOT_INHERITED = { api_key = true, api_base = true, base_url = true, extra_headers = true,
+                        fallbacks = true, context_window_fallbacks = true, mock_response = true,
+                        mock_tool_calls = true, mock_finish_reason = true }
 
 local function fallback_params(base, entry)
   local p = {}
   for k, v in pairs(base) do
-    if not SECRET_KEYS[k] and k ~= "fallbacks" and k ~= "context_window_fallbacks" then p[k] = v end
+    if not NOT_INHERITED[k] then p[k] = v end
   end
   if type(entry) == "string" then
     p.model = entry
@@ -271,7 +297,9 @@ local function new_chain(p)
     ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
   end
-  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0,
+  -- timeout bounds the whole call: attempts, backoff and fallbacks
+  local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
+  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0, deadline = deadline,
                         retries = p.num_retries or M.num_retries }, Chain)
 end
 
@@ -286,13 +314,17 @@ function Chain:next_after(err)
   self.attempts = attempts
   attempts[#attempts + 1] = rec
   if err.type == "Cancelled" then return nil end
+  local dl = self.deadline
+  local left = dl and dl - core.now()
+  if left and left <= 0 then return nil end
   if err.type == "ContextWindowExceededError" and self.ctx then
     self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
     local delay = M.backoff(self.tries, err.retry_after)
-    if delay then
+    -- a backoff that would outlast the total timeout: on to the fallbacks
+    if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       rec.delay = delay
       sleep(delay)            -- a cancel here raises: no request is sent
@@ -321,7 +353,7 @@ end
 ---@return table|nil permit a stream's rate-limit permit
 function Chain:run(p)
   while true do
-    local r, err = attempt(p)
+    local r, err = attempt(p, self.deadline)
     if r then return r, p, err end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
@@ -411,6 +443,12 @@ function Stream:next()
     if self._done then return nil, self._err end
     local c, err = self._src:next()
     if c then
+      if self._restarted then
+        -- the first chunk of a restarted reply says so: what the script
+        -- printed before belongs to the abandoned attempt
+        c.restarted, self._restarted = true, nil
+      end
+      if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
       local u = c.usage
       if u then self._tokens = usage_tokens(u) end
@@ -435,7 +473,14 @@ function Stream:next()
         return finish(self, p)
       end
       self._src, self._permit, self._tokens, self.model = src, permit, nil, p.model or M.default_model
-      if policy ~= "continue" then self._builder = chunks.builder() end
+      if policy == "restart" then
+        self._builder = chunks.builder()
+        self._restarted, self.restarts = true, (self.restarts or 0) + 1
+      elseif policy == "continue" then
+        self._continued = true           -- response().model names the model that finished
+      else
+        self._builder = chunks.builder()
+      end
     else
       return finish(self, nil)
     end
@@ -476,7 +521,10 @@ M.stream_methods(Stream)
 --- (llm.stream_chunk_builder); partial if the stream failed.
 ---@return table response a chat.completion
 function Stream:response()
-  return self._builder:response()
+  local r = self._builder:response()
+  local cont = self._continued
+  if type(cont) == "string" then r.model = cont end   -- the model that finished the reply
+  return r
 end
 
 --- Ends the transfer now; idempotent. Also __close and __gc.
@@ -497,7 +545,11 @@ Stream.__gc = Stream.close
 ---@return table|luagent.Stream|nil result
 ---@return table|nil err
 function M.completion(p)
-  check_params(p)
+  params.check(p, M.default_model)
+  if not core.current() then
+    -- named here: the first suspension inside would name itself (llm.sleep)
+    error("llm.completion: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
+  end
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end

@@ -42,6 +42,7 @@ local lazy = {
   files = { "luagent.files" },
   term = { "luagent.term" },
   args = { "luagent.args", "parse" },
+  json = { "luagent.json" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.

@@ -16,6 +16,7 @@
 --- script checks and takes atomically for every process sharing the key;
 --- the queue and the concurrency cap stay per process.
 local core = require "luagent.core"
+local errors = require "luagent.errors"
 
 local M = {}
 
@@ -503,13 +504,22 @@ end
 --- Waits for a turn (FIFO; other tasks run meanwhile) and takes one
 --- request and `tokens` (an estimate, default 0) from the windows and a
 --- concurrency slot. Returns a permit to release when the request ends,
---- or nil, err when the Redis store cannot be reached. Cancel-safe: a
+--- or nil, err when the Redis store cannot be reached or when `tokens`
+--- exceeds the whole token limit (a BadRequestError: it could never fit). Cancel-safe: a
 --- task cancelled while queued takes nothing and leaves its place.
 ---@param tokens? number estimated tokens of the request
 ---@return luagent.Permit|nil permit
 ---@return table|nil err
 function RateLimit:acquire(tokens)
   tokens = check_tokens(tokens, "rl:acquire")
+  local tok = self._desc.tok
+  if tok and tokens > tok.limit then
+    -- waiting could never help: refused at once rather than admitted over
+    -- the budget (README.md, "Rate limits and routing")
+    return nil, errors.new("BadRequestError",
+      ("rl:acquire: %g tokens exceed the whole limit of %g tokens per %g s; this request can never fit")
+        :format(tokens, tok.limit, tok.per), { tokens = tokens, limit = tok.limit })
+  end
   local tk = { tokens = tokens }
   -- store before counting: a permit's __gc may run during the store and
   -- look at the queue

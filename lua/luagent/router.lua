@@ -309,6 +309,8 @@ local function new_call(router, p)
     ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
     retries = p.num_retries or router.num_retries, attempts = {},
     tokens = completion.estimate_tokens(p),
+    -- timeout bounds the whole call, as in llm.completion (README.md)
+    deadline = type(p.timeout) == "number" and p.timeout > 0 and now() + p.timeout or nil,
   }, Call)
 end
 
@@ -325,6 +327,7 @@ function Call:params(d)
   for k, v in pairs(d.params) do q[k] = v end
   q.num_retries = 0
   q.rate_limit = combine(self.p.rate_limit, d.limiter)
+  if self.deadline then q.timeout = math.max(self.deadline - now(), 1e-6) end
   return q
 end
 
@@ -377,9 +380,11 @@ function Call:advance(err, d)
     self.groups, self.gi, self.ctx, self.tries, self.tried = self.ctx, 1, nil, 0, {}
     return true
   end
+  local left = self.deadline and self.deadline - now()
+  if left and left <= 0 then return false end
   if d and errors.retryable(err) and self.tries < self.retries then
     local delay = completion.backoff(self.tries, err.retry_after)
-    if delay then
+    if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       local fresh = self.router:_has_untried(self:group(), self.tried)
       if not fresh then sleep(delay) end

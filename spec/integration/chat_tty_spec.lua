@@ -13,11 +13,12 @@ local function sh(cmd) return (proc.run(cmd)) end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- A tmux server of our own running `cmd` in a 120x40 terminal.
-local function terminal(cmd)
+-- A tmux server of our own running `cmd` in a 120x40 terminal (or cols wide).
+local function terminal(cmd, cols)
   local t = { sock = ("luagent-spec-%d-%d"):format(os.time(), math.random(1e9)) }
   local tmux = "tmux -L " .. t.sock .. " "
   function t.screen() return sh(tmux .. "capture-pane -p -J") end
+  function t.rows() return sh(tmux .. "capture-pane -p") end   -- as displayed
   function t.keys(...) sh(tmux .. "send-keys " .. table.concat({ ... }, " ")) end
   function t.type(text) sh(tmux .. "send-keys -l " .. quote(text)) t.keys("Enter") end
   function t.close() sh(tmux .. "kill-server") end
@@ -38,7 +39,7 @@ local function terminal(cmd)
     end
     error(("screen never showed %s; it shows:\n%s"):format(table.concat(list, " ... "), screen), 2)
   end
-  sh(("%snew-session -d -x 120 -y 40 %s"):format(tmux .. "-f /dev/null ",
+  sh(("%snew-session -d -x %d -y 40 %s"):format(tmux .. "-f /dev/null ", cols or 120,
     quote(cmd .. "; echo EXIT=$?; sleep 600")))
   return t
 end
@@ -64,7 +65,7 @@ describe("scripts/chat.lua in a terminal #integration", function()
     term.wait({ "luagent chat with mock/luagent-mock", "you> " })
     term.type("What is luagent?")
     local _, pos = term.wait({ "you> What is luagent?", "assistant> You said: What is luagent?",
-      "Set mock_response to choose the text.", "you> " })
+      "choose the text.", "you> " })
     assert.is_nil(term.screen():find("thinking...", 1, true))   -- the spinner went away
     term.type("/save " .. path)
     term.wait({ "saved 3 messages to " .. path, "you> " }, pos)
@@ -92,6 +93,55 @@ describe("scripts/chat.lua in a terminal #integration", function()
     local data = saved(path)                              -- the history is unchanged
     assert.are.equal(1, #data.messages)
     assert.are.equal("system", data.messages[1].role)
+    term.type("/quit")
+    term.wait({ "EXIT=0" })
+  end)
+
+  it("edits the line with the arrow keys and recalls it from history", function()
+    local path = os.tmpname()
+    term = terminal(bin .. " scripts/chat.lua --mock-delay 0")
+    term.wait({ "you> " })
+    sh("tmux -L " .. term.sock .. " send-keys -l " .. quote("helo wrld"))
+    term.keys("Left", "Left", "Left")
+    sh("tmux -L " .. term.sock .. " send-keys -l o")
+    term.keys("Home")
+    sh("tmux -L " .. term.sock .. " send-keys -l " .. quote("> "))
+    term.keys("End")
+    sh("tmux -L " .. term.sock .. " send-keys -l !")
+    term.keys("Enter")
+    local _, pos = term.wait({ "assistant> You said: > helo world!", "you> " })
+    term.keys("Up")                                   -- the last line, from history
+    term.wait({ "> helo world!" }, pos)
+    term.keys("Enter")
+    _, pos = term.wait({ "assistant> You said: > helo world!", "you> " }, pos)
+    term.type("/save " .. path)
+    term.wait({ "saved 5 messages" }, pos)
+    local data = saved(path)
+    assert.are.equal("> helo world!", data.messages[2].content)   -- no raw ^[[D in the text
+    assert.are.equal("> helo world!", data.messages[4].content)
+    term.type("/quit")
+    term.wait({ "EXIT=0" })
+  end)
+
+  it("wraps a reply at word boundaries to the terminal's width", function()
+    term = terminal(bin .. " scripts/chat.lua --mock-delay 0", 50)
+    term.wait({ "you> " })
+    term.type("wrap me")
+    term.wait({ "the text.", "you> " })
+    local rows = term.rows()
+    local first = rows:find("assistant> ", 1, true)
+    local last = rows:find("the text.", 1, true)
+    local reply = rows:sub(first, last + #"the text." - 1)
+    local lines = {}
+    for line in (reply .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+    assert.is_true(#lines >= 5, reply)
+    for _, line in ipairs(lines) do
+      assert.is_true(#line <= 50, line)
+      assert.is_nil(line:find("^ ") or line:find(" $"), line)   -- no space at a row's ends
+    end
+    local mock = require "luagent.providers.mock"
+    local want = "assistant> You said: wrap me. " .. mock.default_answer
+    assert.are.equal(want, table.concat(lines, " "))   -- every break was a space
     term.type("/quit")
     term.wait({ "EXIT=0" })
   end)

@@ -44,7 +44,8 @@ describe("llm.agent #unit", function()
         },
       },
     }
-    local answer, resp = agent:run("weather in Paris and Oslo?")
+    local answer, err, resp = agent:run("weather in Paris and Oslo?")
+    assert.is_nil(err)
     assert.is_table(resp)
     assert.matches('"city":"Paris"', answer)
     assert.matches('"city":"Oslo"', answer)

@@ -210,13 +210,22 @@ describe("llm.ratelimit #unit", function()
     assert.are.equal("Timeout", err.type)
   end)
 
-  it("admits a request larger than the whole token budget once the window is empty", function()
-    local rl = llm.ratelimit{ tpm = 100 }
-    local p = rl:acquire(500)
-    p:release(500)
-    assert.are.equal(500, rl:stats().tokens_in_window)
-    local r = llm.timeout(0.05, rl.acquire, rl, 1)
+  it("refuses a request larger than the whole token budget at once, taking nothing", function()
+    local rl = llm.ratelimit{ tpm = 1000 }
+    local t0 = llm.now()
+    local p, err = rl:acquire(5000)
+    assert.is_nil(p)
+    assert.are.equal("BadRequestError", err.type)
+    assert.matches("5000 tokens exceed the whole limit of 1000 tokens per 60 s", err.message)
+    assert.is_true(llm.now() - t0 < 0.5)
+    assert.are.equal(0, rl:stats().tokens_in_window)
+    assert.are.equal(0, rl:stats().waiting)
+    rl:acquire(1000):release(1000)            -- the whole budget itself still fits
+    -- through llm.completion: the estimate (max_tokens) cannot fit either
+    local r, cerr = llm.completion{ model = "mock/m", messages = { { role = "user", content = "hi" } },
+                                    max_tokens = 4000, rate_limit = rl, num_retries = 0 }
     assert.is_nil(r)
+    assert.are.equal("BadRequestError", cerr.type)
   end)
 
   it("limits llm.completion through rate_limit=, charging real usage", function()

@@ -73,7 +73,7 @@ end
 --- Keys consumed by the runtime, never sent to a provider.
 M.RUNTIME_KEYS = set {
   "model", "api_key", "api_base", "base_url", "api_version", "custom_llm_provider",
-  "timeout", "request_timeout", "connect_timeout", "first_token_timeout", "idle_timeout",
+  "timeout", "attempt_timeout", "request_timeout", "connect_timeout", "first_token_timeout", "idle_timeout",
   "stream_timeout", "num_retries", "max_retries", "fallbacks", "context_window_fallbacks",
   "rate_limit", "progress", "extra_headers", "extra_body", "metadata", "drop_params",
   "on_midstream_failure", "mock_response", "mock_delay", "mock_tool_calls",

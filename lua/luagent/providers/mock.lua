@@ -199,7 +199,7 @@ end
 -- reads an HTTP one. Its wire format is OpenAI's chunks, as tables.
 -- ---------------------------------------------------------------------------
 
-local sleep   -- luagent.core.sleep, loaded on the first send (the module loads without the core)
+local core   -- luagent.core, loaded on the first send (the module loads without it)
 
 -- mock_response may be a function of the request, for scripted
 -- conversations (agents, tests): it returns the text, an error spec, or
@@ -224,12 +224,27 @@ function M.build_request(params, model)
   return { plan = plan, model = model, stream = params.stream == true }
 end
 
--- The response of a sent plan: the interface of luagent.http.core's.
+-- The response of a sent plan: the interface of luagent.http.core's,
+-- with its `timeout` (the request's limit, as the transport's "total").
 local Response = {}
 Response.__index = Response
 
+-- Waits `d` seconds, or until the request's deadline and then returns the
+-- transport's timeout error.
+local function wait(self, d)
+  local dl = self.deadline
+  if dl and core.now() + d > dl then
+    core.sleep(math.max(0, dl - core.now()))
+    return errors.new("Timeout", ("total timeout: no end of response within %.3g s"):format(self.limit),
+                      { timeout = "total", provider = M.name, model = self.model })
+  end
+  if d > 0 then core.sleep(d) end
+  return nil
+end
+
 --- The next event: a chunk table (decoded, as read_json gives), after the
---- plan's delay; nil at the end; nil, err where the plan fails.
+--- plan's delay; nil at the end; nil, err where the plan fails (or the
+--- request's time is up).
 function Response:read_json()
   local i = self.i + 1
   local c = self.list[i]
@@ -238,7 +253,13 @@ function Response:read_json()
     return nil, self.plan.error
   end
   self.i = i
-  if i > 1 and self.plan.delay > 0 then sleep(self.plan.delay) end
+  if i > 1 then
+    local err = wait(self, self.plan.delay)
+    if err then
+      self.i = #self.list
+      return nil, err
+    end
+  end
   return c
 end
 
@@ -246,9 +267,10 @@ end
 --- time the tokens would take.
 function Response:body()
   local plan = self.plan
-  if plan.delay > 0 then sleep(plan.delay * (#plan.tokens + 1)) end
-  local resp, err = M.response(plan, self.model)
-  if not resp then return nil, err end
+  local err = wait(self, plan.delay * (#plan.tokens + 1))
+  if err then return nil, err end
+  local resp, rerr = M.response(plan, self.model)
+  if not resp then return nil, rerr end
   return json.encode(resp)
 end
 
@@ -259,9 +281,11 @@ function Response:close() self.i = #self.list end
 function M.send(req)
   local plan = req.plan
   if plan.error and plan.error_after == 0 then return nil, plan.error end
-  sleep = sleep or require("luagent.core").sleep
+  core = core or require "luagent.core"
+  local limit = req.timeout ~= nil and req.timeout > 0 and req.timeout or nil
   return setmetatable({ status = 200, headers = {}, framed = req.stream, plan = plan, model = req.model,
-                        list = req.stream and M.chunks(plan, req.model) or {}, i = 0 }, Response)
+                        list = req.stream and M.chunks(plan, req.model) or {}, i = 0,
+                        limit = limit, deadline = limit and core.now() + limit }, Response)
 end
 
 -- The mock's events are chunks already: the decoder notes the finish.
