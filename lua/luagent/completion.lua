@@ -299,8 +299,10 @@ local function new_chain(p)
   end
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
-  return setmetatable({ candidates = candidates, ctx = ctx, idx = 1, tries = 0, deadline = deadline,
-                        retries = p.num_retries or M.num_retries }, Chain)
+  local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
+                               retries = p.num_retries or M.num_retries }, Chain)
+  chain.ctx, chain.deadline = ctx, deadline
+  return chain
 end
 
 --- Records the failure of the current attempt and returns the parameters
@@ -446,7 +448,7 @@ function Stream:next()
       if self._restarted then
         -- the first chunk of a restarted reply says so: what the script
         -- printed before belongs to the abandoned attempt
-        c.restarted, self._restarted = true, nil
+        c.restarted, self._restarted = true, false
       end
       if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
@@ -557,10 +559,12 @@ function M.completion(p)
   local r, used, permit = chain:run(p)
   if not r then return nil, used end
   if not p.stream then return r end
-  return setmetatable({
+  local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
-    _permit = permit, _on_mid = p.on_midstream_failure,
+    _done = false, _content = false, _restarted = false, _continued = false,
   }, Stream)
+  s._permit, s._on_mid = permit, p.on_midstream_failure   -- a rate limit's, the script's policy
+  return s
 end
 
 M.Stream = Stream

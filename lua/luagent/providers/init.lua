@@ -535,9 +535,13 @@ function M.request(provider, params, model, ctx, r)
   local base = { ["content-type"] = "application/json",
                  accept = r.stream and stream_accept[provider.framing] or "application/json",
                  [h] = key }
-  for k, v in pairs(r.headers or {}) do base[k] = v end
-  local headers, err = M.headers(base, params.extra_headers, provider.name, model)
-  if not headers then return nil, err end
+  local headers, err = base, nil
+  -- the usual request has no headers of its own: base is lower-case already
+  if r.headers or params.extra_headers ~= nil then
+    for k, v in pairs(r.headers or {}) do base[k] = v end
+    headers, err = M.headers(base, params.extra_headers, provider.name, model)
+    if not headers then return nil, err end
+  end
   local encoded
   encoded, err = M.encode_body(r.body, provider.name, model)
   if not encoded then return nil, err end
