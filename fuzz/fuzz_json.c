@@ -18,7 +18,8 @@
  *     escape (a lone one becomes U+FFFD; cjson rejects it);
  *   - when only cjson accepts, the C decoder's error must sit on one of
  *     cjson's leniencies: a number form JSON forbids (+1, 01, 1., 0x1F, inf,
- *     nan) or a NUL byte after the value (cjson stops at the first NUL).
+ *     nan, NaN, Infinity), a raw control character in a string, or a NUL
+ *     byte after the value (cjson stops at the first NUL).
  * Every 4096 inputs a full collection must bring the Lua heap back near its
  * starting size: the decoder keeps nothing alive but its string cache (256
  * short strings at most), whose hits and key predictions the inputs, decoded
@@ -149,7 +150,7 @@ static int lenient_spot(const char *err, const uint8_t *d, size_t n) {
   b = strtol(at + 8, NULL, 10);
   REQUIRE(b >= 1 && (size_t)b <= n + 1);
   if ((size_t)b == n + 1) return 0;     /* at the end: nothing lenient */
-  return memchr("+-.0123456789xXiInN", d[b - 1], 19) != NULL || d[b - 1] == 0;
+  return memchr("+-.0123456789xXiInN", d[b - 1], 19) != NULL || d[b - 1] < 0x20;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -2,7 +2,8 @@
 ** curl.c -- the only file that touches the CURLM: libcurl's multi-socket
 ** interface driven by uv_poll handles (one per socket) and one uv_timer,
 ** after curl's docs/examples/multi-uv.c, with these differences:
-**   - a negative poll status is passed to curl as CURL_CSELECT_ERR;
+**   - a negative poll status is passed to curl as readable and writable,
+**     so curl reads the socket's own error;
 **   - curl_multi_remove_handle is only called after socket_action has
 **     returned (the message drain) or from Lua/uv context, never from
 **     inside a libcurl callback (CURLM_RECURSIVE_API_CALL);
@@ -84,7 +85,10 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   sock_t *s = (sock_t *)h;
   la_curl_t *c = s->c;
   int flags = 0, running;
-  if (status < 0) flags = CURL_CSELECT_ERR;
+  /* A socket error (a reset) stops the poll handle: let curl read and
+  ** write, so it meets the error itself and names it ("Connection reset
+  ** by peer") instead of reporting "select/poll returned error". */
+  if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   curl_multi_socket_action(c->multi, s->fd, flags, &running);

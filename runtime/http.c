@@ -49,7 +49,7 @@ typedef struct ev {
 } ev_t;
 
 typedef enum { E_NONE, E_CURL, E_TIMEOUT, E_TOOBIG, E_BODYCAP, E_HEADERS,
-               E_CANCELLED } err_t;
+               E_CANCELLED, E_SHORT } err_t;
 typedef enum { W_NONE, W_HEADERS, W_EVENT, W_BODY } wait_t;
 
 typedef struct xfer {
@@ -81,6 +81,7 @@ typedef struct xfer {
   uint64_t t_start, t_last;   /* loop ms: request start, last event */
   uint64_t to_first, to_idle, to_total, to_connect;   /* ms, 0 = off */
   int got_body;
+  int saw_status;             /* a status line came (headers may not end) */
   char errbuf[CURL_ERROR_SIZE];
 } xfer_t;
 
@@ -200,7 +201,11 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
   if (x->headers_done) return n;                 /* trailers */
-  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) { x->hlen = 0; return n; }
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    x->hlen = 0;
+    x->saw_status = 1;
+    return n;
+  }
   if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     /* 1xx interim answers, and blocks without a status (a proxy's CONNECT
@@ -224,14 +229,20 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
   return n;
 }
 
+/* The first event (or, unframed, the first body byte) has come: the
+** first-event deadline stops and from now on the idle one applies. */
+static void got_first(xfer_t *x) {
+  x->got_body = 1;
+  x->t_last = uv_now(x->rt->loop);
+  arm(x, x->t_last);
+}
+
 static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
-  if (!x->got_body) {         /* from now on the idle deadline applies */
-    x->got_body = 1;
-    x->t_last = uv_now(x->rt->loop);
-    arm(x, x->t_last);
-  }
+  /* a framed stream's comments (": ping") carry no event: only a
+  ** dispatched event stops the first-event clock */
+  if (!x->got_body && !(x->stream && x->framed)) got_first(x);
   if (!x->stream || x->raw) {
     if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return 0; }
     if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return 0; }
@@ -248,6 +259,7 @@ static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
     x->err = E_TOOBIG;
     return 0;
   }
+  if (!x->got_body && x->q_head) got_first(x);
   if (x->q_head) x_wake(x, W_EVENT);
   return n;
 }
@@ -382,8 +394,17 @@ static int push_error(lua_State *L, xfer_t *x) {
     case E_CANCELLED:
       la_error_push(L, "Cancelled", "transfer closed");
       break;
+    case E_SHORT:
+      la_error_push(L, "APIConnectionError", "connection closed before the "
+                    "response headers ended (%I bytes of headers received)%s%s",
+                    (lua_Integer)x->hlen, x->errbuf[0] ? ": " : "", x->errbuf);
+      break;
     default:
-      if (x->result == CURLE_OPERATION_TIMEDOUT) {
+      if (x->result == CURLE_OUT_OF_MEMORY && !x->status) {
+        /* libcurl's code for a header line over its 100 KB limit */
+        la_error_push(L, "APIConnectionError", "response header too large "
+                      "(libcurl takes at most 100 KB per header line)");
+      } else if (x->result == CURLE_OPERATION_TIMEDOUT) {
         la_error_push(L, "Timeout", "connect timeout: %s", x->errbuf);
         lua_pushliteral(L, "connect");
         lua_setfield(L, -2, "timeout");
@@ -483,6 +504,16 @@ static void set_headers(lua_State *L, xfer_t *x) {
   x->hdrs = curl_slist_append(x->hdrs, "Expect:");
 }
 
+/* True when m is an RFC 9110 token (tchar+): anything else could end
+** the request line early (CR, LF, space) and inject lines of its own. */
+static int method_ok(const char *m) {
+  const char *p;
+  if (!*m) return 0;
+  for (p = m; *p; p++)
+    if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) return 0;
+  return 1;
+}
+
 static int url_ok(const char *u) {
   return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
 }
@@ -496,10 +527,15 @@ static void configure(lua_State *L, xfer_t *x) {
   const char *body;
   if (!url) luaL_error(L, "http.request: url is required");
   if (!url_ok(url)) luaL_error(L, "http.request: only http:// and https:// URLs");
-  lua_getfield(L, 1, "body");
+  if (lua_getfield(L, 1, "body") != LUA_TSTRING && lua_toboolean(L, -1))
+    luaL_error(L, "http.request: body must be a string (encode a table as "
+                  "JSON first), not a %s", luaL_typename(L, -1));
   body = lua_tolstring(L, -1, &blen);
   lua_pop(L, 1);
   method = opt_str(L, "method", body ? "POST" : "GET");
+  if (!method_ok(method))
+    luaL_error(L, "http.request: method must be an HTTP token (letters, digits "
+                  "and !#$%%&'*+-.^_`|~; no space, CR or LF)");
   lua_getfield(L, 1, "stream");
   x->stream = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -584,7 +620,13 @@ static int request_k(lua_State *L, int status, lua_KContext base) {
   lua_settop(L, 2);
   x = lua_touserdata(L, 2);
   if (!x->headers_done) return wait_on(L, x, W_HEADERS, request_k, "http.request");
-  if (x->err != E_NONE && x->status == 0) return push_error(L, x);
+  if (x->status == 0) {
+    /* the transfer ended without a complete header block */
+    if (x->err == E_NONE || (x->err == E_CURL && x->saw_status &&
+                             x->result != CURLE_OUT_OF_MEMORY))
+      x->err = E_SHORT;
+    return push_error(L, x);
+  }
   return 1;   /* the response object */
 }
 

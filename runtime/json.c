@@ -28,10 +28,11 @@
 **   followed it last time is tried first (see la_json_cache_push). The
 **   cache only saves work: a text decodes the same with it or without.
 **
-** Strict RFC 8259 grammar, except where lua-cjson 2.1 (the decoder used so
-** far) accepts text that providers really send: raw control characters
-** 0x01-0x1F inside strings, and Python's NaN, Infinity and -Infinity. Bytes
-** >= 0x80 pass through unchecked (streams carry invalid UTF-8). A lone UTF-16
+** Strict RFC 8259 grammar: raw control characters 0x00-0x1F inside strings
+** and Python's NaN, Infinity and -Infinity are refused (lua-cjson 2.1, the
+** decoder used before, accepted them; a value that is not JSON must not
+** pass as one). Bytes >= 0x80 pass through unchecked (streams carry
+** invalid UTF-8). A lone UTF-16
 ** surrogate escape becomes U+FFFD (cjson rejects the whole text). Nesting
 ** deeper than LA_JSON_MAX_DEPTH is an error, like cjson's decode_max_depth,
 ** and never a C stack overflow. No C memory is allocated: an error raised by
@@ -180,11 +181,6 @@ static int parse_number(parser_t *P) {
   const char *start = P->p, *p = P->p, *digits;
   int neg = *p == '-', is_int = 1;
   if (neg) p++;
-  if (neg && literal(P, p, "Infinity", 8)) {
-    P->p = p + 8;
-    lua_pushnumber(P->L, -HUGE_VAL);
-    return 1;
-  }
   digits = p;
   if (*p == '0') p++;
   else if (*p >= '1' && *p <= '9') while (*p >= '0' && *p <= '9') p++;
@@ -337,8 +333,12 @@ static sc_entry *push_plain(parser_t *P, const char *p, size_t n, int is_key) {
   return e;
 }
 
-/* Bytes that end a run of plain string bytes. */
-static const unsigned char string_stop[256] = { ['\0'] = 1, ['"'] = 1, ['\\'] = 1 };
+/* Bytes that end a run of plain string bytes: the quote, a backslash and
+** every control character (RFC 8259 wants them escaped). */
+static const unsigned char string_stop[256] = {
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  ['"'] = 1, ['\\'] = 1 };
 
 /* Parses the string at P->p (a '"') and pushes it. Strings without escapes
 ** are pushed straight from the input. A raw NUL ends nothing but is an
@@ -352,6 +352,8 @@ static int parse_string(parser_t *P, int is_key, sc_entry **entry) {
     if (*q == '\0')
       return fail(P, q == P->end ? start : q,
                   q == P->end ? "unterminated string" : "NUL byte in string");
+    if ((unsigned char)*q < 0x20)
+      return fail(P, q, "raw control character in string (must be escaped)");
     escaped = 1;                        /* a backslash: skip what it escapes */
     if (q[1] == '\0' && q + 1 == P->end) return fail(P, start, "unterminated string");
     q += 2;
@@ -524,12 +526,6 @@ static int parse_value(parser_t *P) {
     case 'n':
       if (!literal(P, P->p, "null", 4)) break;
       P->p += 4; lua_pushnil(P->L); return 1;
-    case 'N':                           /* Python's json.dumps writes these */
-      if (!literal(P, P->p, "NaN", 3)) break;
-      P->p += 3; lua_pushnumber(P->L, NAN); return 1;
-    case 'I':
-      if (!literal(P, P->p, "Infinity", 8)) break;
-      P->p += 8; lua_pushnumber(P->L, HUGE_VAL); return 1;
   }
   return fail(P, P->p, "expected value");
 }

@@ -177,6 +177,7 @@ void la_json_cache_push(lua_State *L);            /* the state's string cache */
 
 /* ---- builder.c ---------------------------------------------------- */
 int  luaopen_luagent_chunks_core(lua_State *L);   /* luagent.chunks.core */
+int  luaopen_luagent_files_core(lua_State *L);    /* luagent.files.core */
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

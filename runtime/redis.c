@@ -5,9 +5,11 @@
 **   connect(url [, timeout]) -> conn | nil, err   suspends until connected
 **       (and authenticated / on the right database). url: redis://[[user]:
 **       pass@]host[:port][/db] or unix:///path/to/socket[?db=N]. timeout:
-**       seconds for the TCP connect (default 10, 0 = none): a host that
-**       never answers is a Timeout error (err.timeout = "connect"), not the
-**       kernel's two-minute SYN retries.
+**       seconds for the TCP connect and for each command's reply (default
+**       10, 0 = none): a host that never answers is a Timeout error
+**       (err.timeout = "connect"), not the kernel's two-minute SYN retries,
+**       and a server that stops answering (paused, overloaded) is a Timeout
+**       error (err.timeout = "redis") after that long, per command.
 **   conn:command(...) -> reply | nil, err       suspends for the reply.
 **       status and bulk strings -> string, integer -> integer, nil -> nil,
 **       array -> table (nested errors become error objects), an error reply
@@ -45,6 +47,7 @@ typedef struct conn {
   int closing;                /* close() started: errors say "closed" */
   int setup;                  /* 0 connect, 1 AUTH sent, 2 SELECT sent */
   double deadline;            /* connect timeout in seconds (0: none) */
+  double cmd_timeout;         /* per command reply, seconds (0: none) */
   long holds;                 /* requests that keep the loop alive */
   long db;                    /* SELECT this database (0: none) */
   char where[280];            /* host:port or the socket path (messages) */
@@ -69,6 +72,8 @@ typedef struct req {
   la_task_t *task;            /* the waiter; NULL when detached or sent */
   rv_t *reply;                /* NULL on failure */
   int holds;                  /* counted in conn->holds */
+  int answered;               /* reply_cb ran (reply or err is set) */
+  int timed;                  /* the task's timer is this command's deadline */
   char err[ERR_LEN];          /* failure message when reply is NULL */
 } req_t;
 
@@ -227,6 +232,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *priv) {
   (void)ac;
   release_hold(q);
   if (!q->task) { free(q); return; }        /* detached or fire-and-forget */
+  q->answered = 1;
   if (reply) {
     q->reply = rv_copy(reply);
     if (!q->reply) snprintf(q->err, sizeof q->err, "out of memory");
@@ -262,6 +268,19 @@ static void drop(conn_t *c) {
 static int cmd_push(lua_State *co, la_task_t *t) {
   req_t *q = t->ctx;
   int n = 1;
+  if (q->timed) la_task_timer_stop(t);
+  if (!q->answered) {         /* the deadline came first */
+    conn_t *c = q->conn;
+    q->task = NULL;           /* reply_cb frees q if the reply ever comes */
+    release_hold(q);
+    lua_pushnil(co);
+    la_error_push(co, "Timeout", "redis: no reply from %s within %f s "
+                  "(server stopped or overloaded)", c->where,
+                  (lua_Number)c->cmd_timeout);
+    lua_pushliteral(co, "redis");
+    lua_setfield(co, -2, "timeout");
+    return 2;
+  }
   if (!q->reply) {
     lua_pushnil(co);
     la_error_push(co, "APIConnectionError", "redis: %s", q->err);
@@ -281,6 +300,12 @@ static int cmd_push(lua_State *co, la_task_t *t) {
 /* Cancelled while waiting: detach; the reply is dropped when it comes. */
 static void cmd_cancel(la_task_t *t) {
   req_t *q = t->ctx;
+  if (q->timed) la_task_timer_stop(t);
+  if (q->answered) {          /* the reply came: hiredis is done with q */
+    rv_free(q->reply);
+    free(q);
+    return;
+  }
   q->task = NULL;
   release_hold(q);
 }
@@ -364,6 +389,8 @@ static int l_command(lua_State *L) {
   req_t *q = issue(c, t, n, argv, lens, &why);
   if (!q) return push_conn_error(L, why);
   lua_settop(L, 1);           /* the conn stays reachable while we wait */
+  if (c->cmd_timeout > 0 && la_task_timer_start(t, c->cmd_timeout) == 0)
+    q->timed = 1;
   return la_suspend(L, t, &cmd_ops, q);
 }
 
@@ -588,6 +615,7 @@ static int l_connect(lua_State *L) {
     }
     c->deadline = timeout;
   }
+  c->cmd_timeout = timeout;
   c->waiter = t;
   return la_suspend_k(L, t, &connect_ops, c, connect_k);
 }

@@ -111,6 +111,8 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_setfield(L, -2, "luagent.json.core");
   lua_pushcfunction(L, luaopen_luagent_chunks_core);
   lua_setfield(L, -2, "luagent.chunks.core");
+  lua_pushcfunction(L, luaopen_luagent_files_core);
+  lua_setfield(L, -2, "luagent.files.core");
   lua_pop(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");

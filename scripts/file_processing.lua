@@ -29,7 +29,7 @@ if not path then path, generated = sample_document(), true end
 -- Sections end at paragraph breaks where they can (never inside a UTF-8
 -- character); the iterator holds one block of the file at a time.
 local sections = {}
-for chunk in assert(llm.files.chunks(path, { size = math.tointeger(opts.size), by = "paragraphs" })) do
+for chunk in llm.files.chunks(path, { size = math.tointeger(opts.size), by = "paragraphs" }) do
   sections[#sections + 1] = chunk
 end
 if generated then os.remove(path) end

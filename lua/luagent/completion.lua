@@ -97,6 +97,21 @@ local function source_end(self, err)
   return nil, ferr
 end
 
+-- At the provider's end marker ([DONE]) the stream is over, as in the
+-- official SDKs: what follows is read and dropped (so the connection can
+-- be reused), a transport error after it is no failure, and after
+-- MAX_AFTER_END more events the transfer is simply closed.
+local MAX_AFTER_END = 64
+
+local function after_end(self)
+  local resp = self.resp
+  for _ = 1, MAX_AFTER_END do
+    if resp:read() == nil then break end
+  end
+  resp:close()
+  return source_end(self, nil)
+end
+
 --- The next chunk; nil at the end; nil, err on failure.
 ---@return luagent.Chunk|nil chunk
 ---@return table|nil err
@@ -109,6 +124,7 @@ function Source:next()
     local c, err = dec:feed(event, data)
     if c then return c end
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
+    if dec.ended then return after_end(self) end
   end
 end
 
@@ -162,6 +178,7 @@ local function attempt_once(p, limit, dl)
   local P, model = providers.for_call(p, M.default_model)
   if not P then return nil, model end
   local key = p.api_key or getenv(P.env_key)
+  errors.add_secret(key)        -- redacted literally from any error text
   if P.env_key and (key == nil or key == "") then
     return nil, errors.new("AuthenticationError",
       ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
@@ -225,7 +242,17 @@ local function attempt(p, dl)
   if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
   local rl = p.rate_limit
   if not rl then return attempt_once(p, limit, dl) end
-  local permit, perr = rl:acquire(M.estimate_tokens(p))
+  local permit, perr
+  if dl then     -- the wait for a permit counts against the call's timeout
+    local left = math.max(dl - core.now(), 0.001)
+    permit, perr = require("luagent.async").timeout(left, rl.acquire, rl, M.estimate_tokens(p))
+    if not permit and perr and perr.timeout == "llm.timeout" then
+      perr = errors.new("Timeout", ("no rate-limit permit within timeout = %g s"):format(p.timeout),
+                        { timeout = "rate_limit" })
+    end
+  else
+    permit, perr = rl:acquire(M.estimate_tokens(p))
+  end
   if not permit then return nil, perr end
   local ok, r, err = pcall(attempt_once, p, limit, dl)
   if not ok then permit:release(0); error(r, 0) end
@@ -288,6 +315,12 @@ Chain.__index = Chain
 local function new_chain(p)
   local candidates = { p }
   local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
+  errors.add_secret(p.api_key)  -- every key of the chain, before any error
+  for _, list in ipairs({ fallbacks or {}, cw or {} }) do
+    for _, f in ipairs(list) do
+      if type(f) == "table" then errors.add_secret(f.api_key) end
+    end
+  end
   if fallbacks then
     for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end
@@ -311,7 +344,8 @@ end
 ---@return table|nil params the next attempt's completion table
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
-  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type }
+  local rec = { model = cur.model or M.default_model, status = err.status, type = err.type,
+                message = err.message }
   local attempts = self.attempts or {}
   self.attempts = attempts
   attempts[#attempts + 1] = rec

@@ -79,14 +79,43 @@ local token_shapes = {
   { "hf_", 16 }, { "r8_", 16 },
 }
 
---- Removes API-key-looking material from a string: values of Authorization,
---- x-api-key, x-goog-api-key (and similar) headers, `key=`/`token=` query
---- parameters, Bearer tokens and provider key shapes (sk-..., AIza...).
---- Non-strings are returned unchanged.
+-- The literal keys this process has used (M.add_secret): a key of any
+-- shape (a proxy's, a 32-hex, a dotted token) is caught even when no
+-- pattern below knows it. Longest first, so a key containing another is
+-- removed whole; at most MAX_SECRETS, the oldest dropped.
+local secrets, secret_seen, serial = {}, {}, 0
+local MAX_SECRETS, MIN_SECRET = 64, 5
+
+--- Registers a literal secret (an API key about to be sent): from now on
+--- `M.redact` removes it wherever it appears. Shorter than 5 bytes or not a
+--- string: ignored (it would blank ordinary words, and is no secret).
+---@param s any
+function M.add_secret(s)
+  if type(s) ~= "string" or #s < MIN_SECRET or secret_seen[s] then return end
+  if #secrets >= MAX_SECRETS then
+    local oldest, at = math.huge, nil
+    for i, e in ipairs(secrets) do if e.n < oldest then oldest, at = e.n, i end end
+    secret_seen[table.remove(secrets, at).s] = nil
+  end
+  secret_seen[s] = true
+  serial = serial + 1
+  secrets[#secrets + 1] = { s = s, pat = (s:gsub("%W", "%%%0")), n = serial }
+  table.sort(secrets, function(a, b) return #a.s > #b.s end)
+end
+
+--- Removes API-key-looking material from a string: every key registered
+--- with `M.add_secret`, values of Authorization, x-api-key, x-goog-api-key
+--- (and similar) headers, `key=`/`token=` query parameters, Bearer tokens
+--- and provider key shapes (sk-..., AIza...). Non-strings are returned
+--- unchanged.
 ---@param s any
 ---@return any
 function M.redact(s)
   if type(s) ~= "string" then return s end
+  for i = 1, #secrets do
+    local e = secrets[i]
+    if s:find(e.s, 1, true) then s = s:gsub(e.pat, REDACTED) end
+  end
   for _, p in ipairs(name_patterns) do s = s:gsub(p, "%1" .. REDACTED) end
   for _, p in ipairs(query_patterns) do s = s:gsub(p, "%1" .. REDACTED) end
   s = s:gsub("(" .. ci("bearer") .. "%s+)[^%s\"',;]+", "%1" .. REDACTED)
@@ -419,6 +448,13 @@ function M.http_error(o)
     local summary = M.summarize_body(o.body)
     message = "HTTP " .. tostring(status) .. (reason_phrase[status] and (" " .. reason_phrase[status]) or "")
     if summary then message = message .. ": " .. summary end
+  end
+  local location = type(status) == "number" and status >= 300 and status < 400
+    and M.header(o.headers, "location")
+  if location then
+    -- API calls never follow redirects (credentials could travel with them)
+    message = message .. " (a redirect to " .. M.snippet(location) ..
+      ", not followed: set api_base to the final URL)"
   end
   local retry_after = M.parse_retry_after(o.headers, o.now) or positive(o.retry_after)
   local should = M.header(o.headers, "x-should-retry")

@@ -1,27 +1,37 @@
 --- luagent.files: large files in constant memory (llm.files).
 ---
----   for chunk, i in assert(llm.files.chunks("big.txt", {size = 4000})) do ... end
+---   for chunk, i in llm.files.chunks("big.txt", {size = 4000}) do ... end
 ---
 --- `size` is the largest chunk in characters (UTF-8 code points; a byte
---- that is not valid UTF-8 counts as one). `by` says where a chunk may end:
+--- that is not valid UTF-8 counts as one). `by` (default "chars") says
+--- where a chunk may end:
 ---   "chars"       after any character (never inside a UTF-8 sequence);
 ---   "lines"       after a newline, so lines stay whole; a line longer than
 ---                 `size` is cut between characters;
 ---   "paragraphs"  after a blank line; else after a newline; else between
 ---                 characters.
---- `overlap` repeats the end of each chunk at the start of the next, counted
---- in the same unit as `by`: characters, lines or paragraphs (at most all
---- but one of the previous chunk's lines or paragraphs, so chunks always
---- move forward). With overlap 0, the chunks concatenated are the file.
+--- `overlap` (default 0) repeats up to that many CHARACTERS of the end of a
+--- chunk at the start of the next, whatever `by` is: with "lines" or
+--- "paragraphs", from the first line (paragraph) start inside those
+--- characters, or the last `overlap` characters when none is. It must be
+--- smaller than `size`, so chunks always move forward. With overlap 0, the
+--- chunks concatenated are the file.
 ---
---- The file is read in blocks (`block` bytes, default 64 KiB): memory stays
---- near 4 * size + block bytes whatever the file's size.
+--- Only regular files are read: a FIFO, a device or a socket is refused
+--- (opening or reading one could block every task). A file that cannot be
+--- opened raises an error naming the path. The file is read in blocks
+--- (`block` bytes, default 64 KiB): memory stays near 4 * size + block
+--- bytes whatever the file's size, and after every MiB read the iterator
+--- yields to the other tasks (inside a task).
 local M = {}
+local core = require "luagent.core"
+local fcore = require "luagent.files.core"
 
-local byte, sub, find, match = string.byte, string.sub, string.find, string.match
+local byte, sub, find, gmatch = string.byte, string.sub, string.find, string.gmatch
 local utf8_offset = utf8.offset
 
 local UNITS = { chars = true, lines = true, paragraphs = true }
+local YIELD_EVERY = 1 << 20
 local OPTIONS = { size = true, overlap = true, by = true, block = true }
 
 -- ---------------------------------------------------------------------------
@@ -54,25 +64,46 @@ end
 -- ---------------------------------------------------------------------------
 
 -- End (exclusive) of the last line / paragraph wholly inside w, or nil.
-local function last_line_end(w) return match(w, ".*\n()") end
-local function last_para_end(w) return match(w, ".*\n[ \t\r]*\n()") end
-
--- Start positions of the lines / paragraphs of a chunk (the first is 1).
-local function line_starts(chunk)
-  local starts = { 1 }
-  for p in chunk:gmatch("\n()") do
-    if p <= #chunk then starts[#starts + 1] = p end
-  end
-  return starts
+-- Linear time: a pattern starting with ".*" would backtrack from every
+-- position (quadratic on text without newlines).
+local function last_line_end(w)
+  local s = find(w, "\n[^\n]*$")
+  return s and s + 1 or nil
 end
 
-local function para_starts(chunk)
-  local starts = { 1 }
-  for p in chunk:gmatch("\n[ \t\r]*\n()") do
-    -- a run of blank lines is one separator: start after its last line
-    if p <= #chunk and not find(chunk, "^[ \t\r]*\n", p) then starts[#starts + 1] = p end
+-- After a blank-line separator ending at e: a run of blank lines is one
+-- separator, so the end moves past its last line.
+local function para_end_from(w, e)
+  while true do
+    local _, x = find(w, "^[ \t\r]*\n", e)
+    if not x then return e end
+    e = x + 1
   end
-  return starts
+end
+
+local function last_para_end(w)
+  local last
+  for e in gmatch(w, "\n[ \t\r]*\n()") do last = e end
+  return last and para_end_from(w, last) or nil
+end
+
+-- The first line (paragraph) start in [from, to) of the chunk w, or nil.
+-- Searching w, not the whole buffer, keeps each step within the chunk.
+local function line_start_in(w, from, to)
+  local s = find(w, "\n", from - 1, true)
+  if s and s + 1 < to then return s + 1 end
+  return nil
+end
+
+local function para_start_in(w, from, to)
+  local init = 1
+  while true do
+    local _, e = find(w, "\n[ \t\r]*\n", init)
+    if not e or e + 1 >= to then return nil end
+    local p = para_end_from(w, e + 1)
+    if p >= from then return p < to and p or nil end
+    init = e
+  end
 end
 
 -- ---------------------------------------------------------------------------
@@ -85,6 +116,11 @@ local function fill(st)
     local data, err = st.f:read(st.block)
     if data then
       st.buf, st.pos = sub(st.buf, st.pos) .. data, 1
+      st.read = st.read + #data
+      if st.read >= YIELD_EVERY and core.current() then
+        st.read = 0
+        core.sleep(0)         -- a long file: let the other tasks run
+      end
     elseif err then
       error("files.chunks: cannot read " .. st.path .. ": " .. err, 0)
     else
@@ -117,18 +153,21 @@ local function chunk_end(st, wend)
   return e and st.pos + e - 1 or wend
 end
 
--- Where the chunk after [pos, cut) starts, given the overlap.
+-- Where the chunk after [pos, cut) starts: `overlap` characters back,
+-- then forward to the first line (paragraph) start in that span, if any.
 local function next_start(st, chunk, cut)
   local k = st.overlap
   if k == 0 then return cut end
-  if st.by == "chars" then
-    local p = back(st.buf, k, cut, st.pos)
-    return p > st.pos and p or cut
-  end
-  local starts = st.by == "lines" and line_starts(chunk) or para_starts(chunk)
-  k = math.min(k, #starts - 1)
-  if k == 0 then return cut end
-  return st.pos + starts[#starts - k + 1] - 1
+  local buf, by = st.buf, st.by
+  local p = back(buf, k, cut, st.pos)
+  if by == "chars" then return p > st.pos and p or cut end
+  -- whole lines (paragraphs) only: from the first start in the span; a
+  -- chunk cut short at a line may be shorter than the overlap: then all
+  -- but its first line (paragraph), so chunks always move forward
+  if p <= st.pos then p = st.pos + 1 end
+  local base = st.pos - 1
+  local q = (by == "lines" and line_start_in or para_start_in)(chunk, p - base, cut - base)
+  return q and q + base or cut
 end
 
 local function next_chunk(st)
@@ -169,8 +208,8 @@ local function check_opts(opts)
   if math.type(overlap) ~= "integer" or overlap < 0 then
     error("files.chunks: overlap must be a non-negative integer", 3)
   end
-  if by == "chars" and overlap >= size then
-    error("files.chunks: overlap must be smaller than size", 3)
+  if overlap >= size then
+    error("files.chunks: overlap must be smaller than size (both count characters)", 3)
   end
   if math.type(block) ~= "integer" or block < 1 then
     error("files.chunks: block must be a positive integer (bytes)", 3)
@@ -178,10 +217,10 @@ local function check_opts(opts)
   return size, overlap, by, block
 end
 
---- An iterator over the chunks of a file: `chunk, index` per step. Returns
---- nil, message, code (like io.open) when the file cannot be opened. The
---- file closes at the end, or when a for loop is left early (the fourth
---- value is a to-be-closed guard).
+--- An iterator over the chunks of a file: `chunk, index` per step. Raises
+--- an error naming the path when the file cannot be opened or is not a
+--- regular file. The file closes at the end, or when a for loop is left
+--- early (the fourth value is a to-be-closed guard).
 ---@param path string
 ---@param opts? {size?: integer, overlap?: integer, by?: "chars"|"lines"|"paragraphs", block?: integer}
 ---@return (fun(): string?, integer?)|nil iterator
@@ -191,9 +230,9 @@ end
 function M.chunks(path, opts)
   if type(path) ~= "string" then error("files.chunks: path must be a string", 2) end
   local size, overlap, by, block = check_opts(opts)
-  local f, msg, code = io.open(path, "rb")
-  if not f then return nil, msg, code end
-  local st = { f = f, path = path, buf = "", pos = 1, eof = false, index = 0, size = size,
+  local f, msg = fcore.open(path)
+  if not f then error("files.chunks: cannot open " .. msg, 2) end
+  local st = { f = f, path = path, buf = "", pos = 1, eof = false, index = 0, size = size, read = 0,
                overlap = overlap, by = by, block = block, need = 4 * size + 8 }
   local function close()
     if st.f then st.f:close() st.f = nil end

@@ -281,10 +281,11 @@ function RedisStore:_eval(c, member, need)
   local a = self.args
   local ok, r, err = pcall(c.command, c, "EVALSHA", self.sha, 2, self.rkey, self.tkey,
                            member, need, table.unpack(a))
-  if not ok then
+  if not ok or (err and err.type == "Timeout") then
+    -- cancelled or no reply in time: the script may still run later
     c:send("ZREM", self.rkey, member)
     c:send("ZREM", self.tkey, member .. ":" .. need)
-    error(r, 0)
+    if not ok then error(r, 0) end
   end
   return r, err
 end
@@ -434,7 +435,8 @@ end
 --- flight at once. redis= "redis://host:port/db" shares the request and
 --- token windows with every process using the same key= (default
 --- "luagent:ratelimit"); the concurrency cap stays per process.
---- redis_timeout: seconds for connecting to Redis (default 10, 0: none).
+--- redis_timeout: seconds for connecting to Redis and for each command's
+--- reply (default 10, 0: none); past it, acquire returns nil and a Timeout.
 ---@param opts table
 ---@return luagent.RateLimit
 function M.new(opts)

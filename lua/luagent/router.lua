@@ -539,6 +539,8 @@ function M.new(opts)
   local groups, deployments = {}, {}
   for i, entry in ipairs(list) do
     local d = new_deployment(i, entry)
+    -- every deployment's key is redacted from any error of the router
+    errors.add_secret(type(entry.litellm_params) == "table" and entry.litellm_params.api_key)
     deployments[i] = d
     groups[d.model_name] = groups[d.model_name] or {}
     table.insert(groups[d.model_name], d)

@@ -19,7 +19,7 @@ local function start_redis()
     while llm.now() < deadline do
       local text = proc.read(log) or ""
       if text:find("Ready to accept connections", 1, true) then
-        return { port = port, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
+        return { port = port, pid = pid, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
           proc.stop(pid)      -- redis writes its log until it exits
           os.remove(log)
         end }
@@ -349,5 +349,73 @@ describe("redis connect deadline #integration", function()
     rl:close()
     assert.has_error(function() llm.ratelimit{ rpm = 1, redis = "redis://h", redis_timeout = -1 } end,
       "llm.ratelimit: redis_timeout must be a number of seconds >= 0 (0: no deadline)")
+  end)
+
+  describe("a stopped server (kill -STOP)", function()
+    local paused
+    local redis = require "luagent.redis.core"
+    local function key() return ("spec:stopped:%d"):format(math.random(1e9)) end
+    setup(function() paused = start_redis() end)
+    teardown(function()
+      os.execute("kill -CONT " .. paused.pid)
+      paused.stop()
+    end)
+    after_each(function() os.execute("kill -CONT " .. paused.pid) end)
+
+    local function stop_server() assert(os.execute("kill -STOP " .. paused.pid)) end
+
+    it("a command on an open connection is a Timeout naming Redis, then the connection recovers", function()
+      local c = assert(redis.connect(paused.url, 1))
+      assert.are.equal("PONG", c:command("PING"))
+      stop_server()
+      local t0 = llm.now()
+      local r, err = c:command("PING")
+      local took = llm.now() - t0
+      assert.is_nil(r)
+      assert.are.equal("Timeout", err.type)
+      assert.are.equal("redis", err.timeout)
+      assert.matches("redis: no reply from 127%.0%.0%.1", err.message)
+      assert.not_matches("cannot connect", err.message)
+      assert.is_true(took >= 0.9 and took < 3, "took " .. took .. " s")
+      os.execute("kill -CONT " .. paused.pid)
+      assert.are.equal("PONG", c:command("PING"))   -- the late reply went to the timed-out call
+      assert.are.equal("x", c:command("ECHO", "x"))
+      c:close()
+    end)
+
+    it("rl:acquire() returns a Timeout within redis_timeout while other tasks run", function()
+      local rl = llm.ratelimit{ requests = 100, per = 60, redis = paused.url, key = key(), redis_timeout = 1 }
+      assert(rl:acquire()):release()
+      stop_server()
+      local ticks = 0
+      local ticker = llm.spawn(function() while true do llm.sleep(0.05) ticks = ticks + 1 end end)
+      local t0 = llm.now()
+      local p, err = rl:acquire()
+      local took = llm.now() - t0
+      ticker:cancel()
+      assert.is_nil(p)
+      assert.are.equal("Timeout", err.type)
+      assert.matches("redis", err.message)
+      assert.not_matches("cannot connect", err.message)
+      assert.is_true(took < 3, "took " .. took .. " s")
+      assert.is_true(ticks >= 5, "the loop was blocked: " .. ticks .. " ticks")
+      os.execute("kill -CONT " .. paused.pid)
+      rl:close()
+    end)
+
+    it("llm.completion{timeout = 3, rate_limit = rl} returns within about 3 s", function()
+      local rl = llm.ratelimit{ requests = 100, per = 60, redis = paused.url, key = key() }  -- redis_timeout 10
+      assert(rl:acquire()):release()
+      stop_server()
+      local t0 = llm.now()
+      local r, err = llm.completion{ model = "mock/m", mock_response = "hi", timeout = 3, rate_limit = rl,
+                                     num_retries = 0, messages = { { role = "user", content = "x" } } }
+      local took = llm.now() - t0
+      assert.is_nil(r)
+      assert.are.equal("Timeout", err.type)
+      assert.is_true(took >= 2.9 and took < 5, "took " .. took .. " s")
+      os.execute("kill -CONT " .. paused.pid)
+      rl:close()
+    end)
   end)
 end)

@@ -49,6 +49,8 @@
  *   eol=lf|crlf|cr  line ending of SSE events
  *   fixture=NAME    serve --fixtures/NAME as the body (events split at blank
  *                   lines for SSE, at newlines for NDJSON)
+ *   raw=NAME        send --fixtures/NAME as the whole response (status line
+ *                   and headers included, as they are), then close
  * Faults (with fail_first, only the first N requests get them):
  *   status=NNN      that status with the provider's error JSON
  *   retry_after=V   Retry-After: V          retry_after_ms=V  retry-after-ms: V

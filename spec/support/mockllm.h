@@ -67,6 +67,7 @@ typedef struct {
   int no_done;             /* omit finish and end marker */
   int close;               /* Connection: close */
   const char *fixture;     /* file under --fixtures served as the body */
+  const char *raw;         /* file under --fixtures sent as the whole response */
   int comments;            /* SSE comment lines before the first event */
   int eol;                 /* MK_EOL_* line ending of SSE events */
   int usage;               /* OpenAI usage chunk: -1 ask body, 0 never, 1 */

@@ -54,6 +54,7 @@ static const struct {
     K(html502, T_INT),     K(error_event, T_STR), K(error_after, T_INT),
     K(no_done, T_INT),     K(close, T_INT),       K(fixture, T_STR),
     K(comments, T_INT),    K(usage, T_INT),       K(location, T_STR),
+    K(raw, T_STR),
 };
 
 /* Sets key k to v. Returns 0, or -1 for an unknown key or a bad value. */
@@ -382,19 +383,37 @@ static void plan_stream_end(mk_req_t *q, mk_plan_t *pl, const mk_scen_t *sc) {
   }
 }
 
-/* Reads fixture file name into the plan as events: split after blank lines
- * for SSE, after each line otherwise. Returns 0, or -1 if unreadable. */
-static int plan_fixture(mk_req_t *q, mk_plan_t *pl, const char *name, int sse) {
-  char path[4096];
+/* Reads fixture file name whole into buf. Returns 0, or -1 if unreadable. */
+static int read_fixture(const char *name, mk_buf_t *d) {
+  char path[4096], buf[65536];
+  size_t n;
   if (!mk_fixtures_dir || strchr(name, '/') || name[0] == '.') return -1;
   snprintf(path, sizeof path, "%s/%s", mk_fixtures_dir, name);
   FILE *f = fopen(path, "rb");
   if (!f) return -1;
-  mk_buf_t d = {0};
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) mk_buf_add(&d, buf, n);
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) mk_buf_add(d, buf, n);
   fclose(f);
+  return 0;
+}
+
+/* raw=NAME: the file's bytes are the whole response (status line, headers
+ * and body as they are, malformed or cut short), then the connection
+ * closes. Returns 0, or -1 if unreadable. */
+static int plan_raw(mk_plan_t *pl, const char *name) {
+  if (read_fixture(name, &pl->head) < 0) return -1;
+  pl->ends = mk_xrealloc(NULL, sizeof *pl->ends);
+  pl->ends[0] = 0;
+  pl->n = pl->cap = 1;
+  pl->stop_at = 0;
+  pl->keep_alive = 0;
+  return 0;
+}
+
+/* Reads fixture file name into the plan as events: split after blank lines
+ * for SSE, after each line otherwise. Returns 0, or -1 if unreadable. */
+static int plan_fixture(mk_req_t *q, mk_plan_t *pl, const char *name, int sse) {
+  mk_buf_t d = {0};
+  if (read_fixture(name, &d) < 0) return -1;
   size_t a = 0;
   for (size_t i = 0; i < d.len; i++) {
     int cut = d.p[i] == '\n' &&
@@ -514,6 +533,14 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
                   mk_scen_t *sc, mk_plan_t *pl) {
   mk_buf_t extra = {0};
   const char *msg = NULL, *ctype = "application/json";
+  if (sc->raw) {
+    if (plan_raw(pl, sc->raw) < 0) {
+      mk_plan_free(pl);
+      plan_simple(pl, 500, "text/plain", "mockllm: fixture not readable\n", 30);
+      pl->keep_alive = 0;
+    }
+    return;
+  }
   prepare(q, r, sc);
   int st = error_body(q, sc, precondition(q, r, qs, &msg), msg, &ctype);
   mk_buf_addf(&extra, "%s: req_mock%llu\r\n",

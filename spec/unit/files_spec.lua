@@ -78,13 +78,31 @@ describe("llm.files.chunks #unit", function()
     assert.are.equal(s, table.concat(got))
   end)
 
-  it("overlaps by lines, and always moves forward", function()
+  it("overlaps by whole lines within overlap characters, and always moves forward", function()
     local s = "l1\nl2\nl3\nl4\nl5\n"
-    local got = chunks_of(s, { size = 9, by = "lines", overlap = 1 })
+    local got = chunks_of(s, { size = 9, by = "lines", overlap = 3 })
     assert.are.same({ "l1\nl2\nl3\n", "l3\nl4\nl5\n" }, got)
-    -- more overlap than the chunk has lines: keep all but one
+    -- no whole line fits in 2 characters: no overlap, never half a line
+    got = chunks_of(s, { size = 9, by = "lines", overlap = 2 })
+    assert.are.same({ "l1\nl2\nl3\n", "l4\nl5\n" }, got)
+    -- the lines that fit in 5 characters: one
     got = chunks_of(s, { size = 6, by = "lines", overlap = 5 })
     assert.are.same({ "l1\nl2\n", "l2\nl3\n", "l3\nl4\n", "l4\nl5\n" }, got)
+  end)
+
+  it("counts overlap in characters whatever by is: it never multiplies the text", function()
+    -- the README's example on 200 short paragraphs: overlap 200 with
+    -- by = "paragraphs" once meant 200 paragraphs (the text 6.75 times over)
+    local paras = {}
+    for i = 1, 2000 do paras[i] = ("paragraph %d has a few words in it."):format(i) end
+    local s = table.concat(paras, "\n\n") .. "\n"
+    for _, by in ipairs({ "chars", "lines", "paragraphs" }) do
+      local got = chunks_of(s, { size = 4000, overlap = 200, by = by })
+      local total = #table.concat(got)
+      assert.is_true(total <= #s * (1 + 200 / (4000 - 200)) + 4000,
+        by .. ": " .. total .. " bytes of chunks for " .. #s)
+      for i = 2, #got do assert.is_true(#got[i] <= 4000 * 2) end
+    end
   end)
 
   it("cuts at blank lines with by = paragraphs, then at lines, then between characters", function()
@@ -96,7 +114,7 @@ describe("llm.files.chunks #unit", function()
 
   it("overlaps by paragraphs", function()
     local s = "A\n\nB\n\nC\n\nD\n\n"
-    local got = chunks_of(s, { size = 6, by = "paragraphs", overlap = 1 })
+    local got = chunks_of(s, { size = 6, by = "paragraphs", overlap = 3 })
     assert.are.same({ "A\n\nB\n\n", "B\n\nC\n\n", "C\n\nD\n\n" }, got)
   end)
 
@@ -115,11 +133,59 @@ describe("llm.files.chunks #unit", function()
     end
   end)
 
-  it("returns nil, message, code for a missing file", function()
-    local it_, msg, code = files.chunks("/nonexistent/dir/file.txt")
-    assert.is_nil(it_)
-    assert.matches("No such file", msg)
-    assert.are.equal(2, code)
+  it("raises naming the path for a missing file, so a for loop says why", function()
+    local ok, e = pcall(function()
+      for _ in files.chunks("/nonexistent/dir/file.txt") do end
+    end)
+    assert.is_false(ok)
+    assert.matches("files.chunks: cannot open /nonexistent/dir/file.txt: No such file", e)
+    assert.not_matches("nil value", e)
+  end)
+
+  it("refuses a FIFO without blocking the loop: other tasks tick, llm.timeout fires", function()
+    local path = os.tmpname()
+    os.remove(path)
+    assert(os.execute("mkfifo " .. path))
+    local ticks = 0
+    local ticker = llm.spawn(function() while true do llm.sleep(0.01) ticks = ticks + 1 end end)
+    local r, err = llm.timeout(2, function()
+      local ok, e = pcall(files.chunks, path)
+      return ok, e
+    end)
+    llm.sleep(0.05)
+    ticker:cancel()
+    os.remove(path)
+    assert.is_false(r)
+    assert.matches("a FIFO, not a regular file", err)
+    assert.is_true(ticks >= 3)
+    -- and a directory
+    local ok, e = pcall(files.chunks, "/tmp")
+    assert.is_false(ok)
+    assert.matches("directory", e)
+  end)
+
+  it("is linear on text without newlines, by lines and by paragraphs, and lets tasks run", function()
+    local s = ("abcdefghij"):rep(40000)          -- 400 KB, no newline
+    local function time(by)
+      local t0 = os.clock()
+      local got = chunks_of(s, { size = 4000, by = by, overlap = 100 })
+      assert.are.equal(s:sub(1, 4000), got[1])
+      return os.clock() - t0
+    end
+    local chars = time("chars")
+    for _, by in ipairs({ "lines", "paragraphs" }) do
+      local t = time(by)
+      -- quadratic was about 10 s here; linear is within a few times chars
+      assert.is_true(t < 5 * chars + 0.05, ("%s: %.3f s, chars %.3f s"):format(by, t, chars))
+    end
+    -- long work yields: a ticking task runs while 4 MB are chunked
+    local big = write_tmp(("x"):rep(4 << 20))
+    local ticks = 0
+    local ticker = llm.spawn(function() while true do llm.sleep(0) ticks = ticks + 1 end end)
+    for _ in files.chunks(big, { size = 100000, by = "lines" }) do end
+    ticker:cancel()
+    os.remove(big)
+    assert.is_true(ticks >= 3, "ticks: " .. ticks)
   end)
 
   it("closes the file when a loop is left early, and stays finished", function()
@@ -161,7 +227,9 @@ describe("llm.files.chunks #unit", function()
     assert.has_error(function() files.chunks("x", { by = "words" }) end,
       'files.chunks: by must be "chars", "lines" or "paragraphs"')
     assert.has_error(function() files.chunks("x", { size = 5, overlap = 5 }) end,
-      "files.chunks: overlap must be smaller than size")
+      "files.chunks: overlap must be smaller than size (both count characters)")
+    assert.has_error(function() files.chunks("x", { size = 5, overlap = 5, by = "lines" }) end,
+      "files.chunks: overlap must be smaller than size (both count characters)")
     assert.has_error(function() files.chunks("x", { chunk_size = 5 }) end,
       'files.chunks: unknown option "chunk_size" (size, overlap, by, block)')
   end)

@@ -128,10 +128,13 @@ describe("luagent.json.core #unit", function()
       is(decode(("9"):rep(80)), 1e80, "float")
     end)
 
-    it("accepts Python's NaN and Infinity, as cjson did", function()
-      is(decode("NaN"), 0 / 0, "float")
-      is(decode("Infinity"), math.huge, "float")
-      is(decode("[-Infinity]")[1], -math.huge, "float")
+    it("refuses Python's NaN and Infinity (RFC 8259; cjson accepted them)", function()
+      for _, s in ipairs { "NaN", "Infinity", "[-Infinity]", '{"a":NaN}', "[1,Infinity]" } do
+        local v, err = decode(s)
+        assert.is_nil(v, s)
+        assert.matches("^invalid JSON at byte %d+: ", err, 1, false, s)
+        assert.is_not_nil(fallback.decode(s), s)      -- cjson's leniency, gone
+      end
     end)
 
     it("rejects what the grammar does not allow", function()
@@ -165,8 +168,15 @@ describe("luagent.json.core #unit", function()
       assert.equal("\xff\xfe\xc3(\xed\xa0\x80", decode('"\xff\xfe\xc3(\xed\xa0\x80"'))
     end)
 
-    it("accepts raw control characters but not NUL, as cjson did", function()
-      assert.equal("a\tb\nc\1\31", decode('"a\tb\nc\1\31"'))
+    it("refuses raw control characters in strings (RFC 8259; cjson accepted them)", function()
+      for c = 1, 31 do
+        local v, err = decode('{"k":"a' .. string.char(c) .. 'b"}')
+        assert.is_nil(v, c)
+        assert.equal("invalid JSON at byte 8: raw control character in string (must be escaped)", err)
+      end
+      assert.is_nil(decode('{"a\tb":1}'))                       -- in a key too
+      assert.equal("a\tb\nc\1\31", decode('"a\\tb\\nc\\u0001\\u001f"'))   -- escaped: fine
+      assert.equal(" \127", decode('" \127"'))                     -- DEL is no control here
       local v, err = decode('"a\0b"')
       assert.is_nil(v)
       assert.equal("invalid JSON at byte 3: NUL byte in string", err)
@@ -401,7 +411,7 @@ describe("luagent.json.core #unit", function()
           local k = r(10)
           if k <= 4 then out[#out + 1] = string.char(96 + r(26))
           elseif k == 5 then out[#out + 1] = string.char(127 + r(128))
-          elseif k == 6 then out[#out + 1] = string.char(r(31))
+          elseif k == 6 then out[#out + 1] = ("\\u%04x"):format(r(31))   -- controls escaped: RFC 8259
           elseif k == 7 then
             local e = { '\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t" }
             out[#out + 1] = e[r(#e)]
@@ -496,10 +506,10 @@ describe("luagent.json.core #unit", function()
         elseif aerr == nil then      -- C accepts: only a lone surrogate escape
           disagreements = disagreements + 1
           assert(s:find("\\u[dD][89a-fA-F]"), ("only C accepts %q (%s)"):format(s, berr))
-        elseif berr == nil then      -- cjson accepts: a lenient number or a NUL end
+        elseif berr == nil then      -- cjson accepts: a lenient number, a raw control, a NUL end
           disagreements = disagreements + 1
           local at = tonumber(aerr:match("byte (%d+)"))
-          assert(("+-.0123456789xXiInN\0"):find(s:sub(at, at), 1, true),
+          assert(("+-.0123456789xXiInN\0\1\n\t"):find(s:sub(at, at), 1, true),
             ("only cjson accepts %q (%s)"):format(s, aerr))
         end
       end

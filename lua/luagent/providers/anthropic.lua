@@ -267,6 +267,7 @@ end
 
 local function on_block_start(self, v)
   local cb = type(v.content_block) == "table" and v.content_block or {}
+  self._blocks[v.index or -1] = false       -- started; a tool's number below
   if cb.type == "tool_use" then
     local index = self._tools
     self._tools = index + 1
@@ -282,13 +283,25 @@ local function on_block_start(self, v)
   return false
 end
 
+-- A delta that cannot be placed: an APIError quoting the event (dropping
+-- it would leave a tool call's arguments half-built without a word).
+local function bad_delta(self, v, why)
+  return nil, errors.new("APIError", ("malformed stream from anthropic: %s: %s"):format(
+    why, errors.snippet(json.encode(v) or "")), { provider = M.name, model = self.model })
+end
+
 local function on_block_delta(self, v)
   local d = type(v.delta) == "table" and v.delta or {}
+  local known = self._blocks[v.index or -1]
+  if known == nil then
+    return bad_delta(self, v, ("content_block_delta for block %s, which never started"):format(tostring(v.index)))
+  end
   if d.type == "text_delta" and d.text ~= nil then
+    if type(d.text) ~= "string" then return bad_delta(self, v, "text_delta text is not a string") end
     return self:chunk({ content = d.text })
   elseif d.type == "input_json_delta" and d.partial_json ~= nil and d.partial_json ~= "" then
-    local index = self._blocks[v.index or -1]
-    if index == nil then return false end
+    local index = known
+    if index == false then return bad_delta(self, v, "input_json_delta for a block that is not a tool_use") end
     return self:chunk({ tool_calls = { { index = index, ["function"] = { arguments = d.partial_json } } } })
   elseif d.type == "thinking_delta" and d.thinking ~= nil then
     return self:chunk({ reasoning_content = d.thinking })

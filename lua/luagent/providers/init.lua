@@ -326,17 +326,59 @@ function M.check_messages(params, provider, model)
     if type(m) ~= "table" or type(m.role) ~= "string" then
       return nil, M.bad_request(provider, model, "messages[" .. i .. "] must be a table with a string role")
     end
+    local why = M.content_problem(m.content)
+    if why then
+      return nil, M.bad_request(provider, model, ("messages[%d].content %s"):format(i, why))
+    end
   end
   return true
 end
 
---- The content of a message as a list of OpenAI parts ({type="text", text=} ...).
+-- A single part given where a list of parts belongs: {type = "text", text = ...}.
+local function is_single_part(c)
+  return type(c.type) == "string" and rawlen(c) == 0
+end
+
+--- Why a message content cannot be sent, or nil when it can. Content is
+--- nil, a string, a list of parts ({type=, ...} tables), or one part alone
+--- (taken as a list of one). Anything else ({a = 1}, a number, a table
+--- that refers to itself) would be sent as an empty or wrong content.
+---@param content any
+---@return string|nil why
+function M.content_problem(content)
+  if content == nil or type(content) == "string" then return nil end
+  if type(content) ~= "table" then
+    return "must be a string or a list of parts, not a " .. type(content)
+  end
+  if is_single_part(content) then return nil end
+  local n = rawlen(content)
+  for k in pairs(content) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      return "must be a string or a list of parts ({type = \"text\", text = ...}); it has a key " ..
+        ("%q"):format(tostring(k)):sub(1, 40)
+    end
+  end
+  for k = 1, n do
+    local part = content[k]
+    if type(part) ~= "table" or type(part.type) ~= "string" then
+      return ("[%d] must be a part: a table with a string type"):format(k)
+    end
+    if part == content then return ("[%d] is the content itself"):format(k) end
+  end
+  return nil
+end
+
+--- The content of a message as a list of OpenAI parts ({type="text", text=} ...);
+--- a single part becomes a list of one.
 ---@param content string|table|nil
 ---@return table parts
 function M.content_parts(content)
   if content == nil then return {} end
   if type(content) == "string" then return { { type = "text", text = content } } end
-  if type(content) == "table" then return content end
+  if type(content) == "table" then
+    if is_single_part(content) then return { content } end
+    return content
+  end
   return { { type = "text", text = tostring(content) } }
 end
 
@@ -631,13 +673,15 @@ function Joiner:take()
   return out
 end
 
---- Decodes an error/response body to a table, or nil when it is not JSON.
+--- Decodes an error/response body to a table, or nil and why not.
 ---@param body string|nil
 ---@return table|nil
+---@return string|nil why
 function M.decode_body(body)
-  if type(body) ~= "string" then return nil end
-  local v = json.decode(body)
-  return type(v) == "table" and v or nil
+  if type(body) ~= "string" then return nil, "no body" end
+  local v, err = json.decode(body)
+  if type(v) == "table" then return v end
+  return nil, v == nil and tostring(err) or ("a JSON " .. type(v) .. ", not an object")
 end
 
 local function has_error_field(v) return v.error ~= nil end
@@ -657,9 +701,10 @@ function M.decode_response(provider, status, body, model, is_error)
   if type(status) == "number" and status >= 400 then
     return nil, provider.parse_error(status, nil, body, model)
   end
-  local v = M.decode_body(body)
+  local v, why = M.decode_body(body)
   if not v then
-    return nil, errors.new("APIError", "response body is not JSON: " .. errors.snippet(body or ""),
+    return nil, errors.new("APIError", ("response body is not JSON (%s): %s"):format(
+        why, errors.snippet(body or "", 80)),
       { status = status, provider = provider.name, model = model })
   end
   if (is_error or has_error_field)(v) then return nil, provider.parse_error(status, nil, body, model) end

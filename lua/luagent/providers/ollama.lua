@@ -31,7 +31,7 @@ local handled = { top_k = true, options = true }
 local function images_of(content, model)
   local images
   if type(content) ~= "table" then return nil end
-  for _, part in ipairs(content) do
+  for _, part in ipairs(common.content_parts(content)) do
     if type(part) == "table" and part.type == "image_url" then
       local _, data = common.parse_data_url(common.image_url(part))
       if not data then

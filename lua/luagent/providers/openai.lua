@@ -30,7 +30,7 @@ local function wire_message(m)
   if type(m.content) ~= "table" and m.tool_calls == nil then return m end
   local out = {}
   for k, v in pairs(m) do out[k] = v end
-  if type(m.content) == "table" then out.content = common.array_copy(m.content) end
+  if type(m.content) == "table" then out.content = common.array_copy(common.content_parts(m.content)) end
   if type(m.tool_calls) == "table" then
     if m.tool_calls[1] == nil then
       out.tool_calls = nil
@@ -161,15 +161,83 @@ end
 -- Stream
 -- ---------------------------------------------------------------------------
 
-local function normalize_choices(obj)
-  if type(obj.choices) ~= "table" then obj.choices = json.empty_array() end
-  local finished = false
-  for _, c in ipairs(obj.choices) do
+-- ---------------------------------------------------------------------------
+-- Shapes. A server's JSON is checked before the script sees it: what is
+-- wrong is an APIError quoting the server's text, never a Lua error and
+-- never a success. Normalised (not refused): a chunk without `choices`
+-- (a usage chunk) has an empty list; a missing delta is {}; a message
+-- content given as a list of text parts becomes their text joined.
+-- Refused: `choices` that is not a list (a body needs at least one), a
+-- choice, delta or message that is not an object, content that is not a
+-- string, null or text parts, a finish_reason that is not a string.
+-- ---------------------------------------------------------------------------
+
+local function malformed(self_or_model, what, data)
+  local model = type(self_or_model) == "table" and self_or_model.model or self_or_model
+  return errors.new("APIError", ("malformed response from openai: %s: %s"):format(
+      what, errors.snippet(chunks.text(data) or "")), { provider = M.name, model = model })
+end
+
+-- Decoded JSON marks its arrays; tables a script or a spec builds do not,
+-- so a list is also a table with [1] (or an empty one).
+local function is_list(t)
+  return type(t) == "table" and (json.is_array(t) or rawlen(t) > 0 or next(t) == nil)
+end
+
+local function is_object(t)
+  return type(t) == "table" and not json.is_array(t) and rawlen(t) == 0
+end
+
+local function jtype(x)
+  if type(x) == "table" then return is_object(x) and "an object" or "a list" end
+  return type(x) == "string" and "a string" or type(x) == "number" and "a number"
+      or type(x) == "boolean" and "a boolean" or "null"
+end
+
+-- Checks one choice (delta or message under `field`); returns nil or why not.
+local function choice_problem(c, i, field)
+  if not is_object(c) then
+    return ("choices[%d] is %s, not an object"):format(i, jtype(c))
+  end
+  local fr = c.finish_reason
+  if fr ~= nil and type(fr) ~= "string" then
+    return ("choices[%d].finish_reason is %s, not a string"):format(i, jtype(fr))
+  end
+  local m = c[field]
+  if m == nil then return nil end
+  if not is_object(m) then
+    return ("choices[%d].%s is %s, not an object"):format(i, field, jtype(m))
+  end
+  local content = m.content
+  if content == nil or type(content) == "string" then return nil end
+  if is_list(content) and content[1] ~= nil then
+    local texts = {}
+    for k, part in ipairs(content) do
+      if type(part) ~= "table" or type(part.text) ~= "string" then
+        return ("choices[%d].%s.content[%d] is not a text part"):format(i, field, k)
+      end
+      texts[k] = part.text
+    end
+    m.content = table.concat(texts)
+    return nil
+  end
+  return ("choices[%d].%s.content is %s, not a string"):format(i, field, jtype(content))
+end
+
+local function normalize_choices(obj, body, model)
+  local choices = obj.choices
+  if not is_list(choices) then
+    return nil, malformed(model, "choices is " .. (choices == nil and "missing" or jtype(choices)) ..
+      ", not a list", body)
+  end
+  if choices[1] == nil then return nil, malformed(model, "no choices", body) end
+  for i, c in ipairs(choices) do
+    local why = choice_problem(c, i, "message")
+    if why then return nil, malformed(model, why, body) end
     c.finish_reason = chunks.normalize_finish(c.finish_reason)
-    if c.finish_reason then finished = true end
     c.index = c.index or 0
   end
-  return finished
+  return true
 end
 
 local byte = string.byte
@@ -183,7 +251,7 @@ local function feed(self, event, data)
   if type(data) ~= "table" then
     if byte(data, 1) ~= 123 then                    -- not "{"
       if data:match("^%s*%[DONE%]%s*$") then
-        self.done = true
+        self.done, self.ended = true, true     -- the end: nothing after it is read
         return false
       end
       if data:match("^%s*$") then return false end
@@ -203,11 +271,15 @@ local function feed(self, event, data)
     if v.created == nil then v.created = created end
   end
   local choices = v.choices
-  if type(choices) ~= "table" then
+  if choices == nil then
     v.choices = json.empty_array()
+  elseif not is_list(choices) then
+    return nil, malformed(self, "choices is " .. jtype(choices) .. ", not a list", data)
   else
     for i = 1, #choices do
       local c = choices[i]
+      local why = choice_problem(c, i, "delta")
+      if why then return nil, malformed(self, why, data) end
       if c.delta == nil then c.delta = {} end
       if c.index == nil then c.index = 0 end
       local fr = c.finish_reason
@@ -229,7 +301,8 @@ function M.parse_response(status, body, model)
   if not v then return nil, err end
   v.object = v.object or "chat.completion"
   v.model = v.model or model
-  normalize_choices(v)
+  local ok, serr = normalize_choices(v, body, model)
+  if not ok then return nil, serr end
   return v
 end
 
