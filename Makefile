@@ -56,7 +56,8 @@ LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/error.c runtime/curl.c \
-             runtime/http.c runtime/frame.c runtime/term.c \
+             runtime/http.c runtime/response.c runtime/frame.c runtime/framer.c \
+             runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c runtime/lineedit.c runtime/files.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o

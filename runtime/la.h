@@ -175,6 +175,10 @@ int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
                   int cache, const char **err, size_t *err_at);
 void la_json_cache_push(lua_State *L);            /* the state's string cache */
 
+/* ---- framer.c ----------------------------------------------------- */
+int  la_framer_new(lua_State *L);                 /* luagent.http.core.framer */
+void la_framer_class(lua_State *L);               /* the Framer metatable */
+
 /* ---- builder.c ---------------------------------------------------- */
 int  luaopen_luagent_chunks_core(lua_State *L);   /* luagent.chunks.core */
 int  luaopen_luagent_files_core(lua_State *L);    /* luagent.files.core */
