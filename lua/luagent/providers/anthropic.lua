@@ -172,7 +172,7 @@ end
 -- Request
 -- ---------------------------------------------------------------------------
 
---- Builds the HTTP request for a chat completion.
+--- The /v1/messages request: system messages in `system`, max_tokens always set.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end

@@ -202,7 +202,7 @@ local function model_path(model)
   return (model:gsub("[^%w%-%._]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
---- Builds the HTTP request for a chat completion.
+--- The generateContent (or streamGenerateContent?alt=sse) request for the model.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end

@@ -114,7 +114,7 @@ local function wire_tools(tools)
   return out
 end
 
---- Builds the HTTP request for a chat completion.
+--- The /api/chat request: sampling settings in `options`, `stream` always explicit.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end

@@ -68,7 +68,7 @@ local function wire_tools(tools)
   return out
 end
 
---- Builds the HTTP request for a chat completion.
+--- The /chat/completions request: the parameters as they are, arrays marked.
 function M.build_request(params, model, ctx)
   local ok, err = common.check_messages(params, M.name, model)
   if not ok then return nil, err end
