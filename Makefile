@@ -16,7 +16,8 @@ PKGS    := lua5.4 libuv libcurl hiredis
 DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
-           libedit-dev
+           libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb \
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light
 
 # The version is written once, in runtime/luagent.h (LA_VERSION).
 VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
@@ -53,13 +54,16 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD
              $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
+# llm.serve: libh2o (built on libuv), with wslay and OpenSSL under it.
+SERVE_LIBS = -lh2o -lwslay -lssl -lcrypto
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/error.c runtime/curl.c \
              runtime/http.c runtime/response.c runtime/frame.c runtime/framer.c \
              runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
-             runtime/builder.c runtime/lineedit.c runtime/files.c
+             runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
+             runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -72,12 +76,15 @@ HOST := $(BUILD)/frame_host
 TSSE := $(BUILD)/test_sse
 HOLE := $(BUILD)/blackhole
 CMOD := $(BUILD)/cmod.so $(BUILD)/cmod_linked.so
+STEP := $(BUILD)/step_host $(BUILD)/host_api
+CXXH := $(BUILD)/cxx_host
+CXX  ?= g++
 
-.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools
+.PHONY: all run test test-c test-lua asan bench fuzz install uninstall clean deps tools examples
 
 all: $(BIN) $(LIB) $(SO)
 
-tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD)
+tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
 $(BUILD)/obj/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
@@ -98,12 +105,12 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/obj/main.o $(LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) -lm -Wl,-E \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) $(SERVE_LIBS) -lm -Wl,-E \
 	  $(MALLOC_LIBS)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(call pkg,--libs,libuv hiredis libedit) -lm
+	  $(call pkg,--libs,libuv hiredis libedit) $(SERVE_LIBS) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -111,7 +118,15 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
 
 $(HOST): examples/frame_host.c $(LIB)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+
+$(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+
+# The embedding API from C++: luagent.h and libluagent.a in a g++ program.
+$(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
+	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
@@ -130,13 +145,25 @@ $(TSSE): spec/c/test_sse.c runtime/frame.c runtime/frame.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/frame.c spec/c/test_sse.c
 
+# ---- examples: the SDL2 game, not in `all` (its Debian packages are in
+# DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
+NPC      := $(BUILD)/npc
+NPC_SRC  := examples/npc/main.c examples/npc/render.c examples/npc/play.c
+
+examples: deps all $(NPC)
+
+$(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) \
+	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
+
 # ---- the main job -------------------------------------------------------
 run: deps all
 	$(BIN) scripts/quickstart.lua
 
 # ---- tests ---------------------------------------------------------------
 # Specs start their own servers (build/mockllm) on free loopback ports.
-test: deps all tools node_modules/.package-lock.json
+test: deps all tools $(NPC) node_modules/.package-lock.json
 	@BUILD=$(BUILD) sh spec/run.sh
 
 # The stock lua5.4 is not instrumented: specs that load build/asan/luagent.so
@@ -167,6 +194,11 @@ fuzz:
 	  fuzz/fuzz_builder.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_builder
 	$(BUILD)/fuzz/fuzz_builder -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_builder fuzz/corpus/builder
+	@mkdir -p $(BUILD)/fuzz/corpus_route
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/route.c \
+	  fuzz/fuzz_route.c -o $(BUILD)/fuzz/fuzz_route
+	$(BUILD)/fuzz/fuzz_route -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_route fuzz/corpus/route
 
 # ---- install ---------------------------------------------------------------
 install: all

@@ -13,6 +13,11 @@
 --- into Lua tables in C) and checked on the tables as completion mode does:
 --- the JSON layer alone, without the provider, the chunk builder and the
 --- stream object.
+--- MODE "observed": as completion, with everything issue 19 adds watching:
+--- a global callback set (on_request, on_first_token, on_success),
+--- logging at info (one line per call, to stderr) and OTLP export of
+--- every call's spans to the same server's /v1/traces (flushed inside the
+--- timed phase, so the export's CPU is counted).
 --- MODE "anthropic", "ollama" or "gemini": as completion, through that
 --- provider and its wire format (the server speaks them all); BASE_URL is
 --- the same .../v1 URL. A stream is then N+2 (anthropic: no usage-only
@@ -33,13 +38,14 @@ local mode, base, nstreams, nchunks = arg[1], arg[2], tonumber(arg[3]), tonumber
 -- completion modes: the model, the api_base and the chunks of a stream beyond its N tokens
 local PROVIDERS = {
   completion = { model = "openai/bench", extra = 3 },
+  observed = { model = "openai/bench", extra = 3 },
   anthropic = { model = "anthropic/bench", extra = 2 },
   ollama = { model = "ollama/bench", extra = 1, root = true },
   gemini = { model = "gemini/bench", extra = 0, root = true },
 }
 if not (PROVIDERS[mode] or mode == "raw" or mode == "deliver" or mode == "json")
     or not base or not nstreams or not nchunks then
-  io.stderr:write("usage: luagent bench/client.lua completion|anthropic|ollama|gemini|raw|deliver|json "
+  io.stderr:write("usage: luagent bench/client.lua completion|observed|anthropic|ollama|gemini|raw|deliver|json "
     .. "BASE_URL STREAMS CHUNKS\n")
   os.exit(2)
 end
@@ -224,6 +230,14 @@ do
   warm:close()
 end
 
+if mode == "observed" then
+  local seen = 0
+  local function count() seen = seen + 1 end
+  llm.callbacks.add{ on_request = count, on_first_token = count, on_success = count }
+  llm.log.set_level("info")
+  llm.otlp.configure{ endpoint = base:match("^(https?://[^/]+)"), delay = 0.05 }
+end
+
 collectgarbage("collect")
 local c0 = os.clock()
 t_start = llm.now()
@@ -235,6 +249,10 @@ for i = 1, nstreams do
   end)
 end
 for i = 1, nstreams do tasks[i]:await() end
+if mode == "observed" then
+  llm.otlp.flush()
+  if llm.otlp.exported ~= 2 * nstreams then failed(0, "spans exported: " .. llm.otlp.exported) end
+end
 local wall = llm.now() - t_start
 local cpu = os.clock() - c0
 

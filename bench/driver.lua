@@ -76,6 +76,9 @@ local CLIENTS = {
   { name = "floor", cmd = BUILD .. "/bench/floor %s %d %d" },
   { name = "luagent", cmd = BUILD .. "/luagent bench/client.lua completion %s %d %d" },
   { name = "luagent-raw", cmd = BUILD .. "/luagent bench/client.lua raw %s %d %d" },
+  -- callbacks + logging at info + OTLP export (issue 19), against "luagent"
+  { name = "luagent-observed", cmd = BUILD .. "/luagent bench/client.lua observed %s %d %d",
+    only = { c100 = true, burst = true } },
   { name = "luagent-deliver", cmd = BUILD .. "/luagent bench/client.lua deliver %s %d %d",
     only = { burst = true, c100 = true, c1000 = true } },
   { name = "luagent-json", cmd = BUILD .. "/luagent bench/client.lua json %s %d %d",

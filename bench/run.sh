@@ -4,7 +4,8 @@
 # runs bench/driver.lua and writes bench/RESULTS.md with bench/report.lua.
 #
 # Environment: BUILD (default build); BENCH_RUNS, BENCH_BIG_RUNS,
-# BENCH_CLIENTS, BENCH_SCENARIOS, BENCH_QUICK (see bench/driver.lua).
+# BENCH_CLIENTS, BENCH_SCENARIOS, BENCH_QUICK (see bench/driver.lua);
+# BENCH_WS_CLIENTS, BENCH_HTTP_ROUNDS, BENCH_SKIP_SERVE (bench/serve_bench.lua).
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -52,5 +53,13 @@ if [ ! -f bench/node_modules/openai/package.json ]; then
 fi
 
 lua5.4 bench/driver.lua bench/results.json
+# Embedding: la_step per frame, and the SDL2 game (make examples) under Xvfb.
+[ -x "$BUILD/npc" ] || make --no-print-directory examples >/dev/null
+lua5.4 bench/embed.lua bench/embed.json
 lua5.4 bench/report.lua bench/results.json bench/RESULTS.md
+# llm.serve: the WebSocket chat relay and HTTP against nginx (its own
+# section of RESULTS.md; Debian's wrk and nginx come from make deps).
+if [ -z "${BENCH_SKIP_SERVE:-}" ]; then
+  lua5.4 bench/serve_bench.lua bench/RESULTS.md >/dev/null
+fi
 echo "bench: wrote bench/RESULTS.md in $(( $(date +%s) - start )) s"

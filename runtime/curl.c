@@ -11,6 +11,7 @@
 */
 #include <dlfcn.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "curl.h"
 
@@ -20,19 +21,22 @@ la_curlapi_t la_curlapi;
 /* Loading libcurl                                                     */
 /* ================================================================== */
 
-int la_curlapi_load(const char **err) {
-  static int state;            /* 0 not tried, 1 loaded, -1 failed */
-  static const char *why;
+static int load_state;         /* 1 loaded, -1 failed (after load_once) */
+static const char *load_why;
+static uv_once_t load_guard = UV_ONCE_INIT;
+
+/* dlopen()s libcurl, fills la_curlapi and runs curl_global_init: once per
+** process, on whichever thread (a preload's, or the loop's) comes first. */
+static void load_once(void) {
   static const char *const names[] = {"libcurl.so.4", "libcurl.so", NULL};
   void *lib = NULL;
   int i;
-  if (state) { *err = why; return state > 0 ? 0 : -1; }
+  const char *why = NULL;
   for (i = 0; names[i] && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
-    state = -1;
-    why = "cannot load libcurl (libcurl.so.4): install libcurl4";
-    *err = why;
-    return -1;
+    load_why = "cannot load libcurl (libcurl.so.4): install libcurl4";
+    load_state = -1;
+    return;
   }
 #define LOAD(field, sym) \
   if (!(*(void **)&la_curlapi.field = dlsym(lib, sym))) goto missing;
@@ -59,14 +63,20 @@ int la_curlapi_load(const char **err) {
     why = "curl_global_init failed";
     goto fail;
   }
-  state = 1;
-  return 0;
+  load_state = 1;
+  return;
 missing:
   why = "libcurl is too old (a symbol is missing)";
 fail:
-  state = -1;
-  *err = why;
-  return -1;
+  load_why = why;
+  load_state = -1;
+}
+
+/* Thread-safe: a second caller waits for the first load to end. */
+int la_curlapi_load(const char **err) {
+  uv_once(&load_guard, load_once);
+  *err = load_why;
+  return load_state > 0 ? 0 : -1;
 }
 
 typedef struct {
@@ -81,10 +91,16 @@ static void drain_messages(la_curl_t *c);
 /* Driving curl from libuv                                             */
 /* ================================================================== */
 
+/* One socket's I/O is one slice of a step. Once la_step's budget is spent
+** the socket is left unserved: libuv polls level-triggered, so the next
+** step's poll reports it again, and nothing is lost. */
 static void poll_cb(uv_poll_t *h, int status, int events) {
   sock_t *s = (sock_t *)h;
   la_curl_t *c = s->c;
   int flags = 0, running;
+  uint64_t t0;
+  if (la_budget_spent(c->rt)) return;
+  t0 = la_slice_begin(c->rt);
   /* A socket error (a reset) stops the poll handle: let curl read and
   ** write, so it meets the error itself and names it ("Connection reset
   ** by peer") instead of reporting "select/poll returned error". */
@@ -93,13 +109,68 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   curl_multi_socket_action(c->multi, s->fd, flags, &running);
   drain_messages(c);
+  la_slice_end(c->rt, t0, 1);
 }
 
-static void timer_cb(uv_timer_t *h) {
-  la_curl_t *c = h->data;
+/* curl's timeout: starts connections, retries, expires deadlines. */
+static void timeout_action(la_curl_t *c) {
   int running;
+  uint64_t t0 = la_slice_begin(c->rt);
+  c->timeout_due = 0;
   curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   drain_messages(c);
+  la_slice_end(c->rt, t0, 1);
+}
+
+/* A timeout that fires with the budget spent is put off to the next check
+** phase or step (la_curl_flush); the idle handle keeps poll from blocking
+** meanwhile. Re-arming a 0 ms uv timer from its own callback instead could
+** run it again in the same pass on older libuv. */
+static void timer_cb(uv_timer_t *h) {
+  la_curl_t *c = h->data;
+  if (la_budget_spent(c->rt)) {
+    c->timeout_due = 1;
+    la_loop_awake(c->rt);
+    return;
+  }
+  timeout_action(c);
+}
+
+/* Transfers added during a budgeted step join the multi ADD_BATCH at a
+** time, each batch one slice: curl starts every new transfer in the one
+** timeout action that follows (socket, connect, request), about 50 us
+** each, so 100 requests made in one step would cost a 5 ms slice. */
+#define ADD_BATCH 4
+
+/* Moves up to ADD_BATCH pending transfers into the multi. */
+static void add_batch(la_curl_t *c) {
+  size_t i, k = c->pend_n < ADD_BATCH ? c->pend_n : ADD_BATCH;
+  for (i = 0; i < k; i++)
+    if (curl_multi_add_handle(c->multi, c->pend[i]) != CURLM_OK) {
+      void *xfer = NULL;      /* ends now, as a failed transfer */
+      curl_easy_getinfo(c->pend[i], CURLINFO_PRIVATE, (char **)&xfer);
+      c->active--;
+      if (c->done && xfer) c->done(xfer, CURLE_OUT_OF_MEMORY);
+    }
+  c->pend_n -= k;
+  memmove(c->pend, c->pend + k, c->pend_n * sizeof *c->pend);
+}
+
+/* Runs the curl work a spent budget put off: pending transfers, then a
+** timeout that fired. From the check phase and at each step's start. */
+void la_curl_flush(la_runtime_t *rt) {
+  la_curl_t *c = rt->curl;
+  if (!c) return;
+  while (c->pend_n && !la_budget_spent(rt)) {
+    add_batch(c);
+    timeout_action(c);
+  }
+  if (c->timeout_due && !la_budget_spent(rt)) timeout_action(c);
+  if (c->pend_n || c->timeout_due) la_loop_awake(rt);
+}
+
+int la_curl_backlog(la_runtime_t *rt) {
+  return rt->curl && (rt->curl->pend_n || rt->curl->timeout_due);
 }
 
 /* CURLMOPT_TIMERFUNCTION: only (re)arms the uv timer; calling
@@ -107,6 +178,7 @@ static void timer_cb(uv_timer_t *h) {
 static int timer_fn(CURLM *m, long ms, void *ud) {
   la_curl_t *c = ud;
   (void)m;
+  c->timeout_due = 0;         /* curl set a new timeout: it supersedes */
   if (ms < 0) uv_timer_stop(c->timer);
   else uv_timer_start(c->timer, timer_cb, (uint64_t)ms, 0);
   return 0;
@@ -165,6 +237,92 @@ static void drain_messages(la_curl_t *c) {
 }
 
 /* ================================================================== */
+/* Loading libcurl before the first request (la_preload)               */
+/* ================================================================== */
+
+/* Loading libcurl and initialising it with TLS takes several ms (dlopen
+** of some thirty libraries, OpenSSL's set-up): a frame host must not pay
+** them inside a step. A thread does it, and requests made meanwhile wait
+** on `waiters` without blocking the loop. */
+typedef struct la_preload {
+  uv_thread_t thread;
+  uv_async_t *async;          /* the thread's "done" (malloc'd) */
+  la_node_t waiters;          /* tasks whose request waits for libcurl */
+  int busy;                   /* the thread runs or has not been joined */
+} la_preload_t;
+
+static void preload_thread(void *arg) {
+  la_preload_t *p = arg;
+  const char *err;
+  la_curlapi_load(&err);      /* fails again, with its message, on use */
+  uv_async_send(p->async);
+}
+
+/* Joins the loader and wakes the requests that waited for it. */
+static void preload_done_cb(uv_async_t *h) {
+  la_runtime_t *rt = h->loop->data;
+  la_preload_t *p = rt->preload;
+  if (!p || !p->busy) return;
+  uv_thread_join(&p->thread);
+  p->busy = 0;
+  while (!la_list_empty(&p->waiters)) {
+    la_task_t *t = LA_CONTAINER(p->waiters.next, la_task_t, node);
+    la_list_remove(&t->node);
+    la_task_wake(t);
+  }
+  uv_close((uv_handle_t *)p->async, la_close_free_cb);
+  p->async = NULL;
+}
+
+int la_preload(la_runtime_t *rt, int mode) {
+  const char *err;
+  la_preload_t *p;
+  rt->preload_chosen = 1;
+  if (mode == LA_PRELOAD_NOW) return la_curl_get(rt, &err) ? 0 : -1;
+  if (mode != LA_PRELOAD_THREAD || rt->preload || rt->curl) return 0;
+  p = calloc(1, sizeof *p);
+  if (!p || !(p->async = malloc(sizeof *p->async))) { free(p); return -1; }
+  la_list_init(&p->waiters);
+  uv_async_init(rt->loop, p->async, preload_done_cb);
+  rt->handles++;
+  rt->preload = p;
+  p->busy = 1;
+  if (uv_thread_create(&p->thread, preload_thread, p) != 0) {
+    p->busy = 0;              /* no thread: the first request loads it */
+    uv_close((uv_handle_t *)p->async, la_close_free_cb);
+    p->async = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+int la_curl_loading(la_runtime_t *rt) {
+  return rt->preload && rt->preload->busy;
+}
+
+static void loaded_cancel(la_task_t *t) { la_list_remove(&t->node); }
+static const la_wait_ops_t loaded_ops = {"libcurl", la_push_none, loaded_cancel};
+
+/* Suspends t until the loader thread has finished; k starts the request. */
+int la_curl_wait_loaded(lua_State *L, la_task_t *t, lua_KFunction k) {
+  la_list_push(&t->rt->preload->waiters, &t->node);
+  return la_suspend_k(L, t, &loaded_ops, NULL, k);
+}
+
+/* Runtime close: waits for the loader (bounded by one libcurl load). */
+void la_preload_stop(la_runtime_t *rt) {
+  la_preload_t *p = rt->preload;
+  if (!p) return;
+  if (p->busy) {
+    uv_thread_join(&p->thread);
+    p->busy = 0;
+  }
+  if (p->async) uv_close((uv_handle_t *)p->async, la_close_free_cb);
+  free(p);
+  rt->preload = NULL;
+}
+
+/* ================================================================== */
 /* Life cycle                                                          */
 /* ================================================================== */
 
@@ -196,13 +354,35 @@ la_curl_t *la_curl_get(la_runtime_t *rt, const char **err) {
   return c;
 }
 
+/* Inside a budgeted step the transfer waits in pend (see add_batch). */
 int la_curl_add(la_curl_t *c, CURL *easy) {
+  if (c->rt->deadline) {
+    if (c->pend_n == c->pend_cap) {
+      size_t cap = c->pend_cap ? c->pend_cap * 2 : 64;
+      CURL **p = realloc(c->pend, cap * sizeof *p);
+      if (!p) return -1;
+      c->pend = p;
+      c->pend_cap = cap;
+    }
+    c->pend[c->pend_n++] = easy;
+    c->active++;
+    la_loop_awake(c->rt);
+    return 0;
+  }
   if (curl_multi_add_handle(c->multi, easy) != CURLM_OK) return -1;
   c->active++;
   return 0;
 }
 
 void la_curl_remove(la_curl_t *c, CURL *easy) {
+  size_t i;
+  for (i = 0; i < c->pend_n; i++)
+    if (c->pend[i] == easy) {  /* never reached the multi */
+      c->pend_n--;
+      memmove(c->pend + i, c->pend + i + 1, (c->pend_n - i) * sizeof *c->pend);
+      c->active--;
+      return;
+    }
   if (curl_multi_remove_handle(c->multi, easy) == CURLM_OK) c->active--;
 }
 
@@ -214,6 +394,7 @@ void la_curl_free(la_runtime_t *rt) {
   if (!c) return;
   curl_multi_cleanup(c->multi);
   uv_close((uv_handle_t *)c->timer, la_close_free_cb);
+  free(c->pend);
   free(c);
   rt->curl = NULL;
 }

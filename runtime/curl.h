@@ -18,6 +18,9 @@ typedef struct la_curl {
   uv_timer_t *timer;          /* curl's single timeout (malloc'd) */
   la_curl_done_fn done;       /* the transfer layer's completion hook */
   int active;                 /* easy handles in the multi */
+  int timeout_due;            /* curl's timeout fired with the budget spent */
+  CURL **pend;                /* added in a budgeted step, not yet in the */
+  size_t pend_n, pend_cap;    /* multi (FIFO, see add_batch) */
 } la_curl_t;
 
 /* The runtime's multi, made on first use (libcurl loaded and initialised

@@ -186,6 +186,7 @@ static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
     memcpy(x->body + x->blen, p, n);
     x->blen += n;
     x->t_last = uv_now(x->rt->loop);
+    x->rt->stats.bytes_received += n;   /* la_stats */
     return n;
   }
   if (x->q_bytes > HIGH_WATER) { x->paused = 1; return CURL_WRITEFUNC_PAUSE; }
@@ -198,6 +199,7 @@ static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
   }
   if (!x->got_body && x->q_head) got_first(x);
   if (x->q_head) x_wake(x, W_EVENT);
+  x->rt->stats.bytes_received += n;     /* not before: a pause re-delivers */
   return n;
 }
 
@@ -563,15 +565,28 @@ static int request_k(lua_State *L, int status, lua_KContext base) {
   return 1;   /* the response object */
 }
 
+static int l_request(lua_State *L);
+
+/* Continuation of a request that waited for libcurl to load: starts it. */
+static int request_start_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  la_resume_check(L, base);
+  lua_settop(L, 1);
+  return l_request(L);
+}
+
 /* http.request(opts) -> resp | nil, err */
 static int l_request(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
   la_curl_t *c;
   xfer_t *x;
+  la_task_t *t;
   const char *why = NULL;
   luaL_checktype(L, 1, LUA_TTABLE);
-  la_task_current(L, "http.request");
+  t = la_task_current(L, "http.request");
   lua_settop(L, 1);
+  /* libcurl is loading on a thread (la_preload): wait for it, off the loop */
+  if (la_curl_loading(rt)) return la_curl_wait_loaded(L, t, request_start_k);
   x = lua_newuserdatauv(L, sizeof *x, 1);
   memset(x, 0, sizeof *x);
   x->rt = rt;

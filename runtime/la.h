@@ -110,6 +110,13 @@ struct la_runtime {
   struct la_curl *curl;       /* lazily made by curl.c */
   int sigint_claimed;         /* tasks waiting in term.on_interrupt: while
                                  non-zero, Ctrl-C is theirs (term.c) */
+  uint64_t deadline;          /* uv_hrtime() at which la_step's budget is
+                                 spent; 0 outside a budgeted step */
+  la_stats_t stats;           /* la_stats: the last step's and totals */
+  uint64_t slice_est;         /* ns, a slice's expected cost (la_step) */
+  struct la_preload *preload; /* libcurl loading off the loop (curl.c) */
+  int preload_chosen;         /* la_preload was called (by la_step too) */
+  struct la_host *host;       /* host events and callbacks (host.c) */
 };
 
 /* ---- lists --------------------------------------------------------- */
@@ -131,12 +138,17 @@ void la_ready_push(la_runtime_t *rt, la_task_t *t);
 void la_handle_closed(la_runtime_t *rt);          /* debug counter */
 void la_close_free_cb(uv_handle_t *h);            /* frees h, counts it */
 la_runtime_t *la_runtime_of(lua_State *L);        /* from upvalue 1 */
+int  la_budget_spent(la_runtime_t *rt);           /* la_step's budget */
+uint64_t la_slice_begin(la_runtime_t *rt);        /* times one slice of */
+void la_slice_end(la_runtime_t *rt, uint64_t t0, int io);  /* a step */
+void la_loop_awake(la_runtime_t *rt);             /* poll must not block */
 
 /* ---- task.c -------------------------------------------------------- */
 int  luaopen_luagent_core(lua_State *L);
 void la_task_classes(lua_State *L, la_runtime_t *rt);
 void la_task_wake(la_task_t *t);                  /* from any callback */
 void la_task_run(la_task_t *t);                   /* scheduler: resume once */
+int  la_task_cancel(la_task_t *t);                /* from any callback */
 void la_tasks_cancel_all(la_runtime_t *rt);
 void la_tasks_drop_all(la_runtime_t *rt);
 la_task_t *la_task_current(lua_State *L, const char *fname);
@@ -146,6 +158,7 @@ int  la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
                   void *ctx, lua_KFunction k);
 int  la_resume_check(lua_State *L, lua_KContext base);
 int  la_yield_now(lua_State *L, la_task_t *t);
+int  la_yield_now_k(lua_State *L, la_task_t *t, lua_KFunction k);
 int  la_push_none(lua_State *L, la_task_t *t);    /* ops->push: no values */
 int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
@@ -182,6 +195,20 @@ void la_framer_class(lua_State *L);               /* the Framer metatable */
 /* ---- builder.c ---------------------------------------------------- */
 int  luaopen_luagent_chunks_core(lua_State *L);   /* luagent.chunks.core */
 int  luaopen_luagent_files_core(lua_State *L);    /* luagent.files.core */
+
+/* ---- curl.c (loading) --------------------------------------------- */
+int  la_curl_loading(la_runtime_t *rt);           /* a preload is running */
+int  la_curl_wait_loaded(lua_State *L, la_task_t *t, lua_KFunction k);
+void la_curl_flush(la_runtime_t *rt);             /* deferred curl work */
+int  la_curl_backlog(la_runtime_t *rt);           /* deferred work left */
+void la_preload_stop(la_runtime_t *rt);           /* joins the loader */
+
+/* ---- host.c -------------------------------------------------------- */
+int  luaopen_luagent_host(lua_State *L);          /* luagent.host.core */
+void la_host_free(la_runtime_t *rt);
+
+/* ---- server.c ---------------------------------------------------- */
+int  luaopen_luagent_serve_core(lua_State *L);    /* luagent.serve.core */
 
 /* ---- dns.c --------------------------------------------------------- */
 int  la_dns_resolve(lua_State *L);                /* core.resolve(host) */

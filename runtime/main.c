@@ -31,6 +31,7 @@ static void usage(void) {
     "  -l mod    require library 'mod' into global 'mod'\n"
     "  -l g=mod  require library 'mod' into global 'g'\n"
     "  -v        show version information\n"
+    "  --stats   print calls, errors, tokens, cost and latency per model at exit\n"
     "  --help    show this help\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
@@ -56,6 +57,7 @@ static void print_version(void) {
 /* The main task runs a plan: a list of {fn, args...} and {mod=, g=}. */
 typedef struct {
   int interactive, version, script;   /* script: argv index or 0 */
+  int stats;                          /* --stats: summary at exit */
 } opts_t;
 
 /* Parses options like lua.c's collectargs. Returns 0, or -1 on misuse. */
@@ -67,6 +69,7 @@ static int collect(int argc, char **argv, opts_t *o) {
     if (strcmp(a, "-") == 0) { o->script = i; return 0; }
     if (strcmp(a, "--") == 0) { o->script = i + 1 < argc ? i + 1 : 0; return 0; }
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return -2;
+    if (strcmp(a, "--stats") == 0) { o->stats = 1; continue; }
     if (strcmp(a, "-i") == 0) o->interactive = 1;
     else if (strcmp(a, "-v") == 0) o->version = 1;
     else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
@@ -217,7 +220,7 @@ static void sigint_cb(uv_signal_t *h, int signum) {
 /* ================================================================== */
 
 int main(int argc, char **argv) {
-  opts_t o = {0, 0, 0};
+  opts_t o = {0, 0, 0, 0};
   la_runtime_t *rt;
   lua_State *L;
   uv_signal_t sig;
@@ -227,6 +230,7 @@ int main(int argc, char **argv) {
   if (rc == -2) { usage(); return 0; }
   if (rc < 0) { usage(); return 1; }
   if (o.version) print_version();
+  if (o.stats) setenv("LUAGENT_STATS", "1", 1);   /* collected from the first call */
   rt = la_open(NULL);
   if (!rt) { fprintf(stderr, "%s: cannot create state\n", progname); return 1; }
   L = la_state(rt);
@@ -255,6 +259,10 @@ int main(int argc, char **argv) {
     lua_pushlightuserdata(L, rt);
     if (protected(L, prepl, 1)) failures += la_run(rt);
     else failures++;
+  }
+  if (o.stats && luaL_dostring(L, "require('luagent.observe.stats').print_report()") != LUA_OK) {
+    fprintf(stderr, "%s: --stats: %s\n", progname, lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   uv_close((uv_handle_t *)&sig, NULL);
   la_close(rt);

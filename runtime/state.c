@@ -103,6 +103,12 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_term_core, 1);
   lua_setfield(L, -2, "luagent.term.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_host, 1);
+  lua_setfield(L, -2, "luagent.host.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_serve_core, 1);
+  lua_setfield(L, -2, "luagent.serve.core");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
   lua_pushcfunction(L, luaopen_cjson_safe);
@@ -169,7 +175,9 @@ void la_runtime_free(la_runtime_t *rt) {
     lua_close(L);
     rt->L = NULL;
   }
+  la_preload_stop(rt);
   la_curl_free(rt);
+  la_host_free(rt);
   la_loop_close(rt);
   free(rt);
 }

@@ -13,6 +13,8 @@
 **   task:await() -> fn's results (re-raises its error)
 **   task:wait([s]) -> finished?     task:cancel() -> bool
 **   task:status() -> string         current() -> task | nil
+**   context() -> v                  set_context(v): a value per task,
+**                                   inherited by the tasks it spawns
 */
 #include <math.h>
 #include <stdio.h>
@@ -366,8 +368,13 @@ int la_suspend_k(lua_State *L, la_task_t *t, const la_wait_ops_t *ops,
 /* Suspends t and makes it runnable again at once (after the tasks that
 ** are already ready): a cooperative yield. */
 int la_yield_now(lua_State *L, la_task_t *t) {
+  return la_yield_now_k(L, t, resume_k);
+}
+
+/* la_yield_now with a continuation of the primitive's own (as la_suspend_k). */
+int la_yield_now_k(lua_State *L, la_task_t *t, lua_KFunction k) {
   t->yield_now = 1;          /* queued by the scheduler once it sees the yield */
-  return la_suspend(L, t, &sleep_ops, NULL);
+  return la_suspend_k(L, t, &sleep_ops, NULL, k);
 }
 
 /* ================================================================== */
@@ -406,12 +413,23 @@ static int l_now(lua_State *L) {
 /* spawn / await / wait / cancel                                       */
 /* ================================================================== */
 
+/* Gives the new task on top of L the running task's context value
+** (uservalue 2): budgets and trace parents set with core.set_context
+** follow a task into the tasks it spawns. */
+static void inherit_context(lua_State *L, la_runtime_t *rt) {
+  if (!rt->current || rt->current->ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  if (lua_getiuservalue(L, -1, 2) == LUA_TNIL) { lua_pop(L, 2); return; }
+  lua_setiuservalue(L, -3, 2);
+  lua_pop(L, 1);
+}
+
 /* Creates a task running fn(...) (the whole stack of L from base). */
 static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   int n = lua_gettop(L) - base + 1, i;
   la_task_t *t;
   luaL_checkstack(L, n + 4, "too many arguments to spawn");
-  t = lua_newuserdatauv(L, sizeof *t, 1);
+  t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->rt = rt;
   t->ref = LUA_NOREF;
@@ -422,6 +440,7 @@ static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   luaL_setmetatable(L, LA_TASK_MT);
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
+  inherit_context(L, rt);
   if (!lua_checkstack(t->co, n + LUA_MINSTACK))
     luaL_error(L, "too many arguments to spawn");
   for (i = 0; i < n; i++) lua_pushvalue(L, base + i);
@@ -560,6 +579,12 @@ static int cancel(la_task_t *t) {
   return 1;
 }
 
+/* Requests cancellation from C (a server whose client left). Touches no
+** Lua state: safe in any callback. Returns 1 if t was alive. */
+int la_task_cancel(la_task_t *t) {
+  return cancel(t);
+}
+
 /* task:cancel() -> true if the task was still alive. */
 static int l_task_cancel(lua_State *L) {
   lua_pushboolean(L, cancel(check_task(L, 1)));
@@ -624,6 +649,32 @@ static int l_current(lua_State *L) {
   return 1;
 }
 
+/* context() -> the running task's context value (nil outside tasks or
+** when none was set). Inherited by spawned tasks; see inherit_context. */
+static int l_context(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  if (!rt->current || rt->current->ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  lua_getiuservalue(L, -1, 2);
+  return 1;
+}
+
+/* set_context(v) -> true: sets the running task's context value (any
+** value, nil clears it); false outside tasks. */
+static int l_set_context(lua_State *L) {
+  la_runtime_t *rt = la_runtime_of(L);
+  lua_settop(L, 1);
+  if (!rt->current || rt->current->ref == LUA_NOREF) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->ref);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 2);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ================================================================== */
 /* Debug counters and module                                           */
 /* ================================================================== */
@@ -674,6 +725,7 @@ static const luaL_Reg task_methods[] = {
 static const luaL_Reg core_funcs[] = {
   {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
   {"current", l_current}, {"cond", la_cond_new}, {"debug", l_debug},
+  {"context", l_context}, {"set_context", l_set_context},
   {"set_error_mt", la_error_set_mt}, {"run", l_run},
   {"resolve", la_dns_resolve}, {NULL, NULL}
 };

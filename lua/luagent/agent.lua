@@ -24,6 +24,7 @@ local completion = require "luagent.completion"
 local async = require "luagent.async"
 local errors = require "luagent.errors"
 local json = require "luagent.json"
+local events = require "luagent.observe.events"   -- agent and tool spans
 
 local M = {}
 
@@ -84,7 +85,14 @@ function M.new(opts)
 end
 
 -- Runs one tool call; returns the tool message (an error result on failure).
+local run_call_body
 local function run_call(self, call, on_tool)
+  local fn = call["function"] or {}
+  return events.span("execute_tool", "execute_tool " .. tostring(fn.name),
+    { ["gen_ai.tool.name"] = fn.name, ["gen_ai.tool.call.id"] = call.id }, run_call_body, self, call, on_tool)
+end
+
+run_call_body = function(self, call, on_tool)
   local fn = call["function"] or {}
   local tool = self._tools[fn.name]
   local result
@@ -119,7 +127,13 @@ end
 ---@return string|nil answer
 ---@return table|nil err
 ---@return table|nil response
+local run_body
 function Agent:run(prompt, opts)
+  return events.span("invoke_agent", "invoke_agent",
+    { ["gen_ai.request.model"] = self._params.model }, run_body, self, prompt, opts)
+end
+
+run_body = function(self, prompt, opts)
   opts = opts or {}
   local history = self.messages
   local turn = {}

@@ -175,7 +175,8 @@ function Chat:_request(user, opts)
   p.stream_options = p.stream_options or { include_usage = true }
   local msgs = copy(self.messages)
   msgs[#msgs + 1] = user
-  p.messages = M.trim(msgs, self.max_turns, self.max_tokens_history)
+  -- without max_tokens_history the model's context window is the limit
+  p.messages = M.trim(msgs, self.max_turns, self.max_tokens_history or require("luagent.observe.cost").history_limit(p))
   return p
 end
 

@@ -10,6 +10,7 @@ local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
 local params = require "luagent.params"
+local events = require "luagent.observe.events"   -- hooks: see the list at its top
 
 local M = {
   num_retries = 2,                  -- settable globally: llm.num_retries
@@ -329,6 +330,8 @@ local function new_chain(p)
   if cw and cw[1] ~= nil then
     ctx = {}
     for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
+    -- a prompt that clearly cannot fit goes to the bigger models at once
+    if require("luagent.observe.cost").clearly_too_big(p) then candidates, ctx = ctx, nil end
   end
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
@@ -355,6 +358,7 @@ function Chain:next_after(err)
   if left and left <= 0 then return nil end
   if err.type == "ContextWindowExceededError" and self.ctx then
     self.candidates, self.ctx, self.idx, self.tries = self.ctx, nil, 1, 0
+    if self.ev then self.ev:fallback(err, self.candidates[1]) end
     return self.candidates[1]
   end
   if errors.retryable(err) and self.tries < self.retries then
@@ -363,12 +367,14 @@ function Chain:next_after(err)
     if delay and (not left or delay < left) then
       self.tries = self.tries + 1
       rec.delay = delay
+      if self.ev then self.ev:retry(err, delay) end
       sleep(delay)            -- a cancel here raises: no request is sent
       return cur
     end
   end
   if self.idx < #self.candidates then
     self.idx, self.tries = self.idx + 1, 0
+    if self.ev then self.ev:fallback(err, self.candidates[self.idx]) end
     return self.candidates[self.idx]
   end
   return nil
@@ -389,6 +395,7 @@ end
 ---@return table|nil permit a stream's rate-limit permit
 function Chain:run(p)
   while true do
+    if self.ev then self.ev:attempt(p) end
     local r, err = attempt(p, self.deadline)
     if r then return r, p, err end
     local nxt = self:next_after(err)
@@ -466,6 +473,7 @@ end
 local function finish(self, err)
   self._done, self._err = true, err
   close_source(self)
+  local ev = self._ev; if ev then ev:finish(err, self._builder) end
   return nil, err
 end
 
@@ -486,6 +494,8 @@ function Stream:next()
       end
       if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
+      local ev = self._ev
+      if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
       local u = c.usage
       if u then self._tokens = usage_tokens(u) end
       -- from the first content on, a failure is raised unless the script
@@ -589,15 +599,25 @@ function M.completion(p)
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  local ev, berr = events.request(p)
+  if berr then return nil, berr end
   local chain = new_chain(p)
-  local r, used, permit = chain:run(p)
-  if not r then return nil, used end
-  if not p.stream then return r end
+  if ev then chain.ev = ev end
+  local r, used, permit = chain:run(chain.candidates[1])   -- p, or a context-window fallback
+  if not r then
+    if ev then ev:failure(used) end
+    return nil, used
+  end
+  if not p.stream then
+    if ev then ev:success(r) end
+    return r
+  end
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
     _done = false, _content = false, _restarted = false, _continued = false,
   }, Stream)
-  s._permit, s._on_mid = permit, p.on_midstream_failure   -- a rate limit's, the script's policy
+  -- a rate limit's permit, the script's policy, the observers' events
+  s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
   return s
 end
 

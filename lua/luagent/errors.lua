@@ -11,6 +11,8 @@
 -- * 409 maps to APIError (status 409) and is retryable by its status.
 -- * ContextWindowExceededError counts as a BadRequestError for `M.is`, as in
 --   LiteLLM where it subclasses BadRequestError.
+-- * BudgetExceeded (llm.budget, lua/luagent/observe/budget.lua) is never
+--   retried and never falls back: another model would spend the same money.
 -- * StreamIncomplete is retryable (the connection died); the retry layer still
 --   refuses once content reached the script. Cancelled is never retryable.
 -- * `err.should_retry == false` (from an `x-should-retry: false` header, or
@@ -23,7 +25,7 @@ M.types = {
   "AuthenticationError", "PermissionDeniedError", "NotFoundError", "BadRequestError",
   "ContextWindowExceededError", "RateLimitError", "Timeout", "APIConnectionError",
   "InternalServerError", "ServiceUnavailableError", "APIError", "StreamIncomplete",
-  "Cancelled",
+  "Cancelled", "BudgetExceeded",
 }
 
 local parent = { ContextWindowExceededError = "BadRequestError" }
@@ -287,6 +289,7 @@ local always_retry = {
 local never_retry = {
   BadRequestError = true, ContextWindowExceededError = true, AuthenticationError = true,
   PermissionDeniedError = true, NotFoundError = true, Cancelled = true,
+  BudgetExceeded = true,   -- llm.budget: spending more is what it prevents
 }
 local never_status = { [400] = true, [401] = true, [403] = true, [404] = true, [422] = true }
 

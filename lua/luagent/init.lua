@@ -43,6 +43,16 @@ local lazy = {
   term = { "luagent.term" },
   args = { "luagent.args", "parse" },
   json = { "luagent.json" },
+  host = { "luagent.host" },
+  serve = { "luagent.serve", "serve" },
+  callbacks = { "luagent.observe.callbacks" },
+  cost = { "luagent.observe.cost", "completion_cost" },
+  models = { "luagent.observe.cost" },          -- llm.models.info / .register
+  token_counter = { "luagent.observe.cost", "token_counter" },
+  budget = { "luagent.observe.budget", "new" },
+  stats = { "luagent.observe.stats" },          -- callable: llm.stats()
+  otlp = { "luagent.observe.otlp" },            -- llm.otlp.flush(), .dropped
+  log = { "luagent.observe.log" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.

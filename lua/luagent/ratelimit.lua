@@ -254,11 +254,19 @@ local function resolved_url(url)
   return head .. addr .. tail
 end
 
+--- A connection to the Redis server at url (a host name resolved on the
+--- loop first), timeout seconds to connect. Shared with llm.budget{redis=}.
+---@return userdata|nil conn, table|nil err
+function M.redis_connect(url, timeout)
+  rcore = rcore or require "luagent.redis.core"
+  local u, uerr = resolved_url(url)
+  if not u then return nil, uerr end
+  return rcore.connect(u, timeout)
+end
+
 function RedisStore:_connect()
   if self.conn then return self.conn end
-  local url, uerr = resolved_url(self.url)
-  if not url then return nil, uerr end
-  local c, err = rcore.connect(url, self.timeout)
+  local c, err = M.redis_connect(self.url, self.timeout)
   if not c then return nil, err end
   local sha, serr = c:command("SCRIPT", "LOAD", TAKE)
   local id, ierr

@@ -43,7 +43,7 @@ local LATENCY_ALPHA = 0.3         -- weight of a new sample in the moving averag
 
 local OPTIONS = { model_list = true, fallbacks = true, context_window_fallbacks = true,
                   num_retries = true, cooldown_time = true, allowed_fails = true,
-                  routing_strategy = true }
+                  routing_strategy = true, callbacks = true }
 
 local function fail(msg, deeper) error("llm.router: " .. msg, 4 + (deeper or 0)) end
 
@@ -559,7 +559,16 @@ function M.new(opts)
     _strategy = STRATEGIES[strategy], _groups = groups, _deployments = deployments,
     _fallbacks = fallback_map(opts.fallbacks, "fallbacks", groups),
     _ctx_fallbacks = fallback_map(opts.context_window_fallbacks, "context_window_fallbacks", groups),
+    _callbacks = opts.callbacks,   -- passed to each try (luagent.observe.events)
   }, Router)
+end
+
+-- The call's parameters plus the router's callbacks= (a copy).
+local function with_callbacks(p, cbs)
+  local q = {}
+  for k, v in pairs(p) do q[k] = v end
+  q.callbacks = cbs
+  return q
 end
 
 --- Same interface as llm.completion, with model = a model_name of the
@@ -575,6 +584,7 @@ function Router:completion(p)
   if type(p.model) ~= "string" then
     error("router:completion: model must be a model_name of the router's model_list", 2)
   end
+  if self._callbacks and p.callbacks == nil then p = with_callbacks(p, self._callbacks) end
   local call = new_call(self, p)
   local r, d = call:run()
   if not r then return nil, d end

@@ -174,6 +174,19 @@ local SCRIPTS = {
     real_input = "Hi\n/quit\n",
     real = function(out) has_in_order(out, { "you> assistant> Hello from the mock server." }) end,
   },
+  -- a server runs until stopped: websocket_chat_spec.lua drives it with
+  -- Chromium and a WebSocket client; here only its usage
+  ["websocket_chat.lua"] = {
+    args = "--help",
+    check = function(out) has_in_order(out, { "usage: luagent scripts/websocket_chat.lua" }) end,
+    real = function(out) has_in_order(out, { "usage: luagent scripts/websocket_chat.lua" }) end,
+  },
+  -- also a server: gateway_spec.lua drives it with the official SDKs
+  ["gateway.lua"] = {
+    args = "--help",
+    check = function(out) has_in_order(out, { "usage: luagent scripts/gateway.lua" }) end,
+    real = function(out) has_in_order(out, { "usage: luagent scripts/gateway.lua" }) end,
+  },
 }
 
 describe("scripts #integration", function()

@@ -24,6 +24,10 @@
  *                                    without alt=sse: a streamed JSON array)
  *   GET /health -> "ok"   GET /_count?s=SCEN -> requests seen on SCEN
  *   POST /_reset -> clears the counts   anything else -> 404 JSON
+ *   POST /v1/traces -> 200 {} (an OTLP/HTTP JSON collector; bodies in --log)
+ *   A client that hangs up in the middle of a response is logged too:
+ *   {"event":"client_closed","path":..,"units_sent":N,"units":M} (units:
+ *   the response's events; units_sent: those written out in full).
  *
  * Scenario: /s/k=v,k=v/... (values percent-decoded; a bare k means k=1).
  * "Events" are SSE events / NDJSON lines in wire order, preamble included
@@ -148,6 +152,23 @@ static void close_cb(uv_handle_t *h) {
   free(c);
 }
 
+static void log_line(const char *p, size_t len);
+
+/* Logs a client hanging up while its response is being sent: how many of
+ * the response's units (events) had gone out in full. */
+static void log_abort(conn_t *c) {
+  mk_plan_t *pl = &c->plan;
+  if (log_fd < 0 || !c->busy || c->closing || !c->head_sent || c->pos >= pl->body.len) return;
+  int sent = 0;
+  while (sent < pl->n && pl->ends[sent] <= c->pos) sent++;
+  mk_buf_t b = {0};
+  mk_buf_adds(&b, "{\"event\":\"client_closed\",\"path\":\"");
+  mk_buf_json(&b, c->url.p ? c->url.p : "", c->url.len);
+  mk_buf_addf(&b, "\",\"units_sent\":%d,\"units\":%d,\"bytes_sent\":%zu}\n", sent, pl->n, c->pos);
+  log_line(b.p, b.len);
+  mk_buf_free(&b);
+}
+
 /* Closes both handles (idempotent); rst aborts with a TCP RST. */
 static void conn_close(conn_t *c, int rst) {
   if (c->closing) return;
@@ -185,6 +206,7 @@ static void finish(conn_t *c) {
 static void write_cb(uv_write_t *w, int status) {
   conn_t *c = w->data;
   if (status < 0 || c->closing) {
+    if (status < 0) log_abort(c);
     conn_close(c, 0);
     return;
   }
@@ -198,6 +220,7 @@ static int send_bufs(conn_t *c, uv_buf_t *b, unsigned nb) {
   int r = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
   if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
   if (r < 0) {
+    log_abort(c);
     conn_close(c, 0);
     return -1;
   }
@@ -298,8 +321,13 @@ static void log_request(const mk_http_req_t *r) {
   mk_buf_adds(&b, "},\"body\":\"");
   mk_buf_json(&b, r->body, r->body_len);
   mk_buf_adds(&b, "\"}\n");
-  for (size_t off = 0; off < b.len;) {
-    ssize_t n = write(log_fd, b.p + off, b.len - off);
+  log_line(b.p, b.len);
+}
+
+/* Appends one line to the --log file (one write: lines never interleave). */
+static void log_line(const char *p, size_t len) {
+  for (size_t off = 0; off < len;) {
+    ssize_t n = write(log_fd, p + off, len - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     off += (size_t)n;
@@ -366,6 +394,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   conn_t *c = s->data;
   if (nread < 0) {
+    log_abort(c);
     conn_close(c, 0);
     return;
   }

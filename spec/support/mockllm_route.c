@@ -572,7 +572,8 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
   mk_buf_free(&extra);
 }
 
-/* GET /health, GET /_count?s=..., POST /_reset. Returns 1 if handled. */
+/* GET /health, GET /_count?s=..., POST /_reset, POST /v1/traces (OTLP).
+ * Returns 1 if handled. */
 static int internal(const mk_http_req_t *r, const char *path, size_t n,
                     const char *qs, mk_plan_t *pl) {
   char s[4096], out[32];
@@ -587,6 +588,9 @@ static int internal(const mk_http_req_t *r, const char *path, size_t n,
   } else if (!strcmp(r->method, "POST") && n == 7 && !memcmp(path, "/_reset", 7)) {
     mk_route_cleanup();
     plan_simple(pl, 200, "text/plain", "ok", 2);
+  } else if (!strcmp(r->method, "POST") && n == 10 && !memcmp(path, "/v1/traces", 10)) {
+    /* an OTLP/HTTP JSON collector: the body is in the --log line */
+    plan_simple(pl, 200, "application/json", "{}", 2);
   } else {
     return 0;
   }

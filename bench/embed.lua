@@ -1,0 +1,100 @@
+--- bench/embed.lua -- `make bench`, embedding in a frame loop: la_step's
+--- time per 60 Hz frame with 100 streams from the loopback server
+--- (spec/c/step_host.c, a C host linking libluagent.a), and the SDL2 game
+--- examples/npc under Xvfb for 20 s with a scripted player and 100
+--- background streams. Writes bench/embed.json for bench/report.lua.
+---
+---   lua5.4 bench/embed.lua OUT.json      (BUILD, BENCH_RUNS, BENCH_QUICK)
+local cjson = require "cjson"
+
+local BUILD = os.getenv("BUILD") or "build"
+local OUT = arg[1] or "bench/embed.json"
+local QUICK = os.getenv("BENCH_QUICK") == "1"
+local RUNS = QUICK and 1 or tonumber(os.getenv("BENCH_RUNS") or 5)
+local GAME_S = QUICK and 8 or 20
+local SCEN = "/s/chunks=40,delay=20/v1"   -- 40 tokens, 20 ms apart
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function log(fmt, ...) io.stderr:write("embed: ", fmt:format(...), "\n") end
+
+local function fields(line)
+  local t = {}
+  for k, v in (line or ""):gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+  return t
+end
+
+local function start_server()
+  local pf = os.tmpname()
+  os.remove(pf)
+  local pid = tonumber(sh(("%s/mockllm --port 0 --port-file %s >/dev/null 2>&1 & echo $!")
+    :format(BUILD, pf)):match("%d+"))
+  for _ = 1, 100 do
+    local f = io.open(pf)
+    if f then
+      local port = tonumber(f:read("l") or "")
+      f:close()
+      if port then os.remove(pf) return pid, port end
+    end
+    os.execute("sleep 0.05")
+  end
+  error("mockllm did not start")
+end
+
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local l = f and f:read("l") or ""
+  if f then f:close() end
+  return l:match("^(%S+ %S+ %S+)")
+end
+local results = { date = os.date("!%Y-%m-%d %H:%M UTC"), runs = RUNS, hosts = {},
+                  load_before = loadavg() }
+local pid, port = start_server()
+local base = ("http://127.0.0.1:%d%s"):format(port, SCEN)
+
+-- step_host variants: the budget, libcurl loaded on a thread (la_step's
+-- default), at start-up, or by the first request; and an unbounded step.
+local variants = {
+  { name = "budget 1 ms, libcurl on a thread", opts = "--budget 1 --preload thread" },
+  { name = "budget 1 ms, libcurl on a thread, generational GC", opts = "--budget 1 --preload thread",
+    args = "generational" },
+  { name = "budget 1 ms, libcurl loaded by the first request", opts = "--budget 1 --preload none" },
+  { name = "budget 2 ms, libcurl on a thread", opts = "--budget 2 --preload thread" },
+  { name = "no budget (la_step(rt, 0): one whole pass)", opts = "--budget 0 --preload thread" },
+}
+for _, v in ipairs(variants) do
+  v.rounds = {}
+  for i = 1, RUNS do
+    local out = sh(("%s/step_host %s spec/fixtures/embed/streams.lua %s 100 %s")
+      :format(BUILD, v.opts, base, v.args or ""))
+    local r = fields(out:match("steps=[^\n]*"))
+    r.ok = r.status == "ok" and out:match("streams=100 chars=15000") ~= nil
+    v.rounds[i] = r
+    log("%s, round %d: p99 %s ms, max %s ms, first %s ms", v.name, i, r.p99_ms, r.max_ms, r.first_ms)
+  end
+  results.hosts[#results.hosts + 1] = v
+end
+
+-- The game: needs build/npc (make examples) and xvfb-run.
+if sh("command -v xvfb-run"):match("%S") and io.open(BUILD .. "/npc") then
+  local out = sh(("SDL_AUDIODRIVER=dummy xvfb-run -a -s '-screen 0 800x600x24' %s/npc --autoplay "
+    .. "--seconds %d --report --bg-streams 100 --bg-url %s"):format(BUILD, GAME_S, base))
+  results.game = fields(out:match("npc: [^\n]*"))
+  results.game.drawn = {}
+  for line in out:gmatch("drawn ([^\n]*)") do results.game.drawn[#results.game.drawn + 1] = line end
+  log("game: frame p99 %s ms, step p99 %s ms, max %s ms", results.game.frame_p99_ms,
+    results.game.step_p99_ms, results.game.step_max_ms)
+else
+  results.game_skipped = "build/npc or xvfb-run missing (make examples)"
+end
+os.execute("kill " .. pid .. " 2>/dev/null")
+results.load_after = loadavg()
+
+local f = assert(io.open(OUT, "w"))
+f:write(cjson.encode(results))
+f:close()

@@ -1,0 +1,231 @@
+--- luagent.gateway.config — the gateway's configuration: a LiteLLM proxy
+--- config.yaml (parsed by libyaml through Debian's lua-yaml) or a Lua file
+--- returning the same table, which may also define hooks (pre_call,
+--- post_call, on_chunk). Either becomes one normalised table:
+---
+---   { router = <options for llm.router>, master_key = "..." | nil,
+---     keys = { [key] = {alias=, models=set|nil, rpm=, tpm=, max_tokens=} },
+---     drop_params = bool, request_timeout = seconds | nil,
+---     redis = "redis://..." | nil, hooks = {pre_call=, post_call=, on_chunk=},
+---     warnings = {"..."} }
+---
+--- Keys the gateway does not act on are listed in `warnings` (the server
+--- prints them in one line at start-up), never silently ignored.
+local M = {}
+
+---@alias luagent.GatewayConfig table
+
+-- What the gateway understands, per section. A value `true` is a leaf;
+-- a table lists the keys understood below it.
+local KNOWN = {
+  model_list = true,
+  router_settings = { routing_strategy = true, num_retries = true, allowed_fails = true,
+                      cooldown_time = true, fallbacks = true, context_window_fallbacks = true,
+                      redis_url = true },
+  litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
+                       drop_params = true, request_timeout = true },
+  general_settings = { master_key = true },
+  -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
+  -- database; the field names are those of its /key/generate).
+  virtual_keys = true,
+  -- hooks, in a Lua config only
+  pre_call = true, post_call = true, on_chunk = true,
+}
+
+local LITELLM_PARAMS = { model = true, api_base = true, api_key = true, rpm = true, tpm = true,
+                         timeout = true, weight = true, max_parallel_requests = true,
+                         api_version = true, stream_timeout = true, max_tokens = true,
+                         temperature = true, extra_headers = true, organization = true }
+
+local KEY_FIELDS = { key = true, key_alias = true, models = true, rpm_limit = true,
+                     tpm_limit = true, max_tokens = true, max_budget = true }
+
+local function fail(where, msg) error(("gateway config %s: %s"):format(where, msg), 0) end
+
+-- `os.environ/NAME` values are read from the environment (LiteLLM's
+-- spelling); a missing variable is an error naming it, never an empty key.
+local function resolve_env(v, where, getenv)
+  if type(v) ~= "string" then return v end
+  local name = v:match("^os%.environ/([%w_]+)$")
+  if not name then return v end
+  local val = getenv(name)
+  if val == nil or val == "" then
+    fail(where, ("the environment variable %s is not set"):format(name))
+  end
+  return val
+end
+
+local function warn_unknown(t, known, prefix, warnings)
+  local names = {}
+  for k in pairs(t) do
+    if type(known) ~= "table" or not known[k] then names[#names + 1] = prefix .. tostring(k) end
+  end
+  table.sort(names)
+  for _, n in ipairs(names) do warnings[#warnings + 1] = n end
+end
+
+local function model_list(list, getenv, warnings)
+  if type(list) ~= "table" or #list == 0 then
+    fail("model_list", "must be a non-empty list of {model_name, litellm_params}")
+  end
+  local out = {}
+  for i, e in ipairs(list) do
+    local where = ("model_list[%d]"):format(i)
+    if type(e) ~= "table" or type(e.model_name) ~= "string" then
+      fail(where, "needs a model_name string")
+    end
+    local lp = e.litellm_params
+    if type(lp) ~= "table" or type(lp.model) ~= "string" then
+      fail(where, "needs litellm_params.model, a string like \"openai/gpt-4o\"")
+    end
+    local params = {}
+    for k, v in pairs(lp) do
+      if not LITELLM_PARAMS[k] then
+        warnings[#warnings + 1] = ("%s.litellm_params.%s"):format(where, tostring(k))
+      else
+        params[k] = resolve_env(v, where .. ".litellm_params." .. k, getenv)
+      end
+    end
+    out[i] = { model_name = e.model_name, litellm_params = params, model_info = e.model_info }
+  end
+  return out
+end
+
+local function set_of(list, where)
+  if list == nil then return nil end
+  if type(list) ~= "table" then fail(where, "must be a list of model names") end
+  local s = {}
+  for _, m in ipairs(list) do s[m] = true end
+  return s
+end
+
+local function positive(v, where)
+  if v ~= nil and (type(v) ~= "number" or v <= 0) then fail(where, "must be a positive number") end
+  return v
+end
+
+local function virtual_keys(list, getenv, warnings)
+  local keys = {}
+  if list == nil then return keys end
+  if type(list) ~= "table" then fail("virtual_keys", "must be a list of {key, models, ...}") end
+  for i, k in ipairs(list) do
+    local where = ("virtual_keys[%d]"):format(i)
+    if type(k) ~= "table" then fail(where, "must be a table") end
+    local key = resolve_env(k.key, where .. ".key", getenv)
+    if type(key) ~= "string" or #key < 8 then fail(where, "key must be a string of 8 characters or more") end
+    if keys[key] then fail(where, "the same key appears twice") end
+    warn_unknown(k, KEY_FIELDS, where .. ".", warnings)
+    keys[key] = { alias = k.key_alias or ("key #" .. i), models = set_of(k.models, where .. ".models"),
+                  rpm = positive(k.rpm_limit, where .. ".rpm_limit"),
+                  tpm = positive(k.tpm_limit, where .. ".tpm_limit"),
+                  max_tokens = positive(k.max_tokens, where .. ".max_tokens"),
+                  max_budget = positive(k.max_budget, where .. ".max_budget") }
+  end
+  return keys
+end
+
+local function pick(a, b) if a ~= nil then return a end return b end
+
+--- Normalises a raw config table (from YAML or Lua). getenv defaults to
+--- os.getenv; specs pass their own.
+---@param raw table
+---@param getenv? fun(name: string): string|nil
+---@return luagent.GatewayConfig
+function M.normalise(raw, getenv)
+  getenv = getenv or os.getenv
+  if type(raw) ~= "table" then fail("", "must be a mapping at the top level") end
+  local warnings = {}
+  warn_unknown(raw, KNOWN, "", warnings)
+  local rs = raw.router_settings or {}
+  local ls = raw.litellm_settings or {}
+  local gs = raw.general_settings or {}
+  for name, section in pairs({ router_settings = rs, litellm_settings = ls, general_settings = gs }) do
+    if type(section) ~= "table" then fail(name, "must be a mapping") end
+    warn_unknown(section, KNOWN[name], name .. ".", warnings)
+  end
+  local router = {
+    model_list = model_list(raw.model_list, getenv, warnings),
+    routing_strategy = rs.routing_strategy,
+    num_retries = pick(rs.num_retries, ls.num_retries),
+    allowed_fails = rs.allowed_fails,
+    cooldown_time = rs.cooldown_time,
+    fallbacks = pick(rs.fallbacks, ls.fallbacks),
+    context_window_fallbacks = pick(rs.context_window_fallbacks, ls.context_window_fallbacks),
+  }
+  local master = resolve_env(gs.master_key, "general_settings.master_key", getenv)
+  if master ~= nil and (type(master) ~= "string" or master == "") then
+    fail("general_settings.master_key", "must be a non-empty string")
+  end
+  table.sort(warnings)
+  return {
+    router = router, master_key = master,
+    keys = virtual_keys(raw.virtual_keys, getenv, warnings),
+    drop_params = ls.drop_params == true,
+    request_timeout = positive(ls.request_timeout, "litellm_settings.request_timeout"),
+    redis = resolve_env(rs.redis_url, "router_settings.redis_url", getenv),
+    hooks = { pre_call = raw.pre_call, post_call = raw.post_call, on_chunk = raw.on_chunk },
+    warnings = warnings,
+  }
+end
+
+--- Parses YAML text; a syntax error names the line and column.
+---@param text string
+---@param name? string the file name, for messages
+---@return table
+function M.parse_yaml(text, name)
+  local ok, lyaml = pcall(require, "lyaml")
+  if not ok then error("gateway config: YAML needs Debian's lua-yaml (require \"lyaml\")", 0) end
+  local ok2, t = pcall(lyaml.load, text)
+  if not ok2 then
+    local line, col, msg = tostring(t):match("^(%d+):(%d+): (.*)$")
+    if line then
+      error(("%s:%s: %s (column %s)"):format(name or "config", line, msg, col), 0)
+    end
+    error(("%s: %s"):format(name or "config", tostring(t)), 0)
+  end
+  return t
+end
+
+--- Loads a config file: *.lua runs the file (it returns the table, hooks
+--- included); anything else is YAML.
+---@param path string
+---@param getenv? fun(name: string): string|nil
+---@return luagent.GatewayConfig
+function M.load(path, getenv)
+  if path:match("%.lua$") then
+    local chunk, err = loadfile(path, "t")
+    if not chunk then error("gateway config: " .. err, 0) end
+    local ok, t = pcall(chunk)
+    if not ok then error(("gateway config %s: %s"):format(path, tostring(t)), 0) end
+    return M.normalise(t, getenv)
+  end
+  local f, err = io.open(path, "rb")
+  if not f then error("gateway config: " .. err, 0) end
+  local text = f:read("a")
+  f:close()
+  return M.normalise(M.parse_yaml(text, path), getenv)
+end
+
+--- The config used when none is given: every model name is served by
+--- the mock provider (no key, no network). With `model` ("provider/name"),
+--- that one model is served, under its full name and its name alone, with
+--- the key and base URL its provider reads from the environment.
+---@param model? string
+---@return luagent.GatewayConfig
+function M.default(model)
+  if model then
+    local short = model:match("/(.+)$") or model
+    local list = { { model_name = model, litellm_params = { model = model } } }
+    if short ~= model then list[2] = { model_name = short, litellm_params = { model = model } } end
+    return M.normalise({ model_list = list })
+  end
+  return M.normalise({
+    model_list = {
+      { model_name = "mock", litellm_params = { model = "mock/demo" } },
+      { model_name = "gpt-4o-mini", litellm_params = { model = "mock/gpt-4o-mini" } },
+      { model_name = "claude-3-5-haiku-latest", litellm_params = { model = "mock/claude-3-5-haiku-latest" } },
+    },
+  })
+end
+
+return M

@@ -1,0 +1,259 @@
+--- luagent.gateway — an OpenAI- and Anthropic-compatible gateway on
+--- llm.serve: any client of either API talks to one endpoint, and the
+--- gateway routes (llm.router: deployments, retries, cooldowns, fallbacks),
+--- limits (virtual keys) and measures (Prometheus /metrics) in front of
+--- every provider luagent speaks.
+---
+--- Fallbacks and retries happen before the first byte reaches the client
+--- (the router's stream takes part in them until its first content); after
+--- that a failure ends the client's stream with an error event in the
+--- client's protocol. The handler reads the upstream stream one chunk at a
+--- time and writes each before reading the next, so a slow client slows the
+--- upstream transfer instead of filling memory; a client that leaves
+--- cancels the handler task, which closes the upstream stream.
+local llm = require "luagent"
+local json = require "luagent.json"
+local router_mod = require "luagent.router"
+local config = require "luagent.gateway.config"
+local keys_mod = require "luagent.gateway.keys"
+local metrics_mod = require "luagent.gateway.metrics"
+local protocols = require "luagent.gateway.protocols"
+local wire_errors = require "luagent.gateway.wire_errors"
+
+local M = { config = config }
+
+---@class luagent.Gateway
+local Gateway = {}
+Gateway.__index = Gateway
+
+local TTFT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local DURATION_BUCKETS = { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 }
+
+local function new_metrics()
+  local reg = metrics_mod.new()
+  return {
+    registry = reg,
+    requests = reg:counter("luagent_gateway_requests_total", "Requests answered, by model, API and HTTP status.",
+                           { "model", "api", "status" }),
+    errors = reg:counter("luagent_gateway_errors_total", "Failed requests, by model and error type.",
+                         { "model", "type" }),
+    tokens = reg:counter("luagent_gateway_tokens_total", "Tokens, by model and direction (input or output).",
+                         { "model", "direction" }),
+    ttft = reg:histogram("luagent_gateway_time_to_first_token_seconds",
+                         "Seconds from the request to the first streamed chunk.", { "model" }, TTFT_BUCKETS),
+    duration = reg:histogram("luagent_gateway_request_duration_seconds",
+                             "Seconds from the request to the end of its response.", { "model" }, DURATION_BUCKETS),
+    open_streams = reg:gauge("luagent_gateway_open_streams", "Streams being relayed now.", { "model" }),
+  }
+end
+
+local function secrets_of(cfg)
+  local list = { cfg.master_key }
+  for k in pairs(cfg.keys) do list[#list + 1] = k end
+  for _, d in ipairs(cfg.router.model_list) do list[#list + 1] = d.litellm_params.api_key end
+  return list
+end
+
+--- A gateway for a normalised config (luagent.gateway.config).
+---@param cfg table
+---@return luagent.Gateway
+function M.new(cfg)
+  local g = setmetatable({
+    cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
+    scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
+    models = {},
+  }, Gateway)
+  for _, d in ipairs(cfg.router.model_list) do
+    if not g.models[d.model_name] then
+      g.models[d.model_name] = true
+      g.models[#g.models + 1] = d.model_name
+    end
+  end
+  return g
+end
+
+function Gateway:_request_id(req)
+  local given = req.headers["x-request-id"]
+  if given and #given <= 200 and given:match("^[%w%-_%.:]+$") then return given end
+  self.seq = self.seq + 1
+  return ("req-%x-%x"):format(os.time(), self.seq)
+end
+
+-- Rough prompt size for a key's tpm limiter: 4 bytes a token, as the
+-- ratelimit module estimates.
+local function estimate_tokens(p)
+  local n = 0
+  for _, m in ipairs(p.messages or {}) do
+    local c = m.content
+    n = n + (type(c) == "string" and #c or #json.encode(c or ""))
+  end
+  return n // 4 + (tonumber(p.max_tokens) or 0)
+end
+
+local function usage_total(u)
+  return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
+end
+
+-- Parses, authorises and prepares a completion request. Returns params,
+-- caller, permit; or nil, gateway error, and the model when the request
+-- named one the gateway serves (metrics never take a label from an
+-- arbitrary client string).
+function Gateway:_admit(req, proto)
+  local body = req:body()
+  local decoded = body and json.decode(body)
+  if type(decoded) ~= "table" then
+    return nil, wire_errors.new(400, "invalid_request", "the request body is not valid JSON")
+  end
+  local params, perr = proto.to_params(decoded)
+  if not params then
+    if perr.kind then return nil, perr end
+    return nil, wire_errors.new(perr.status or 400, "invalid_request", perr.message)
+  end
+  local known = self.models[params.model] and params.model or nil
+  local caller, aerr = self.keys:authorize(req.headers, params.model)
+  if not caller then
+    local kind = ({ [401] = "authentication", [403] = "permission" })[aerr.status] or "budget"
+    return nil, wire_errors.new(aerr.status, kind, aerr.message), known
+  end
+  if not self.models[params.model] then
+    return nil, wire_errors.new(404, "not_found", ("The model '%s' does not exist"):format(params.model),
+                                { code = "model_not_found", param = "model" })
+  end
+  if self.hooks.pre_call then
+    local ok, changed, why = pcall(self.hooks.pre_call, params, req)
+    if not ok then return nil, wire_errors.new(500, "internal", "pre_call hook failed"), known end
+    if changed == false or (changed == nil and why) then
+      return nil, wire_errors.new(400, "invalid_request", tostring(why or "refused by the gateway's policy")), known
+    end
+    if type(changed) == "table" then params = changed end
+  end
+  local permit, lerr = self.keys:admit(caller, estimate_tokens(params))
+  if not permit then
+    return nil, wire_errors.new(429, "rate_limit", lerr.message, { retry_after = lerr.retry_after }), known
+  end
+  if caller.budget then params.budget = caller.budget end   -- charged, and cut mid-stream
+  if self.cfg.drop_params then params.drop_params = true end
+  if self.cfg.request_timeout and params.timeout == nil then params.timeout = self.cfg.request_timeout end
+  return params, caller, permit
+end
+
+-- One request and its answer: what is known of it so far, and the two
+-- ways it ends (accounted once either way).
+local Exchange = {}
+Exchange.__index = Exchange
+
+function Gateway:_exchange(req, res, proto, api)
+  return setmetatable({ g = self, req = req, res = res, proto = proto, api = api, model = "unknown",
+                        rid = self:_request_id(req), started = llm.now() }, Exchange)
+end
+
+-- Ends the exchange's bookkeeping: gives back the key's permit with the
+-- tokens used, charges them, and counts the request in the metrics.
+function Exchange:settle(status, usage, err_type)
+  local m, model = self.g.metrics, self.model
+  if self.permit then
+    self.permit:release(usage_total(usage))
+    self.permit = nil
+  end
+  m.requests:inc(1, model, self.api, tostring(status))
+  if err_type then m.errors:inc(1, model, err_type) end
+  if usage then
+    m.tokens:inc(usage.prompt_tokens or 0, model, "input")
+    m.tokens:inc(usage.completion_tokens or 0, model, "output")
+  end
+  m.duration:observe(llm.now() - self.started, model)
+end
+
+-- Answers with a gateway error in the client's protocol (nothing was sent yet).
+function Exchange:fail(e, err_type)
+  self:settle(e.status, nil, err_type or e.kind)
+  local headers = wire_errors.headers(e)
+  headers["x-request-id"] = self.rid
+  self.res:json(e.status, self.proto.error_body(e), headers)
+end
+
+-- An upstream failure before the first byte.
+function Exchange:upstream_failed(err)
+  self:fail(wire_errors.from_luagent(err, self.g.scrub), err.type)
+end
+
+function Gateway:_complete(req, res, proto, api)
+  local x = self:_exchange(req, res, proto, api)
+  local params, caller, permit = self:_admit(req, proto)
+  if not params then
+    x.model = permit or "unknown"
+    return x:fail(caller)
+  end
+  x.model, x.params, x.caller, x.permit = params.model, params, caller, permit
+  if params.stream then return self:_relay(x) end
+  local resp, err = self.router:completion(params)
+  if not resp then return x:upstream_failed(err) end
+  if self.hooks.post_call then pcall(self.hooks.post_call, params, resp) end
+  x:settle(200, resp.usage)
+  res:json(200, proto.response(resp, x.model), { ["x-request-id"] = x.rid })
+end
+
+local function send_events(res, events)
+  for _, e in ipairs(events) do res:sse(e) end
+end
+
+function Gateway:_relay(x)
+  local params, model, res = x.params, x.model, x.res
+  local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
+  params.stream_options = { include_usage = true }
+  local s, err = self.router:completion(params)
+  if not s then return x:upstream_failed(err) end
+  local m = self.metrics
+  local enc = x.proto.stream(model, want_usage)
+  local usage, first, failed = nil, true, nil
+  m.open_streams:inc(1, model)
+  local ok, perr = pcall(function()
+    res:sse_start{ ["x-request-id"] = x.rid }
+    while true do
+      local c, cerr = s:next()
+      if not c then failed = cerr; break end
+      if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
+      if c.usage then usage = c.usage end
+      if self.hooks.on_chunk then pcall(self.hooks.on_chunk, params, c) end
+      send_events(res, enc:chunk(c))
+    end
+    if failed then
+      send_events(res, enc:error(wire_errors.from_luagent(failed, self.scrub)))
+    else
+      send_events(res, enc:finish())
+    end
+  end)
+  s:close()
+  m.open_streams:inc(-1, model)
+  x:settle(200, usage, failed and failed.type or (not ok and "Cancelled") or nil)
+  if not ok then error(perr, 0) end   -- the client left: let the server see the cancel
+end
+
+function Gateway:_models(req, res)
+  local data = json.array()
+  for i, name in ipairs(self.models) do
+    data[i] = { id = name, object = "model", created = 0, owned_by = "luagent" }
+  end
+  res:json(200, { object = "list", data = data }, { ["x-request-id"] = self:_request_id(req) })
+end
+
+--- The routes to hand to llm.serve.
+---@return table
+function Gateway:routes()
+  return {
+    ["POST /v1/chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai, "openai") end,
+    ["POST /chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai, "openai") end,
+    ["POST /v1/messages"] = function(req, res) self:_complete(req, res, protocols.anthropic, "anthropic") end,
+    ["GET /v1/models"] = function(req, res) self:_models(req, res) end,
+    ["GET /models"] = function(req, res) self:_models(req, res) end,
+    ["GET /health/liveliness"] = function(_, res) res:json(200, { status = "healthy" }) end,
+    ["GET /health/readiness"] = function(_, res)
+      res:json(200, { status = "healthy", models = #self.models })
+    end,
+    ["GET /metrics"] = function(_, res)
+      res:send(200, self.metrics.registry:render(), { ["content-type"] = metrics_mod.content_type })
+    end,
+  }
+end
+
+return M

@@ -1,0 +1,127 @@
+--- luagent.gateway.keys — who may call the gateway, and how much.
+---
+--- Clients send `Authorization: Bearer KEY` or `x-api-key: KEY`. With no
+--- master key and no virtual keys configured the gateway is open (as
+--- LiteLLM's proxy without a master_key). The master key may do anything;
+--- a virtual key carries its allowed models, rpm/tpm limits (llm.ratelimit)
+--- and a budget of tokens and dollars (llm.budget, so a stream that crosses
+--- it is cut at that chunk), both shared through Redis when the config names
+--- one. A key is never logged or echoed: callers get the key's alias.
+local ratelimit = require "luagent.ratelimit"
+local budget = require "luagent.observe.budget"
+
+local M = {}
+
+---@class luagent.GatewayKeys
+local Keys = {}
+Keys.__index = Keys
+
+--- The key a request carries, from its lower-cased headers.
+---@param headers table<string, string>
+---@return string|nil
+function M.from_headers(headers)
+  local auth = headers["authorization"]
+  if auth then
+    local k = auth:match("^[Bb]earer%s+(%S+)%s*$")
+    if k then return k end
+  end
+  local x = headers["x-api-key"]
+  if x and x ~= "" then return x end
+  return nil
+end
+
+---@param cfg table the normalised gateway config (luagent.gateway.config)
+---@return luagent.GatewayKeys
+function M.new(cfg)
+  local open = cfg.master_key == nil and next(cfg.keys) == nil
+  return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open,
+                        _redis = cfg.redis, _limiters = {}, _budgets = {} }, Keys)
+end
+
+-- An error in the shape the server turns into the client's protocol.
+local function refuse(status, type_, message, extra)
+  local e = { status = status, type = type_, message = message }
+  if extra then for k, v in pairs(extra) do e[k] = v end end
+  return nil, e
+end
+
+--- Checks a request's key and model. Returns the caller
+--- {alias=, master=bool, entry=} or nil, {status=, type=, message=}.
+---@param headers table<string, string>
+---@param model string|nil
+function Keys:authorize(headers, model)
+  if self._open then return { alias = "anonymous", master = true } end
+  local key = M.from_headers(headers)
+  if not key then
+    return refuse(401, "authentication_error", "No API key: send Authorization: Bearer <key> or x-api-key")
+  end
+  if key == self._master then return { alias = "master", master = true } end
+  local entry = self._keys[key]
+  if not entry then return refuse(401, "authentication_error", "Invalid API key") end
+  if model and entry.models and not entry.models[model] then
+    return refuse(403, "permission_error",
+      ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
+  end
+  local b = self:_budget(entry)
+  if b then
+    local left = b:remaining()
+    if left.tokens <= 0 or left.cost <= 0 then
+      return refuse(429, "budget_exceeded", ("The key '%s' has used its budget"):format(entry.alias))
+    end
+  end
+  return { alias = entry.alias, master = false, entry = entry, budget = b }
+end
+
+-- The key's budget (nil when it has none), made on first use.
+function Keys:_budget(entry)
+  local b = self._budgets[entry]
+  if b == nil then
+    b = false
+    if entry.max_tokens or entry.max_budget then
+      b = budget.new{ max_tokens = entry.max_tokens, max_cost = entry.max_budget, redis = self._redis,
+                      name = "luagent:gateway:budget:" .. entry.alias }
+    end
+    self._budgets[entry] = b
+  end
+  return b or nil
+end
+
+-- The key's limiter, made on first use (shared through Redis when the
+-- config names one, so several gateway processes enforce one quota).
+function Keys:_limiter(entry)
+  local rl = self._limiters[entry]
+  if rl == nil then
+    if entry.rpm or entry.tpm then
+      rl = ratelimit.new{ rpm = entry.rpm, tpm = entry.tpm, redis = self._redis,
+                          key = self._redis and ("luagent:gateway:" .. entry.alias) or nil }
+    else
+      rl = false
+    end
+    self._limiters[entry] = rl
+  end
+  return rl or nil
+end
+
+local NO_PERMIT = { release = function() end }
+
+--- Takes a permit for one request of about `tokens` tokens for the caller.
+--- A key over its limit is told so at once (429 with retry-after), as an
+--- API does, rather than queued: only a request the limiter would admit
+--- now is admitted. (A limiter shared through Redis answers "now" from its
+--- last check, so there a request may still wait for its window.) Returns
+--- a permit (with :release(actual_tokens)) or nil, err.
+function Keys:admit(caller, tokens)
+  local entry = caller.entry
+  local rl = entry and self:_limiter(entry)
+  if not rl then return NO_PERMIT end
+  local permit, err
+  if rl:_ready(tokens) then permit, err = rl:acquire(tokens) end
+  if not permit then
+    return refuse(429, "rate_limit_error",
+      ("The key '%s' is over its rate limit"):format(entry.alias),
+      { retry_after = err and err.retry_after or 1 })
+  end
+  return permit
+end
+
+return M

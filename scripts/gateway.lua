@@ -1,0 +1,35 @@
+-- gateway.lua: an OpenAI- and Anthropic-compatible gateway.
+--   luagent scripts/gateway.lua [--config FILE] [--host H] [--port N]
+--
+-- FILE is a LiteLLM proxy config.yaml or a Lua file returning the same
+-- table (with optional pre_call / post_call / on_chunk hooks). --model M
+-- serves the one model M ("provider/name", key and base URL from the
+-- provider's environment variables). With neither, every model is served
+-- by the mock provider: no key, no network.
+-- The first line on stdout is `listening on http://HOST:PORT` (the real port
+-- with --port 0). SIGINT/SIGTERM: stop accepting, finish what is in flight,
+-- exit 0. See README.md, "Gateway".
+local llm = require "luagent"
+local gateway = require "luagent.gateway"
+
+local USAGE = "usage: luagent scripts/gateway.lua [--config FILE | --model provider/name] [--host H] [--port N]"
+  .. " [--drain SECONDS]"
+local opts = llm.args(arg, { config = "", model = "", host = "127.0.0.1", port = 4000, drain = 10 }, USAGE)
+
+local ok, cfg = pcall(function()
+  if opts.config == "" then return gateway.config.default(opts.model ~= "" and opts.model or nil) end
+  return gateway.config.load(opts.config)
+end)
+if not ok then
+  io.stderr:write(tostring(cfg), "\n")
+  os.exit(2)
+end
+if #cfg.warnings > 0 then
+  io.stderr:write("gateway: not supported, ignored: ", table.concat(cfg.warnings, ", "), "\n")
+end
+
+local g = gateway.new(cfg)
+local srv = assert(llm.serve{ host = opts.host, port = math.tointeger(opts.port), routes = g:routes(),
+                              drain = opts.drain })
+io.write(("listening on http://%s:%d\n"):format(opts.host, srv.port))
+io.stdout:flush()

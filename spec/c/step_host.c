@@ -1,0 +1,119 @@
+/*
+** step_host.c -- a frame host that measures la_step: it runs a script,
+** calls la_step(rt, budget) once per frame and records every step's wall
+** time and the runtime's own counters (la_stats), then prints one summary
+** line for specs and `make bench`:
+**
+**   step_host [--budget MS] [--frame-ms MS] [--frames N] [--preload MODE]
+**             script.lua [args]
+**
+**   MODE: thread (the default la_step chooses), now (at start-up), none.
+**   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
+**   over_slice=K deferred=D bytes= tasks_run= tasks=T status=ok
+**
+** over_slice counts steps that overran budget + that step's own longest
+** slice by more than 0.5 ms (the budget's contract: a step costs the budget
+** plus at most one task's or one socket's slice); deferred counts steps
+** that ended with work left for the next. Exits 1 when the script
+** raised or tasks were left.
+*/
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+
+#include "luagent.h"
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of the n sorted values v. */
+static double quantile(const double *v, int n, double q) {
+  int i = (int)(q * (n - 1) + 0.5);
+  return n ? v[i] : 0;
+}
+
+static void sleep_ms(double ms) {
+  struct timespec ts;
+  if (ms <= 0) return;
+  ts.tv_sec = (time_t)(ms / 1e3);
+  ts.tv_nsec = (long)((ms - ts.tv_sec * 1e3) * 1e6);
+  nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv) {
+  int budget = 1, frames = 60 * 60, preload = LA_PRELOAD_THREAD, n = 0;
+  int over = 0, deferred = 0, failed;
+  double frame_ms = 1000.0 / 60, *steps, *sorted, slice_max = 0;
+  uint64_t tasks_run = 0;
+  la_stats_t st;
+  la_runtime_t *rt;
+  while (argc > 2 && strncmp(argv[1], "--", 2) == 0) {
+    if (strcmp(argv[1], "--budget") == 0) budget = atoi(argv[2]);
+    else if (strcmp(argv[1], "--frame-ms") == 0) frame_ms = atof(argv[2]);
+    else if (strcmp(argv[1], "--frames") == 0) frames = atoi(argv[2]);
+    else if (strcmp(argv[1], "--preload") == 0)
+      preload = strcmp(argv[2], "now") == 0 ? LA_PRELOAD_NOW
+              : strcmp(argv[2], "none") == 0 ? LA_PRELOAD_NONE : LA_PRELOAD_THREAD;
+    else break;
+    argc -= 2;
+    argv += 2;
+  }
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s [--budget MS] [--frame-ms MS] [--frames N] "
+            "[--preload thread|now|none] script.lua [args]\n", argv[0]);
+    return 2;
+  }
+  steps = calloc((size_t)frames, sizeof *steps);
+  sorted = calloc((size_t)frames, sizeof *sorted);
+  rt = la_open(NULL);
+  if (!rt || !steps || !sorted) return 1;
+  if (la_preload(rt, preload) != 0) {
+    fprintf(stderr, "step_host: la_preload failed\n");
+    return 1;
+  }
+  if (la_dofile(rt, argv[1], argc - 2, argv + 2) != 0) {
+    fprintf(stderr, "step_host: %s\n", lua_tostring(la_state(rt), -1));
+    la_close(rt);
+    return 1;
+  }
+  while (n < frames) {
+    double t0 = now_ms(), dt;
+    int alive = la_step(rt, budget);
+    dt = now_ms() - t0;
+    la_stats(rt, &st);
+    steps[n++] = dt;
+    tasks_run += st.tasks_run;
+    deferred += st.deferred;
+    if (st.slice_max_ms > slice_max) slice_max = st.slice_max_ms;
+    if (budget > 0 && dt > budget + st.slice_max_ms + 0.5) over++;
+    if (alive == 0) break;
+    sleep_ms(frame_ms - (now_ms() - t0));   /* "render" the rest of the frame */
+  }
+  memcpy(sorted, steps, (size_t)n * sizeof *steps);
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp);
+  la_stats(rt, &st);
+  failed = la_tasks(rt) != 0 || st.tasks_failed != 0;
+  printf("steps=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f first_ms=%.3f "
+         "budget_ms=%d slice_max_ms=%.3f over_slice=%d deferred=%d bytes=%llu "
+         "tasks_run=%llu tasks=%d status=%s\n",
+         n, quantile(sorted, n, 0.5), quantile(sorted, n, 0.99),
+         n ? sorted[n - 1] : 0, n ? steps[0] : 0, budget, slice_max, over, deferred,
+         (unsigned long long)st.bytes_received, (unsigned long long)tasks_run,
+         la_tasks(rt), failed ? "FAILED" : "ok");
+  la_close(rt);
+  free(steps);
+  free(sorted);
+  return failed ? 1 : 0;
+}

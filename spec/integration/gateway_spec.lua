@@ -1,0 +1,324 @@
+-- scripts/gateway.lua as a separate process, with the project's mock LLM
+-- server (build/mockllm) as its upstreams in the OpenAI and Anthropic wire
+-- formats, and the official `openai` and `@anthropic-ai/sdk` npm packages
+-- as its clients (spec/support/gateway_sdk.mjs), plus luagent itself.
+local llm = require "luagent"
+local servers = require "servers"
+local proc = require "proc"
+local json = require "luagent.json"
+
+local CANARY = "upstream-canary-7f3a9c2e51d8b4"     -- an upstream key that must never reach a client
+local MASTER = "sk-gateway-master-5521"
+local NODE = "node_modules/.bin/node"
+
+-- Starts the gateway on a config file (text, written to a temporary file,
+-- or a path) with extra environment; returns {url=, port=, pid=, out=, err=}.
+local function start_gateway(opts)
+  local cfg = opts.path
+  if not cfg then
+    cfg = proc.tmpname("gw.yaml")
+    proc.write(cfg, opts.text)
+  end
+  local env = { "UPSTREAM_KEY=" .. CANARY }
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = ("%s='%s'"):format(k, v) end
+  local out, err = proc.tmpname("out"), proc.tmpname("err")
+  local pid = proc.start(("exec env %s %s scripts/gateway.lua --config %s --port 0 >%s 2>%s")
+    :format(table.concat(env, " "), proc.bin, cfg, out, err))
+  local deadline, port = llm.now() + 15, nil
+  repeat
+    port = (proc.read(out) or ""):match("^listening on http://127%.0%.0%.1:(%d+)\n")
+    if not port then llm.sleep(0.02) end
+  until port or llm.now() > deadline or not proc.alive(pid)
+  assert(port, "the gateway did not start: " .. (proc.read(err) or ""))
+  return { url = "http://127.0.0.1:" .. port, port = tonumber(port), pid = pid, out = out, err = err,
+           cfg = not opts.path and cfg or nil }
+end
+
+local function stop_gateway(g)
+  proc.stop(g.pid)
+  local logs = (proc.read(g.out) or "") .. (proc.read(g.err) or "")
+  os.remove(g.out); os.remove(g.err)
+  if g.cfg then os.remove(g.cfg) end
+  return logs
+end
+
+local function config_for(mock)
+  return ([[
+model_list:
+  - model_name: gpt-openai
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/text=hello%%20from%%20upstream/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: gpt-tools
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/tools=1/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: gpt-limited
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/status=429,retry_after=7/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: gpt-slow
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/chunks=400,delay=20/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: claude-upstream
+    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s/s/text=from%%20claude", api_key: os.environ/UPSTREAM_KEY}
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: %s
+]]):format(mock.url, mock.url, mock.url, mock.url, mock.url, MASTER)
+end
+
+describe("gateway with the official SDKs #integration", function()
+  local mock, gw, result
+
+  setup(function()
+    mock = servers.mock()
+    gw = start_gateway{ text = config_for(mock) }
+    local out, code = proc.run(("%s spec/support/gateway_sdk.mjs %s %s"):format(NODE, gw.url, MASTER))
+    assert.are.equal(0, code, out)
+    result = assert(json.decode(out:match("[^\n]*$") ~= "" and out:match("[^\n]*$") or out:match("([^\n]+)\n?$")))
+  end)
+
+  teardown(function()
+    if gw then
+      local logs = stop_gateway(gw)
+      assert.is_nil(logs:find(CANARY, 1, true), "the upstream key appeared in the gateway's output")
+    end
+    if mock then mock.stop() end
+  end)
+
+  it("answers Chat Completions, plain and streamed with usage", function()
+    assert.is_true(result.openai_plain.ok, result.openai_plain.message)
+    assert.are.equal("chat.completion", result.openai_plain.object)
+    assert.matches("hello from upstream", result.openai_plain.text)
+    assert.is_true(result.openai_plain.usage.total_tokens > 0)
+    local s = result.openai_stream
+    assert.is_true(s.ok, s.message)
+    assert.matches("hello from upstream", s.text)
+    assert.is_true(s.chunks >= 3)
+    assert.are.equal("stop", s.finish)
+    assert.is_true(s.usage.completion_tokens > 0)
+  end)
+
+  it("relays streamed tool-call deltas", function()
+    local t = result.openai_tools
+    assert.is_true(t.ok, t.message)
+    assert.are.equal("tool_calls", t.finish)
+    assert.is_true(#t.calls >= 1)
+    assert.is_table(json.decode(t.calls[1].arguments))
+  end)
+
+  it("gives the SDKs their own error classes", function()
+    assert.are.equal("RateLimitError", result.openai_429.error)
+    assert.are.equal(429, result.openai_429.status)
+    assert.are.equal("AuthenticationError", result.openai_bad_key.error)
+    assert.are.equal("NotFoundError", result.openai_unknown_model.error)
+    assert.are.equal("RateLimitError", result.anthropic_429.error)
+    assert.are.equal("AuthenticationError", result.anthropic_bad_key.error)
+  end)
+
+  it("lists the models", function()
+    assert.is_true(result.openai_models.ok)
+    table.sort(result.openai_models.models)
+    assert.are.same({ "claude-upstream", "gpt-limited", "gpt-openai", "gpt-slow", "gpt-tools" },
+                    result.openai_models.models)
+  end)
+
+  it("answers the Messages API from an OpenAI upstream, and Chat Completions from an Anthropic one", function()
+    assert.is_true(result.anthropic_plain.ok, result.anthropic_plain.message)
+    assert.are.equal("message", result.anthropic_plain.type)
+    assert.matches("hello from upstream", result.anthropic_plain.text)
+    assert.are.equal("end_turn", result.anthropic_plain.stop_reason)
+    local s = result.anthropic_stream
+    assert.is_true(s.ok, s.message)
+    assert.matches("hello from upstream", s.text)
+    assert.is_true(s.deltas >= 3)
+    assert.is_true(s.usage.output_tokens > 0)
+    assert.is_true(result.anthropic_from_anthropic_upstream.ok)
+    assert.matches("from claude", result.anthropic_from_anthropic_upstream.text)
+    assert.matches("from claude", result.openai_from_anthropic_upstream.text)
+  end)
+
+  it("lets a client abort a stream", function()
+    assert.is_true(result.openai_abort.ok)
+    assert.are.equal(2, result.openai_abort.aborted_after)
+  end)
+
+  it("never shows an upstream key to a client", function()
+    assert.is_nil(json.encode(result):find(CANARY, 1, true))
+  end)
+end)
+
+describe("gateway on a LiteLLM config.yaml #integration", function()
+  local h = require "serve_helpers"
+  local TEAM = "team-key-3e9a61c0"
+  local SMALL = "small-key-77b1d2e4"
+  local mock, slow, gw
+
+  local function client(key, model, extra)
+    local p = { model = "openai/" .. model, api_base = gw.url .. "/v1", api_key = key, num_retries = 0,
+                messages = { { role = "user", content = "hi" } } }
+    for k, v in pairs(extra or {}) do p[k] = v end
+    return llm.completion(p)
+  end
+
+  local function raw(path, body, headers)
+    local hd = { ["content-type"] = "application/json", authorization = "Bearer " .. MASTER }
+    for k, v in pairs(headers or {}) do hd[k] = v end
+    local r = assert(llm.http.request{ url = gw.url .. path, method = body and "POST" or "GET",
+                                       headers = hd, body = body and json.encode(body) or nil })
+    local text = r:body()
+    r:close()
+    return r, text
+  end
+
+  setup(function()
+    mock, slow = servers.mock(), servers.mock()
+    gw = start_gateway{ path = "spec/fixtures/gateway/litellm_config.yaml", env = {
+      UPSTREAM_A = mock.url .. "/s/text=from%20a/v1", UPSTREAM_B = mock.url .. "/s/text=from%20b/v1",
+      UPSTREAM_BROKEN = mock.url .. "/s/status=500/v1", UPSTREAM_CLAUDE = mock.url .. "/s/text=from%20claude",
+      UPSTREAM_CUT = mock.url .. "/s/chunks=50,cut_after=3/v1",
+      UPSTREAM_SLOW = slow.url .. "/s/chunks=2000,delay=20/v1",
+      UPSTREAM_LONG = mock.url .. "/s/chunks=200,delay=5/v1",
+      GATEWAY_MASTER_KEY = MASTER, TEAM_KEY = TEAM, SMALL_KEY = SMALL } }
+  end)
+
+  teardown(function()
+    if gw then
+      local logs = stop_gateway(gw)
+      assert.is_nil(logs:find(CANARY, 1, true), "the upstream key appeared in the gateway's output")
+      assert.is_nil(logs:find(TEAM, 1, true), "a client key appeared in the gateway's output")
+    end
+    if mock then mock.stop() end
+    if slow then slow.stop() end
+  end)
+
+  it("warns once about the keys it does not support", function()
+    assert.matches("not supported, ignored: litellm_settings%.success_callback", proc.read(gw.err))
+  end)
+
+  it("spreads one model name over its two deployments", function()
+    local seen = {}
+    for _ = 1, 12 do
+      local r = assert(client(MASTER, "gpt-4o"))
+      seen[r.choices[1].message.content] = true
+    end
+    assert.is_true(seen["from a"] and seen["from b"])
+  end)
+
+  it("falls back to another model before the first byte", function()
+    local r = assert(client(MASTER, "broken"))
+    assert.are.equal("from claude", r.choices[1].message.content)
+    local s = assert(client(MASTER, "broken", { stream = true }))
+    assert.are.equal("from claude", s:text())
+  end)
+
+  it("holds a virtual key to its models and its rpm", function()
+    local _, err = client(TEAM, "claude")
+    assert.are.equal("PermissionDeniedError", err.type)
+    for _ = 1, 3 do assert(client(TEAM, "gpt-4o")) end
+    local r, e = client(TEAM, "gpt-4o")
+    assert.is_nil(r)
+    assert.are.equal("RateLimitError", e.type)
+    assert.is_true(e.retry_after >= 1)
+    local _, bad = client("wrong-key-55", "gpt-4o")
+    assert.are.equal("AuthenticationError", bad.type)
+  end)
+
+  it("cuts a stream at the chunk that crosses a key's budget, then refuses the key", function()
+    local s = assert(client(SMALL, "long", { stream = true }))
+    local ok, err = pcall(function() for _ in s do end end)
+    assert.is_false(ok)
+    assert.matches("budget", tostring(err))
+    local text = s:response().choices[1].message.content or ""
+    local words = select(2, text:gsub("t%d+ ", ""))
+    assert.is_true(words > 10 and words < 200, "relayed " .. words .. " of 200 tokens")
+    local r, e = client(SMALL, "long")
+    assert.is_nil(r)
+    assert.are.equal("RateLimitError", e.type)
+    assert.matches("budget", e.message)
+  end)
+
+  it("ends a stream that fails after its first byte with an error event in the client's protocol", function()
+    local s = assert(client(MASTER, "cut", { stream = true }))
+    local ok, err = pcall(function() for _ in s do end end)
+    assert.is_false(ok)
+    assert.is_table(err)
+    local _, text = raw("/v1/chat/completions", { model = "cut", stream = true,
+                                                   messages = { { role = "user", content = "x" } } })
+    assert.matches('data: {"error":', text, 1, true)
+    assert.is_nil(text:find("[DONE]", 1, true))
+    local _, atext = raw("/v1/messages", { model = "cut", stream = true, max_tokens = 10,
+                                            messages = { { role = "user", content = "x" } } })
+    assert.matches("event: message_start", atext, 1, true)
+    assert.matches("event: error\ndata: {", atext, 1, true)
+  end)
+
+  it("answers every response with an x-request-id, the client's when given", function()
+    local r = raw("/v1/chat/completions", { model = "gpt-4o", messages = { { role = "user", content = "x" } } },
+                  { ["x-request-id"] = "trace-42" })
+    assert.are.equal("trace-42", r.headers["x-request-id"])
+    local r2 = raw("/v1/chat/completions", { model = "nope", messages = { { role = "user", content = "x" } } })
+    assert.are.equal(404, r2.status)
+    assert.matches("^req%-", r2.headers["x-request-id"])
+  end)
+
+  it("serves health and Prometheus metrics", function()
+    local r, text = raw("/health/liveliness")
+    assert.are.equal(200, r.status)
+    r, text = raw("/metrics")
+    assert.are.equal(200, r.status)
+    assert.matches("text/plain; version=0.0.4", r.headers["content-type"], 1, true)
+    assert.matches('luagent_gateway_requests_total{model="gpt%-4o",api="openai",status="200"} %d+', text)
+    assert.matches('luagent_gateway_requests_total{model="gpt-4o",api="openai",status="429"} 1', text, 1, true)
+    assert.matches('luagent_gateway_tokens_total{model="gpt%-4o",direction="output"} %d+', text)
+    assert.matches('luagent_gateway_time_to_first_token_seconds_count{model="broken"} 1', text, 1, true)
+    assert.matches('luagent_gateway_request_duration_seconds_bucket{model="gpt%-4o",le="%+Inf"} %d+', text)
+  end)
+
+  it("closes the upstream transfer within 1 s of a client leaving", function()
+    local s = assert(client(MASTER, "slow", { stream = true }))
+    assert(s:next())
+    assert.are.equal(1, h.server_sockets(slow.port))
+    s:close()
+    local t0 = llm.now()
+    assert.is_truthy(h.eventually(function() return h.server_sockets(slow.port) == 0 end, 1),
+                     "the upstream still holds the transfer after 1 s")
+    assert.is_true(llm.now() - t0 <= 1.0)
+  end)
+end)
+
+describe("gateway on a Lua config with hooks #integration", function()
+  it("runs pre_call and on_chunk hooks, and drains in-flight streams on SIGTERM", function()
+    local mock = servers.mock()
+    local cfg = proc.tmpname("gw.lua")
+    proc.write(cfg, ([[
+      local seen = 0
+      return {
+        model_list = {{ model_name = "m", litellm_params = {
+          model = "openai/gpt-4o", api_key = "k-%s", api_base = "%s/s/chunks=30,delay=30/v1" } }},
+        pre_call = function(params)
+          if params.messages[1].content:find("forbidden") then return false, "that topic is refused" end
+          params.max_tokens = 7
+          return params
+        end,
+        on_chunk = function(params, chunk) seen = seen + 1 end,
+      }]]):format(CANARY, mock.url))
+    local gw = start_gateway{ path = cfg }
+    local function call(text, stream)
+      return llm.completion{ model = "openai/m", api_base = gw.url .. "/v1", api_key = "x", num_retries = 0,
+                             stream = stream, messages = { { role = "user", content = text } } }
+    end
+    local r, err = call("something forbidden")
+    assert.is_nil(r)
+    assert.are.equal("BadRequestError", err.type)
+    assert.matches("that topic is refused", err.message)
+    local s = assert(call("fine", true))
+    assert(s:next())
+    proc.kill(gw.pid, "TERM")
+    local text = s:text()                       -- the stream in flight finishes
+    assert.is_true(#text > 0)
+    assert.are.equal("stop", s:response().choices[1].finish_reason)
+    local h = require "serve_helpers"
+    assert.is_truthy(h.eventually(function() return not proc.alive(gw.pid) end, 8))
+    local req = mock.requests()
+    assert.are.equal(7, req[#req].body and json.decode(req[#req].body).max_tokens)
+    stop_gateway(gw)
+    os.remove(cfg)
+    mock.stop()
+  end)
+end)

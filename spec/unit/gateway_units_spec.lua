@@ -1,0 +1,239 @@
+-- The gateway's parts that need no server: its config (LiteLLM YAML and
+-- Lua), Prometheus metrics text, keys and limits, the Anthropic request
+-- translation and the error shapes. The served endpoints are covered by
+-- spec/integration/gateway_spec.lua with the official SDKs.
+local llm = require "luagent"
+local config = require "luagent.gateway.config"
+local metrics = require "luagent.gateway.metrics"
+local keys = require "luagent.gateway.keys"
+local anthropic_in = require "luagent.gateway.anthropic_in"
+local wire_errors = require "luagent.gateway.wire_errors"
+local json = require "luagent.json"
+
+local function env(t) return function(name) return t[name] end end
+
+local YAML = [[
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/UPSTREAM_KEY
+      rpm: 100
+  - model_name: gpt-4o
+    litellm_params:
+      model: anthropic/claude-3-5-haiku-latest
+      api_base: http://127.0.0.1:9/
+      mystery_param: 1
+router_settings:
+  routing_strategy: least-busy
+  num_retries: 1
+  cooldown_time: 10
+  fallbacks: [{"gpt-4o": ["gpt-4o"]}]
+  enable_pre_call_checks: true
+litellm_settings:
+  drop_params: true
+  request_timeout: 30
+  success_callback: ["langfuse"]
+general_settings:
+  master_key: sk-master-1234
+virtual_keys:
+  - key: vk-team-a-0001
+    key_alias: team-a
+    models: [gpt-4o]
+    rpm_limit: 2
+    max_tokens: 100
+]]
+
+describe("gateway config #unit", function()
+  it("reads a LiteLLM config.yaml, with os.environ/ values and a warning per unsupported key", function()
+    local c = config.normalise(config.parse_yaml(YAML, "c.yaml"), env{ UPSTREAM_KEY = "up-secret" })
+    assert.are.equal(2, #c.router.model_list)
+    assert.are.equal("up-secret", c.router.model_list[1].litellm_params.api_key)
+    assert.are.equal("least-busy", c.router.routing_strategy)
+    assert.are.equal(1, c.router.num_retries)
+    assert.are.equal(10, c.router.cooldown_time)
+    assert.are.equal("sk-master-1234", c.master_key)
+    assert.is_true(c.drop_params)
+    assert.are.equal(30, c.request_timeout)
+    assert.are.same({ "litellm_settings.success_callback", "model_list[2].litellm_params.mystery_param",
+                      "router_settings.enable_pre_call_checks" }, c.warnings)
+    local vk = c.keys["vk-team-a-0001"]
+    assert.are.equal("team-a", vk.alias)
+    assert.is_true(vk.models["gpt-4o"])
+    assert.are.equal(2, vk.rpm)
+    -- the normalised router options are accepted by llm.router
+    assert.is_table(llm.router(c.router))
+  end)
+
+  it("names the line of a malformed file", function()
+    local ok, err = pcall(config.parse_yaml, "model_list:\n  - model_name: [a, b\n", "bad.yaml")
+    assert.is_false(ok)
+    assert.matches("^bad%.yaml:%d+: .*column", err)
+  end)
+
+  it("refuses a missing environment variable by name, never an empty key", function()
+    local raw = { model_list = { { model_name = "m", litellm_params = { model = "openai/x",
+                                                                         api_key = "os.environ/NOPE_KEY" } } } }
+    local ok, err = pcall(config.normalise, raw, env{})
+    assert.is_false(ok)
+    assert.matches("NOPE_KEY is not set", err)
+  end)
+
+  it("refuses a model_list entry without litellm_params.model", function()
+    local ok, err = pcall(config.normalise, { model_list = { { model_name = "m", litellm_params = {} } } })
+    assert.is_false(ok)
+    assert.matches("model_list%[1%]", err)
+  end)
+
+  it("loads a Lua config with hooks", function()
+    local tmp = os.tmpname()
+    os.remove(tmp)
+    local path = tmp .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write([[return { model_list = {{model_name = "m", litellm_params = {model = "mock/m"}}},
+                       pre_call = function(req) return req end }]])
+    f:close()
+    local c = config.load(path)
+    os.remove(path)
+    assert.is_function(c.hooks.pre_call)
+    assert.are.same({}, c.warnings)
+  end)
+
+  it("serves the mock provider when no config is given", function()
+    local c = config.default()
+    assert.matches("^mock/", c.router.model_list[1].litellm_params.model)
+  end)
+end)
+
+describe("gateway metrics #unit", function()
+  it("renders counters, gauges and histograms in the text exposition format", function()
+    local reg = metrics.new()
+    local req = reg:counter("luagent_requests_total", "Requests.", { "model", "status" })
+    local open = reg:gauge("luagent_open_streams", "Streams open now.")
+    local h = reg:histogram("luagent_ttft_seconds", "Time to first token.", { "model" }, { 0.1, 1 })
+    req:inc(1, "gpt-4o", "200")
+    req:inc(2, "gpt-4o", "200")
+    req:inc(1, 'we"ird\\model\n', "500")
+    open:set(3)
+    h:observe(0.05, "gpt-4o")
+    h:observe(0.5, "gpt-4o")
+    h:observe(5, "gpt-4o")
+    local text = reg:render()
+    assert.matches('# TYPE luagent_requests_total counter\n', text, 1, true)
+    assert.matches('luagent_requests_total{model="gpt-4o",status="200"} 3\n', text, 1, true)
+    assert.matches('luagent_requests_total{model="we\\"ird\\\\model\\n",status="500"} 1\n', text, 1, true)
+    assert.matches('luagent_open_streams 3\n', text, 1, true)
+    assert.matches('luagent_ttft_seconds_bucket{model="gpt-4o",le="0.10000000000000001"} 1\n', text, 1, true)
+    assert.matches('luagent_ttft_seconds_bucket{model="gpt-4o",le="1"} 2\n', text, 1, true)
+    assert.matches('luagent_ttft_seconds_bucket{model="gpt-4o",le="+Inf"} 3\n', text, 1, true)
+    assert.matches('luagent_ttft_seconds_count{model="gpt-4o"} 3\n', text, 1, true)
+    assert.are.equal(3, req:get("gpt-4o", "200"))
+  end)
+
+  it("refuses a series without every label", function()
+    local reg = metrics.new()
+    local c = reg:counter("x_total", "x", { "a", "b" })
+    assert.has_error(function() c:inc(1, "only-a") end)
+  end)
+end)
+
+describe("gateway keys #unit", function()
+  local cfg = config.normalise({
+    model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },
+    general_settings = { master_key = "master-key-1" },
+    virtual_keys = { { key = "virtual-key-1", key_alias = "team", models = { "m" },
+                       rpm_limit = 2, max_tokens = 10 } },
+  })
+
+  it("reads Bearer and x-api-key", function()
+    assert.are.equal("abc", keys.from_headers{ authorization = "Bearer abc" })
+    assert.are.equal("abc", keys.from_headers{ ["x-api-key"] = "abc" })
+    assert.is_nil(keys.from_headers{ authorization = "Basic abc" })
+  end)
+
+  it("tells 401 from 403, and never echoes the key", function()
+    local k = keys.new(cfg)
+    local c, e = k:authorize({}, "m")
+    assert.is_nil(c); assert.are.equal(401, e.status)
+    c, e = k:authorize({ authorization = "Bearer wrong-key-123" }, "m")
+    assert.are.equal(401, e.status)
+    assert.is_nil(e.message:find("wrong-key-123", 1, true))
+    c, e = k:authorize({ ["x-api-key"] = "virtual-key-1" }, "other")
+    assert.are.equal(403, e.status)
+    assert.is_nil(e.message:find("virtual-key-1", 1, true))
+    assert.is_true(k:authorize({ authorization = "Bearer master-key-1" }, "anything").master)
+    assert.are.equal("team", k:authorize({ authorization = "Bearer virtual-key-1" }, "m").alias)
+  end)
+
+  it("is open when no key is configured", function()
+    local k = keys.new(config.default())
+    assert.is_truthy(k:authorize({}, "mock"))
+  end)
+
+  it("enforces a key's rpm with a 429, and its token budget (an llm.budget)", function()
+    local k = keys.new(cfg)
+    local caller = assert(k:authorize({ authorization = "Bearer virtual-key-1" }, "m"))
+    assert.is_truthy(k:admit(caller, 1))
+    assert.is_truthy(k:admit(caller, 1))
+    local p, e = k:admit(caller, 1)
+    assert.is_nil(p); assert.are.equal(429, e.status); assert.is_number(e.retry_after)
+    caller.budget:charge(10, 0)
+    local c2, e2 = k:authorize({ authorization = "Bearer virtual-key-1" }, "m")
+    assert.is_nil(c2); assert.are.equal(429, e2.status)
+  end)
+end)
+
+describe("gateway Anthropic request translation #unit", function()
+  it("maps system, text, images, tool_use and tool_result", function()
+    local p = assert(anthropic_in.to_params{
+      model = "m", max_tokens = 50, system = "be brief", stop_sequences = { "END" },
+      messages = {
+        { role = "user", content = { { type = "text", text = "hi" },
+                                     { type = "image", source = { type = "base64", media_type = "image/png", data = "AAA" } } } },
+        { role = "assistant", content = { { type = "text", text = "calling" },
+                                          { type = "tool_use", id = "tu1", name = "get", input = { q = 1 } } } },
+        { role = "user", content = { { type = "tool_result", tool_use_id = "tu1", content = "42" },
+                                     { type = "text", text = "thanks" } } },
+      },
+      tools = { { name = "get", description = "d", input_schema = { type = "object" } } },
+      tool_choice = { type = "any" }, stream = true,
+    })
+    assert.are.same({ role = "system", content = "be brief" }, p.messages[1])
+    assert.are.equal("data:image/png;base64,AAA", p.messages[2].content[2].image_url.url)
+    assert.are.equal("tu1", p.messages[3].tool_calls[1].id)
+    assert.are.same({ q = 1 }, json.decode(p.messages[3].tool_calls[1]["function"].arguments))
+    assert.are.same({ role = "tool", tool_call_id = "tu1", content = "42" }, p.messages[4])
+    assert.are.equal("thanks", p.messages[5].content[1].text)
+    assert.are.equal("required", p.tool_choice)
+    assert.are.same({ "END" }, p.stop)
+    assert.are.equal("get", p.tools[1]["function"].name)
+    assert.is_true(p.stream_options.include_usage)
+  end)
+
+  it("refuses what the Messages API refuses, naming the field", function()
+    local _, e = anthropic_in.to_params{ model = "m", messages = {} }
+    assert.are.equal(400, e.status); assert.matches("max_tokens", e.message)
+    _, e = anthropic_in.to_params{ model = "m", max_tokens = 5, messages = { { role = "system", content = "x" } } }
+    assert.matches("messages%[0%]%.role", e.message)
+    _, e = anthropic_in.to_params{ model = "m", max_tokens = 5,
+                                   messages = { { role = "user", content = { { type = "video" } } } } }
+    assert.matches("messages%[0%]%.content%[0%]: unsupported block type video", e.message)
+  end)
+end)
+
+describe("gateway error shapes #unit", function()
+  it("writes OpenAI's and Anthropic's shapes, and hides upstream credential failures", function()
+    local scrub = wire_errors.scrubber{ "zq-gateway-canary-9" }
+    local up = llm.errors.new("RateLimitError", "slow down, key zq-gateway-canary-9", { retry_after = 2.5 })
+    local e = wire_errors.from_luagent(up, scrub)
+    assert.are.equal(429, e.status)
+    assert.are.equal("slow down, key [REDACTED]", e.message)
+    assert.are.same({ ["retry-after"] = "3" }, wire_errors.headers(e))
+    assert.are.equal("rate_limit_error", wire_errors.openai_body(e).error.type)
+    assert.are.equal("error", wire_errors.anthropic_body(e).type)
+    local auth = wire_errors.from_luagent(llm.errors.new("AuthenticationError", "bad key zq-gateway-canary-9",
+                                                          { model = "gpt-4o" }), scrub)
+    assert.are.equal(502, auth.status)
+    assert.is_nil(auth.message:find("zq-gateway-canary-9", 1, true))
+  end)
+end)
