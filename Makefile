@@ -17,7 +17,7 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
            libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb \
-           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2
 
 # The version is written once, in runtime/luagent.h (LA_VERSION).
 VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
@@ -63,7 +63,8 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
-             runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c
+             runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
+             runtime/process.c runtime/fdout.c runtime/spawn_args.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)

@@ -35,6 +35,7 @@ static int q_push(xfer_t *x, const char *d, size_t dl, const char *e,
   if (!ev) return -1;
   ev->next = NULL;
   ev->data_len = dl; ev->event_len = el; ev->id_len = il;
+  ev->retry = -1;
   if (dl) memcpy(ev->buf, d, dl);
   ev->buf[dl] = '\0';                  /* the JSON decoder's sentinel */
   if (el) memcpy(ev->buf + dl + 1, e, el);
@@ -68,6 +69,7 @@ static int drain_frames(xfer_t *x, int eof) {
     if (q_push(x, fe.data, fe.data_len, fe.event, fe.event_len,
                fe.id, fe.id_len) != 0)
       return LA_FRAME_ENOMEM;
+    x->q_tail->retry = fe.retry;
     x->t_last = uv_now(x->rt->loop);
   }
   return rc;

@@ -181,6 +181,14 @@ void la_edit_end(void *ud);
 /* ---- redis.c ------------------------------------------------------- */
 int  luaopen_luagent_redis_core(lua_State *L);    /* luagent.redis.core */
 
+/* ---- process.c ----------------------------------------------------- */
+int  luaopen_luagent_process_core(lua_State *L);  /* luagent.process.core */
+int  la_fdout_open(lua_State *L);                  /* fdout.c: output(fd) */
+char **la_spawn_argv(lua_State *L);               /* spawn_args.c: argv at 1 */
+char **la_spawn_env(lua_State *L);                /* opts at 2; NULL: inherit */
+int  la_spawn_stdio_mode(lua_State *L, const char *field, const char *def);
+void la_fdout_class(lua_State *L);
+
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json_core(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */

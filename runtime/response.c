@@ -4,7 +4,8 @@
 **
 **   resp.status, resp.headers (lower-case names), resp.framed (false when a
 **     stream request got a non-stream answer: read it with resp:body())
-**   resp:read() -> data, event, id | nil (end) | nil, err     (stream)
+**   resp:read() -> data, event, id, retry | nil (end) | nil, err  (stream;
+**     retry: the SSE retry field in ms, when the event carried one)
 **   resp:read_json([array_mt]) -> as read, JSON objects and arrays decoded
 **   resp:body() -> string | nil, err                          (whole)
 **   resp:close()                 also __close and __gc
@@ -120,9 +121,11 @@ static int read_common(lua_State *L, lua_KContext base, int as_json) {
     else lua_pushnil(L);
     if (ev->id_len) lua_pushlstring(L, name + ev->event_len, ev->id_len);
     else lua_pushnil(L);
+    if (ev->retry >= 0) lua_pushinteger(L, ev->retry);
+    else lua_pushnil(L);
     free(ev);
     maybe_unpause(x);
-    return 3;
+    return 4;
   }
   if (x->done) {
     if (x->err != E_NONE) return la_xfer_error(L, x);
@@ -160,7 +163,7 @@ static int start_read(lua_State *L, int as_json) {
   return read_common(L, 2, as_json);
 }
 
-/* resp:read() -> data, event, id | nil | nil, err */
+/* resp:read() -> data, event, id, retry | nil | nil, err */
 static int x_read(lua_State *L) {
   return start_read(L, 0);
 }

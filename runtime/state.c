@@ -109,6 +109,9 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_serve_core, 1);
   lua_setfield(L, -2, "luagent.serve.core");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_process_core, 1);
+  lua_setfield(L, -2, "luagent.process.core");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
   lua_pushcfunction(L, luaopen_cjson_safe);

@@ -27,6 +27,7 @@
 typedef struct ev {
   struct ev *next;
   size_t data_len, event_len, id_len;
+  long retry;                 /* SSE retry: milliseconds, or -1 */
   char buf[];                 /* data, '\0', then event name, then id */
 } ev_t;
 

@@ -25,6 +25,7 @@ local async = require "luagent.async"
 local errors = require "luagent.errors"
 local json = require "luagent.json"
 local events = require "luagent.observe.events"   -- agent and tool spans
+local mcp_tools = require "luagent.mcp.agent_tools"
 
 local M = {}
 
@@ -35,7 +36,7 @@ Agent.__index = Agent
 Agent.__name = "luagent.Agent"
 
 local OWN = { tools = true, system = true, max_turns = true, completion = true,
-              messages = true, concurrency = true }
+              messages = true, concurrency = true, mcp = true, tool_timeout = true }
 
 local function fail(msg) error("llm.agent: " .. msg, 3) end
 
@@ -56,13 +57,24 @@ end
 
 --- A new agent. Keys besides tools, system, max_turns (default 8),
 --- concurrency (tool calls at once, default 8), messages (a history to
---- continue) and completion (a replacement for llm.completion, e.g. a
---- router's) are completion parameters sent every turn.
+--- continue), completion (a replacement for llm.completion, e.g. a
+--- router's), mcp (a list of llm.mcp clients whose tools are offered too;
+--- see luagent.mcp.agent_tools) and tool_timeout (seconds for an MCP tool
+--- call) are completion parameters sent every turn.
 ---@param opts table
 ---@return luagent.Agent
 function M.new(opts)
   if type(opts) ~= "table" then fail("expects a table of options") end
+  if opts.tools == nil and opts.mcp ~= nil then opts.tools = {} end
   if type(opts.tools) ~= "table" then fail("tools must be a table {name = {description=, parameters=, fn=}}") end
+  if opts.mcp ~= nil then
+    if type(opts.mcp) ~= "table" then fail("mcp must be a list of llm.mcp clients") end
+    for _, c in pairs(opts.mcp) do
+      if type(c) ~= "table" or type(c.list_tools) ~= "function" or type(c.call_tool) ~= "function" then
+        fail("mcp must be a list of llm.mcp clients (llm.mcp.connect{...})")
+      end
+    end
+  end
   for name, t in pairs(opts.tools) do
     if type(name) ~= "string" or not name:match("^[%w_%-]+$") then
       fail("tool names must be strings of letters, digits, '_' or '-'")
@@ -74,12 +86,14 @@ function M.new(opts)
   local params = {}
   for k, v in pairs(opts) do if not OWN[k] then params[k] = v end end
   params.tools = tool_list(opts.tools)
+  local provider = type(opts.model) == "string" and opts.model:match("^([%w_%-]+)/") or "openai"
   local messages = {}
   for i, m in ipairs(opts.messages or {}) do messages[i] = m end
   if opts.system and not messages[1] then messages[1] = { role = "system", content = opts.system } end
   return setmetatable({
     messages = messages, _tools = opts.tools, _params = params,
     _max_turns = opts.max_turns or 8, _concurrency = opts.concurrency or 8,
+    _mcp = opts.mcp, _tool_timeout = opts.tool_timeout, _provider = provider,
     _completion = opts.completion or completion.completion,
   }, Agent)
 end
@@ -95,8 +109,11 @@ end
 run_call_body = function(self, call, on_tool)
   local fn = call["function"] or {}
   local tool = self._tools[fn.name]
+  local remote = not tool and self._mcp_tools and self._mcp_tools[fn.name]
   local result
-  if not tool then
+  if remote then
+    return mcp_tools.call(remote, call, self._provider, self._tool_timeout, on_tool)
+  elseif not tool then
     result = { error = ("no tool named '%s'"):format(tostring(fn.name)) }
   else
     local args, jerr = json.decode(fn.arguments ~= "" and fn.arguments or "{}")
@@ -135,6 +152,10 @@ end
 
 run_body = function(self, prompt, opts)
   opts = opts or {}
+  if self._mcp then
+    local ok, err = mcp_tools.refresh(self, tool_list)
+    if not ok then return nil, err end
+  end
   local history = self.messages
   local turn = {}
   for i, m in ipairs(history) do turn[i] = m end

@@ -53,6 +53,9 @@ local lazy = {
   stats = { "luagent.observe.stats" },          -- callable: llm.stats()
   otlp = { "luagent.observe.otlp" },            -- llm.otlp.flush(), .dropped
   log = { "luagent.observe.log" },
+  exec = { "luagent.process", "exec" },
+  process = { "luagent.process", "process" },
+  mcp = { "luagent.mcp" },          -- llm.mcp.connect{...}, llm.mcp.serve{...}
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.

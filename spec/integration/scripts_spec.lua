@@ -51,6 +51,14 @@ local saved_chat = os.tmpname()
 -- `check(out, err)` for the mock run; `real(out, err)` for the run against
 -- mockllm with --model openai/gpt-4o-mini.
 local SCRIPTS = {
+  ["mcp_agent.lua"] = {
+    check = function(out, err)
+      has_in_order(out, { "The release is mentioned in meeting.md." })
+      has_in_order(err, { "[tool list_directory]", "[tool read_text_file]", "[tool read_text_file]",
+                          "[tool read_text_file]" })
+    end,
+    real = function(out) has_in_order(out, { "Hello from the mock server." }) end,
+  },
   ["agent.lua"] = {
     check = function(out, err)
       has_in_order(out, { "Here is the weather: Paris is 15 C, Lisbon is 16 C." })

@@ -1,0 +1,221 @@
+--- luagent.mcp.http: the MCP Streamable HTTP transport, client side, on
+--- the runtime's HTTP client (luagent.http) and its SSE framing.
+---
+--- Every message is a POST with `Accept: application/json,
+--- text/event-stream`; the answer is 202 (nothing), a JSON body, or an SSE
+--- stream of messages. `Mcp-Session-Id` from the initialize answer is sent
+--- on every later request, with `MCP-Protocol-Version`. After initialize a
+--- GET stream carries the server's own messages (405 or another refusal:
+--- the client goes on without it). An SSE stream that ends before the
+--- response it was carrying is resumed with a GET and `Last-Event-ID`,
+--- after the server's `retry:` delay. A 404 on a request with the session
+--- id means the server forgot the session: the client initializes again
+--- and resends, once. close sends DELETE.
+local core = require "luagent.core"
+local http = require "luagent.http"
+local errors = require "luagent.errors"
+local json = require "luagent.json"
+
+local M = {}
+
+local DEFAULT_RETRY = 1.0        -- seconds, when the server gave no retry:
+local MAX_RESUMES = 5
+local MAX_GET_FAILURES = 5
+
+--- Opens the transport (no request is sent yet). opts: url, headers,
+--- connect_timeout. deliver(msg) gets each message; fail(err) ends the
+--- session. Returns {send=, close=, initialized=}.
+function M.open(opts, name, deliver, fail)
+  local t = { closing = false, tasks = {}, retry = nil }
+  local url = opts.url
+
+  local function conn_error(msg, fields)
+    fields = fields or {}
+    fields.provider = "mcp:" .. name
+    return errors.new(fields.type or "APIConnectionError", ("mcp server '%s': %s"):format(name, msg), fields)
+  end
+
+  local function headers(extra)
+    local h = {}
+    for k, v in pairs(opts.headers or {}) do h[k] = v end
+    if t.session then h["Mcp-Session-Id"] = t.session end
+    if t.version then h["MCP-Protocol-Version"] = t.version end
+    for k, v in pairs(extra or {}) do h[k] = v end
+    return h
+  end
+
+  -- Settles request id with err (the peer ignores ids it no longer waits for).
+  local function fail_request(id, err)
+    if id ~= nil then deliver({ jsonrpc = "2.0", id = id, error = err }) end
+  end
+
+  local function spawn(fn, ...)
+    local task
+    task = core.spawn(function(...)
+      local ok, e = pcall(fn, ...)
+      t.tasks[task] = nil
+      if not ok and not errors.is(e, "Cancelled") then error(e, 0) end
+    end, ...)
+    t.tasks[task] = true
+    return task
+  end
+
+  -- Reads an SSE response to its end, delivering each message. Returns
+  -- whether the response to id came, and the last event id seen.
+  local function consume(resp, id, last)
+    local got = false
+    while true do
+      local data, _, ev_id, retry = resp:read()
+      if not data then break end
+      if ev_id then last = ev_id end
+      if retry then t.retry = retry / 1000 end
+      if data:find("%S") then
+        local msg = json.decode(data)
+        if type(msg) == "table" then
+          if id ~= nil and msg.id == id and msg.method == nil then got = true end
+          deliver(msg)
+        end
+      end
+    end
+    resp:close()
+    return got, last
+  end
+
+  local function http_failure(resp, what)
+    local body = resp:body() or ""
+    resp:close()
+    local etype = errors.type_for_status and errors.type_for_status(resp.status) or "APIError"
+    return conn_error(("%s: HTTP %d %s"):format(what, resp.status, errors.snippet(body, 200)),
+      { type = etype, status = resp.status })
+  end
+
+  -- GET with Last-Event-ID until the response to id arrives (a POST
+  -- stream that was cut), waiting the server's retry delay each time.
+  local function resume(id, last)
+    for _ = 1, MAX_RESUMES do
+      core.sleep(t.retry or DEFAULT_RETRY)
+      if t.closing then return end
+      local resp <close>, err = http.request{ url = url, method = "GET", stream = true,
+        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
+        connect_timeout = opts.connect_timeout or 10 }
+      if not resp then return fail_request(id, err) end
+      if resp.status ~= 200 or not resp.framed then
+        return fail_request(id, http_failure(resp, "the stream ended before the response and cannot be resumed"))
+      end
+      local got
+      got, last = consume(resp, id, last)
+      if got then return end
+    end
+    fail_request(id, conn_error(("no response after %d resumptions of the stream"):format(MAX_RESUMES)))
+  end
+
+  -- One message out, and whatever the server answers to it.
+  local reinit                 -- the task re-initializing an expired session
+
+  -- The server forgot our session (404): initialize again once (one task
+  -- does it, the others wait for it) and send again (python-sdk#1676).
+  local function renew(sent_session)
+    if t.session ~= sent_session then return true end      -- already renewed
+    if reinit then return pcall(reinit.await, reinit) end
+    reinit = core.spawn(function()
+      t.session = nil
+      local ok, err = t.reinitialize()
+      if not ok then error(err, 0) end
+    end)
+    local ok, err = pcall(reinit.await, reinit)
+    reinit = nil
+    return ok, err
+  end
+
+  local function post(msg, body, retried)
+    local id = msg.method and msg.id or nil
+    local sent_session = t.session
+    local resp <close>, err = http.request{ url = url, method = "POST", body = body, stream = true,
+      headers = headers({ ["Content-Type"] = "application/json",
+                          Accept = "application/json, text/event-stream" }),
+      connect_timeout = opts.connect_timeout or 10 }
+    if not resp then return fail_request(id, conn_error(tostring(err.message))) end
+    local sid = resp.headers["mcp-session-id"]
+    if sid and msg.method == "initialize" then t.session = sid end
+    if resp.status == 404 and sent_session and msg.method ~= "initialize" then
+      resp:close()
+      local ok, rerr = false, nil
+      if not retried and t.reinitialize then ok, rerr = renew(sent_session) end
+      if ok then return post(msg, body, true) end
+      return fail(conn_error("the session expired (HTTP 404)" ..
+        (rerr and ("; initializing again failed: " .. tostring(rerr)) or ""), { status = 404 }))
+    end
+    if resp.status >= 300 then return fail_request(id, http_failure(resp, msg.method or "a reply")) end
+    if resp.framed then
+      local got, last = consume(resp, id, nil)
+      if id ~= nil and not got and not t.closing then
+        if last then return resume(id, last) end
+        return fail_request(id, conn_error("the event stream ended before the response"))
+      end
+      return
+    end
+    local text = resp:body()
+    resp:close()
+    if id ~= nil and text and text:find("%S") then
+      local m = json.decode(text)
+      if type(m) ~= "table" then
+        return fail_request(id, conn_error("answered with a body that is not JSON: " .. errors.snippet(text, 200)))
+      end
+      deliver(m)
+    elseif id ~= nil and resp.status ~= 202 then
+      fail_request(id, conn_error("answered without a response"))
+    end
+  end
+
+  -- The server's own stream: reconnects after its retry delay, with the
+  -- last event id; a refusal ends it quietly (it is optional).
+  local function listen()
+    local last, failures = nil, 0
+    while not t.closing and failures < MAX_GET_FAILURES do
+      local resp <close> = http.request{ url = url, method = "GET", stream = true,
+        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
+        connect_timeout = opts.connect_timeout or 10 }
+      if resp then
+        if resp.status ~= 200 or not resp.framed then resp:close(); return end
+        failures = 0
+        local _
+        _, last = consume(resp, nil, last)
+      else
+        failures = failures + 1
+      end
+      if not t.closing then core.sleep(t.retry or DEFAULT_RETRY) end
+    end
+  end
+
+  function t.send(msg)
+    if t.closing then return nil, conn_error("closed") end
+    local body, eerr = json.encode(msg)
+    if not body then return nil, errors.new("BadRequestError", "mcp: cannot encode a message: " .. tostring(eerr)) end
+    spawn(post, msg, body)
+    return true
+  end
+
+  function t.initialized(version)
+    t.version = version
+    if not t.listener then          -- one GET stream, also after a renewed session
+      t.listener = spawn(function()
+        listen()
+        t.listener = nil
+      end)
+    end
+  end
+
+  function t.close()
+    if t.closing then return end
+    t.closing = true
+    for task in pairs(t.tasks) do task:cancel() end
+    if t.session and core.current() then
+      local resp = http.request{ url = url, method = "DELETE", headers = headers(), timeout = 5 }
+      if resp then resp:close() end
+    end
+  end
+
+  return t
+end
+
+return M
