@@ -17,7 +17,8 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            lua-cjson-dev lua-busted libhttp-parser-dev pkg-config gcc make \
            clang procps tmux libhiredis-dev redis-server openssl libmimalloc-dev \
            libedit-dev g++ libsdl2-dev libsdl2-ttf-dev libsdl2-image-dev fonts-dejavu-core xvfb \
-           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2
+           libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2 \
+           libsqlite3-dev
 
 # The version is written once, in runtime/luagent.h (LA_VERSION).
 VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
@@ -31,7 +32,8 @@ pkg_missing = $(strip $(foreach p,$(1),$(if $(shell pkg-config --exists $(p) && 
 pkg = $(if $(call pkg_missing,$(2)),$(error pkg-config does not find: \
         $(call pkg_missing,$(2)) (run make deps)),$(shell pkg-config $(1) $(2)))
 PKG_CFLAGS = $(call pkg,--cflags,$(PKGS))
-# libcurl is dlopen()ed on first use (runtime/curlapi.h): not linked.
+# libcurl, libsqlite3 and libcrypto are dlopen()ed on first use
+# (runtime/curlapi.h, sqliteapi.h, digest.c): not linked.
 PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis libedit)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
@@ -64,7 +66,8 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
-             runtime/process.c runtime/fdout.c runtime/spawn_args.c
+             runtime/process.c runtime/fdout.c runtime/spawn_args.c \
+             runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)

@@ -296,6 +296,38 @@ if not want_scen or want_scen.micro then
 end
 
 -- ---------------------------------------------------------------------------
+-- Durable batches (BENCH_SCENARIOS=batch runs only these)
+-- ---------------------------------------------------------------------------
+
+-- Durable batches and the cache (bench/batch_bench.lua): 10,000 cheap
+-- items plain, on SQLite, on Redis (a redis-server of its own), and the
+-- stall of a ticking task while 10,000 cache entries are written.
+if (not want_scen or want_scen.batch) and exists("bench/batch_bench.lua") then
+  log("batches")
+  local batch = { plain = {}, sqlite = {}, redis = {}, stall = {} }
+  results.micro = results.micro or {}
+  results.micro.batch = batch
+  local port = 20000 + math.random(0, 30000)
+  local rdir = first_line("pwd") .. "/" .. TMP .. "/redis"   -- redis-server changes to --dir
+  os.execute("mkdir -p " .. rdir)
+  sh(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes "
+      .. "--dir %s --pidfile %s/redis.pid --logfile %s/redis.log"):format(port, rdir, rdir, rdir))
+  sleep(0.5)
+  local url = ("redis://127.0.0.1:%d/0"):format(port)
+  for _ = 1, math.max(3, RUNS) do
+    for _, mode in ipairs({ "plain", "sqlite", "redis", "stall" }) do
+      -- the stall run is not pinned: SQLite's writes run on the thread
+      -- pool, on the other core (pinned, they would preempt the loop)
+      local pin = mode == "stall" and "" or ("taskset -c %d "):format(CLIENT_CPU)
+      local out = sh(("%s%s/luagent bench/batch_bench.lua %s --url %s"):format(pin, BUILD, mode, url))
+      local r = json_line(out, "BATCH")
+      if r then table.insert(batch[mode], r) else batch[mode .. "_error"] = out:sub(1, 500) end
+    end
+  end
+  sh(("redis-cli -p %d shutdown nosave"):format(port))
+end
+
+-- ---------------------------------------------------------------------------
 -- Machine
 -- ---------------------------------------------------------------------------
 

@@ -156,6 +156,17 @@ for _, s in ipairs(M.startup and M.startup.list or {}) do
   startup[s.name] = { median = median(s.times) and median(s.times) * 1000, n = #s.times, cmd = s.cmd }
 end
 
+local B = M.batch or {}
+local function bmed(mode, field) return median(map(B[mode], function(r) return r[field] end)) end
+local b_plain, b_sqlite, b_redis = bmed("plain", "cpu_us_per_item"), bmed("sqlite", "cpu_us_per_item"),
+  bmed("redis", "cpu_us_per_item")
+local b_stall, b_idle = nil, nil
+for _, r in ipairs(B.stall or {}) do
+  b_stall = math.max(b_stall or 0, r.longest_stall_ms)
+  b_idle = math.max(b_idle or 0, r.idle_stall_ms or 0)
+end
+local b_stall_med = bmed("stall", "longest_stall_ms")
+
 -- ---------------------------------------------------------------------------
 -- Targets
 -- ---------------------------------------------------------------------------
@@ -236,6 +247,17 @@ do   -- issue 21: la_step(rt, 1) with 100 streams, and the game under Xvfb
     g and (fmt(g.step_p99_ms, 3) .. " / " .. fmt(g.step_max_ms, 3) .. " ms"), "≤ 1 / 2 ms",
     g and g.step_p99_ms <= 1 and g.step_max_ms <= 2)
 end
+
+local rs, rr = ratio(b_sqlite, b_plain), ratio(b_redis, b_plain)
+target("Batch of 10,000 cheap items on SQLite: CPU per item / plain llm.map (issue 20)",
+  rs and (fmt(rs) .. "× (" .. fmt(b_sqlite) .. " vs " .. fmt(b_plain) .. " µs)"), "≤ 1.5×", rs and rs <= 1.5)
+target("Batch of 10,000 cheap items on Redis: CPU per item / plain llm.map (issue 20)",
+  rr and (fmt(rr) .. "× (" .. fmt(b_redis) .. " vs " .. fmt(b_plain) .. " µs; redis-server "
+    .. fmt(bmed("redis", "redis_cpu_us_per_item")) .. " µs more)"), "≤ 1.5×", rr and rr <= 1.5)
+target("Longest stall of a ticking task while 10,000 cache entries are written (issue 20)",
+  b_stall and (fmt(b_stall_med) .. " ms median, " .. fmt(b_stall) .. " ms worst of " .. #(B.stall or {})
+    .. " runs; idle loop on the same machine: " .. fmt(b_idle) .. " ms worst"), "≤ 5 ms",
+  b_stall_med and b_stall_med <= 5)
 
 -- ---------------------------------------------------------------------------
 -- Markdown
@@ -420,6 +442,19 @@ if M.files then
   w(("| `llm.files.chunks` over a %s MB file (bench/files_bench.lua, once) | %s MB/s, peak RSS %s MB (its limit 50 MB)%s |")
     :format(fmt(int(f.mb)), fmt(f.mbps, 0), fmt(f.measure.maxrss_kb and f.measure.maxrss_kb / 1024, 1),
       f.ok and "" or ", **FAILED**"))
+end
+if B.plain and B.plain[1] then
+  local when = R.batch_run and (", run " .. R.batch_run.date .. " at " .. R.batch_run.commit) or ""
+  w(("| 10,000 cheap items (mock provider, zero delay; bench/batch_bench.lua, median of %d%s): plain `llm.map` | %s items/s, %s µs CPU per item |")
+    :format(#B.plain, when, fmt(bmed("plain", "items_per_s"), 0), fmt(b_plain)))
+  w(("| same, `llm.batch` on SQLite (each result committed) | %s items/s, %s µs CPU per item (%s×) |")
+    :format(fmt(bmed("sqlite", "items_per_s"), 0), fmt(b_sqlite), fmt(ratio(b_sqlite, b_plain))))
+  w(("| same, `llm.batch` on Redis (Stream + consumer group) | %s items/s, %s µs CPU per item (%s×) + redis-server %s µs |")
+    :format(fmt(bmed("redis", "items_per_s"), 0), fmt(b_redis), fmt(ratio(b_redis, b_plain)),
+      fmt(bmed("redis", "redis_cpu_us_per_item"))))
+  w(("| Longest stall of a 1 ms ticking task while 10,000 cache entries are written to SQLite | %s ms median, %s ms worst of %d runs; p99 gap %s ms (the same ticker on an idle loop: %s ms worst, p99 gap %s ms) |")
+    :format(fmt(b_stall_med), fmt(b_stall), #(B.stall or {}), fmt(bmed("stall", "p99_gap_ms")),
+      fmt(b_idle), fmt(bmed("stall", "idle_p99_gap_ms"))))
 end
 w("| Idle RSS, `luagent -e \"\"` | " .. fmt(idle_empty_mb, 1) .. " MB |")
 w("| Idle RSS, luagent with the completion and HTTP modules loaded | " .. fmt(idle_mb, 1) .. " MB |")

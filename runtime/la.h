@@ -188,6 +188,9 @@ char **la_spawn_argv(lua_State *L);               /* spawn_args.c: argv at 1 */
 char **la_spawn_env(lua_State *L);                /* opts at 2; NULL: inherit */
 int  la_spawn_stdio_mode(lua_State *L, const char *field, const char *def);
 void la_fdout_class(lua_State *L);
+/* ---- sqlite.c, digest.c ------------------------------------------- */
+int  luaopen_luagent_sqlite_core(lua_State *L);   /* luagent.sqlite.core */
+int  luaopen_luagent_digest(lua_State *L);        /* luagent.digest */
 
 /* ---- json.c -------------------------------------------------------- */
 int  luaopen_luagent_json_core(lua_State *L);          /* luagent.json.core */

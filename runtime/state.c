@@ -101,6 +101,11 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushcclosure(L, luaopen_luagent_redis_core, 1);
   lua_setfield(L, -2, "luagent.redis.core");
   lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, luaopen_luagent_sqlite_core, 1);
+  lua_setfield(L, -2, "luagent.sqlite.core");
+  lua_pushcfunction(L, luaopen_luagent_digest);
+  lua_setfield(L, -2, "luagent.digest");
+  lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_term_core, 1);
   lua_setfield(L, -2, "luagent.term.core");
   lua_pushlightuserdata(L, rt);

@@ -599,6 +599,11 @@ function M.completion(p)
   -- progress = "text" | true: a spinner until the first token arrives
   local progress = p.progress and require "luagent.progress"
   if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  -- response cache (README "Caching and batches"): one check before the
+  -- request, one store after success; loaded only once llm.cache is used
+  local cache = package.loaded["luagent.cache"]
+  local entry = cache and cache.lookup(p)
+  if entry and entry.hit then return entry.hit end
   local ev, berr = events.request(p)
   if berr then return nil, berr end
   local chain = new_chain(p)
@@ -610,7 +615,7 @@ function M.completion(p)
   end
   if not p.stream then
     if ev then ev:success(r) end
-    return r
+    return entry and entry:store(r) or r
   end
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
@@ -618,6 +623,7 @@ function M.completion(p)
   }, Stream)
   -- a rate limit's permit, the script's policy, the observers' events
   s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
+  if entry then return entry:store(s) end
   return s
 end
 

@@ -56,6 +56,8 @@ local lazy = {
   exec = { "luagent.process", "exec" },
   process = { "luagent.process", "process" },
   mcp = { "luagent.mcp" },          -- llm.mcp.connect{...}, llm.mcp.serve{...}
+  cache = { "luagent.cache" },        -- callable: llm.cache{...}; llm.cache.default
+  batch = { "luagent.batch", "new" },
 }
 
 -- Settings that live in a module: llm.num_retries = 0 works as in LiteLLM.

@@ -217,15 +217,12 @@ end
 return 0
 ]]
 
-local rcore   -- luagent.redis.core, loaded with the first Redis limiter
-
 local RedisStore = {}
 RedisStore.__index = RedisStore
 
 local function us(seconds) return floor(seconds * 1e6 + 0.5) end
 
 local function redis_store(url, key, reqs, tok, timeout)
-  rcore = rcore or require "luagent.redis.core"
   local args = { tok and ceil(tok.limit) or -1, tok and us(tok.per) or 0, #reqs }
   for _, w in ipairs(reqs) do
     args[#args + 1] = w.limit
@@ -238,35 +235,13 @@ local function redis_store(url, key, reqs, tok, timeout)
   }, RedisStore)
 end
 
--- The connection, made on first use: loads the script and takes a number
--- from the server that makes this limiter's entry names unique among all
--- processes (math.random is no good here: two processes started in the
--- same second can draw the same numbers).
--- hiredis 0.14 resolves host names with a blocking getaddrinfo: resolve
--- on the loop first and hand it the address.
-local function resolved_url(url)
-  local head, host, tail = url:match("^(redis://[^@/]*@)([^:/%[]+)(.*)$")
-  if not head then head, host, tail = url:match("^(redis://)([^:/@%[]+)(.*)$") end
-  if not host then return url end
-  local addr, err = require("luagent.core").resolve(host)
-  if not addr then return nil, err end
-  if addr:find(":", 1, true) then addr = "[" .. addr .. "]" end
-  return head .. addr .. tail
-end
-
---- A connection to the Redis server at url (a host name resolved on the
---- loop first), timeout seconds to connect. Shared with llm.budget{redis=}.
----@return userdata|nil conn, table|nil err
-function M.redis_connect(url, timeout)
-  rcore = rcore or require "luagent.redis.core"
-  local u, uerr = resolved_url(url)
-  if not u then return nil, uerr end
-  return rcore.connect(u, timeout)
-end
-
+-- The connection, made on first use (luagent.store connects): loads the
+-- script and takes a number from the server that makes this limiter's
+-- entry names unique among all processes (math.random is no good here:
+-- two processes started in the same second can draw the same numbers).
 function RedisStore:_connect()
   if self.conn then return self.conn end
-  local c, err = M.redis_connect(self.url, self.timeout)
+  local c, err = require("luagent.store").redis(self.url, self.timeout)
   if not c then return nil, err end
   local sha, serr = c:command("SCRIPT", "LOAD", TAKE)
   local id, ierr

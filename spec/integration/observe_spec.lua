@@ -223,7 +223,7 @@ describe("observability #integration", function()
       local rpid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1"):format(port))
       local url = ("redis://127.0.0.1:%d/0"):format(port)
       local up = eventually(function()
-        local c = require("luagent.ratelimit").redis_connect(url, 1)
+        local c = require("luagent.store").redis(url, 1)
         if c then c:close() return true end
         return false
       end)

@@ -5,33 +5,8 @@ local llm = require "luagent"
 local servers = require "servers"
 local proc = require "proc"
 
--- Starts redis-server on a random free port (retrying when the port is
--- taken). Returns {url=, port=, stop=fn}.
-local function start_redis()
-  assert(os.execute("command -v redis-server >/dev/null 2>&1"),
-         "redis-server is not installed (`make deps` installs it)")
-  for _ = 1, 20 do
-    local port = math.random(20000, 60000)
-    local log = proc.tmpname("redis.log")
-    local pid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
-                            .. "--daemonize no --logfile %s >/dev/null 2>&1"):format(port, log))
-    local deadline = llm.now() + 10
-    while llm.now() < deadline do
-      local text = proc.read(log) or ""
-      if text:find("Ready to accept connections", 1, true) then
-        return { port = port, pid = pid, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
-          proc.stop(pid)      -- redis writes its log until it exits
-          os.remove(log)
-        end }
-      end
-      if text:find("in use", 1, true) or not proc.alive(pid) then break end
-      llm.sleep(0.02)
-    end
-    proc.stop(pid)
-    os.remove(log)
-  end
-  error("could not start redis-server on a free port")
-end
+-- redis-server on a random free loopback port (spec/support/servers.lua).
+local start_redis = servers.redis
 
 describe("redis #integration", function()
   local redis, server, conn

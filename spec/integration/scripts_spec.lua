@@ -45,6 +45,7 @@ end
 
 local doc_path = os.tmpname()
 local saved_chat = os.tmpname()
+local batch_db = os.tmpname() .. "-batches.db"
 
 -- What each script is run with and what it must print: `args` and `input`
 -- (stdin) for both runs (`real_input` for the second if it differs);
@@ -166,6 +167,19 @@ local SCRIPTS = {
     end,
     real = function(out) has_in_order(out, { "--- Section 1 ---\nHello from the mock server.", "--- Section 2 ---" }) end,
   },
+  ["batch_summaries.lua"] = {
+    args = "--docs 120 --store sqlite:" .. batch_db,
+    check = function(out, err)
+      has_in_order(out, { "this run: 120 done, 0 failed, 0 retried in",
+        "batch summaries-mock-luagent-mock: 120/120 done, 0 failed",
+        "doc-0001: doc-0001: a short note about bees.", "doc-0003: doc-0003: a short note about comets." })
+      has_in_order(err, { "Summaries (120/120 done, 0 failed, 0 in flight here): 120/120 100% in" })
+    end,
+    real = function(out)
+      has_in_order(out, { "batch summaries-openai-gpt-4o-mini: 120/120 done, 0 failed",
+        "doc-0001: Hello from the mock server." })
+    end,
+  },
   ["chat.lua"] = {
     args = "--mock-delay 0",
     input = "Hello there\n/model mock/other\n/bogus\n/save " .. saved_chat .. "\n/quit\nnot read\n",
@@ -218,6 +232,7 @@ describe("scripts #integration", function()
     if server then server.stop() end
     os.remove(doc_path)
     os.remove(saved_chat)
+    for _, ext in ipairs({ "", "-wal", "-shm" }) do os.remove(batch_db .. ext) end
   end)
 
   after_each(function() servers.assert_clean(assert) end)

@@ -54,6 +54,40 @@ function M.mock(extra)
   return h
 end
 
+--- Starts redis-server on a random free loopback port (retrying when the
+--- port is taken). opts.port: that port; opts.dir: persist there (AOF,
+--- fsync always: a restart keeps everything). Returns {url=, port=,
+--- pid=, stop=fn}.
+function M.redis(opts)
+  opts = opts or {}
+  assert(os.execute("command -v redis-server >/dev/null 2>&1"),
+         "redis-server is not installed (`make deps` installs it)")
+  for _ = 1, 20 do
+    local port = opts.port or math.random(20000, 60000)
+    local log = proc.tmpname("redis.log")
+    local persist = opts.dir and ("--dir %s --appendonly yes --appendfsync always"):format(opts.dir)
+                    or "--appendonly no"
+    local pid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' %s "
+                            .. "--daemonize no --logfile %s >/dev/null 2>&1"):format(port, persist, log))
+    local deadline = llm.now() + 10
+    while llm.now() < deadline do
+      local text = proc.read(log) or ""
+      if text:find("Ready to accept connections", 1, true) then
+        return { port = port, pid = pid, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
+          proc.stop(pid)      -- redis writes its log until it exits
+          os.remove(log)
+        end }
+      end
+      if text:find("in use", 1, true) or not proc.alive(pid) then break end
+      llm.sleep(0.02)
+    end
+    proc.stop(pid)
+    os.remove(log)
+    if opts.port then llm.sleep(0.2) end   -- the old server may still hold it
+  end
+  error("could not start redis-server on a free port")
+end
+
 --- Asserts that nothing a test started is still running or open.
 function M.assert_clean(assert)
   collectgarbage()

@@ -130,7 +130,7 @@ local function round(x) return math.floor(x + 0.5) end
 function Budget:_sync()
   local c, err = self._conn
   if not c then
-    c, err = require("luagent.ratelimit").redis_connect(self._redis, self._rtimeout)
+    c, err = require("luagent.store").redis(self._redis, self._rtimeout)
     if not c then return nil, err end
     self._conn = c
   end
@@ -200,7 +200,7 @@ end
 function Budget:reset()
   self._tokens, self._cost, self._ptokens, self._pcost = 0, 0, 0, 0
   if self._redis then
-    local c, err = self._conn or require("luagent.ratelimit").redis_connect(self._redis, self._rtimeout)
+    local c, err = self._conn or require("luagent.store").redis(self._redis, self._rtimeout)
     if not c then return nil, err end
     self._conn = c
     local key = "luagent:budget:" .. self.name

@@ -1,0 +1,360 @@
+--- luagent.batch — llm.batch: long work that survives. Each item's result
+--- is committed as it completes; a killed process loses only the items it
+--- was running, and rerunning the script with the same name does only
+--- what is missing. With a Redis store, any number of processes on any
+--- number of machines share the batch.
+---
+---   local batch = llm.batch{name = "summaries", store = "sqlite:.luagent/batches.db",
+---                           concurrency = 32, rate_limit = rl, progress = true}
+---   batch:add_all(io.lines("ids.txt"))
+---   local stats = batch:run(function(item) ... return result end)
+---   for id, result, err in batch:results() do ... end
+---
+--- Items are strings or JSON-able tables, each with a stable id: the
+--- table's `id` field, else the string itself (up to 128 bytes), else the
+--- SHA-256 of the item. A result is a string or a JSON-able table. An item
+--- whose function raises (or returns nil, err) is tried again, up to
+--- max_attempts in all, then kept as failed with its error.
+local core = require "luagent.core"
+local json = require "luagent.json"
+local store = require "luagent.store"
+
+local M = {}
+
+local DEFAULT_STORE = "sqlite:.luagent/batches.db"
+local ADD_CHUNK = 500
+
+---@class luagent.Batch
+---@field name string
+local Batch = {}
+Batch.__index = Batch
+Batch.__name = "luagent.Batch"
+
+---@class luagent.BatchOptions
+---@field name string the batch's identity: rerunning with it resumes
+---@field store? string "sqlite:PATH" (default ".luagent/batches.db") or "redis://..."
+---@field concurrency? integer items running at once (default 8)
+---@field rate_limit? luagent.RateLimit taken once per item
+---@field progress? boolean|string a progress bar (a string is its label)
+---@field max_attempts? integer tries per item before it is kept as failed (3)
+---@field retry_delay? number seconds before an item is tried again (0.5)
+---@field claim_idle? number Redis: seconds before a dead worker's items move (60)
+
+--- llm.batch{name=, store=, ...}
+---@param opts luagent.BatchOptions
+---@return luagent.Batch|nil batch
+---@return table|nil err
+function M.new(opts)
+  if type(opts) ~= "table" then error("llm.batch: expects a table {name=, store=, ...}", 2) end
+  if type(opts.name) ~= "string" or opts.name == "" then
+    error("llm.batch: name must be a non-empty string (the batch's identity)", 2)
+  end
+  local spec = opts.store or DEFAULT_STORE
+  if type(spec) ~= "string" then error("llm.batch: store must be \"sqlite:PATH\" or \"redis://...\"", 2) end
+  local c = opts.concurrency or 8
+  if math.type(c) ~= "integer" or c < 1 then error("llm.batch: concurrency must be a positive integer", 2) end
+  local ma = opts.max_attempts or 3
+  if math.type(ma) ~= "integer" or ma < 1 then error("llm.batch: max_attempts must be a positive integer", 2) end
+  local s, err
+  if spec:match("^redis://") or spec:match("^unix://") then
+    s, err = require("luagent.batch_redis").open(spec, opts.name, opts)
+  elseif spec:match("^sqlite:") then
+    s, err = require("luagent.batch_sqlite").open(spec:sub(8), opts.name, opts)
+  else
+    error("llm.batch: store must be \"sqlite:PATH\" or \"redis://...\" (got " .. spec .. ")", 2)
+  end
+  if not s then return nil, err end
+  return setmetatable({ name = opts.name, _s = s, _opts = opts, _seq = 0, concurrency = c,
+                        max_attempts = ma }, Batch)
+end
+
+-- The stable id of an item.
+local function item_id(item)
+  if type(item) == "string" then
+    return #item <= 128 and item or store.hash(item)
+  end
+  if type(item) == "table" then
+    if item.id ~= nil then return tostring(item.id) end
+    return store.hash(item)
+  end
+  if math.type(item) == "integer" then return tostring(item) end
+  error("batch:add: an item must be a string or a table (got " .. type(item) .. ")", 3)
+end
+
+--- Adds the items of an iterator (io.lines(...), ipairs-less: each call
+--- returns the next item) or of a list. Items already in the batch are
+--- left as they are, so the script can add everything again on a rerun.
+--- Returns the number of items read, or nil, err.
+---@param iter function|table
+---@return integer|nil n
+---@return table|nil err
+function Batch:add_all(iter, state, ctl)
+  if type(iter) == "table" then
+    local list, i = iter, 0
+    iter = function() i = i + 1; return list[i] end
+  elseif type(iter) ~= "function" then
+    error("batch:add_all: expects an iterator or a list", 2)
+  end
+  local chunk, n = {}, 0
+  local function flush()
+    if not chunk[1] then return true end
+    local ok, err = self._s:add(chunk)
+    chunk = {}
+    return ok, err
+  end
+  while true do
+    local item = iter(state, ctl)
+    ctl = item
+    if item == nil then break end
+    local text, eerr = json.encode(item)
+    if not text then error("batch:add_all: item is not JSON-able: " .. tostring(eerr), 2) end
+    self._seq = self._seq + 1
+    n = n + 1
+    chunk[#chunk + 1] = self._s:row(self._seq, item_id(item), text)
+    if #chunk >= ADD_CHUNK then
+      local ok, err = flush()
+      if not ok then return nil, err end
+    end
+  end
+  local ok, err = flush()
+  if not ok then return nil, err end
+  return n
+end
+
+--- Adds one item (as add_all).
+function Batch:add(item) return self:add_all({ item }) end
+
+-- The error of a failed attempt as stored JSON text.
+local function error_text(e)
+  local t
+  if type(e) == "table" then
+    t = { type = e.type or "Error", message = e.message ~= nil and tostring(e.message) or tostring(e) }
+  else
+    t = { type = "Error", message = tostring(e) }
+  end
+  return json.encode(t)
+end
+
+-- ---------------------------------------------------------------------------
+-- Running
+-- ---------------------------------------------------------------------------
+
+-- Runs one item: fn, then its result or failure committed. A store that
+-- fails to record (Redis waits; SQLite locked or full) raises in the run.
+local function run_item(self, run, rec)
+  local item = json.decode(rec.item)
+  local permit
+  if run.rl then permit = run.rl:acquire(0) end
+  local ok, r, ferr = pcall(run.fn, item, rec.id)
+  if permit then permit:release(0) end
+  if ok and r == nil then ok, r = false, ferr or "the function returned nil" end
+  if ok then
+    local text, eerr = json.encode(r)
+    if not text then ok, r = false, "result is not JSON-able: " .. tostring(eerr) end
+    if ok then
+      local done, err = self._s:done(rec, text)
+      if not done then run.fatal = run.fatal or err; return end
+      run.stats.done = run.stats.done + 1
+      run.counts.done = run.counts.done + 1
+      return
+    end
+  end
+  if type(r) == "table" and r.type == "Cancelled" then error(r, 0) end
+  local attempts = (tonumber(rec.attempts) or 0) + 1
+  local final = attempts >= self.max_attempts
+  if not final then core.sleep(run.retry_delay) end
+  local n, err = self._s:fail(rec, error_text(r), final)
+  if not n then run.fatal = run.fatal or err; return end
+  if final or (type(n) == "number" and n >= self.max_attempts) then
+    run.stats.failed = run.stats.failed + 1
+    run.counts.failed = run.counts.failed + 1
+  else
+    run.stats.retried = run.stats.retried + 1
+  end
+end
+
+-- The bar counts what is finished since this run began (all workers), so
+-- its rate and ETA hold on a resumed batch; the label has the totals.
+local function label(run)
+  local c = run.counts
+  return ("%s (%d/%d done, %d failed, %d in flight here)"):format(
+    run.label, c.done, c.total, c.failed, run.inflight)
+end
+
+local function show(self, run)
+  local bar = run.bar
+  if not bar then return end
+  bar.text = label(run)
+  local n = run.counts.done + run.counts.failed - run.base
+  bar:update(math.max(0, math.min(n, bar.total or n)))
+end
+
+-- Refreshes the whole batch's counts (all workers) every second while the
+-- run lasts, and keeps this worker's items from looking dead (Redis).
+local function watcher(self, run)
+  local s = self._s
+  while not run.over do
+    core.sleep(math.min(1, (self._opts.claim_idle or 60) / 3))
+    if run.over then break end
+    if s.heartbeat then s:heartbeat(run.recs) end
+    local c = s:counts()
+    if c then run.counts = c end
+    show(self, run)
+  end
+end
+
+-- Where the workers find nothing to start: wait for the items running
+-- here (one may end in a retry), go round again (SQLite), or wait for the
+-- other workers (Redis). Returns false once the batch has nothing left.
+local function nothing_fresh(self, run, recs, from_start)
+  local s = self._s
+  if run.inflight > 0 then
+    if not recs[1] then s:rewind() end
+    run.ended:wait(run.idle)
+  elseif not s.shared then             -- SQLite: this process is the only worker
+    if from_start and not recs[1] then return false end
+    s:rewind()
+  else                                 -- Redis: others' items may still run
+    local c = s:counts()
+    if not c or c.done + c.failed >= c.total then return false end
+    core.sleep(run.idle)
+    run.idle = math.min(run.idle * 2, 0.5)
+  end
+  return true
+end
+
+-- The next item for a worker, or nil when the run is over. One worker at
+-- a time claims a page of items from the store; the others wait for it.
+local function next_rec(self, run)
+  local s = self._s
+  while true do
+    local i = run.qi + 1
+    local rec = run.queue[i]
+    if rec then
+      run.qi = i
+      run.queue[i] = nil
+      return rec
+    end
+    if run.over or run.fatal then return nil end
+    if run.claiming then
+      run.claimed:wait()
+    else
+      run.claiming = true
+      local from_start = s.cursor == 0
+      local ok, recs, err = pcall(s.claim, s, self.concurrency * 2)
+      if not ok or not recs then
+        run.fatal = run.fatal or (ok and err or recs)
+      else
+        local fresh = {}
+        for _, r in ipairs(recs) do
+          if not run.recs[r.id] then fresh[#fresh + 1] = r end
+        end
+        if fresh[1] then
+          run.queue, run.qi, run.idle = fresh, 0, 0.02
+        else
+          local ok2, more = pcall(nothing_fresh, self, run, recs, from_start)
+          if not ok2 then run.fatal = run.fatal or more elseif not more then run.over = true end
+        end
+      end
+      run.claiming = false
+      run.claimed:broadcast()
+    end
+  end
+end
+
+-- One of `concurrency` workers: items until there are none.
+local function work(self, run)
+  while true do
+    local rec = next_rec(self, run)
+    if not rec then return end
+    run.recs[rec.id] = rec
+    run.inflight = run.inflight + 1
+    local ok, e = pcall(run_item, self, run, rec)
+    run.recs[rec.id] = nil
+    run.inflight = run.inflight - 1
+    run.ended:signal()
+    if run.bar then show(self, run) end
+    if not ok then run.fatal = run.fatal or e end
+  end
+end
+
+--- Runs fn(item, id) on every item that has no result yet, `concurrency`
+--- at a time; returns the stats of this run: {done=, failed=, retried=,
+--- total=, elapsed=, rate=}, or nil, err when the store failed (the
+--- results committed so far are kept; run again to go on).
+---@param fn fun(item: any, id: string): any
+---@return table|nil stats
+---@return table|nil err
+function Batch:run(fn)
+  if type(fn) ~= "function" then error("batch:run: expects a function(item, id)", 2) end
+  local s, opts = self._s, self._opts
+  local counts = s:counts() or { total = 0, done = 0, failed = 0 }
+  local run = {
+    fn = fn, rl = opts.rate_limit, retry_delay = opts.retry_delay or 0.5,
+    stats = { done = 0, failed = 0, retried = 0 }, counts = counts, inflight = 0,
+    recs = {}, queue = {}, qi = 0, idle = 0.02, ended = core.cond(), claimed = core.cond(),
+  }
+  run.base = counts.done + counts.failed
+  if opts.progress and run.base < counts.total then
+    run.label = type(opts.progress) == "string" and opts.progress or self.name
+    run.bar = require("luagent.progress").bar{ total = counts.total - run.base, text = label(run) }
+  end
+  local t0 = core.now()
+  s:rewind()
+  local w = core.spawn(watcher, self, run)
+  local workers = {}
+  for i = 1, self.concurrency do workers[i] = core.spawn(work, self, run) end
+  local ok, e = pcall(function()
+    for i = 1, #workers do workers[i]:await() end
+  end)
+  if not ok then for i = 1, #workers do workers[i]:cancel() end end
+  run.over = true
+  w:cancel()
+  local final = s:counts() or run.counts
+  if run.bar then
+    run.counts = final
+    show(self, run)
+    run.bar:done(label(run))
+  end
+  if not ok then error(e, 0) end
+  local st = run.stats
+  st.elapsed = core.now() - t0
+  st.rate = st.elapsed > 0 and (st.done + st.failed) / st.elapsed or 0
+  st.total, st.batch_done, st.batch_failed = final.total, final.done, final.failed
+  if run.fatal then return nil, run.fatal end
+  return st
+end
+
+--- The whole batch's counts: {total=, done=, failed=}.
+function Batch:counts() return self._s:counts() end
+
+--- for id, result, err in batch:results() do ... end -- in item order. A
+--- failed item gives nil and its error {type=, message=}; an item not yet
+--- done gives nil, nil.
+function Batch:results()
+  local page, i, after = {}, 0, 0
+  return function()
+    i = i + 1
+    if page[i] == nil then
+      local p, err = self._s:page(after, 500)
+      if not p then error(err, 0) end
+      page, i = p, 1
+      if not p[1] then return nil end
+    end
+    local r = page[i]
+    after = r.seq
+    if r.state == "done" then return r.id, json.decode(r.result) end
+    if r.state == "failed" then
+      local e = json.decode(r.error or "") or { type = "Error", message = tostring(r.error) }
+      return r.id, nil, e
+    end
+    return r.id, nil, nil
+  end
+end
+
+--- Closes the store's file or connection.
+function Batch:close() self._s:close() end
+Batch.__close = Batch.close
+
+M.Batch = Batch
+return M

@@ -1,0 +1,152 @@
+--- luagent.store — what the response cache, the batches and the Redis rate
+--- limiter share: opening SQLite files (waiting out another process's lock
+--- on the loop), connecting to Redis, and the canonical form and hash of a
+--- Lua value (keys that are the same in every process).
+local core = require "luagent.core"
+local errors = require "luagent.errors"
+
+local M = {}
+
+local sqlite   -- luagent.sqlite.core, loaded with the first database
+local rcore    -- luagent.redis.core, loaded with the first connection
+
+-- ---------------------------------------------------------------------------
+-- SQLite
+-- ---------------------------------------------------------------------------
+
+--- Opens (creating it and its directory) the SQLite file at path, and
+--- runs schema (CREATE ... IF NOT EXISTS) there, on the thread pool. A
+--- file locked by another process is retried until busy_timeout (seconds,
+--- default 5) has passed. Suspends.
+---@param path string
+---@param busy_timeout? number
+---@param schema? string
+---@return table|nil db luagent.SQLite
+---@return table|nil err
+function M.sqlite(path, busy_timeout, schema)
+  sqlite = sqlite or require "luagent.sqlite.core"
+  busy_timeout = busy_timeout or 5
+  local deadline, delay = core.now() + busy_timeout, 0.005
+  while true do
+    local db, err = sqlite.open(path, busy_timeout, schema)
+    if db or not err.busy or core.now() >= deadline then return db, err end
+    core.sleep(delay)
+    delay = math.min(delay * 2, 0.1)
+  end
+end
+
+--- stmt:query(...), retried the same way (readers in WAL mode wait only
+--- while another process recovers the file).
+function M.query(stmt, ...)
+  local deadline, delay = core.now() + 5, 0.005
+  while true do
+    local rows, err = stmt:query(...)
+    if rows or not err.busy or core.now() >= deadline then return rows, err end
+    core.sleep(delay)
+    delay = math.min(delay * 2, 0.1)
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Redis
+-- ---------------------------------------------------------------------------
+
+-- hiredis 0.14 resolves host names with a blocking getaddrinfo: resolve
+-- on the loop first and hand it the address.
+local function resolved_url(url)
+  local head, host, tail = url:match("^(redis://[^@/]*@)([^:/%[]+)(.*)$")
+  if not head then head, host, tail = url:match("^(redis://)([^:/@%[]+)(.*)$") end
+  if not host then return url end
+  local addr, err = core.resolve(host)
+  if not addr then return nil, err end
+  if addr:find(":", 1, true) then addr = "[" .. addr .. "]" end
+  return head .. addr .. tail
+end
+
+--- Connects to the Redis server at url (redis://[[user]:pass@]host[:port][/db]
+--- or unix:///path) through hiredis on the loop. Suspends.
+---@param url string
+---@param timeout? number connect timeout in seconds (default 10)
+---@return table|nil conn luagent.Redis
+---@return table|nil err
+function M.redis(url, timeout)
+  rcore = rcore or require "luagent.redis.core"
+  local u, err = resolved_url(url)
+  if not u then return nil, err end
+  return rcore.connect(u, timeout)
+end
+
+--- The URL without its credentials, for messages.
+function M.redact_url(url)
+  return (url:gsub("^(%a+://)[^@/]*@", "%1***@"))
+end
+
+-- ---------------------------------------------------------------------------
+-- Canonical form and hash
+-- ---------------------------------------------------------------------------
+
+local function canon(v, out, depth)
+  local t = type(v)
+  if depth > 64 then error("store.canonical: value nested too deeply", 0) end
+  if t == "string" then
+    out[#out + 1] = ("%q"):format(v)
+  elseif t == "number" then
+    out[#out + 1] = math.type(v) == "integer" and tostring(v) or ("%.17g"):format(v)
+  elseif t == "boolean" then
+    out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do
+      local kt = type(k)
+      local vt = type(v[k])
+      if (kt == "string" or kt == "number") and vt ~= "function" and vt ~= "userdata"
+         and vt ~= "thread" then
+        keys[#keys + 1] = k
+      end
+    end
+    table.sort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta == "number" end
+      return a < b
+    end)
+    out[#out + 1] = "{"
+    for _, k in ipairs(keys) do
+      canon(k, out, depth + 1)
+      out[#out + 1] = "="
+      canon(v[k], out, depth + 1)
+      out[#out + 1] = ","
+    end
+    out[#out + 1] = "}"
+  else
+    out[#out + 1] = "nil"
+  end
+end
+
+--- A text that is the same for equal values in every process (Lua's
+--- table order is not): keys sorted, functions and userdata left out.
+---@param v any
+---@return string
+function M.canonical(v)
+  local out = {}
+  canon(v, out, 0)
+  return table.concat(out)
+end
+
+--- SHA-256 (hex) of v's canonical form.
+---@param v any
+---@return string
+function M.hash(v)
+  return require("luagent.digest").sha256(type(v) == "string" and v or M.canonical(v))
+end
+
+--- A StoreError (type "StoreError") with message.
+function M.error(message, fields)
+  return errors.new("StoreError", message, fields)
+end
+
+--- Prints a warning on stderr (no secrets: callers pass redacted text).
+function M.warn(fmt, ...)
+  io.stderr:write("luagent: ", fmt:format(...), "\n")
+end
+
+return M

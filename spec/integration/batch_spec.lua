@@ -1,0 +1,333 @@
+-- llm.batch against real processes: workers (spec/support/batch_worker.lua)
+-- killed with SIGKILL and restarted, several workers sharing a Redis batch,
+-- a redis-server restarted under them, a SQLite file locked by another
+-- process, and a full disk (a small tmpfs).
+local llm = require "luagent"
+local servers = require "servers"
+local proc = require "proc"
+
+local WORKER = "spec/support/batch_worker.lua"
+
+-- Starts a worker; returns {pid=, out=, log=}.
+local function worker(store, name, mock, n, conc, delay, idle)
+  local w = { out = proc.tmpname("stats.json"), log = proc.tmpname("worker.log") }
+  w.pid = proc.start(("%s %s %s %s %s %d %d %d %s %s >%s 2>&1"):format(proc.bin, WORKER,
+    store, name, mock.url, n, conc, delay, idle, w.out, w.log))
+  return w
+end
+
+-- Waits (suspending) until pid has exited, up to `limit` seconds.
+local function wait_exit(pid, limit)
+  local deadline = llm.now() + limit
+  while proc.alive(pid) do
+    assert(llm.now() < deadline, "worker " .. pid .. " did not finish in " .. limit .. " s")
+    llm.sleep(0.05)
+  end
+end
+
+local function kill9(w)
+  proc.kill(w.pid, "KILL")
+  wait_exit(w.pid, 10)
+end
+
+-- Requests the mock server saw per item (its log: one JSON line each).
+local function per_item(mock, name)
+  local counts = {}
+  for _, r in ipairs(mock.requests()) do
+    local item = r and r.path and r.path:match("tag=" .. name .. "%-(item%d+)/")
+    if item then counts[item] = (counts[item] or 0) + 1 end
+  end
+  return counts
+end
+
+-- Every item 1..n has exactly one result, from its own request.
+local function assert_all_results(batch, n)
+  local seen, count = {}, 0
+  for id, result, err in batch:results() do
+    assert.is_nil(err, "item " .. id .. " failed")
+    assert.is_table(result, "item " .. id .. " has no result")
+    assert.are.equal(id, result.item)
+    assert.is_nil(seen[id], "item " .. id .. " listed twice")
+    seen[id] = true
+    count = count + 1
+  end
+  assert.are.equal(n, count)
+  local c = batch:counts()
+  assert.are.same({ total = n, done = n, failed = 0 }, c)
+end
+
+describe("llm.batch #integration", function()
+  local mock
+  setup(function() mock = servers.mock() end)
+  teardown(function() mock.stop() end)
+
+  it("loses nothing when the worker is killed -9 three times (SQLite)", function()
+    local db = proc.tmpname("batches.db")
+    local store, n, conc = "sqlite:" .. db, 2000, 8
+    -- the items each kill caught in flight: sent to the server during that
+    -- run and without a committed result once it was killed
+    local caught, seen = {}, 0
+    local function done_items()
+      local d = assert(require("luagent.sqlite.core").open(db))
+      local rows = assert(assert(d:prepare(
+        "SELECT id FROM luagent_batch_items WHERE batch = 'kill9' AND state = 1")):query())
+      d:close()
+      local set = {}
+      for _, r in ipairs(rows) do set[r[1]] = true end
+      return set
+    end
+    for _ = 1, 3 do
+      local w = worker(store, "kill9", mock, n, conc, 20, 60)
+      llm.sleep(0.4 + math.random() * 0.6)
+      assert.is_true(proc.alive(w.pid), "the worker finished before it could be killed")
+      kill9(w)
+      local reqs, done = mock.requests(), done_items()
+      for i = seen + 1, #reqs do
+        local item = reqs[i] and reqs[i].path and reqs[i].path:match("tag=kill9%-(item%d+)/")
+        if item and not done[item] then caught[item] = (caught[item] or 0) + 1 end
+      end
+      seen = #reqs
+      os.remove(w.log)
+    end
+    local w = worker(store, "kill9", mock, n, conc, 20, 60)
+    wait_exit(w.pid, 120)
+    local stats = require("cjson").decode((assert(proc.read(w.out), proc.read(w.log))))
+    assert.is_true(stats.done < n, "the killed runs did part of the work")
+    local batch = assert(llm.batch{ name = "kill9", store = store })
+    assert_all_results(batch, n)
+    batch:close()
+    -- each item was sent once, plus once for each kill that caught it in
+    -- flight (at most `conc` of them per kill)
+    local counts, in_flight = per_item(mock, "kill9"), 0
+    for i = 1, n do
+      local item = "item" .. i
+      local c, k = counts[item] or 0, caught[item] or 0
+      assert.is_true(c >= 1 and c <= 1 + k,
+                     ("%s was sent %d times; %d kills caught it in flight"):format(item, c, k))
+      in_flight = in_flight + k
+    end
+    assert.is_true(in_flight <= 3 * conc, in_flight .. " items in flight at 3 kills")
+    os.remove(w.out); os.remove(w.log)
+    os.remove(db); os.remove(db .. "-wal"); os.remove(db .. "-shm")
+  end)
+
+  describe("on Redis", function()
+    it("three workers share a batch; one is killed; the others finish it, once", function()
+      local redis = servers.redis()
+      local n, conc = 600, 8
+      local ws = {}
+      for i = 1, 3 do ws[i] = worker(redis.url, "three", mock, n, conc, 20, 1) end
+      llm.sleep(0.6)
+      assert.is_true(proc.alive(ws[2].pid))
+      kill9(ws[2])
+      wait_exit(ws[1].pid, 60)
+      wait_exit(ws[3].pid, 60)
+      for _, i in ipairs({ 1, 3 }) do
+        assert.is_truthy(proc.read(ws[i].out), proc.read(ws[i].log))
+      end
+      local batch = assert(llm.batch{ name = "three", store = redis.url })
+      assert_all_results(batch, n)
+      batch:close()
+      -- only the killed worker's in-flight items were run twice
+      local counts, again = per_item(mock, "three"), 0
+      for i = 1, n do again = again + (counts["item" .. i] or 0) - 1 end
+      assert.is_true(again <= conc, again .. " items run twice")
+      for _, w in ipairs(ws) do os.remove(w.out); os.remove(w.log) end
+      redis.stop()
+    end)
+
+    it("keeps a failed item with its error after max_attempts, across workers", function()
+      local redis = servers.redis()
+      local opts = { name = "fails", store = redis.url, max_attempts = 2, retry_delay = 0,
+                     claim_idle = 1 }
+      local a, b = assert(llm.batch(opts)), assert(llm.batch(opts))
+      local tries = 0
+      local function fn(item)
+        if item == "bad" then tries = tries + 1; return nil, { type = "APIError", message = "no " .. tries } end
+        return item:upper()
+      end
+      for _, w in ipairs({ a, b }) do assert(w:add_all({ "x", "bad", "y" })) end
+      local sa, sb
+      llm.gather(function() sa = assert(a:run(fn)) end, function() sb = assert(b:run(fn)) end)
+      assert.are.equal(2, tries)
+      assert.are.equal(2, sa.done + sb.done)
+      assert.are.equal(1, sa.failed + sb.failed)
+      local out = {}
+      for id, r, err in a:results() do out[#out + 1] = { id, r, err and err.message } end
+      assert.are.same({ { "x", "X" }, { "bad", nil, "no 2" }, { "y", "Y" } }, out)
+      a:close(); b:close()
+      redis.stop()
+      servers.assert_clean(assert)
+    end)
+
+    it("does not take over a slow item from a live worker", function()
+      local redis = servers.redis()
+      local opts = { name = "slow", store = redis.url, claim_idle = 0.5, concurrency = 2 }
+      local a, b = assert(llm.batch(opts)), assert(llm.batch(opts))
+      local runs = {}
+      local function fn(item)
+        runs[item] = (runs[item] or 0) + 1
+        if item == "slow" then llm.sleep(2) end      -- four times claim_idle
+        return item
+      end
+      assert(a:add_all({ "slow" }))
+      local ta = llm.spawn(function() return assert(a:run(fn)) end)
+      llm.sleep(0.2)                                   -- a has taken "slow"
+      assert(b:add_all({ "slow", "q1", "q2", "q3" }))
+      local sb = assert(b:run(fn))
+      local sa = ta:await()
+      assert.are.same({ slow = 1, q1 = 1, q2 = 1, q3 = 1 }, runs)
+      assert.are.equal(4, sa.done + sb.done)
+      a:close(); b:close()
+      redis.stop()
+      servers.assert_clean(assert)
+    end)
+
+    it("waits for a restarted redis-server and resumes, with a log line", function()
+      local dir = proc.tmpname("redis-dir")
+      assert(os.execute("mkdir -p " .. dir))
+      local redis = servers.redis{ dir = dir }
+      local n, conc = 600, 8
+      local ws = { worker(redis.url, "restart", mock, n, conc, 20, 1),
+                   worker(redis.url, "restart", mock, n, conc, 20, 1) }
+      llm.sleep(0.6)
+      redis.stop()
+      llm.sleep(1)
+      redis = servers.redis{ dir = dir, port = redis.port }
+      for _, w in ipairs(ws) do wait_exit(w.pid, 60) end
+      for _, w in ipairs(ws) do
+        local log = proc.read(w.log) or ""
+        assert.is_truthy(proc.read(w.out), log)
+        assert.matches("batch restart: redis at redis://127.0.0.1:%d+/0 unreachable", log)
+        assert.matches("batch restart: redis at redis://127.0.0.1:%d+/0 is back; resuming", log)
+        os.remove(w.out); os.remove(w.log)
+      end
+      local batch = assert(llm.batch{ name = "restart", store = redis.url })
+      assert_all_results(batch, n)
+      batch:close()
+      redis.stop()
+      os.execute("rm -rf " .. dir)
+    end)
+  end)
+
+  describe("on SQLite", function()
+    local function files(db) return { db, db .. "-wal", db .. "-shm" } end
+
+    it("waits on the loop for a file another process locks, then fails clearly", function()
+      local db = proc.tmpname("locked.db")
+      local batch = assert(llm.batch{ name = "locked", store = "sqlite:" .. db, busy_timeout = 0.5 })
+      local marker = proc.tmpname("locked")
+      local script = proc.script(([[
+        local sq = require "luagent.sqlite.core"
+        local db = assert(sq.open(%q))
+        assert(db:exec("BEGIN IMMEDIATE"))
+        io.open(%q, "w"):close()
+        require("luagent").sleep(2)
+        assert(db:exec("COMMIT"))
+      ]]):format(db, marker))
+      local pid = proc.start(proc.bin .. " " .. script .. " >/dev/null 2>&1")
+      while not proc.read(marker) do llm.sleep(0.02) end
+      -- the loop goes on while the write waits for the lock
+      local ticks, ticking = 0, true
+      local ticker = llm.spawn(function()
+        while ticking do llm.sleep(0.01); ticks = ticks + 1 end
+      end)
+      local n, err = batch:add_all({ "a", "b", "c" })
+      ticking = false
+      ticker:await()
+      assert.is_nil(n)
+      assert.are.equal("StoreError", err.type)
+      assert.is_true(err.busy)
+      assert.matches("locked%.db is locked by another process", err.message)
+      assert.is_true(ticks >= 10, "the loop was held: " .. ticks .. " ticks")
+      -- with a longer wait the same write goes through once the lock ends
+      batch:close()
+      batch = assert(llm.batch{ name = "locked", store = "sqlite:" .. db, busy_timeout = 10 })
+      assert.are.equal(3, batch:add_all({ "a", "b", "c" }))
+      local st = assert(batch:run(function(item) return item:upper() end))
+      assert.are.equal(3, st.done)
+      local out = {}
+      for id, r in batch:results() do out[#out + 1] = id .. "=" .. r end
+      assert.are.same({ "a=A", "b=B", "c=C" }, out)
+      batch:close()
+      wait_exit(pid, 10)
+      os.remove(script); os.remove(marker)
+      for _, f in ipairs(files(db)) do os.remove(f) end
+      servers.assert_clean(assert)
+    end)
+
+    it("reports a full disk, keeps what was committed, and resumes", function()
+      local dir = proc.tmpname("tmpfs")
+      assert(os.execute("mkdir -p " .. dir))
+      if not os.execute("mount -t tmpfs -o size=512k tmpfs " .. dir .. " 2>/dev/null") then
+        print("SKIP full disk: mount -t tmpfs was refused (needs root)")
+        os.execute("rmdir " .. dir)
+        return
+      end
+      local ok, e = pcall(function()
+        local store = "sqlite:" .. dir .. "/b.db"
+        local batch = assert(llm.batch{ name = "full", store = store, concurrency = 4 })
+        local items = {}
+        for i = 1, 400 do items[i] = { id = "i" .. i, n = i } end
+        assert.are.equal(400, batch:add_all(items))
+        local big = ("x"):rep(4000)
+        local st, err = batch:run(function(item) return { n = item.n, pad = big } end)
+        assert.is_nil(st)
+        assert.are.equal("StoreError", err.type)
+        assert.are.equal("SQLITE_FULL", err.code)
+        assert.matches("database or disk is full", err.message)
+        local kept = batch:counts().done
+        assert.is_true(kept > 0 and kept < 400, kept .. " results kept")
+        batch:close()
+        -- more room: the rerun does only what is missing
+        assert(os.execute("mount -o remount,size=16m " .. dir))
+        batch = assert(llm.batch{ name = "full", store = store, concurrency = 4 })
+        st = assert(batch:run(function(item) return { n = item.n, pad = big } end))
+        assert.are.equal(400 - kept, st.done)
+        local count = 0
+        for id, r in batch:results() do
+          count = count + 1
+          assert.are.equal("i" .. r.n, id)
+        end
+        assert.are.equal(400, count)
+        batch:close()
+      end)
+      os.execute("umount " .. dir .. " && rmdir " .. dir)
+      if not ok then error(e, 0) end
+      servers.assert_clean(assert)
+    end)
+
+    it("gives a clear error for a file that is not a database", function()
+      local db = proc.tmpname("notadb.db")
+      proc.write(db, ("this is not a database\n"):rep(200))
+      local batch, err = llm.batch{ name = "x", store = "sqlite:" .. db }
+      assert.is_nil(batch)
+      assert.are.equal("StoreError", err.type)
+      assert.matches("file is not a database", err.message)
+      os.remove(db)
+    end)
+
+    it("keeps failed items with their error after max_attempts", function()
+      local db = proc.tmpname("fail.db")
+      local batch = assert(llm.batch{ name = "f", store = "sqlite:" .. db, max_attempts = 2,
+                                      retry_delay = 0 })
+      batch:add_all({ "ok1", "bad", "ok2" })
+      local tries = 0
+      local st = assert(batch:run(function(item)
+        if item == "bad" then tries = tries + 1; error({ type = "BadRequestError", message = "no" }) end
+        return item
+      end))
+      assert.are.equal(2, tries)
+      assert.are.equal(2, st.done)
+      assert.are.equal(1, st.failed)
+      local out = {}
+      for id, r, err in batch:results() do out[#out + 1] = { id, r, err and err.type } end
+      assert.are.same({ { "ok1", "ok1" }, { "bad", nil, "BadRequestError" }, { "ok2", "ok2" } }, out)
+      -- a rerun keeps the failed item as failed and runs nothing
+      st = assert(batch:run(function() error("must not run") end))
+      assert.are.equal(0, st.done + st.failed)
+      batch:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+  end)
+end)
