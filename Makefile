@@ -20,12 +20,21 @@ DEBS    := lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev lua-cjson \
            libh2o-dev libwslay-dev libssl-dev chromium nghttp2-client wrk nginx-light iproute2 \
            libsqlite3-dev
 
+# The version is written once, in runtime/luagent.h (LA_VERSION).
+VERSION   := $(shell sed -n 's/^\#define LA_VERSION "\(.*\)"/\1/p' runtime/luagent.h)
+
 OPT       ?= -O2 -g
 SANITIZE  ?=
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# pkg-config's flags; a package it does not find stops the build with its
+# name (make deps installs them). Expanded when a recipe needs them, so
+# `make deps` runs on a machine that has none yet.
+pkg_missing = $(strip $(foreach p,$(1),$(if $(shell pkg-config --exists $(p) && echo y),,$(p))))
+pkg = $(if $(call pkg_missing,$(2)),$(error pkg-config does not find: \
+        $(call pkg_missing,$(2)) (run make deps)),$(shell pkg-config $(1) $(2)))
+PKG_CFLAGS = $(call pkg,--cflags,$(PKGS))
 # libcurl, libsqlite3 and libcrypto are dlopen()ed on first use
 # (runtime/curlapi.h, sqliteapi.h, digest.c): not linked.
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libuv hiredis libedit 2>/dev/null)
+PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis libedit)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
 # PLT hop per Lua API call and no relocation at start-up (1x20,000 chunks
@@ -40,14 +49,20 @@ BIN_LIBS   = $(if $(LUA_A),$(LUA_A) $(filter-out -llua5.4,$(PKG_LIBS)),$(PKG_LIB
 # the program still builds, on the C library's malloc.
 MIMALLOC    = $(filter /%,$(shell $(CC) -print-file-name=libmimalloc.so))
 MALLOC_LIBS ?= $(if $(SANITIZE),,$(if $(MIMALLOC),-lmimalloc))
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC $(OPT) $(SANITIZE) \
+# -fvisibility=hidden: luagent.so and libluagent.a export luagent.h's
+# declarations (LA_API) and nothing else.
+# -MMD -MP: each object's header dependencies (BUILD/obj/*.d).
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP \
+             $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
 # llm.serve: libh2o (built on libuv), with wslay and OpenSSL under it.
 SERVE_LIBS = -lh2o -lwslay -lssl -lcrypto
 
-CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/curl.c \
-             runtime/http.c runtime/sse.c runtime/term.c \
+CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
+             runtime/error.c runtime/curl.c \
+             runtime/http.c runtime/response.c runtime/frame.c runtime/framer.c \
+             runtime/term.c \
              runtime/redis.c runtime/json.c runtime/json_encode.c runtime/dns.c \
              runtime/builder.c runtime/lineedit.c runtime/files.c runtime/host.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
@@ -75,12 +90,11 @@ all: $(BIN) $(LIB) $(SO)
 
 tools: $(MOCK) $(HOST) $(TSSE) $(HOLE) $(CMOD) $(STEP) $(CXXH)
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/la.h runtime/luagent.h runtime/curl.h runtime/curlapi.h runtime/sse.h \
-                  runtime/sqlite.h runtime/sqliteapi.h
+$(BUILD)/obj/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/obj/server.o $(BUILD)/obj/sreq.o $(BUILD)/obj/ws.o $(BUILD)/obj/route.o: runtime/server.h runtime/route.h
+-include $(wildcard $(BUILD)/obj/*.d)
 
 $(BUILD)/embedded.c: tools/embed.lua $(LUA_SRC)
 	@mkdir -p $(BUILD)
@@ -100,7 +114,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(shell pkg-config --libs libuv hiredis libedit) $(SERVE_LIBS) -lm
+	  $(call pkg,--libs,libuv hiredis libedit) $(SERVE_LIBS) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -131,9 +145,9 @@ $(HOLE): spec/support/blackhole.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $<
 
-$(TSSE): spec/c/test_sse.c runtime/sse.c runtime/sse.h
+$(TSSE): spec/c/test_sse.c runtime/frame.c runtime/frame.h
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/sse.c spec/c/test_sse.c
+	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -Iruntime -o $@ runtime/frame.c spec/c/test_sse.c
 
 # ---- examples: the SDL2 game, not in `all` (its Debian packages are in
 # DEBS: its spec, spec/integration/npc_spec.lua, runs in make test) -----------
@@ -168,7 +182,7 @@ bench: deps all tools
 
 fuzz:
 	@mkdir -p $(BUILD)/fuzz/corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/sse.c \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime runtime/frame.c \
 	  fuzz/fuzz_frame.c -o $(BUILD)/fuzz/fuzz_frame
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus fuzz/corpus/frame
@@ -199,7 +213,7 @@ install: all
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libluagent.a
 	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/lua/5.4/luagent.so
 	install -m 644 runtime/luagent.h $(DESTDIR)$(PREFIX)/include/luagent.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' luagent.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/luagent.pc
 
 # Removes exactly what install put there (same PREFIX and DESTDIR).
 uninstall:

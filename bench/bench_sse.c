@@ -1,8 +1,8 @@
 /*
- * bench_sse.c - SSE framing throughput of runtime/sse.c.
+ * bench_sse.c - SSE framing throughput of runtime/frame.c.
  *
  * Build and run:
- *   gcc -std=c11 -O2 -Iruntime runtime/sse.c bench/bench_sse.c -o /tmp/bench_sse
+ *   gcc -std=c11 -O2 -Iruntime runtime/frame.c bench/bench_sse.c -o /tmp/bench_sse
  *   /tmp/bench_sse
  *
  * Frames a realistic OpenAI chat-completion chunk stream (~150-byte `data:`
@@ -10,7 +10,7 @@
  * prints one `sse_framing_MBps=NNN` line per case (best of several runs).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "sse.h"
+#include "frame.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * floor.c - the C floor of the streaming benchmarks: what a minimal client
  * spends per streamed chunk. libuv + libcurl multi-socket (the pattern of
- * curl's docs/examples/multi-uv.c) + runtime/sse.c framing; no Lua, no JSON.
+ * curl's docs/examples/multi-uv.c) + runtime/frame.c framing; no Lua, no JSON.
  *
  *   floor BASE_URL STREAMS CHUNKS
  *
@@ -26,7 +26,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
-#include "sse.h"
+#include "frame.h"
 
 static const char BODY[] =
     "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"

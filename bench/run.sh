@@ -18,9 +18,9 @@ UV_CURL="$(pkg-config --cflags --libs libuv libcurl)"
 # The floor links the allocator the luagent program links (mimalloc), so
 # the ratio measures the Lua layer, not an allocator difference.
 $CC -std=c11 -O2 -g -Wall -Wextra -Iruntime -o "$BUILD/bench/floor" \
-  bench/floor.c runtime/sse.c $UV_CURL -lmimalloc
+  bench/floor.c runtime/frame.c $UV_CURL -lmimalloc
 $CC -std=c11 -O2 -Wall -Wextra -o "$BUILD/bench/measure" bench/measure.c
-$CC -std=c11 -O2 -Iruntime -o "$BUILD/bench/bench_sse" runtime/sse.c bench/bench_sse.c
+$CC -std=c11 -O2 -Iruntime -o "$BUILD/bench/bench_sse" runtime/frame.c bench/bench_sse.c
 
 # Many streams need many descriptors (the 10,000-stream case: 10,000 per
 # process). measure raises each client's limit; raise ours for the server.

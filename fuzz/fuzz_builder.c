@@ -10,8 +10,8 @@
  *   /tmp/fuzz_builder -max_total_time=60 fuzz/corpus/builder/
  *
  * Each input is decoded by luagent.json.core; when it is a table, each of
- * its elements is added to a new builder as a chunk (whatever its shape:
- * add() must take anything), then the response is made, one more chunk is
+ * its elements is added to a new builder as a chunk (a table of whatever
+ * shape: add() must take it; anything else must raise), then the response is made, one more chunk is
  * added and the response made again. Nothing may raise, and every choice
  * of the response must hold exactly the content and reasoning_content of
  * the deltas (or messages) of its index, in order, as a plain Lua walk
@@ -28,7 +28,7 @@
 
 #define REQUIRE(c) do { if (!(c)) __builtin_trap(); } while (0)
 
-int luaopen_luagent_json(lua_State *L);
+int luaopen_luagent_json_core(lua_State *L);
 int luaopen_luagent_chunks_core(lua_State *L);
 
 /* (decode, new) -> check(text): the run of one input, in Lua. */
@@ -82,12 +82,26 @@ static const char ORACLE[] =
   "  local v = decode(text)\n"
   "  if type(v) ~= 'table' then return end\n"
   "  local b = new()\n"
-  "  for i = 1, #v do b:add(rawget(v, i)) end\n"
+  "  for i = 1, #v do\n"
+  "    local c = rawget(v, i)\n"
+  "    if type(c) == 'table' then b:add(c)\n"
+  "    else assert(not pcall(b.add, b, c), 'a value that is not a chunk must raise') end\n"
+  "  end\n"
   "  check(v, b:response())\n"
   "  b:add(v)\n"
   "  b:add({ choices = { { delta = { content = 'z' } } } })\n"
   "  assert(b:response().choices[1] ~= nil)\n"
   "end\n";
+
+/* A copy of luagent.chunks.SHAPE (lua/luagent/chunks.lua): setup raises
+** when it lacks a field the builder reads, so a stale copy fails at once. */
+static const char SHAPE[] =
+  "return { chunk = { 'id', 'object', 'created', 'model', 'choices', 'usage',\n"
+  "                   'system_fingerprint' },\n"
+  "  choice = { 'index', 'delta', 'message', 'finish_reason' },\n"
+  "  delta = { 'role', 'content', 'reasoning_content', 'tool_calls' },\n"
+  "  tool_call = { 'index', 'id', 'type', 'function', 'extra_content' },\n"
+  "  ['function'] = { 'name', 'arguments' } }\n";
 
 static lua_State *L;
 static int run_ref;
@@ -98,13 +112,14 @@ static void setup(void) {
   REQUIRE(L != NULL);
   luaL_openlibs(L);
   REQUIRE(luaL_loadstring(L, ORACLE) == LUA_OK);
-  luaL_requiref(L, "luagent.json.core", luaopen_luagent_json, 0);
+  luaL_requiref(L, "luagent.json.core", luaopen_luagent_json_core, 0);
   lua_getfield(L, -1, "decode");
   lua_remove(L, -2);
   luaL_requiref(L, "luagent.chunks.core", luaopen_luagent_chunks_core, 0);
   lua_getfield(L, -1, "setup");
   lua_newtable(L);
-  lua_call(L, 1, 0);                               /* M.setup(array_mt) */
+  REQUIRE(luaL_dostring(L, SHAPE) == LUA_OK);
+  lua_call(L, 2, 0);                        /* M.setup(array_mt, shape) */
   lua_getfield(L, -1, "new");
   lua_remove(L, -2);                               /* oracle decode new */
   lua_call(L, 2, 1);

@@ -1,9 +1,9 @@
 /*
- * fuzz_frame.c - libFuzzer target for runtime/sse.c.
+ * fuzz_frame.c - libFuzzer target for runtime/frame.c.
  *
  * Build and run (seed corpus in fuzz/corpus/frame/):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime \
- *       runtime/sse.c fuzz/fuzz_frame.c -o /tmp/fuzz_frame
+ *       runtime/frame.c fuzz/fuzz_frame.c -o /tmp/fuzz_frame
  *   /tmp/fuzz_frame -max_total_time=60 fuzz/corpus/frame/
  *
  * Input byte 0 picks the mode (bit 0), whether draining is lazy (bit 1), a
@@ -12,7 +12,7 @@
  * a naive whole-buffer reference parser; all three must give identical events
  * and final status, and every event must satisfy check_event().
  */
-#include "sse.h"
+#include "frame.h"
 
 #include <limits.h>
 #include <stdint.h>

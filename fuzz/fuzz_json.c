@@ -35,7 +35,7 @@
 
 #define REQUIRE(c) do { if (!(c)) __builtin_trap(); } while (0)
 
-int luaopen_luagent_json(lua_State *L);
+int luaopen_luagent_json_core(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 
 static lua_State *L;
@@ -47,7 +47,7 @@ static void setup(void) {
   L = luaL_newstate();
   REQUIRE(L != NULL);
   luaL_openlibs(L);
-  luaopen_luagent_json(L);
+  luaopen_luagent_json_core(L);
   lua_getfield(L, -1, "decode");
   ours_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaopen_cjson_safe(L);

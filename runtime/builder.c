@@ -5,11 +5,15 @@
 **   new() -> builder
 **   builder:add(chunk)     one chat.completion.chunk, read with raw access
 **                          (chunks are plain tables, as JSON decodes them;
-**                          anything else is ignored; a usage-only chunk
-**                          with choices = [] is fine)
+**                          a value that is not a table raises, naming it;
+**                          a part of the wrong type inside one is ignored;
+**                          a usage-only chunk with choices = [] is fine)
 **   builder:response()     the chat.completion assembled so far
-**   setup(array_mt)        the metatable of JSON arrays (luagent.json's),
-**                          given to the response's `choices`
+**   setup(array_mt, shape) the metatable of JSON arrays (luagent.json's),
+**                          given to the response's `choices`, and
+**                          luagent.chunks.SHAPE, the one definition of a
+**                          chunk's fields: every field read here must be
+**                          in it (else setup raises, naming the field)
 **
 ** The rules are those of OpenAI's streaming: content, reasoning_content and
 ** tool-call arguments are concatenated per choice; id, model and created
@@ -66,19 +70,26 @@ typedef struct {
   unsigned has_id : 1;           /* B_ID holds an id */
 } builder_t;
 
-/* The chunk fields add() reads: its upvalues (after the builder's
-** metatable), so that a field is one lua_rawget with a key at hand
-** rather than a lua_getfield that finds the key's Lua string again by
-** strcmp. Chunks are plain tables (as JSON decodes them): raw access. */
-#define KEYS(X) X(ID, "id") X(MODEL, "model") X(CREATED, "created") \
-  X(USAGE, "usage") X(FINGERPRINT, "system_fingerprint") X(CHOICES, "choices") \
-  X(INDEX, "index") X(DELTA, "delta") X(MESSAGE, "message") X(CONTENT, "content") \
-  X(ROLE, "role") X(REASONING, "reasoning_content") X(TOOL_CALLS, "tool_calls") \
-  X(FINISH, "finish_reason") X(FUNCTION, "function") X(NAME, "name") \
-  X(ARGUMENTS, "arguments") X(EXTRA, "extra_content")
-#define KEY_ENUM(k, s) F_##k,
-#define KEY_NAME(k, s) s,
+/* The chunk fields add() reads, by the part of luagent.chunks.SHAPE that
+** defines them: its upvalues (after the builder's metatable), so that a
+** field is one lua_rawget with a key at hand rather than a lua_getfield
+** that finds the key's Lua string again by strcmp. Chunks are plain
+** tables (as JSON decodes them): raw access. (INDEX of a choice and of a
+** tool call is one key; so is ID of the chunk and of a tool call.) */
+#define KEYS(X) X(ID, "chunk", "id") X(MODEL, "chunk", "model") \
+  X(CREATED, "chunk", "created") X(USAGE, "chunk", "usage") \
+  X(FINGERPRINT, "chunk", "system_fingerprint") X(CHOICES, "chunk", "choices") \
+  X(INDEX, "choice", "index") X(DELTA, "choice", "delta") \
+  X(MESSAGE, "choice", "message") X(CONTENT, "delta", "content") \
+  X(ROLE, "delta", "role") X(REASONING, "delta", "reasoning_content") \
+  X(TOOL_CALLS, "delta", "tool_calls") X(FINISH, "choice", "finish_reason") \
+  X(FUNCTION, "tool_call", "function") X(NAME, "function", "name") \
+  X(ARGUMENTS, "function", "arguments") X(EXTRA, "tool_call", "extra_content")
+#define KEY_ENUM(k, part, s) F_##k,
+#define KEY_PART(k, part, s) part,
+#define KEY_NAME(k, part, s) s,
 enum { F_MT = 1, KEYS(KEY_ENUM) F_END };
+static const char *const key_parts[] = { KEYS(KEY_PART) };
 static const char *const key_names[] = { KEYS(KEY_NAME) };
 
 /* Pushes field `key` (F_*) of the table at t; returns its type. */
@@ -300,7 +311,13 @@ static void add_choice(lua_State *L, int b, int c) {
 /* builder:add(chunk) */
 static int b_add(lua_State *L) {
   builder_t *bd = check_builder(L);
-  if (!lua_istable(L, 2)) return 0;
+  if (!lua_istable(L, 2)) {
+    size_t n;
+    const char *v = luaL_tolstring(L, 2, &n);
+    lua_pushlstring(L, v, n > 60 ? 60 : n);            /* the value, named briefly */
+    return luaL_error(L, "builder:add: a chat.completion.chunk must be a table, got %s %s",
+                      luaL_typename(L, 2), lua_tostring(L, -1));
+  }
   lua_settop(L, 2);
   if (!bd->has_id) {
     if (get(L, 2, F_ID) != LUA_TNIL) bd->has_id = 1;
@@ -435,9 +452,29 @@ static int b_new(lua_State *L) {
   return 1;
 }
 
-/* setup(array_mt): the metatable of the response's `choices` */
+/* True when the list at t holds the string s. */
+static int list_has(lua_State *L, int t, const char *s) {
+  lua_Integer i, n = (lua_Integer)lua_rawlen(L, t);
+  for (i = 1; i <= n; i++) {
+    int found = lua_rawgeti(L, t, i) == LUA_TSTRING && strcmp(lua_tostring(L, -1), s) == 0;
+    lua_pop(L, 1);
+    if (found) return 1;
+  }
+  return 0;
+}
+
+/* setup(array_mt, shape): the metatable of the response's `choices`, and
+** the check that every field add() reads is in luagent.chunks.SHAPE. */
 static int b_setup(lua_State *L) {
+  size_t i;
   luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  for (i = 0; i < sizeof key_names / sizeof *key_names; i++) {
+    if (lua_getfield(L, 2, key_parts[i]) != LUA_TTABLE || !list_has(L, -1, key_names[i]))
+      return luaL_error(L, "chunks.core.setup: the chunk shape has no field %s.%s",
+                        key_parts[i], key_names[i]);
+    lua_pop(L, 1);
+  }
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, ARRAY_MT_KEY);
   return 0;

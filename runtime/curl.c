@@ -57,6 +57,7 @@ static void load_once(void) {
   LOAD(multi_info_read, "curl_multi_info_read")
   LOAD(slist_append, "curl_slist_append")
   LOAD(slist_free_all, "curl_slist_free_all")
+  LOAD(version_info, "curl_version_info")
 #undef LOAD
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     why = "curl_global_init failed";

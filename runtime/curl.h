@@ -39,6 +39,6 @@ void la_curl_remove(la_curl_t *c, CURL *easy);
 void la_curl_free(la_runtime_t *rt);
 
 /* require "luagent.http.core" (http.c) */
-int  la_curl_open(lua_State *L);
+int  luaopen_luagent_http_core(lua_State *L);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct la_curlapi {
   CURLMsg *(*multi_info_read)(CURLM *m, int *left);
   struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
   void (*slist_free_all)(struct curl_slist *l);
+  curl_version_info_data *(*version_info)(CURLversion age);
 } la_curlapi_t;
 
 extern la_curlapi_t la_curlapi;
@@ -61,5 +62,6 @@ int la_curlapi_load(const char **err);
 #define curl_multi_info_read     la_curlapi.multi_info_read
 #define curl_slist_append        la_curlapi.slist_append
 #define curl_slist_free_all      la_curlapi.slist_free_all
+#define curl_version_info        la_curlapi.version_info
 
 #endif

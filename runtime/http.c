@@ -1,18 +1,14 @@
 /*
-** http.c -- one HTTP transfer and its Lua face (module luagent.http.core).
+** http.c -- one HTTP transfer (module luagent.http.core): the request,
+** libcurl's callbacks, deadlines and errors. The Response type it returns
+** is response.c's; the stand-alone framer is framer.c's.
 **
 **   request{url=, method=, headers=, body=, stream=, framing=,
 **           connect_timeout=, first_event_timeout=, idle_timeout=,
 **           timeout=, max_event=, max_body=, buffer_size=, ca_file=}
 **                                                         (redirects: http.lua)
 **     -> resp | nil, err          suspends until status and headers
-**   resp.status, resp.headers (lower-case names), resp.framed (false when a
-**     stream request got a non-stream answer: read it with resp:body())
-**   resp:read() -> data, event, id, retry | nil (end) | nil, err  (stream;
-**     retry: the SSE retry field in ms, when the event carried one)
-**   resp:read_json([array_mt]) -> as read, JSON objects and arrays decoded
-**   resp:body() -> string | nil, err                          (whole)
-**   resp:close()                 also __close and __gc
+**   framer("sse"|"ndjson" [, max_event]) -> a framer         (framer.c)
 **
 ** libcurl callbacks only append to C buffers and wake the waiting task;
 ** they never touch a lua_State. Complete events are queued in C memory;
@@ -25,70 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "curl.h"
-#include "sse.h"
-
-#define HTTP_MT     "luagent.Http"
-#define HIGH_WATER  (1u << 20)
-#define LOW_WATER   (256u << 10)
-#define MAX_HEADERS (256u << 10)
-#define DEF_MAX_BODY ((size_t)64 << 20)
-/* libcurl's receive buffer for a stream. A stream's events are a few
-** hundred bytes and thousands of streams may be open: each buffer keeps
-** about a page resident, and 2 KiB ones share pages (make bench: 1.5 KB
-** less RSS per open stream; 1x20,000 chunks at once, read 2 KiB at a
-** time, within 1% of the CPU). A whole body keeps curl's 16 KiB. */
-#define STREAM_BUFFER 2048L
-#define MIN_BUFFER    1024L           /* libcurl's bounds, on every version */
-#define MAX_BUFFER    (512L << 10)
-
-/* One complete event, queued until the reader takes it. */
-typedef struct ev {
-  struct ev *next;
-  size_t data_len, event_len, id_len;
-  long retry;                 /* SSE retry: milliseconds, or -1 */
-  char buf[];                 /* data, '\0', then event name, then id */
-} ev_t;
-
-typedef enum { E_NONE, E_CURL, E_TIMEOUT, E_TOOBIG, E_BODYCAP, E_HEADERS,
-               E_CANCELLED, E_SHORT } err_t;
-typedef enum { W_NONE, W_HEADERS, W_EVENT, W_BODY } wait_t;
-
-typedef struct xfer {
-  la_runtime_t *rt;
-  CURL *easy;                 /* NULL once cleaned up */
-  struct curl_slist *hdrs;    /* request headers */
-  la_task_t *waiter;          /* the task suspended on us, if any */
-  wait_t wait;                /* what it waits for */
-  int in_multi;               /* easy is in the multi */
-  int done;                   /* finished, failed or aborted */
-  int headers_done;           /* final response's header block complete */
-  int stream, framed, paused;
-  int want_frame;             /* stream asked for framing (sse/ndjson) */
-  int raw;                    /* stream answered with a non-stream body */
-  long status;
-  char *hbuf;                 /* raw header lines of the final response */
-  size_t hlen, hcap;
-  la_frame_t frame;           /* body framing (stream + framed) */
-  ev_t *q_head, *q_tail;      /* complete events not yet read */
-  size_t q_bytes;
-  char *body;                 /* whole body (not stream) */
-  size_t blen, bcap, max_body;
-  err_t err;
-  CURLcode result;
-  int eof_incomplete;         /* SSE body ended inside an event */
-  const char *timeout_name;   /* "first_event", "idle", "total" */
-  double timeout_s;
-  uv_timer_t *timer;          /* our deadlines (malloc'd) */
-  uint64_t t_start, t_last;   /* loop ms: request start, last event */
-  uint64_t to_first, to_idle, to_total, to_connect;   /* ms, 0 = off */
-  int got_body;
-  int saw_status;             /* a status line came (headers may not end) */
-  char errbuf[CURL_ERROR_SIZE];
-} xfer_t;
+#include "xfer.h"
 
 static void x_wake(xfer_t *x, wait_t why);
-static void arm(xfer_t *x, uint64_t now);
 
 /* ================================================================== */
 /* Event queue                                                         */
@@ -111,7 +46,7 @@ static int q_push(xfer_t *x, const char *d, size_t dl, const char *e,
   return 0;
 }
 
-static ev_t *q_pop(xfer_t *x) {
+ev_t *la_xfer_pop(xfer_t *x) {
   ev_t *ev = x->q_head;
   if (!ev) return NULL;
   x->q_head = ev->next;
@@ -120,9 +55,9 @@ static ev_t *q_pop(xfer_t *x) {
   return ev;
 }
 
-static void q_clear(xfer_t *x) {
+void la_xfer_clear(xfer_t *x) {
   ev_t *ev;
-  while ((ev = q_pop(x))) free(ev);
+  while ((ev = la_xfer_pop(x))) free(ev);
 }
 
 /* Moves every complete framed event into the queue. */
@@ -238,7 +173,7 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
 static void got_first(xfer_t *x) {
   x->got_body = 1;
   x->t_last = uv_now(x->rt->loop);
-  arm(x, x->t_last);
+  la_xfer_arm(x, x->t_last);
 }
 
 static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
@@ -284,7 +219,7 @@ static void x_wake(xfer_t *x, wait_t why) {
   la_task_wake(t);
 }
 
-static void x_release_easy(xfer_t *x) {
+void la_xfer_release(xfer_t *x) {
   if (x->easy) { curl_easy_cleanup(x->easy); x->easy = NULL; }
   if (x->hdrs) { curl_slist_free_all(x->hdrs); x->hdrs = NULL; }
   if (x->timer) {
@@ -297,7 +232,7 @@ static void x_release_easy(xfer_t *x) {
 static void x_finish(xfer_t *x) {
   x->done = 1;
   x->headers_done = 1;
-  x_release_easy(x);
+  la_xfer_release(x);
   x_wake(x, W_NONE);
 }
 
@@ -316,7 +251,7 @@ static void done_cb(void *ud, CURLcode res) {
 }
 
 /* Stops the transfer now (cancel, close, deadline). */
-static void x_abort(xfer_t *x, err_t why) {
+void la_xfer_abort(xfer_t *x, err_t why) {
   if (x->done) return;
   if (x->in_multi) {
     la_curl_remove(x->rt->curl, x->easy);
@@ -339,15 +274,15 @@ static void deadline_cb(uv_timer_t *h) {
              now - x->t_last >= x->to_idle) {
     which = "idle"; limit = x->to_idle;
   }
-  if (!which) { arm(x, now); return; }
+  if (!which) { la_xfer_arm(x, now); return; }
   x->timeout_name = which;
   x->timeout_s = (double)limit / 1000.0;
-  x_abort(x, E_TIMEOUT);
+  la_xfer_abort(x, E_TIMEOUT);
 }
 
 /* (Re)arms the deadline timer for the nearest deadline still ahead. The
 ** idle deadline is checked lazily: events only move t_last. */
-static void arm(xfer_t *x, uint64_t now) {
+void la_xfer_arm(xfer_t *x, uint64_t now) {
   uint64_t next = UINT64_MAX, d;
   if (!x->timer) return;
   if (x->to_total) next = x->t_start + x->to_total;
@@ -370,7 +305,7 @@ static void arm(xfer_t *x, uint64_t now) {
 /* ================================================================== */
 
 /* Pushes nil and the error object describing why x failed. */
-static int push_error(lua_State *L, xfer_t *x) {
+int la_xfer_error(lua_State *L, xfer_t *x) {
   lua_pushnil(L);
   switch (x->err) {
     case E_TIMEOUT: {
@@ -600,18 +535,14 @@ static void http_cancel(la_task_t *t) {
   xfer_t *x = t->ctx;
   x->waiter = NULL;
   x->wait = W_NONE;
-  x_abort(x, E_CANCELLED);
+  la_xfer_abort(x, E_CANCELLED);
 }
 
 static const la_wait_ops_t http_ops = {"http", la_push_none, http_cancel};
 
-static xfer_t *check_x(lua_State *L) {
-  return luaL_checkudata(L, 1, HTTP_MT);
-}
-
 /* Suspends the current task on x until `why`. */
-static int wait_on(lua_State *L, xfer_t *x, wait_t why, lua_KFunction k,
-                   const char *fname) {
+int la_xfer_wait(lua_State *L, xfer_t *x, wait_t why, lua_KFunction k,
+                 const char *fname) {
   la_task_t *t = la_task_current_rt(L, x->rt, fname);
   if (x->waiter) return luaL_error(L, "%s: busy (another task is reading)", fname);
   x->waiter = t;
@@ -625,13 +556,13 @@ static int request_k(lua_State *L, int status, lua_KContext base) {
   la_resume_check(L, base);
   lua_settop(L, 2);
   x = lua_touserdata(L, 2);
-  if (!x->headers_done) return wait_on(L, x, W_HEADERS, request_k, "http.request");
+  if (!x->headers_done) return la_xfer_wait(L, x, W_HEADERS, request_k, "http.request");
   if (x->status == 0) {
     /* the transfer ended without a complete header block */
     if (x->err == E_NONE || (x->err == E_CURL && x->saw_status &&
                              x->result != CURLE_OUT_OF_MEMORY))
       x->err = E_SHORT;
-    return push_error(L, x);
+    return la_xfer_error(L, x);
   }
   return 1;   /* the response object */
 }
@@ -678,325 +609,20 @@ static int l_request(lua_State *L) {
   if (la_curl_add(c, x->easy) != 0)
     return luaL_error(L, "http.request: cannot add transfer");
   x->in_multi = 1;
-  arm(x, x->t_start);
+  la_xfer_arm(x, x->t_start);
   return request_k(L, LUA_OK, 1);
 }
 
-/* ================================================================== */
-/* Response methods                                                    */
-/* ================================================================== */
-
-/* Builds the headers table (lower-case names; repeats joined by ", "). */
-static void push_headers(lua_State *L, xfer_t *x) {
-  size_t i = 0;
-  lua_newtable(L);
-  while (i < x->hlen) {
-    const char *line = x->hbuf + i, *end = memchr(line, '\n', x->hlen - i);
-    const char *colon, *v, *ve;
-    size_t ll = end ? (size_t)(end - line) : x->hlen - i;
-    i += ll + 1;
-    colon = memchr(line, ':', ll);
-    if (!colon) continue;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (v = line; v < colon; v++) luaL_addchar(&b, (char)tolower((unsigned char)*v));
-    luaL_pushresult(&b);
-    for (v = colon + 1; v < line + ll && (*v == ' ' || *v == '\t'); v++) {}
-    for (ve = line + ll; ve > v && (ve[-1] == '\r' || ve[-1] == ' '); ve--) {}
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, v, (size_t)(ve - v));
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, v, (size_t)(ve - v));
-    }
-    lua_rawset(L, -3);
-  }
-}
-
-/* resp.status, resp.headers, and the methods. */
-static int x_index(lua_State *L) {
-  xfer_t *x = check_x(L);
-  const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "status") == 0) { lua_pushinteger(L, x->status); return 1; }
-  if (strcmp(k, "framed") == 0) { lua_pushboolean(L, x->framed); return 1; }
-  if (strcmp(k, "headers") == 0) {
-    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) return 1;
-    lua_pop(L, 1);
-    push_headers(L, x);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 1);
-    return 1;
-  }
-  luaL_getmetafield(L, 1, "methods");
-  lua_getfield(L, -1, k);
-  return 1;
-}
-
-/* Resumes a paused transfer once the reader has caught up. */
-static void maybe_unpause(xfer_t *x) {
-  if (x->paused && !x->done && x->q_bytes < LOW_WATER) {
-    x->paused = 0;
-    x->t_last = uv_now(x->rt->loop);   /* the idle clock restarts now */
-    arm(x, x->t_last);
-    curl_easy_pause(x->easy, CURLPAUSE_CONT);   /* may call write_cb */
-  }
-}
-
-/* Pushes the data of ev: with as_json, data that is a valid JSON object
-** or array is decoded (empty arrays get the metatable at index 2; the
-** string cache is read_json's upvalue). */
-static void push_data(lua_State *L, const ev_t *ev, int as_json) {
-  if (as_json) {
-    const char *p = ev->buf, *err;
-    size_t at;
-    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-    if ((*p == '{' || *p == '[') &&
-        la_json_push(L, ev->buf, ev->data_len, lua_istable(L, 2) ? 2 : 0,
-                     lua_upvalueindex(1), &err, &at))
-      return;
-  }
-  lua_pushlstring(L, ev->buf, ev->data_len);
-}
-
-static int read_k(lua_State *L, int status, lua_KContext base);
-static int read_json_k(lua_State *L, int status, lua_KContext base);
-
-/* resp:read and resp:read_json, first call and after each wake-up. */
-static int read_common(lua_State *L, lua_KContext base, int as_json) {
-  xfer_t *x;
-  ev_t *ev;
-  la_resume_check(L, base);
-  lua_settop(L, 2);
-  x = lua_touserdata(L, 1);
-  /* A reader with a backlog would take it all in one resume: with
-  ** la_step's budget spent, it lets the step end and reads on next step. */
-  if (x->q_head && x->rt->current && L == x->rt->current->co &&
-      la_budget_spent(x->rt))
-    return la_yield_now_k(L, x->rt->current, as_json ? read_json_k : read_k);
-  if ((ev = q_pop(x))) {
-    const char *name = ev->buf + ev->data_len + 1;
-    push_data(L, ev, as_json);
-    if (ev->event_len) lua_pushlstring(L, name, ev->event_len);
-    else lua_pushnil(L);
-    if (ev->id_len) lua_pushlstring(L, name + ev->event_len, ev->id_len);
-    else lua_pushnil(L);
-    if (ev->retry >= 0) lua_pushinteger(L, ev->retry);
-    else lua_pushnil(L);
-    free(ev);
-    maybe_unpause(x);
-    return 4;
-  }
-  if (x->done) {
-    if (x->err != E_NONE) return push_error(L, x);
-    if (x->eof_incomplete) {
-      lua_pushnil(L);
-      la_error_push(L, "StreamIncomplete", "stream ended inside an event "
-                    "(the partial event was discarded)");
-      return 2;
-    }
-    lua_pushnil(L);
-    return 1;
-  }
-  maybe_unpause(x);
-  if (x->q_head) return read_common(L, base, as_json);   /* unpause delivered */
-  return wait_on(L, x, W_EVENT, as_json ? read_json_k : read_k,
-                 as_json ? "resp:read_json" : "resp:read");
-}
-
-static int read_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return read_common(L, base, 0);
-}
-
-static int read_json_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return read_common(L, base, 1);
-}
-
-static int start_read(lua_State *L, int as_json) {
-  xfer_t *x = check_x(L);
-  if (!x->stream || x->raw)
-    return luaL_error(L, "resp:read: not a stream (use resp:body())");
-  if (as_json && !lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  return read_common(L, 2, as_json);
-}
-
-/* resp:read() -> data, event, id, retry | nil | nil, err */
-static int x_read(lua_State *L) {
-  return start_read(L, 0);
-}
-
-/* resp:read_json([array_mt]) -> value, event, id | nil | nil, err
-** As read, but data that is a JSON object or array comes back decoded
-** in C (luagent.json's rules) without becoming a Lua string first; any
-** other data, invalid JSON included, comes back as the string. */
-static int x_read_json(lua_State *L) {
-  return start_read(L, 1);
-}
-
-static int body_k(lua_State *L, int status, lua_KContext base) {
-  xfer_t *x;
-  (void)status;
-  la_resume_check(L, base);
-  lua_settop(L, 1);
-  x = lua_touserdata(L, 1);
-  if (!x->done) return wait_on(L, x, W_BODY, body_k, "resp:body");
-  if (x->err != E_NONE) return push_error(L, x);
-  lua_pushlstring(L, x->body ? x->body : "", x->blen);
-  return 1;
-}
-
-/* resp:body() -> the whole body | nil, err */
-static int x_body(lua_State *L) {
-  xfer_t *x = check_x(L);
-  if (x->stream && !x->raw)
-    return luaL_error(L, "resp:body: a stream (use resp:read())");
-  lua_settop(L, 1);
-  return body_k(L, LUA_OK, 1);
-}
-
-/* resp:close(): ends the transfer now and frees its buffers (status and
-** headers stay readable); idempotent. Also __close. */
-static int x_close(lua_State *L) {
-  xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
-  if (!x->rt) return 0;
-  if (x->waiter) {            /* another task waits: it gets the error */
-    x_abort(x, E_CANCELLED);
-    return 0;
-  }
-  x_abort(x, E_CANCELLED);
-  x_release_easy(x);
-  q_clear(x);
-  la_frame_free(&x->frame);
-  free(x->body); x->body = NULL;
-  x->blen = 0;
-  x->rt->xfers--;
-  x->rt = NULL;
-  return 0;
-}
-
-/* __gc: close, then free what close keeps for resp.status/headers. */
-static int x_gc(lua_State *L) {
-  xfer_t *x = luaL_checkudata(L, 1, HTTP_MT);
-  x->waiter = NULL;           /* a collected object has no waiter left */
-  x_close(L);
-  free(x->hbuf);
-  x->hbuf = NULL;
-  x->hlen = 0;
-  return 0;
-}
-
-/* ================================================================== */
-/* The framer on its own (tests, and scripts that frame bytes they got  */
-/* elsewhere): framer("sse"|"ndjson" [, max_event])                     */
-/* ================================================================== */
-
-#define FRAMER_MT "luagent.Framer"
-
-/* Appends every event ready in f to the table on top of L. */
-static int push_events(lua_State *L, la_frame_t *f, int eof) {
-  la_frame_event_t ev;
-  int rc;
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-  while ((rc = eof ? la_frame_eof(f, &ev) : la_frame_next(f, &ev)) == LA_FRAME_EVENT) {
-    lua_createtable(L, 0, 3);
-    lua_pushlstring(L, ev.data, ev.data_len);
-    lua_setfield(L, -2, "data");
-    if (ev.event) {
-      lua_pushlstring(L, ev.event, ev.event_len);
-      lua_setfield(L, -2, "event");
-    }
-    if (ev.id) {
-      lua_pushlstring(L, ev.id, ev.id_len);
-      lua_setfield(L, -2, "id");
-    }
-    lua_rawseti(L, -2, ++n);
-  }
-  return rc;
-}
-
-/* framer:feed(bytes) -> {events} | nil, message */
-static int framer_feed(lua_State *L) {
-  la_frame_t *f = luaL_checkudata(L, 1, FRAMER_MT);
-  size_t n;
-  const char *p = luaL_checklstring(L, 2, &n);
-  int rc = la_frame_feed(f, p, n);
-  lua_newtable(L);
-  if (rc >= 0) rc = push_events(L, f, 0);
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, la_frame_strerror(rc));
-    return 2;
-  }
-  return 1;
-}
-
-/* framer:finish() -> {events} [, "incomplete" | message] */
-static int framer_finish(lua_State *L) {
-  la_frame_t *f = luaL_checkudata(L, 1, FRAMER_MT);
-  int rc;
-  lua_newtable(L);
-  rc = push_events(L, f, 1);
-  if (rc == LA_FRAME_EINCOMPLETE) { lua_pushliteral(L, "incomplete"); return 2; }
-  if (rc < 0) { lua_pushstring(L, la_frame_strerror(rc)); return 2; }
-  return 1;
-}
-
-static int framer_gc(lua_State *L) {
-  la_frame_free(luaL_checkudata(L, 1, FRAMER_MT));
-  return 0;
-}
-
-static int framer_new(lua_State *L) {
-  static const char *const modes[] = {"sse", "ndjson", NULL};
-  int mode = luaL_checkoption(L, 1, "sse", modes);
-  lua_Integer max = luaL_optinteger(L, 2, 0);
-  la_frame_t *f = lua_newuserdatauv(L, sizeof *f, 0);
-  la_frame_init(f, mode ? LA_FRAME_NDJSON : LA_FRAME_SSE, max > 0 ? (size_t)max : 0);
-  luaL_setmetatable(L, FRAMER_MT);
-  return 1;
-}
-
-static const luaL_Reg framer_methods[] = {
-  {"feed", framer_feed}, {"finish", framer_finish}, {NULL, NULL}
-};
-
-static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"body", x_body}, {"close", x_close}, {NULL, NULL}
-};
-
-/* require "luagent.http.core" */
-int la_curl_open(lua_State *L) {
-  luaL_newmetatable(L, HTTP_MT);
-  lua_pushcfunction(L, x_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, x_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, x_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  luaL_setfuncs(L, x_methods, 0);
-  la_json_cache_push(L);                /* read_json's upvalue */
-  lua_pushcclosure(L, x_read_json, 1);
-  lua_setfield(L, -2, "read_json");
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, FRAMER_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, framer_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, framer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+/* require "luagent.http.core": request, framer, and the Response and
+** Framer types (response.c, framer.c). */
+int luaopen_luagent_http_core(lua_State *L) {
+  la_response_class(L);
+  la_framer_class(L);
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, l_request, 1);
   lua_setfield(L, -2, "request");
-  lua_pushcfunction(L, framer_new);
+  lua_pushcfunction(L, la_framer_new);
   lua_setfield(L, -2, "framer");
   return 1;
 }

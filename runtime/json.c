@@ -589,7 +589,7 @@ static int json_decode(lua_State *L) {
   return 2;
 }
 
-int luaopen_luagent_json(lua_State *L) {
+int luaopen_luagent_json_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"encode", la_json_encode},
     {NULL, NULL}

@@ -1,7 +1,7 @@
 /*
 ** la.h -- internal interfaces shared by the runtime's C files.
 **
-** The suspension protocol (see DESIGN.md "C side in one paragraph"):
+** The suspension protocol (see docs/architecture.md, "The C/Lua boundary"):
 **   1. A primitive running in a task calls la_suspend(L, task, ops, ctx);
 **      that yields the task with the SUSPEND sentinel.
 **   2. The I/O it started completes in a uv or curl callback, which never
@@ -163,10 +163,17 @@ int  la_push_none(lua_State *L, la_task_t *t);    /* ops->push: no values */
 int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
 double la_check_seconds(lua_State *L, int arg);
+
+/* ---- cond.c -------------------------------------------------------- */
+int  la_cond_new(lua_State *L);                   /* core.cond() */
+extern const luaL_Reg la_cond_methods[];
+
+/* ---- error.c ------------------------------------------------------- */
 void la_error_push(lua_State *L, const char *type, const char *fmt, ...);
+int  la_error_set_mt(lua_State *L);               /* core.set_error_mt(mt) */
 
 /* ---- term.c -------------------------------------------------------- */
-int  luaopen_luagent_term(lua_State *L);          /* luagent.term.core */
+int  luaopen_luagent_term_core(lua_State *L);     /* luagent.term.core */
 typedef void (*la_edit_cb)(void *ud, char *line, int err);   /* lineedit.c */
 int  la_edit_begin(la_runtime_t *rt, const char *prompt, la_edit_cb cb, void *ud);
 void la_edit_end(void *ud);
@@ -186,11 +193,15 @@ int  luaopen_luagent_sqlite_core(lua_State *L);   /* luagent.sqlite.core */
 int  luaopen_luagent_digest(lua_State *L);        /* luagent.digest */
 
 /* ---- json.c -------------------------------------------------------- */
-int  luaopen_luagent_json(lua_State *L);          /* luagent.json.core */
+int  luaopen_luagent_json_core(lua_State *L);          /* luagent.json.core */
 int  la_json_encode(lua_State *L);                /* json_encode.c */
 int  la_json_push(lua_State *L, const char *s, size_t len, int array_mt,
                   int cache, const char **err, size_t *err_at);
 void la_json_cache_push(lua_State *L);            /* the state's string cache */
+
+/* ---- framer.c ----------------------------------------------------- */
+int  la_framer_new(lua_State *L);                 /* luagent.http.core.framer */
+void la_framer_class(lua_State *L);               /* the Framer metatable */
 
 /* ---- builder.c ---------------------------------------------------- */
 int  luaopen_luagent_chunks_core(lua_State *L);   /* luagent.chunks.core */

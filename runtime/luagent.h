@@ -32,6 +32,19 @@ extern "C" {                  /* Lua's headers have no C++ guards */
 #include <lua.h>
 #include <lauxlib.h>
 
+/* The exported symbols: the runtime is built with -fvisibility=hidden, so
+** luagent.so and libluagent.a export what this header declares and nothing
+** else (spec/integration/cli_spec.lua checks luagent.so's table). */
+#ifndef LA_API
+#if defined(__GNUC__) || defined(__clang__)
+#define LA_API __attribute__((visibility("default")))
+#else
+#define LA_API
+#endif
+#endif
+
+/* The version of luagent: the one place it is written (the Lua library's
+** _VERSION, luagent -v and the pkg-config file read it from here). */
 #define LA_VERSION "0.1.0"
 
 typedef struct la_runtime la_runtime_t;
@@ -39,30 +52,34 @@ typedef struct la_runtime la_runtime_t;
 /* Opens a runtime with a fresh lua_State (standard libraries and the
 ** luagent modules preloaded). loop == NULL: the runtime creates and owns
 ** its loop; otherwise it attaches to the host's loop and never closes it.
-** Returns NULL on allocation failure. */
-la_runtime_t *la_open(uv_loop_t *loop);
+** A host loop's loop->data is set to the runtime (its handles' close
+** callbacks find it there) and stays so until la_close: a host that uses
+** loop->data itself, or runs two runtimes, gives each runtime its own
+** loop (NULL) and steps it with la_step. Returns NULL on allocation
+** failure. */
+LA_API la_runtime_t *la_open(uv_loop_t *loop);
 
 /* Closes a runtime: cancels every task, closes every handle it made, runs
 ** the loop until their close callbacks have fired, closes the lua_State,
 ** and closes the loop if it owns it. */
-void la_close(la_runtime_t *rt);
+LA_API void la_close(la_runtime_t *rt);
 
 /* The runtime's main lua_State (for pushing functions and values). */
-lua_State *la_state(la_runtime_t *rt);
+LA_API lua_State *la_state(la_runtime_t *rt);
 
 /* The loop the runtime runs on. */
-uv_loop_t *la_loop(la_runtime_t *rt);
+LA_API uv_loop_t *la_loop(la_runtime_t *rt);
 
 /* Spawns a task from the function on top of the main state's stack, below
 ** which lie nargs arguments... precisely: stack = [..., fn, arg1..argn].
 ** Pops them and pushes the task object. Returns 0, or -1 (with an error
 ** message pushed instead) if fn is not callable. */
-int la_spawn(la_runtime_t *rt, int nargs);
+LA_API int la_spawn(la_runtime_t *rt, int nargs);
 
 /* Loads a script file (NULL = stdin) and spawns it as a task with the
 ** given string arguments. Returns 0, or -1 with the load error message
 ** on top of the stack. */
-int la_dofile(la_runtime_t *rt, const char *path, int argc, char **argv);
+LA_API int la_dofile(la_runtime_t *rt, const char *path, int argc, char **argv);
 
 /* Does the work that is ready (timers due, I/O arrived, tasks runnable)
 ** without blocking, for budget_ms at most (0 = one pass, unbounded).
@@ -71,7 +88,7 @@ int la_dofile(la_runtime_t *rt, const char *path, int argc, char **argv);
 ** waits for the next call, so a step costs the budget plus at most one
 ** slice. The first call starts la_preload(rt, LA_PRELOAD_THREAD) unless
 ** the host chose otherwise. Returns the number of tasks still alive. */
-int la_step(la_runtime_t *rt, int budget_ms);
+LA_API int la_step(la_runtime_t *rt, int budget_ms);
 
 /* Modes of la_preload. */
 #define LA_PRELOAD_NONE   0   /* the first request loads libcurl (CLI) */
@@ -83,7 +100,7 @@ int la_step(la_runtime_t *rt, int budget_ms);
 ** would otherwise do it inside a step (several ms). Call it before the
 ** first la_step. Returns 0, or -1 if libcurl cannot be loaded (NOW) or
 ** the thread cannot start (THREAD: the first request then loads it). */
-int la_preload(la_runtime_t *rt, int mode);
+LA_API int la_preload(la_runtime_t *rt, int mode);
 
 /* Counters a frame host reads after la_step (a debug overlay). */
 typedef struct la_stats {
@@ -99,15 +116,15 @@ typedef struct la_stats {
 } la_stats_t;
 
 /* Copies the runtime's counters into *out. */
-void la_stats(la_runtime_t *rt, la_stats_t *out);
+LA_API void la_stats(la_runtime_t *rt, la_stats_t *out);
 
 /* Runs the loop until every task has finished or nothing can make
 ** progress any more. Returns the number of tasks that failed with an
 ** uncaught error, or that never finished (blocked forever). */
-int la_run(la_runtime_t *rt);
+LA_API int la_run(la_runtime_t *rt);
 
 /* Number of tasks alive (spawned and not yet finished). */
-int la_tasks(la_runtime_t *rt);
+LA_API int la_tasks(la_runtime_t *rt);
 
 /* ---- host <-> script ------------------------------------------------ */
 /* Values of an event or call are described by fmt, one letter each:
@@ -124,20 +141,20 @@ int la_tasks(la_runtime_t *rt);
 ** bad fmt, out of memory, or a full queue (LA_EVENT_QUEUE_MAX events);
 ** the event is then not queued. */
 #define LA_EVENT_QUEUE_MAX 4096
-int la_event_push(la_runtime_t *rt, const char *name, const char *fmt, ...);
+LA_API int la_event_push(la_runtime_t *rt, const char *name, const char *fmt, ...);
 
 /* Starts the Lua function the script registered with
 ** llm.host.handle(name, fn) as a new task fn(values...). Returns 0, or -1
 ** with a message on the main state's stack (no handler, bad fmt). Runs Lua:
 ** call it between steps, not from inside a libuv callback. */
-int la_call(la_runtime_t *rt, const char *name, const char *fmt, ...);
+LA_API int la_call(la_runtime_t *rt, const char *name, const char *fmt, ...);
 
 /* Exposes C functions to scripts as the module `name`: after it,
 ** require(name) returns a table of funcs. Each function gets ud as
 ** lua_touserdata(L, lua_upvalueindex(1)) and runs inside the calling task
 ** (it may raise with luaL_error; it must not call la_step). Scripts wrap
 ** them as agent tools like any Lua function. Returns 0. */
-int la_register(la_runtime_t *rt, const char *name, const luaL_Reg *funcs,
+LA_API int la_register(la_runtime_t *rt, const char *name, const luaL_Reg *funcs,
                 void *ud);
 
 /* Receives what scripts send with llm.host.emit(name, payload): name and
@@ -148,10 +165,10 @@ typedef void (*la_event_fn)(void *ud, const char *name, const char *data,
                             size_t len);
 
 /* Sets the host's event callback (NULL: emit() returns false). */
-void la_on_event(la_runtime_t *rt, la_event_fn fn, void *ud);
+LA_API void la_on_event(la_runtime_t *rt, la_event_fn fn, void *ud);
 
 /* Lua module entry point: require "luagent" from a stock Lua 5.4. */
-int luaopen_luagent(lua_State *L);
+LA_API int luaopen_luagent(lua_State *L);
 
 #ifdef __cplusplus
 }

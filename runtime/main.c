@@ -15,9 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curlver.h>
 #include <lualib.h>
 
+#include "curlapi.h"
 #include "la.h"
 
 static const char *progname = "luagent";
@@ -40,9 +40,14 @@ static void usage(void) {
     progname);
 }
 
+/* The versions of what runs: libuv and libcurl as loaded (libcurl is
+** dlopen()ed, runtime/curlapi.h: the one found now, not the headers'). */
 static void print_version(void) {
+  const char *err = NULL, *curl;
+  if (la_curlapi_load(&err) == 0) curl = curl_version_info(CURLVERSION_NOW)->version;
+  else curl = err;
   printf("luagent %s (%s, libuv %s, libcurl %s)\n", LA_VERSION, LUA_RELEASE,
-         uv_version_string(), LIBCURL_VERSION);
+         uv_version_string(), curl);
 }
 
 /* ================================================================== */
@@ -93,16 +98,9 @@ static void create_arg(lua_State *L, int argc, char **argv, int script) {
   lua_setglobal(L, "arg");
 }
 
-/* Reports a load error and returns 0 (so main can return failure). */
-static int load_failed(lua_State *L) {
-  fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-  lua_pop(L, 1);
-  return 0;
-}
-
 /* Appends the steps of the command line to the plan table on top of L.
 ** Chunks are compiled here, before anything runs, so a syntax error is
-** reported plainly. Returns 1, or 0 after reporting an error. */
+** reported plainly. Returns 1, or 0 with the load error on top of L. */
 static int build_plan(lua_State *L, int argc, char **argv, opts_t *o) {
   int i, n = 0, end = o->script ? o->script : argc;
   for (i = 1; i < end; i++) {
@@ -112,7 +110,7 @@ static int build_plan(lua_State *L, int argc, char **argv, opts_t *o) {
     lua_newtable(L);
     if (a[1] == 'e') {
       if (luaL_loadbuffer(L, v, strlen(v), "=(command line)") != LUA_OK)
-        return load_failed(L);
+        return 0;
       lua_rawseti(L, -2, 1);
     } else {
       const char *eq = strchr(v, '=');
@@ -129,7 +127,7 @@ static int build_plan(lua_State *L, int argc, char **argv, opts_t *o) {
     if (strcmp(path, "-") == 0 && strcmp(argv[o->script - 1], "--") != 0)
       path = NULL;
     lua_newtable(L);
-    if (luaL_loadfile(L, path) != LUA_OK) return load_failed(L);
+    if (luaL_loadfile(L, path) != LUA_OK) return 0;
     lua_rawseti(L, -2, 1);
     for (i = o->script + 1; i < argc; i++) {
       lua_pushstring(L, argv[i]);
@@ -151,6 +149,57 @@ static const char *plan_runner =
   "    step[1](table.unpack(step, 2))\n"
   "  end\n"
   "end\n";
+
+/* Everything before the loop runs, in protected mode as lua.c's pmain
+** does, so that no failure (a load error, out of memory) escapes as a
+** panic: the arg table, the plan (every chunk compiled), and the main
+** task spawned. Arguments: argc, argv, opts and the runtime as light
+** userdata. An error is raised with its message. */
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  opts_t *o = lua_touserdata(L, 3);
+  la_runtime_t *rt = lua_touserdata(L, 4);
+  lua_settop(L, 0);
+  create_arg(L, argc, argv, o->script);
+  /* "=[luagent]": the traceback of a script leaves these frames out (task.c) */
+  if (luaL_loadbuffer(L, plan_runner, strlen(plan_runner), "=[luagent]") != LUA_OK)
+    return lua_error(L);
+  lua_newtable(L);
+  if (o->script == argc) {             /* stdin, no arguments */
+    lua_newtable(L);
+    if (luaL_loadfile(L, NULL) != LUA_OK) return lua_error(L);
+    lua_rawseti(L, -2, 1);
+    lua_rawseti(L, -2, 1);
+  } else if (!build_plan(L, argc, argv, o)) {
+    return lua_error(L);
+  }
+  if (la_spawn(rt, 1) != 0) return lua_error(L);
+  return 0;
+}
+
+/* The REPL's task (lua/luagent/repl.lua), spawned in protected mode. */
+static int prepl(lua_State *L) {
+  la_runtime_t *rt = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  static const char repl[] = "require('luagent.repl').run()";
+  if (luaL_loadbuffer(L, repl, sizeof repl - 1, "=[luagent]") != LUA_OK ||
+      la_spawn(rt, 0) != 0)
+    return lua_error(L);
+  return 0;
+}
+
+/* Runs f (pmain or prepl) protected; reports its error. Returns 1 when
+** it succeeded. */
+static int protected(lua_State *L, lua_CFunction f, int nargs) {
+  lua_pushcfunction(L, f);
+  lua_insert(L, -nargs - 1);
+  if (lua_pcall(L, nargs, 0, 0) == LUA_OK) return 1;
+  fprintf(stderr, "%s: %s\n", progname,
+          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(error object is not a string)");
+  lua_pop(L, 1);
+  return 0;
+}
 
 /* ================================================================== */
 /* Signals                                                             */
@@ -185,25 +234,18 @@ int main(int argc, char **argv) {
   rt = la_open(NULL);
   if (!rt) { fprintf(stderr, "%s: cannot create state\n", progname); return 1; }
   L = la_state(rt);
-  create_arg(L, argc, argv, o.script);
   if (!o.script && !o.interactive && !o.version && argc <= 1 &&
       !isatty(0)) {
     o.script = argc;          /* no arguments, stdin not a tty: run stdin */
   }
-  /* "=[luagent]": the traceback of a script leaves these frames out (task.c) */
-  luaL_loadbuffer(L, plan_runner, strlen(plan_runner), "=[luagent]");
-  lua_newtable(L);
-  if (o.script == argc) {
-    lua_newtable(L);
-    if (luaL_loadfile(L, NULL) != LUA_OK) { load_failed(L); la_close(rt); return 1; }
-    lua_rawseti(L, -2, 1);
-    lua_rawseti(L, -2, 1);
-  } else if (!build_plan(L, argc, argv, &o)) {
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  lua_pushlightuserdata(L, &o);
+  lua_pushlightuserdata(L, rt);
+  if (!protected(L, pmain, 4)) {
     la_close(rt);
     return 1;
   }
-  la_spawn(rt, 1);
-  lua_pop(L, 1);
   uv_signal_init(la_loop(rt), &sig);
   sig.data = rt;
   uv_signal_start(&sig, sigint_cb, SIGINT);
@@ -214,10 +256,9 @@ int main(int argc, char **argv) {
     ** the loop, so earlier lines' tasks keep running at the prompt */
     if (argc == 1) print_version();
     interrupted = 0;
-    luaL_loadbuffer(L, "require('luagent.repl').run()", 29, "=[luagent]");
-    la_spawn(rt, 0);
-    lua_pop(L, 1);
-    failures += la_run(rt);
+    lua_pushlightuserdata(L, rt);
+    if (protected(L, prepl, 1)) failures += la_run(rt);
+    else failures++;
   }
   if (o.stats && luaL_dostring(L, "require('luagent.observe.stats').print_report()") != LUA_OK) {
     fprintf(stderr, "%s: --stats: %s\n", progname, lua_tostring(L, -1));

@@ -95,7 +95,7 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushcclosure(L, luaopen_luagent_core, 1);
   lua_setfield(L, -2, "luagent.core");
   lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, la_curl_open, 1);
+  lua_pushcclosure(L, luaopen_luagent_http_core, 1);
   lua_setfield(L, -2, "luagent.http.core");
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_redis_core, 1);
@@ -106,7 +106,7 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_pushcfunction(L, luaopen_luagent_digest);
   lua_setfield(L, -2, "luagent.digest");
   lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_term, 1);
+  lua_pushcclosure(L, luaopen_luagent_term_core, 1);
   lua_setfield(L, -2, "luagent.term.core");
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, luaopen_luagent_host, 1);
@@ -121,7 +121,7 @@ static void register_modules(lua_State *L, la_runtime_t *rt) {
   lua_setfield(L, -2, "cjson");
   lua_pushcfunction(L, luaopen_cjson_safe);
   lua_setfield(L, -2, "cjson.safe");
-  lua_pushcfunction(L, luaopen_luagent_json);
+  lua_pushcfunction(L, luaopen_luagent_json_core);
   lua_setfield(L, -2, "luagent.json.core");
   lua_pushcfunction(L, luaopen_luagent_chunks_core);
   lua_setfield(L, -2, "luagent.chunks.core");

@@ -17,7 +17,6 @@
 **                                   inherited by the tasks it spawns
 */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,22 +33,8 @@ static _Thread_local la_task_t *running;
 static const la_wait_ops_t sleep_ops;
 
 /* ================================================================== */
-/* Errors                                                              */
+/* Arguments                                                           */
 /* ================================================================== */
-
-/* Pushes a luagent error table {type=, message=} with the shared error
-** metatable (errors.mt once the Lua side registered it). */
-void la_error_push(lua_State *L, const char *type, const char *fmt, ...) {
-  va_list ap;
-  lua_createtable(L, 0, 2);
-  lua_pushstring(L, type);
-  lua_setfield(L, -2, "type");
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_setfield(L, -2, "message");
-  luaL_setmetatable(L, LA_ERROR_MT);
-}
 
 /* Checks that argument arg is a usable duration in seconds. */
 double la_check_seconds(lua_State *L, int arg) {
@@ -691,79 +676,6 @@ static int l_set_context(lua_State *L) {
 }
 
 /* ================================================================== */
-/* Cond: a FIFO wait queue, the building block of Lua-side primitives  */
-/* ================================================================== */
-
-typedef struct { la_node_t waiters; } cond_t;
-
-static int cond_new(lua_State *L) {
-  cond_t *c = lua_newuserdatauv(L, sizeof *c, 0);
-  la_list_init(&c->waiters);
-  luaL_setmetatable(L, LA_COND_MT);
-  return 1;
-}
-
-static int cond_push(lua_State *co, la_task_t *t) {
-  lua_pushboolean(co, !t->timed_out);
-  return 1;
-}
-
-static void cond_cancel(la_task_t *t) {
-  la_list_remove(&t->node);
-  la_task_timer_stop(t);
-}
-
-static const la_wait_ops_t cond_ops = {"cond", cond_push, cond_cancel};
-
-/* cond:wait([seconds]) -> true when signalled, false on timeout. */
-static int cond_wait(lua_State *L) {
-  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
-  double s = lua_isnoneornil(L, 2) ? -1 : la_check_seconds(L, 2);
-  la_task_t *t = la_task_current(L, "cond:wait");
-  if (s >= 0 && la_task_timer_start(t, s) != 0)
-    return luaL_error(L, "cond:wait: cannot start timer");
-  la_list_push(&c->waiters, &t->node);
-  return la_suspend(L, t, &cond_ops, c);
-}
-
-/* Wakes the first waiter; returns 1 if there was one. */
-static int cond_wake_one(cond_t *c) {
-  la_task_t *t;
-  if (la_list_empty(&c->waiters)) return 0;
-  t = LA_CONTAINER(c->waiters.next, la_task_t, node);
-  la_list_remove(&t->node);
-  la_task_timer_stop(t);
-  t->timed_out = 0;
-  la_task_wake(t);
-  return 1;
-}
-
-/* cond:signal() -> true if a waiter was woken (FIFO). */
-static int cond_signal(lua_State *L) {
-  lua_pushboolean(L, cond_wake_one(luaL_checkudata(L, 1, LA_COND_MT)));
-  return 1;
-}
-
-/* cond:broadcast() -> number of waiters woken. */
-static int cond_broadcast(lua_State *L) {
-  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
-  int n = 0;
-  while (cond_wake_one(c)) n++;
-  lua_pushinteger(L, n);
-  return 1;
-}
-
-/* cond:waiters() -> number of tasks waiting. */
-static int cond_waiters(lua_State *L) {
-  cond_t *c = luaL_checkudata(L, 1, LA_COND_MT);
-  la_node_t *n;
-  lua_Integer count = 0;
-  for (n = c->waiters.next; n != &c->waiters; n = n->next) count++;
-  lua_pushinteger(L, count);
-  return 1;
-}
-
-/* ================================================================== */
 /* Debug counters and module                                           */
 /* ================================================================== */
 
@@ -805,28 +717,16 @@ static int l_run(lua_State *L) {
   return 0;
 }
 
-/* set_error_mt(mt): share the Lua error metatable with C errors. */
-static int l_set_error_mt(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_setfield(L, LUA_REGISTRYINDEX, LA_ERROR_MT);
-  return 0;
-}
-
 static const luaL_Reg task_methods[] = {
   {"await", l_task_await}, {"wait", l_task_wait}, {"cancel", l_task_cancel},
   {"status", l_task_status}, {"error", l_task_error}, {NULL, NULL}
 };
 
-static const luaL_Reg cond_methods[] = {
-  {"wait", cond_wait}, {"signal", cond_signal}, {"broadcast", cond_broadcast},
-  {"waiters", cond_waiters}, {NULL, NULL}
-};
-
 static const luaL_Reg core_funcs[] = {
   {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
-  {"current", l_current}, {"cond", cond_new}, {"debug", l_debug},
+  {"current", l_current}, {"cond", la_cond_new}, {"debug", l_debug},
   {"context", l_context}, {"set_context", l_set_context},
-  {"set_error_mt", l_set_error_mt}, {"run", l_run},
+  {"set_error_mt", la_error_set_mt}, {"run", l_run},
   {"resolve", la_dns_resolve}, {NULL, NULL}
 };
 
@@ -850,7 +750,7 @@ static void new_class(lua_State *L, la_runtime_t *rt, const char *name,
 ** task) get their methods too. */
 void la_task_classes(lua_State *L, la_runtime_t *rt) {
   new_class(L, rt, LA_TASK_MT, task_methods, l_task_tostring);
-  new_class(L, rt, LA_COND_MT, cond_methods, NULL);
+  new_class(L, rt, LA_COND_MT, la_cond_methods, NULL);
 }
 
 /* require "luagent.core" (registered as a closure with the runtime). */
@@ -861,5 +761,7 @@ int luaopen_luagent_core(lua_State *L) {
   luaL_setfuncs(L, core_funcs, 1);
   lua_pushlightuserdata(L, &suspend_key);
   lua_setfield(L, -2, "SUSPEND");
+  lua_pushliteral(L, LA_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }

@@ -400,7 +400,7 @@ static const luaL_Reg term_funcs[] = {
 };
 
 /* require "luagent.term.core" (a closure with the runtime as upvalue). */
-int luaopen_luagent_term(lua_State *L) {
+int luaopen_luagent_term_core(lua_State *L) {
   tin_t *in;
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));

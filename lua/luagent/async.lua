@@ -7,7 +7,7 @@ local errors = require "luagent.errors"
 local M = {}
 
 local spawn, cond_new, SUSPEND = core.spawn, core.cond, core.SUSPEND
-local pack, unpack, select = table.pack, table.unpack, select
+local pack, select = table.pack, select
 
 local function check_callable(f, fname, i)
   local t = type(f)
@@ -201,11 +201,7 @@ local function resume(co, ...)
 end
 
 local function wrap_result(ok, ...)
-  if not ok then
-    local e = ...
-    if type(e) == "string" then e = e end
-    error(e, 0)
-  end
+  if not ok then error((...), 0) end
   return ...
 end
 

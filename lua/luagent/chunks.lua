@@ -46,6 +46,48 @@ function M.usage(prompt, completion, total)
            total_tokens = total or (prompt + completion) }
 end
 
+-- ---------------------------------------------------------------------------
+-- The shape of a chunk: its one definition
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Chunk an OpenAI chat.completion.chunk
+---@field id string
+---@field object "chat.completion.chunk"
+---@field created integer
+---@field model string
+---@field choices luagent.ChunkChoice[] empty (a JSON []) in a usage-only chunk
+---@field usage table|nil {prompt_tokens=, completion_tokens=, total_tokens=}
+---@field system_fingerprint string|nil
+
+---@class luagent.ChunkChoice
+---@field index integer
+---@field delta luagent.Delta (`message` in a chat.completion's choice)
+---@field finish_reason "stop"|"length"|"tool_calls"|"content_filter"|nil
+
+---@class luagent.Delta
+---@field role string|nil
+---@field content string|nil
+---@field reasoning_content string|nil
+---@field tool_calls luagent.ToolCallDelta[]|nil
+
+---@class luagent.ToolCallDelta a fragment of a tool call, joined by index
+---@field index integer
+---@field id string|nil on the call's first fragment
+---@field type "function"|nil
+---@field function {name: string|nil, arguments: string|nil}
+---@field extra_content table|nil provider data to send back (Gemini's thought signature)
+
+--- The fields of each part of a chunk, as the classes above say: what
+--- M.chunk makes, the decoders fill and the builder (runtime/builder.c,
+--- which checks at load that every field it reads is here) reads.
+M.SHAPE = {
+  chunk = { "id", "object", "created", "model", "choices", "usage", "system_fingerprint" },
+  choice = { "index", "delta", "message", "finish_reason" },
+  delta = { "role", "content", "reasoning_content", "tool_calls" },
+  tool_call = { "index", "id", "type", "function", "extra_content" },
+  ["function"] = { "name", "arguments" },
+}
+
 --- Builds one chat.completion.chunk with a single choice.
 ---@param id string
 ---@param model string
@@ -75,86 +117,42 @@ function M.usage_chunk(id, model, created, usage)
 end
 
 -- ---------------------------------------------------------------------------
--- Decoder base: the state every provider's stream decoder shares.
+-- Decoders: the one protocol every provider's stream decoder follows
 -- ---------------------------------------------------------------------------
 
 ---@class luagent.Decoder
----@field provider string
+---@field provider string the provider's name (on the decoder type)
 ---@field model string
----@field id string
----@field created integer
----@field done boolean the provider's end marker was seen
----@field finished boolean a finish_reason was delivered
+---@field id string|nil
+---@field created integer|nil
+---@field done boolean|nil the provider's end marker was seen
+---@field finished boolean|nil a finish_reason was delivered
+---@field feed fun(self: luagent.Decoder, event: string|nil, data: string|table): table|false|nil, table|nil
+---  one framed event (SSE event name + data, or an NDJSON line with a nil
+---  event; data the transport decoded is a table) -> its chunk, false when
+---  the event makes none, or nil, err. Several candidates of one event are
+---  several choices of one chunk.
 local Decoder = {}
 Decoder.__index = Decoder
 
---- Creates decoder state. `feed_impl(self, event, data)` does the provider's
---- work; opts = {id=, created=} fixes what the provider may not send;
---- `state` holds the provider's own starting fields (a fresh table per decoder).
+--- A provider's decoder type: Decoder's methods, the provider's name and
+--- its `feed(self, event, data)` (see luagent.Decoder). Returns the
+--- provider's `decoder(model, opts)`, which makes one decoder per stream:
+--- opts = {id=, created=} fixes what the provider may not send, and
+--- `init(dec, opts)` (when given) adds the provider's own state.
 ---@param provider string
----@param model string
----@param opts table|nil
----@param feed_impl fun(self: luagent.Decoder, event: string|nil, data: string): table|nil, table|nil
----@param state table|nil
----@return luagent.Decoder
-function M.decoder(provider, model, opts, feed_impl, state)
-  -- two fields: done, finished and the event count come when set (a
-  -- decoder lives as long as its stream, and tables grow by powers of two)
-  local dec = setmetatable({ provider = provider, model = model }, M.decoder_class(feed_impl))
-  if opts then dec.id, dec.created = opts.id, opts.created end
-  if state then
-    for k, v in pairs(state) do dec[k] = v end
+---@param feed fun(self: luagent.Decoder, event: string|nil, data: string|table): table|false|nil, table|nil
+---@param init (fun(dec: luagent.Decoder, opts: table|nil))|nil
+---@return fun(model: string, opts: table|nil): luagent.Decoder
+function M.decoder_type(provider, feed, init)
+  local class = setmetatable({ provider = provider, feed = feed }, Decoder)
+  class.__index = class
+  return function(model, opts)
+    local dec = setmetatable({ model = model }, class)
+    if opts then dec.id, dec.created = opts.id, opts.created end
+    if init then init(dec, opts) end
+    return dec
   end
-  return dec
-end
-
--- One class per provider feed: the feed functions live there, not in
--- every stream's decoder (a decoder is made per stream: fewer fields, a
--- smaller table).
-local classes = setmetatable({}, { __mode = "k" })
-
---- The decoder class of a provider's feed (made once): its instances have
---- Decoder's methods and `_feed = feed_impl` (and `feed1`, see
---- one_chunk_feed).
----@param feed_impl function
----@return table class
-function M.decoder_class(feed_impl)
-  local class = classes[feed_impl]
-  if not class then
-    class = setmetatable({ _feed = feed_impl }, Decoder)
-    class.__index = class
-    classes[feed_impl] = class
-  end
-  return class
-end
-
---- The feed of a provider whose events make at most one chunk each, from
---- its one-chunk `feed1` (event, data) -> chunk | false (no chunk) | nil,
---- err: the list form (for Decoder:feed and Decoder:build) is made here,
---- and the class gets feed1, which the HTTP source calls instead, handing
---- each chunk straight on.
----@param feed1 function
----@return function feed the list form, for M.decoder
-function M.one_chunk_feed(feed1)
-  local function feed(self, event, data)
-    local c, err = feed1(self, event, data)
-    if c then return { c } end
-    if c == false then return {} end
-    return nil, err
-  end
-  M.decoder_class(feed).feed1 = feed1
-  return feed
-end
-
---- Decodes one framed event (SSE event name + data, or an NDJSON line with a
---- nil event). Returns a (possibly empty) list of chunks, or nil, err.
----@param event string|nil
----@param data string
----@return table|nil chunks
----@return table|nil err
-function Decoder:feed(event, data)
-  self._events = (self._events or 0) + 1
-  return self._feed(self, event, data or "")
 end
 
 --- A chunk stamped with this stream's id, model and created time; a finish
@@ -215,23 +213,20 @@ end
 ---@return table|nil response
 ---@return table|nil err
 function Decoder:build(body)
-  local list, err = self:feed(nil, body)
-  if not list then return nil, err end
-  return M.build(list)
+  local c, err = self:feed(nil, body)
+  if c == nil then return nil, err end
+  return M.build({ c or nil })
 end
 
 --- Called at the end of the body: StreamIncomplete unless the end marker was
---- seen or a finish_reason delivered (RELIABILITY.md, Kong#14499).
---- `events` is the count of events when the caller kept it (feed1 callers:
---- the one-chunk feed does not count); else the decoder's own count.
----@param events integer|nil
+--- seen or a finish_reason delivered (docs/architecture.md; Kong#14499).
 ---@return true|nil ok
 ---@return table|nil err
-function Decoder:finish(events)
+function Decoder:finish()
   if self.done or self.finished then return true end
   return nil, errors.new("StreamIncomplete",
-    "stream ended before its end marker and without a finish_reason (after "
-    .. (events or self._events or 0) .. " events)", { provider = self.provider, model = self.model })
+    "stream ended before its end marker and without a finish_reason",
+    { provider = self.provider, model = self.model })
 end
 
 -- ---------------------------------------------------------------------------
@@ -242,7 +237,7 @@ end
 -- b:add(chunk) runs for every streamed chunk, and keeps each choice's text
 -- in one byte buffer rather than a Lua string per token.
 local core = require "luagent.chunks.core"
-core.setup(json.array_mt)
+core.setup(json.array_mt, M.SHAPE)
 
 ---@class luagent.ChunkBuilder
 ---@field add fun(self: luagent.ChunkBuilder, chunk: table) adds one chunk (a usage-only chunk with choices = [] is fine)

@@ -9,7 +9,6 @@ local core = require "luagent.core"
 local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local chunks = require "luagent.chunks"
-local mock = require "luagent.providers.mock"
 local params = require "luagent.params"
 local events = require "luagent.observe.events"   -- hooks: see the list at its top
 
@@ -64,64 +63,39 @@ local function reword_timeout(err, p, dl)
   return err
 end
 
+-- The chunks of a streaming response: each framed event (read_json
+-- decodes it; the mock provider's are tables already) through the
+-- provider's decoder, which makes zero or one chunk of it.
+---@class luagent.ChunkSource
+---@field resp table the response (luagent.http.core's, or an in-process provider's)
+---@field read function the response's read_json, looked up once per stream
+---  (on an HTTP response each lookup is a call of its C __index)
+---@field dec luagent.Decoder
+---@field events integer events read so far (for StreamIncomplete's message)
+---@field p table|nil the attempt's parameters, to word a timeout (with deadline)
+---@field deadline number|nil the call's deadline (core.now() time)
+local Source = {}
+Source.__index = Source
 
--- Source of chunks over HTTP: framed events through a provider decoder.
--- src:next() -> chunk | nil (end) | nil, err. Events come decoded from
--- the transport (resp:read_json); a decoder with a one-chunk feed1 (openai)
--- hands each chunk straight on, others go through their chunk lists. A
--- source is made per stream and held while it is open: four fields (the
--- provider and model are the decoder's; list and li come with the first
--- list, permit and tokens with a rate limit and the usage).
-local HttpSource = {}
-HttpSource.__index = HttpSource
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
-local read_json        -- resp:read_json, the same C function for every response
 
-local function http_source(resp, dec)
-  read_json = read_json or resp.read_json
-  return setmetatable({ resp = resp, dec = dec, feed1 = dec.feed1, events = 0 }, HttpSource)
+local function new_source(resp, dec)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
 end
 
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
-local function http_end(self, err)
+local function source_end(self, err)
   local dec = self.dec
   if err then
-    if err.type == "StreamIncomplete" and (dec.done or dec.finished) then
-      return nil
-    end
+    if err.type == "StreamIncomplete" and (dec.done or dec.finished) then return nil end
     if self.p then err = reword_timeout(err, self.p, self.deadline) end
     return nil, decorate(err, dec.provider, dec.model)
   end
-  local ok, ferr = dec:finish(self.feed1 and self.events)   -- feed1 leaves the count to us
-  if not ok then return nil, ferr end
-  return nil
-end
-
--- The next chunk of a decoder without feed1: from the list of the last
--- event, else from the next events.
-local function list_next(self)
-  local list = self.list
-  if list then
-    local i = self.li + 1
-    local c = list[i]
-    if c ~= nil then
-      self.li = i
-      return c
-    end
-    self.list = nil
-  end
-  local resp, dec = self.resp, self.dec
-  while true do
-    local data, event = read_json(resp, ARRAY_MT)
-    if data == nil then return http_end(self, event) end
-    local l, err = dec:feed(event, data)
-    if not l then return nil, decorate(err, dec.provider, dec.model) end
-    if l[1] ~= nil then
-      self.list, self.li = l, 1
-      return l[1]
-    end
-  end
+  local ok, ferr = dec:finish()
+  if ok then return nil end
+  ferr.message = ("%s (after %d events)"):format(ferr.message, self.events)
+  return nil, ferr
 end
 
 -- At the provider's end marker ([DONE]) the stream is over, as in the
@@ -136,98 +110,26 @@ local function after_end(self)
     if resp:read() == nil then break end
   end
   resp:close()
-  return http_end(self, nil)
+  return source_end(self, nil)
 end
 
-function HttpSource:next()
-  local feed1 = self.feed1
-  if not feed1 then return list_next(self) end
-  local resp, dec = self.resp, self.dec
+--- The next chunk; nil at the end; nil, err on failure.
+---@return luagent.Chunk|nil chunk
+---@return table|nil err
+function Source:next()
+  local resp, read, dec = self.resp, self.read, self.dec
   while true do
-    local data, event = read_json(resp, ARRAY_MT)
-    if data == nil then return http_end(self, event) end
+    local data, event = read(resp, ARRAY_MT)
+    if data == nil then return source_end(self, event) end
     self.events = self.events + 1
-    local c, err = feed1(dec, event, data)
+    local c, err = dec:feed(event, data)
     if c then return c end
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
     if dec.ended then return after_end(self) end
   end
 end
 
-function HttpSource:close()
-  self.resp:close()
-  if self.permit then self.permit:release(self.tokens); self.permit = nil end
-end
-
--- Source of chunks from the in-process mock provider, at its cadence.
-local MockSource = {}
-MockSource.__index = MockSource
-
-function MockSource:next()
-  local i = self.i + 1
-  local c = self.list[i]
-  if not c then
-    if self.plan.error then return nil, self.plan.error end
-    return nil
-  end
-  self.i = i
-  local delay = self.plan.delay
-  if i > 1 and delay > 0 then
-    local dl = self.deadline
-    if dl and core.now() + delay > dl then
-      sleep(math.max(0, dl - core.now()))
-      self.i = #self.list
-      return nil, total_timeout(self.p, self.model, "mock")
-    end
-    sleep(delay)
-  end
-  return c
-end
-
-function MockSource:close()
-  self.i = #self.list
-  if self.permit then self.permit:release(self.tokens); self.permit = nil end
-end
-
--- The in-process mock: no network, a realistic token cadence.
--- mock_response may be a function of the request, for scripted
--- conversations (agents, tests): it returns the text, an error spec, or
--- {tool_calls = {{name=, arguments=}}}, as the mock parameters take them.
-local function scripted(p)
-  local r = p.mock_response(p)
-  local q = {}
-  for k, v in pairs(p) do q[k] = v end
-  if type(r) == "table" and r.tool_calls then
-    q.mock_response, q.mock_tool_calls = nil, r.tool_calls
-  else
-    q.mock_response = r
-  end
-  return q
-end
-
-local function mock_attempt(p, model, limit, dl)
-  if type(p.mock_response) == "function" then p = scripted(p) end
-  local plan, err = mock.plan(p, model)
-  if not plan then return nil, err end
-  if plan.error and plan.error_after == 0 then
-    return nil, decorate(plan.error, "mock", model)
-  end
-  if not p.stream then
-    local d = plan.delay * (#plan.tokens + 1)
-    if limit and d > limit then
-      sleep(limit)
-      return nil, total_timeout(p, model, "mock")
-    end
-    if d > 0 then sleep(d) end
-    local resp, rerr = mock.response(plan, model)
-    if not resp then return nil, decorate(rerr, "mock", model) end
-    return resp
-  end
-  local src = setmetatable({ plan = plan, list = mock.chunks(plan, model), i = 0 }, MockSource)
-  if dl then src.deadline, src.p, src.model = dl, p, model end
-  if plan.error then plan.error = decorate(plan.error, "mock", model) end
-  return src
-end
+function Source:close() self.resp:close() end
 
 -- The error of a response that is not a success (or not the stream asked
 -- for): the provider reads its body.
@@ -248,6 +150,8 @@ end
 --- A rough token estimate of a request, for rate limiters, corrected
 --- from the usage the provider reports: prompt characters / 4 plus the
 --- completion budget.
+---@param p table a completion table
+---@return integer tokens
 function M.estimate_tokens(p)
   local chars = 0
   for _, m in ipairs(p.messages or {}) do
@@ -267,12 +171,49 @@ local function usage_tokens(u)
   return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
-local attempt_once
+-- One attempt on one model, without a rate limit, within `limit` seconds
+-- (nil: none): a response table (non-stream), a chunk source (stream), or
+-- nil, err. The transport's timeout is the limit; dl words it (see
+-- reword_timeout).
+local function attempt_once(p, limit, dl)
+  local P, model = providers.for_call(p, M.default_model)
+  if not P then return nil, model end
+  local key = p.api_key or getenv(P.env_key)
+  errors.add_secret(key)        -- redacted literally from any error text
+  if P.env_key and (key == nil or key == "") then
+    return nil, errors.new("AuthenticationError",
+      ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
+      { provider = P.name, model = model })
+  end
+  local base = p.api_base or getenv(P.env_base) or P.default_base
+  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
+  if not req then return nil, decorate(rerr, P.name, model) end
+  -- the request table itself carries the transport's options (no copy)
+  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
+    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+  local send = P.send
+  if not send then
+    hcore = hcore or require "luagent.http.core"
+    send = hcore.request
+  end
+  local resp, err = send(req)
+  if not resp then return nil, decorate(reword_timeout(err, p, dl), P.name, model) end
+  if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
+    return nil, response_error(P, resp, model, req.stream)
+  end
+  if req.stream then
+    local src = new_source(resp, P.decoder(model))
+    if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
+    return src
+  end
+  local body, berr = resp:body()
+  resp:close()
+  if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
+  local out, perr = P.parse_response(resp.status, body, model)
+  if not out then return nil, decorate(perr, P.name, model) end
+  return out
+end
 
---- One attempt on one model. With rate_limit=, the attempt first takes a
---- permit (waiting fairly) and gives it back with the tokens actually used
---- when the response, or the stream, ends. Returns a response table
---- (non-stream), a chunk source (stream), or nil, err.
 -- The time limit of the next attempt: attempt_timeout and what is left
 -- of the call's total timeout, whichever is shorter; nil for none. false
 -- when the total timeout has already passed.
@@ -287,6 +228,16 @@ local function attempt_limit(p, dl)
   return limit
 end
 
+--- One attempt on one model. With rate_limit=, the attempt first takes a
+--- permit (waiting fairly); a non-streaming attempt gives it back with the
+--- tokens the response used, a stream's permit is returned with it for
+--- the stream to give back when it ends. The attempt's time limit is
+--- attempt_timeout or what is left of the call's timeout (deadline dl),
+--- whichever is shorter.
+---@param p table the attempt's completion table
+---@param dl number|nil the call's deadline
+---@return table|nil result a chat.completion, or a luagent.ChunkSource
+---@return table|nil permit_or_err the stream's permit (or nil), or the error
 local function attempt(p, dl)
   local limit = attempt_limit(p, dl)
   if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
@@ -310,53 +261,9 @@ local function attempt(p, dl)
     permit:release(0)
     return nil, err
   end
-  if r.next then
-    r.permit = permit
-  else
-    permit:release(usage_tokens(r.usage))
-  end
+  if r.next then return r, permit end
+  permit:release(usage_tokens(r.usage))
   return r
-end
-
-attempt_once = function(p, limit, dl)
-  local name = p.model or M.default_model
-  if p.mock_response ~= nil then
-    local _, m = providers.resolve(name)
-    return mock_attempt(p, type(m) == "string" and m or name, limit, dl)
-  end
-  local P, model = providers.resolve(name)
-  if not P then return nil, model end
-  if P.name == "mock" then return mock_attempt(p, model, limit, dl) end
-  local key = p.api_key or getenv(P.env_key)
-  errors.add_secret(key)        -- redacted literally from any error text
-  if P.env_key and (key == nil or key == "") then
-    return nil, errors.new("AuthenticationError",
-      ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
-      { provider = P.name, model = model })
-  end
-  local base = p.api_base or getenv(P.env_base) or P.default_base
-  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
-  if not req then return nil, decorate(rerr, P.name, model) end
-  hcore = hcore or require "luagent.http.core"
-  -- the request table itself carries the transport's options (no copy)
-  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
-  local resp, err = hcore.request(req)
-  if not resp then return nil, decorate(reword_timeout(err, p, dl), P.name, model) end
-  if resp.status < 200 or resp.status >= 300 or (req.stream and not resp.framed) then
-    return nil, response_error(P, resp, model, req.stream)
-  end
-  if req.stream then
-    local src = http_source(resp, P.decoder(model))
-    if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
-    return src
-  end
-  local body, berr = resp:body()
-  resp:close()
-  if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
-  local out, perr = P.parse_response(resp.status, body, model)
-  if not out then return nil, decorate(perr, P.name, model) end
-  return out
 end
 
 -- ---------------------------------------------------------------------------
@@ -391,6 +298,9 @@ end
 
 --- Delay before retry n (0-based): Retry-After when sane, else 0.5*2^n
 --- capped at 8 s, with up to 25% jitter. false = do not retry.
+---@param n integer the retry number, from 0
+---@param retry_after number|nil seconds the server asked for
+---@return number|false delay seconds, or false
 function M.backoff(n, retry_after)
   if retry_after ~= nil then
     if retry_after > MAX_RETRY_AFTER then return false end
@@ -415,23 +325,26 @@ local function new_chain(p)
   if fallbacks then
     for _, f in ipairs(fallbacks) do candidates[#candidates + 1] = fallback_params(p, f) end
   end
-  -- four fields: ctx (the context-window fallbacks) only when there are some
+  -- ctx: the context-window fallbacks, nil when there are none
+  local ctx
+  if cw and cw[1] ~= nil then
+    ctx = {}
+    for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
+    -- a prompt that clearly cannot fit goes to the bigger models at once
+    if require("luagent.observe.cost").clearly_too_big(p) then candidates, ctx = ctx, nil end
+  end
+  -- timeout bounds the whole call: attempts, backoff and fallbacks
+  local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
   local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
                                retries = p.num_retries or M.num_retries }, Chain)
-  -- timeout bounds the whole call: attempts, backoff and fallbacks
-  if p.timeout and p.timeout > 0 then chain.deadline = core.now() + p.timeout end
-  if cw and cw[1] ~= nil then
-    local ctx = {}
-    for i, f in ipairs(cw) do ctx[i] = fallback_params(p, f) end
-    chain.ctx = ctx
-    -- a prompt that clearly cannot fit goes to the bigger models at once
-    if require("luagent.observe.cost").clearly_too_big(p) then chain.candidates, chain.ctx = ctx, nil end
-  end
+  chain.ctx, chain.deadline = ctx, deadline
   return chain
 end
 
 --- Records the failure of the current attempt and returns the parameters
 --- of the next one (after sleeping the backoff), or nil when exhausted.
+---@param err table the attempt's error
+---@return table|nil params the next attempt's completion table
 function Chain:next_after(err)
   local cur = self.candidates[self.idx]
   local rec = { model = cur.model or M.default_model, status = err.status, type = err.type,
@@ -467,17 +380,24 @@ function Chain:next_after(err)
   return nil
 end
 
+--- The chain's final error: err with the record of every attempt.
+---@param err table
+---@return table err
 function Chain:fail(err)
   err.attempts = self.attempts or {}
   return err
 end
 
---- Runs attempts until one succeeds; returns result, params or nil, err.
+--- Runs attempts until one succeeds.
+---@param p table the first attempt's completion table
+---@return table|nil result a chat.completion or a luagent.ChunkSource; nil on failure
+---@return table params_or_err the parameters of the attempt that succeeded, or the error
+---@return table|nil permit a stream's rate-limit permit
 function Chain:run(p)
   while true do
     if self.ev then self.ev:attempt(p) end
     local r, err = attempt(p, self.deadline)
-    if r then return r, p end
+    if r then return r, p, err end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
     p = nxt
@@ -495,6 +415,8 @@ Stream.__name = "luagent.Stream"
 
 --- True when a chunk carries content the script will see (text, a tool
 --- call or reasoning): from then on a stream no longer falls back silently.
+---@param c luagent.Chunk
+---@return boolean
 local function has_content(c)
   local ch = c.choices and c.choices[1]
   local d = ch and ch.delta
@@ -509,6 +431,9 @@ M.has_content = has_content
 -- next attempt of the chain starts over; the script sees the reply again
 -- from the beginning) or "continue" (the next attempt continues the reply,
 -- given the partial text as an assistant prefix).
+---@param self luagent.Stream
+---@param err table
+---@return "raise"|"restart"|"continue"
 local function midstream_policy(self, err)
   local fn = self._on_mid
   if not fn then return "raise" end
@@ -533,9 +458,21 @@ local function continue_params(p, builder)
   return q
 end
 
+-- Closes the stream's source and gives its rate-limit permit back with
+-- the tokens the usage reported.
+local function close_source(self)
+  local src = self._src
+  if src then src:close() end
+  local permit = self._permit
+  if permit then
+    self._permit = nil
+    permit:release(self._tokens)
+  end
+end
+
 local function finish(self, err)
   self._done, self._err = true, err
-  if self._src then self._src:close() end
+  close_source(self)
   local ev = self._ev; if ev then ev:finish(err, self._builder) end
   return nil, err
 end
@@ -553,31 +490,35 @@ function Stream:next()
       if self._restarted then
         -- the first chunk of a restarted reply says so: what the script
         -- printed before belongs to the abandoned attempt
-        c.restarted, self._restarted = true, nil
+        c.restarted, self._restarted = true, false
       end
       if self._continued and c.model then self._continued = c.model end
       self._builder:add(c)
       local ev = self._ev
       if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
       local u = c.usage
-      if u then self._src.tokens = usage_tokens(u) end
-      if self._chain and not self._content and has_content(c) then
-        -- from now on a failure is raised unless the script has a policy;
-        -- without one the chain is dropped, and a stream without a chain
-        -- raises its failures (no field is added: the table keeps its size)
-        if self._on_mid then self._content = true else self._chain = nil end
+      if u then self._tokens = usage_tokens(u) end
+      -- from the first content on, a failure is raised unless the script
+      -- has an on_midstream_failure policy; without one the chain (every
+      -- attempt's parameters) will not be used again and is let go
+      if not self._content and has_content(c) then
+        self._content = true
+        if not self._on_mid then self._chain = nil end
       end
       return c
     elseif err then
       local policy = self._content and midstream_policy(self, err) or "fallback"
-      if policy == "raise" or not self._chain then return finish(self, err) end
-      self._src:close()
+      if policy == "raise" then return finish(self, err) end
+      close_source(self)
       local nxt = self._chain:next_after(err)
       if not nxt then return finish(self, self._chain:fail(err)) end
       if policy == "continue" then nxt = continue_params(nxt, self._builder) end
-      local src, p = self._chain:run(nxt)
-      if not src then return finish(self, p) end
-      self._src, self.model = src, p.model or M.default_model
+      local src, p, permit = self._chain:run(nxt)
+      if not src then
+        self._src = nil
+        return finish(self, p)
+      end
+      self._src, self._permit, self._tokens, self.model = src, permit, nil, p.model or M.default_model
       if policy == "restart" then
         self._builder = chunks.builder()
         self._restarted, self.restarts = true, (self.restarts or 0) + 1
@@ -594,6 +535,7 @@ end
 
 --- Gives a stream class (with :next() and :response()) the iterator
 --- protocol and :text(); shared with the router's streams.
+---@param Class table
 function M.stream_methods(Class)
   --- for chunk in stream do ... end  (raises on a mid-stream failure)
   function Class:__call()
@@ -623,6 +565,7 @@ M.stream_methods(Stream)
 
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.
+---@return table response a chat.completion
 function Stream:response()
   local r = self._builder:response()
   local cont = self._continued
@@ -644,6 +587,9 @@ Stream.__gc = Stream.close
 
 --- llm.completion{model=, messages=, stream=, ...}: a chat.completion
 --- table, a Stream, or nil, err. See README.md for the parameters.
+---@param p table the completion parameters (model=, messages=, stream=, ...)
+---@return table|luagent.Stream|nil result
+---@return table|nil err
 function M.completion(p)
   params.check(p, M.default_model)
   if not core.current() then
@@ -662,7 +608,7 @@ function M.completion(p)
   if berr then return nil, berr end
   local chain = new_chain(p)
   if ev then chain.ev = ev end
-  local r, used = chain:run(chain.candidates[1])   -- p, or a context-window fallback
+  local r, used, permit = chain:run(chain.candidates[1])   -- p, or a context-window fallback
   if not r then
     if ev then ev:failure(used) end
     return nil, used
@@ -671,13 +617,12 @@ function M.completion(p)
     if ev then ev:success(r) end
     return entry and entry:store(r) or r
   end
-  -- four fields while it streams (_content, _done and _err come when set;
-  -- tables grow by powers of two and a stream lives as long as its reply)
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
+    _done = false, _content = false, _restarted = false, _continued = false,
   }, Stream)
-  if p.on_midstream_failure then s._on_mid = p.on_midstream_failure end
-  if ev then s._ev = ev end
+  -- a rate limit's permit, the script's policy, the observers' events
+  s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
   if entry then return entry:store(s) end
   return s
 end

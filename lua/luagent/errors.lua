@@ -5,7 +5,7 @@
 -- The C runtime builds Cancelled and Timeout errors itself with the same
 -- metatable, which is why `__tostring` tolerates any missing field.
 --
--- Decisions (DESIGN.md leaves these open):
+-- Decisions (the error types are README.md's):
 -- * 422 maps to BadRequestError (status 422 kept): our type set has no
 --   UnprocessableEntityError and both mean "the request itself is wrong".
 -- * 409 maps to APIError (status 409) and is retryable by its status.
@@ -246,7 +246,7 @@ function M.reason_phrase(status)
   return reason_phrase[status]
 end
 
---- The error type DESIGN.md maps an HTTP status to.
+--- The error type an HTTP status maps to (README.md's table).
 ---@param status integer|nil
 ---@return string type
 ---@return boolean known false when the status fell through to APIError

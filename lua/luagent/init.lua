@@ -1,5 +1,5 @@
 --- luagent: LLM completions and streams as plain sequential Lua, with
---- thousands of tasks on one libuv loop. See README.md and DESIGN.md.
+--- thousands of tasks on one libuv loop. See README.md and docs/architecture.md.
 local core = require "luagent.core"
 local errors = require "luagent.errors"
 local async = require "luagent.async"
@@ -8,7 +8,7 @@ core.set_error_mt(errors.mt)
 async.install_coroutines()
 
 local M = {
-  _VERSION = "luagent 0.1.0",
+  _VERSION = "luagent " .. core.VERSION,   -- runtime/luagent.h's LA_VERSION
   errors = errors,
 }
 

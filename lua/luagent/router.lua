@@ -148,6 +148,10 @@ local function counts_against(err)
   return s == 401 or s == 404 or s == 408 or s == 429 or s >= 500
 end
 
+--- True while deployment d sits out its cooldown at time t.
+---@param d table a deployment
+---@param t number
+---@return boolean
 function Router:_cooling(d, t)
   if d.cooldown_until == 0 then return false end
   if d.cooldown_until > t then return true end
@@ -156,6 +160,9 @@ function Router:_cooling(d, t)
   return false
 end
 
+--- Counts a failure of d; too many within the window start its cooldown.
+---@param d table a deployment
+---@param err table
 function Router:_failed(d, err)
   if not counts_against(err) then return end
   local t = now()
@@ -167,10 +174,16 @@ function Router:_failed(d, err)
   end
 end
 
+--- Folds one time to first chunk into d's moving latency.
+---@param d table a deployment
+---@param seconds number
 function Router:_latency(d, seconds)
   d.latency = d.latency and (1 - LATENCY_ALPHA) * d.latency + LATENCY_ALPHA * seconds or seconds
 end
 
+--- Records tokens used by d (usage-based routing).
+---@param d table a deployment
+---@param tokens integer|nil
 function Router:_used(d, tokens)
   local t = now()
   d.usage:expire(t)
@@ -235,6 +248,11 @@ end
 --- A healthy deployment of group `name` by the routing strategy: one not
 --- yet tried in this call if possible, and one whose rate limit admits at
 --- once if possible. Returns the deployment or nil, err.
+---@param name string a model_name
+---@param tried table set of deployments tried in this call
+---@param tokens integer the call's token estimate
+---@return table|nil deployment
+---@return table|nil err
 function Router:_pick(name, tried, tokens)
   local list, t = self._groups[name], now()
   local healthy = list and filter(list, function(d) return not self:_cooling(d, t) end)
@@ -296,9 +314,13 @@ local function new_call(router, p)
   }, Call)
 end
 
+--- The model_name of the group being tried.
+---@return string
 function Call:group() return self.groups[self.gi] end
 
 -- The parameters of one try on deployment d.
+---@param d table a deployment
+---@return table params
 function Call:params(d)
   local q = {}
   for k, v in pairs(self.p) do if not CALL_KEYS[k] then q[k] = v end end
@@ -318,6 +340,9 @@ local function hidden(d, name)
 end
 
 -- One try on d. Returns the response (or the inner stream), or nil, err.
+---@param d table a deployment
+---@return table|nil result
+---@return table|nil err
 function Call:attempt(d)
   local q = self:params(d)
   local router = self.router
@@ -344,6 +369,9 @@ end
 -- picked), moves to the next try: another deployment of the group (at once
 -- when an untried one is healthy, else after the backoff), the context
 -- window fallbacks, or the next fallback group. false when exhausted.
+---@param err table
+---@param d table the deployment that failed
+---@return boolean
 function Call:advance(err, d)
   self.attempts[#self.attempts + 1] = { model = d and d.params.model or self:group(), deployment = d and d.id,
                                         model_group = self:group(), type = err.type, status = err.status }
@@ -370,6 +398,10 @@ function Call:advance(err, d)
   return false
 end
 
+--- True when group `name` has a deployment not tried in this call.
+---@param name string
+---@param tried table
+---@return boolean
 function Router:_has_untried(name, tried)
   local t = now()
   for _, d in ipairs(self._groups[name] or {}) do
@@ -380,6 +412,8 @@ end
 
 --- Runs tries until one succeeds: returns result, deployment, or nil, err
 --- (with err.attempts listing every try).
+---@return table|nil result
+---@return table deployment_or_err
 function Call:run()
   while true do
     local d, err = self.router:_pick(self:group(), self.tried, self.tokens)
@@ -435,6 +469,8 @@ end
 --- The next chunk; nil at the end; nil, err on failure (kept: every later
 --- call returns the same). A failure before any content moves on to the
 --- next try (another deployment, or a fallback group).
+---@return luagent.Chunk|nil chunk
+---@return table|nil err
 function RStream:next()
   while not self._done do
     local c, err = self._s:next()
@@ -464,6 +500,7 @@ end
 completion.stream_methods(RStream)   -- for chunk in stream, :text()
 
 --- The response assembled from the chunks of the current try.
+---@return table response a chat.completion
 function RStream:response() return self._s:response() end
 
 --- Ends the transfer now; idempotent. Also __close and __gc.

@@ -1,14 +1,14 @@
 /*
- * test_sse.c - tests for runtime/sse.c (SSE / NDJSON framing). TAP-ish output.
+ * test_sse.c - tests for runtime/frame.c (SSE / NDJSON framing). TAP-ish output.
  *
  * Build and run:
  *   gcc -std=c11 -O2 -Wall -Wextra -Werror -fsanitize=address,undefined \
- *       -Iruntime runtime/sse.c spec/c/test_sse.c -o /tmp/test_sse && /tmp/test_sse
+ *       -Iruntime runtime/frame.c spec/c/test_sse.c -o /tmp/test_sse && /tmp/test_sse
  *
  * Every parse is serialised to a string (length-prefixed fields + final
  * status) so that "same events" is an exact byte comparison.
  */
-#include "sse.h"
+#include "frame.h"
 
 #include <stdarg.h>
 #include <stdio.h>

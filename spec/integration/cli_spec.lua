@@ -39,6 +39,19 @@ describe("luagent CLI #integration", function()
     assert.matches("usage:", out)
   end)
 
+  -- libcurl is loaded at run time (runtime/curlapi.h): -v names the one
+  -- loaded, which on Debian is the libcurl4 package's; the version of
+  -- luagent itself is one (runtime/luagent.h) for the CLI and the library.
+  it("reports the libcurl it loads and one version of itself", function()
+    local out = run(bin .. " -v")
+    local version, curl = out:match("^luagent (%S+) %(.-libcurl ([%d%.]+)%)")
+    assert.is_string(curl, out)
+    local pkg = run("dpkg-query -W -f '${Version}' libcurl4 2>/dev/null")
+    if pkg:match("^[%d%.]+") then assert.are.equal(pkg:match("^[%d%.]+"), curl) end
+    local lua_version = run(bin .. [[ -e 'io.write(require("luagent")._VERSION)']])
+    assert.are.equal("luagent " .. version, lua_version)
+  end)
+
   it("exits when the main task and every task it spawned have ended", function()
     local s = script([[
       local llm = require "luagent"

@@ -109,40 +109,33 @@ describe("completion across providers #integration", function()
     end)
   end
 
-  -- A provider of its own (providers.register) whose decoder makes two
-  -- chunks of some events: the HTTP source's list path, which no built-in
-  -- provider takes (each makes one chunk per event at most).
-  describe("a registered provider with a list-making decoder", function()
+  -- A provider of its own (providers.register) with a decoder type of its
+  -- own: the one decoder protocol (an event in, a chunk or false out) is
+  -- all the runtime asks of it.
+  describe("a registered provider with its own decoder", function()
     local providers = require "luagent.providers"
     local chunks = require "luagent.chunks"
     local openai = require "luagent.providers.openai"
-    local function feed(self, event, data)
-      local inner = self._inner                     -- openai's decoder does the reading
-      local list, err = inner:feed(event, data)
-      if not list then return nil, err end
+    -- openai's decoder does the reading; this one keeps only the chunks
+    -- with text, upper-cased, and the finish
+    local upper = chunks.decoder_type("split", function(self, event, data)
+      local inner = self._inner
+      local c, err = inner:feed(event, data)
       self.done, self.finished = inner.done, inner.finished
-      local out = {}
-      for _, c in ipairs(list) do
-        local d = c.choices[1] and c.choices[1].delta
-        if d and type(d.content) == "string" and #d.content > 1 then   -- "t0 " -> "t0", " "
-          out[#out + 1] = chunks.chunk(c.id, c.model, c.created, { content = d.content:sub(1, -2) })
-          out[#out + 1] = chunks.chunk(c.id, c.model, c.created, { content = d.content:sub(-1) })
-        else
-          out[#out + 1] = c
-        end
+      if not c then return c, err end
+      local ch = c.choices[1]
+      local d = ch and ch.delta
+      if d and type(d.content) == "string" and d.content ~= "" then
+        return self:chunk({ content = d.content:upper() })
       end
-      return out
-    end
-    local split = setmetatable({
-      name = "split",
-      decoder = function(model, opts)
-        return chunks.decoder("split", model, opts, feed, { _inner = openai.decoder(model, opts) })
-      end,
-    }, { __index = openai })
+      if ch and ch.finish_reason then return self:chunk({}, ch.finish_reason) end
+      return false
+    end, function(dec, opts) dec._inner = openai.decoder(dec.model, opts) end)
+    local split = setmetatable({ name = "split", decoder = upper }, { __index = openai })
     setup(function() providers.register("split", split) end)
     teardown(function() providers.register("split", nil) end)
 
-    it("streams every chunk of every event, in order, then ends cleanly", function()
+    it("streams the chunks its decoder makes, in order, then ends cleanly", function()
       local s = assert(llm.completion { model = "split/m", api_base = mock.url .. "/s/chunks=3/v1",
                                         api_key = "k", messages = MSGS, stream = true, num_retries = 0 })
       local seen = {}
@@ -150,8 +143,8 @@ describe("completion across providers #integration", function()
         local d = c.choices[1] and c.choices[1].delta
         if d and d.content and d.content ~= "" then seen[#seen + 1] = d.content end
       end
-      assert.are.same({ "t0", " ", "t1", " ", "t2", " " }, seen)
-      assert.are.equal("t0 t1 t2 ", s:response().choices[1].message.content)
+      assert.are.same({ "T0 ", "T1 ", "T2 " }, seen)
+      assert.are.equal("T0 T1 T2 ", s:response().choices[1].message.content)
       assert.are.equal("stop", s:response().choices[1].finish_reason)
     end)
 
@@ -162,7 +155,8 @@ describe("completion across providers #integration", function()
       assert.is_false(ok)
       assert.are.equal("StreamIncomplete", err.type)
       assert.matches("after %d+ events", err.message)
-      assert.are.equal("t0 t1 t2 t3 ", s:response().choices[1].message.content)
+      assert.are.equal("split", err.provider)
+      assert.are.equal("T0 T1 T2 T3 ", s:response().choices[1].message.content)
     end)
   end)
 

@@ -1,5 +1,5 @@
 --- Test helper for the provider specs: reads fixtures and splits raw stream
---- bodies into the events the C framer (runtime/sse.c) hands to a decoder.
+--- bodies into the events the C framer (runtime/frame.c) hands to a decoder.
 --- Deliberately simple; the real framer and its edge cases are tested on the
 --- C side. Also builds a provider's requests.
 local json = require "luagent.json"
@@ -64,9 +64,9 @@ end
 function M.feed_all(dec, events)
   local out = {}
   for i, ev in ipairs(events) do
-    local list, err = dec:feed(ev.event, ev.data)
-    if not list then return out, err, i end
-    for _, c in ipairs(list) do out[#out + 1] = c end
+    local c, err = dec:feed(ev.event, ev.data)
+    if c == nil then return out, err, i end
+    if c then out[#out + 1] = c end
   end
   return out
 end

@@ -224,8 +224,8 @@ describe("providers.anthropic #unit", function()
       for reason, want in pairs(cases) do
         local dec = anthropic.decoder(MODEL)
         dec:feed("message_start", '{"type":"message_start","message":{"id":"m","usage":{"input_tokens":1}}}')
-        local list = dec:feed("message_delta", '{"type":"message_delta","delta":{"stop_reason":"' .. reason .. '"},"usage":{"output_tokens":2}}')
-        assert.equal(want, list[1].choices[1].finish_reason, reason)
+        local c = dec:feed("message_delta", '{"type":"message_delta","delta":{"stop_reason":"' .. reason .. '"},"usage":{"output_tokens":2}}')
+        assert.equal(want, c.choices[1].finish_reason, reason)
       end
     end)
   end)

@@ -207,9 +207,27 @@ describe("luagent.chunks #unit", function()
       assert.equal(8, b:response().system_fingerprint)
     end)
 
-    it("ignores what is not a chunk, a choice, a delta or a fragment", function()
+    it("raises for a value that is not a chunk, naming it", function()
       local b = chunks.builder()
-      for _, bad in ipairs({ 42, "x", true, {}, { choices = 5 }, { choices = { 42, "x", false } },
+      assert.error_matches(function() b:add(42) end, "chunk must be a table, got number 42")
+      assert.error_matches(function() b:add("x") end, "got string x")
+      assert.error_matches(function() b:add(nil) end, "got nil nil")
+      assert.error_matches(function() b:add(("y"):rep(500)) end, "got string " .. ("y"):rep(60) .. "$")
+    end)
+
+    it("checks at load that the chunk shape has every field the builder reads", function()
+      local core = require "luagent.chunks.core"
+      local shape = {}
+      for part, fields in pairs(chunks.SHAPE) do shape[part] = fields end
+      shape.delta = { "role", "content", "tool_calls" }
+      assert.error_matches(function() core.setup(json.array_mt, shape) end,
+        "the chunk shape has no field delta.reasoning_content")
+      core.setup(json.array_mt, chunks.SHAPE)
+    end)
+
+    it("ignores a choice, a delta or a fragment that is not one", function()
+      local b = chunks.builder()
+      for _, bad in ipairs({ {}, { choices = 5 }, { choices = { 42, "x", false } },
                              { choices = { { index = 0, delta = 5 } } },
                              { choices = { { index = 0, delta = { content = 5, reasoning_content = {} } } } },
                              { choices = { { index = 0, delta = { tool_calls = { 1, "x", { index = 0 / 0 } } } } } },
@@ -291,22 +309,32 @@ describe("luagent.chunks #unit", function()
   end)
 
   describe("decoder base", function()
+    local new = chunks.decoder_type("p", function(self, _, data)
+      if data == "stop" then return self:chunk({}, "stop") end
+      return false
+    end)
+
     it("reports StreamIncomplete unless done or finished", function()
-      local dec = chunks.decoder("p", "m", { id = "i", created = 1 }, function() return {} end)
-      dec:feed(nil, "x")
+      local dec = new("m", { id = "i", created = 1 })
+      assert.is_false(dec:feed(nil, "x"))
       local ok, err = dec:finish()
       assert.is_nil(ok)
       assert.equal("StreamIncomplete", err.type)
       assert.equal("p", err.provider)
-      dec:chunk({}, "stop")
+      assert.equal("stop", dec:feed(nil, "stop").choices[1].finish_reason)
       assert.is_true(dec:finish())
     end)
 
     it("stamps chunks with the stream's id, model and created", function()
-      local dec = chunks.decoder("p", "m", { id = "i", created = 5 }, function() return {} end)
+      local dec = new("m", { id = "i", created = 5 })
       local c = dec:chunk({ content = "x" })
       assert.same({ id = "i", object = "chat.completion.chunk", created = 5, model = "m",
                     choices = { { index = 0, delta = { content = "x" } } } }, c)
+    end)
+
+    it("builds a response of one event, or of none", function()
+      assert.equal("stop", new("m"):build("stop").choices[1].finish_reason)
+      assert.same({}, new("m"):build("x").choices)
     end)
   end)
 

@@ -181,31 +181,31 @@ describe("providers.gemini #unit", function()
     end)
 
     it("maps MAX_TOKENS to length and a blocked prompt to content_filter", function()
-      local list = gemini.decoder(MODEL):feed(nil, '{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}')
-      assert.equal("length", list[1].choices[1].finish_reason)
+      local c = gemini.decoder(MODEL):feed(nil, '{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}')
+      assert.equal("length", c.choices[1].finish_reason)
       local dec = gemini.decoder(MODEL)
-      list = dec:feed(nil, '{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":3,"totalTokenCount":3}}')
-      assert.equal("content_filter", list[1].choices[1].finish_reason)
+      c = dec:feed(nil, '{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":3,"totalTokenCount":3}}')
+      assert.equal("content_filter", c.choices[1].finish_reason)
       assert.is_true(dec.done)
     end)
 
     it("makes one chunk of an event with several candidates, a choice each", function()
       local dec = gemini.decoder(MODEL)
-      local list = dec:feed(nil, '{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0},'
+      local first = dec:feed(nil, '{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0},'
         .. '{"content":{"parts":[{"text":"b"}]},"index":1,"finishReason":"STOP"}],'
         .. '"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5}}')
-      assert.equal(1, #list)
-      local ch = list[1].choices
+      assert.equal("chat.completion.chunk", first.object)
+      local ch = first.choices
       assert.equal(2, #ch)
       assert.same({ 0, "a", "assistant" }, { ch[1].index, ch[1].delta.content, ch[1].delta.role })
       assert.is_nil(ch[1].finish_reason)
       assert.same({ 1, "b", "assistant", "stop" },
                   { ch[2].index, ch[2].delta.content, ch[2].delta.role, ch[2].finish_reason })
-      assert.equal(2, list[1].usage.completion_tokens)
+      assert.equal(2, first.usage.completion_tokens)
       assert.is_true(dec.finished)
       local second = dec:feed(nil, '{"candidates":[{"content":{"parts":[{"text":"c"}]},"index":0,'
         .. '"finishReason":"MAX_TOKENS"}]}')
-      local resp = chunks.build { list[1], second[1] }
+      local resp = chunks.build { first, second }
       assert.same({ "ac", "length" }, { resp.choices[1].message.content, resp.choices[1].finish_reason })
       assert.same({ "b", "stop" }, { resp.choices[2].message.content, resp.choices[2].finish_reason })
     end)

@@ -1,6 +1,6 @@
 -- luagent.json.core (runtime/json.c): the C decoder behind json.decode.
 -- Its rules one by one, then differential checks against the cjson path it
--- replaced (json.lua's fallback, loaded with the C module hidden) on every
+-- replaced (spec/support/json_oracle.lua, on lua-cjson) on every
 -- fixture body, on generated JSON texts and on mutated ones.
 local json = require "luagent.json"
 local support = require "spec.support.sse_split"
@@ -11,19 +11,8 @@ local cjson_null = require("cjson").null
 
 local function decode(s) return core.decode(s, MT) end
 
--- json.lua as it loads where luagent.json.core is missing (plain Lua 5.4).
-local function load_fallback()
-  local saved = { package.loaded["luagent.json"], package.loaded["luagent.json.core"],
-                  package.preload["luagent.json.core"] }
-  package.loaded["luagent.json"], package.loaded["luagent.json.core"] = nil, nil
-  package.preload["luagent.json.core"] = function() error("hidden by json_core_spec") end
-  local ok, m = pcall(require, "luagent.json")
-  package.loaded["luagent.json"], package.loaded["luagent.json.core"],
-    package.preload["luagent.json.core"] = saved[1], saved[2], saved[3]
-  assert(ok, m)
-  return m
-end
-local fallback = load_fallback()
+-- The same codec on lua-cjson (spec/support/json_oracle.lua).
+local fallback = require "spec.support.json_oracle"
 
 -- Numbers agree when they are equal and of the same subtype, or when the cjson
 -- path (which reads every number as a double) rounded an integer literal

@@ -128,9 +128,45 @@ describe("providers.mock #unit", function()
     end)
   end)
 
-  it("builds no HTTP request", function()
-    local req, err = mock.build_request({}, "m", {})
-    assert.is_nil(req)
-    assert.equal("BadRequestError", err.type)
+  describe("as a provider", function()
+    it("plans a request, answers it in-process and decodes its own chunks", function()
+      local req = assert(mock.build_request({ mock_response = "a b", mock_delay = 0, stream = true }, "m", {}))
+      assert.is_nil(req.url)                       -- nothing to send over the network
+      local resp = assert(mock.send(req))
+      assert.same({ 200, true }, { resp.status, resp.framed })
+      local dec, b = mock.decoder("m"), chunks.builder()
+      while true do
+        local data, err = resp:read_json()
+        assert.is_nil(err)
+        if data == nil then break end
+        b:add(assert(dec:feed(nil, data)))
+      end
+      assert.is_true(dec:finish())
+      assert.equal("a b", b:response().choices[1].message.content)
+    end)
+
+    it("answers a non-streaming request with a body parse_response reads", function()
+      local resp = assert(mock.send(assert(mock.build_request({ mock_response = "x y", mock_delay = 0 }, "m"))))
+      local out = assert(mock.parse_response(resp.status, assert(resp:body()), "m"))
+      assert.equal("x y", out.choices[1].message.content)
+    end)
+
+    it("fails the send of a plan that fails before any output, and mid-stream after it", function()
+      local _, err = mock.send(mock.build_request({ mock_response = "litellm.RateLimitError" }, "m"))
+      assert.equal("RateLimitError", err.type)
+      local resp = assert(mock.send(mock.build_request({ mock_delay = 0, stream = true,
+        mock_response = { error = "APIConnectionError", after = 1, text = "one two" } }, "m")))
+      assert.is_table(resp:read_json())            -- the role
+      assert.equal("one", (resp:read_json()).choices[1].delta.content)
+      local data, rerr = resp:read_json()
+      assert.is_nil(data)
+      assert.equal("APIConnectionError", rerr.type)
+    end)
+
+    it("asks a scripted mock_response function for the answer", function()
+      local req = assert(mock.build_request({ mock_response = function(p) return "to " .. p.messages[1].content end,
+                                              messages = { { role = "user", content = "you" } } }, "m"))
+      assert.same({ "to", " you" }, req.plan.tokens)
+    end)
   end)
 end)

@@ -138,7 +138,7 @@ describe("providers.openai #unit", function()
 
     it("never JSON-decodes [DONE]", function()
       local dec = openai.decoder("m")
-      assert.same({}, dec:feed(nil, "[DONE]"))
+      assert.is_false(dec:feed(nil, "[DONE]"))   -- no chunk
       assert.is_true(dec.done)
     end)
 
@@ -175,8 +175,8 @@ describe("providers.openai #unit", function()
     end)
 
     it("normalises unknown finish reasons", function()
-      local list = openai.decoder("m"):feed(nil, '{"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"eos"}]}')
-      assert.equal("stop", list[1].choices[1].finish_reason)
+      local c = openai.decoder("m"):feed(nil, '{"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"eos"}]}')
+      assert.equal("stop", c.choices[1].finish_reason)
     end)
 
     -- Some OpenAI-compatible servers send chunks without id or created: the
@@ -184,19 +184,19 @@ describe("providers.openai #unit", function()
     it("stamps chunks without id or created with one id and time per stream", function()
       local dec = openai.decoder("m")
       assert.is_nil(rawget(dec, "id"))                 -- none made before a chunk needs it
-      local a = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')[1]
-      local b = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"b"}}]}')[1]
-      local own = dec:feed(nil, '{"id":"srv-1","created":7,"choices":[{"index":0,"delta":{"content":"c"}}]}')[1]
+      local a = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')
+      local b = dec:feed(nil, '{"choices":[{"index":0,"delta":{"content":"b"}}]}')
+      local own = dec:feed(nil, '{"id":"srv-1","created":7,"choices":[{"index":0,"delta":{"content":"c"}}]}')
       assert.matches("^chatcmpl%-%x+$", a.id)
       assert.equal(a.id, b.id)
       assert.equal("integer", math.type(a.created))
       assert.equal(a.created, b.created)
       assert.equal("srv-1", own.id)
       assert.equal(7, own.created)
-      assert.not_equal(a.id, openai.decoder("m"):feed(nil, '{"choices":[]}')[1].id)
+      assert.not_equal(a.id, openai.decoder("m"):feed(nil, '{"choices":[]}').id)
       -- given ones win
       local fixed = openai.decoder("m", { id = "chatcmpl-given", created = 5 })
-      local c = fixed:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')[1]
+      local c = fixed:feed(nil, '{"choices":[{"index":0,"delta":{"content":"a"}}]}')
       assert.equal("chatcmpl-given", c.id)
       assert.equal(5, c.created)
     end)

@@ -26,9 +26,9 @@ local function replay(P, parts)
   local out = {}
   local function take(events)
     for _, ev in ipairs(events) do
-      local list, err = dec:feed(ev.event, ev.data)
-      if not list then out[#out + 1] = "error:" .. tostring(err.type); return false end
-      for _, c in ipairs(list) do
+      local c, err = dec:feed(ev.event, ev.data)
+      if c == nil then out[#out + 1] = "error:" .. tostring(err.type); return false end
+      if c then
         -- ollama and gemini send no tool-call ids: the decoder makes random ones
         out[#out + 1] = (canonical(c):gsub('"call_%w+"', '"call_generated"'))
       end

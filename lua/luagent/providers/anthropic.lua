@@ -7,6 +7,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "anthropic",
   env_key = "ANTHROPIC_API_KEY",
@@ -171,12 +172,7 @@ end
 -- Request
 -- ---------------------------------------------------------------------------
 
---- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
+--- The /v1/messages request: system messages in `system`, max_tokens always set.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -230,11 +226,6 @@ local function typed_error(status, headers, body, model, e)
 end
 
 --- The error of a failed response: {"type":"error","error":{"type":..,"message":..}}.
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   return typed_error(status, headers, body, model, v and v.error)
@@ -327,7 +318,7 @@ end
 
 -- One SSE event: its chunk, false when it makes none, or nil, err. Each
 -- event makes one chunk at most (the HTTP source hands it straight on).
-local function feed1(self, event, data)
+local function feed(self, event, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   local t = v.type or event
@@ -344,24 +335,14 @@ local function feed1(self, event, data)
   return false -- ping, content_block_stop and event types added later
 end
 
-local feed = chunks.one_chunk_feed(feed1)
-
---- A stream decoder: one call per SSE event (event name, data).
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed, { _blocks = {}, _tools = 0, _usage = {} })
-end
+--- A stream decoder (luagent.Decoder): one feed per SSE event (event name, data).
+M.decoder = chunks.decoder_type(M.name, feed, function(dec)
+  dec._blocks, dec._tools, dec._usage = {}, 0, {}   -- tool calls by block index, their count, usage so far
+end)
 
 local function is_error(v) return v.type == "error" end
 
 --- The chat.completion of a non-streaming Messages response.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model, is_error)
   if not v then return nil, err end
@@ -384,6 +365,139 @@ function M.parse_response(status, body, model)
     } },
     usage = openai_usage(v.usage),
   }
+end
+
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI shape -> the Messages API
+-- ---------------------------------------------------------------------------
+
+local stop_of = { stop = "end_turn", length = "max_tokens", tool_calls = "tool_use",
+                  content_filter = "refusal" }
+
+-- Anthropic usage from OpenAI's (openai_usage's inverse).
+local function anthropic_usage(u)
+  if type(u) ~= "table" then return { input_tokens = 0, output_tokens = 0 } end
+  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local cached = details.cached_tokens or 0
+  return { input_tokens = (u.prompt_tokens or 0) - cached, output_tokens = u.completion_tokens or 0,
+           cache_read_input_tokens = cached > 0 and cached or nil }
+end
+
+--- A chat.completion as a non-streaming Messages response (choice 0).
+function M.encode_response(response)
+  local ch = response.choices and response.choices[1] or {}
+  local m = ch.message or {}
+  local content = json.array()
+  if type(m.reasoning_content) == "string" then content[#content + 1] = { type = "thinking", thinking = m.reasoning_content } end
+  if type(m.content) == "string" and m.content ~= "" then content[#content + 1] = { type = "text", text = m.content } end
+  for _, tc in ipairs(m.tool_calls or {}) do
+    local fn = tc["function"] or {}
+    content[#content + 1] = { type = "tool_use", id = tc.id, name = fn.name,
+                              input = common.arguments_object(fn.arguments) }
+  end
+  return assert(json.encode {
+    id = response.id, type = "message", role = "assistant", model = response.model, content = content,
+    stop_reason = stop_of[ch.finish_reason], usage = anthropic_usage(response.usage),
+  })
+end
+
+-- The stream encoder: one content block at a time (text, thinking or a
+-- tool call, in the order the deltas come), and each finish with its
+-- usage in message_delta (OpenAI may send the usage in a chunk of its own
+-- after the finish: the message_delta waits for it). Choice 0 only: the
+-- API has one.
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- A stream encoder (luagent.Encoder): chunks as the Messages event sequence
+--- (message_start, content_block_start/delta/stop, message_delta, message_stop).
+function M.encoder()
+  return setmetatable({ started = false, blocks = 0, tools = {}, out = {} }, Encoder)
+end
+
+local function emit(self, name, event)
+  event.type = name
+  self.out[#self.out + 1] = common.sse_event(event, name)
+end
+
+local function close_block(self)
+  if self.open then
+    emit(self, "content_block_stop", { index = self.open })
+    self.open, self.kind = nil, nil
+  end
+end
+
+-- Opens a block of `kind` unless one is open; returns its index.
+local function open_block(self, kind, block)
+  if self.kind == kind and kind ~= "tool_use" then return self.open end
+  close_block(self)
+  local index = self.blocks
+  self.blocks, self.open, self.kind = index + 1, index, kind
+  emit(self, "content_block_start", { index = index, content_block = block })
+  return index
+end
+
+local function message_delta(self)
+  emit(self, "message_delta", { delta = { stop_reason = self.stop }, usage = anthropic_usage(self.usage) })
+  self.stop = nil
+end
+
+local function tool_fragment(self, f)
+  local fn = type(f["function"]) == "table" and f["function"] or {}
+  local block = self.tools[f.index == nil and "last" or f.index]
+  if not block or (f.id and block.id ~= f.id) then
+    local index = open_block(self, "tool_use", { type = "tool_use", id = f.id, name = fn.name, input = {} })
+    block = { index = index, id = f.id }
+    self.tools[f.index == nil and "last" or f.index], self.tools.last = block, block
+  end
+  if type(fn.arguments) == "string" and fn.arguments ~= "" then
+    emit(self, "content_block_delta", { index = block.index,
+      delta = { type = "input_json_delta", partial_json = fn.arguments } })
+  end
+end
+
+--- The events of one chunk ("" when it makes none).
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c)
+  if not self.started then
+    self.started = true
+    emit(self, "message_start", { message = { id = c.id, type = "message", role = "assistant", model = c.model,
+      content = json.array(), usage = { input_tokens = 0, output_tokens = 0 } } })
+  end
+  if c.usage then self.usage = c.usage end
+  local ch = c.choices and c.choices[1]
+  local d = ch and ch.delta or {}
+  if type(d.reasoning_content) == "string" and d.reasoning_content ~= "" then
+    local index = open_block(self, "thinking", { type = "thinking", thinking = "" })
+    emit(self, "content_block_delta", { index = index, delta = { type = "thinking_delta", thinking = d.reasoning_content } })
+  end
+  if type(d.content) == "string" and d.content ~= "" then
+    local index = open_block(self, "text", { type = "text", text = "" })
+    emit(self, "content_block_delta", { index = index, delta = { type = "text_delta", text = d.content } })
+  end
+  for _, f in ipairs(type(d.tool_calls) == "table" and d.tool_calls or {}) do tool_fragment(self, f) end
+  if ch and ch.finish_reason then
+    close_block(self)
+    self.stop = stop_of[ch.finish_reason] or "end_turn"
+  end
+  -- the finish goes with its usage: now, or with the usage-only chunk
+  -- that follows it, or at the end
+  if self.stop and (c.usage or not ch) then message_delta(self) end
+  local s = table.concat(self.out)
+  self.out = {}
+  return s
+end
+
+--- The end: the open block's stop, message_delta (stop reason, usage), message_stop.
+---@return string
+function Encoder:finish()
+  close_block(self)
+  if self.stop then message_delta(self) end
+  emit(self, "message_stop", {})
+  local s = table.concat(self.out)
+  self.out = {}
+  return s
 end
 
 return M

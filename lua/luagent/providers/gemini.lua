@@ -8,6 +8,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "gemini",
   env_key = "GEMINI_API_KEY",
@@ -201,12 +202,7 @@ local function model_path(model)
   return (model:gsub("[^%w%-%._]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
---- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
+--- The generateContent (or streamGenerateContent?alt=sse) request for the model.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -278,11 +274,6 @@ end
 
 --- The error of a failed response: {"error": {code, message, status, details}}
 --- (sometimes wrapped in an array).
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   local e = v and (v.error or (type(v[1]) == "table" and v[1].error))
@@ -361,7 +352,7 @@ local NONE = {}   -- the candidates of an event without any: read, never written
 -- One SSE event: its chunk, false when it makes none, or nil, err. An
 -- event makes one chunk at most: with several candidates (candidateCount),
 -- each candidate that has something is a choice of that chunk.
-local function feed1(self, _, data)
+local function feed(self, _, data)
   local v, err = self:decode(data)
   if not v then return nil, err end
   if v.error ~= nil then return nil, typed_error(nil, nil, chunks.text(data), self.model, v.error) end
@@ -369,10 +360,8 @@ local function feed1(self, _, data)
     self.id = v.responseId or self.id
     self._id_fixed = true
   end
-  local x = v.modelVersion
-  if x then self.model = x end
-  x = v.usageMetadata
-  if x then self._usage = x end
+  if v.modelVersion then self.model = v.modelVersion end
+  if v.usageMetadata then self._usage = v.usageMetadata end
   local chunk
   local candidates = v.candidates
   if type(candidates) ~= "table" then candidates = NONE end
@@ -382,12 +371,8 @@ local function feed1(self, _, data)
     if c == nil then break end                      -- a JSON null ends them, as ipairs would
     local index = c.index or 0
     local delta, any = candidate_delta(self, c, index)
-    local finish
-    x = c.finishReason
-    if x ~= nil then
-      finish = finish_reason(x, (self._tools[index] or 0) > 0)
-      if finish then self.done = true end
-    end
+    local finish = finish_reason(c.finishReason, (self._tools[index] or 0) > 0)
+    if finish then self.done = true end
     if any or finish then
       local usage = finish and openai_usage(self._usage) or nil
       if not chunk then
@@ -411,23 +396,13 @@ local function feed1(self, _, data)
   return chunk or false
 end
 
-local feed = chunks.one_chunk_feed(feed1)
-
---- A stream decoder: one call per SSE event.
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed,
-    { _tools = {}, _started = {}, _id_fixed = opts ~= nil and opts.id ~= nil })
-end
+--- A stream decoder (luagent.Decoder): one feed per SSE event.
+M.decoder = chunks.decoder_type(M.name, feed, function(dec, opts)
+  -- tool calls and the role sent, by candidate; whether the id is settled
+  dec._tools, dec._started, dec._id_fixed = {}, {}, opts ~= nil and opts.id ~= nil
+end)
 
 --- The chat.completion of a non-streaming generateContent response.
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model)
   if not v then return nil, err end
@@ -436,6 +411,109 @@ function M.parse_response(status, body, model)
   if not resp then return nil, err end
   resp.usage = resp.usage or openai_usage(v.usageMetadata)
   return resp
+end
+
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI shape -> generateContent
+-- ---------------------------------------------------------------------------
+
+local reason_of = { stop = "STOP", length = "MAX_TOKENS", tool_calls = "STOP", content_filter = "SAFETY" }
+
+-- usageMetadata from OpenAI usage (openai_usage's inverse).
+local function gemini_usage(u)
+  if type(u) ~= "table" then return nil end
+  local cd = type(u.completion_tokens_details) == "table" and u.completion_tokens_details or {}
+  local pd = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local thoughts, cached = cd.reasoning_tokens or 0, pd.cached_tokens or 0
+  return { promptTokenCount = u.prompt_tokens or 0, candidatesTokenCount = (u.completion_tokens or 0) - thoughts,
+           thoughtsTokenCount = thoughts > 0 and thoughts or nil, totalTokenCount = u.total_tokens,
+           cachedContentTokenCount = cached > 0 and cached or nil }
+end
+
+-- The parts of one candidate: thoughts, text, whole function calls.
+local function parts_of(thought, text, calls)
+  local parts = json.array()
+  if thought then parts[#parts + 1] = { text = thought, thought = true } end
+  if text then parts[#parts + 1] = { text = text } end
+  for _, c in ipairs(calls or {}) do
+    local google = type(c.extra_content) == "table" and c.extra_content.google
+    parts[#parts + 1] = { functionCall = { id = c.id, name = c.name, args = common.arguments_object(c.arguments) },
+                          thoughtSignature = type(google) == "table" and google.thought_signature or nil }
+  end
+  return parts
+end
+
+--- A chat.completion as a non-streaming generateContent body.
+function M.encode_response(response)
+  local candidates = json.array()
+  for i, ch in ipairs(response.choices or {}) do
+    local m, calls = ch.message or {}, nil
+    for j, tc in ipairs(m.tool_calls or {}) do
+      local fn = tc["function"] or {}
+      calls = calls or {}
+      calls[j] = { id = tc.id, name = fn.name, arguments = fn.arguments, extra_content = tc.extra_content }
+    end
+    candidates[i] = { index = ch.index, finishReason = reason_of[ch.finish_reason],
+      content = { role = "model", parts = parts_of(m.reasoning_content, m.content, calls) } }
+  end
+  return assert(json.encode { candidates = candidates, usageMetadata = gemini_usage(response.usage),
+                              modelVersion = response.model, responseId = response.id })
+end
+
+-- The stream encoder: an event per chunk that has something, a candidate
+-- per choice; function calls go whole, when their arguments are (or at the
+-- finish). An event with a finish waits for the next chunk, which may be
+-- OpenAI's usage-only one: its usage goes with the finish.
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- A stream encoder (luagent.Encoder): chunks as streamGenerateContent SSE events.
+function M.encoder()
+  return setmetatable({ calls = {}, started = {} }, Encoder)
+end
+
+local function flush(self)
+  local held = self.held
+  if not held then return "" end
+  self.held = nil
+  return common.sse_event(held)
+end
+
+--- The events of one chunk ("" when it makes none).
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c)
+  local choices = c.choices or {}
+  if self.held and c.usage and choices[1] == nil then self.held.usageMetadata = gemini_usage(c.usage) end
+  local out = flush(self)
+  local candidates = json.array()
+  for _, ch in ipairs(choices) do
+    local index, d = ch.index or 0, ch.delta or {}
+    local joiner = self.calls[index] or common.call_joiner()
+    self.calls[index] = joiner
+    if type(d.tool_calls) == "table" then joiner:add(d.tool_calls) end
+    local calls = (ch.finish_reason or joiner:complete()) and joiner:take() or nil
+    local text = type(d.content) == "string" and d.content or nil
+    local thought = type(d.reasoning_content) == "string" and d.reasoning_content ~= "" and d.reasoning_content or nil
+    if text or thought or calls or ch.finish_reason or not self.started[index] then
+      self.started[index] = true
+      candidates[#candidates + 1] = { index = index, finishReason = reason_of[ch.finish_reason],
+        content = { role = "model", parts = parts_of(thought, text, calls) } }
+    end
+  end
+  if candidates[1] == nil then return out end
+  local event = { candidates = candidates, usageMetadata = gemini_usage(c.usage), modelVersion = c.model,
+                  responseId = c.id }
+  for _, cand in ipairs(candidates) do
+    if cand.finishReason then self.held = event; return out end
+  end
+  return out .. common.sse_event(event)
+end
+
+--- The end: the event held for its usage, if any (the stream just ends).
+---@return string
+function Encoder:finish()
+  return flush(self)
 end
 
 return M

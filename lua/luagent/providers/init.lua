@@ -27,6 +27,43 @@ local json = require "luagent.json"
 
 local M = {}
 
+-- ---------------------------------------------------------------------------
+-- The provider interface (docs/architecture.md)
+-- ---------------------------------------------------------------------------
+
+---@class luagent.Provider
+---@field name string the prefix of its model names ("anthropic/claude-...")
+---@field env_key string|nil the environment variable of its API key (nil: no key)
+---@field env_base string|nil the environment variable of its base URL
+---@field default_base string|nil
+---@field framing "sse"|"ndjson"|nil how its streams are framed (nil: in-process)
+---@field key_header string|nil the header of the API key (authorization: "Bearer <key>")
+---
+--- Decoding (provider wire format -> OpenAI shape):
+---@field build_request fun(params: table, model: string, ctx: table): table|nil, table|nil
+---  the request for an OpenAI-shaped completion table; ctx = {api_key=, api_base=};
+---  returns {method=, url=, headers=, body=, stream=, framing=} or nil, err
+---@field parse_response fun(status: integer, body: string, model: string): table|nil, table|nil
+---  a non-streaming body -> chat.completion, or nil, err
+---@field parse_error fun(status: integer, headers: table|nil, body: string|nil, model: string): table
+---  a failed response -> a luagent error typed by status and body
+---@field decoder fun(model: string, opts: table|nil): luagent.Decoder
+---  a stream decoder: one event in, zero or one chunk out, finish() at the end
+---  (luagent.chunks)
+---@field send (fun(req: table): table|nil, table|nil)|nil
+---  an in-process provider answers its requests itself (mock); the others
+---  go through luagent.http.core.request
+---
+--- Encoding (OpenAI shape -> provider wire format; for servers):
+---@field encode_response fun(response: table): string
+---  a chat.completion -> the provider's non-streaming body
+---@field encoder fun(opts: table|nil): luagent.Encoder
+---  a stream encoder: chunk in, the provider's framed bytes out
+
+---@class luagent.Encoder
+---@field chunk fun(self: luagent.Encoder, chunk: luagent.Chunk): string the framed events of one chunk ("" when none)
+---@field finish fun(self: luagent.Encoder): string what ends the stream ([DONE], message_stop, ...)
+
 local function set(list)
   local s = {}
   for _, k in ipairs(list) do s[k] = true end
@@ -119,6 +156,22 @@ function M.resolve(model)
       { provider = provider.name, model = model })
   end
   return provider, rest
+end
+
+--- The provider of one attempt and its model name: the model's provider,
+--- or the mock provider for any model when mock_response is set
+--- (LiteLLM's rule: a mocked call never leaves the process).
+---@param params table the attempt's completion table
+---@param default_model string when params.model is nil
+---@return luagent.Provider|nil provider
+---@return string|table model_or_err
+function M.for_call(params, default_model)
+  local name = params.model or default_model
+  if params.mock_response ~= nil then
+    local _, m = M.resolve(name)
+    return M.get("mock"), type(m) == "string" and m or name
+  end
+  return M.resolve(name)
 end
 
 -- ---------------------------------------------------------------------------
@@ -237,27 +290,7 @@ end
 ---@param base string
 ---@param path string starting with "/"
 ---@return string
--- path -> {base -> url}: a request joins the same few URLs again and again.
--- Bounded: it starts over past JOINED_MAX entries (bases made per call).
-local joined, n_joined, JOINED_MAX = {}, 0, 256
-
 function M.join_url(base, path)
-  local by_base = joined[path]
-  local url = by_base and by_base[base]
-  if url then return url end
-  url = M.join_url_uncached(base, path)
-  if n_joined >= JOINED_MAX then joined, n_joined, by_base = {}, 0, nil end
-  if not by_base then by_base = {}; joined[path] = by_base end
-  by_base[base] = url
-  n_joined = n_joined + 1
-  return url
-end
-
---- join_url without the cache of the URLs already joined.
----@param base string
----@param path string
----@return string
-function M.join_url_uncached(base, path)
   base = base:gsub("/+$", "")
   local first = path:match("^(/[^/]+)/")
   if first and base:sub(-#first) == first then path = path:sub(#first + 1) end
@@ -541,14 +574,13 @@ function M.request(provider, params, model, ctx, r)
   local key, h = ctx.api_key, provider.key_header or "authorization"
   if key == "" then key = nil end
   if key and h == "authorization" then key = "Bearer " .. key end
-  local base = { ["content-type"] = "application/json",   -- made at its size
+  local base = { ["content-type"] = "application/json",
                  accept = r.stream and stream_accept[provider.framing] or "application/json",
                  [h] = key }
   local headers, err = base, nil
-  if r.headers then
-    for k, v in pairs(r.headers) do base[k] = v end
-  end
-  if r.headers or params.extra_headers ~= nil then   -- else base is already normal
+  -- the usual request has no headers of its own: base is lower-case already
+  if r.headers or params.extra_headers ~= nil then
+    for k, v in pairs(r.headers or {}) do base[k] = v end
     headers, err = M.headers(base, params.extra_headers, provider.name, model)
     if not headers then return nil, err end
   end
@@ -560,6 +592,85 @@ function M.request(provider, params, model, ctx, r)
     headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
     dropped = r.dropped,
   }
+end
+
+-- ---------------------------------------------------------------------------
+-- Encoding helpers (OpenAI shape -> a provider's wire format)
+-- ---------------------------------------------------------------------------
+
+--- One SSE event: its data line (a table is encoded as JSON), named when
+--- `name` is given, and the blank line that ends it.
+---@param data table|string
+---@param name string|nil
+---@return string
+function M.sse_event(data, name)
+  if type(data) ~= "string" then data = assert(json.encode(data)) end
+  if name then return "event: " .. name .. "\ndata: " .. data .. "\n\n" end
+  return "data: " .. data .. "\n\n"
+end
+
+--- Tool-call arguments (OpenAI's JSON text) as the object the providers
+--- that send objects want: {} when empty or not a JSON object.
+---@param args string|table|nil
+---@return table
+function M.arguments_object(args)
+  if type(args) == "table" then return args end
+  local v = type(args) == "string" and json.decode(args) or nil
+  return json.is_object(v) and v or {}
+end
+
+--- Joins the tool-call fragments of a stream's chunks into whole calls,
+--- for the wire formats that send each call whole (Ollama, Gemini): the
+--- rules of the chunk builder (fragments join the call at their index).
+---@class luagent.CallJoiner
+local Joiner = {}
+Joiner.__index = Joiner
+
+--- A new joiner for one choice of one stream.
+---@return luagent.CallJoiner
+function M.call_joiner()
+  return setmetatable({ calls = {}, by_index = {} }, Joiner)
+end
+
+--- Adds the fragments of one delta's tool_calls.
+---@param fragments table[]
+function Joiner:add(fragments)
+  for _, f in ipairs(fragments) do
+    local call = f.index ~= nil and self.by_index[f.index] or nil
+    if not call or (f.id and call.id and f.id ~= call.id) then
+      call = { id = f.id, args = {}, extra_content = f.extra_content }
+      self.calls[#self.calls + 1] = call
+      if f.index ~= nil then self.by_index[f.index] = call end
+    end
+    local fn = f["function"]
+    if type(fn) == "table" then
+      if call.name == nil and type(fn.name) == "string" and fn.name ~= "" then call.name = fn.name end
+      if type(fn.arguments) == "string" then call.args[#call.args + 1] = fn.arguments end
+    end
+  end
+end
+
+--- True when every call joined so far has arguments that are a whole JSON
+--- object: a wire format that sends calls whole can send them now.
+---@return boolean
+function Joiner:complete()
+  for _, c in ipairs(self.calls) do
+    if not json.is_object(json.decode(table.concat(c.args))) then return false end
+  end
+  return true
+end
+
+--- The whole calls joined so far ({id=, name=, arguments=, extra_content=},
+--- arguments as JSON text), emptying the joiner; nil when there are none.
+---@return table[]|nil
+function Joiner:take()
+  if self.calls[1] == nil then return nil end
+  local out = {}
+  for i, c in ipairs(self.calls) do
+    out[i] = { id = c.id, name = c.name, arguments = table.concat(c.args), extra_content = c.extra_content }
+  end
+  self.calls, self.by_index = {}, {}
+  return out
 end
 
 --- Decodes an error/response body to a table, or nil and why not.

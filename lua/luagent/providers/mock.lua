@@ -1,6 +1,8 @@
 --- luagent.providers.mock — the in-process provider: no network, no key.
---- `plan` decides what a call produces; the runtime paces the chunks with
---- `plan.delay` and emits them with `chunk` (or takes the list from `chunks`).
+--- A provider like the others (luagent.Provider): `build_request` makes a
+--- plan of what the call produces, `send` answers it in-process at the
+--- plan's cadence (`plan.delay` between chunks) with the chunks `chunks`
+--- makes, and the runtime reads that answer as it reads an HTTP one.
 --
 -- What scripts can ask for (all keys are runtime-only, never sent anywhere):
 --   mock_response = "text"            the answer, streamed word by word
@@ -18,7 +20,9 @@
 local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
+local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "mock",
   env_key = nil,
@@ -189,10 +193,121 @@ function M.response(plan, model, id)
   return resp
 end
 
---- The mock provider builds no HTTP request.
-function M.build_request(_, model)
-  return nil, errors.new("BadRequestError", "the mock provider runs in-process and sends no request",
-    { provider = M.name, model = model })
+-- ---------------------------------------------------------------------------
+-- The provider interface (luagent.Provider): the request is a plan, and
+-- `send` answers it in-process with a response the runtime reads as it
+-- reads an HTTP one. Its wire format is OpenAI's chunks, as tables.
+-- ---------------------------------------------------------------------------
+
+local core   -- luagent.core, loaded on the first send (the module loads without it)
+
+-- mock_response may be a function of the request, for scripted
+-- conversations (agents, tests): it returns the text, an error spec, or
+-- {tool_calls = {{name=, arguments=}}}, as the mock parameters take them.
+local function scripted(params)
+  local r = params.mock_response(params)
+  local q = {}
+  for k, v in pairs(params) do q[k] = v end
+  if type(r) == "table" and r.tool_calls then
+    q.mock_response, q.mock_tool_calls = nil, r.tool_calls
+  else
+    q.mock_response = r
+  end
+  return q
+end
+
+--- The "request" of a call: its plan, for `send`.
+function M.build_request(params, model)
+  if type(params.mock_response) == "function" then params = scripted(params) end
+  local plan, err = M.plan(params, model)
+  if not plan then return nil, err end
+  return { plan = plan, model = model, stream = params.stream == true }
+end
+
+-- The response of a sent plan: the interface of luagent.http.core's,
+-- with its `timeout` (the request's limit, as the transport's "total").
+local Response = {}
+Response.__index = Response
+
+-- Waits `d` seconds, or until the request's deadline and then returns the
+-- transport's timeout error.
+local function wait(self, d)
+  local dl = self.deadline
+  if dl and core.now() + d > dl then
+    core.sleep(math.max(0, dl - core.now()))
+    return errors.new("Timeout", ("total timeout: no end of response within %.3g s"):format(self.limit),
+                      { timeout = "total", provider = M.name, model = self.model })
+  end
+  if d > 0 then core.sleep(d) end
+  return nil
+end
+
+--- The next event: a chunk table (decoded, as read_json gives), after the
+--- plan's delay; nil at the end; nil, err where the plan fails (or the
+--- request's time is up).
+function Response:read_json()
+  local i = self.i + 1
+  local c = self.list[i]
+  if not c then
+    self.i = #self.list
+    return nil, self.plan.error
+  end
+  self.i = i
+  if i > 1 then
+    local err = wait(self, self.plan.delay)
+    if err then
+      self.i = #self.list
+      return nil, err
+    end
+  end
+  return c
+end
+
+--- The whole body (non-streaming): the chat.completion as JSON, after the
+--- time the tokens would take.
+function Response:body()
+  local plan = self.plan
+  local err = wait(self, plan.delay * (#plan.tokens + 1))
+  if err then return nil, err end
+  local resp, rerr = M.response(plan, self.model)
+  if not resp then return nil, rerr end
+  return json.encode(resp)
+end
+
+function Response:close() self.i = #self.list end
+
+--- Answers a request in-process: a response (status 200, framed when
+--- streaming), or nil, err for a plan that fails before any output.
+function M.send(req)
+  local plan = req.plan
+  if plan.error and plan.error_after == 0 then return nil, plan.error end
+  core = core or require "luagent.core"
+  local limit = req.timeout ~= nil and req.timeout > 0 and req.timeout or nil
+  return setmetatable({ status = 200, headers = {}, framed = req.stream, plan = plan, model = req.model,
+                        list = req.stream and M.chunks(plan, req.model) or {}, i = 0,
+                        limit = limit, deadline = limit and core.now() + limit }, Response)
+end
+
+-- The mock's events are chunks already: the decoder notes the finish.
+local function feed(self, _, c)
+  local ch = c.choices[1]
+  if ch and ch.finish_reason then self.finished = true end
+  return c
+end
+
+--- A stream decoder (luagent.Decoder) of the mock's chunks.
+M.decoder = chunks.decoder_type(M.name, feed)
+
+--- The chat.completion of a body from Response:body.
+function M.parse_response(status, body, model)
+  return common.decode_response(M, status, body, model)
+end
+
+--- The error of a failed response (the mock sends none: its errors are
+--- the plan's).
+function M.parse_error(status, headers, body, model)
+  return errors.http_error { type = errors.type_for_status(status), status = status, headers = headers,
+                             body = body, provider = M.name, model = model }
 end
 
 return M

@@ -6,6 +6,7 @@ local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
+---@type luagent.Provider
 local M = {
   name = "ollama",
   env_key = nil, -- no key locally; ctx.api_key (a proxy, ollama.com) goes as Bearer
@@ -113,12 +114,7 @@ local function wire_tools(tools)
   return out
 end
 
---- Builds the HTTP request for a chat completion.
----@param params table the user's completion table
----@param model string
----@param ctx table {api_key=, api_base=}
----@return table|nil req
----@return table|nil err
+--- The /api/chat request: sampling settings in `options`, `stream` always explicit.
 function M.build_request(params, model, ctx)
   local dropped, err = common.check_request(params, supported, M.name, model)
   if not dropped then return nil, err end
@@ -164,11 +160,6 @@ local function typed_error(status, headers, body, model, message)
 end
 
 --- The error of a failed response: {"error": "text"}.
----@param status integer
----@param headers table|nil
----@param body string|nil
----@param model string
----@return table err
 function M.parse_error(status, headers, body, model)
   local v = common.decode_body(body)
   return typed_error(status, headers, body, model, v and v.error)
@@ -218,7 +209,7 @@ local function finish_of(self, v)
 end
 
 -- One NDJSON line: its chunk, false when it makes none, or nil, err.
-local function feed1(self, _, data)
+local function feed(self, _, data)
   if type(data) == "string" and data:match("^%s*$") then return false end
   local v, err = self:decode(data)
   if not v then return nil, err end
@@ -232,26 +223,96 @@ local function feed1(self, _, data)
   return self:chunk(delta, finish, usage)
 end
 
-local feed = chunks.one_chunk_feed(feed1)
-
---- A stream decoder: one call per NDJSON line (the event is nil).
----@param model string
----@param opts table|nil {id=, created=}
----@return luagent.Decoder
-function M.decoder(model, opts)
-  return chunks.decoder(M.name, model, opts, feed, { _tools = 0, _started = false })
-end
+--- A stream decoder (luagent.Decoder): one feed per NDJSON line (the event is nil).
+M.decoder = chunks.decoder_type(M.name, feed, function(dec)
+  dec._tools, dec._started = 0, false   -- tool calls so far; the role was sent
+end)
 
 --- The chat.completion of a non-streaming /api/chat response (one object).
----@param status integer
----@param body string
----@param model string
----@return table|nil response
----@return table|nil err
 function M.parse_response(status, body, model)
   local v, err = common.decode_response(M, status, body, model)
   if not v then return nil, err end
   return M.decoder(model):build(body)
+end
+
+-- ---------------------------------------------------------------------------
+-- Encoding (for servers): OpenAI shape -> /api/chat
+-- ---------------------------------------------------------------------------
+
+-- One /api/chat object: a message (its calls whole, arguments as objects)
+-- and, on the last, done with the reason and the token counts.
+local function chat_object(model, created, content, thinking, calls, finish, usage)
+  local msg = { role = "assistant", content = content or "", thinking = thinking }
+  if calls then
+    msg.tool_calls = json.array()
+    for i, c in ipairs(calls) do
+      msg.tool_calls[i] = { id = c.id, ["function"] = { name = c.name, arguments = common.arguments_object(c.arguments) } }
+    end
+  end
+  local v = { model = model, created_at = os.date("!%Y-%m-%dT%H:%M:%SZ", created or os.time()),
+              message = msg, done = finish ~= nil }
+  if finish then
+    v.done_reason = finish == "length" and "length" or "stop"
+    if type(usage) == "table" then v.prompt_eval_count, v.eval_count = usage.prompt_tokens, usage.completion_tokens end
+  end
+  return v
+end
+
+--- A chat.completion as a non-streaming /api/chat body (choice 0).
+function M.encode_response(response)
+  local ch = response.choices and response.choices[1] or {}
+  local m = ch.message or {}
+  local calls
+  for i, tc in ipairs(m.tool_calls or {}) do
+    local fn = tc["function"] or {}
+    calls = calls or {}
+    calls[i] = { id = tc.id, name = fn.name, arguments = fn.arguments }
+  end
+  return assert(json.encode(chat_object(response.model, response.created, m.content, m.reasoning_content,
+                                        calls, ch.finish_reason or "stop", response.usage)))
+end
+
+-- The stream encoder: a line per chunk that has something; tool calls go
+-- whole, when their arguments are (or at the finish); the finish and its
+-- usage (which OpenAI may send in a chunk of its own after it) go in the
+-- done line when the stream ends. Choice 0 only.
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- A stream encoder (luagent.Encoder): chunks as /api/chat NDJSON lines.
+function M.encoder()
+  return setmetatable({ started = false, calls = common.call_joiner() }, Encoder)
+end
+
+local function line(v) return assert(json.encode(v)) .. "\n" end
+
+--- The line of one chunk ("" when it makes none).
+---@param c luagent.Chunk
+---@return string
+function Encoder:chunk(c)
+  self.model, self.created = c.model or self.model, c.created or self.created
+  if c.usage then self.usage = c.usage end
+  local ch = c.choices and c.choices[1]
+  if not ch then return "" end
+  local d = ch.delta or {}
+  if type(d.tool_calls) == "table" then self.calls:add(d.tool_calls) end
+  local content = type(d.content) == "string" and d.content ~= "" and d.content or nil
+  local thinking = type(d.reasoning_content) == "string" and d.reasoning_content ~= "" and d.reasoning_content or nil
+  if ch.finish_reason then               -- the done line, at the end
+    self.reason, self.content, self.thinking = ch.finish_reason, content, thinking
+    return ""
+  end
+  local calls = self.calls:complete() and self.calls:take() or nil
+  if not (content or thinking or calls or not self.started) then return "" end
+  self.started = true
+  return line(chat_object(self.model, self.created, content, thinking, calls))
+end
+
+--- The done line.
+---@return string
+function Encoder:finish()
+  return line(chat_object(self.model, self.created, self.content, self.thinking, self.calls:take(),
+                          self.reason or "stop", self.usage))
 end
 
 return M

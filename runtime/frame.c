@@ -1,5 +1,5 @@
 /*
- * sse.c - incremental SSE / NDJSON framing (see sse.h for the contract).
+ * frame.c - incremental SSE / NDJSON framing (see frame.h for the contract).
  *
  * Linear time: line-end searches resume from memo offsets, so no byte is
  * scanned twice for the same character (feed also scans each chunk backwards
@@ -12,7 +12,7 @@
  * always shorter than the "data" prefix it replaces), so even multi-line
  * events need no second buffer.
  */
-#include "sse.h"
+#include "frame.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -334,7 +334,7 @@ static int nd_next(la_frame_t *f, la_frame_event_t *ev) {
 
 /* ---------------------------------------------------------------- API */
 
-/* Safe empty state, no allocation (sse.h). */
+/* Safe empty state, no allocation (frame.h). */
 void la_frame_init(la_frame_t *f, la_frame_mode_t mode, size_t max_event) {
   memset(f, 0, sizeof *f);
   f->mode = mode;
@@ -342,7 +342,7 @@ void la_frame_init(la_frame_t *f, la_frame_mode_t mode, size_t max_event) {
   f->retry = -1;
 }
 
-/* BOM handling, then append with the max_event check (sse.h). */
+/* BOM handling, then append with the max_event check (frame.h). */
 int la_frame_feed(la_frame_t *f, const char *p, size_t n) {
   int rc;
   if (f->err) return f->err;
@@ -350,14 +350,14 @@ int la_frame_feed(la_frame_t *f, const char *p, size_t n) {
   return append(f, p, n);
 }
 
-/* Next event, 0 for more input, or the sticky error once drained (sse.h). */
+/* Next event, 0 for more input, or the sticky error once drained (frame.h). */
 int la_frame_next(la_frame_t *f, la_frame_event_t *ev) {
   if (f->err && !f->buf) return f->err;
   return f->mode == LA_FRAME_SSE ? sse_next(f, ev) : nd_next(f, ev);
 }
 
 /* Drains, then settles the unterminated line: an NDJSON event, or for SSE
- * EINCOMPLETE if an event was cut short (sse.h). */
+ * EINCOMPLETE if an event was cut short (frame.h). */
 int la_frame_eof(la_frame_t *f, la_frame_event_t *ev) {
   int rc, incomplete;
   size_t s, e;
@@ -380,13 +380,13 @@ int la_frame_eof(la_frame_t *f, la_frame_event_t *ev) {
   return incomplete ? LA_FRAME_EINCOMPLETE : 0;
 }
 
-/* Unparsed bytes + pending event fields + a held partial BOM (sse.h). */
+/* Unparsed bytes + pending event fields + a held partial BOM (frame.h). */
 size_t la_frame_buffered(const la_frame_t *f) {
   size_t bom = f->bom < BOM_DONE ? f->bom : 0;
   return f->len - f->pos + held(f) + bom;
 }
 
-/* Frees everything; f is then as after la_frame_init (sse.h). */
+/* Frees everything; f is then as after la_frame_init (frame.h). */
 void la_frame_free(la_frame_t *f) {
   free(f->buf);
   free(f->etype.p);
@@ -394,7 +394,7 @@ void la_frame_free(la_frame_t *f) {
   la_frame_init(f, f->mode, f->max_event);
 }
 
-/* Static message for a code (sse.h). */
+/* Static message for a code (frame.h). */
 const char *la_frame_strerror(int code) {
   switch (code) {
   case LA_FRAME_OK: return "ok";

@@ -1,5 +1,5 @@
 /*
- * sse.h - incremental Server-Sent Events and NDJSON framing.
+ * frame.h - incremental framing of streamed bodies: Server-Sent Events and NDJSON.
  *
  * Pure C: no Lua, no libuv, no curl. The HTTP layer pushes body bytes in with
  * la_frame_feed() and pulls framed events out with la_frame_next(), so it can
@@ -26,8 +26,8 @@
  *   at end of body: while ((rc = la_frame_eof(&f, &ev)) == LA_FRAME_EVENT) use(ev);
  *   la_frame_free(&f);
  */
-#ifndef LA_SSE_H
-#define LA_SSE_H
+#ifndef LA_FRAME_H
+#define LA_FRAME_H
 
 #include <stddef.h>
 
@@ -116,4 +116,4 @@ void la_frame_free(la_frame_t *f);
 /* Static message for a LA_FRAME_* code. */
 const char *la_frame_strerror(int code);
 
-#endif /* LA_SSE_H */
+#endif /* LA_FRAME_H */
