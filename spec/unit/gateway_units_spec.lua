@@ -210,6 +210,15 @@ describe("gateway Anthropic request translation #unit", function()
     assert.is_true(p.stream_options.include_usage)
   end)
 
+  it("takes a tool_use without input and a tool without input_schema", function()
+    local p = assert(anthropic_in.to_params{
+      model = "m", max_tokens = 5, tools = { { name = "now" } },
+      messages = { { role = "user", content = "time?" },
+                   { role = "assistant", content = { { type = "tool_use", id = "t1", name = "now" } } } } })
+    assert.are.equal("{}", p.messages[2].tool_calls[1]["function"].arguments)
+    assert.are.equal("{}", json.encode(p.tools[1]["function"].parameters))
+  end)
+
   it("refuses what the Messages API refuses, naming the field", function()
     local _, e = anthropic_in.to_params{ model = "m", messages = {} }
     assert.are.equal(400, e.status); assert.matches("max_tokens", e.message)

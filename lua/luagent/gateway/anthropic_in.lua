@@ -89,7 +89,7 @@ local function assistant_turn(content, where, out)
         return nil, bw .. ": a tool_use block needs id and name"
       end
       calls[#calls + 1] = { id = b.id, type = "function",
-                            ["function"] = { name = b.name, arguments = json.encode(b.input or json.object()) } }
+                            ["function"] = { name = b.name, arguments = json.encode(b.input or {}) } }
     elseif kind == "thinking" or kind == "redacted_thinking" then
       -- reasoning of an earlier turn: not replayed to other providers
     else
@@ -111,7 +111,7 @@ local function convert_tools(tools)
       return bad(("tools[%d].name is required"):format(i - 1))
     end
     out[i] = { type = "function", ["function"] = { name = t.name, description = t.description,
-                                                   parameters = t.input_schema or json.object() } }
+                                                   parameters = t.input_schema or {} } }
   end
   return out
 end
