@@ -190,11 +190,7 @@ function Gateway:_complete(req, res, proto, api)
   if not resp then return x:upstream_failed(err) end
   if self.hooks.post_call then pcall(self.hooks.post_call, params, resp) end
   x:settle(200, resp.usage)
-  res:json(200, proto.response(resp, x.model), { ["x-request-id"] = x.rid })
-end
-
-local function send_events(res, events)
-  for _, e in ipairs(events) do res:sse(e) end
+  res:send(200, proto.response(resp), { ["content-type"] = "application/json", ["x-request-id"] = x.rid })
 end
 
 function Gateway:_relay(x)
@@ -204,7 +200,7 @@ function Gateway:_relay(x)
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local m = self.metrics
-  local enc = x.proto.stream(model, want_usage)
+  local enc = x.proto.stream(want_usage)
   local usage, first, failed = nil, true, nil
   m.open_streams:inc(1, model)
   local ok, perr = pcall(function()
@@ -215,12 +211,13 @@ function Gateway:_relay(x)
       if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
       if c.usage then usage = c.usage end
       if self.hooks.on_chunk then pcall(self.hooks.on_chunk, params, c) end
-      send_events(res, enc:chunk(c))
+      local bytes = enc:chunk(c)
+      if bytes ~= "" then res:write(bytes) end
     end
     if failed then
-      send_events(res, enc:error(wire_errors.from_luagent(failed, self.scrub)))
+      res:sse(enc:error(wire_errors.from_luagent(failed, self.scrub)))
     else
-      send_events(res, enc:finish())
+      res:write(enc:finish())
     end
   end)
   s:close()
