@@ -147,47 +147,59 @@ end
 -- The load
 -- ---------------------------------------------------------------------------
 
--- Runs the floor on scenario s against base (with headers); returns its
--- RESULT table (errors counted as all streams when it printed none).
-local function floor(base, s, headers, background)
-  local sc = SCEN[s]
+-- Runs the floor on scenario s against base (with headers), through
+-- BUILD/bench/measure when opts.watch is a pid (its CPU time, to the
+-- nanosecond, comes back as r.watch_cpu_s); opts.streams overrides the
+-- scenario's. Returns the RESULT table (every stream an error when the
+-- floor printed none); with opts.background, its pid and output file.
+local function floor(base, s, headers, opts)
+  local sc, o = SCEN[s], opts or {}
   local h = {}
   for _, v in ipairs(headers or {}) do h[#h + 1] = "-H '" .. v .. "'" end
-  local cmd = limited(("taskset -c %d %s %s %d %d %s"):format(CLIENT_CPU, FLOOR, base, sc.streams, sc.chunks,
-    table.concat(h, " ")))
-  if background then
+  local streams = o.streams or sc.streams
+  local cmd = limited(("%s %s %s %d %d %s"):format(
+    o.watch and ("%s/bench/measure --cpu %d --watch %s --nofile %d --"):format(BUILD, CLIENT_CPU, o.watch, NOFILE)
+      or ("taskset -c %d"):format(CLIENT_CPU),
+    FLOOR, base, streams, sc.chunks, table.concat(h, " ")))
+  if o.background then
     local out = lib.tmp("floor")
     return start(cmd .. " >" .. out .. " 2>&1"), out
   end
   local text = sh(cmd .. " 2>&1")
   local r = text:match("RESULT (%b{})")
-  r = r and cjson.decode(r) or { errors = sc.streams, chunks = 0 }
+  r = r and cjson.decode(r) or { errors = streams, chunks = 0 }
+  local m = text:match("MEASURE (%b{})")
+  if m then r.watch_cpu_s = cjson.decode(m).watch_cpu_s end
   if r.errors > 0 then log("floor on %s via %s: %d errors: %s", s, base, r.errors, text:sub(1, 300)) end
   return r
 end
 
-local gateways   -- { name, pid = measured pid, base(s), headers(s) }
-
 -- One measured run: the gateway's CPU per relayed chunk, in microseconds.
 local function cpu_run(g, s)
-  local c0 = lib.cpu_seconds(g.pid)
-  local r = floor(g.base(s), s, g.headers(s))
-  r.cpu_us = (lib.cpu_seconds(g.pid) - c0) / math.max(r.chunks, 1) * 1e6
+  local r = floor(g.base(s), s, g.headers(s), { watch = g.pid(s) })
+  r.cpu_us = (r.watch_cpu_s or 0 / 0) / math.max(r.chunks, 1) * 1e6
   return r
 end
 
--- RSS per open stream on the hold scenario, in KB.
-local function rss_run(g)
+-- RSS per open stream on the hold scenario, in KB, on a fresh gateway
+-- (an allocator keeps what it once had: a second round in the same
+-- process would only see growth beyond the first's peak) after 10
+-- warm-up streams.
+local function rss_run(kind)
   local s = "hold"
+  local g = kind.fresh()
+  floor(g.base(s), s, g.headers(s), { streams = 10 })
   lib.sleep(0.5)
-  local idle, peak = lib.rss_kb(g.pid), 0
-  local pid, out = floor(g.base(s), s, g.headers(s), true)
+  local gp = g.pid(s)
+  local idle, peak = lib.rss_kb(gp), 0
+  local pid, out = floor(g.base(s), s, g.headers(s), { background = true })
   repeat
-    peak = math.max(peak, lib.rss_kb(g.pid) or 0)
+    peak = math.max(peak, lib.rss_kb(gp) or 0)
     lib.sleep(0.2)
   until not read("/proc/" .. pid .. "/stat") or (read(out) or ""):match("RESULT")
   local r = cjson.decode((read(out) or ""):match("RESULT (%b{})") or '{"errors":-1}')
   os.remove(out)
+  g.stop()
   return { kb = (peak - idle) / SCEN[s].streams, idle_mb = idle / 1024, peak_mb = peak / 1024, errors = r.errors }
 end
 
@@ -239,48 +251,76 @@ end
 -- Main
 -- ---------------------------------------------------------------------------
 
-assert(read(FLOOR), FLOOR .. " is missing: run bench/run.sh (make bench) once to build it")
+for _, tool in ipairs({ FLOOR, BUILD .. "/bench/measure" }) do
+  assert(read(tool), tool .. " is missing: run bench/run.sh (make bench) once to build it")
+end
 math.randomseed(os.time())
-local procs = {}
+local procs, ngx = {}, nil
+-- On any error, stop what was started before raising it.
+local function cleanup()
+  for _, p in ipairs(procs) do lib.stop(p) end
+  if ngx then ngx.stop() end
+end
+local main_ok, main_err = xpcall(function()
 local mock = start_mock()
+procs[#procs + 1] = mock
 local lg = {}
 for _, s in ipairs({ "c100", "c1000", "hold", "paced" }) do
   lg[s] = start_luagent(s)
   procs[#procs + 1] = lg[s].pid
 end
-local ngx = start_nginx()
-gateways = {
-  { name = "luagent", pids = lg, base = function(s) return lg[s].url .. "/v1" end, headers = function() end },
-  { name = "nginx", pid = ngx.worker, base = function(s) return ("http://127.0.0.1:%d/%s/v1"):format(ngx.port, s) end,
-    headers = function() end },
+ngx = start_nginx()
+-- A gateway: name, pid(s) (the measured process for scenario s), base(s),
+-- headers(s), stop(); kinds start them.
+local function luagent_gw(scens)
+  local inst = {}
+  for _, s in ipairs(scens) do inst[s] = start_luagent(s) procs[#procs + 1] = inst[s].pid end
+  return { name = "luagent", pid = function(s) return inst[s].pid end,
+           base = function(s) return inst[s].url .. "/v1" end, headers = function() end,
+           stop = function() for _, i in pairs(inst) do lib.stop(i.pid) end end }
+end
+local function nginx_gw()
+  local n = start_nginx()
+  ngx = n
+  return { name = "nginx", pid = function() return n.worker end,
+           base = function(s) return ("http://127.0.0.1:%d/%s/v1"):format(n.port, s) end,
+           headers = function() end, stop = function() n.stop() ngx = nil end }
+end
+local function portkey_gw()
+  local p = start_portkey()
+  procs[#procs + 1] = p.pid
+  return { name = "portkey", pid = function() return p.pid end,
+           base = function() return ("http://127.0.0.1:%d/v1"):format(p.port) end,
+           headers = function(s) return { "x-portkey-provider: openai", "x-portkey-custom-host: " .. upstream(s) } end,
+           stop = function() lib.stop(p.pid) end }
+end
+local kinds = {
+  { name = "luagent", fresh = function() return luagent_gw({ "hold" }) end },
+  { name = "nginx", fresh = nginx_gw },
 }
+local gateways = { luagent_gw({ "c100", "c1000", "paced" }), nginx_gw() }
 local pk_ok, pk_why = install_portkey()
 local pk
 if pk_ok then
-  pk = start_portkey()
-  procs[#procs + 1] = pk.pid
-  gateways[#gateways + 1] = { name = "portkey", pid = pk.pid,
-    base = function() return ("http://127.0.0.1:%d/v1"):format(pk.port) end,
-    headers = function(s) return { "x-portkey-provider: openai", "x-portkey-custom-host: " .. upstream(s) } end }
+  pk = portkey_gw()
+  gateways[#gateways + 1] = pk
+  kinds[#kinds + 1] = { name = "portkey", fresh = portkey_gw }
 else
   log("skipping Portkey: %s", pk_why)
 end
--- luagent's measured pid depends on the scenario
-setmetatable(gateways[1], { __index = function(t, k) if k == "pid" then return t.cur end end })
-local function use(g, s) if g.pids then g.cur = g.pids[s].pid end return g end
 
 local cpu, ttft, rss, lat = {}, { direct = { p50 = {}, p99 = {} }, luagent = { p50 = {}, p99 = {} } }, {}, {}
 local errors = 0
 for _, g in ipairs(gateways) do
   cpu[g.name], rss[g.name] = { c100 = {}, c1000 = {} }, {}
-  for _, s in ipairs({ "c100", "c1000", "paced" }) do floor(use(g, s).base(s), s, g.headers(s)) end   -- warm-up
+  for _, s in ipairs({ "c100", "c1000", "paced" }) do floor(g.base(s), s, g.headers(s)) end   -- warm-up
 end
 floor(upstream("c100"), "c100") floor(upstream("paced"), "paced")
 for r = 1, ROUNDS do
   for _, s in ipairs({ "c100", "c1000" }) do
     for i = 0, #gateways - 1 do
       local g = gateways[(i + r - 1) % #gateways + 1]
-      local res = cpu_run(use(g, s), s)
+      local res = cpu_run(g, s)
       errors = errors + res.errors
       cpu[g.name][s][#cpu[g.name][s] + 1] = res.cpu_us
       if s == "c100" and g.name == "luagent" then
@@ -295,7 +335,7 @@ for r = 1, ROUNDS do
   end
   -- paced latency: direct and through luagent, back to back
   local d = floor(upstream("paced"), "paced")
-  local t = floor(use(gateways[1], "paced").base("paced"), "paced")
+  local t = floor(gateways[1].base("paced"), "paced")
   errors = errors + d.errors + t.errors
   lat[r] = { d50 = d.ttft_p50_ms, d99 = d.ttft_p99_ms, g50 = t.ttft_p50_ms, g99 = t.ttft_p99_ms }
   log("round %d/%d: luagent %.1f/%.1f us, nginx %.1f/%.1f us%s per chunk; paced TTFT +%.2f ms p50, +%.2f ms p99",
@@ -303,25 +343,26 @@ for r = 1, ROUNDS do
     pk and (", portkey %.1f/%.1f us"):format(cpu.portkey.c100[r], cpu.portkey.c1000[r]) or "",
     t.ttft_p50_ms - d.ttft_p50_ms, t.ttft_p99_ms - d.ttft_p99_ms)
 end
+for _, g in ipairs(gateways) do g.stop() end
 for r = 1, RSS_ROUNDS do
-  for i = 0, #gateways - 1 do
-    local g = gateways[(i + r - 1) % #gateways + 1]
-    local res = rss_run(use(g, "hold"))
+  for i = 0, #kinds - 1 do
+    local k = kinds[(i + r - 1) % #kinds + 1]
+    local res = rss_run(k)
     errors = errors + math.abs(res.errors)
-    rss[g.name][#rss[g.name] + 1] = res
-    log("rss round %d: %s %.1f KB per stream (%.1f -> %.1f MB)", r, g.name, res.kb, res.idle_mb, res.peak_mb)
+    rss[k.name][#rss[k.name] + 1] = res
+    log("rss round %d: %s %.1f KB per stream (%.1f -> %.1f MB)", r, k.name, res.kb, res.idle_mb, res.peak_mb)
   end
 end
-for _, p in ipairs(procs) do lib.stop(p) end
-ngx.stop()
+for _, p in ipairs(procs) do if p ~= mock then lib.stop(p) end end
+procs = { mock }
 
--- 4. the big run, alone on the machine's two CPUs
+-- 4. the big run, without the other gateways
 local big_gw = start_luagent("big")
+procs[#procs + 1] = big_gw.pid
 local big = big_run(big_gw)
 log("%d streams: %d succeeded, %d failed, %d tokens, %d gateway errors, peak %d fds, %.0f MB",
   BIG, big.succeeded, big.failed, big.tokens, big.gw_errors, big.peak_fds, big.peak_mb)
-lib.stop(big_gw.pid)
-lib.stop(mock)
+cleanup()
 
 -- ---------------------------------------------------------------------------
 -- Report
@@ -403,3 +444,8 @@ rows[#rows + 1] = "<!-- /gateway -->"
 local sec = table.concat(rows, "\n") .. "\n"
 lib.write_section(results_path, "gateway", sec)
 io.write(sec)
+end, debug.traceback)
+if not main_ok then
+  cleanup()
+  error(main_err, 0)
+end

@@ -60,9 +60,11 @@ end
 
 function M.stop(pid) os.execute("kill " .. pid .. " 2>/dev/null") end
 
+-- A free TCP port below Linux's ephemeral range (32768 up), so no outgoing
+-- connection takes it before the server binds it.
 function M.free_port()
   for _ = 1, 50 do
-    local p = math.random(20000, 40000)
+    local p = math.random(20000, 32000)
     if not M.sh(("ss -ltn 'sport = :%d' 2>/dev/null"):format(p)):match(":" .. p) then return p end
   end
   error("no free port")
