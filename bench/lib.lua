@@ -4,6 +4,13 @@
 -- marked sections they write into RESULTS.md. Plain lua5.4.
 local M = {}
 
+-- The process and file helpers of the specs (plain Lua, usable anywhere):
+-- read, write, a temporary name, start in the background (returns the
+-- pid), stop (TERM, then wait until it has gone).
+package.path = (arg and arg[0] and arg[0]:match("^(.*)/") or ".") .. "/../spec/support/?.lua;" .. package.path
+local proc = require "proc"
+M.read, M.write, M.tmp, M.start, M.stop = proc.read, proc.write, proc.tmpname, proc.start, proc.stop
+
 function M.sh(cmd)
   local p = assert(io.popen(cmd))
   local out = p:read("a")
@@ -11,28 +18,7 @@ function M.sh(cmd)
   return out
 end
 
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-function M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
 function M.sleep(s) os.execute("sleep " .. s) end
-
-function M.tmp(tag) local p = os.tmpname() os.remove(p) return p .. "-" .. tag end
-
--- Starts cmd in the background; returns its pid.
-function M.start(cmd)
-  return assert(M.sh(("%s & echo $!"):format(cmd)):match("%d+"))
-end
 
 function M.wait_for(pred, seconds, what)
   for _ = 1, seconds * 50 do
@@ -58,7 +44,6 @@ function M.rss_kb(pid)
   return tonumber((M.read("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
 end
 
-function M.stop(pid) os.execute("kill " .. pid .. " 2>/dev/null") end
 
 -- A free TCP port below Linux's ephemeral range (32768 up), so no outgoing
 -- connection takes it before the server binds it.
