@@ -34,8 +34,9 @@
 --    scenario 1 (100 chunks at once: there the last stream's first token
 --    waits for the relay of the others, so it measures throughput too).
 --    nginx and Portkey on the paced upstream for reference: the floor
---    sends its 100 requests at once, so the last one waits for the set-up
---    of the 99 before it in any single-threaded gateway.
+--    sends its 100 requests at once, so in a single-threaded gateway the
+--    last one waits for the set-up of the 99 before it (what a request
+--    costs before its upstream request leaves).
 -- 4. BENCH_GW_BIG (10,000) concurrent streams through luagent (20 chunks
 --    500 ms apart) with zero errors. Over HTTP/1.1 that needs 20,000
 --    sockets in the gateway, over the hard file limit here (20,000), so
