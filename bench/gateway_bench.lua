@@ -268,12 +268,6 @@ end
 local main_ok, main_err = xpcall(function()
 local mock = start_mock()
 procs[#procs + 1] = mock
-local lg = {}
-for _, s in ipairs({ "c100", "c1000", "hold", "paced" }) do
-  lg[s] = start_luagent(s)
-  procs[#procs + 1] = lg[s].pid
-end
-ngx = start_nginx()
 -- A gateway: name, pid(s) (the measured process for scenario s), base(s),
 -- headers(s), stop(); kinds start them.
 local function luagent_gw(scens)
