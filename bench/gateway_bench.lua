@@ -453,6 +453,12 @@ rows[#rows + 1] = ("Paced TTFT (ms, direct → luagent, p50/p99 each round): %s.
   for _, v in ipairs(lat) do t[#t + 1] = ("%.1f/%.1f → %.1f/%.1f"):format(v.d50, v.d99, v.g50, v.g99) end
   return table.concat(t, "; ")
 end)())
+if pk then
+  rows[#rows + 1] = ("Portkey: @portkey-ai/gateway 1.15.2 on Node %s with @hono/node-server pinned to 1.13.8 "
+    .. "(npm overrides, inside its ^1.3.3 range); with the 1.19.19 the registry resolves, every stream answers "
+    .. "`Something went wrong` (`TypeError: immutable`: Portkey appends headers to the upstream response's)."):format(
+    (sh("node --version"):gsub("%s+$", "")))
+end
 rows[#rows + 1] = "<!-- /gateway -->"
 local sec = table.concat(rows, "\n") .. "\n"
 lib.write_section(results_path, "gateway", sec)
