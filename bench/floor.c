@@ -3,8 +3,9 @@
  * spends per streamed chunk. libuv + libcurl multi-socket (the pattern of
  * curl's docs/examples/multi-uv.c) + runtime/frame.c framing; no Lua, no JSON.
  *
- *   floor BASE_URL STREAMS CHUNKS
+ *   floor BASE_URL STREAMS CHUNKS [-H 'Name: value']...
  *
+ * -H adds a request header (a gateway's routing headers).
  * Opens STREAMS concurrent POST BASE_URL/chat/completions streams at once and
  * checks each on the raw bytes, as the other clients check decoded chunks:
  * HTTP 200, exactly CHUNKS+3 data events before [DONE] (role, CHUNKS tokens,
@@ -211,8 +212,8 @@ int main(int argc, char **argv) {
   double *tt, c0, wall, cpu;
   long n, total = 0, i;
   int nt = 0;
-  if (argc != 4) {
-    fprintf(stderr, "usage: floor BASE_URL STREAMS CHUNKS\n");
+  if (argc < 4 || argc % 2) {
+    fprintf(stderr, "usage: floor BASE_URL STREAMS CHUNKS [-H 'Name: value']...\n");
     return 2;
   }
   snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
@@ -230,6 +231,10 @@ int main(int argc, char **argv) {
   hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
   hdrs = curl_slist_append(hdrs, "Authorization: Bearer x");
   hdrs = curl_slist_append(hdrs, "Expect:");
+  for (i = 4; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "-H")) { fprintf(stderr, "floor: unknown option %s\n", argv[i]); return 2; }
+    hdrs = curl_slist_append(hdrs, argv[i + 1]);
+  }
 
   c0 = cpu_now();
   t_start = now();

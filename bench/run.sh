@@ -5,7 +5,9 @@
 #
 # Environment: BUILD (default build); BENCH_RUNS, BENCH_BIG_RUNS,
 # BENCH_CLIENTS, BENCH_SCENARIOS, BENCH_QUICK (see bench/driver.lua);
-# BENCH_WS_CLIENTS, BENCH_HTTP_ROUNDS, BENCH_SKIP_SERVE (bench/serve_bench.lua).
+# BENCH_WS_CLIENTS, BENCH_HTTP_ROUNDS, BENCH_SKIP_SERVE (bench/serve_bench.lua);
+# BENCH_GW_ROUNDS, BENCH_GW_RSS_ROUNDS, BENCH_GW_BIG, BENCH_SKIP_GATEWAY
+# (bench/gateway_bench.lua).
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -61,5 +63,10 @@ lua5.4 bench/report.lua bench/results.json bench/RESULTS.md
 # section of RESULTS.md; Debian's wrk and nginx come from make deps).
 if [ -z "${BENCH_SKIP_SERVE:-}" ]; then
   lua5.4 bench/serve_bench.lua bench/RESULTS.md >/dev/null
+fi
+# The gateway against nginx and Portkey's (its own section; Portkey is
+# installed from npm into $BUILD/bench/portkey, outside the tree).
+if [ -z "${BENCH_SKIP_GATEWAY:-}" ]; then
+  lua5.4 bench/gateway_bench.lua bench/RESULTS.md >/dev/null
 fi
 echo "bench: wrote bench/RESULTS.md in $(( $(date +%s) - start )) s"

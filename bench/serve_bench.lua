@@ -27,52 +27,10 @@ local results_path = arg[1] or "bench/RESULTS.md"
 
 local function log(fmt, ...) io.stderr:write("serve bench: ", fmt:format(...), "\n") end
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function tmp(tag) local p = os.tmpname() os.remove(p) return p .. "-" .. tag end
-
--- Starts cmd in the background; returns its pid.
-local function start(cmd)
-  return assert(sh(("%s & echo $!"):format(cmd)):match("%d+"))
-end
-
-local function wait_for(pred, seconds, what)
-  for _ = 1, seconds * 50 do
-    local v = pred()
-    if v then return v end
-    sleep(0.02)
-  end
-  error("timed out waiting for " .. what)
-end
-
-local CLK = tonumber(sh("getconf CLK_TCK")) or 100
-local function cpu_seconds(pid)
-  local stat = read("/proc/" .. pid .. "/stat") or ""
-  local rest = stat:match("%) (.*)$") or ""
-  local f = {}
-  for w in rest:gmatch("%S+") do f[#f + 1] = w end
-  return ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)) / CLK   -- utime, stime
-end
-local function rss_kb(pid)
-  return tonumber((read("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
-end
-
-local function stop(pid) os.execute("kill " .. pid .. " 2>/dev/null") end
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
+local lib = require "lib"
+local sh, read, sleep, tmp, start, wait_for = lib.sh, lib.read, lib.sleep, lib.tmp, lib.start, lib.wait_for
+local cpu_seconds, rss_kb, stop = lib.cpu_seconds, lib.rss_kb, lib.stop
 
 -- ---------------------------------------------------------------------------
 -- 1. WebSocket relay
@@ -123,14 +81,6 @@ local function wrk(url)
   return rps, non2xx, errs
 end
 
-local function free_port()
-  for _ = 1, 50 do
-    local p = math.random(20000, 40000)
-    if not sh(("ss -ltn 'sport = :%d' 2>/dev/null"):format(p)):match(":" .. p) then return p end
-  end
-  error("no free port")
-end
-
 local function http_rps()
   local out = tmp("http")
   local server = start(("taskset -c %d %s/luagent bench/serve_http.lua 0 >%s 2>&1"):format(SERVER_CPU, BUILD, out))
@@ -138,28 +88,11 @@ local function http_rps()
   local body = sh("curl -s " .. url .. "/json")
   -- nginx: one worker, the same bytes as a static file
   local dir = tmp("nginx")
-  os.execute("mkdir -p " .. dir .. "/www " .. dir .. "/logs")
+  os.execute("mkdir -p " .. dir .. "/www")
   local f = assert(io.open(dir .. "/www/json", "wb")) f:write(body) f:close()
-  local port = free_port()
-  f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(([[
-worker_processes 1;
-daemon off;
-pid %s/nginx.pid;
-error_log %s/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:%d;
-    location = /json { default_type application/json; root %s/www; }
-  }
-}
-]]):format(dir, dir, port, dir))
-  f:close()
-  local nginx = start(("taskset -c %d nginx -p %s -c %s/nginx.conf >/dev/null 2>&1"):format(SERVER_CPU, dir, dir))
-  local nurl = ("http://127.0.0.1:%d/json"):format(port)
+  local ngx = lib.nginx(dir, SERVER_CPU,
+    ("location = /json { default_type application/json; root %s/www; }"):format(dir))
+  local nurl = ("http://127.0.0.1:%d/json"):format(ngx.port)
   wait_for(function() return sh("curl -s " .. nurl) == body end, 10, "nginx")
   local l, n, bad = {}, {}, 0
   wrk(url .. "/json") wrk(nurl)                        -- warm-up
@@ -170,8 +103,7 @@ http {
     n[#n + 1] = r bad = bad + non2xx
   end
   stop(server)
-  os.execute(("kill $(cat %s/nginx.pid) 2>/dev/null; sleep 0.2"):format(dir))
-  stop(nginx)
+  ngx.stop()
   os.execute("rm -rf " .. dir)
   os.remove(out)
   table.sort(l) table.sort(n)
@@ -218,14 +150,6 @@ end
 math.randomseed(os.time())
 local ws = ws_relay()
 local http = http_rps()
-local text = read(results_path) or ""
 local sec = section(ws, http)
-if text:find("<!-- serve -->", 1, true) then
-  text = text:gsub("<!%-%- serve %-%->.-<!%-%- /serve %-%->\n?", function() return sec end)
-else
-  text = text .. (text:sub(-1) == "\n" and "\n" or "\n\n") .. sec
-end
-local f = assert(io.open(results_path, "w"))
-f:write(text)
-f:close()
+lib.write_section(results_path, "serve", sec)
 io.write(sec)
