@@ -13,24 +13,9 @@ local json = require "luagent.json"
 local BIN = "node_modules/.bin/"
 local TEST_SERVER = { proc.bin, "spec/support/mcp_test_server.lua" }
 
-local function eventually(pred, seconds)
-  local deadline = llm.now() + (seconds or 5)
-  while llm.now() < deadline do
-    if pred() then return true end
-    llm.sleep(0.02)
-  end
-  return pred()
-end
+local eventually = servers.eventually
 
-local function settle()
-  assert.is_true(eventually(function()
-    collectgarbage()
-    collectgarbage()
-    local d = llm.debug()
-    return d.active == 0 and d.transfers == 0
-  end), "handles or transfers still open")
-  servers.assert_clean(assert)
-end
+local function settle() servers.settle(assert) end
 
 local function text_of(result)
   local parts = {}

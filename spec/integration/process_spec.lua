@@ -36,14 +36,7 @@ local function gone(pid)
   return stat == nil or stat:match("^%d+ %b() Z") ~= nil
 end
 
-local function eventually(pred, seconds)
-  local deadline = llm.now() + (seconds or 5)
-  while llm.now() < deadline do
-    if pred() then return true end
-    llm.sleep(0.02)
-  end
-  return pred()
-end
+local eventually = servers.eventually
 
 -- Lets killed children be reaped and collected objects close their
 -- handles (a killed child keeps its handle until libuv reaped it).

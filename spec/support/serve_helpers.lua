@@ -114,15 +114,7 @@ function M.rss_kb()
   return tonumber((proc.read("/proc/self/status") or ""):match("VmRSS:%s*(%d+)"))
 end
 
---- Waits until pred() is true or seconds pass; returns pred()'s last value.
-function M.eventually(pred, seconds)
-  local deadline = llm.now() + (seconds or 5)
-  repeat
-    local v = pred()
-    if v then return v end
-    llm.sleep(0.02)
-  until llm.now() > deadline
-  return pred()
-end
+--- servers.eventually, for the serve specs.
+M.eventually = require("servers").eventually
 
 return M

@@ -88,6 +88,31 @@ function M.redis(opts)
   error("could not start redis-server on a free port")
 end
 
+--- Polls pred every 20 ms until it gives a true value or `seconds`
+--- (default 5) have passed; returns its last value.
+function M.eventually(pred, seconds)
+  local deadline = llm.now() + (seconds or 5)
+  repeat
+    local v = pred()
+    if v then return v end
+    llm.sleep(0.02)
+  until llm.now() > deadline
+  return pred()
+end
+
+--- Waits (collecting garbage) until no libuv handle and no HTTP transfer
+--- is left -- killed children are reaped and dropped objects close their
+--- handles asynchronously -- then asserts that everything is clean.
+function M.settle(assert)
+  assert.is_true(M.eventually(function()
+    collectgarbage()
+    collectgarbage()
+    local d = llm.debug()
+    return d.active == 0 and d.transfers == 0
+  end), "handles or transfers still open")
+  M.assert_clean(assert)
+end
+
 --- Asserts that nothing a test started is still running or open.
 function M.assert_clean(assert)
   collectgarbage()
