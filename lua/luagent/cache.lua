@@ -155,6 +155,7 @@ Cache.__name = "luagent.Cache"
 ---@field namespace? string Redis key prefix (default "luagent:cache:")
 ---@field busy_timeout? number seconds a write waits for another process's lock
 ---@field clock? fun(): number wall-clock seconds (tests)
+---@field warn? fun(line: string) where the cache's warnings go (default stderr)
 
 --- llm.cache{backend=, path=|url=, ttl=}: a response cache.
 ---@param opts luagent.CacheOptions
@@ -177,15 +178,22 @@ function M.new(opts)
   else
     error(("llm.cache: backend must be \"sqlite\" or \"redis\" (got %s)"):format(tostring(backend)), 2)
   end
+  if opts.warn ~= nil and type(opts.warn) ~= "function" then error("llm.cache: warn must be a function", 2) end
   return setmetatable({ backend = backend, ttl = opts.ttl, _b = b, _clock = opts.clock or wall_clock,
-                        _warned = {}, hits = 0, misses = 0, stores = 0 }, Cache)
+                        _warn_to = opts.warn, _warned = {}, hits = 0, misses = 0, stores = 0 }, Cache)
+end
+
+-- A warning line: to the cache's warn function, or stderr.
+function Cache:_say(fmt, ...)
+  if self._warn_to then return self._warn_to("llm.cache: " .. fmt:format(...)) end
+  store.warn("llm.cache: " .. fmt, ...)
 end
 
 -- One warning per kind of failure, so a full disk does not flood stderr.
 function Cache:_warn(kind, err)
   if self._warned[kind] then return end
   self._warned[kind] = true
-  store.warn("llm.cache: %s (%s); calls go on without the cache", tostring(err), kind)
+  self:_say("%s (%s); calls go on without the cache", tostring(err), kind)
 end
 
 --- The key of a request: SHA-256 of its canonical output-changing part.
@@ -208,8 +216,7 @@ function Cache:get(key)
   local v = json.decode(text)
   if type(v) ~= "table" or (v.kind ~= "response" and v.kind ~= "chunks")
      or type(v[v.kind]) ~= "table" then
-    store.warn("llm.cache: entry %s is corrupt (not a stored response); ignored and removed",
-               key:sub(1, 16))
+    self:_say("entry %s is corrupt (not a stored response); ignored and removed", key:sub(1, 16))
     self._b:del(key)
     return nil
   end

@@ -146,7 +146,8 @@ describe("llm.cache #integration", function()
 
     it("treats a corrupt row as a miss, replaces it, and does not crash", function()
       local path = new_db()
-      local cache = llm.cache{ path = path }
+      local warnings = {}
+      local cache = llm.cache{ path = path, warn = function(line) warnings[#warnings + 1] = line end }
       local s = mock.scenario("text=good")
       assert(llm.completion(params(s, { cache = cache })))
       local db = assert(require("luagent.sqlite.core").open(path))
@@ -156,6 +157,7 @@ describe("llm.cache #integration", function()
       local r = assert(llm.completion(params(s, { cache = cache })))
       assert.are.equal("good", r.choices[1].message.content)
       assert.are.equal(2, mock.count(s))
+      assert.matches("^llm%.cache: entry %x+ is corrupt", warnings[1])
       assert(llm.completion(params(s, { cache = cache })))
       assert.are.equal(2, mock.count(s))
       cache:close()
@@ -163,7 +165,9 @@ describe("llm.cache #integration", function()
 
     it("goes on without the cache when its file is locked by another process", function()
       local path = new_db()
-      local cache = llm.cache{ path = path, busy_timeout = 0.3 }
+      local warnings = {}
+      local cache = llm.cache{ path = path, busy_timeout = 0.3,
+                               warn = function(line) warnings[#warnings + 1] = line end }
       local s = mock.scenario("text=locked")
       assert(llm.completion(params(s, { cache = cache })))  -- creates the file
       local marker = proc.tmpname("locked")
@@ -178,6 +182,8 @@ describe("llm.cache #integration", function()
       local s2 = mock.scenario("text=still_answered")
       local r = assert(llm.completion(params(s2, { cache = cache })))
       assert.are.equal("still_answered", r.choices[1].message.content)
+      assert.is_truthy(servers.eventually(function() return warnings[1] end, 5), "no warning")
+      assert.matches("^llm%.cache: .*locked by another process.*calls go on without the cache", warnings[1])
       while proc.alive(pid) do llm.sleep(0.05) end
       os.remove(script); os.remove(marker)
       cache:close()
