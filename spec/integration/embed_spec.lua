@@ -9,12 +9,7 @@ local servers = require "servers"
 
 local build, run = proc.build, proc.run
 
--- "k=v k=v ..." -> table of numbers (and strings)
-local function fields(line)
-  local t = {}
-  for k, v in line:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
-  return t
-end
+local fields = proc.fields
 
 describe("la_step budget #integration", function()
   local mock

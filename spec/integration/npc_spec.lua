@@ -9,11 +9,7 @@ local servers = require "servers"
 
 local build, run = proc.build, proc.run
 
-local function fields(line)
-  local t = {}
-  for k, v in line:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
-  return t
-end
+local fields = proc.fields
 
 describe("examples/npc under Xvfb #integration", function()
   it("streams the NPCs' replies into the dialogue at 60 fps while 100 streams run", function()

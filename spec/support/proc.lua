@@ -50,6 +50,16 @@ function M.script(text)
   return path
 end
 
+--- The `k=v k=v ...` fields of a report line (the C test hosts and the
+--- game print them): numbers where they parse, strings otherwise.
+---@param line string
+---@return table
+function M.fields(line)
+  local t = {}
+  for k, v in line:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+  return t
+end
+
 --- Runs a shell command and waits for it.
 ---@param cmd string
 ---@return string out its stdout and stderr together
