@@ -11,6 +11,10 @@
 ** libedit does not catch signals here (rl_catch_signals = 0): Ctrl-C is
 ** the loop's (main.c, term.on_interrupt), and an edit in progress is
 ** ended by la_edit_end, which gives the terminal its cooked mode back.
+**
+** Ctrl-D is bound to our own eof_or_delete: libedit's em-delete-or-list
+** writes a visible "^D" before it ends the input (terminal_writec in its
+** emacs.c), which the caller's newline then leaves on the screen.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +33,8 @@ static struct {
   la_edit_cb cb;              /* told the line (or EOF, or an error) */
   void *ud;
   int fd0_flags;              /* fd 0's flags before the poll, or -1 */
-} ed = {NULL, NULL, NULL, -1};
+  int pushed;                 /* eof_or_delete pushed keys for libedit */
+} ed = {NULL, NULL, NULL, -1, 0};
 
 static int initialised;
 
@@ -61,6 +66,26 @@ static void line_cb(char *line) {
   finish(line, 0);
 }
 
+/* Ctrl-D, called through libedit's rl_add_defun wrapper (which has just
+** set rl_point and rl_end). On an empty line it is the end of input and
+** shows nothing: rl_done makes the wrapper return CC_EOF, and
+** rl_callback_read_char then calls line_cb with NULL. In a line it is the
+** Delete key: a function bound this way cannot make libedit redraw the
+** line, so it pushes Delete's sequence (rl_initialize binds it to
+** ed-delete-next-char) for poll_cb to feed to libedit at once. */
+static int eof_or_delete(int count, int key) {
+  const char *p;
+  (void)count;
+  (void)key;
+  if (rl_end == 0) {
+    rl_done = 1;
+    return 0;
+  }
+  for (p = "\033[3~"; *p; p++) rl_insert(1, *p);
+  ed.pushed = 1;
+  return 0;
+}
+
 /* fd 0 is readable: feed libedit the keys that are there. An escape
 ** sequence arrives whole, and libedit reads the rest of it itself. */
 static void poll_cb(uv_poll_t *h, int status, int events) {
@@ -69,9 +94,10 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   (void)events;
   if (status < 0) { finish(NULL, status); return; }
   do {
+    ed.pushed = 0;
     rl_callback_read_char();
     if (!ed.cb) return;               /* the line ended */
-  } while (ioctl(0, FIONREAD, &avail) == 0 && avail > 0);
+  } while (ed.pushed || (ioctl(0, FIONREAD, &avail) == 0 && avail > 0));
 }
 
 /* Starts editing a line on the terminal at fd 0, showing prompt. cb is
@@ -85,8 +111,10 @@ int la_edit_begin(la_runtime_t *rt, const char *prompt, la_edit_cb cb, void *ud)
   if (!initialised) {
     rl_catch_signals = 0;             /* Ctrl-C belongs to the loop */
     rl_initialize();
+    rl_add_defun("luagent-eof-or-delete", eof_or_delete, 'D' & 0x1f);
     initialised = 1;
   }
+  rl_done = 0;                        /* eof_or_delete set it last time */
   ed.poll = malloc(sizeof *ed.poll);
   if (!ed.poll) return UV_ENOMEM;
   ed.fd0_flags = fcntl(0, F_GETFL);
