@@ -173,14 +173,6 @@ int la_fdout_open(lua_State *L) {
 /* Registers the writer's metatable (called by luaopen_luagent_process_core). */
 void la_fdout_class(lua_State *L) {
   static const luaL_Reg m[] = {{"write", l_owrite}, {"close", l_oclose}, {NULL, NULL}};
-  if (luaL_newmetatable(L, OUT_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, m, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_oclose);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_oclose);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__close", l_oclose}, {"__gc", l_oclose}, {NULL, NULL}};
+  la_class_new(L, OUT_MT, m, meta, 0);
 }

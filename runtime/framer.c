@@ -83,13 +83,9 @@ static const luaL_Reg framer_methods[] = {
   {"feed", framer_feed}, {"finish", framer_finish}, {NULL, NULL}
 };
 
+static const luaL_Reg framer_meta[] = {{"__gc", framer_gc}, {NULL, NULL}};
+
 /* Registers the Framer metatable. */
 void la_framer_class(lua_State *L) {
-  luaL_newmetatable(L, FRAMER_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, framer_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, framer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  la_class_new(L, FRAMER_MT, framer_methods, framer_meta, 0);
 }

@@ -164,6 +164,13 @@ int  la_task_timer_start(la_task_t *t, double seconds);
 void la_task_timer_stop(la_task_t *t);
 double la_check_seconds(lua_State *L, int arg);
 
+/* ---- class.c ------------------------------------------------------- */
+/* The metatable `name`, once: methods as __index (or as "methods" when meta
+** has its own __index), sharing the nup values on the stack (popped) as
+** upvalues; meta: __gc, __close, __tostring... without upvalues. */
+void la_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
+                  const luaL_Reg *meta, int nup);
+
 /* ---- cond.c -------------------------------------------------------- */
 int  la_cond_new(lua_State *L);                   /* core.cond() */
 extern const luaL_Reg la_cond_methods[];

@@ -584,6 +584,10 @@ static const luaL_Reg methods[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg meta[] = {
+  {"__close", l_close}, {"__gc", l_close}, {"__tostring", l_tostring}, {NULL, NULL}
+};
+
 /* require "luagent.process.core" (a closure with the runtime upvalue). */
 int luaopen_luagent_process_core(lua_State *L) {
   /* A write to a child that exited must be an EPIPE error, not a signal
@@ -591,18 +595,7 @@ int luaopen_luagent_process_core(lua_State *L) {
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  la_class_new(L, PROC_MT, methods, meta, 0);
   la_fdout_class(L);
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));

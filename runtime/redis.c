@@ -642,20 +642,13 @@ static const luaL_Reg conn_methods[] = {
   {"command", l_command}, {"send", l_send}, {"close", l_close}, {NULL, NULL}
 };
 
+static const luaL_Reg conn_meta[] = {
+  {"__close", l_close}, {"__gc", l_close}, {"__tostring", l_tostring}, {NULL, NULL}
+};
+
 /* require "luagent.redis.core" (a closure with the runtime upvalue). */
 int luaopen_luagent_redis_core(lua_State *L) {
-  if (luaL_newmetatable(L, REDIS_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  la_class_new(L, REDIS_MT, conn_methods, conn_meta, 0);
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, l_connect, 1);

@@ -229,26 +229,18 @@ static int x_gc(lua_State *L) {
 }
 
 static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"body", x_body}, {"close", x_close}, {NULL, NULL}
+  {"read", x_read}, {"read_json", x_read_json}, {"body", x_body},
+  {"close", x_close}, {NULL, NULL}
 };
 
+static const luaL_Reg x_meta[] = {
+  {"__index", x_index}, {"__close", x_close}, {"__gc", x_gc}, {NULL, NULL}
+};
 
 /* Registers the Response metatable: __index (status, headers, framed and
-** the methods), __close, __gc; read_json keeps the state's JSON string
-** cache as its upvalue. */
+** the methods, kept in its field "methods"), __close, __gc. The methods
+** share the state's JSON string cache as upvalue (read_json's). */
 void la_response_class(lua_State *L) {
-  luaL_newmetatable(L, HTTP_MT);
-  lua_pushcfunction(L, x_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, x_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, x_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  luaL_setfuncs(L, x_methods, 0);
-  la_json_cache_push(L);                /* read_json's upvalue */
-  lua_pushcclosure(L, x_read_json, 1);
-  lua_setfield(L, -2, "read_json");
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
+  la_json_cache_push(L);
+  la_class_new(L, HTTP_MT, x_methods, x_meta, 1);
 }

@@ -577,16 +577,9 @@ static int l_utf8_valid(lua_State *L) {
 /* Makes metatable name: methods (with rt as upvalue), __gc and __close. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
                       lua_CFunction gc) {
-  if (!luaL_newmetatable(L, name)) { lua_pop(L, 1); return; }
-  lua_newtable(L);
+  const luaL_Reg meta[] = {{"__gc", gc}, {"__close", gc}, {NULL, NULL}};
   lua_pushvalue(L, lua_upvalueindex(1));
-  luaL_setfuncs(L, m, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
+  la_class_new(L, name, m, meta, 1);
 }
 
 /* require "luagent.serve.core" (a closure with the runtime as upvalue). */

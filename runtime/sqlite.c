@@ -583,30 +583,20 @@ static const luaL_Reg stmt_methods[] = {
   {"query", l_query}, {"write", l_write}, {"write_many", l_write_many}, {NULL, NULL}
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction gc) {
-  if (luaL_newmetatable(L, name)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-}
+static const luaL_Reg db_meta[] = {
+  {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_db_tostring}, {NULL, NULL}
+};
+
+static const luaL_Reg stmt_meta[] = {
+  {"__gc", l_stmt_gc}, {"__close", l_stmt_gc}, {NULL, NULL}
+};
 
 /* require "luagent.sqlite.core" (a closure with the runtime upvalue). */
 int luaopen_luagent_sqlite_core(lua_State *L) {
   const char *why = la_sqliteapi_load();
   if (why) return luaL_error(L, "luagent.sqlite.core: %s", why);
-  new_class(L, DB_MT, db_methods, l_close);
-  luaL_getmetatable(L, DB_MT);
-  lua_pushcfunction(L, l_db_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-  new_class(L, STMT_MT, stmt_methods, l_stmt_gc);
+  la_class_new(L, DB_MT, db_methods, db_meta, 0);
+  la_class_new(L, STMT_MT, stmt_methods, stmt_meta, 0);
   lua_newtable(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, l_open, 1);

@@ -730,27 +730,15 @@ static const luaL_Reg core_funcs[] = {
   {"resolve", la_dns_resolve}, {NULL, NULL}
 };
 
-/* Creates metatable name with methods (all with rt as upvalue 1). */
-static void new_class(lua_State *L, la_runtime_t *rt, const char *name,
-                      const luaL_Reg *m, lua_CFunction tostring) {
-  if (!luaL_newmetatable(L, name)) { lua_pop(L, 1); return; }
-  lua_newtable(L);
-  lua_pushlightuserdata(L, rt);
-  luaL_setfuncs(L, m, 1);
-  lua_setfield(L, -2, "__index");
-  if (tostring) {
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-}
-
-/* Registers the Task and Cond metatables. Called when the runtime is made,
-** so that tasks spawned before any script requires luagent (the CLI's main
-** task) get their methods too. */
+/* Registers the Task and Cond metatables (methods with rt as upvalue 1).
+** Called when the runtime is made, so that tasks spawned before any script
+** requires luagent (the CLI's main task) get their methods too. */
 void la_task_classes(lua_State *L, la_runtime_t *rt) {
-  new_class(L, rt, LA_TASK_MT, task_methods, l_task_tostring);
-  new_class(L, rt, LA_COND_MT, la_cond_methods, NULL);
+  static const luaL_Reg task_meta[] = {{"__tostring", l_task_tostring}, {NULL, NULL}};
+  lua_pushlightuserdata(L, rt);
+  la_class_new(L, LA_TASK_MT, task_methods, task_meta, 1);
+  lua_pushlightuserdata(L, rt);
+  la_class_new(L, LA_COND_MT, la_cond_methods, NULL, 1);
 }
 
 /* require "luagent.core" (registered as a closure with the runtime). */

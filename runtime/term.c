@@ -399,6 +399,8 @@ static const luaL_Reg term_funcs[] = {
   {"on_interrupt", l_on_interrupt}, {NULL, NULL}
 };
 
+static const luaL_Reg tin_meta[] = {{"__gc", tin_gc}, {NULL, NULL}};
+
 /* require "luagent.term.core" (a closure with the runtime as upvalue). */
 int luaopen_luagent_term_core(lua_State *L) {
   tin_t *in;
@@ -408,11 +410,8 @@ int luaopen_luagent_term_core(lua_State *L) {
   memset(in, 0, sizeof *in);
   in->rt = la_runtime_of(L);
   in->fd0_flags = -1;
-  if (luaL_newmetatable(L, TIN_MT)) {
-    lua_pushcfunction(L, tin_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
+  la_class_new(L, TIN_MT, NULL, tin_meta, 0);
+  luaL_setmetatable(L, TIN_MT);
   luaL_setfuncs(L, term_funcs, 2);   /* upvalues: runtime, stdin state */
   return 1;
 }

@@ -462,14 +462,7 @@ static const luaL_Reg ws_methods[] = {
 /* Registers the WebSocket metatable (called from luaopen, which has the
 ** runtime as upvalue 1). */
 void la_ws_classes(lua_State *L) {
-  if (!luaL_newmetatable(L, LA_WS_MT)) { lua_pop(L, 1); return; }
-  lua_newtable(L);
+  static const luaL_Reg meta[] = {{"__gc", l_ws_gc}, {"__close", l_ws_gc}, {NULL, NULL}};
   lua_pushvalue(L, lua_upvalueindex(1));
-  luaL_setfuncs(L, ws_methods, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_ws_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_ws_gc);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
+  la_class_new(L, LA_WS_MT, ws_methods, meta, 1);
 }
