@@ -87,46 +87,40 @@ static int searcher(lua_State *L) {
   return 1;
 }
 
+/* The C modules require finds in package.preload; with_rt: the opener is
+** a closure with the runtime as upvalue 1. */
+static const struct preload {
+  const char *name;
+  lua_CFunction open;
+  int with_rt;
+} preloads[] = {
+  {"luagent.core", luaopen_luagent_core, 1},
+  {"luagent.http.core", luaopen_luagent_http_core, 1},
+  {"luagent.redis.core", luaopen_luagent_redis_core, 1},
+  {"luagent.sqlite.core", luaopen_luagent_sqlite_core, 1},
+  {"luagent.digest", luaopen_luagent_digest, 0},
+  {"luagent.term.core", luaopen_luagent_term_core, 1},
+  {"luagent.host.core", luaopen_luagent_host, 1},
+  {"luagent.serve.core", luaopen_luagent_serve_core, 1},
+  {"luagent.process.core", luaopen_luagent_process_core, 1},
+  {"cjson", luaopen_cjson, 0},
+  {"cjson.safe", luaopen_cjson_safe, 0},
+  {"luagent.json.core", luaopen_luagent_json_core, 0},
+  {"luagent.chunks.core", luaopen_luagent_chunks_core, 0},
+  {"luagent.files.core", luaopen_luagent_files_core, 0},
+  {NULL, NULL, 0}
+};
+
 /* Registers package.preload entries and the embedded-module searcher
 ** (before the file searchers, so the binary's copy wins). */
 static void register_modules(lua_State *L, la_runtime_t *rt) {
+  const struct preload *p;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_core, 1);
-  lua_setfield(L, -2, "luagent.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_http_core, 1);
-  lua_setfield(L, -2, "luagent.http.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_redis_core, 1);
-  lua_setfield(L, -2, "luagent.redis.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_sqlite_core, 1);
-  lua_setfield(L, -2, "luagent.sqlite.core");
-  lua_pushcfunction(L, luaopen_luagent_digest);
-  lua_setfield(L, -2, "luagent.digest");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_term_core, 1);
-  lua_setfield(L, -2, "luagent.term.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_host, 1);
-  lua_setfield(L, -2, "luagent.host.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_serve_core, 1);
-  lua_setfield(L, -2, "luagent.serve.core");
-  lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, luaopen_luagent_process_core, 1);
-  lua_setfield(L, -2, "luagent.process.core");
-  lua_pushcfunction(L, luaopen_cjson);
-  lua_setfield(L, -2, "cjson");
-  lua_pushcfunction(L, luaopen_cjson_safe);
-  lua_setfield(L, -2, "cjson.safe");
-  lua_pushcfunction(L, luaopen_luagent_json_core);
-  lua_setfield(L, -2, "luagent.json.core");
-  lua_pushcfunction(L, luaopen_luagent_chunks_core);
-  lua_setfield(L, -2, "luagent.chunks.core");
-  lua_pushcfunction(L, luaopen_luagent_files_core);
-  lua_setfield(L, -2, "luagent.files.core");
+  for (p = preloads; p->name; p++) {
+    if (p->with_rt) lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, p->open, p->with_rt);
+    lua_setfield(L, -2, p->name);
+  }
   lua_pop(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");
