@@ -31,14 +31,6 @@ typedef struct {
   int writers;                /* tasks waiting for a write */
 } out_t;
 
-typedef struct {
-  uv_write_t req;
-  out_t *o;
-  la_task_t *task;            /* NULL once the waiter is gone */
-  int done, status;
-  char data[];
-} owrite_t;
-
 static void out_closed_cb(uv_handle_t *h) {
   out_t *o = h->data;
   la_handle_closed(o->rt);
@@ -50,42 +42,20 @@ static void update_ref(out_t *o) {
   else uv_unref((uv_handle_t *)&o->h);
 }
 
-static void owrite_cb(uv_write_t *req, int status) {
-  owrite_t *w = req->data;
-  w->done = 1;
-  w->status = status;
-  if (!w->task) { free(w); return; }
-  w->o->writers--;
-  update_ref(w->o);
-  la_task_wake(w->task);
+/* A write's waiter is done, or cancelled (the bytes still go out). */
+static void owrite_left(void *owner, int cancelled) {
+  out_t *o = owner;
+  (void)cancelled;
+  o->writers--;
+  update_ref(o);
 }
 
-static int owrite_push(lua_State *L, la_task_t *t) {
-  owrite_t *w = t->ctx;
-  int n = 1;
-  if (w->status == 0) {
-    lua_pushboolean(L, 1);
-  } else {
-    lua_pushnil(L);
-    la_error_push(L, "APIConnectionError", "cannot write to fd %d: %s", w->o->fd,
-                  uv_strerror(w->status));
-    n = 2;
-  }
-  free(w);
-  return n;
+static void owrite_error(lua_State *L, void *owner, int status) {
+  la_error_push(L, "APIConnectionError", "cannot write to fd %d: %s",
+                ((out_t *)owner)->fd, uv_strerror(status));
 }
 
-/* Cancelled while writing: the bytes still go out (a message is never cut
-** in half); only the waiter leaves. */
-static void owrite_cancel(la_task_t *t) {
-  owrite_t *w = t->ctx;
-  if (w->done) { free(w); return; }
-  w->task = NULL;
-  w->o->writers--;
-  update_ref(w->o);
-}
-
-static const la_wait_ops_t owrite_ops = {"output.write", owrite_push, owrite_cancel};
+static const la_wreq_owner_t owrites = {owrite_left, owrite_error};
 
 static out_t *check_out(lua_State *L) {
   out_t **op = luaL_checkudata(L, 1, OUT_MT);
@@ -99,27 +69,17 @@ static int l_owrite(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
   la_task_t *t = la_task_current_rt(L, o->rt, "output:write");
-  owrite_t *w = malloc(sizeof *w + len);
-  uv_buf_t b;
   int rc;
-  if (!w) return luaL_error(L, "output:write: out of memory");
-  memcpy(w->data, s, len);
-  w->o = o;
-  w->task = t;
-  w->done = w->status = 0;
-  w->req.data = w;
-  b = uv_buf_init(w->data, (unsigned)len);
-  rc = uv_write(&w->req, (uv_stream_t *)&o->h, &b, 1, owrite_cb);
-  if (rc != 0) {
-    free(w);
+  la_wreq_t *w = la_wreq_start(L, "output:write", (uv_stream_t *)&o->h, s, len, t,
+                               &owrites, o, &rc);
+  if (!w) {
     lua_pushnil(L);
-    la_error_push(L, "APIConnectionError", "cannot write to fd %d: %s", o->fd, uv_strerror(rc));
+    owrite_error(L, o, rc);
     return 2;
   }
   o->writers++;
   update_ref(o);
-  lua_settop(L, 1);
-  return la_suspend(L, t, &owrite_ops, w);
+  return la_wreq_wait(L, t, w);
 }
 
 /* writer:close(): pending writes are dropped (their waiters get an error);

@@ -171,6 +171,18 @@ double la_check_seconds(lua_State *L, int arg);
 void la_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta, int nup);
 
+/* ---- wreq.c -------------------------------------------------------- */
+/* A write a task waits for (process stdin, output(fd)); see wreq.c. */
+typedef struct la_wreq la_wreq_t;
+typedef struct la_wreq_owner {
+  void (*left)(void *owner, int cancelled);   /* a waiter is done; no Lua */
+  void (*error)(lua_State *L, void *owner, int status);   /* pushes it */
+} la_wreq_owner_t;
+la_wreq_t *la_wreq_start(lua_State *L, const char *fname, uv_stream_t *stream,
+                         const char *s, size_t len, la_task_t *t,
+                         const la_wreq_owner_t *ow, void *owner, int *rc);
+int  la_wreq_wait(lua_State *L, la_task_t *t, la_wreq_t *w);
+
 /* ---- cond.c -------------------------------------------------------- */
 int  la_cond_new(lua_State *L);                   /* core.cond() */
 extern const luaL_Reg la_cond_methods[];

@@ -76,15 +76,6 @@ struct proc {
   char prog[160];             /* argv[0], for messages */
 };
 
-/* A write in flight; owns a copy of the bytes. */
-typedef struct {
-  uv_write_t req;
-  proc_t *p;
-  la_task_t *task;            /* NULL: nobody waits (nowait or cancelled) */
-  int done, status;
-  char data[];
-} wreq_t;
-
 /* ================================================================== */
 /* Handles and life cycle                                              */
 /* ================================================================== */
@@ -230,16 +221,6 @@ static void start_reading(pipe_t *io) {
   }
 }
 
-static void write_cb(uv_write_t *req, int status) {
-  wreq_t *w = req->data;
-  w->done = 1;
-  w->status = status;
-  if (!w->task) { free(w); return; }
-  w->p->writers--;
-  update_ref(w->p);
-  la_task_wake(w->task);
-}
-
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   pipe_t *io = req->data;
   (void)status;
@@ -270,31 +251,21 @@ static void wait_cancel(la_task_t *t) {
 
 static const la_wait_ops_t wait_ops = {"process.wait", la_push_none, wait_cancel};
 
-static int write_push(lua_State *L, la_task_t *t) {
-  wreq_t *w = t->ctx;
-  int n = 1;
-  if (w->status == 0) {
-    lua_pushboolean(L, 1);
-  } else {
-    lua_pushnil(L);
-    la_error_push(L, "APIConnectionError", "process '%s': cannot write to its stdin: %s",
-                  w->p->prog, uv_strerror(w->status));
-    n = 2;
-  }
-  free(w);
-  return n;
-}
-
-static void write_cancel(la_task_t *t) {
-  wreq_t *w = t->ctx;
-  proc_t *p = w->p;
-  if (w->done) { free(w); return; }     /* woken, never resumed */
-  w->task = NULL;                       /* write_cb frees it */
+/* A write's waiter is done, or cancelled (then the child is killed, as
+** for any cancelled wait on it). */
+static void write_left(void *owner, int cancelled) {
+  proc_t *p = owner;
   p->writers--;
-  kill_on_cancel(p);
+  if (cancelled) kill_on_cancel(p);
+  else update_ref(p);
 }
 
-static const la_wait_ops_t write_ops = {"process.write", write_push, write_cancel};
+static void write_error(lua_State *L, void *owner, int status) {
+  la_error_push(L, "APIConnectionError", "process '%s': cannot write to its stdin: %s",
+                ((proc_t *)owner)->prog, uv_strerror(status));
+}
+
+static const la_wreq_owner_t stdin_writes = {write_left, write_error};
 
 /* ================================================================== */
 /* Methods                                                             */
@@ -383,28 +354,16 @@ static int l_write(lua_State *L) {
   const char *s = luaL_checklstring(L, 2, &len);
   int nowait = lua_toboolean(L, 3), rc;
   la_task_t *t = nowait ? NULL : la_task_current_rt(L, p->rt, "process:write");
-  wreq_t *w;
-  uv_buf_t b;
+  la_wreq_t *w;
   if (!p->io[0].open || p->stdin_closing)
     return push_error(L, "APIConnectionError", p, "its stdin is closed", 0);
-  w = malloc(sizeof *w + len);
-  if (!w) return luaL_error(L, "process:write: out of memory");
-  memcpy(w->data, s, len);
-  w->p = p;
-  w->task = t;
-  w->done = w->status = 0;
-  w->req.data = w;
-  b = uv_buf_init(w->data, (unsigned)len);
-  rc = uv_write(&w->req, (uv_stream_t *)&p->io[0].h, &b, 1, write_cb);
-  if (rc != 0) {
-    free(w);
-    return push_error(L, "APIConnectionError", p, "cannot write to its stdin", rc);
-  }
+  w = la_wreq_start(L, "process:write", (uv_stream_t *)&p->io[0].h, s, len, t,
+                    &stdin_writes, p, &rc);
+  if (!w) return push_error(L, "APIConnectionError", p, "cannot write to its stdin", rc);
   if (nowait) { lua_pushboolean(L, 1); return 1; }
   p->writers++;
   update_ref(p);
-  lua_settop(L, 1);                   /* keeps the object reachable */
-  return la_suspend(L, t, &write_ops, w);
+  return la_wreq_wait(L, t, w);
 }
 
 /* proc:close_stdin(): EOF for the child once queued writes are done. */

@@ -216,6 +216,16 @@ describe("llm.process #integration", function()
     assert.matches("cannot write to its stdin", tostring(err))
   end)
 
+  it("cancelling a task blocked in write kills the child; the write is freed", function()
+    local p <close> = assert(llm.process{ "sleep", "30" })    -- never reads its stdin
+    local t = llm.spawn(function() return p:write(("x"):rep(1 << 20)) end)
+    llm.sleep(0.1)
+    assert.are.equal("waiting", t:status())                   -- the pipe is full
+    t:cancel()
+    assert.is_false(pcall(t.await, t))
+    assert.are.same({ 0, 9 }, { p:wait() })                   -- SIGKILL, as for any cancelled wait
+  end)
+
   it("a child flooding stdout is back-pressured until the script reads", function()
     local marker = proc.tmpname("done")
     local p <close> = assert(llm.process{ "sh", "-c",
