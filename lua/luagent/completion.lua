@@ -317,9 +317,11 @@ local function new_chain(p)
   local candidates = { p }
   local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
   errors.add_secret(p.api_key)  -- every key of the chain, before any error
-  for _, list in ipairs({ fallbacks or {}, cw or {} }) do
-    for _, f in ipairs(list) do
-      if type(f) == "table" then errors.add_secret(f.api_key) end
+  if fallbacks or cw then
+    for _, list in pairs({ fallbacks, cw }) do
+      for _, f in ipairs(list) do
+        if type(f) == "table" then errors.add_secret(f.api_key) end
+      end
     end
   end
   if fallbacks then

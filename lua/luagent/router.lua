@@ -255,6 +255,10 @@ end
 ---@return table|nil err
 function Router:_pick(name, tried, tokens)
   local list, t = self._groups[name], now()
+  if list and #list == 1 then   -- whatever the filters, the one healthy deployment
+    if self:_cooling(list[1], t) then return nil, unavailable(name, list, t) end
+    return list[1]
+  end
   local healthy = list and filter(list, function(d) return not self:_cooling(d, t) end)
   if not healthy or #healthy == 0 then return nil, unavailable(name, list, t) end
   local fresh = filter(healthy, function(d) return not tried[d] end)

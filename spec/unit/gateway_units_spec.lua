@@ -134,6 +134,24 @@ describe("gateway metrics #unit", function()
     local reg = metrics.new()
     local c = reg:counter("x_total", "x", { "a", "b" })
     assert.has_error(function() c:inc(1, "only-a") end)
+    c:inc(1, "a", "b")   -- a known series first: a short tuple is still refused
+    assert.has_error(function() c:inc(1, "a") end)
+  end)
+
+  it("keeps one series per rendered label text, however the values were given", function()
+    local reg = metrics.new()
+    local c = reg:counter("y_total", "y", { "model", "status" })
+    for _ = 1, 3 do c:inc(1, "m", "200") end
+    c:inc(1, "m", 200)        -- renders as status="200": the same series
+    c:inc(1, "m", 0 / 0)      -- NaN is no table key, but still a series
+    c:inc(1, "m", 0 / 0)
+    c:inc(1, "n", "200")
+    local text = reg:render()
+    assert.matches('y_total{model="m",status="200"} 4\n', text, 1, true)
+    assert.matches('y_total{model="n",status="200"} 1\n', text, 1, true)
+    local _, nans = text:gsub('y_total{model="m",status="[^"]*nan[^"]*"} 2\n', "")
+    assert.are.equal(1, nans)
+    assert.are.equal(4, c:get("m", "200"))
   end)
 end)
 

@@ -102,6 +102,17 @@ describe("luagent.providers #unit", function()
       assert.equal("http://h/api/chat", providers.join_url("http://h", "/api/chat"))
     end)
 
+    it("join_url gives the same answers from its cache, for any number of bases", function()
+      for round = 1, 2 do   -- the second round is answered from the cache
+        assert.equal("http://c/v1/messages", providers.join_url("http://c/v1", "/v1/messages"))
+        assert.equal("http://c/v1/chat/completions", providers.join_url("http://c/v1", "/chat/completions"))
+        for i = 1, 300 do   -- more than the cache keeps: it starts over
+          assert.equal(("http://h%d/v1/x"):format(i), providers.join_url(("http://h%d/v1/"):format(i), "/x"),
+                       "round " .. round)
+        end
+      end
+    end)
+
     it("headers lower-cases names and refuses CR, LF, NUL and bad names", function()
       local h = assert(providers.headers({ ["Content-Type"] = "a" }, { ["X-A"] = "b", ["x-n"] = 5 }))
       assert.same({ ["content-type"] = "a", ["x-a"] = "b", ["x-n"] = "5" }, h)

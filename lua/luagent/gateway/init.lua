@@ -61,6 +61,7 @@ function M.new(cfg)
   local g = setmetatable({
     cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
+    rid_prefix = ("req-%x-"):format(os.time()),   -- then the sequence number in hex
     models = {},
   }, Gateway)
   for _, d in ipairs(cfg.router.model_list) do
@@ -76,7 +77,7 @@ function Gateway:_request_id(req)
   local given = req.headers["x-request-id"]
   if given and #given <= 200 and given:match("^[%w%-_%.:]+$") then return given end
   self.seq = self.seq + 1
-  return ("req-%x-%x"):format(os.time(), self.seq)
+  return ("%s%x"):format(self.rid_prefix, self.seq)
 end
 
 -- Rough prompt size for a key's tpm limiter: 4 bytes a token, as the

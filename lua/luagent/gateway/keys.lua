@@ -45,17 +45,20 @@ local function refuse(status, type_, message, extra)
   return nil, e
 end
 
+-- The callers without a virtual key, shared by every request (read only).
+local ANONYMOUS, MASTER = { alias = "anonymous", master = true }, { alias = "master", master = true }
+
 --- Checks a request's key and model. Returns the caller
---- {alias=, master=bool, entry=} or nil, {status=, type=, message=}.
+--- {alias=, master=bool, entry=} (read only) or nil, {status=, type=, message=}.
 ---@param headers table<string, string>
 ---@param model string|nil
 function Keys:authorize(headers, model)
-  if self._open then return { alias = "anonymous", master = true } end
+  if self._open then return ANONYMOUS end
   local key = M.from_headers(headers)
   if not key then
     return refuse(401, "authentication_error", "No API key: send Authorization: Bearer <key> or x-api-key")
   end
-  if key == self._master then return { alias = "master", master = true } end
+  if key == self._master then return MASTER end
   local entry = self._keys[key]
   if not entry then return refuse(401, "authentication_error", "Invalid API key") end
   if model and entry.models and not entry.models[model] then
