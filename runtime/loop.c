@@ -138,9 +138,9 @@ static void check_cb(uv_check_t *h) {
 ** slice that happens to finish a cycle pays the atomic phase and a sweep
 ** of a few hundred KB (0.6-1.7 ms with 100 streams, the longest slices of
 ** a step). A budgeted step takes it out of the slices: it stops the
-** collector for the step and drives it with basic steps (LUA_GCSTEP 0)
-** first in the step, in up to half the budget, so an indivisible atomic
-** phase lands where the budget still absorbs it.
+** collector and drives it with basic steps (LUA_GCSTEP 0) first in each
+** step, in up to half the budget, so an indivisible atomic phase lands
+** where the budget still absorbs it.
 **
 ** Pacing is Lua's own, kept by hand: a cycle starts when the heap reaches
 ** GC_PAUSE % of what the last one kept, and a basic step pays for
@@ -159,10 +159,11 @@ static size_t heap_bytes(lua_State *L) {
   return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
-/* collectgarbage as scripts see it under a budgeted step: "stop",
-** "restart" and "isrunning" act on the collector the script set, not on
-** la_step's hold of it (a stop lasts past the step, a restart waits for
-** its end); every other option goes to Lua's own (upvalue 1). */
+/* collectgarbage as scripts see it while la_step holds the collector:
+** "stop", "restart" and "isrunning" act on the collector the script set,
+** not on the hold (a stop also stops the collector's slices and lasts
+** past la_run, a restart resumes the slices); every other option goes to
+** Lua's own (upvalue 1). */
 static int l_collectgarbage(lua_State *L) {
   la_runtime_t *rt = lua_touserdata(L, lua_upvalueindex(2));
   const char *opt = luaL_optstring(L, 1, "collect");
@@ -181,28 +182,35 @@ static int l_collectgarbage(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* Stops the collector for a budgeted step (gc_held 1). A collector the
-** script stopped stays stopped and is not driven (gc_held 0); a
-** generational one is made incremental: its collections cannot be cut
-** into slices. The first call wraps collectgarbage (see above). */
+/* Takes the collector for budgeted steps (gc_held 1): stopped, so that it
+** runs only in gc_slices, and incremental (a generational collection
+** cannot be cut into slices), also when the script switched it since. It
+** stays stopped between steps: the next allocation of a restarted
+** collector (la_call, la_dofile between frames) would pay a whole default
+** step, up to a millisecond, outside any budget. A collector the script
+** stopped is not taken (gc_held 0). The first call wraps collectgarbage. */
 static void gc_hold(la_runtime_t *rt) {
   lua_State *L = rt->L;
   if (!rt->gc_wrapped) {
     rt->gc_wrapped = 1;
-    lua_getglobal(L, "collectgarbage");
-    lua_pushlightuserdata(L, rt);
-    lua_pushcclosure(L, l_collectgarbage, 2);
-    lua_setglobal(L, "collectgarbage");
+    if (lua_getglobal(L, "collectgarbage") == LUA_TFUNCTION) {
+      lua_pushlightuserdata(L, rt);
+      lua_pushcclosure(L, l_collectgarbage, 2);
+      lua_setglobal(L, "collectgarbage");
+    } else {
+      lua_pop(L, 1);
+    }
   }
-  rt->gc_held = lua_gc(L, LUA_GCISRUNNING, 0);
-  if (!rt->gc_held) return;
+  if (!rt->gc_held) {
+    rt->gc_held = lua_gc(L, LUA_GCISRUNNING, 0);
+    if (!rt->gc_held) return;
+    lua_gc(L, LUA_GCSTOP, 0);
+  }
   lua_gc(L, LUA_GCINC, 0, 0, GC_STEPSIZE);
-  lua_gc(L, LUA_GCSTOP, 0);
 }
 
-/* Gives the collector back at the step's end, as the script set it:
-** la_run, la_call between steps and a host that stops stepping find it
-** running on its own with Lua's default step size. */
+/* Gives the collector back as the script set it, with Lua's default step
+** size: la_run and unbudgeted steps run it inside allocations again. */
 static void gc_release(la_runtime_t *rt) {
   if (rt->gc_held) lua_gc(rt->L, LUA_GCINC, 0, 0, GC_STEPSIZE_AUTO);
   if (rt->gc_held == 1) lua_gc(rt->L, LUA_GCRESTART, 0);
@@ -348,6 +356,8 @@ int la_step(la_runtime_t *rt, int budget_ms) {
   if (budget_ms > 0) {
     gc_hold(rt);
     gc_slices(rt, start + (uint64_t)budget_ms * 500000u);
+  } else {
+    gc_release(rt);
   }
   /* Tasks a spent budget left queued go first: otherwise every step would
   ** spend its budget reading sockets (the poll phase comes before the
@@ -357,7 +367,6 @@ int la_step(la_runtime_t *rt, int budget_ms) {
     uv_run(rt->loop, UV_RUN_NOWAIT);
   } while ((rt->ready_head || la_curl_backlog(rt)) && budget_ms > 0 &&
            !la_budget_spent(rt, LA_SLICE_TASK));
-  gc_release(rt);
   rt->deadline = 0;
   rt->running = 0;
   s->steps++;
@@ -373,6 +382,7 @@ void la_stats(la_runtime_t *rt, la_stats_t *out) {
 
 int la_run(la_runtime_t *rt) {
   if (rt->running) return -1;
+  gc_release(rt);
   rt->running = 1;
   la_curl_flush(rt);
   if (rt->ready_head) idle_on(rt);
