@@ -156,7 +156,8 @@ static void check_cb(uv_check_t *h) {
 #define GC_STEPSIZE_AUTO 13         /* LUAI_GCSTEPSIZE, restored after */
 
 static size_t heap_bytes(lua_State *L) {
-  return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 +
+         (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
 /* collectgarbage as scripts see it while la_step holds the collector:
@@ -355,7 +356,7 @@ int la_step(la_runtime_t *rt, int budget_ms) {
   rt->deadline = budget_ms > 0 ? start + (uint64_t)budget_ms * PLAN_NS : 0;
   if (budget_ms > 0) {
     gc_hold(rt);
-    gc_slices(rt, start + (uint64_t)budget_ms * 500000u);
+    gc_slices(rt, start + (uint64_t)budget_ms * 500000u);   /* half */
   } else {
     gc_release(rt);
   }
