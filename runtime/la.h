@@ -113,7 +113,16 @@ struct la_runtime {
   uint64_t deadline;          /* uv_hrtime() at which la_step's budget is
                                  spent; 0 outside a budgeted step */
   la_stats_t stats;           /* la_stats: the last step's and totals */
-  uint64_t slice_est;         /* ns, a slice's expected cost (la_step) */
+  uint64_t slice_est[6];      /* ns, a slice's expected cost, by kind
+                                 (LA_SLICE_*; la_step) */
+  int gc_held;                /* in a budgeted step: 1 la_step stopped the
+                                 collector, 2 and the script too (loop.c) */
+  int gc_wrapped;             /* collectgarbage wrapped (loop.c) */
+  int gc_cycle;               /* la_step is driving a collector cycle */
+  size_t gc_next;             /* heap bytes at which the next cycle starts */
+  size_t gc_mark;             /* heap bytes after the last collector slices */
+  size_t gc_owed;             /* bytes allocated the cycle has not paid for */
+  size_t gc_cycle_alloc;      /* bytes allocated since the cycle began */
   struct la_preload *preload; /* libcurl loading off the loop (curl.c) */
   int preload_chosen;         /* la_preload was called (by la_step too) */
   struct la_host *host;       /* host events and callbacks (host.c) */
@@ -138,9 +147,15 @@ void la_ready_push(la_runtime_t *rt, la_task_t *t);
 void la_handle_closed(la_runtime_t *rt);          /* debug counter */
 void la_close_free_cb(uv_handle_t *h);            /* frees h, counts it */
 la_runtime_t *la_runtime_of(lua_State *L);        /* from upvalue 1 */
-int  la_budget_spent(la_runtime_t *rt);           /* la_step's budget */
+/* The kinds of a la_step slice; each has its own expected cost. A task's
+** first resume (START: its set-up, often a request) costs more than the
+** later ones (a chunk read), a transfer's start (CONNECT: connect and
+** request on loopback, ~0.2 ms in the kernel) more than a curl timeout. */
+enum { LA_SLICE_TASK, LA_SLICE_START, LA_SLICE_SOCKET, LA_SLICE_TIMER,
+       LA_SLICE_CONNECT, LA_SLICE_GC };
+int  la_budget_spent(la_runtime_t *rt, int kind); /* la_step's budget */
 uint64_t la_slice_begin(la_runtime_t *rt);        /* times one slice of */
-void la_slice_end(la_runtime_t *rt, uint64_t t0, int io);  /* a step */
+void la_slice_end(la_runtime_t *rt, uint64_t t0, int kind);  /* a step */
 void la_loop_awake(la_runtime_t *rt);             /* poll must not block */
 
 /* ---- task.c -------------------------------------------------------- */

@@ -84,10 +84,14 @@ LA_API int la_dofile(la_runtime_t *rt, const char *path, int argc, char **argv);
 /* Does the work that is ready (timers due, I/O arrived, tasks runnable)
 ** without blocking, for budget_ms at most (0 = one pass, unbounded).
 ** The work is cut into slices (one task resume, one socket's I/O, one
-** libcurl timeout); once the budget is spent no slice starts and the rest
-** waits for the next call, so a step costs the budget plus at most one
-** slice. The first call starts la_preload(rt, LA_PRELOAD_THREAD) unless
-** the host chose otherwise. Returns the number of tasks still alive. */
+** libcurl timeout or transfer start, one step of the Lua collector); a
+** slice expected to end past 90% of the budget does not start and the
+** rest waits for the next call, so a step costs the budget plus at most
+** one slice. With a budget the collector runs in slices of its own, never
+** inside a task; only tasks allocating faster than it collects in half a
+** budget make it catch up whatever the budget. The first call starts
+** la_preload(rt, LA_PRELOAD_THREAD) unless the host chose otherwise.
+** Returns the number of tasks still alive. */
 LA_API int la_step(la_runtime_t *rt, int budget_ms);
 
 /* Modes of la_preload. */
@@ -105,7 +109,7 @@ LA_API int la_preload(la_runtime_t *rt, int mode);
 /* Counters a frame host reads after la_step (a debug overlay). */
 typedef struct la_stats {
   double step_ms;             /* wall time of the last la_step */
-  double slice_max_ms;        /* its longest slice (task resume, I/O) */
+  double slice_max_ms;        /* its longest slice (task resume, I/O, GC) */
   int tasks_run;              /* task resumes in the last step */
   int io_slices;              /* socket and timer slices in the last step */
   int deferred;               /* 1: the budget ran out with work left */

@@ -112,7 +112,7 @@ static int read_common(lua_State *L, lua_KContext base, int as_json) {
   /* A reader with a backlog would take it all in one resume: with
   ** la_step's budget spent, it lets the step end and reads on next step. */
   if (x->q_head && x->rt->current && L == x->rt->current->co &&
-      la_budget_spent(x->rt))
+      la_budget_spent(x->rt, LA_SLICE_TASK))
     return la_yield_now_k(L, x->rt->current, as_json ? read_json_k : read_k);
   if ((ev = la_xfer_pop(x))) {
     const char *name = ev->buf + ev->data_len + 1;

@@ -71,7 +71,7 @@ typedef struct game {
   la_runtime_t *rt;
   /* measures */
   double last;                /* ms: start of the previous frame */
-  samples_t frame_ms, step_ms;
+  samples_t frame_ms, step_ms, step_cpu_ms;
   la_stats_t stats;
   double slice_max;
   int over_slice;             /* steps over budget + their longest slice */

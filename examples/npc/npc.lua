@@ -14,12 +14,6 @@
 local llm = require "luagent"
 local game = require "game"
 
--- A frame's budget is 1 ms: the generational collector finishes its cycles
--- in fewer and shorter pauses inside a step than the incremental one (100
--- streams under step_host: 6-8 slices over 0.3 ms a run instead of 15-16,
--- the longest 0.41-0.50 ms instead of 0.64-0.71; bench/RESULTS.md).
-collectgarbage("generational")
-
 local opts = {}
 for _, a in ipairs{...} do
   local k, v = a:match("^([%w_]+)=(.*)$")

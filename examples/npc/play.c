@@ -83,15 +83,17 @@ static void quantiles(samples_t *s, double *p50, double *p99, double *max) {
 }
 
 int print_report(game_t *g, double seconds) {
-  double f50, f99, fmax, s50, s99, smax;
+  double f50, f99, fmax, s50, s99, smax, c50, c99, cmax;
   int frames = g->step_ms.n;
   quantiles(&g->frame_ms, &f50, &f99, &fmax);
   quantiles(&g->step_ms, &s50, &s99, &smax);
+  quantiles(&g->step_cpu_ms, &c50, &c99, &cmax);
   printf("npc: seconds=%.1f frames=%d fps=%.1f frame_p50_ms=%.2f frame_p99_ms=%.2f "
          "frame_max_ms=%.2f step_p50_ms=%.3f step_p99_ms=%.3f step_max_ms=%.3f "
+         "step_cpu_p99_ms=%.3f step_cpu_max_ms=%.3f "
          "slice_max_ms=%.3f over_slice=%d budget_ms=%d dialogues=%d reply_tokens=%d thought_tokens=%d "
          "spinner_frames=%d received_kb=%llu tasks_failed=%d screenshot=%s\n",
-         seconds, frames, frames / seconds, f50, f99, fmax, s50, s99, smax,
+         seconds, frames, frames / seconds, f50, f99, fmax, s50, s99, smax, c99, cmax,
          g->slice_max, g->over_slice, g->budget, g->dialogues, g->tokens, g->thought_tokens,
          g->spinner_frames, g->stats.bytes_received / 1024, g->stats.tasks_failed,
          g->shot_taken ? "yes" : "no");
@@ -102,5 +104,6 @@ int print_report(game_t *g, double seconds) {
   fflush(stdout);
   free(g->frame_ms.v);
   free(g->step_ms.v);
+  free(g->step_cpu_ms.v);
   return 0;
 }

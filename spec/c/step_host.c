@@ -9,13 +9,17 @@
 **
 **   MODE: thread (the default la_step chooses), now (at start-up), none.
 **   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
-**   over_slice=K deferred=D bytes= tasks_run= tasks=T status=ok
+**   over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
+**   cpu_max_ms= heap_max_kb= heap_end_kb= tasks=T status=ok
 **
 ** over_slice counts steps that overran budget + that step's own longest
 ** slice by more than 0.5 ms (the budget's contract: a step costs the budget
 ** plus at most one task's or one socket's slice); deferred counts steps
-** that ended with work left for the next. Exits 1 when the script
-** raised or tasks were left.
+** that ended with work left for the next. cpu_* are the steps' thread
+** CPU times (CLOCK_THREAD_CPUTIME_ID): our own work, without the time
+** other processes took the core away mid-step, which wall time includes.
+** heap_* is the Lua heap after each step (the collector keeps up). Exits 1
+** when the script raised or tasks were left.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -30,6 +34,12 @@
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static double cpu_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -55,7 +65,8 @@ static void sleep_ms(double ms) {
 int main(int argc, char **argv) {
   int budget = 1, frames = 60 * 60, preload = LA_PRELOAD_THREAD, n = 0;
   int over = 0, deferred = 0, failed;
-  double frame_ms = 1000.0 / 60, *steps, *sorted, slice_max = 0;
+  double frame_ms = 1000.0 / 60, *steps, *sorted, *cpus, slice_max = 0;
+  double heap_max = 0, heap;
   uint64_t tasks_run = 0;
   la_stats_t st;
   la_runtime_t *rt;
@@ -77,8 +88,9 @@ int main(int argc, char **argv) {
   }
   steps = calloc((size_t)frames, sizeof *steps);
   sorted = calloc((size_t)frames, sizeof *sorted);
+  cpus = calloc((size_t)frames, sizeof *cpus);
   rt = la_open(NULL);
-  if (!rt || !steps || !sorted) return 1;
+  if (!rt || !steps || !sorted || !cpus) return 1;
   if (la_preload(rt, preload) != 0) {
     fprintf(stderr, "step_host: la_preload failed\n");
     return 1;
@@ -89,9 +101,12 @@ int main(int argc, char **argv) {
     return 1;
   }
   while (n < frames) {
-    double t0 = now_ms(), dt;
+    double t0 = now_ms(), c0 = cpu_ms(), dt;
     int alive = la_step(rt, budget);
     dt = now_ms() - t0;
+    cpus[n] = cpu_ms() - c0;
+    heap = lua_gc(la_state(rt), LUA_GCCOUNT, 0);
+    if (heap > heap_max) heap_max = heap;
     la_stats(rt, &st);
     steps[n++] = dt;
     tasks_run += st.tasks_run;
@@ -107,13 +122,19 @@ int main(int argc, char **argv) {
   failed = la_tasks(rt) != 0 || st.tasks_failed != 0;
   printf("steps=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f first_ms=%.3f "
          "budget_ms=%d slice_max_ms=%.3f over_slice=%d deferred=%d bytes=%llu "
-         "tasks_run=%llu tasks=%d status=%s\n",
+         "tasks_run=%llu ",
          n, quantile(sorted, n, 0.5), quantile(sorted, n, 0.99),
          n ? sorted[n - 1] : 0, n ? steps[0] : 0, budget, slice_max, over, deferred,
-         (unsigned long long)st.bytes_received, (unsigned long long)tasks_run,
-         la_tasks(rt), failed ? "FAILED" : "ok");
+         (unsigned long long)st.bytes_received, (unsigned long long)tasks_run);
+  qsort(cpus, (size_t)n, sizeof *cpus, cmp);
+  printf("cpu_p50_ms=%.3f cpu_p99_ms=%.3f cpu_max_ms=%.3f heap_max_kb=%.0f "
+         "heap_end_kb=%d tasks=%d status=%s\n",
+         quantile(cpus, n, 0.5), quantile(cpus, n, 0.99), n ? cpus[n - 1] : 0,
+         heap_max, lua_gc(la_state(rt), LUA_GCCOUNT, 0), la_tasks(rt),
+         failed ? "FAILED" : "ok");
   la_close(rt);
   free(steps);
   free(sorted);
+  free(cpus);
   return failed ? 1 : 0;
 }

@@ -36,6 +36,49 @@ describe("la_step budget #integration", function()
     assert.is_true(r.deferred > 0, out)
   end)
 
+  -- before la_step drove the collector itself, every one of these
+  -- finalizers ran inside a task's slice (the collector working inside
+  -- the tasks' allocations, the longest slices of a step)
+  it("runs the collector in slices of its own, the heap bounded over 160 MB of garbage", function()
+    local out, code = run(("%s/step_host --budget 1 --frame-ms 1 spec/fixtures/embed/garbage.lua 10 1000 16")
+      :format(build))
+    local r, g = fields(out:match("steps=[^\n]*") or ""), fields(out:match("finalized=[^\n]*") or "")
+    assert.are.equal(0, code, out)
+    assert.are.equal(0, g.inside, out)             -- no finalizer ran inside a task
+    assert.is_true(g.finalized >= 9000, out)      -- of 10,000: the collector kept up
+    assert.are.equal("true", g.isrunning, out)    -- as scripts see it
+    -- live data is ~0.6 MB; Lua's own pacing peaks at ~0.9 MB, la_step's at ~2.2
+    assert.is_true(r.heap_max_kb < 8 * 1024, out)
+  end)
+
+  it("leaves a script's collectgarbage settings alone, except generational mode", function()
+    local s = proc.script([[
+      local llm = require "luagent"
+      llm.spawn(function()          -- each sleep spans a few steps
+        llm.sleep(0.01)
+        collectgarbage("generational")   -- la_step makes it incremental again
+        llm.sleep(0.01)
+        local mode = collectgarbage("incremental")
+        collectgarbage("stop")           -- lasts past the step's end
+        llm.sleep(0.01)
+        local before = collectgarbage("count")
+        for i = 1, 20000 do local _ = {i} end
+        llm.sleep(0.01)
+        llm.sleep(0.01)
+        local grew = collectgarbage("count") > before + 500
+        local stopped = not collectgarbage("isrunning")
+        collectgarbage("restart")
+        llm.sleep(0.01)
+        print(("mode=%s stopped=%s grew=%s running=%s"):format(mode, stopped, grew,
+          collectgarbage("isrunning")))
+      end):await()
+    ]])
+    local out, code = run(("%s/step_host --budget 1 --frame-ms 1 %s"):format(build, s))
+    os.remove(s)
+    assert.are.equal(0, code, out)
+    assert.matches("mode=incremental stopped=true grew=true running=true", out, 1, true)
+  end)
+
   it("requests made while libcurl loads on a thread wait, then all succeed", function()
     for _, mode in ipairs{"thread", "now", "none"} do
       local out, code, r = streams("--preload " .. mode, 20)
