@@ -189,7 +189,9 @@ end
 --- slow item is not taken over while its worker is alive.
 function Store:heartbeat(recs)
   local ids = {}
-  for _, rec in pairs(recs) do ids[#ids + 1] = rec.entry end
+  for _, rec in pairs(recs) do
+    if rec then ids[#ids + 1] = rec.entry end
+  end
   if not ids[1] then return end
   self:call("XCLAIM", self.k_items, GROUP, self.consumer, 0, table.unpack(ids))
 end
