@@ -165,6 +165,7 @@ local function run_item(self, run, rec)
   if not final then core.sleep(run.retry_delay) end
   local n, err = self._s:fail(rec, error_text(r), final)
   if not n then run.fatal = run.fatal or err; return end
+  if not final then run.requeued = true end
   if final or (type(n) == "number" and n >= self.max_attempts) then
     run.stats.failed = run.stats.failed + 1
     run.counts.failed = run.counts.failed + 1
@@ -210,13 +211,29 @@ end
 -- Where the workers find nothing to start: wait for the items running
 -- here (one may end in a retry), go round again (SQLite), or wait for the
 -- other workers (Redis). Returns false once the batch has nothing left.
+-- SQLite: this process is the only worker, so while items run here an
+-- item behind the cursor is pending again only if it was put back for a
+-- retry; the pass goes round again then, not as each item ends (a pass
+-- from the start reads every row of the batch). Once nothing runs, the
+-- counts (one scan, needed for the stats anyway) say whether anything
+-- was missed.
 local function nothing_fresh(self, run, recs, from_start)
   local s = self._s
-  if run.inflight > 0 then
-    if not recs[1] then s:rewind() end
+  if not s.shared and (recs[1] or run.requeued) then
+    if not recs[1] then
+      run.requeued = false
+      s:rewind()
+    end                                -- else: all running here; read on
+  elseif run.inflight > 0 then
     run.ended:wait(run.idle)
-  elseif not s.shared then             -- SQLite: this process is the only worker
+  elseif not s.shared then
     if from_start and not recs[1] then return false end
+    local c = s:counts()
+    if c and c.done + c.failed >= c.total then
+      run.counts = c
+      return false
+    end
+    run.requeued = false
     s:rewind()
   else                                 -- Redis: others' items may still run
     local c = s:counts()
@@ -322,7 +339,8 @@ function Batch:run(fn)
   if not ok then for i = 1, #workers do workers[i]:cancel() end end
   run.over = true
   w:cancel()
-  local final = s:counts() or run.counts
+  -- SQLite: run.counts is exact (this process is the only worker).
+  local final = not s.shared and run.counts or s:counts() or run.counts
   if run.bar then
     run.counts = final
     show(self, run)
