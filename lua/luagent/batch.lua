@@ -139,6 +139,35 @@ end
 -- Running
 -- ---------------------------------------------------------------------------
 
+-- Records the result (JSON text) of rec. A store with done_many (Redis)
+-- takes it with those of the other items ending in the same loop turn:
+-- the first of them leads the group, lets the others join (one yield),
+-- and records them all with one call (one script). Each item of the
+-- group returns only once that call has: an item counts as done only
+-- when its result is committed, so a killed process still loses only
+-- the items it was running (a group not yet committed leaves its items
+-- pending). Measured: a script an item cost the client 9k instructions
+-- an item more. (SQLite's writes are grouped into one commit already.)
+local function record_done(s, run, rec, text)
+  if not s.done_many then return s:done(rec, text) end
+  local g = run.group
+  if g then
+    local n = #g.recs + 1
+    g.recs[n], g.texts[n] = rec, text
+    if not g.over then g.ended:wait() end
+    return g.ok, g.err
+  end
+  g = { recs = { rec }, texts = { text }, ended = core.cond() }
+  run.group = g
+  core.sleep(0)
+  run.group = nil
+  local ok, done, err = pcall(s.done_many, s, g.recs, g.texts)
+  if not ok then done, err = nil, done end
+  g.ok, g.err, g.over = done, err, true
+  g.ended:broadcast()
+  return done, err
+end
+
 -- Runs one item: fn, then its result or failure committed. A store that
 -- fails to record (Redis waits; SQLite locked or full) raises in the run.
 local function run_item(self, run, rec)
@@ -152,7 +181,7 @@ local function run_item(self, run, rec)
     local text, eerr = json.encode(r)
     if not text then ok, r = false, "result is not JSON-able: " .. tostring(eerr) end
     if ok then
-      local done, err = self._s:done(rec, text)
+      local done, err = record_done(self._s, run, rec, text)
       if not done then run.fatal = run.fatal or err; return end
       run.stats.done = run.stats.done + 1
       run.counts.done = run.counts.done + 1

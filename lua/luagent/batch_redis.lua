@@ -31,12 +31,16 @@ end
 return added
 ]]
 
--- The first result of an item wins; the entry is retired either way.
+-- Results (ARGV: the group, then id, result, entry of each item): the
+-- first result of an item wins; the entry is retired either way.
 local DONE = [[
-local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-if first == 1 then redis.call('HDEL', KEYS[2], ARGV[1]) end
-redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
-return first
+for i = 2, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[i + 2])
+end
+return 1
 ]]
 
 -- A failed attempt: retired and queued again, or kept as failed once the
@@ -196,11 +200,16 @@ function Store:heartbeat(recs)
   self:call("XCLAIM", self.k_items, GROUP, self.consumer, 0, table.unpack(ids))
 end
 
-function Store:done(rec, result)
-  local r, err = self:eval(DONE, 3, self.k_results, self.k_failed, self.k_items,
-                           rec.id, result, GROUP, rec.entry)
+--- Records the results (JSON texts) of recs, in one script.
+function Store:done_many(recs, results)
+  local args, n = { 3, self.k_results, self.k_failed, self.k_items, GROUP }, 5
+  for i, rec in ipairs(recs) do
+    args[n + 1], args[n + 2], args[n + 3] = rec.id, results[i], rec.entry
+    n = n + 3
+  end
+  local r, err = self:eval(DONE, table.unpack(args, 1, n))
   if r == nil then return nil, err end
-  return true, r == 1
+  return true
 end
 
 function Store:fail(rec, errtext)
