@@ -259,7 +259,7 @@ local function nothing_fresh(self, run, recs, from_start)
     if from_start and not recs[1] then return false end
     local c = s:counts()
     if c and c.done + c.failed >= c.total then
-      run.counts = c
+      run.counts, run.final = c, c
       return false
     end
     run.requeued = false
@@ -345,7 +345,10 @@ end
 function Batch:run(fn)
   if type(fn) ~= "function" then error("batch:run: expects a function(item, id)", 2) end
   local s, opts = self._s, self._opts
-  local counts = s:counts() or { total = 0, done = 0, failed = 0 }
+  -- The counts scan every item on SQLite: at the start only for a bar
+  -- (the stats take those made at the end).
+  local counts = (opts.progress or s.shared) and s:counts() or nil
+  counts = counts or { total = 0, done = 0, failed = 0 }
   local run = {
     fn = fn, rl = opts.rate_limit, retry_delay = opts.retry_delay or 0.5,
     stats = { done = 0, failed = 0, retried = 0 }, counts = counts, inflight = 0,
@@ -368,8 +371,7 @@ function Batch:run(fn)
   if not ok then for i = 1, #workers do workers[i]:cancel() end end
   run.over = true
   w:cancel()
-  -- SQLite: run.counts is exact (this process is the only worker).
-  local final = not s.shared and run.counts or s:counts() or run.counts
+  local final = run.final or s:counts() or run.counts
   if run.bar then
     run.counts = final
     show(self, run)
