@@ -167,7 +167,8 @@ local function recs_of(entries, out)
   for _, e in ipairs(entries or {}) do
     local f = e[2]
     if type(f) == "table" then     -- a deleted entry has no fields
-      local rec = { entry = e[1] }
+      -- id and item named here size the table for them (not grown twice)
+      local rec = { entry = e[1], id = nil, item = nil }
       for i = 1, #f, 2 do rec[f[i]] = f[i + 1] end
       out[#out + 1] = rec
     end
