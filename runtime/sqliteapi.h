@@ -26,6 +26,7 @@ typedef struct la_sqliteapi {
   double (*column_double)(sqlite3_stmt *, int);
   sqlite3_int64 (*column_int64)(sqlite3_stmt *, int);
   int (*column_type)(sqlite3_stmt *, int);
+  int (*config)(int, ...);
   const char *(*errmsg)(sqlite3 *);
   const char *(*errstr)(int);
   int (*exec)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *, char **);
@@ -58,6 +59,7 @@ const char *la_sqliteapi_load(void);
 #define sqlite3_column_double          la_sqliteapi.column_double
 #define sqlite3_column_int64           la_sqliteapi.column_int64
 #define sqlite3_column_type            la_sqliteapi.column_type
+#define sqlite3_config                 la_sqliteapi.config
 #define sqlite3_errmsg                 la_sqliteapi.errmsg
 #define sqlite3_errstr                 la_sqliteapi.errstr
 #define sqlite3_exec                   la_sqliteapi.exec

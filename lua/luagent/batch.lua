@@ -139,6 +139,35 @@ end
 -- Running
 -- ---------------------------------------------------------------------------
 
+-- Records the result (JSON text) of rec. A store with done_many (Redis)
+-- takes it with those of the other items ending in the same loop turn:
+-- the first of them leads the group, lets the others join (one yield),
+-- and records them all with one call (one script). Each item of the
+-- group returns only once that call has: an item counts as done only
+-- when its result is committed, so a killed process still loses only
+-- the items it was running (a group not yet committed leaves its items
+-- pending). Measured: a script an item cost the client 9k instructions
+-- an item more. (SQLite's writes are grouped into one commit already.)
+local function record_done(s, run, rec, text)
+  if not s.done_many then return s:done(rec, text) end
+  local g = run.group
+  if g then
+    local n = #g.recs + 1
+    g.recs[n], g.texts[n] = rec, text
+    if not g.over then g.ended:wait() end
+    return g.ok, g.err
+  end
+  g = { recs = { rec }, texts = { text }, ended = core.cond() }
+  run.group = g
+  core.sleep(0)
+  run.group = nil
+  local ok, done, err = pcall(s.done_many, s, g.recs, g.texts)
+  if not ok then done, err = nil, done end
+  g.ok, g.err, g.over = done, err, true
+  g.ended:broadcast()
+  return done, err
+end
+
 -- Runs one item: fn, then its result or failure committed. A store that
 -- fails to record (Redis waits; SQLite locked or full) raises in the run.
 local function run_item(self, run, rec)
@@ -152,7 +181,7 @@ local function run_item(self, run, rec)
     local text, eerr = json.encode(r)
     if not text then ok, r = false, "result is not JSON-able: " .. tostring(eerr) end
     if ok then
-      local done, err = self._s:done(rec, text)
+      local done, err = record_done(self._s, run, rec, text)
       if not done then run.fatal = run.fatal or err; return end
       run.stats.done = run.stats.done + 1
       run.counts.done = run.counts.done + 1
@@ -165,6 +194,7 @@ local function run_item(self, run, rec)
   if not final then core.sleep(run.retry_delay) end
   local n, err = self._s:fail(rec, error_text(r), final)
   if not n then run.fatal = run.fatal or err; return end
+  if not final then run.requeued = true end
   if final or (type(n) == "number" and n >= self.max_attempts) then
     run.stats.failed = run.stats.failed + 1
     run.counts.failed = run.counts.failed + 1
@@ -196,9 +226,13 @@ local function watcher(self, run)
   while not run.over do
     core.sleep(math.min(1, (self._opts.claim_idle or 60) / 3))
     if run.over then break end
-    if s.heartbeat then s:heartbeat(run.recs) end
-    local c = s:counts()
-    if c then run.counts = c end
+    if s.heartbeat then s:heartbeat(run.running) end
+    -- One process works on a SQLite batch: its counts are kept as its
+    -- items end (a count scans every row of the batch).
+    if s.shared then
+      local c = s:counts()
+      if c then run.counts = c end
+    end
     show(self, run)
   end
 end
@@ -206,13 +240,29 @@ end
 -- Where the workers find nothing to start: wait for the items running
 -- here (one may end in a retry), go round again (SQLite), or wait for the
 -- other workers (Redis). Returns false once the batch has nothing left.
+-- SQLite: this process is the only worker, so while items run here an
+-- item behind the cursor is pending again only if it was put back for a
+-- retry; the pass goes round again then, not as each item ends (a pass
+-- from the start reads every row of the batch). Once nothing runs, the
+-- counts (one scan, needed for the stats anyway) say whether anything
+-- was missed.
 local function nothing_fresh(self, run, recs, from_start)
   local s = self._s
-  if run.inflight > 0 then
-    if not recs[1] then s:rewind() end
+  if not s.shared and (recs[1] or run.requeued) then
+    if not recs[1] then
+      run.requeued = false
+      s:rewind()
+    end                                -- else: all running here; read on
+  elseif run.inflight > 0 then
     run.ended:wait(run.idle)
-  elseif not s.shared then             -- SQLite: this process is the only worker
+  elseif not s.shared then
     if from_start and not recs[1] then return false end
+    local c = s:counts()
+    if c and c.done + c.failed >= c.total then
+      run.counts, run.final = c, c
+      return false
+    end
+    run.requeued = false
     s:rewind()
   else                                 -- Redis: others' items may still run
     local c = s:counts()
@@ -245,9 +295,12 @@ local function next_rec(self, run)
       if not ok or not recs then
         run.fatal = run.fatal or (ok and err or recs)
       else
-        local fresh = {}
+        local fresh, busy = {}, {}
+        for _, r in pairs(run.running) do
+          if r then busy[r.id] = true end
+        end
         for _, r in ipairs(recs) do
-          if not run.recs[r.id] then fresh[#fresh + 1] = r end
+          if not busy[r.id] then fresh[#fresh + 1] = r end
         end
         if fresh[1] then
           run.queue, run.qi, run.idle = fresh, 0, 0.02
@@ -262,15 +315,19 @@ local function next_rec(self, run)
   end
 end
 
--- One of `concurrency` workers: items until there are none.
-local function work(self, run)
+-- One of `concurrency` workers: items until there are none. Its item
+-- is in run.running[slot] while it runs. (Not a table keyed by item id:
+-- with as many live keys as a power of two, Lua rehashes such a table on
+-- every delete-then-insert, 0.8 µs an item at concurrency 32.)
+local function work(self, run, slot)
+  local running = run.running
   while true do
     local rec = next_rec(self, run)
     if not rec then return end
-    run.recs[rec.id] = rec
+    running[slot] = rec
     run.inflight = run.inflight + 1
     local ok, e = pcall(run_item, self, run, rec)
-    run.recs[rec.id] = nil
+    running[slot] = false
     run.inflight = run.inflight - 1
     run.ended:signal()
     if run.bar then show(self, run) end
@@ -288,11 +345,14 @@ end
 function Batch:run(fn)
   if type(fn) ~= "function" then error("batch:run: expects a function(item, id)", 2) end
   local s, opts = self._s, self._opts
-  local counts = s:counts() or { total = 0, done = 0, failed = 0 }
+  -- The counts scan every item on SQLite: at the start only for a bar
+  -- (the stats take those made at the end).
+  local counts = (opts.progress or s.shared) and s:counts() or nil
+  counts = counts or { total = 0, done = 0, failed = 0 }
   local run = {
     fn = fn, rl = opts.rate_limit, retry_delay = opts.retry_delay or 0.5,
     stats = { done = 0, failed = 0, retried = 0 }, counts = counts, inflight = 0,
-    recs = {}, queue = {}, qi = 0, idle = 0.02, ended = core.cond(), claimed = core.cond(),
+    running = {}, queue = {}, qi = 0, idle = 0.02, ended = core.cond(), claimed = core.cond(),
   }
   run.base = counts.done + counts.failed
   if opts.progress and run.base < counts.total then
@@ -303,14 +363,15 @@ function Batch:run(fn)
   s:rewind()
   local w = core.spawn(watcher, self, run)
   local workers = {}
-  for i = 1, self.concurrency do workers[i] = core.spawn(work, self, run) end
+  for i = 1, self.concurrency do run.running[i] = false end
+  for i = 1, self.concurrency do workers[i] = core.spawn(work, self, run, i) end
   local ok, e = pcall(function()
     for i = 1, #workers do workers[i]:await() end
   end)
   if not ok then for i = 1, #workers do workers[i]:cancel() end end
   run.over = true
   w:cancel()
-  local final = s:counts() or run.counts
+  local final = run.final or s:counts() or run.counts
   if run.bar then
     run.counts = final
     show(self, run)

@@ -318,6 +318,40 @@ describe("llm.batch #integration", function()
       os.remove(db)
     end)
 
+    it("retries items put back while others run, each once, and counts them", function()
+      local db = proc.tmpname("retry.db")
+      local batch = assert(llm.batch{ name = "r", store = "sqlite:" .. db, concurrency = 8,
+                                      retry_delay = 0 })
+      local items = {}
+      for i = 1, 610 do items[i] = ("it-%03d"):format(i) end
+      assert.are.equal(610, batch:add_all(items))
+      assert.are.equal(610, batch:add_all(items))      -- again: nothing new
+      local tries = {}
+      local st = assert(batch:run(function(item)
+        tries[item] = (tries[item] or 0) + 1
+        llm.sleep(0)
+        if item:match("0$") and tries[item] == 1 then error("once") end
+        return item
+      end))
+      assert.are.equal(610, st.done)
+      assert.are.equal(61, st.retried)
+      assert.are.same({ total = 610, done = 610, failed = 0 },
+                      { total = st.total, done = st.batch_done, failed = st.batch_failed })
+      for i = 1, 610 do
+        assert.are.equal(items[i]:match("0$") and 2 or 1, tries[items[i]], items[i])
+      end
+      assert.are.same({ total = 610, done = 610, failed = 0 }, batch:counts())
+      local n = 0
+      for id, r in batch:results() do
+        n = n + 1
+        assert.are.equal(items[n], id)
+        assert.are.equal(items[n], r)
+      end
+      assert.are.equal(610, n)
+      batch:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
     it("keeps failed items with their error after max_attempts", function()
       local db = proc.tmpname("fail.db")
       local batch = assert(llm.batch{ name = "f", store = "sqlite:" .. db, max_attempts = 2,

@@ -49,6 +49,22 @@ describe("redis #integration", function()
       end)())
     end)
 
+    it("sends words of any length and bytes, and many of them", function()
+      local big = ("0123456789\r\n"):rep(100000)          -- 1.2 MB, CRLFs inside
+      assert.are.equal("OK", conn:command("SET", "big", big))
+      assert.are.equal(big, conn:command("GET", "big"))
+      assert.are.equal("OK", conn:command("SET", "empty", ""))
+      assert.are.equal("", conn:command("GET", "empty"))
+      local args = { "RPUSH", "many" }
+      for i = 1, 1234 do args[#args + 1] = i % 2 == 0 and ("w" .. i) or i end
+      assert.are.equal(1234, conn:command(table.unpack(args)))
+      local got = conn:command("LRANGE", "many", 0, -1)
+      assert.are.equal(1234, #got)
+      assert.are.equal("1", got[1])
+      assert.are.equal("w1234", got[1234])
+      conn:command("DEL", "big", "empty", "many")
+    end)
+
     it("returns an error reply as nil, err", function()
       local r, err = conn:command("NOSUCHCOMMAND", "x")
       assert.is_nil(r)
