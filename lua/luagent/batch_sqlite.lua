@@ -19,17 +19,6 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
 local Store = {}
 Store.__index = Store
 
--- Items go in ADD_ROWS at a time, as one INSERT of that many rows. An
--- INSERT a row cost each item 4.7k instructions more (each statement's
--- start and end): 9% of the bookkeeping of bench/batch_bench.lua's
--- SQLite run over plain llm.map, and a quarter of the writer's CPU.
-local ADD_ROWS = 50
-
-local function insert_sql(rows)
-  return "INSERT OR IGNORE INTO luagent_batch_items (batch, id, seq, item) VALUES "
-    .. ("(?, ?, ?, ?), "):rep(rows - 1) .. "(?, ?, ?, ?)"
-end
-
 --- Opens the batch `name` in the SQLite file at path.
 ---@return table|nil store
 ---@return table|nil err
@@ -38,8 +27,7 @@ function M.open(path, name, opts)
   if not db then return nil, err end
   local s = setmetatable({ db = db, name = name, path = path, cursor = 0 }, Store)
   local function prep(sql) return assert(db:prepare(sql)) end
-  s.add_st = prep(insert_sql(1))
-  s.add_many_st = prep(insert_sql(ADD_ROWS))
+  s.add_st = prep("INSERT OR IGNORE INTO luagent_batch_items (batch, id, seq, item) VALUES (?, ?, ?, ?)")
   s.next_st = prep([[SELECT seq, id, item, attempts, rowid FROM luagent_batch_items
                      WHERE batch = ? AND state = 0 AND seq > ? ORDER BY seq LIMIT ?]])
   s.done_st = prep([[UPDATE luagent_batch_items SET state = 1, result = ?, error = NULL,
@@ -57,23 +45,8 @@ end
 --- them); ones already there are kept as they are (a rerun adds
 --- nothing). Returns true or nil, err.
 function Store:add(list)
-  local many, n = {}, #list - #list % ADD_ROWS
-  for i = 1, n, ADD_ROWS do
-    local flat = {}
-    for j = 0, ADD_ROWS - 1 do
-      local r, k = list[i + j], j * 4
-      flat[k + 1], flat[k + 2], flat[k + 3], flat[k + 4] = r[1], r[2], r[3], r[4]
-    end
-    many[#many + 1] = flat
-  end
-  if many[1] then
-    local ok, err = self.add_many_st:write_many(many)
-    if not ok then return nil, err end
-  end
-  if n < #list then
-    local ok, err = self.add_st:write_many(table.move(list, n + 1, #list, 1, {}))
-    if not ok then return nil, err end
-  end
+  local ok, err = self.add_st:write_many(list)
+  if not ok then return nil, err end
   return true
 end
 
