@@ -68,6 +68,7 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
              runtime/process.c runtime/fdout.c runtime/spawn_args.c \
              runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c
+CORE_SRC  += runtime/sse_scan.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)

@@ -61,7 +61,7 @@ function M.new(cfg)
   local g = setmetatable({
     cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
-    models = {},
+    models = {}, wires = {},
   }, Gateway)
   for _, d in ipairs(cfg.router.model_list) do
     if not g.models[d.model_name] then
@@ -193,25 +193,49 @@ function Gateway:_complete(req, res, proto, api)
   res:send(200, proto.response(resp), { ["content-type"] = "application/json", ["x-request-id"] = x.rid })
 end
 
+-- The wire format whose upstream events a stream on params may relay as
+-- bytes to a client of protocol proto (nil: decode and encode each chunk).
+-- Bytes need the same format on every try (Router:provider_of), and
+-- nothing that must see each chunk: an on_chunk hook, or a budget (it
+-- is charged as each chunk's text arrives, and cut mid-stream).
+function Gateway:_wire(params, proto)
+  if self.hooks.on_chunk or params.budget then return nil end
+  local model = params.model
+  local w = self.wires[model]
+  if w == nil then
+    w = self.router:provider_of(model) or false
+    self.wires[model] = w
+  end
+  return w == proto.name and w or nil
+end
+
 function Gateway:_relay(x)
   local params, model, res = x.params, x.model, x.res
   local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
   params.stream_options = { include_usage = true }
+  local wire = self:_wire(params, x.proto)
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local m = self.metrics
   local enc = x.proto.stream(want_usage)
+  local on_chunk = self.hooks.on_chunk
   local usage, first, failed = nil, true, nil
   m.open_streams:inc(1, model)
   local ok, perr = pcall(function()
     res:sse_start{ ["x-request-id"] = x.rid }
     while true do
-      local c, cerr = s:next()
-      if not c then failed = cerr; break end
-      if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
-      if c.usage then usage = c.usage end
-      if self.hooks.on_chunk then pcall(self.hooks.on_chunk, params, c) end
-      local bytes = enc:chunk(c)
+      -- plain: upstream events relayed as bytes (a string), or false: c
+      -- to encode; c: the chunk to account (with raw, its event's bytes)
+      local plain, c, raw = s:next_raw(wire)
+      if plain == nil then failed = c; break end
+      local bytes = plain
+      if c then
+        if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
+        if c.usage then usage = c.usage end
+        if on_chunk then pcall(on_chunk, params, c) end
+        if not plain then bytes = enc:chunk(c) end
+      end
+      if raw then bytes = bytes .. enc:raw(c, raw) end
       if bytes ~= "" then res:write(bytes) end
     end
     if failed then
