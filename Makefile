@@ -204,6 +204,12 @@ fuzz:
 	  fuzz/fuzz_route.c -o $(BUILD)/fuzz/fuzz_route
 	$(BUILD)/fuzz/fuzz_route -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_route fuzz/corpus/route
+	@mkdir -p $(BUILD)/fuzz/corpus_sse_scan
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime \
+	  $$(pkg-config --cflags lua5.4) runtime/sse_scan.c runtime/json.c runtime/json_encode.c \
+	  fuzz/fuzz_sse_scan.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_sse_scan
+	$(BUILD)/fuzz/fuzz_sse_scan -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_sse_scan fuzz/corpus/sse_scan
 
 # ---- install ---------------------------------------------------------------
 install: all
