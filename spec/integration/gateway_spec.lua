@@ -131,6 +131,14 @@ describe("gateway with the official SDKs #integration", function()
     assert.is_true(result.anthropic_from_anthropic_upstream.ok)
     assert.matches("from claude", result.anthropic_from_anthropic_upstream.text)
     assert.matches("from claude", result.openai_from_anthropic_upstream.text)
+    local r = result.anthropic_stream_from_anthropic_upstream       -- relayed as bytes
+    assert.is_true(r.ok, r.message)
+    assert.matches("from claude", r.text)
+    assert.are.equal("end_turn", r.stop_reason)
+    assert.is_true(r.usage.output_tokens > 0)
+    assert.are.equal(1, r.types.message_start)
+    assert.are.equal(1, r.types.message_stop)
+    assert.is_true(r.types.content_block_delta >= 1)
   end)
 
   it("lets a client abort a stream", function()
@@ -320,5 +328,91 @@ describe("gateway on a Lua config with hooks #integration", function()
     stop_gateway(gw)
     os.remove(cfg)
     mock.stop()
+  end)
+end)
+
+describe("gateway relaying an upstream of the client's own format #integration", function()
+  local FIXTURE = "spec/fixtures/gateway/relay_openai.sse"
+  local mock, gw, hooked, hook_cfg
+
+  -- The fixture's events (each "data: ...\n\n"), in order.
+  local function fixture_events()
+    local list = {}
+    for ev in assert(proc.read(FIXTURE)):gmatch("(data: [^\n]*\n\n)") do list[#list + 1] = ev end
+    return list
+  end
+
+  local function stream(g, extra)
+    local body = { model = "relay", stream = true, messages = { { role = "user", content = "hi" } } }
+    for k, v in pairs(extra or {}) do body[k] = v end
+    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST", body = json.encode(body),
+                                       headers = { ["content-type"] = "application/json",
+                                                   authorization = "Bearer " .. MASTER } })
+    local text = r:body()
+    r:close()
+    assert.are.equal(200, r.status, text)
+    return text
+  end
+
+  local function output_tokens(g)
+    local r = assert(llm.http.request{ url = g.url .. "/metrics" })
+    local text = r:body()
+    r:close()
+    return tonumber(text:match('luagent_gateway_tokens_total{model="relay",direction="output"} (%d+)')) or 0
+  end
+
+  setup(function()
+    mock = servers.mock("--fixtures spec/fixtures/gateway")
+    local base = mock.url .. "/s/fixture=relay_openai.sse/v1"
+    gw = start_gateway{ text = ([[
+model_list:
+  - model_name: relay
+    litellm_params: {model: openai/gpt-relay, api_base: "%s", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+]]):format(base, MASTER) }
+    hook_cfg = proc.tmpname("gw.lua")
+    proc.write(hook_cfg, ([[
+      return {
+        model_list = {{ model_name = "relay", litellm_params = {
+          model = "openai/gpt-relay", api_key = "k", api_base = %q } }},
+        master_key = %q,
+        on_chunk = function(params, chunk) end,
+      }]]):format(base, MASTER))
+    hooked = start_gateway{ path = hook_cfg }
+  end)
+
+  teardown(function()
+    if gw then stop_gateway(gw) end
+    if hooked then stop_gateway(hooked) end
+    if hook_cfg then os.remove(hook_cfg) end
+    if mock then mock.stop() end
+  end)
+
+  it("relays the upstream's events byte for byte, less the usage chunk the client did not ask for", function()
+    local ev = fixture_events()
+    assert.are.equal(6, #ev)
+    local before = output_tokens(gw)
+    assert.are.equal(table.concat(ev, "", 1, 4) .. "data: [DONE]\n\n", stream(gw))
+    assert.are.equal(before + 17, output_tokens(gw))     -- the usage it did not relay is accounted
+  end)
+
+  it("relays the usage chunk as sent when the client asked for it", function()
+    local ev = fixture_events()
+    local before = output_tokens(gw)
+    assert.are.equal(table.concat(ev, "", 1, 5) .. "data: [DONE]\n\n",
+                     stream(gw, { stream_options = { include_usage = true } }))
+    assert.are.equal(before + 17, output_tokens(gw))
+  end)
+
+  it("decodes and re-encodes each chunk when an on_chunk hook must see it", function()
+    local text = stream(hooked)
+    assert.is_nil(text:find('"id": "chatcmpl-relay1"', 1, true))
+    assert.matches('"id":"chatcmpl-relay1"', text, 1, true)
+    assert.matches("kept é as sent", text, 1, true)
+    assert.matches("byte for byte", text, 1, true)
+    assert.is_nil(text:find('"usage":{', 1, true))
+    assert.matches("data: %[DONE%]\n\n$", text)
+    assert.are.equal(17, output_tokens(hooked))
   end)
 end)
