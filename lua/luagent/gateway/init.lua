@@ -7,10 +7,13 @@
 --- Fallbacks and retries happen before the first byte reaches the client
 --- (the router's stream takes part in them until its first content); after
 --- that a failure ends the client's stream with an error event in the
---- client's protocol. The handler reads the upstream stream one chunk at a
---- time and writes each before reading the next, so a slow client slows the
---- upstream transfer instead of filling memory; a client that leaves
---- cancels the handler task, which closes the upstream stream.
+--- client's protocol. The handler writes what it read from the upstream
+--- stream before it reads again, so a slow client slows the upstream
+--- transfer instead of filling memory; a client that leaves cancels the
+--- handler task, which closes the upstream stream. When the client speaks
+--- the upstream's wire format the events go out as the upstream's bytes,
+--- and only those that carry usage, a finish or an error are decoded
+--- (docs/architecture.md, "The gateway's stream relay").
 local llm = require "luagent"
 local json = require "luagent.json"
 local router_mod = require "luagent.router"
