@@ -333,7 +333,7 @@ end)
 
 describe("gateway relaying an upstream of the client's own format #integration", function()
   local FIXTURE = "spec/fixtures/gateway/relay_openai.sse"
-  local mock, gw, hooked, hook_cfg
+  local mock, flood, gw, hooked, hook_cfg
 
   -- The fixture's events (each "data: ...\n\n"), in order.
   local function fixture_events()
@@ -361,16 +361,34 @@ describe("gateway relaying an upstream of the client's own format #integration",
     return tonumber(text:match('luagent_gateway_tokens_total{model="relay",direction="output"} (%d+)')) or 0
   end
 
+  -- Bytes the upstream (the loopback server on port) has sent that its
+  -- peer has not read yet (tx_queue in /proc/net/tcp).
+  local function unread(port)
+    local n, hex = 0, ("%04X"):format(port)
+    for line in (proc.read("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+      local lport, tx = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ %x%x (%x+):")
+      if lport == hex then n = n + tonumber(tx, 16) end
+    end
+    return n
+  end
+
+  local function rss_kb(pid)
+    return tonumber((proc.read("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
+  end
+
   setup(function()
     mock = servers.mock("--fixtures spec/fixtures/gateway")
+    flood = servers.mock()
     local base = mock.url .. "/s/fixture=relay_openai.sse/v1"
     gw = start_gateway{ text = ([[
 model_list:
   - model_name: relay
     litellm_params: {model: openai/gpt-relay, api_base: "%s", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: flood
+    litellm_params: {model: openai/gpt-relay, api_base: "%s/s/chunks=100000/v1", api_key: os.environ/UPSTREAM_KEY}
 general_settings:
   master_key: %s
-]]):format(base, MASTER) }
+]]):format(base, flood.url, MASTER) }
     hook_cfg = proc.tmpname("gw.lua")
     proc.write(hook_cfg, ([[
       return {
@@ -387,6 +405,7 @@ general_settings:
     if hooked then stop_gateway(hooked) end
     if hook_cfg then os.remove(hook_cfg) end
     if mock then mock.stop() end
+    if flood then flood.stop() end
   end)
 
   it("relays the upstream's events byte for byte, less the usage chunk the client did not ask for", function()
@@ -403,6 +422,25 @@ general_settings:
     assert.are.equal(table.concat(ev, "", 1, 5) .. "data: [DONE]\n\n",
                      stream(gw, { stream_options = { include_usage = true } }))
     assert.are.equal(before + 17, output_tokens(gw))
+  end)
+
+  it("slows the upstream to a client that does not read, holding little memory, and closes it when the client leaves",
+     function()
+    local h = require "serve_helpers"
+    local rss0 = rss_kb(gw.pid)
+    local resp = assert(llm.http.request{ url = gw.url .. "/v1/chat/completions", method = "POST", stream = true,
+      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. MASTER },
+      body = json.encode{ model = "flood", stream = true, messages = { { role = "user", content = "hi" } } } })
+    assert.are.equal(200, resp.status)
+    -- ~25 MB of events, read by nobody: they wait in the upstream's socket
+    assert.is_truthy(h.eventually(function() return unread(flood.port) > 0 end, 10),
+                     "the upstream never had to wait for the gateway")
+    llm.sleep(0.5)
+    local grown = rss_kb(gw.pid) - rss0
+    assert.is_true(grown < 12 * 1024, ("the gateway grew by %d KB"):format(grown))
+    resp:close()
+    assert.is_truthy(h.eventually(function() return h.server_sockets(flood.port) == 0 end, 1),
+                     "the upstream transfer outlived its client by 1 s")
   end)
 
   it("decodes and re-encodes each chunk when an on_chunk hook must see it", function()
