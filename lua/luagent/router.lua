@@ -517,9 +517,18 @@ end
 ---@return string|false|nil plain
 ---@return luagent.Chunk|table|nil c_or_err
 ---@return string|nil raw
+-- The inner stream's next events: as next_raw, or as chunks from a
+-- stream that has no bytes to give (a cached one's).
+local function inner_raw(s, wire)
+  if s.next_raw then return s:next_raw(wire) end
+  local c, err = s:next()
+  if c then return false, c end
+  return nil, err
+end
+
 function RStream:next_raw(wire)
   while not self._done do
-    local plain, c, raw = self._s:next_raw(wire)
+    local plain, c, raw = inner_raw(self._s, wire)
     if plain ~= nil then
       if c then seen(self, c) end
       return plain, c, raw

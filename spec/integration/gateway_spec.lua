@@ -348,9 +348,10 @@ describe("gateway relaying an upstream of the client's own format #integration",
     local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST", body = json.encode(body),
                                        headers = { ["content-type"] = "application/json",
                                                    authorization = "Bearer " .. MASTER } })
-    local text = r:body()
+    local text, err = r:body()
     r:close()
     assert.are.equal(200, r.status, text)
+    assert.is_string(text, err and err.message)
     return text
   end
 
@@ -441,6 +442,27 @@ general_settings:
     resp:close()
     assert.is_truthy(h.eventually(function() return h.server_sockets(flood.port) == 0 end, 1),
                      "the upstream transfer outlived its client by 1 s")
+  end)
+
+  it("streams through a response cache (its streams give chunks, not bytes)", function()
+    local db, cfg = proc.tmpname("cache.db"), proc.tmpname("gw.lua")
+    proc.write(cfg, ([[
+      local llm = require "luagent"
+      llm.cache.default = llm.cache{ backend = "sqlite", path = %q }
+      return {
+        model_list = {{ model_name = "relay", litellm_params = {
+          model = "openai/gpt-relay", api_key = "k", api_base = %q } }},
+        master_key = %q,
+      }]]):format(db, mock.url .. "/s/fixture=relay_openai.sse/v1", MASTER))
+    local cached = start_gateway{ path = cfg }
+    local first, second = stream(cached), stream(cached)       -- a miss, then a hit
+    stop_gateway(cached)
+    os.remove(cfg) os.remove(db)
+    for _, text in pairs({ first, second }) do
+      assert.matches("kept é as sent", text, 1, true)
+      assert.matches(", byte for byte", text, 1, true)
+      assert.matches("data: %[DONE%]\n\n$", text)
+    end
   end)
 
   it("decodes and re-encodes each chunk when an on_chunk hook must see it", function()
