@@ -527,11 +527,6 @@ local function finish(self, err)
   return nil, err
 end
 
---- The next chunk; nil at the end; nil, err on failure (kept: every later
---- call returns the same). Before any content reached the script, a
---- failure moves on to the next attempt of the chain transparently.
----@return table|nil chunk
----@return table|nil err
 -- Chunk c reached the stream: the builder, the observers (a budget
 -- crossed cuts the stream after c), the usage, the first content.
 local function took(self, c)
@@ -582,6 +577,11 @@ local function move_on(self, err)
   return true
 end
 
+--- The next chunk; nil at the end; nil, err on failure (kept: every later
+--- call returns the same). Before any content reached the script, a
+--- failure moves on to the next attempt of the chain transparently.
+---@return table|nil chunk
+---@return table|nil err
 function Stream:next()
   while true do
     if self._done then return nil, self._err end

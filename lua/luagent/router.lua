@@ -466,11 +466,6 @@ local function stop(self, err)
   return nil, err
 end
 
---- The next chunk; nil at the end; nil, err on failure (kept: every later
---- call returns the same). A failure before any content moves on to the
---- next try (another deployment, or a fallback group).
----@return luagent.Chunk|nil chunk
----@return table|nil err
 -- Chunk c came from the current try: its latency (at the first), the
 -- content mark.
 local function seen(self, c)
@@ -499,6 +494,11 @@ local function next_try(self, err)
   return true
 end
 
+--- The next chunk; nil at the end; nil, err on failure (kept: every later
+--- call returns the same). A failure before any content moves on to the
+--- next try (another deployment, or a fallback group).
+---@return luagent.Chunk|nil chunk
+---@return table|nil err
 function RStream:next()
   while not self._done do
     local c, err = self._s:next()
@@ -511,12 +511,6 @@ function RStream:next()
   return nil, self._err
 end
 
---- As next, with the current try's events as bytes for a client of wire
---- format `wire` (luagent.Stream's next_raw: plain, c, raw; or false, c).
----@param wire string|nil
----@return string|false|nil plain
----@return luagent.Chunk|table|nil c_or_err
----@return string|nil raw
 -- The inner stream's next events: as next_raw, or as chunks from a
 -- stream that has no bytes to give (a cached one's).
 local function inner_raw(s, wire)
@@ -526,6 +520,12 @@ local function inner_raw(s, wire)
   return nil, err
 end
 
+--- As next, with the current try's events as bytes for a client of wire
+--- format `wire` (luagent.Stream's next_raw: plain, c, raw; or false, c).
+---@param wire string|nil
+---@return string|false|nil plain
+---@return luagent.Chunk|table|nil c_or_err
+---@return string|nil raw
 function RStream:next_raw(wire)
   while not self._done do
     local plain, c, raw = inner_raw(self._s, wire)
