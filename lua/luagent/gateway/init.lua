@@ -235,9 +235,9 @@ function Gateway:_relay(x)
       if wire then
         plain, c, raw = s:next_raw(wire)
       else
-        local err
-        c, err = s:next()
-        if c then plain = false else plain, c = nil, err end
+        local cerr
+        c, cerr = s:next()
+        if c then plain = false else plain, c = nil, cerr end
       end
       if plain == nil then failed = c; break end
       local bytes = plain
