@@ -68,7 +68,7 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
              runtime/process.c runtime/fdout.c runtime/spawn_args.c \
              runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c \
-             runtime/class.c runtime/wreq.c
+             runtime/class.c runtime/wreq.c runtime/sse_scan.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -204,6 +204,12 @@ fuzz:
 	  fuzz/fuzz_route.c -o $(BUILD)/fuzz/fuzz_route
 	$(BUILD)/fuzz/fuzz_route -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_route fuzz/corpus/route
+	@mkdir -p $(BUILD)/fuzz/corpus_sse_scan
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime \
+	  $$(pkg-config --cflags lua5.4) runtime/sse_scan.c runtime/json.c runtime/json_encode.c \
+	  fuzz/fuzz_sse_scan.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_sse_scan
+	$(BUILD)/fuzz/fuzz_sse_scan -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_sse_scan fuzz/corpus/sse_scan
 
 # ---- install ---------------------------------------------------------------
 install: all

@@ -7,6 +7,9 @@
 **   resp:read() -> data, event, id, retry | nil (end) | nil, err  (stream;
 **     retry: the SSE retry field in ms, when the event carried one)
 **   resp:read_json([array_mt]) -> as read, JSON objects and arrays decoded
+**   resp:read_relay(array_mt, inspect, plain_event) -> plain, data, event,
+**     raw | nil (end) | nil, err: the events queued now, as SSE bytes
+**     (see relay_common)
 **   resp:body() -> string | nil, err                          (whole)
 **   resp:close()                 also __close and __gc
 **
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sse_scan.h"
 #include "xfer.h"
 
 static xfer_t *check_x(lua_State *L) {
@@ -99,6 +103,19 @@ static void push_data(lua_State *L, const ev_t *ev, int as_json) {
   lua_pushlstring(L, ev->buf, ev->data_len);
 }
 
+/* The end of a drained stream: nil, or nil and the error. */
+static int push_end(lua_State *L, xfer_t *x) {
+  if (x->err != E_NONE) return la_xfer_error(L, x);
+  if (x->eof_incomplete) {
+    lua_pushnil(L);
+    la_error_push(L, "StreamIncomplete", "stream ended inside an event "
+                  "(the partial event was discarded)");
+    return 2;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
 static int read_k(lua_State *L, int status, lua_KContext base);
 static int read_json_k(lua_State *L, int status, lua_KContext base);
 
@@ -127,17 +144,7 @@ static int read_common(lua_State *L, lua_KContext base, int as_json) {
     maybe_unpause(x);
     return 4;
   }
-  if (x->done) {
-    if (x->err != E_NONE) return la_xfer_error(L, x);
-    if (x->eof_incomplete) {
-      lua_pushnil(L);
-      la_error_push(L, "StreamIncomplete", "stream ended inside an event "
-                    "(the partial event was discarded)");
-      return 2;
-    }
-    lua_pushnil(L);
-    return 1;
-  }
+  if (x->done) return push_end(L, x);
   maybe_unpause(x);
   if (x->q_head) return read_common(L, base, as_json);   /* unpause delivered */
   return la_xfer_wait(L, x, W_EVENT, as_json ? read_json_k : read_k,
@@ -152,6 +159,108 @@ static int read_k(lua_State *L, int status, lua_KContext base) {
 static int read_json_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   return read_common(L, base, 1);
+}
+
+/* Appends ev to b as SSE text: its event and id lines, then one data line
+** per line of its data (the framer joined them with '\n'). */
+static void add_sse(luaL_Buffer *b, const ev_t *ev) {
+  const char *d = ev->buf, *end = ev->buf + ev->data_len, *name = end + 1;
+  if (ev->event_len) {
+    luaL_addstring(b, "event: ");
+    luaL_addlstring(b, name, ev->event_len);
+    luaL_addchar(b, '\n');
+  }
+  if (ev->id_len) {
+    luaL_addstring(b, "id: ");
+    luaL_addlstring(b, name + ev->event_len, ev->id_len);
+    luaL_addchar(b, '\n');
+  }
+  for (;;) {
+    const char *nl = memchr(d, '\n', (size_t)(end - d));
+    luaL_addstring(b, "data: ");
+    luaL_addlstring(b, d, (size_t)((nl ? nl : end) - d));
+    luaL_addchar(b, '\n');
+    if (!nl) break;
+    d = nl + 1;
+  }
+  luaL_addchar(b, '\n');
+}
+
+/* True when ev can go to the client as its bytes: not inspecting, the
+** plain event name (none, or the one at index 4), and JSON data with
+** nothing to account (sse_scan.h). */
+static int plain_event(lua_State *L, const ev_t *ev, int inspect) {
+  size_t pl = 0;
+  const char *pe = lua_tolstring(L, 4, &pl);
+  if (inspect || ev->event_len != pl ||
+      (pl && memcmp(ev->buf + ev->data_len + 1, pe, pl) != 0))
+    return 0;
+  return la_sse_scan(ev->buf, ev->data_len) == LA_SCAN_OBJECT;
+}
+
+static int relay_k(lua_State *L, int status, lua_KContext base);
+
+/* resp:read_relay, first call and after each wake-up: takes every queued
+** event up to and including the first that is not plain, in one call.
+** Returns plain (the plain events' SSE bytes, maybe ""), and for a last
+** event that is not plain its data (decoded as read_json does), event
+** name and SSE bytes. At the end and on failure, as read. */
+static int relay_common(lua_State *L, lua_KContext base) {
+  xfer_t *x;
+  ev_t *ev;
+  int inspect;
+  luaL_Buffer b;
+  la_resume_check(L, base);
+  lua_settop(L, 4);
+  x = lua_touserdata(L, 1);
+  inspect = lua_toboolean(L, 3);
+  if (x->q_head && x->rt->current && L == x->rt->current->co &&
+      la_budget_spent(x->rt, LA_SLICE_TASK))
+    return la_yield_now_k(L, x->rt->current, relay_k);
+  if (!x->q_head) {
+    maybe_unpause(x);
+    if (!x->q_head) {
+      if (!x->done) return la_xfer_wait(L, x, W_EVENT, relay_k, "resp:read_relay");
+      return push_end(L, x);
+    }
+  }
+  luaL_buffinit(L, &b);
+  while ((ev = la_xfer_pop(x)) && plain_event(L, ev, inspect)) {
+    add_sse(&b, ev);
+    free(ev);
+  }
+  luaL_pushresult(&b);
+  if (ev) {
+    const char *name = ev->buf + ev->data_len + 1;
+    push_data(L, ev, 1);
+    if (ev->event_len) lua_pushlstring(L, name, ev->event_len);
+    else lua_pushnil(L);
+    luaL_buffinit(L, &b);
+    add_sse(&b, ev);
+    luaL_pushresult(&b);
+    free(ev);
+  }
+  maybe_unpause(x);
+  return ev ? 4 : 1;
+}
+
+static int relay_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return relay_common(L, base);
+}
+
+/* resp:read_relay(array_mt, inspect, plain_event) -> plain [, data, event,
+** raw] | nil | nil, err. inspect: every event counts as not plain (the
+** caller wants each decoded); plain_event: the SSE event name of plain
+** events (nil: none). See relay_common. */
+static int x_read_relay(lua_State *L) {
+  xfer_t *x = check_x(L);
+  if (!x->stream || x->raw || !x->framed || x->frame.mode != LA_FRAME_SSE)
+    return luaL_error(L, "resp:read_relay: not an SSE stream");
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TSTRING);
+  lua_settop(L, 4);
+  return relay_common(L, 4);
 }
 
 static int start_read(lua_State *L, int as_json) {
@@ -229,8 +338,8 @@ static int x_gc(lua_State *L) {
 }
 
 static const luaL_Reg x_methods[] = {
-  {"read", x_read}, {"read_json", x_read_json}, {"body", x_body},
-  {"close", x_close}, {NULL, NULL}
+  {"read", x_read}, {"read_json", x_read_json}, {"read_relay", x_read_relay},
+  {"body", x_body}, {"close", x_close}, {NULL, NULL}
 };
 
 static const luaL_Reg x_meta[] = {
@@ -239,7 +348,8 @@ static const luaL_Reg x_meta[] = {
 
 /* Registers the Response metatable: __index (status, headers, framed and
 ** the methods, kept in its field "methods"), __close, __gc. The methods
-** share the state's JSON string cache as upvalue (read_json's). */
+** share the state's JSON string cache as upvalue (read_json's and
+** read_relay's). */
 void la_response_class(lua_State *L) {
   la_json_cache_push(L);
   la_class_new(L, HTTP_MT, x_methods, x_meta, 1);

@@ -84,6 +84,14 @@ local function new_source(resp, dec)
   return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
 end
 
+-- A source whose events can also be relayed as their bytes (next_raw):
+-- an SSE response of a provider marked `relay` (luagent.Provider).
+local function relay_source(src, P)
+  local rr = P.relay and src.resp.framed and src.resp.read_relay
+  if rr then src.wire, src.read_relay, src.relay_event = P.name, rr, P.relay_event end
+  return src
+end
+
 -- The end of the events: clean, StreamIncomplete, or the transport's error.
 local function source_end(self, err)
   local dec = self.dec
@@ -127,6 +135,48 @@ function Source:next()
     if c == nil then return nil, decorate(err, dec.provider, dec.model) end
     if dec.ended then return after_end(self) end
   end
+end
+
+--- The next events as the bytes to relay to a client of this source's
+--- wire format (src.wire), read in one call (resp:read_relay): plain is the
+--- SSE text of the events with nothing to account (maybe ""), c the chunk
+--- of the event after them when it made one, and raw that event's own SSE
+--- text (given apart: the caller may leave it out). Each event counts as
+--- not plain while `inspect` (before the first content: fallbacks and the
+--- first-token clock see every chunk). nil at the end; nil, err on failure;
+--- an end or failure found after plain bytes comes on the next call. The
+--- provider's end marker ([DONE]) is not relayed: the caller writes its own.
+---@param inspect boolean
+---@return string|nil plain
+---@return luagent.Chunk|table|nil c_or_err
+---@return string|nil raw
+function Source:next_raw(inspect)
+  local held = self.held
+  if held ~= nil then
+    self.held = nil
+    if held == true then return after_end(self) end
+    return nil, held
+  end
+  local dec = self.dec
+  local plain, data, event, raw = self.read_relay(self.resp, ARRAY_MT, inspect, self.relay_event)
+  if plain == nil then return source_end(self, data) end
+  if data == nil then return plain end
+  self.events = self.events + 1
+  local c, err = dec:feed(event, data)
+  if c then return plain, c, raw end
+  if c == nil then
+    err = decorate(err, dec.provider, dec.model)
+  elseif dec.ended then
+    err = true
+  else
+    return plain, nil, raw               -- an event that makes no chunk (ping, message_stop)
+  end
+  if plain ~= "" then
+    self.held = err
+    return plain
+  end
+  if err == true then return after_end(self) end
+  return nil, err
 end
 
 function Source:close() self.resp:close() end
@@ -202,7 +252,7 @@ local function attempt_once(p, limit, dl)
     return nil, response_error(P, resp, model, req.stream)
   end
   if req.stream then
-    local src = new_source(resp, P.decoder(model))
+    local src = relay_source(new_source(resp, P.decoder(model)), P)
     if dl or p.attempt_timeout then src.p, src.deadline = p, dl end   -- to word its timeout
     return src
   end
@@ -479,6 +529,56 @@ local function finish(self, err)
   return nil, err
 end
 
+-- Chunk c reached the stream: the builder, the observers (a budget
+-- crossed cuts the stream after c), the usage, the first content.
+local function took(self, c)
+  if self._restarted then
+    -- the first chunk of a restarted reply says so: what the script
+    -- printed before belongs to the abandoned attempt
+    c.restarted, self._restarted = true, false
+  end
+  if self._continued and c.model then self._continued = c.model end
+  self._builder:add(c)
+  local ev = self._ev
+  if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
+  local u = c.usage
+  if u then self._tokens = usage_tokens(u) end
+  -- from the first content on, a failure is raised unless the script
+  -- has an on_midstream_failure policy; without one the chain (every
+  -- attempt's parameters) will not be used again and is let go
+  if not self._content and has_content(c) then
+    self._content = true
+    if not self._on_mid then self._chain = nil end
+  end
+end
+
+-- The source failed with err: moves on to the chain's next attempt (true),
+-- or ends the stream (false; self._err says why).
+local function move_on(self, err)
+  local policy = self._content and midstream_policy(self, err) or "fallback"
+  if policy == "raise" then finish(self, err) return false end
+  close_source(self)
+  local nxt = self._chain:next_after(err)
+  if not nxt then finish(self, self._chain:fail(err)) return false end
+  if policy == "continue" then nxt = continue_params(nxt, self._builder) end
+  local src, p, permit = self._chain:run(nxt)
+  if not src then
+    self._src = nil
+    finish(self, p)
+    return false
+  end
+  self._src, self._permit, self._tokens, self.model = src, permit, nil, p.model or M.default_model
+  if policy == "restart" then
+    self._builder = chunks.builder()
+    self._restarted, self.restarts = true, (self.restarts or 0) + 1
+  elseif policy == "continue" then
+    self._continued = true           -- response().model names the model that finished
+  else
+    self._builder = chunks.builder()
+  end
+  return true
+end
+
 --- The next chunk; nil at the end; nil, err on failure (kept: every later
 --- call returns the same). Before any content reached the script, a
 --- failure moves on to the next attempt of the chain transparently.
@@ -489,48 +589,42 @@ function Stream:next()
     if self._done then return nil, self._err end
     local c, err = self._src:next()
     if c then
-      if self._restarted then
-        -- the first chunk of a restarted reply says so: what the script
-        -- printed before belongs to the abandoned attempt
-        c.restarted, self._restarted = true, false
-      end
-      if self._continued and c.model then self._continued = c.model end
-      self._builder:add(c)
-      local ev = self._ev
-      if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
-      local u = c.usage
-      if u then self._tokens = usage_tokens(u) end
-      -- from the first content on, a failure is raised unless the script
-      -- has an on_midstream_failure policy; without one the chain (every
-      -- attempt's parameters) will not be used again and is let go
-      if not self._content and has_content(c) then
-        self._content = true
-        if not self._on_mid then self._chain = nil end
-      end
+      took(self, c)
       return c
-    elseif err then
-      local policy = self._content and midstream_policy(self, err) or "fallback"
-      if policy == "raise" then return finish(self, err) end
-      close_source(self)
-      local nxt = self._chain:next_after(err)
-      if not nxt then return finish(self, self._chain:fail(err)) end
-      if policy == "continue" then nxt = continue_params(nxt, self._builder) end
-      local src, p, permit = self._chain:run(nxt)
-      if not src then
-        self._src = nil
-        return finish(self, p)
-      end
-      self._src, self._permit, self._tokens, self.model = src, permit, nil, p.model or M.default_model
-      if policy == "restart" then
-        self._builder = chunks.builder()
-        self._restarted, self.restarts = true, (self.restarts or 0) + 1
-      elseif policy == "continue" then
-        self._continued = true           -- response().model names the model that finished
-      else
-        self._builder = chunks.builder()
-      end
-    else
+    elseif not err then
       return finish(self, nil)
+    elseif not move_on(self, err) then
+      return nil, self._err
+    end
+  end
+end
+
+--- As next, for a client of wire format `wire` ("openai", "anthropic"):
+--- while the current attempt's provider speaks it, its events come as
+--- bytes to relay (Source:next_raw): plain, c, raw. Otherwise (or with
+--- wire nil) false, c: a chunk to encode. nil at the end; nil, err on
+--- failure, with next's fallbacks.
+---@param wire string|nil
+---@return string|false|nil plain
+---@return luagent.Chunk|table|nil c_or_err
+---@return string|nil raw
+function Stream:next_raw(wire)
+  while true do
+    if self._done then return nil, self._err end
+    local src = self._src
+    if wire == nil or src.wire ~= wire then
+      local c, err = self:next()
+      if c then return false, c end
+      return nil, err
+    end
+    local plain, c, raw = src:next_raw(not self._content)
+    if plain then
+      if c then took(self, c) end
+      return plain, c, raw
+    elseif not c then
+      return finish(self, nil)
+    elseif not move_on(self, c) then
+      return nil, self._err
     end
   end
 end

@@ -470,6 +470,34 @@ local function stop(self, err)
   return nil, err
 end
 
+-- Chunk c came from the current try: its latency (at the first), the
+-- content mark.
+local function seen(self, c)
+  if not self._first then
+    self._first = true
+    self._call.router:_latency(self._d, now() - self._t0)
+  end
+  if not self._content and has_content(c) then self._content = true end
+end
+
+-- The current try ended (err nil: well): starts the next try when err
+-- came before any content and one is left (true), else stops (false).
+local function next_try(self, err)
+  self:_end_try(err and "failed" or "ok", err)
+  if not err or self._content then stop(self, err) return false end
+  local call = self._call
+  if not call:advance(err, self._d) then
+    err.attempts = call.attempts
+    stop(self, err)
+    return false
+  end
+  local s, d = call:run()
+  if not s then stop(self, d) return false end
+  self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
+  self.model, self._hidden_params = s.model, hidden(d, call:group())
+  return true
+end
+
 --- The next chunk; nil at the end; nil, err on failure (kept: every later
 --- call returns the same). A failure before any content moves on to the
 --- next try (another deployment, or a fallback group).
@@ -479,24 +507,37 @@ function RStream:next()
   while not self._done do
     local c, err = self._s:next()
     if c then
-      if not self._first then
-        self._first = true
-        self._call.router:_latency(self._d, now() - self._t0)
-      end
-      if not self._content and has_content(c) then self._content = true end
+      seen(self, c)
       return c
     end
-    self:_end_try(err and "failed" or "ok", err)
-    if not err or self._content then return stop(self, err) end
-    local call = self._call
-    if not call:advance(err, self._d) then
-      err.attempts = call.attempts
-      return stop(self, err)
+    if not next_try(self, err) then break end
+  end
+  return nil, self._err
+end
+
+-- The inner stream's next events: as next_raw, or as chunks from a
+-- stream that has no bytes to give (a cached one's).
+local function inner_raw(s, wire)
+  if s.next_raw then return s:next_raw(wire) end
+  local c, err = s:next()
+  if c then return false, c end
+  return nil, err
+end
+
+--- As next, with the current try's events as bytes for a client of wire
+--- format `wire` (luagent.Stream's next_raw: plain, c, raw; or false, c).
+---@param wire string|nil
+---@return string|false|nil plain
+---@return luagent.Chunk|table|nil c_or_err
+---@return string|nil raw
+function RStream:next_raw(wire)
+  while not self._done do
+    local plain, c, raw = inner_raw(self._s, wire)
+    if plain ~= nil then
+      if c then seen(self, c) end
+      return plain, c, raw
     end
-    local s, d = call:run()
-    if not s then return stop(self, d) end
-    self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
-    self.model, self._hidden_params = s.model, hidden(d, call:group())
+    if not next_try(self, c) then break end
   end
   return nil, self._err
 end
@@ -594,6 +635,36 @@ function Router:completion(p)
   if not r then return nil, d end
   if not p.stream then return r end
   return new_stream(call, r, d)
+end
+
+--- The one provider every try of a call on model_name `name` uses (its
+--- group, its fallbacks' and context-window fallbacks' groups), or nil
+--- when they differ or a try stays in-process (mock_response) or may
+--- fall back on its own (a deployment's fallbacks). The gateway relays a
+--- stream's bytes only when this is its client's wire format.
+---@param name string
+---@return string|nil provider
+function Router:provider_of(name)
+  local providers, seen, found = require "luagent.providers", {}, nil
+  local function group(g)
+    if seen[g] then return true end
+    seen[g] = true
+    for _, d in ipairs(self._groups[g] or {}) do
+      local q = d.params
+      if q.mock_response ~= nil or q.fallbacks ~= nil or q.context_window_fallbacks ~= nil then return false end
+      local P = providers.resolve(q.model)
+      if not P or (found and found ~= P.name) then return false end
+      found = P.name
+    end
+    return true
+  end
+  if not self._groups[name] or not group(name) then return nil end
+  for _, list in ipairs({ self._fallbacks[name] or {}, self._ctx_fallbacks[name] or {} }) do
+    for _, g in ipairs(list) do
+      if not group(g) then return nil end
+    end
+  end
+  return found
 end
 
 --- A snapshot of every deployment: {id=, model_name=, model=, inflight=,

@@ -131,6 +131,14 @@ describe("gateway with the official SDKs #integration", function()
     assert.is_true(result.anthropic_from_anthropic_upstream.ok)
     assert.matches("from claude", result.anthropic_from_anthropic_upstream.text)
     assert.matches("from claude", result.openai_from_anthropic_upstream.text)
+    local r = result.anthropic_stream_from_anthropic_upstream       -- relayed as bytes
+    assert.is_true(r.ok, r.message)
+    assert.matches("from claude", r.text)
+    assert.are.equal("end_turn", r.stop_reason)
+    assert.is_true(r.usage.output_tokens > 0)
+    assert.are.equal(1, r.types.message_start)
+    assert.are.equal(1, r.types.message_stop)
+    assert.is_true(r.types.content_block_delta >= 1)
   end)
 
   it("lets a client abort a stream", function()
@@ -320,5 +328,164 @@ describe("gateway on a Lua config with hooks #integration", function()
     stop_gateway(gw)
     os.remove(cfg)
     mock.stop()
+  end)
+end)
+
+describe("gateway relaying an upstream of the client's own format #integration", function()
+  local FIXTURE = "spec/fixtures/gateway/relay_openai.sse"
+  local mock, flood, gw, hooked, hook_cfg
+
+  -- The fixture's events (each "data: ...\n\n"), in order.
+  local function fixture_events()
+    local list = {}
+    for ev in assert(proc.read(FIXTURE)):gmatch("(data: [^\n]*\n\n)") do list[#list + 1] = ev end
+    return list
+  end
+
+  local function stream(g, extra)
+    local body = { model = "relay", stream = true, messages = { { role = "user", content = "hi" } } }
+    for k, v in pairs(extra or {}) do body[k] = v end
+    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST", body = json.encode(body),
+                                       headers = { ["content-type"] = "application/json",
+                                                   authorization = "Bearer " .. MASTER } })
+    local text, err = r:body()
+    r:close()
+    assert.are.equal(200, r.status, text)
+    assert.is_string(text, err and err.message)
+    return text
+  end
+
+  local function output_tokens(g)
+    local r = assert(llm.http.request{ url = g.url .. "/metrics" })
+    local text = r:body()
+    r:close()
+    return tonumber(text:match('luagent_gateway_tokens_total{model="relay",direction="output"} (%d+)')) or 0
+  end
+
+  -- Bytes the upstream (the loopback server on port) has sent that its
+  -- peer has not read yet (tx_queue in /proc/net/tcp).
+  local function unread(port)
+    local n, hex = 0, ("%04X"):format(port)
+    for line in (proc.read("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+      local lport, tx = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ %x%x (%x+):")
+      if lport == hex then n = n + tonumber(tx, 16) end
+    end
+    return n
+  end
+
+  local function rss_kb(pid)
+    return tonumber((proc.read("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
+  end
+
+  setup(function()
+    mock = servers.mock("--fixtures spec/fixtures/gateway")
+    flood = servers.mock()
+    local base = mock.url .. "/s/fixture=relay_openai.sse/v1"
+    gw = start_gateway{ text = ([[
+model_list:
+  - model_name: relay
+    litellm_params: {model: openai/gpt-relay, api_base: "%s", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+]]):format(base, MASTER) }
+    hook_cfg = proc.tmpname("gw.lua")
+    proc.write(hook_cfg, ([[
+      return {
+        model_list = {{ model_name = "relay", litellm_params = {
+          model = "openai/gpt-relay", api_key = "k", api_base = %q } }},
+        master_key = %q,
+        on_chunk = function(params, chunk) end,
+      }]]):format(base, MASTER))
+    hooked = start_gateway{ path = hook_cfg }
+  end)
+
+  teardown(function()
+    if gw then stop_gateway(gw) end
+    if hooked then stop_gateway(hooked) end
+    if hook_cfg then os.remove(hook_cfg) end
+    if mock then mock.stop() end
+    if flood then flood.stop() end
+  end)
+
+  it("relays the upstream's events byte for byte, less the usage chunk the client did not ask for", function()
+    local ev = fixture_events()
+    assert.are.equal(6, #ev)
+    local before = output_tokens(gw)
+    assert.are.equal(table.concat(ev, "", 1, 4) .. "data: [DONE]\n\n", stream(gw))
+    assert.are.equal(before + 17, output_tokens(gw))     -- the usage it did not relay is accounted
+  end)
+
+  it("relays the usage chunk as sent when the client asked for it", function()
+    local ev = fixture_events()
+    local before = output_tokens(gw)
+    assert.are.equal(table.concat(ev, "", 1, 5) .. "data: [DONE]\n\n",
+                     stream(gw, { stream_options = { include_usage = true } }))
+    assert.are.equal(before + 17, output_tokens(gw))
+  end)
+
+  it("slows the upstream to a client that does not read, holding little memory, and closes it when the client leaves",
+     function()
+    local h = require "serve_helpers"
+    -- its own gateway: under `make asan` freed memory is held in
+    -- quarantine, which would count as what the relay holds
+    local g = start_gateway{ env = { ASAN_OPTIONS = "quarantine_size_mb=0:detect_leaks=0" }, text = ([[
+model_list:
+  - model_name: flood
+    litellm_params: {model: openai/gpt-relay, api_base: "%s/s/chunks=100000/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: relay
+    litellm_params: {model: openai/gpt-relay, api_base: "%s", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+]]):format(flood.url, mock.url .. "/s/fixture=relay_openai.sse/v1", MASTER) }
+    stream(g)                                  -- loads what a first stream loads
+    local rss0 = rss_kb(g.pid)
+    local resp = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST", stream = true,
+      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. MASTER },
+      body = json.encode{ model = "flood", stream = true, messages = { { role = "user", content = "hi" } } } })
+    assert.are.equal(200, resp.status)
+    -- ~25 MB of events, read by nobody: they wait in the upstream's socket,
+    -- and still do a second later (a gateway that buffered would drain it)
+    assert.is_truthy(h.eventually(function() return unread(flood.port) > 0 end, 10),
+                     "the upstream never had to wait for the gateway")
+    llm.sleep(1)
+    assert.is_true(unread(flood.port) > 0, "the gateway drained the upstream its client does not read")
+    local grown = rss_kb(g.pid) - rss0
+    assert.is_true(grown < 24 * 1024, ("the gateway grew by %d KB"):format(grown))
+    resp:close()
+    assert.is_truthy(h.eventually(function() return h.server_sockets(flood.port) == 0 end, 1),
+                     "the upstream transfer outlived its client by 1 s")
+    stop_gateway(g)
+  end)
+
+  it("streams through a response cache (its streams give chunks, not bytes)", function()
+    local db, cfg = proc.tmpname("cache.db"), proc.tmpname("gw.lua")
+    proc.write(cfg, ([[
+      local llm = require "luagent"
+      llm.cache.default = llm.cache{ backend = "sqlite", path = %q }
+      return {
+        model_list = {{ model_name = "relay", litellm_params = {
+          model = "openai/gpt-relay", api_key = "k", api_base = %q } }},
+        master_key = %q,
+      }]]):format(db, mock.url .. "/s/fixture=relay_openai.sse/v1", MASTER))
+    local cached = start_gateway{ path = cfg }
+    local first, second = stream(cached), stream(cached)       -- a miss, then a hit
+    stop_gateway(cached)
+    os.remove(cfg) os.remove(db)
+    for _, text in pairs({ first, second }) do
+      assert.matches("kept é as sent", text, 1, true)
+      assert.matches(", byte for byte", text, 1, true)
+      assert.matches("data: %[DONE%]\n\n$", text)
+    end
+  end)
+
+  it("decodes and re-encodes each chunk when an on_chunk hook must see it", function()
+    local text = stream(hooked)
+    assert.is_nil(text:find('"id": "chatcmpl-relay1"', 1, true))
+    assert.matches('"id":"chatcmpl-relay1"', text, 1, true)
+    assert.matches("kept é as sent", text, 1, true)
+    assert.matches("byte for byte", text, 1, true)
+    assert.is_nil(text:find('"usage":{', 1, true))
+    assert.matches("data: %[DONE%]\n\n$", text)
+    assert.are.equal(17, output_tokens(hooked))
   end)
 end)

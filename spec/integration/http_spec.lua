@@ -394,3 +394,68 @@ describe("resp:read_json #integration", function()
     resp:close()
   end)
 end)
+
+describe("resp:read_relay #integration", function()
+  local mock
+
+  setup(function() mock = servers.mock("--fixtures spec/fixtures/http") end)
+  teardown(function() mock.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  -- The fixture's stream, every event of it queued (it comes at once).
+  local function open()
+    local resp = assert(llm.http.request{ url = mock.url .. "/s/fixture=relay.sse/v1/chat/completions",
+                                          method = "POST", body = OPENAI_BODY, stream = true })
+    llm.sleep(0.2)
+    return resp
+  end
+
+  it("hands the plain events over as one string of SSE text and decodes the next one", function()
+    local resp = open()
+    -- inspecting: the first event alone, decoded, with its text
+    local plain, data, event, raw = resp:read_relay(nil, true)
+    assert.are.equal("", plain)
+    assert.are.equal("assistant", data.choices[1].delta.role)
+    assert.is_nil(event)
+    assert.matches('^data: {"id":"r","choices":%[{"index":0,"delta":{"role":"assistant","content":""}}%]}\n\n$', raw)
+    -- two plain events (the second's data on two lines, as it came), then
+    -- a named one: not plain
+    plain, data, event, raw = resp:read_relay(nil, false)
+    assert.are.equal('data: {"id":"r","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+      .. 'data: {"id":"r",\ndata: "choices":[{"index":0,"delta":{"content":"b"}}]}\n\n', plain)
+    assert.are.equal(1, data.x)
+    assert.are.equal("custom", event)
+    assert.are.equal('event: custom\nid: 9\ndata: {"x":1}\n\n', raw)
+    -- a null usage is plain; a finish is not
+    plain, data, event, raw = resp:read_relay(nil, false)
+    assert.are.equal('data: {"id":"r","choices":[{"index":0,"delta":{"content":"c"}}],"usage":null}\n\n', plain)
+    assert.are.equal("stop", data.choices[1].finish_reason)
+    assert.are.equal('data: {"id":"r","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n', raw)
+    -- data that is not JSON comes as its string
+    plain, data, event, raw = resp:read_relay(nil, false)
+    assert.are.equal("", plain)
+    assert.are.equal("[DONE]", data)
+    assert.are.equal("data: [DONE]\n\n", raw)
+    assert.is_nil(resp:read_relay(nil, false))
+    resp:close()
+  end)
+
+  it("takes only events of the plain event name as plain", function()
+    local resp = open()
+    local plain, data = resp:read_relay(nil, false, "custom")
+    assert.are.equal("", plain)                        -- an unnamed event is not plain here
+    assert.are.equal("assistant", data.choices[1].delta.role)
+    for _ = 1, 2 do assert.are.equal("", (resp:read_relay(nil, false, "custom"))) end
+    plain, data = resp:read_relay(nil, false, "custom")
+    assert.are.equal('event: custom\nid: 9\ndata: {"x":1}\n\n', plain)
+    assert.are.equal("c", data.choices[1].delta.content)
+    resp:close()
+  end)
+
+  it("refuses a stream that is not SSE", function()
+    local resp = assert(llm.http.request{ url = mock.url .. "/s/fixture=relay.sse/v1/chat/completions",
+                                          method = "POST", body = OPENAI_BODY, stream = true, framing = "ndjson" })
+    assert.has_error(function() resp:read_relay(nil, false) end, "resp:read_relay: not an SSE stream")
+    resp:close()
+  end)
+end)

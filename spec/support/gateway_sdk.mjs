@@ -101,6 +101,16 @@ await check("anthropic_from_anthropic_upstream", async () => {
   return { text: r.content.map((b) => b.text ?? "").join("") };
 });
 
+// An Anthropic upstream to an Anthropic client: its events relayed as bytes.
+await check("anthropic_stream_from_anthropic_upstream", async () => {
+  const s = anthropic.messages.stream({ model: "claude-upstream", max_tokens: 64, messages: msgs });
+  const types = {};
+  s.on("streamEvent", (ev) => { types[ev.type] = (types[ev.type] ?? 0) + 1; });
+  const final = await s.finalMessage();
+  return { text: final.content.map((b) => b.text ?? "").join(""), stop_reason: final.stop_reason,
+           usage: final.usage, types };
+});
+
 await check("openai_from_anthropic_upstream", async () => {
   const s = await openai.chat.completions.create({ model: "claude-upstream", messages: msgs, stream: true });
   let text = "";

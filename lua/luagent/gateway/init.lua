@@ -7,10 +7,13 @@
 --- Fallbacks and retries happen before the first byte reaches the client
 --- (the router's stream takes part in them until its first content); after
 --- that a failure ends the client's stream with an error event in the
---- client's protocol. The handler reads the upstream stream one chunk at a
---- time and writes each before reading the next, so a slow client slows the
---- upstream transfer instead of filling memory; a client that leaves
---- cancels the handler task, which closes the upstream stream.
+--- client's protocol. The handler writes what it read from the upstream
+--- stream before it reads again, so a slow client slows the upstream
+--- transfer instead of filling memory; a client that leaves cancels the
+--- handler task, which closes the upstream stream. When the client speaks
+--- the upstream's wire format the events go out as the upstream's bytes,
+--- and only those that carry usage, a finish or an error are decoded
+--- (docs/architecture.md, "The gateway's stream relay").
 local llm = require "luagent"
 local json = require "luagent.json"
 local router_mod = require "luagent.router"
@@ -62,7 +65,7 @@ function M.new(cfg)
     cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
     rid_prefix = ("req-%x-"):format(os.time()),   -- then the sequence number in hex
-    models = {},
+    models = {}, wires = {},
   }, Gateway)
   for _, d in ipairs(cfg.router.model_list) do
     if not g.models[d.model_name] then
@@ -194,25 +197,58 @@ function Gateway:_complete(req, res, proto, api)
   res:send(200, proto.response(resp), { ["content-type"] = "application/json", ["x-request-id"] = x.rid })
 end
 
+-- The wire format whose upstream events a stream on params may relay as
+-- bytes to a client of protocol proto (nil: decode and encode each chunk).
+-- Bytes need the same format on every try (Router:provider_of), and
+-- nothing that must see each chunk: an on_chunk hook, or a budget (it
+-- is charged as each chunk's text arrives, and cut mid-stream).
+function Gateway:_wire(params, proto)
+  if self.hooks.on_chunk or params.budget then return nil end
+  local model = params.model
+  local w = self.wires[model]
+  if w == nil then
+    w = self.router:provider_of(model) or false
+    self.wires[model] = w
+  end
+  return w == proto.name and w or nil
+end
+
 function Gateway:_relay(x)
   local params, model, res = x.params, x.model, x.res
   local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
   params.stream_options = { include_usage = true }
+  local wire = self:_wire(params, x.proto)
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local m = self.metrics
   local enc = x.proto.stream(want_usage)
+  local on_chunk = self.hooks.on_chunk
   local usage, first, failed = nil, true, nil
   m.open_streams:inc(1, model)
   local ok, perr = pcall(function()
     res:sse_start{ ["x-request-id"] = x.rid }
     while true do
-      local c, cerr = s:next()
-      if not c then failed = cerr; break end
-      if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
-      if c.usage then usage = c.usage end
-      if self.hooks.on_chunk then pcall(self.hooks.on_chunk, params, c) end
-      local bytes = enc:chunk(c)
+      -- plain: upstream events relayed as bytes (a string), or false: c
+      -- to encode; c: the chunk to account (with raw, its event's bytes).
+      -- Chunks alone come from next(): next_raw(nil) would give the same
+      -- through three more calls a chunk (callgrind: +1,500 instructions).
+      local plain, c, raw
+      if wire then
+        plain, c, raw = s:next_raw(wire)
+      else
+        local cerr
+        c, cerr = s:next()
+        if c then plain = false else plain, c = nil, cerr end
+      end
+      if plain == nil then failed = c; break end
+      local bytes = plain
+      if c then
+        if first then first = false; m.ttft:observe(llm.now() - x.started, model) end
+        if c.usage then usage = c.usage end
+        if on_chunk then pcall(on_chunk, params, c) end
+        if not plain then bytes = enc:chunk(c) end
+      end
+      if raw then bytes = bytes .. enc:raw(c, raw) end
       if bytes ~= "" then res:write(bytes) end
     end
     if failed then

@@ -10,6 +10,9 @@
 ---   response(resp) -> JSON text (non-streaming)
 ---   stream(want_usage) -> encoder with
 ---       :chunk(c) -> framed bytes ("" when none)
+---       :raw(c, raw) -> the bytes to relay for an upstream event of the
+---         client's own wire format (raw: its SSE text; c: its chunk, or
+---         nil when it made none), for a stream relayed as bytes
 ---       :finish() -> what ends a stream that went well
 ---       :error(e) -> the SSE event that ends a stream that failed (e: gateway error)
 ---   error_body(e) -> body table
@@ -73,6 +76,13 @@ function OpenAIStream:chunk(c)
   return self.enc:chunk(c)
 end
 
+-- The usage the gateway asked for on the client's behalf goes the way
+-- chunk sends it: stripped, or the usage-only chunk dropped.
+function OpenAIStream:raw(c, raw)
+  if c and c.usage and not self.want_usage then return self:chunk(c) end
+  return raw
+end
+
 function OpenAIStream:finish() return self.enc:finish() end
 
 -- An error after the first byte: an `error` object in a data frame, which
@@ -100,7 +110,21 @@ function anthropic.stream()
 end
 
 function AnthropicStream:chunk(c) return self.enc:chunk(c) end
-function AnthropicStream:finish() return self.enc:finish() end
+
+local MESSAGE_STOP = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+-- Relayed events are the upstream's own sequence: finish adds only a
+-- message_stop the upstream did not send.
+function AnthropicStream:raw(_, raw)
+  self.relayed = true
+  if raw:find("^event: message_stop\n") then self.stopped = true end
+  return raw
+end
+
+function AnthropicStream:finish()
+  if self.relayed then return self.stopped and "" or MESSAGE_STOP end
+  return self.enc:finish()
+end
 
 -- An error after the first byte: Anthropic's `event: error`.
 function AnthropicStream:error(e)

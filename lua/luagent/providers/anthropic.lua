@@ -17,6 +17,8 @@ local M = {
   key_header = "x-api-key",
   api_version = "2023-06-01",
   default_max_tokens = 4096, -- the API requires max_tokens; LiteLLM's default too
+  relay = true,
+  relay_event = "content_block_delta",   -- text and tool arguments as they come
 }
 
 local supported = {

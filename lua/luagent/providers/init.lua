@@ -37,6 +37,10 @@ local M = {}
 ---@field env_base string|nil the environment variable of its base URL
 ---@field default_base string|nil
 ---@field framing "sse"|"ndjson"|nil how its streams are framed (nil: in-process)
+---@field relay boolean|nil its SSE events can be relayed as bytes to a client of
+---  the same wire format (the gateway's pass-through, Stream:next_raw)
+---@field relay_event string|nil the SSE event name of its events that carry
+---  nothing to account (nil: events without a name)
 ---@field key_header string|nil the header of the API key (authorization: "Bearer <key>")
 ---
 --- Decoding (provider wire format -> OpenAI shape):

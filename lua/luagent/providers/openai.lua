@@ -16,6 +16,7 @@ local M = {
   default_base = "https://api.openai.com/v1",
   framing = "sse",
   key_header = "authorization",
+  relay = true,
 }
 
 -- ---------------------------------------------------------------------------
