@@ -103,11 +103,10 @@ function M.open(opts, name, deliver, fail)
   local function http_failure(resp, what)
     local body = resp:body() or ""
     resp:close()
-    if resp.status == 401 and not t.auth then
-      what = what .. " (the server wants OAuth: give llm.mcp.connect an auth option, README.md)"
-    end
+    local hint = resp.status == 401 and not t.auth
+      and " (the server wants OAuth: give llm.mcp.connect an auth option, README.md)" or ""
     local etype = errors.type_for_status and errors.type_for_status(resp.status) or "APIError"
-    return conn_error(("%s: HTTP %d %s"):format(what, resp.status, errors.snippet(body, 200)),
+    return conn_error(("%s: HTTP %d %s%s"):format(what, resp.status, errors.snippet(body, 200), hint),
       { type = etype, status = resp.status })
   end
 
