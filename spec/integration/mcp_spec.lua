@@ -355,6 +355,32 @@ describe("llm.mcp OAuth against a loopback authorization server #integration", f
     assert.are.equal(1, stats_of(again).authorizations)       -- the stored tokens were enough
   end)
 
+  it("a loopback listener takes the browser's redirect, the sign-in stops the clock; refusals share one refresh", function()
+    local server <close>, url = oauth_server("ok")
+    local opened, page
+    local c <close> = assert(llm.mcp.connect{ url = url, name = "oauth", init_timeout = 0.5,
+      auth = { client_id = "spec-client", client_secret = "spec-client-secret-123",
+      -- the "browser": a person who takes 1.5 s, then the authorization
+      -- server's redirect to the listener
+      open = function(u)
+        opened = u
+        llm.sleep(1.5)
+        local resp = assert(llm.http.request{ url = u, redirects = true })
+        page = resp:body()
+        resp:close()
+      end } })
+    assert.matches("redirect_uri=http%%3A%%2F%%2F127%.0%.0%.1%%3A%d+%%2Fcallback", opened)
+    assert.matches("Signed in: you can close this window", page)
+    local before = stats_of(c)
+    assert.are.equal("revoked", text_of(assert(c:call_tool("revoke"))))
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = llm.spawn(function() return stats_of(c) end) end
+    for i = 1, 3 do assert.are.equal(#before.grants + 1, #tasks[i]:await().grants) end
+    local after = stats_of(c)
+    assert.are.same({ "authorization_code", "refresh_token" }, after.grants)
+    assert.are.equal(1, after.authorizations)
+  end)
+
   it("a token endpoint that echoes the request: the error names neither the secret, the code nor the verifier", function()
     local server <close>, url = oauth_server("leak")
     local c, err = llm.mcp.connect{ url = url, name = "leaky", auth = SPEC_CLIENT }

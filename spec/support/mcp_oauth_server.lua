@@ -12,7 +12,8 @@
 --
 -- Only client "spec-client" (client_secret_post) exists; tokens are
 -- "at-N-Zq7Ld9Pw", refresh tokens "rt-N-Zq7Ld9Pw", codes "code-N-Zq7Ld9Pw".
--- The tool "stats" returns {grants = {grant_type, ...}, authorizations = n}.
+-- The tool "stats" returns {grants = {grant_type, ...}, authorizations = n,
+-- token = the caller's}; "revoke" makes every access token invalid.
 local llm = require "luagent"
 local json = require "luagent.json"
 local oauth = require "luagent.mcp.oauth"
@@ -94,7 +95,11 @@ routes["POST /mcp"] = function(req, res)
     return rpc(res, msg.id, { protocolVersion = "2025-11-25", capabilities = { tools = {} },
       serverInfo = { name = "oauth-spec", version = "1" } })
   elseif msg.method == "tools/list" then
-    return rpc(res, msg.id, { tools = { { name = "stats", inputSchema = { type = "object" } } } })
+    return rpc(res, msg.id, { tools = { { name = "stats", inputSchema = { type = "object" } },
+                                        { name = "revoke", inputSchema = { type = "object" } } } })
+  elseif msg.method == "tools/call" and msg.params.name == "revoke" then
+    valid = {}
+    return rpc(res, msg.id, { content = { { type = "text", text = "revoked" } } })
   elseif msg.method == "tools/call" then
     local text = json.encode({ grants = grants, authorizations = authorizations, token = token })
     return rpc(res, msg.id, { content = { { type = "text", text = text } } })

@@ -37,7 +37,7 @@ Auth.__index = Auth
 local OPTION_TYPES = {
   client_id = "string", client_secret = "string", client_metadata_url = "string",
   client_name = "string", redirect_uri = "string", authorize = "function",
-  grant = "string", store = "table",
+  grant = "string", store = "table", open = "function", port = "number", wait = "number",
 }
 
 --- Checks the auth option of llm.mcp.connect (called by it: errors point
@@ -58,6 +58,9 @@ function M.check(cfg)
   end
   if cfg.grant == "client_credentials" and not (cfg.client_id and cfg.client_secret) then
     error("llm.mcp.connect: auth.grant = \"client_credentials\" needs client_id and client_secret", 3)
+  end
+  if cfg.open and (cfg.authorize or cfg.redirect_uri) then
+    error("llm.mcp.connect: auth.open (a loopback redirect) goes without authorize and redirect_uri", 3)
   end
   if cfg.store and (type(cfg.store.load) ~= "function" or type(cfg.store.save) ~= "function") then
     error("llm.mcp.connect: auth.store must be {load = function() end, save = function(state) end}", 3)
@@ -304,10 +307,37 @@ local function follow(self, url, redirect_uri)
   return nil, ("more than %d redirects"):format(MAX_HOPS)
 end
 
+-- The loopback redirect of a native app (RFC 8252 §7.3): a listener on
+-- 127.0.0.1 (auth.port, else the port of the last one, else any) that the
+-- browser comes back to. Returns {uri=, wait=fn(seconds) -> url|nil,
+-- close=}.
+local function loopback(self)
+  local got, cond = nil, core.cond()
+  local srv, err = require("luagent.serve").serve{ host = "127.0.0.1",
+    port = self.cfg.port or self.loopback_port or 0, signals = false, log = function() end,
+    routes = { ["GET /callback"] = function(req, res)
+      if not got then
+        got = "http://127.0.0.1/callback?" .. (req.query_string or "")
+        cond:signal()
+      end
+      res:send(200, "<!doctype html><title>luagent</title><p>Signed in: you can close this window.</p>",
+        { ["content-type"] = "text/html; charset=utf-8" })
+    end } }
+  if not srv then fail(self, "cannot listen on 127.0.0.1 for the redirect: " .. tostring(err)) end
+  self.loopback_port = srv.port
+  local l = { uri = ("http://127.0.0.1:%d/callback"):format(srv.port) }
+  function l.wait(seconds)
+    if not got then cond:wait(seconds) end
+    return got
+  end
+  return setmetatable(l, { __close = function() srv:close{ drain = 1 } end })
+end
+
 -- The authorization code flow (or client credentials) for scope.
 local function authorize(self, d, scope)
   local cfg = self.cfg
-  local redirect_uri = cfg.redirect_uri or M.DEFAULT_REDIRECT_URI
+  local listener <close> = cfg.open and cfg.grant ~= "client_credentials" and loopback(self) or nil
+  local redirect_uri = listener and listener.uri or cfg.redirect_uri or M.DEFAULT_REDIRECT_URI
   local client = client_for(self, d, redirect_uri)
   local scope_s = #scope > 0 and table.concat(scope, " ") or nil
   if cfg.grant == "client_credentials" then
@@ -320,7 +350,15 @@ local function authorize(self, d, scope)
     client_id = client.client_id, redirect_uri = redirect_uri, code_challenge = challenge,
     code_challenge_method = "S256", state = state, scope = scope_s, resource = d.resource })
   local back, why
-  if cfg.authorize then back, why = cfg.authorize(url) else back, why = follow(self, url, redirect_uri) end
+  if cfg.authorize then
+    back, why = cfg.authorize(url)
+  elseif listener then
+    cfg.open(url)
+    back = listener.wait(cfg.wait or 300)
+    why = ("no browser came back to %s within %g s"):format(redirect_uri, cfg.wait or 300)
+  else
+    back, why = follow(self, url, redirect_uri)
+  end
   if type(back) ~= "string" then fail(self, "no authorization code: " .. tostring(why or "authorize returned nothing")) end
   local q = oauth.query(back)
   errors.add_secret(q.code)

@@ -170,6 +170,7 @@ function M.connect(opts)
   if not transport then return nil, err end
   self._transport = transport
   transport.reinitialize = function() return initialize(self, opts.init_timeout or self._timeout) end
+  transport.hold = function(id, held) peer:hold(id, held) end
   local ok, ierr = initialize(self, opts.init_timeout or self._timeout)
   if not ok then
     self:close()

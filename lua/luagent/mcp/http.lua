@@ -158,7 +158,10 @@ function M.open(opts, name, deliver, fail)
         { type = errors.type_for_status(status), status = status }))
       return false
     end
+    -- the request's timeout stops while a person may be signing in
+    if id ~= nil and t.hold then t.hold(id, true) end
     local ok, aerr = t.auth:challenge(status, www, token)
+    if id ~= nil and t.hold then t.hold(id, false) end
     if not ok then fail_request(id, aerr) end
     return ok
   end
