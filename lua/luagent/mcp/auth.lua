@@ -132,19 +132,35 @@ local function get_json(self, url)
   return doc
 end
 
--- The Protected Resource Metadata and the authorization server's metadata.
-local function discover(self, challenge)
-  local prm, tried = nil, {}
+-- The Protected Resource Metadata: the challenge's URL, else the
+-- well-known ones; nil when the server has none (a 2025-03-26 server).
+local function find_prm(self, challenge)
   local urls = oauth.prm_urls(self.url)
-  if challenge and challenge.resource_metadata then table.insert(urls, 1, challenge.resource_metadata) end
+  if challenge.resource_metadata then table.insert(urls, 1, challenge.resource_metadata) end
   for _, u in ipairs(urls) do
-    local doc, why = get_json(self, u)
+    local doc = get_json(self, u)
     if doc and type(doc.authorization_servers) == "table" and type(doc.authorization_servers[1]) == "string" then
-      prm = doc
-      break
+      return doc
     end
-    tried[#tried + 1] = ("%s (%s)"):format(u, why or "no authorization_servers")
   end
+  return nil
+end
+
+-- The first authorization server metadata document found for the issuer.
+local function find_as(self, issuer)
+  for _, u in ipairs(oauth.as_metadata_urls(issuer)) do
+    local doc = get_json(self, u)
+    if doc and type(doc.authorization_endpoint) == "string" and type(doc.token_endpoint) == "string" then
+      return doc
+    end
+  end
+  return nil
+end
+
+-- What the flow needs to know: {resource=, issuer=, as = metadata,
+-- scopes_supported=, prm_url=, legacy=}.
+local function discover(self, challenge)
+  local prm = find_prm(self, challenge)
   local d = { resource = oauth.canonical_resource(self.url) }
   if prm then
     if type(prm.resource) == "string" then
@@ -154,30 +170,27 @@ local function discover(self, challenge)
       d.resource = prm.resource
     end
     d.issuer, d.scopes_supported = prm.authorization_servers[1], prm.scopes_supported
-    d.prm_url = challenge and challenge.resource_metadata
+    d.prm_url = challenge.resource_metadata
   else
     d.issuer, d.legacy = (oauth.split(self.url)), true      -- 2025-03-26: the server's origin
   end
-  for _, u in ipairs(oauth.as_metadata_urls(d.issuer)) do
-    local doc = get_json(self, u)
-    if doc and type(doc.authorization_endpoint) == "string" and type(doc.token_endpoint) == "string" then
-      d.as = doc
-      break
-    end
-  end
+  d.as = find_as(self, d.issuer)
   if not d.as then
     if not d.legacy then fail(self, ("the authorization server %s publishes no metadata"):format(d.issuer)) end
     d.as = { authorization_endpoint = d.issuer .. "/authorize", token_endpoint = d.issuer .. "/token",
              registration_endpoint = d.issuer .. "/register" }
-  elseif type(d.as.code_challenge_methods_supported) ~= "table" then
+    return d
+  end
+  -- 2025-11-25: no PKCE S256 in the metadata, no authorization (2025-03-26
+  -- metadata may leave the list out)
+  local methods = d.as.code_challenge_methods_supported
+  if type(methods) ~= "table" then
+    if d.legacy then return d end
     fail(self, ("the authorization server %s does not say it supports PKCE (code_challenge_methods_supported)")
       :format(d.issuer))
-  else
-    local s256 = false
-    for _, m in ipairs(d.as.code_challenge_methods_supported) do s256 = s256 or m == "S256" end
-    if not s256 then fail(self, ("the authorization server %s does not support PKCE S256"):format(d.issuer)) end
   end
-  return d
+  for _, m in ipairs(methods) do if m == "S256" then return d end end
+  fail(self, ("the authorization server %s does not support PKCE S256"):format(d.issuer))
 end
 
 -- The token endpoint authentication method for a client with or without
@@ -201,13 +214,12 @@ local function register(self, d, redirect_uri)
     fail(self, ("the authorization server %s offers no dynamic client registration: give auth.client_id " ..
       "(and client_secret) of a client registered there"):format(d.issuer))
   end
-  local supported = d.as.token_endpoint_auth_methods_supported
-  local method = "none"
+  -- a public client (RFC 8252: a native app keeps no secret) where the
+  -- server takes one, else a confidential one
+  local supported, method = d.as.token_endpoint_auth_methods_supported, "none"
   if type(supported) == "table" then
-    local set = {}
-    for _, m in ipairs(supported) do set[m] = true end
-    if not set.none then method = set.client_secret_basic and "client_secret_basic" or
-      (set.client_secret_post and "client_secret_post" or "none") end
+    method = auth_method(d.as, true)
+    for _, m in ipairs(supported) do if m == "none" then method = "none" end end
   end
   local body = json.encode({ client_name = self.cfg.client_name or "luagent", redirect_uris = { redirect_uri },
     grant_types = { "authorization_code", "refresh_token" }, response_types = { "code" },
@@ -274,6 +286,10 @@ local function token_request(self, d, client, params)
     errors.add_secret(doc.refresh_token)
   end
   if resp.status ~= 200 or not json.is_object(doc) or type(doc.access_token) ~= "string" then
+    if json.is_object(doc) and doc.error == "invalid_client" and self.clients[d.issuer] == client then
+      self.clients[d.issuer] = nil                 -- a registration the server forgot: register again next time
+      save(self)
+    end
     local why = json.is_object(doc) and doc.error and (tostring(doc.error) ..
       (doc.error_description and (": " .. tostring(doc.error_description)) or "")) or errors.snippet(text, 200)
     fail(self, ("the token endpoint %s answered HTTP %d %s"):format(d.as.token_endpoint, resp.status, why),
@@ -409,7 +425,7 @@ function Auth:token()
   if t and t.expires_at and os.time() >= t.expires_at - EXPIRY_MARGIN and t.refresh_token and self.d then
     local sent = t.access_token
     single(self, function()
-      if self.tokens.access_token == sent and not refresh(self) then self.tokens = nil end
+      if self.tokens and self.tokens.access_token == sent and not refresh(self) then self.tokens = nil end
     end)
   end
   return self.tokens and self.tokens.access_token
@@ -427,10 +443,10 @@ function Auth:challenge(status, www, sent)
   local ch = oauth.bearer(www) or {}
   return single(self, function()
     if self.tokens and self.tokens.access_token ~= sent then return end
-    if status == 401 and sent and refresh(self) then return end
     if not self.d or (ch.resource_metadata and ch.resource_metadata ~= self.d.prm_url) then
       self.d = discover(self, ch)
     end
+    if status == 401 and sent and refresh(self) then return end
     local scope
     if status == 403 then
       scope = scope_union(self.scope, ch.scope)
