@@ -439,15 +439,15 @@ describe("MCP conformance suite, client scenarios #integration", function()
 
   local cwd = assert(llm.exec({ "pwd" })).stdout:gsub("%s+$", "")
   local scenarios = { "initialize", "tools_call", "elicitation-sep1034-client-defaults", "sse-retry",
-    -- OAuth (auth.lua): every auth scenario of 2025-11-25 and 2025-03-26,
-    -- and the draft and extension ones this client implements
+    -- OAuth (auth.lua): every auth scenario, draft and extensions included
     "auth/metadata-default", "auth/metadata-var1", "auth/metadata-var2", "auth/metadata-var3",
     "auth/basic-cimd", "auth/scope-from-www-authenticate", "auth/scope-from-scopes-supported",
     "auth/scope-omitted-when-undefined", "auth/scope-step-up", "auth/scope-retry-limit",
     "auth/token-endpoint-auth-basic", "auth/token-endpoint-auth-post", "auth/token-endpoint-auth-none",
     "auth/pre-registration", "auth/2025-03-26-oauth-metadata-backcompat",
     "auth/2025-03-26-oauth-endpoint-fallback", "auth/resource-mismatch", "auth/offline-access-scope",
-    "auth/offline-access-not-supported", "auth/client-credentials-basic" }
+    "auth/offline-access-not-supported", "auth/client-credentials-basic", "auth/client-credentials-jwt",
+    "auth/cross-app-access-complete-flow" }
   local passed, total = 0, 0
 
   for _, scenario in ipairs(scenarios) do

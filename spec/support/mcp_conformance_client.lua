@@ -7,8 +7,9 @@
 -- The auth/* scenarios run OAuth with the default authorize (the suite's
 -- authorization server redirects at once, so the client follows the URL
 -- and reads the code off the redirect), a Client ID Metadata Document URL
--- (used where the server supports them) and the context's pre-registered
--- client when there is one.
+-- (used where the server supports them), the context's pre-registered
+-- client when there is one, and its identity provider's ID token for the
+-- cross-app access scenario.
 local llm = require "luagent"
 local json = require "luagent.json"
 
@@ -21,6 +22,11 @@ if scenario:match("^auth/") then
   auth = { client_metadata_url = "https://conformance-test.local/client-metadata.json",
            client_id = context.client_id, client_secret = context.client_secret }
   if scenario:match("^auth/client%-credentials") then auth.grant = "client_credentials" end
+  auth.private_key, auth.signing_algorithm = context.private_key_pem, context.signing_algorithm
+  if context.idp_token_endpoint then       -- enterprise-managed (SEP-990)
+    auth.idp = { token_endpoint = context.idp_token_endpoint, client_id = context.idp_client_id,
+                 id_token = context.idp_id_token }
+  end
 end
 
 local client, err = llm.mcp.connect{

@@ -103,6 +103,59 @@ describe("luagent.mcp.oauth #unit", function()
       assert.are.equal("-_8", oauth.base64url("\251\255"))
     end)
 
+    it("turns a DER ECDSA signature into JWS r || s, padding and trimming the integers", function()
+      local r = "\0" .. ("\x80"):rep(32)                     -- 33 bytes: a sign byte, then 32
+      local s_ = ("\x01"):rep(31)                             -- 31 bytes: padded to 32
+      local der = "\x30" .. string.char(2 + #r + 2 + #s_) .. "\x02" .. string.char(#r) .. r ..
+        "\x02" .. string.char(#s_) .. s_
+      assert.are.equal(("\x80"):rep(32) .. "\0" .. ("\x01"):rep(31), oauth.ecdsa_raw(der, 32))
+      assert.is_nil(oauth.ecdsa_raw(der:sub(1, 20), 32))       -- cut short
+      assert.is_nil(oauth.ecdsa_raw("\x31" .. der:sub(2), 32))  -- not a SEQUENCE
+      assert.is_nil(oauth.ecdsa_raw(der, 16))                  -- does not fit
+    end)
+
+    -- test keys made for this spec, used nowhere else
+    local P256 = table.concat({ "-----BEGIN PRIVATE KEY-----",
+      "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/za5nR7funa/fp2d",
+      "sPh2QMwVTMcbW1uzR8k1PRArs5mhRANCAATEWiZxhUAkyMKjAfxrqf5nHTZ03qXO",
+      "HAvoa0GW9s2sCHMSwS+3wvIXdSX/bPEscpCLOWsiX0shwRAFtaA9aZVl", "-----END PRIVATE KEY-----", "" }, "\n")
+    local P384 = table.concat({ "-----BEGIN PRIVATE KEY-----",
+      "MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDDDbX1tQgtZfcqbQI8X",
+      "I4Ul+7Pbr6IqHDGE6bbcUlKftBnY+mWU/7frEYLALVsScZOhZANiAAQ0b+YwfeCw",
+      "jNwrk8TFiUrBnGGJeEt5As7oKakokDCFv5h8+atZZce47oT7GEKWq0i3A/qRe6zU",
+      "w1P/VYve0PQLBs1fCkhdn74QS0sFQJr1dUCxQ2tr630TRCKYzU0jVtA=", "-----END PRIVATE KEY-----", "" }, "\n")
+
+    local function b64url_decode(x)
+      local B = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+      local bits = x:gsub(".", function(c)
+        local v = B:find(c, 1, true) - 1
+        local t = {}
+        for k = 5, 0, -1 do t[#t + 1] = (v >> k) & 1 end
+        return table.concat(t)
+      end)
+      return (bits:gsub("%d%d%d%d%d%d%d%d", function(byte) return string.char(tonumber(byte, 2)) end)
+        :gsub("[01]+$", ""))
+    end
+
+    it("signs a JWT with a P-256 key (ES256: r || s, 64 bytes); other keys are clear errors", function()
+      local json = require "luagent.json"
+      local jwt = assert(oauth.jwt({ iss = "c", sub = "c", aud = "https://as", exp = 2 }, P256))
+      local h, c, sig = jwt:match("^([%w_%-]+)%.([%w_%-]+)%.([%w_%-]+)$")
+      assert.are.same({ alg = "ES256", typ = "JWT" }, json.decode(b64url_decode(h)))
+      assert.are.same({ iss = "c", sub = "c", aud = "https://as", exp = 2 }, json.decode(b64url_decode(c)))
+      assert.are.equal(64, #b64url_decode(sig))
+      assert.are_not.equal(jwt, oauth.jwt({ iss = "c", sub = "c", aud = "https://as", exp = 2 }, P256))  -- ECDSA is randomized
+      local none, why = oauth.jwt({}, P384)
+      assert.is_nil(none)
+      assert.are.equal("the EC key is not a P-256 key", why)
+      none, why = oauth.jwt({}, P256, "RS256")
+      assert.is_nil(none)
+      assert.matches("a EC key cannot sign RS256", why)
+      none, why = oauth.jwt({}, "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+      assert.is_nil(none)
+      assert.are.equal("not a PEM private key", why)
+    end)
+
     it("forms and queries round-trip reserved characters", function()
       local form = oauth.form({ scope = "a b", redirect_uri = "http://x/cb?y=1&z", empty = "" })
       assert.are.equal("empty=&redirect_uri=http%3A%2F%2Fx%2Fcb%3Fy%3D1%26z&scope=a%20b", form)

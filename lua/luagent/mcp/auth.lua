@@ -38,6 +38,7 @@ local OPTION_TYPES = {
   client_id = "string", client_secret = "string", client_metadata_url = "string",
   client_name = "string", redirect_uri = "string", authorize = "function",
   grant = "string", store = "table", open = "function", port = "number", wait = "number",
+  idp = "table", private_key = "string", signing_algorithm = "string",
 }
 
 --- Checks the auth option of llm.mcp.connect (called by it: errors point
@@ -56,9 +57,23 @@ function M.check(cfg)
   if cfg.grant and cfg.grant ~= "authorization_code" and cfg.grant ~= "client_credentials" then
     error('llm.mcp.connect: auth.grant must be "authorization_code" or "client_credentials"', 3)
   end
-  if cfg.grant == "client_credentials" and not (cfg.client_id and cfg.client_secret) then
-    error("llm.mcp.connect: auth.grant = \"client_credentials\" needs client_id and client_secret", 3)
+  if cfg.grant == "client_credentials" and not (cfg.client_id and (cfg.client_secret or cfg.private_key)) then
+    error("llm.mcp.connect: auth.grant = \"client_credentials\" needs client_id and client_secret (or private_key)", 3)
   end
+  if cfg.private_key and not cfg.client_id then
+    error("llm.mcp.connect: auth.private_key (private_key_jwt) needs client_id", 3)
+  end
+  if cfg.signing_algorithm and cfg.signing_algorithm ~= "ES256" and cfg.signing_algorithm ~= "RS256" then
+    error('llm.mcp.connect: auth.signing_algorithm must be "ES256" or "RS256"', 3)
+  end
+  errors.add_secret(cfg.private_key)
+  if cfg.idp and not (cfg.client_id and type(cfg.idp.token_endpoint) == "string"
+      and type(cfg.idp.client_id) == "string"
+      and (type(cfg.idp.id_token) == "string" or type(cfg.idp.id_token) == "function")) then
+    error("llm.mcp.connect: auth.idp needs token_endpoint, client_id and id_token (a string or a function), " ..
+      "and auth.client_id", 3)
+  end
+  errors.add_secret(cfg.idp and cfg.idp.client_secret)
   if cfg.open and (cfg.authorize or cfg.redirect_uri) then
     error("llm.mcp.connect: auth.open (a loopback redirect) goes without authorize and redirect_uri", 3)
   end
@@ -248,7 +263,7 @@ local function client_for(self, d, redirect_uri)
   local cfg = self.cfg
   if cfg.client_id then
     return { client_id = cfg.client_id, client_secret = cfg.client_secret,
-             method = auth_method(d.as, cfg.client_secret ~= nil) }
+             method = cfg.private_key and "private_key_jwt" or auth_method(d.as, cfg.client_secret ~= nil) }
   end
   if cfg.client_metadata_url and d.as.client_id_metadata_document_supported == true then
     return { client_id = cfg.client_metadata_url, method = "none" }
@@ -264,8 +279,10 @@ local function client_for(self, d, redirect_uri)
   return c
 end
 
--- POSTs a token request with the client's authentication; stores the tokens.
-local function token_request(self, d, client, params)
+-- POSTs a form to a token endpoint with the client's authentication
+-- (client: {client_id=, client_secret=, method=}). Returns the answer (an
+-- object with an access_token) or raises; on_error(doc) sees a refusal.
+local function post_token(self, endpoint, client, params, on_error)
   local headers = { ["Content-Type"] = "application/x-www-form-urlencoded", Accept = "application/json" }
   if client.method == "client_secret_basic" and client.client_secret then
     headers.Authorization = "Basic " .. oauth.base64(oauth.escape(client.client_id) .. ":" ..
@@ -274,10 +291,9 @@ local function token_request(self, d, client, params)
     params.client_id = client.client_id
     if client.method == "client_secret_post" then params.client_secret = client.client_secret end
   end
-  params.resource = d.resource
-  local resp, err = http.request{ url = d.as.token_endpoint, method = "POST", body = oauth.form(params),
+  local resp, err = http.request{ url = endpoint, method = "POST", body = oauth.form(params),
     headers = headers, timeout = TIMEOUT, connect_timeout = self.connect_timeout }
-  if not resp then fail(self, "token request: " .. tostring(err and err.message or err)) end
+  if not resp then fail(self, ("the token endpoint %s: %s"):format(endpoint, tostring(err and err.message or err))) end
   local text = resp:body() or ""
   resp:close()
   local doc = json.decode(text)
@@ -286,15 +302,34 @@ local function token_request(self, d, client, params)
     errors.add_secret(doc.refresh_token)
   end
   if resp.status ~= 200 or not json.is_object(doc) or type(doc.access_token) ~= "string" then
-    if json.is_object(doc) and doc.error == "invalid_client" and self.clients[d.issuer] == client then
+    if on_error and json.is_object(doc) then on_error(doc) end
+    local why = json.is_object(doc) and doc.error and (tostring(doc.error) ..
+      (doc.error_description and (": " .. tostring(doc.error_description)) or "")) or errors.snippet(text, 200)
+    fail(self, ("the token endpoint %s answered HTTP %d %s"):format(endpoint, resp.status, why),
+      { status = resp.status })
+  end
+  return doc
+end
+
+-- A token request to the authorization server; stores the tokens.
+local function token_request(self, d, client, params)
+  params.resource = d.resource
+  if client.method == "private_key_jwt" then          -- RFC 7523 §2.2: a signed assertion, fresh each time
+    local now = os.time()
+    local jwt, why = oauth.jwt({ iss = client.client_id, sub = client.client_id,
+      aud = type(d.as.issuer) == "string" and d.as.issuer or d.issuer, iat = now, exp = now + 300,
+      jti = oauth.base64url(oauth.random_bytes(16)) }, self.cfg.private_key, self.cfg.signing_algorithm)
+    if not jwt then fail(self, "auth.private_key: " .. tostring(why)) end
+    errors.add_secret(jwt)
+    params.client_assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    params.client_assertion = jwt
+  end
+  local doc = post_token(self, d.as.token_endpoint, client, params, function(e)
+    if e.error == "invalid_client" and self.clients[d.issuer] == client then
       self.clients[d.issuer] = nil                 -- a registration the server forgot: register again next time
       save(self)
     end
-    local why = json.is_object(doc) and doc.error and (tostring(doc.error) ..
-      (doc.error_description and (": " .. tostring(doc.error_description)) or "")) or errors.snippet(text, 200)
-    fail(self, ("the token endpoint %s answered HTTP %d %s"):format(d.as.token_endpoint, resp.status, why),
-      { status = resp.status })
-  end
+  end)
   local old = self.tokens
   self.tokens = { access_token = doc.access_token,
     refresh_token = type(doc.refresh_token) == "string" and doc.refresh_token
@@ -321,6 +356,26 @@ local function follow(self, url, redirect_uri)
     if oauth.is_redirect_to(url, redirect_uri) then return url end
   end
   return nil, ("more than %d redirects"):format(MAX_HOPS)
+end
+
+-- Enterprise-managed authorization (SEP-990): the identity provider
+-- exchanges the user's ID token for an identity assertion grant (ID-JAG,
+-- RFC 8693), which the authorization server takes as a JWT bearer grant
+-- (RFC 7523).
+local function enterprise(self, d, client, scope)
+  local idp = self.cfg.idp
+  local id_token = idp.id_token
+  if type(id_token) == "function" then id_token = id_token() end
+  if type(id_token) ~= "string" then fail(self, "auth.idp.id_token gave no ID token") end
+  errors.add_secret(id_token)
+  local jag = post_token(self, idp.token_endpoint, { client_id = idp.client_id, client_secret = idp.client_secret,
+    method = idp.client_secret and "client_secret_post" or "none" }, {
+      grant_type = "urn:ietf:params:oauth:grant-type:token-exchange",
+      requested_token_type = "urn:ietf:params:oauth:token-type:id-jag",
+      subject_token = id_token, subject_token_type = "urn:ietf:params:oauth:token-type:id_token",
+      audience = type(d.as.issuer) == "string" and d.as.issuer or d.issuer, resource = d.resource, scope = scope })
+  return token_request(self, d, client, { grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    assertion = jag.access_token, scope = scope })
 end
 
 -- The loopback redirect of a native app (RFC 8252 §7.3): a listener on
@@ -352,13 +407,14 @@ end
 -- The authorization code flow (or client credentials) for scope.
 local function authorize(self, d, scope)
   local cfg = self.cfg
-  local listener <close> = cfg.open and cfg.grant ~= "client_credentials" and loopback(self) or nil
+  local listener <close> = cfg.open and cfg.grant ~= "client_credentials" and not cfg.idp and loopback(self) or nil
   local redirect_uri = listener and listener.uri or cfg.redirect_uri or M.DEFAULT_REDIRECT_URI
   local client = client_for(self, d, redirect_uri)
   local scope_s = #scope > 0 and table.concat(scope, " ") or nil
   if cfg.grant == "client_credentials" then
     return token_request(self, d, client, { grant_type = "client_credentials", scope = scope_s })
   end
+  if cfg.idp then return enterprise(self, d, client, scope_s) end
   local verifier, challenge = oauth.pkce()
   local state = oauth.base64url(oauth.random_bytes(16))
   errors.add_secret(verifier)
@@ -454,7 +510,7 @@ function Auth:challenge(status, www, sent)
       scope = scope_union(ch.scope or self.cfg.scopes or self.d.scopes_supported, ch.scope and self.cfg.scopes)
     end
     local as_scopes = self.d.as.scopes_supported
-    if type(as_scopes) == "table" and self.cfg.grant ~= "client_credentials" then
+    if type(as_scopes) == "table" and self.cfg.grant ~= "client_credentials" and not self.cfg.idp then
       for _, s in ipairs(as_scopes) do                   -- SEP-2207: ask for a refresh token
         if s == "offline_access" then scope = scope_union(scope, "offline_access") end
       end

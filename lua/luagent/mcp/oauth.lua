@@ -226,6 +226,69 @@ function M.pkce()
   return verifier, M.s256(verifier)
 end
 
+--- The JWS form (r || s, each size bytes) of a DER ECDSA signature
+--- (SEQUENCE of two INTEGERs, as libcrypto gives it); nil when der is not
+--- one or an integer does not fit.
+---@param der string
+---@param size integer 32 for P-256
+---@return string|nil
+function M.ecdsa_raw(der, size)
+  local pos = 1
+  local function byte()
+    local b = der:byte(pos)
+    pos = pos + 1
+    return b
+  end
+  local function len()
+    local l = byte()
+    if not l or l < 0x80 then return l end
+    if l ~= 0x81 and l ~= 0x82 then return nil end
+    local v = 0
+    for _ = 1, l - 0x80 do
+      local b = byte()
+      if not b then return nil end
+      v = v * 256 + b
+    end
+    return v
+  end
+  if byte() ~= 0x30 or not len() then return nil end
+  local out = {}
+  for i = 1, 2 do
+    if byte() ~= 0x02 then return nil end
+    local l = len()
+    if not l or pos + l - 1 > #der then return nil end
+    local int = der:sub(pos, pos + l - 1):gsub("^%z+", "")
+    pos = pos + l
+    if #int > size then return nil end
+    out[i] = ("\0"):rep(size - #int) .. int
+  end
+  return out[1] .. out[2]
+end
+
+--- A signed JWT (RFC 7519) with the PEM private key: alg "ES256" (a P-256
+--- key) or "RS256" (RSA); nil alg: the one the key's type takes. Returns
+--- the JWT, or nil and why not.
+---@param claims table
+---@param pem string
+---@param alg string|nil
+function M.jwt(claims, pem, alg)
+  local ok, probe, kind = pcall(digest.sign, pem, "")
+  if not ok or not probe then return nil, ok and kind or tostring(probe) end
+  alg = alg or (kind == "EC" and "ES256") or (kind == "RSA" and "RS256") or nil
+  if not ((alg == "ES256" and kind == "EC") or (alg == "RS256" and kind == "RSA")) then
+    return nil, ("a %s key cannot sign %s (ES256 takes a P-256 key, RS256 an RSA key)"):format(kind, tostring(alg))
+  end
+  local json = require "luagent.json"
+  local input = M.base64url(json.encode({ alg = alg, typ = "JWT" })) .. "." .. M.base64url(json.encode(claims))
+  local sig, why = digest.sign(pem, input)
+  if sig and alg == "ES256" then
+    sig = M.ecdsa_raw(sig, 32)
+    why = "the EC key is not a P-256 key"
+  end
+  if not sig then return nil, why end
+  return input .. "." .. M.base64url(sig)
+end
+
 --- Percent-encodes everything but RFC 3986's unreserved characters.
 function M.escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
