@@ -12,9 +12,31 @@
 --- client_secret_post or none, as the server supports). Tokens are
 --- refreshed before they expire; a 403 insufficient_scope asks again for
 --- the union of the scopes (http.lua caps the attempts per request).
+--- Without a person: client credentials (a secret, or a JWT assertion
+--- signed with a private key, RFC 7523) and enterprise-managed
+--- authorization (SEP-990: an ID token exchanged at the identity provider,
+--- RFC 8693, for a JWT bearer grant). Concurrent refusals share one flow.
 ---
---- Secrets (tokens, the client secret, the code, the PKCE verifier) are
---- registered with errors.add_secret before use, so no error names them.
+--- Secrets (tokens, the client secret and key, the code, the PKCE
+--- verifier, assertions) are registered with errors.add_secret before use,
+--- so no error names them.
+
+---@class luagent.mcp.AuthOptions
+---@field client_id? string a client registered with the authorization server
+---@field client_secret? string
+---@field private_key? string PEM: private_key_jwt instead of a secret
+---@field signing_algorithm? "ES256"|"RS256"
+---@field client_metadata_url? string a Client ID Metadata Document's URL
+---@field client_name? string for dynamic registration (default "luagent")
+---@field scopes? string|string[] asked for besides what the server names
+---@field redirect_uri? string
+---@field authorize? fun(url: string): string|nil, string|nil the redirect URL carrying the code
+---@field open? fun(url: string) show the URL; a listener on 127.0.0.1 takes the redirect
+---@field port? integer the listener's port (default: any)
+---@field wait? number seconds the listener waits (default 300)
+---@field grant? "authorization_code"|"client_credentials"
+---@field idp? {token_endpoint: string, client_id: string, client_secret?: string, id_token: string|fun(): string}
+---@field store? {load: fun(): table|nil, save: fun(state: table)}
 local core = require "luagent.core"
 local http = require "luagent.http"
 local errors = require "luagent.errors"
@@ -43,6 +65,7 @@ local OPTION_TYPES = {
 
 --- Checks the auth option of llm.mcp.connect (called by it: errors point
 --- at its caller).
+---@param cfg luagent.mcp.AuthOptions|true
 function M.check(cfg)
   if cfg == true then return end
   if type(cfg) ~= "table" then error("llm.mcp.connect: auth must be a table of options (or true)", 3) end

@@ -131,10 +131,8 @@ end
 --- errors and as the agent's tool prefix); timeout (seconds for each
 --- request, default 60); roots; on_elicitation(params); on_sampling(params);
 --- on_log(params); on_tools_changed(tools); on_stderr(line) (stdio);
---- auth (url: OAuth for a protected server, see luagent.mcp.auth: true, or
---- {client_id=, client_secret=, client_metadata_url=, scopes=,
---- redirect_uri=, authorize = function(url) -> redirect_url end, grant=,
---- store = {load=, save=}}).
+--- auth (url: OAuth for a protected server: true, or the
+--- luagent.mcp.AuthOptions of mcp/auth.lua, README.md "Protected servers").
 ---@param opts table
 ---@return luagent.mcp.Client|nil
 ---@return table|nil err
