@@ -306,6 +306,8 @@ end
 -- (client: {client_id=, client_secret=, method=}). Returns the answer (an
 -- object with an access_token) or raises; on_error(doc) sees a refusal.
 local function post_token(self, endpoint, client, params, on_error)
+  errors.add_secret(client.client_secret)     -- again: in use, so never the one errors.lua drops
+  errors.add_secret(self.cfg.private_key)
   local headers = { ["Content-Type"] = "application/x-www-form-urlencoded", Accept = "application/json" }
   if client.method == "client_secret_basic" and client.client_secret then
     headers.Authorization = "Basic " .. oauth.base64(oauth.escape(client.client_id) .. ":" ..
