@@ -369,7 +369,8 @@ end
 -- returns the one to the redirect URI.
 local function follow(self, url, redirect_uri)
   for _ = 1, MAX_HOPS do
-    local resp, err = http.request{ url = url, method = "GET", timeout = TIMEOUT, connect_timeout = self.connect_timeout }
+    local resp, err = http.request{ url = url, method = "GET", timeout = TIMEOUT,
+      connect_timeout = self.connect_timeout }
     if not resp then return nil, tostring(err and err.message or err) end
     local status, loc = resp.status, resp.headers.location
     resp:close()
@@ -456,7 +457,9 @@ local function authorize(self, d, scope)
   else
     back, why = follow(self, url, redirect_uri)
   end
-  if type(back) ~= "string" then fail(self, "no authorization code: " .. tostring(why or "authorize returned nothing")) end
+  if type(back) ~= "string" then
+    fail(self, "no authorization code: " .. tostring(why or "authorize returned nothing"))
+  end
   local q = oauth.query(back)
   errors.add_secret(q.code)
   if q.error then
