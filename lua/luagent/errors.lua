@@ -93,14 +93,20 @@ local MAX_SECRETS, MIN_SECRET = 64, 5
 --- string: ignored (it would blank ordinary words, and is no secret).
 ---@param s any
 function M.add_secret(s)
-  if type(s) ~= "string" or #s < MIN_SECRET or secret_seen[s] then return end
+  if type(s) ~= "string" or #s < MIN_SECRET then return end
+  serial = serial + 1
+  if secret_seen[s] then         -- used again: the newest, so a key in use is never the one dropped
+    for _, e in ipairs(secrets) do
+      if e.s == s then e.n = serial; break end
+    end
+    return
+  end
   if #secrets >= MAX_SECRETS then
     local oldest, at = math.huge, nil
     for i, e in ipairs(secrets) do if e.n < oldest then oldest, at = e.n, i end end
     secret_seen[table.remove(secrets, at).s] = nil
   end
   secret_seen[s] = true
-  serial = serial + 1
   secrets[#secrets + 1] = { s = s, pat = (s:gsub("%W", "%%%0")), n = serial }
   table.sort(secrets, function(a, b) return #a.s > #b.s end)
 end

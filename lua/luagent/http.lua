@@ -82,6 +82,10 @@ function M.request(opts)
   return one(opts)
 end
 
+--- The absolute URL a Location header (or any reference) points to, seen
+--- from base.
+M.resolve = resolve
+
 --- The C stream framer on its own: framer("sse"|"ndjson" [, max_event]);
 --- f:feed(bytes) -> {{data=, event=, id=}, ...} | nil, err;
 --- f:finish() -> events [, "incomplete"].

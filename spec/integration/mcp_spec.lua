@@ -318,11 +318,136 @@ describe("llm.mcp over Streamable HTTP #integration", function()
   end)
 end)
 
+-- The OAuth spec server (spec/support/mcp_oauth_server.lua) in mode with
+-- tokens lasting expires_in seconds: the process and the MCP URL.
+local function oauth_server(mode, expires_in)
+  local p = assert(llm.process{ proc.bin, "spec/support/mcp_oauth_server.lua", mode, tostring(expires_in or 3600),
+    stderr = "pipe" })
+  local port = assert(p:read_line("stderr")):match("listening on port (%d+)")
+  return p, ("http://127.0.0.1:%s/mcp"):format(port)
+end
+
+local SPEC_CLIENT = { client_id = "spec-client", client_secret = "spec-client-secret-123" }
+
+local function stats_of(c)
+  return json.decode(text_of(assert(c:call_tool("stats"))))
+end
+
+describe("llm.mcp OAuth against a loopback authorization server #integration", function()
+  after_each(settle)
+
+  it("refreshes a token about to expire, and a store spares the next connection an authorization", function()
+    local server <close>, url = oauth_server("ok", 32)      -- refreshed 30 s before it expires: after 2 s
+    local saved
+    local store = { load = function() return saved end, save = function(state) saved = state end }
+    local auth = { client_id = SPEC_CLIENT.client_id, client_secret = SPEC_CLIENT.client_secret, store = store }
+    local c = assert(llm.mcp.connect{ url = url, name = "oauth", auth = auth })
+    local first = stats_of(c)
+    assert.are.equal("authorization_code", first.grants[1])
+    assert.are.equal(1, first.authorizations)
+    llm.sleep(2.5)
+    local later = stats_of(c)
+    assert.are.equal("refresh_token", later.grants[#later.grants])
+    assert.are_not.equal(first.token, later.token)
+    c:close()
+    assert.are.equal(later.token, saved.tokens.access_token)
+    local again <close> = assert(llm.mcp.connect{ url = url, name = "oauth", auth = auth })
+    assert.are.equal(1, stats_of(again).authorizations)       -- the stored tokens were enough
+  end)
+
+  it("a loopback listener takes the browser's redirect, the sign-in stops the clock; refusals share one refresh", function()
+    local server <close>, url = oauth_server("ok")
+    local opened, page
+    local c <close> = assert(llm.mcp.connect{ url = url, name = "oauth", init_timeout = 0.5,
+      auth = { client_id = "spec-client", client_secret = "spec-client-secret-123",
+      -- the "browser": a person who takes 1.5 s, then the authorization
+      -- server's redirect to the listener
+      open = function(u)
+        opened = u
+        llm.sleep(1.5)
+        local resp = assert(llm.http.request{ url = u, redirects = true })
+        page = resp:body()
+        resp:close()
+      end } })
+    assert.matches("redirect_uri=http%%3A%%2F%%2F127%.0%.0%.1%%3A%d+%%2Fcallback", opened)
+    assert.matches("Signed in: you can close this window", page)
+    local before = stats_of(c)
+    assert.are.equal("revoked", text_of(assert(c:call_tool("revoke"))))
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = llm.spawn(function() return stats_of(c) end) end
+    for i = 1, 3 do assert.are.equal(#before.grants + 1, #tasks[i]:await().grants) end
+    local after = stats_of(c)
+    assert.are.same({ "authorization_code", "refresh_token" }, after.grants)
+    assert.are.equal(1, after.authorizations)
+  end)
+
+  it("a token endpoint that echoes the request: the error names neither the secret, the code nor the verifier", function()
+    local server <close>, url = oauth_server("leak")
+    local c, err = llm.mcp.connect{ url = url, name = "leaky", auth = SPEC_CLIENT }
+    assert.is_nil(c)
+    local msg = tostring(err)
+    assert.matches("mcp server 'leaky': OAuth: the token endpoint .* answered HTTP 400 invalid_grant", msg)
+    assert.matches("rejected request: ", msg)                 -- the echo is there, redacted
+    assert.is_nil(msg:find("spec-client-secret-123", 1, true), msg)
+    assert.is_nil(msg:find("code-%d+%-Zq7Ld9Pw"), msg)
+    assert.is_nil(msg:find("code_verifier=" .. ("[%w_%-]"):rep(43)), msg)
+    assert.are.equal("AuthenticationError", err.type)
+  end)
+
+  it("an MCP server that echoes the token in a 500: the error does not name it", function()
+    local server <close>, url = oauth_server("echo500")
+    local c, err = llm.mcp.connect{ url = url, name = "echo", auth = SPEC_CLIENT }
+    assert.is_nil(c)
+    local msg = tostring(err)
+    assert.matches("HTTP 500 internal error while serving token", msg)
+    assert.is_nil(msg:find("at%-%d+%-Zq7Ld9Pw"), msg)
+  end)
+
+  it("an authorization server that wants a person: the default authorize says to give auth.authorize", function()
+    local server <close>, url = oauth_server("login")
+    local c, err = llm.mcp.connect{ url = url, name = "login", auth = SPEC_CLIENT }
+    assert.is_nil(c)
+    assert.matches("answered HTTP 200 instead of redirecting: it wants a person to sign in; give auth.authorize",
+      tostring(err))
+    -- an authorize function that returns the redirect a browser would have reached
+    local seen
+    c, err = llm.mcp.connect{ url = url, name = "login", auth = { client_id = "spec-client",
+      client_secret = "spec-client-secret-123",
+      authorize = function(u) seen = u; return nil, "the user closed the browser" end } }
+    assert.is_nil(c)
+    assert.matches("no authorization code: the user closed the browser", tostring(err))
+    assert.matches("code_challenge_method=S256", seen)
+    assert.matches("resource=http%%3A%%2F%%2F127%.0%.0%.1%%3A%d+%%2Fmcp", seen)
+  end)
+
+  it("a 401 without the auth option says how to give it; bad options are refused", function()
+    local server <close>, url = oauth_server("ok")
+    local c, err = llm.mcp.connect{ url = url, name = "plain" }
+    assert.is_nil(c)
+    assert.matches("HTTP 401 .*the server wants OAuth: give llm.mcp.connect an auth option", tostring(err))
+    assert.error_matches(function() llm.mcp.connect{ url = url, auth = { authorize = "yes" } } end,
+      "auth.authorize must be a function")
+    assert.error_matches(function() llm.mcp.connect{ command = { "x" }, auth = {} } end,
+      "auth is for servers reached by url")
+    assert.error_matches(function() llm.mcp.connect{ url = url, auth = { grant = "client_credentials" } } end,
+      "needs client_id and client_secret")
+  end)
+end)
+
 describe("MCP conformance suite, client scenarios #integration", function()
   after_each(settle)
 
   local cwd = assert(llm.exec({ "pwd" })).stdout:gsub("%s+$", "")
-  local scenarios = { "initialize", "tools_call", "elicitation-sep1034-client-defaults", "sse-retry" }
+  local scenarios = { "initialize", "tools_call", "elicitation-sep1034-client-defaults", "sse-retry",
+    -- OAuth (auth.lua): every auth scenario, draft and extensions included
+    "auth/metadata-default", "auth/metadata-var1", "auth/metadata-var2", "auth/metadata-var3",
+    "auth/basic-cimd", "auth/scope-from-www-authenticate", "auth/scope-from-scopes-supported",
+    "auth/scope-omitted-when-undefined", "auth/scope-step-up", "auth/scope-retry-limit",
+    "auth/token-endpoint-auth-basic", "auth/token-endpoint-auth-post", "auth/token-endpoint-auth-none",
+    "auth/pre-registration", "auth/2025-03-26-oauth-metadata-backcompat",
+    "auth/2025-03-26-oauth-endpoint-fallback", "auth/resource-mismatch", "auth/offline-access-scope",
+    "auth/offline-access-not-supported", "auth/client-credentials-basic", "auth/client-credentials-jwt",
+    "auth/cross-app-access-complete-flow" }
   local passed, total = 0, 0
 
   for _, scenario in ipairs(scenarios) do

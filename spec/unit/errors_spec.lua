@@ -168,6 +168,17 @@ describe("luagent.errors #unit", function()
       assert.equal(s, errors.redact(s))
     end)
 
+    it("a registered secret used again outlives the many registered after it", function()
+      errors.add_secret("kept-in-use-0001")
+      for i = 1, 200 do                        -- OAuth tokens come and go; the client secret stays
+        errors.add_secret(("short-lived-token-%04d"):format(i))
+        errors.add_secret("kept-in-use-0001")
+      end
+      assert.equal("x [REDACTED] y", errors.redact("x kept-in-use-0001 y"))
+      assert.equal("[REDACTED]", errors.redact("short-lived-token-0200"))
+      assert.equal("short-lived-token-0001", errors.redact("short-lived-token-0001"))   -- long dropped
+    end)
+
     it("keeps the rest of a URL usable for debugging", function()
       assert.equal("https://h/v1beta/m?key=[REDACTED]&alt=sse", errors.redact("https://h/v1beta/m?key=abc123&alt=sse"))
     end)

@@ -2,6 +2,7 @@
 ---
 ---   local fs = assert(llm.mcp.connect{command = {"mcp-server-filesystem", "./notes"}})
 ---   local remote = assert(llm.mcp.connect{url = "http://127.0.0.1:3001/mcp", headers = {...}})
+---   local oauthed = assert(llm.mcp.connect{url = "https://mcp.example.com/mcp", auth = {...}})
 ---   local tools = fs:list_tools()                   -- every page
 ---   local r, err = fs:call_tool("read_text_file", {path = "notes/a.txt"},
 ---                               {timeout = 30, on_progress = function(p) end})
@@ -129,7 +130,9 @@ end
 --- list, stdio) or url (Streamable HTTP) with headers; name (used in
 --- errors and as the agent's tool prefix); timeout (seconds for each
 --- request, default 60); roots; on_elicitation(params); on_sampling(params);
---- on_log(params); on_tools_changed(tools); on_stderr(line) (stdio).
+--- on_log(params); on_tools_changed(tools); on_stderr(line) (stdio);
+--- auth (url: OAuth for a protected server: true, or the
+--- luagent.mcp.AuthOptions of mcp/auth.lua, README.md "Protected servers").
 ---@param opts table
 ---@return luagent.mcp.Client|nil
 ---@return table|nil err
@@ -140,6 +143,10 @@ function M.connect(opts)
   end
   if not opts.command and type(opts.url) ~= "string" then
     error("llm.mcp.connect: give command = {argv...} (stdio) or url = \"http://...\" (Streamable HTTP)", 2)
+  end
+  if opts.auth ~= nil then
+    if opts.command then error("llm.mcp.connect: auth is for servers reached by url (OAuth over HTTP)", 2) end
+    require("luagent.mcp.auth").check(opts.auth)
   end
   local self = setmetatable({ name = name_of(opts), _opts = opts, _timeout = opts.timeout or 60 }, Client)
   local peer
@@ -161,6 +168,7 @@ function M.connect(opts)
   if not transport then return nil, err end
   self._transport = transport
   transport.reinitialize = function() return initialize(self, opts.init_timeout or self._timeout) end
+  transport.hold = function(id, held) peer:hold(id, held) end
   local ok, ierr = initialize(self, opts.init_timeout or self._timeout)
   if not ok then
     self:close()

@@ -11,16 +11,32 @@
 --- after the server's `retry:` delay. A 404 on a request with the session
 --- id means the server forgot the session: the client initializes again
 --- and resends, once. close sends DELETE.
+---
+--- With opts.auth (auth.lua), every request carries the OAuth access
+--- token; a 401, or a 403 with error="insufficient_scope", runs the
+--- authorization and sends the request again, at most MAX_AUTHORIZATIONS
+--- times for one request (a server that never accepts must not loop).
 local core = require "luagent.core"
 local http = require "luagent.http"
 local errors = require "luagent.errors"
 local json = require "luagent.json"
+local oauth = require "luagent.mcp.oauth"
 
 local M = {}
 
 local DEFAULT_RETRY = 1.0        -- seconds, when the server gave no retry:
 local MAX_RESUMES = 5
 local MAX_GET_FAILURES = 5
+local MAX_AUTHORIZATIONS = 3     -- per request; the MCP specification asks for a limit
+
+-- Whether an authorization may cure a refusal: 401, or 403 with
+-- error="insufficient_scope" (a token without the scope a method needs).
+local function auth_refusal(resp)
+  if resp.status == 401 then return true end
+  if resp.status ~= 403 then return false end
+  local ch = oauth.bearer(resp.headers["www-authenticate"])
+  return ch ~= nil and ch.error == "insufficient_scope"
+end
 
 --- Opens the transport (no request is sent yet). opts: url, headers,
 --- connect_timeout. deliver(msg) gets each message; fail(err) ends the
@@ -28,6 +44,7 @@ local MAX_GET_FAILURES = 5
 function M.open(opts, name, deliver, fail)
   local t = { closing = false, tasks = {}, retry = nil }
   local url = opts.url
+  if opts.auth then t.auth = require("luagent.mcp.auth").new(opts.auth, url, name, opts.connect_timeout) end
 
   local function conn_error(msg, fields)
     fields = fields or {}
@@ -35,12 +52,14 @@ function M.open(opts, name, deliver, fail)
     return errors.new(fields.type or "APIConnectionError", ("mcp server '%s': %s"):format(name, msg), fields)
   end
 
-  local function headers(extra)
+  -- The headers of a request; token: the OAuth access token to send.
+  local function headers(extra, token)
     local h = {}
     for k, v in pairs(opts.headers or {}) do h[k] = v end
     if t.session then h["Mcp-Session-Id"] = t.session end
     if t.version then h["MCP-Protocol-Version"] = t.version end
     for k, v in pairs(extra or {}) do h[k] = v end
+    if token then h.Authorization = "Bearer " .. token end
     return h
   end
 
@@ -84,8 +103,10 @@ function M.open(opts, name, deliver, fail)
   local function http_failure(resp, what)
     local body = resp:body() or ""
     resp:close()
+    local hint = resp.status == 401 and not t.auth
+      and " (the server wants OAuth: give llm.mcp.connect an auth option, README.md)" or ""
     local etype = errors.type_for_status and errors.type_for_status(resp.status) or "APIError"
-    return conn_error(("%s: HTTP %d %s"):format(what, resp.status, errors.snippet(body, 200)),
+    return conn_error(("%s: HTTP %d %s%s"):format(what, resp.status, errors.snippet(body, 200), hint),
       { type = etype, status = resp.status })
   end
 
@@ -96,7 +117,7 @@ function M.open(opts, name, deliver, fail)
       core.sleep(t.retry or DEFAULT_RETRY)
       if t.closing then return end
       local resp <close>, err = http.request{ url = url, method = "GET", stream = true,
-        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
+        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }, t.auth and t.auth:token()),
         connect_timeout = opts.connect_timeout or 10 }
       if not resp then return fail_request(id, err) end
       if resp.status ~= 200 or not resp.framed then
@@ -127,21 +148,45 @@ function M.open(opts, name, deliver, fail)
     return ok, err
   end
 
-  local function post(msg, body, retried)
+  -- The server refused request id (sent with token) for want of
+  -- authorization: authorize, and say whether to send it again.
+  local function reauthorize(resp, id, token, tries)
+    local status, www = resp.status, resp.headers["www-authenticate"]
+    resp:close()
+    if tries > MAX_AUTHORIZATIONS then
+      fail_request(id, conn_error(("HTTP %d again after %d authorizations"):format(status, MAX_AUTHORIZATIONS),
+        { type = errors.type_for_status(status), status = status }))
+      return false
+    end
+    -- the request's timeout stops while a person may be signing in
+    if id ~= nil and t.hold then t.hold(id, true) end
+    local ok, aerr = t.auth:challenge(status, www, token)
+    if id ~= nil and t.hold then t.hold(id, false) end
+    if not ok then fail_request(id, aerr) end
+    return ok
+  end
+
+  local function post(msg, body, retried, tries)
     local id = msg.method and msg.id or nil
     local sent_session = t.session
+    local token = t.auth and t.auth:token()
     local resp <close>, err = http.request{ url = url, method = "POST", body = body, stream = true,
       headers = headers({ ["Content-Type"] = "application/json",
-                          Accept = "application/json, text/event-stream" }),
+                          Accept = "application/json, text/event-stream" }, token),
       connect_timeout = opts.connect_timeout or 10 }
     if not resp then return fail_request(id, conn_error(tostring(err.message))) end
+    if t.auth and auth_refusal(resp) then
+      tries = (tries or 0) + 1
+      if reauthorize(resp, id, token, tries) then return post(msg, body, retried, tries) end
+      return
+    end
     local sid = resp.headers["mcp-session-id"]
     if sid and msg.method == "initialize" then t.session = sid end
     if resp.status == 404 and sent_session and msg.method ~= "initialize" then
       resp:close()
       local ok, rerr = false, nil
       if not retried and t.reinitialize then ok, rerr = renew(sent_session) end
-      if ok then return post(msg, body, true) end
+      if ok then return post(msg, body, true, tries) end
       return fail(conn_error("the session expired (HTTP 404)" ..
         (rerr and ("; initializing again failed: " .. tostring(rerr)) or ""), { status = 404 }))
     end
@@ -170,13 +215,18 @@ function M.open(opts, name, deliver, fail)
   -- The server's own stream: reconnects after its retry delay, with the
   -- last event id; a refusal ends it quietly (it is optional).
   local function listen()
-    local last, failures = nil, 0
+    local last, failures, tries = nil, 0, 0
     while not t.closing and failures < MAX_GET_FAILURES do
+      local token = t.auth and t.auth:token()
       local resp <close> = http.request{ url = url, method = "GET", stream = true,
-        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }),
+        headers = headers({ Accept = "text/event-stream", ["Last-Event-ID"] = last }, token),
         connect_timeout = opts.connect_timeout or 10 }
-      if resp then
+      if resp and t.auth and auth_refusal(resp) then
+        tries = tries + 1
+        if not reauthorize(resp, nil, token, tries) then return end
+      elseif resp then
         if resp.status ~= 200 or not resp.framed then resp:close(); return end
+        tries = 0
         failures = 0
         local _
         _, last = consume(resp, nil, last)
@@ -209,8 +259,10 @@ function M.open(opts, name, deliver, fail)
     if t.closing then return end
     t.closing = true
     for task in pairs(t.tasks) do task:cancel() end
+    if t.auth then t.auth:close() end
     if t.session and core.current() then
-      local resp = http.request{ url = url, method = "DELETE", headers = headers(), timeout = 5 }
+      local token = t.auth and t.auth.tokens and t.auth.tokens.access_token
+      local resp = http.request{ url = url, method = "DELETE", headers = headers(nil, token), timeout = 5 }
       if resp then resp:close() end
     end
   end

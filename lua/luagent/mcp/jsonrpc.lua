@@ -52,13 +52,14 @@ function Peer:notify(method, params, related)
 end
 
 -- Waits for the reply of pending request q until its deadline; progress
--- notifications move the deadline (never past the absolute cap).
+-- notifications move the deadline (never past the absolute cap); a held
+-- request (Peer:hold) has none.
 local function await(self, q, timeout, max_total)
-  local start = core.now()
+  q.start = core.now()
   while not q.done do
     local remaining
-    if timeout then
-      remaining = math.min(q.last_progress + timeout, start + max_total) - core.now()
+    if timeout and not q.held_at then
+      remaining = math.min(q.last_progress + timeout, q.start + max_total) - core.now()
       if remaining <= 0 then return false end
     end
     q.cond:wait(remaining)
@@ -117,6 +118,24 @@ function Peer:request(method, params, opts)
     return nil, rpc_error(self, method, q.err)
   end
   return q.result
+end
+
+--- Stops (held) or restarts the clock of our pending request id: the
+--- transport holds a request while a person signs in (OAuth), which may
+--- take longer than any reply should; the time held does not count.
+---@param id any
+---@param held boolean
+function Peer:hold(id, held)
+  local q = self._pending[id]
+  if not q or q.done then return end
+  local now = core.now()
+  if held then
+    q.held_at = q.held_at or now
+  elseif q.held_at then
+    if q.start then q.start = q.start + (now - q.held_at) end
+    q.last_progress, q.held_at = now, nil
+    q.cond:signal()                 -- the waiter computes its deadline again
+  end
 end
 
 -- A reply to one of our requests.
