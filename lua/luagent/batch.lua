@@ -257,16 +257,16 @@ local function nothing_fresh(self, run, recs, from_start)
     run.ended:wait(run.idle)
   elseif not s.shared then
     if from_start and not recs[1] then return false end
-    local c = s:counts()
-    if c and c.done + c.failed >= c.total then
+    local c = assert(s:counts())
+    if c.done + c.failed >= c.total then
       run.counts, run.final = c, c
       return false
     end
     run.requeued = false
     s:rewind()
   else                                 -- Redis: others' items may still run
-    local c = s:counts()
-    if not c or c.done + c.failed >= c.total then return false end
+    local c = assert(s:counts())       -- a lost link waits in Store:call
+    if c.done + c.failed >= c.total then return false end
     core.sleep(run.idle)
     run.idle = math.min(run.idle * 2, 0.5)
   end

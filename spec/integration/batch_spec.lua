@@ -171,6 +171,22 @@ describe("llm.batch #integration", function()
       servers.assert_clean(assert)
     end)
 
+    it("fails the run when the batch's counts cannot be read (not a success)", function()
+      local redis = servers.redis()
+      local batch = assert(llm.batch{ name = "broken", store = redis.url, concurrency = 1 })
+      assert(batch:add_all({ "a", "b" }))
+      local st, err = batch:run(function(item)
+        -- the batch's order key becomes a string: its counts fail (WRONGTYPE)
+        if item == "b" then assert(batch._s:call("SET", batch._s.k_order, "x")) end
+        return item
+      end)
+      assert.is_nil(st)
+      assert.matches("WRONGTYPE", tostring(err and err.message or err))
+      batch:close()
+      redis.stop()
+      servers.assert_clean(assert)
+    end)
+
     it("does not take over a slow item from a live worker", function()
       local redis = servers.redis()
       local opts = { name = "slow", store = redis.url, claim_idle = 0.5, concurrency = 2 }
