@@ -1,0 +1,152 @@
+-- Reused connections (runtime/curl.c keeps a connection socket's poll
+-- handle from one transfer to the next): against real loopback servers
+-- (build/mockllm in their own processes), nothing leaks -- descriptors,
+-- poll registrations, CPU -- when connections are reused, closed by the
+-- server, or left idle.
+local llm = require "luagent"
+local servers = require "servers"
+local proc = require "proc"
+
+local BODY = '{"model":"gpt-t","stream":true,"messages":[]}'
+
+-- This process's id: the shell's parent.
+local PID = (function()
+  local p = assert(io.popen("echo $PPID"))
+  local s = p:read("l")
+  p:close()
+  return s
+end)()
+
+-- fd -> what it is ("socket:[...]", "anon_inode:[eventpoll]", a path).
+local function fds()
+  local out = {}
+  local p = assert(io.popen("ls -l /proc/" .. PID .. "/fd 2>/dev/null"))
+  for line in p:lines() do
+    local fd, target = line:match("(%d+) %-> (.*)$")
+    if fd then out[tonumber(fd)] = target end
+  end
+  p:close()
+  return out
+end
+
+-- The set of sockets (fd -> true).
+local function sockets()
+  local out = {}
+  for fd, target in pairs(fds()) do
+    if target:match("^socket:") then out[fd] = true end
+  end
+  return out
+end
+
+local function count(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+-- The descriptors registered in the process's epoll sets (fd -> true).
+local function polled()
+  local out = {}
+  for fd, target in pairs(fds()) do
+    if target == "anon_inode:[eventpoll]" then
+      for tfd in (proc.read("/proc/" .. PID .. "/fdinfo/" .. fd) or ""):gmatch("tfd:%s*(%d+)") do
+        out[tonumber(tfd)] = true
+      end
+    end
+  end
+  return out
+end
+
+-- One streamed request, read to its end; returns the event count.
+local function one(base, headers)
+  local resp = assert(llm.http.request {
+    url = base .. "/v1/chat/completions", method = "POST", body = BODY, stream = true,
+    headers = headers or { ["content-type"] = "application/json" } })
+  local n = 0
+  while true do
+    local data, err = resp:read()
+    assert(err == nil, tostring(err and err.message))
+    if data == nil then break end
+    n = n + 1
+  end
+  resp:close()
+  return n
+end
+
+describe("reused connections #integration", function()
+  local mock, dir
+
+  setup(function()
+    dir = proc.tmpname("fixtures")
+    os.execute("mkdir -p " .. dir)
+    mock = servers.mock("--fixtures " .. dir)
+  end)
+  teardown(function()
+    mock.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  it("1,000 requests on 10 keep-alive connections leave no descriptor or poll behind", function()
+    local base = mock.url .. "/s/" .. mock.scenario("chunks=2")
+    one(base)
+    local before, handles = sockets(), llm.debug().handles
+    local tasks, ok = {}, 0
+    for t = 1, 10 do
+      tasks[t] = llm.spawn(function()
+        for _ = 1, 100 do
+          if one(base) == 5 then ok = ok + 1 end
+        end
+      end)
+    end
+    for t = 1, 10 do tasks[t]:await() end
+    assert.are.equal(1000, ok)
+    local after = sockets()
+    -- at most the ten connections the burst needed stay cached
+    assert.is_true(count(after) <= count(before) + 10,
+                   ("sockets: %d before, %d after"):format(count(before), count(after)))
+    assert.is_true(llm.debug().handles <= handles + 10)
+    -- every registered descriptor is a live socket of ours
+    for fd in pairs(polled()) do
+      assert.is_true(after[fd] ~= nil or fds()[fd] ~= nil, "fd " .. fd .. " polled but closed")
+    end
+  end)
+
+  it("a connection the server closes while idle leaves the poll set and costs no CPU", function()
+    local other = servers.mock()
+    local base = other.url .. "/s/chunks=2"
+    local before = sockets()
+    assert.are.equal(5, one(base))   -- role, 2 tokens, finish, [DONE]
+    local mine = {}
+    for fd in pairs(sockets()) do
+      if not before[fd] then mine[#mine + 1] = fd end
+    end
+    assert.are.equal(1, #mine, "one new connection")
+    other.stop()               -- the kernel closes its end: EOF on ours
+    assert.is_true(servers.eventually(function() return not polled()[mine[1]] end),
+                   "the dead idle connection is still polled")
+    -- readable for good (EOF): still polled, the loop would spin
+    local c0 = os.clock()
+    llm.sleep(0.3)
+    assert.is_true(os.clock() - c0 < 0.1, "CPU while idle: " .. (os.clock() - c0))
+  end)
+
+  it("a keep-alive connection the server drops after each response is replaced every time", function()
+    -- HTTP/1.1 without "Connection: close": curl keeps the connection and
+    -- finds it dead at the next request (it opens a new socket, often on
+    -- the number the dead one had).
+    proc.write(dir .. "/keepalive_then_close",
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    local url = mock.url .. "/s/" .. mock.scenario("raw=keepalive_then_close") .. "/v1/chat/completions"
+    local before
+    for i = 1, 50 do
+      local resp = assert(llm.http.request { url = url, method = "POST", body = BODY })
+      assert.are.equal(200, resp.status)
+      assert.are.equal("{}", resp:body())
+      resp:close()
+      if i == 1 then before = count(sockets()) end
+      llm.sleep(0.002)        -- the FIN arrives while the connection is idle
+    end
+    assert.is_true(count(sockets()) <= before, "sockets grew")
+  end)
+end)
