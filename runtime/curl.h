@@ -18,6 +18,7 @@ typedef struct la_curl {
   uv_timer_t *timer;          /* curl's single timeout (malloc'd) */
   la_curl_done_fn done;       /* the transfer layer's completion hook */
   int active;                 /* easy handles in the multi */
+  int peak;                   /* most ever active at once (note_peak) */
   int timeout_due;            /* curl's timeout fired with the budget spent */
   CURL **pend;                /* added in a budgeted step, not yet in the */
   size_t pend_n, pend_cap;    /* multi (FIFO, see add_batch) */

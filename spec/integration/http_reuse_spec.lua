@@ -29,11 +29,11 @@ local function fds()
   return out
 end
 
--- The set of sockets (fd -> true).
+-- The set of sockets (fd -> "socket:[inode]").
 local function sockets()
   local out = {}
   for fd, target in pairs(fds()) do
-    if target:match("^socket:") then out[fd] = true end
+    if target:match("^socket:") then out[fd] = target end
   end
   return out
 end
@@ -112,14 +112,48 @@ describe("reused connections #integration", function()
     end
   end)
 
+  it("a second burst of 50 concurrent requests reuses the first burst's 50 connections", function()
+    -- curl's own cache size (four times the transfers open now) shrinks
+    -- as a burst ends, closing the connections the next burst needs
+    local other = servers.mock()
+    local function burst()
+      local tasks, ok = {}, 0
+      for t = 1, 50 do
+        -- staggered ends: the last ones finish while few transfers are open
+        local base = other.url .. "/s/chunks=2,delay=" .. 2 * t
+        tasks[t] = llm.spawn(function() if one(base) == 5 then ok = ok + 1 end end)
+      end
+      for t = 1, 50 do tasks[t]:await() end
+      assert.are.equal(50, ok)
+    end
+    local before = sockets()
+    local function mine()
+      local out = {}
+      for fd, inode in pairs(sockets()) do
+        if before[fd] ~= inode then out[inode] = true end
+      end
+      return out
+    end
+    burst()
+    local first = mine()
+    burst()
+    local again = 0
+    for inode in pairs(mine()) do
+      if not first[inode] then again = again + 1 end
+    end
+    other.stop()
+    assert.is_true(count(first) > 0)
+    assert.are.equal(0, again, "connections opened again")
+  end)
+
   it("a connection the server closes while idle leaves the poll set and costs no CPU", function()
     local other = servers.mock()
     local base = other.url .. "/s/chunks=2"
     local before = sockets()
     assert.are.equal(5, one(base))   -- role, 2 tokens, finish, [DONE]
     local mine = {}
-    for fd in pairs(sockets()) do
-      if not before[fd] then mine[#mine + 1] = fd end
+    for fd, inode in pairs(sockets()) do
+      if before[fd] ~= inode then mine[#mine + 1] = fd end
     end
     assert.are.equal(1, #mine, "one new connection")
     other.stop()               -- the kernel closes its end: EOF on ours
