@@ -11,7 +11,6 @@
 */
 #include <dlfcn.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,18 +80,10 @@ int la_curlapi_load(const char **err) {
   return load_state > 0 ? 0 : -1;
 }
 
-/* A socket's poll handle. A connection socket (one curl opened through
-** open_cb) keeps its handle from its opening to its closing (close_cb),
-** across the transfers that reuse it; any other socket has one only
-** while curl watches it. */
-typedef struct sock {
+typedef struct {
   uv_poll_t poll;             /* first: the handle is the allocation */
   curl_socket_t fd;
   la_curl_t *c;
-  int events;                 /* UV_READABLE|UV_WRITABLE being polled */
-  int inited;                 /* poll handle initialised */
-  int kept;                   /* a connection socket, in c->socks */
-  int idle;                   /* kept, and no transfer uses it now */
 } sock_t;
 
 static void drain_messages(la_curl_t *c);
@@ -109,11 +100,6 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   la_curl_t *c = s->c;
   int flags = 0, running;
   uint64_t t0;
-  if (s->idle) {               /* see socket_fn */
-    uv_poll_stop(&s->poll);
-    s->events = 0;
-    return;
-  }
   if (la_budget_spent(c->rt)) return;
   t0 = la_slice_begin(c->rt);
   /* A socket error (a reset) stops the poll handle: let curl read and
@@ -199,31 +185,6 @@ static int timer_fn(CURLM *m, long ms, void *ud) {
   return 0;
 }
 
-/* Stops watching a socket and frees its handle (in the close callback). */
-static void sock_close(sock_t *s) {
-  if (!s->inited) { free(s); return; }
-  uv_poll_stop(&s->poll);
-  uv_close((uv_handle_t *)&s->poll, la_close_free_cb);
-}
-
-/* The end of a transfer on a socket (CURL_POLL_REMOVE). A connection
-** socket is most often reused by the next request: its handle stays,
-** still polled for reading but not keeping the loop alive, because
-** stopping it and starting it again costs libuv five epoll_ctl calls
-** (make bench, gateway at 1,000 x 20: 5.3 a request before, ~0.1 after).
-** Readable while idle means the peer closed it or sent stray bytes:
-** poll_cb then stops watching (curl finds it dead before any reuse). */
-static void sock_release(la_curl_t *c, sock_t *s) {
-  curl_multi_assign(c->multi, s->fd, NULL);
-  if (!s->kept) { sock_close(s); return; }
-  s->idle = 1;
-  if (s->events & UV_WRITABLE) {   /* writable would fire at once */
-    uv_poll_stop(&s->poll);
-    s->events = 0;
-  }
-  uv_unref((uv_handle_t *)&s->poll);
-}
-
 /* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
 static int socket_fn(CURL *e, curl_socket_t fd, int what, void *ud,
                      void *sp) {
@@ -232,87 +193,45 @@ static int socket_fn(CURL *e, curl_socket_t fd, int what, void *ud,
   int ev = 0;
   (void)e;
   if (what == CURL_POLL_REMOVE) {
-    if (s) sock_release(c, s);
+    if (s) {
+      uv_poll_stop(&s->poll);
+      uv_close((uv_handle_t *)&s->poll, la_close_free_cb);
+      curl_multi_assign(c->multi, fd, NULL);
+    }
     return 0;
   }
-  if (!s && fd >= 0 && (size_t)fd < c->nsocks && c->socks[fd]) {
-    s = c->socks[fd];         /* a connection socket: made by open_cb */
-    s->idle = 0;
-    if (s->inited) uv_ref((uv_handle_t *)&s->poll);
-    curl_multi_assign(c->multi, fd, s);
-  } else if (!s) {
-    s = calloc(1, sizeof *s);
-    if (!s) return 0;
-    s->fd = fd;
-    s->c = c;
-    curl_multi_assign(c->multi, fd, s);
-  }
-  if (!s->inited) {
+  if (!s) {
     /* On failure return 0, not -1: -1 makes libcurl fail the whole multi,
     ** every transfer for good; this one then ends by its own deadline. */
+    s = malloc(sizeof *s);
+    if (!s) return 0;
     if (uv_poll_init_socket(c->rt->loop, &s->poll, fd) != 0) {
-      curl_multi_assign(c->multi, fd, NULL);
-      if (!s->kept) free(s);
+      free(s);
       return 0;
     }
-    s->inited = 1;
+    s->fd = fd;
+    s->c = c;
     c->rt->handles++;
+    curl_multi_assign(c->multi, fd, s);
   }
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
   if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  /* libuv's uv_poll_start always re-registers (two epoll_ctl calls) */
-  if (ev != s->events && uv_poll_start(&s->poll, ev, poll_cb) == 0) s->events = ev;
+  uv_poll_start(&s->poll, ev, poll_cb);
   return 0;
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION: curl's connection sockets are opened here
-** (close-on-exec: a spawned process must not inherit them) and recorded
-** in c->socks, so that their poll handle can outlive a transfer; see
-** sock_release. */
+/* CURLOPT_OPENSOCKETFUNCTION: curl's own socket() leaves a connection
+** inheritable, and a process the script spawns (a tool, an MCP server)
+** would hold it open after curl closed it. */
 static curl_socket_t open_cb(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *a) {
-  la_curl_t *c = ud;
-  sock_t *s;
-  int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-  if (fd < 0 || purpose != CURLSOCKTYPE_IPCXN) return fd;
-  if ((size_t)fd >= c->nsocks) {
-    size_t n = c->nsocks ? c->nsocks : 64;
-    sock_t **p;
-    while (n <= (size_t)fd) n *= 2;
-    if (!(p = realloc(c->socks, n * sizeof *p))) return fd;   /* not kept */
-    memset(p + c->nsocks, 0, (n - c->nsocks) * sizeof *p);
-    c->socks = p;
-    c->nsocks = n;
-  }
-  if (c->socks[fd]) sock_close(c->socks[fd]);   /* closed behind our back */
-  c->socks[fd] = NULL;
-  if (!(s = calloc(1, sizeof *s))) return fd;
-  s->fd = fd;
-  s->c = c;
-  s->kept = 1;
-  s->idle = 1;
-  c->socks[fd] = s;
-  return fd;
+  (void)ud;
+  (void)purpose;
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
-/* CURLOPT_CLOSESOCKETFUNCTION: curl closes a connection socket. curl has
-** already said CURL_POLL_REMOVE; the poll handle is stopped before the
-** descriptor is closed, so a new socket given the same number is never
-** watched through the old handle. */
-static int close_cb(void *ud, curl_socket_t fd) {
-  la_curl_t *c = ud;
-  if (fd >= 0 && (size_t)fd < c->nsocks && c->socks[fd]) {
-    sock_close(c->socks[fd]);
-    c->socks[fd] = NULL;
-  }
-  return close(fd);
-}
-
-void la_curl_easy_sockets(la_curl_t *c, CURL *e) {
+void la_curl_easy_setup(CURL *e) {
   curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 }
 
 /* Hands every finished transfer to the transfer layer. Runs after
@@ -453,8 +372,8 @@ la_curl_t *la_curl_get(la_runtime_t *rt, const char **err) {
 /* Sizes curl's connection cache by the most transfers ever open at once.
 ** curl's own default, four times the transfers open now, shrinks as a
 ** burst ends: each transfer that finishes then closes its connection,
-** and the next burst connects again (make bench, gateway at 1,000 x 20:
-** 376 upstream connects a round before, 44 after). Idle connections
+** and the next burst connects again (the gateway at 1,000 x 20 streams:
+** 573 upstream connects a round before, none after). Idle connections
 ** still close after curl's maximum age (CURLOPT_MAXAGE_CONN, 118 s). */
 static void note_peak(la_curl_t *c) {
   if (c->active <= c->peak) return;
@@ -498,15 +417,11 @@ void la_curl_remove(la_curl_t *c, CURL *easy) {
 
 /* Frees the multi. Transfers were all removed when their objects were
 ** collected; curl_multi_cleanup closes the cached connections, whose
-** sockets come back through close_cb. */
+** sockets come back through socket_fn as CURL_POLL_REMOVE. */
 void la_curl_free(la_runtime_t *rt) {
   la_curl_t *c = rt->curl;
-  size_t i;
   if (!c) return;
   curl_multi_cleanup(c->multi);
-  for (i = 0; i < c->nsocks; i++)   /* curl closed them all: none, normally */
-    if (c->socks[i]) sock_close(c->socks[i]);
-  free(c->socks);
   uv_close((uv_handle_t *)c->timer, la_close_free_cb);
   free(c->pend);
   free(c);

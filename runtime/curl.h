@@ -22,8 +22,6 @@ typedef struct la_curl {
   int timeout_due;            /* curl's timeout fired with the budget spent */
   CURL **pend;                /* added in a budgeted step, not yet in the */
   size_t pend_n, pend_cap;    /* multi (FIFO, see add_batch) */
-  struct sock **socks;        /* connection sockets by descriptor (curl.c) */
-  size_t nsocks;
 } la_curl_t;
 
 /* The runtime's multi, made on first use (libcurl loaded and initialised
@@ -34,9 +32,9 @@ la_curl_t *la_curl_get(la_runtime_t *rt, const char **err);
 /* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi. */
 int  la_curl_add(la_curl_t *c, CURL *easy);
 
-/* Sets easy's socket open and close callbacks (every transfer needs them:
-** curl.c keeps a connection's poll handle across its transfers). */
-void la_curl_easy_sockets(la_curl_t *c, CURL *easy);
+/* Sets the options every transfer's easy handle needs from curl.c (its
+** sockets' opening). */
+void la_curl_easy_setup(CURL *easy);
 
 /* Removes easy from the multi now. Must not be called from inside a
 ** libcurl callback; every caller runs from Lua or a uv callback. */

@@ -1,8 +1,8 @@
--- Reused connections (runtime/curl.c keeps a connection socket's poll
--- handle from one transfer to the next): against real loopback servers
--- (build/mockllm in their own processes), nothing leaks -- descriptors,
--- poll registrations, CPU -- when connections are reused, closed by the
--- server, or left idle.
+-- Kept-alive connections (runtime/curl.c): against real loopback servers
+-- (build/mockllm in their own processes), a burst's connections serve the
+-- next burst, and nothing leaks -- descriptors, poll registrations, CPU,
+-- sockets in spawned processes -- when connections are reused, closed by
+-- the server, or left idle.
 local llm = require "luagent"
 local servers = require "servers"
 local proc = require "proc"
@@ -163,6 +163,22 @@ describe("reused connections #integration", function()
     local c0 = os.clock()
     llm.sleep(0.3)
     assert.is_true(os.clock() - c0 < 0.1, "CPU while idle: " .. (os.clock() - c0))
+  end)
+
+  it("a process spawned after a request does not inherit its connection", function()
+    local other = servers.mock()
+    local before = sockets()
+    assert.are.equal(5, one(other.url .. "/s/chunks=2"))
+    local conn = {}
+    for fd, inode in pairs(sockets()) do
+      if before[fd] ~= inode then conn[inode] = true end
+    end
+    assert.is_true(count(conn) > 0)
+    local r = assert(llm.exec({ "sh", "-c", "ls -l /proc/self/fd" }))
+    other.stop()
+    for inode in r.stdout:gmatch("socket:%[%d+%]") do
+      assert.is_nil(conn[inode], "the child holds " .. inode)
+    end
   end)
 
   it("a keep-alive connection the server drops after each response is replaced every time", function()
