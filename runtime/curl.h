@@ -18,6 +18,7 @@ typedef struct la_curl {
   uv_timer_t *timer;          /* curl's single timeout (malloc'd) */
   la_curl_done_fn done;       /* the transfer layer's completion hook */
   int active;                 /* easy handles in the multi */
+  int peak;                   /* most ever active at once (note_peak) */
   int timeout_due;            /* curl's timeout fired with the budget spent */
   CURL **pend;                /* added in a budgeted step, not yet in the */
   size_t pend_n, pend_cap;    /* multi (FIFO, see add_batch) */
@@ -30,6 +31,10 @@ la_curl_t *la_curl_get(la_runtime_t *rt, const char **err);
 
 /* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi. */
 int  la_curl_add(la_curl_t *c, CURL *easy);
+
+/* Sets the options every transfer's easy handle needs from curl.c (its
+** sockets' opening). */
+void la_curl_easy_setup(CURL *easy);
 
 /* Removes easy from the multi now. Must not be called from inside a
 ** libcurl callback; every caller runs from Lua or a uv callback. */

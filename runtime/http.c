@@ -529,6 +529,7 @@ static void configure(lua_State *L, xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  la_curl_easy_setup(e);
 }
 
 static void http_cancel(la_task_t *t) {
