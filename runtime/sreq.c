@@ -83,11 +83,6 @@ static void proceed_cb(h2o_generator_t *g, h2o_req_t *req) {
   q->sending = 0;
   q->inflight.len = 0;
   if (!q->in_send) flush(q);
-  if (!q->sending && q->pending.len == 0) {
-    /* idle between chunks (a stream waiting on its model): hold no buffer */
-    la_buf_free(&q->inflight);
-    la_buf_free(&q->pending);
-  }
   if (q->writer && q->pending.len < WRITE_HIGH) la_task_wake(q->writer);
 }
 
