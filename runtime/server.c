@@ -433,18 +433,6 @@ static void configure(lua_State *L, la_server_t *s) {
   s->idle_timeout = opt_num(L, "idle_timeout", 60);
 }
 
-/* Every connection's socket keeps an input buffer from its first read to
-** its close (an HTTP/1 request's head points into it until its response
-** ends), sized by h2o's prototype: 8 KB by default. libuv reads up to 4 KB
-** into it at a time and it grows (by doubling) past a bigger request, so
-** 4 KB costs nothing on small requests and a held stream drops from 8 KB
-** to 4 KB. h2o's prototype is per thread: set before the loop's first
-** socket (a buffer made earlier is freed, not recycled, and that is all). */
-static void shrink_socket_buffers(void) {
-  if (h2o_socket_buffer_prototype._initial_buf.capacity > 4096)
-    h2o_socket_buffer_prototype._initial_buf.capacity = 4096;
-}
-
 static void watch_signals(la_server_t *s) {
   static const int sigs[2] = {SIGINT, SIGTERM};
   int i;
@@ -497,7 +485,6 @@ static int l_listen(lua_State *L) {
     lua_insert(L, -2);
     return 2;
   }
-  shrink_socket_buffers();
   h2o_context_init(&s->ctx, rt->loop, &s->config);
   s->accept.ctx = &s->ctx;
   s->accept.hosts = s->config.hosts;
