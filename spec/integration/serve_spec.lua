@@ -147,6 +147,25 @@ describe("llm.serve HTTP #integration", function()
     close(srv)
   end)
 
+  it("reads request heads and bodies past h2o's 8 KB socket input buffer (HTTP/1.1 and h2c)", function()
+    local srv = serve{
+      ["POST /size"] = function(req, res)
+        local body = req:body()
+        res:json(200, { head = #req.headers["x-big"], body = #body, sum = select(2, body:gsub("z", "")) })
+      end,
+    }
+    local url = "http://127.0.0.1:" .. srv.port .. "/size"
+    local file = os.tmpname()
+    proc.write(file, ("z"):rep(300 * 1024))
+    local big = ("h"):rep(9000)   -- the head alone is past 8 KB: the buffer has to grow
+    for _, flag in ipairs({ "", "--http2-prior-knowledge" }) do
+      local out = curl(("%s -H 'x-big: %s' --data-binary @%s %s"):format(flag, big, file, url))
+      assert.are.same({ head = 9000, body = 300 * 1024, sum = 300 * 1024 }, cjson.decode(out), flag)
+    end
+    os.remove(file)
+    close(srv)
+  end)
+
   it("answers 400 to malformed requests and keeps serving", function()
     local srv = serve{ ["GET /"] = function(_, res) res:send(200, "fine") end }
     for _, raw in ipairs({ "GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
