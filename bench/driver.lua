@@ -307,12 +307,23 @@ if (not want_scen or want_scen.batch) and exists("bench/batch_bench.lua") then
   local batch = { plain = {}, sqlite = {}, redis = {}, stall = {} }
   results.micro = results.micro or {}
   results.micro.batch = batch
-  local port = 20000 + math.random(0, 30000)
   local rdir = first_line("pwd") .. "/" .. TMP .. "/redis"   -- redis-server changes to --dir
   os.execute("mkdir -p " .. rdir)
-  sh(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes "
-      .. "--dir %s --pidfile %s/redis.pid --logfile %s/redis.log"):format(port, rdir, rdir, rdir))
-  sleep(0.5)
+  -- A port below Linux's ephemeral range (32768 up), where an outgoing
+  -- connection may hold any port; another if it is taken all the same.
+  local port
+  for _ = 1, 5 do
+    port = 20000 + math.random(0, 12000)
+    sh(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes "
+        .. "--dir %s --pidfile %s/redis.pid --logfile %s/redis.log"):format(port, rdir, rdir, rdir))
+    local up = false
+    for _ = 1, 20 do
+      sleep(0.1)
+      if sh(("redis-cli -p %d ping"):format(port)):match("PONG") then up = true; break end
+    end
+    if up then break end
+    log("redis-server did not start on port %d; another port", port)
+  end
   local url = ("redis://127.0.0.1:%d/0"):format(port)
   for _ = 1, math.max(3, RUNS) do
     for _, mode in ipairs({ "plain", "sqlite", "redis", "stall" }) do
