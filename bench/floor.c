@@ -3,7 +3,7 @@
  * spends per streamed chunk. libuv + libcurl multi-socket (the pattern of
  * curl's docs/examples/multi-uv.c) + runtime/frame.c framing; no Lua, no JSON.
  *
- *   floor BASE_URL STREAMS CHUNKS [-H 'Name: value']...
+ *   floor BASE_URL STREAMS CHUNKS [-H 'Name: value']... [-s INTERVAL_MS]
  *
  * -H adds a request header (a gateway's routing headers).
  * Opens STREAMS concurrent POST BASE_URL/chat/completions streams at once and
@@ -18,6 +18,14 @@
  * cpu_s is getrusage(RUSAGE_SELF) user+system across the streaming phase
  * (start-up excluded); TTFT is from the moment the batch starts to the first
  * content token of each stream.
+ *
+ * -s INTERVAL_MS (stagger) starts the streams one every INTERVAL_MS (stream
+ * i at batch start + i * INTERVAL_MS, on a uv timer of the loop; a late
+ * timer catches up, so the rate holds) instead of all at once: the steady
+ * state of a deployment, where requests arrive spread out while others
+ * stream. Each stream's TTFT is then from ITS OWN start (when its handle
+ * was added), and RESULT gains "stagger_ms" and "open_max" (the most
+ * streams open at once, to check the intended concurrency).
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
@@ -39,7 +47,8 @@ typedef struct {
   long events;          /* data events before [DONE] */
   long next_tok;        /* index of the next expected token */
   int done_seen, usage_ok, finish_ok, ended;
-  double ttft;          /* seconds from batch start, <0 until the first token */
+  double t0;            /* when it started: the batch start, or its own with -s */
+  double ttft;          /* seconds from t0, <0 until the first token */
   char why[160];        /* first failure */
 } xfer_t;
 
@@ -54,6 +63,13 @@ static CURLM *multi;
 static long chunks;
 static double t_start;
 static int errors;
+static struct curl_slist *hdrs;
+static char url[1024];
+static xfer_t *xs;
+static long n, next_add;      /* streams, index of the next one to start */
+static double stagger;        /* -s, in seconds; 0: all at once */
+static uv_timer_t stagger_timer;
+static long open_now, open_max;
 
 static double now(void) { return (double)uv_hrtime() * 1e-9; }
 
@@ -81,7 +97,7 @@ static void on_event(xfer_t *x, const char *d, size_t n) {
     while (q < e && *q >= '0' && *q <= '9') q++;
     if (k != x->next_tok || e - q < 2 || q[0] != ' ' || q[1] != '"')
       fail(x, "token out of order or malformed");
-    if (x->next_tok == 0) x->ttft = now() - t_start;
+    if (x->next_tok == 0) x->ttft = now() - x->t0;
     x->next_tok++;
   }
   if (memmem(d, n, "\"finish_reason\":\"stop\"", 22)) x->finish_ok++;
@@ -108,6 +124,7 @@ static void finish(xfer_t *x, CURLcode res) {
   long status = 0;
   int rc;
   x->ended = 1;
+  open_now--;
   if (res != CURLE_OK) fail(x, curl_easy_strerror(res));
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   if (status != 200) fail(x, "status is not 200");
@@ -185,6 +202,37 @@ static int socket_fn(CURL *e, curl_socket_t fd, int what, void *ud, void *sp) {
   return 0;
 }
 
+/* Sets up stream i and adds it to the multi handle (curl's timer callback
+ * then starts it on the loop); its TTFT counts from t0. */
+static void add_stream(long i, double t0) {
+  xfer_t *x = &xs[i];
+  x->t0 = t0;
+  x->ttft = -1;
+  la_frame_init(&x->fr, LA_FRAME_SSE, 0);
+  x->easy = curl_easy_init();
+  curl_easy_setopt(x->easy, CURLOPT_URL, url);
+  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, BODY);
+  curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
+  curl_multi_add_handle(multi, x->easy);
+  if (++open_now > open_max) open_max = open_now;
+}
+
+/* -s: starts every stream whose time (t_start + i * stagger) has come,
+ * each from its own start, then re-arms for the next one. */
+static void stagger_cb(uv_timer_t *h) {
+  double t, due;
+  (void)h;
+  while (next_add < n && (t = now()) >= t_start + (double)next_add * stagger) add_stream(next_add++, t);
+  if (next_add >= n) return;
+  due = t_start + (double)next_add * stagger - now();
+  uv_timer_start(&stagger_timer, stagger_cb, due > 0 ? (uint64_t)(due * 1000 + 0.999) : 0, 0);
+}
+
 static int cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -206,14 +254,11 @@ static double cpu_now(void) {
 }
 
 int main(int argc, char **argv) {
-  char url[1024];
-  struct curl_slist *hdrs = NULL;
-  xfer_t *xs;
   double *tt, c0, wall, cpu;
-  long n, total = 0, i;
+  long total = 0, i;
   int nt = 0;
   if (argc < 4 || argc % 2) {
-    fprintf(stderr, "usage: floor BASE_URL STREAMS CHUNKS [-H 'Name: value']...\n");
+    fprintf(stderr, "usage: floor BASE_URL STREAMS CHUNKS [-H 'Name: value']... [-s INTERVAL_MS]\n");
     return 2;
   }
   snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
@@ -224,6 +269,7 @@ int main(int argc, char **argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   loop = uv_default_loop();
   uv_timer_init(loop, &timer);
+  uv_timer_init(loop, &stagger_timer);
   multi = curl_multi_init();
   curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
   curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_fn);
@@ -232,27 +278,20 @@ int main(int argc, char **argv) {
   hdrs = curl_slist_append(hdrs, "Authorization: Bearer x");
   hdrs = curl_slist_append(hdrs, "Expect:");
   for (i = 4; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "-s") == 0) {
+      stagger = atof(argv[i + 1]) / 1000;
+      if (!(stagger > 0)) { fprintf(stderr, "floor: -s needs a positive interval in ms\n"); return 2; }
+      continue;
+    }
     if (strcmp(argv[i], "-H")) { fprintf(stderr, "floor: unknown option %s\n", argv[i]); return 2; }
     hdrs = curl_slist_append(hdrs, argv[i + 1]);
   }
 
   c0 = cpu_now();
   t_start = now();
-  for (i = 0; i < n; i++) {
-    xfer_t *x = &xs[i];
-    x->ttft = -1;
-    la_frame_init(&x->fr, LA_FRAME_SSE, 0);
-    x->easy = curl_easy_init();
-    curl_easy_setopt(x->easy, CURLOPT_URL, url);
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, BODY);
-    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
-    curl_multi_add_handle(multi, x->easy);
-  }
+  if (stagger > 0) stagger_cb(&stagger_timer);
+  else
+    for (next_add = 0; next_add < n; next_add++) add_stream(next_add, t_start);
   uv_run(loop, UV_RUN_DEFAULT);
   wall = now() - t_start;
   cpu = cpu_now() - c0;
@@ -268,12 +307,15 @@ int main(int argc, char **argv) {
   qsort(tt, (size_t)nt, sizeof *tt, cmp);
   printf("RESULT {\"client\":\"floor\",\"ok\":%s,\"streams\":%ld,\"chunks\":%ld,"
          "\"errors\":%d,\"cpu_s\":%.6f,\"wall_s\":%.6f,\"ttft_p50_ms\":%.3f,"
-         "\"ttft_p99_ms\":%.3f}\n",
+         "\"ttft_p99_ms\":%.3f",
          errors ? "false" : "true", n, total, errors, cpu, wall,
          pct(tt, nt, 0.50), pct(tt, nt, 0.99));
+  if (stagger > 0) printf(",\"stagger_ms\":%.3f,\"open_max\":%ld", stagger * 1000, open_max);
+  printf("}\n");
   curl_multi_cleanup(multi);
   curl_slist_free_all(hdrs);
   uv_close((uv_handle_t *)&timer, NULL);
+  uv_close((uv_handle_t *)&stagger_timer, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
   curl_global_cleanup();
   free(xs);
