@@ -134,7 +134,8 @@ local PORTKEY_DIR = BUILD .. "/bench/portkey"
 local PORTKEY_JS = PORTKEY_DIR .. "/node_modules/@portkey-ai/gateway/build/start-server.js"
 local function install_portkey()
   if read(PORTKEY_JS) then return true end
-  if not sh("command -v npm node"):match("node") then return nil, "npm or node is not installed" end
+  -- one name a `command -v` (dash answers for the first only)
+  if not sh("command -v npm && command -v node"):match("node") then return nil, "npm or node is not installed" end
   os.execute("mkdir -p " .. PORTKEY_DIR)
   lib.write(PORTKEY_DIR .. "/package.json", cjson.encode({
     private = true, dependencies = { ["@portkey-ai/gateway"] = "1.15.2" },
