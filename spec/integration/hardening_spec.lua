@@ -17,15 +17,8 @@ describe("hardening #integration", function()
     return name
   end
 
-  setup(function()
-    dir = proc.tmpname("fixtures")
-    os.execute("mkdir -p " .. dir)
-    mock = servers.mock("--fixtures " .. dir)
-  end)
-  teardown(function()
-    mock.stop()
-    os.execute("rm -rf " .. dir)
-  end)
+  setup(function() mock, dir = servers.fixture_mock() end)
+  teardown(function() mock.stop() end)
   after_each(function() servers.assert_clean(assert) end)
 
   local function openai(scen, extra)

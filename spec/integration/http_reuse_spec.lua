@@ -76,15 +76,8 @@ end
 describe("reused connections #integration", function()
   local mock, dir
 
-  setup(function()
-    dir = proc.tmpname("fixtures")
-    os.execute("mkdir -p " .. dir)
-    mock = servers.mock("--fixtures " .. dir)
-  end)
-  teardown(function()
-    mock.stop()
-    os.execute("rm -rf " .. dir)
-  end)
+  setup(function() mock, dir = servers.fixture_mock() end)
+  teardown(function() mock.stop() end)
   after_each(function() servers.assert_clean(assert) end)
 
   it("1,000 requests on 10 keep-alive connections leave no descriptor or poll behind", function()

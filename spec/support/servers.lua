@@ -54,6 +54,21 @@ function M.mock(extra)
   return h
 end
 
+--- build/mockllm serving fixtures from a fresh temporary folder (a spec
+--- writes them): returns the server, whose stop() also removes the
+--- folder, and the folder.
+function M.fixture_mock()
+  local dir = proc.tmpname("fixtures")
+  os.execute("mkdir -p " .. dir)
+  local mock = M.mock("--fixtures " .. dir)
+  local stop = mock.stop
+  function mock.stop()
+    stop()
+    os.execute("rm -rf " .. dir)
+  end
+  return mock, dir
+end
+
 --- Starts redis-server on a random free loopback port (retrying when the
 --- port is taken). opts.port: that port; opts.dir: persist there (AOF,
 --- fsync always: a restart keeps everything). Returns {url=, port=,
