@@ -46,9 +46,10 @@ function openai.to_params(body)
   if type(body.messages) ~= "table" or #body.messages == 0 then
     return nil, wire_errors.new(400, "invalid_request", "messages must be a non-empty array", { param = "messages" })
   end
-  local p = {}
-  for k, v in pairs(body) do if not GATEWAY_ONLY[k] then p[k] = v end end
-  return p
+  -- the body is the caller's to give (freshly decoded): its gateway-only
+  -- keys are taken out rather than the rest copied
+  for k in pairs(body) do if GATEWAY_ONLY[k] then body[k] = nil end end
+  return body
 end
 
 function openai.response(resp)
