@@ -80,8 +80,11 @@ Source.__index = Source
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 
+-- (the fields relay_source sets are named: the table is made at the size
+-- of 8 it ends with, not grown from 4; the rare p, deadline and held grow it)
 local function new_source(resp, dec)
-  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0, wire = nil, read_relay = nil,
+                        relay_event = nil }, Source)
 end
 
 -- A source whose events can also be relayed as their bytes (next_raw):
@@ -387,10 +390,8 @@ local function new_chain(p)
   end
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
-  local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
-                               retries = p.num_retries or M.num_retries }, Chain)
-  chain.ctx, chain.deadline = ctx, deadline
-  return chain
+  return setmetatable({ candidates = candidates, idx = 1, tries = 0, retries = p.num_retries or M.num_retries,
+                        ctx = ctx, deadline = deadline, ev = nil, attempts = nil }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters

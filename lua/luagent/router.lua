@@ -322,14 +322,17 @@ end
 
 -- A call's tried set and attempts list are made at its first try and
 -- failure, and its token estimate when something needs it (Call:tokens).
+-- The fields every call sets (t0 at its first try) fill the 8 slots of
+-- its table; the rarer ones (ctx, deadline, ...) grow it.
 local function new_call(router, p)
-  return setmetatable({
+  local call = setmetatable({
     router = router, p = p, groups = groups_of(router, p.model, p.fallbacks), gi = 1, tries = 0, tried = EMPTY,
-    ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
-    retries = p.num_retries or router.num_retries, attempts = nil, _tokens = nil, t0 = nil,
-    -- timeout bounds the whole call, as in llm.completion (README.md)
-    deadline = type(p.timeout) == "number" and p.timeout > 0 and now() + p.timeout or nil,
+    retries = p.num_retries or router.num_retries, t0 = false,
   }, Call)
+  call.ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model]
+  -- timeout bounds the whole call, as in llm.completion (README.md)
+  if type(p.timeout) == "number" and p.timeout > 0 then call.deadline = now() + p.timeout end
+  return call
 end
 
 --- The call's token estimate (completion.estimate_tokens), made once.
@@ -351,7 +354,11 @@ function Call:group() return self.groups[self.gi] end
 ---@param d table a deployment
 ---@return table params
 function Call:params(d)
-  local q = {}
+  -- made with the 8 slots the usual try fills (messages, stream,
+  -- stream_options, the deployment's model, api_key and api_base,
+  -- num_retries), not grown one key at a time
+  local q = { messages = nil, stream = nil, stream_options = nil, model = nil, api_key = nil, api_base = nil,
+              num_retries = nil, rate_limit = nil }
   for k, v in pairs(self.p) do if not CALL_KEYS[k] then q[k] = v end end
   for k, v in pairs(d.params) do q[k] = v end
   q.num_retries = 0

@@ -164,11 +164,11 @@ end
 local Exchange = {}
 Exchange.__index = Exchange
 
-function Gateway:_exchange(req, res, proto, api)
-  -- the fields set later are named too: the table is made at its full size
-  return setmetatable({ g = self, req = req, res = res, proto = proto, api = api, model = "unknown",
-                        rid = self:_request_id(req), started = llm.now(), params = nil, caller = nil,
-                        permit = nil, want_usage = nil, usage = nil, failed = nil }, Exchange)
+-- Its fields (with the permit and usage set later) fill the 8 slots of a
+-- table; the API is the protocol's name.
+function Gateway:_exchange(req, res, proto)
+  return setmetatable({ g = self, res = res, proto = proto, model = "unknown", rid = self:_request_id(req),
+                        started = llm.now(), permit = false, usage = nil }, Exchange)
 end
 
 -- Ends the exchange's bookkeeping: gives back the key's permit with the
@@ -179,10 +179,11 @@ function Exchange:settle(status, usage, err_type)
     self.permit:release(usage_total(usage))
     self.permit = nil
   end
-  local s = g:_series(model, self.api)
+  local api = self.proto.name
+  local s = g:_series(model, api)
   local req = s.requests[status]
   if not req then
-    req = g.metrics.requests:bind(model, self.api, tostring(status))
+    req = g.metrics.requests:bind(model, api, tostring(status))
     s.requests[status] = req
   end
   req:inc(1)
@@ -207,15 +208,15 @@ function Exchange:upstream_failed(err)
   self:fail(wire_errors.from_luagent(err, self.g.scrub), err.type)
 end
 
-function Gateway:_complete(req, res, proto, api)
-  local x = self:_exchange(req, res, proto, api)
+function Gateway:_complete(req, res, proto)
+  local x = self:_exchange(req, res, proto)
   local params, caller, permit = self:_admit(req, proto)
   if not params then
     x.model = permit or "unknown"
     return x:fail(caller)
   end
-  x.model, x.params, x.caller, x.permit = params.model, params, caller, permit
-  if params.stream then return self:_relay(x) end
+  x.model, x.permit = params.model, permit
+  if params.stream then return self:_relay(x, params) end
   local resp, err = self.router:completion(params)
   if not resp then return x:upstream_failed(err) end
   if self.hooks.post_call then pcall(self.hooks.post_call, params, resp) end
@@ -242,9 +243,9 @@ end
 -- The relay loop of _relay (run under pcall: a client that leaves raises
 -- in res:write). Leaves the usage seen in x.usage and the upstream's
 -- error, if any, in x.failed.
-local function relay(x, s, wire, series)
-  local g, params, res = x.g, x.params, x.res
-  local enc = x.proto.stream(x.want_usage)
+local function relay(x, params, want_usage, s, wire, series)
+  local g, res = x.g, x.res
+  local enc = x.proto.stream(want_usage)
   local on_chunk = g.hooks.on_chunk
   local first = true
   res:sse_start{ ["x-request-id"] = x.rid }
@@ -279,16 +280,18 @@ local function relay(x, s, wire, series)
   end
 end
 
-function Gateway:_relay(x)
-  local params = x.params
-  x.want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
-  params.stream_options = { include_usage = true }
+-- What every stream asks the upstream for (shared, read only).
+local INCLUDE_USAGE = { include_usage = true }
+
+function Gateway:_relay(x, params)
+  local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
+  params.stream_options = INCLUDE_USAGE
   local wire = self:_wire(params, x.proto)
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
-  local series = self:_series(x.model, x.api)
+  local series = self:_series(x.model, x.proto.name)
   series.open:inc(1)
-  local ok, perr = pcall(relay, x, s, wire, series)
+  local ok, perr = pcall(relay, x, params, want_usage, s, wire, series)
   s:close()
   series.open:inc(-1)
   local failed = x.failed
@@ -308,9 +311,9 @@ end
 ---@return table
 function Gateway:routes()
   return {
-    ["POST /v1/chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai, "openai") end,
-    ["POST /chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai, "openai") end,
-    ["POST /v1/messages"] = function(req, res) self:_complete(req, res, protocols.anthropic, "anthropic") end,
+    ["POST /v1/chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai) end,
+    ["POST /chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai) end,
+    ["POST /v1/messages"] = function(req, res) self:_complete(req, res, protocols.anthropic) end,
     ["GET /v1/models"] = function(req, res) self:_models(req, res) end,
     ["GET /models"] = function(req, res) self:_models(req, res) end,
     ["GET /health/liveliness"] = function(_, res) res:json(200, { status = "healthy" }) end,

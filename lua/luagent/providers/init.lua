@@ -645,10 +645,7 @@ function M.request(provider, params, model, ctx, r)
   return {
     method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
     headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
-    dropped = r.dropped,
-    -- the transport's options llm.completion sets next: named, the table
-    -- is made at its full size
-    timeout = nil, connect_timeout = nil, first_event_timeout = nil, idle_timeout = nil, ca_file = nil,
+    dropped = r.dropped, timeout = nil,   -- (llm.completion sets it: counted in the table's size)
   }
 end
 
