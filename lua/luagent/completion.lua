@@ -714,13 +714,15 @@ function M.completion(p)
     if ev then ev:success(r) end
     return entry and entry:store(r) or r
   end
-  -- a rate limit's permit, the script's policy, the observers' events;
-  -- the fields set later are named too: the table is made at its full size
+  -- The usual stream's fields (with _tokens, at the usage chunk) fill the
+  -- 8 slots of a table; _restarted and _continued start absent (nil), and
+  -- a rate limit's permit, the script's policy and the observers' events
+  -- take slots only when there are some.
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
-    _done = false, _content = false, _restarted = false, _continued = false,
-    _permit = permit, _on_mid = p.on_midstream_failure, _ev = ev, _tokens = nil, _err = nil,
+    _done = false, _content = false, _tokens = nil, _err = nil,
   }, Stream)
+  s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
   if entry then return entry:store(s) end
   return s
 end

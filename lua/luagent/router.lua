@@ -488,18 +488,21 @@ RStream.__name = "luagent.RouterStream"
 
 local has_content = completion.has_content
 
+-- _d: the current try's deployment while the try holds its in-flight
+-- slot, false after; _t0: the try's start until its first chunk, false
+-- after. (8 fields: the 8 slots of a table; _err comes at the end.)
 local function new_stream(call, s, d)
-  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _first = false,
-                        _content = false, _open = true, _done = false, model = s.model,
-                        _hidden_params = hidden(d, call:group()) }, RStream)
+  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _content = false, _done = false,
+                        model = s.model, _hidden_params = hidden(d, call:group()) }, RStream)
 end
 
 -- The current try ended ("ok", "failed" with err, or "closed"): free its
 -- in-flight slot and record the outcome.
 function RStream:_end_try(outcome, err)
-  if not self._open then return end
-  self._open = false
-  local d, router = self._d, self._call.router
+  local d = self._d
+  if not d then return end
+  self._d = false
+  local router = self._call.router
   d.inflight = d.inflight - 1
   if outcome == "failed" then
     router:_failed(d, err)
@@ -517,9 +520,10 @@ end
 -- Chunk c came from the current try: its latency (at the first), the
 -- content mark.
 local function seen(self, c)
-  if not self._first then
-    self._first = true
-    self._call.router:_latency(self._d, now() - self._t0)
+  local t0 = self._t0
+  if t0 then
+    self._t0 = false
+    self._call.router:_latency(self._d, now() - t0)
   end
   if not self._content and has_content(c) then self._content = true end
 end
@@ -527,17 +531,19 @@ end
 -- The current try ended (err nil: well): starts the next try when err
 -- came before any content and one is left (true), else stops (false).
 local function next_try(self, err)
+  local d = self._d
   self:_end_try(err and "failed" or "ok", err)
   if not err or self._content then stop(self, err) return false end
   local call = self._call
-  if not call:advance(err, self._d) then
+  if not call:advance(err, d or nil) then
     err.attempts = call.attempts or {}
     stop(self, err)
     return false
   end
-  local s, d = call:run()
+  local s
+  s, d = call:run()
   if not s then stop(self, d) return false end
-  self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
+  self._s, self._d, self._t0 = s, d, call.t0
   self.model, self._hidden_params = s.model, hidden(d, call:group())
   return true
 end
