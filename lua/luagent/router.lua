@@ -525,7 +525,12 @@ local function seen(self, c)
     self._t0 = false
     self._call.router:_latency(self._d, now() - t0)
   end
-  if not self._content and has_content(c) then self._content = true end
+  if not self._content then
+    -- a luagent.Stream has made the same check on c (a cached one has not)
+    local seen_content = self._s._content
+    if seen_content == nil then seen_content = has_content(c) end
+    if seen_content then self._content = true end
+  end
 end
 
 -- The current try ended (err nil: well): starts the next try when err

@@ -65,8 +65,10 @@ OpenAIStream.__index = OpenAIStream
 --- want_usage: the client asked for stream_options.include_usage (the
 --- gateway always asks the upstream, to account tokens, and drops the usage
 --- chunk for a client that did not ask).
+local OPENAI_ENC = openai_provider.encoder()   -- it keeps no state: one for every stream
+
 function openai.stream(want_usage)
-  return setmetatable({ enc = openai_provider.encoder(), want_usage = want_usage }, OpenAIStream)
+  return setmetatable({ enc = OPENAI_ENC, want_usage = want_usage }, OpenAIStream)
 end
 
 function OpenAIStream:chunk(c)

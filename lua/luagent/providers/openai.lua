@@ -53,6 +53,29 @@ local function wire_message(m)
   return out
 end
 
+-- The wire list of messages: the list itself when every message goes as
+-- it is and it encodes as the same array (marked as one, or a plain
+-- sequence with no other keys: decoded JSON is one), else a copy.
+local function wire_messages(msgs)
+  local n = rawlen(msgs)
+  local out = not json.is_array(msgs) and not (n > 0 and next(msgs, n) == nil) and json.array() or nil
+  local last = 0
+  for i, m in ipairs(msgs) do
+    local w = wire_message(m)
+    if not out and w ~= m then
+      out = json.array()
+      for j = 1, i - 1 do out[j] = msgs[j] end
+    end
+    if out then out[i] = w end
+    last = i
+  end
+  if not out and last ~= n then   -- a hole: the copy stops where ipairs does
+    out = json.array()
+    for j = 1, last do out[j] = msgs[j] end
+  end
+  return out or msgs
+end
+
 local function wire_tools(tools)
   local out = json.array()
   for i, t in ipairs(tools) do
@@ -74,8 +97,7 @@ function M.build_request(params, model, ctx)
   local ok, err = common.check_messages(params, M.name, model)
   if not ok then return nil, err end
   local stream = params.stream == true
-  local messages = json.array()
-  for i, m in ipairs(params.messages) do messages[i] = wire_message(m) end
+  local messages = wire_messages(params.messages)
   -- One walk of the parameters makes the body: the standard keys as they
   -- are, the others by rule 3 (common.passes). OpenAI refuses
   -- stream_options on a non-streaming request.
