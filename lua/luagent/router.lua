@@ -587,7 +587,12 @@ end
 ---@return string|nil raw
 function RStream:next_raw(wire)
   while not self._done do
-    local plain, c, raw = inner_raw(self._s, wire)
+    local inner, plain, c, raw = self._s, nil, nil, nil
+    if inner.next_raw then    -- (inner_raw, inlined: this runs for every event)
+      plain, c, raw = inner:next_raw(wire)
+    else
+      plain, c, raw = inner_raw(inner, wire)
+    end
     if plain ~= nil then
       if c then seen(self, c) end
       return plain, c, raw
