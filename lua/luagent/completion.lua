@@ -80,8 +80,11 @@ Source.__index = Source
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 
+-- (the fields relay_source sets are named: the table is made at the size
+-- of 8 it ends with, not grown from 4; the rare p, deadline and held grow it)
 local function new_source(resp, dec)
-  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0, wire = nil, read_relay = nil,
+                        relay_event = nil }, Source)
 end
 
 -- A source whose events can also be relayed as their bytes (next_raw):
@@ -387,10 +390,8 @@ local function new_chain(p)
   end
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
-  local chain = setmetatable({ candidates = candidates, idx = 1, tries = 0,
-                               retries = p.num_retries or M.num_retries }, Chain)
-  chain.ctx, chain.deadline = ctx, deadline
-  return chain
+  return setmetatable({ candidates = candidates, idx = 1, tries = 0, retries = p.num_retries or M.num_retries,
+                        ctx = ctx, deadline = deadline, ev = nil, attempts = nil }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters
@@ -713,11 +714,14 @@ function M.completion(p)
     if ev then ev:success(r) end
     return entry and entry:store(r) or r
   end
+  -- The usual stream's fields (with _tokens, at the usage chunk) fill the
+  -- 8 slots of a table; _restarted and _continued start absent (nil), and
+  -- a rate limit's permit, the script's policy and the observers' events
+  -- take slots only when there are some.
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
-    _done = false, _content = false, _restarted = false, _continued = false,
+    _done = false, _content = false, _tokens = nil, _err = nil,
   }, Stream)
-  -- a rate limit's permit, the script's policy, the observers' events
   s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
   if entry then return entry:store(s) end
   return s

@@ -250,10 +250,10 @@ end
 --- once if possible. Returns the deployment or nil, err.
 ---@param name string a model_name
 ---@param tried table set of deployments tried in this call
----@param tokens integer the call's token estimate
+---@param call table the call (its token estimate: call:tokens())
 ---@return table|nil deployment
 ---@return table|nil err
-function Router:_pick(name, tried, tokens)
+function Router:_pick(name, tried, call)
   local list, t = self._groups[name], now()
   if list and #list == 1 then   -- whatever the filters, the one healthy deployment
     if self:_cooling(list[1], t) then return nil, unavailable(name, list, t) end
@@ -263,7 +263,7 @@ function Router:_pick(name, tried, tokens)
   if not healthy or #healthy == 0 then return nil, unavailable(name, list, t) end
   local fresh = filter(healthy, function(d) return not tried[d] end)
   local cands = #fresh > 0 and fresh or healthy
-  local ready = filter(cands, function(d) return not d.limiter or d.limiter:_ready(tokens) end)
+  local ready = filter(cands, function(d) return not d.limiter or d.limiter:_ready(call:tokens()) end)
   if #ready > 0 then cands = ready end
   return pickers[self._strategy](cands)
 end
@@ -305,17 +305,45 @@ end
 local Call = {}
 Call.__index = Call
 
+local EMPTY = setmetatable({}, { __newindex = function() error("router: EMPTY is read only", 2) end })
+
+-- The groups a call on model_name `name` tries in turn: the group, then its
+-- fallbacks (`fallbacks` the call's own list, else the router's). Without
+-- a list of its own a call shares the router's (read only), made once per
+-- model_name.
+local function groups_of(router, name, fallbacks)
+  local cached = not fallbacks and router._chains[name]
+  if cached then return cached end
+  local groups = { name }
+  for _, f in ipairs(fallbacks or router._fallbacks[name] or EMPTY) do groups[#groups + 1] = f end
+  if not fallbacks and router._groups[name] then router._chains[name] = groups end
+  return groups
+end
+
+-- A call's tried set and attempts list are made at its first try and
+-- failure, and its token estimate when something needs it (Call:tokens).
+-- The fields every call sets (t0 at its first try) fill the 8 slots of
+-- its table; the rarer ones (ctx, deadline, ...) grow it.
 local function new_call(router, p)
-  local groups = { p.model }
-  for _, f in ipairs(p.fallbacks or router._fallbacks[p.model] or {}) do groups[#groups + 1] = f end
-  return setmetatable({
-    router = router, p = p, groups = groups, gi = 1, tries = 0, tried = {},
-    ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
-    retries = p.num_retries or router.num_retries, attempts = {},
-    tokens = completion.estimate_tokens(p),
-    -- timeout bounds the whole call, as in llm.completion (README.md)
-    deadline = type(p.timeout) == "number" and p.timeout > 0 and now() + p.timeout or nil,
+  local call = setmetatable({
+    router = router, p = p, groups = groups_of(router, p.model, p.fallbacks), gi = 1, tries = 0, tried = EMPTY,
+    retries = p.num_retries or router.num_retries, t0 = false,
   }, Call)
+  call.ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model]
+  -- timeout bounds the whole call, as in llm.completion (README.md)
+  if type(p.timeout) == "number" and p.timeout > 0 then call.deadline = now() + p.timeout end
+  return call
+end
+
+--- The call's token estimate (completion.estimate_tokens), made once.
+---@return integer
+function Call:tokens()
+  local n = self._tokens
+  if not n then
+    n = completion.estimate_tokens(self.p)
+    self._tokens = n
+  end
+  return n
 end
 
 --- The model_name of the group being tried.
@@ -326,7 +354,11 @@ function Call:group() return self.groups[self.gi] end
 ---@param d table a deployment
 ---@return table params
 function Call:params(d)
-  local q = {}
+  -- made with the 8 slots the usual try fills (messages, stream,
+  -- stream_options, the deployment's model, api_key and api_base,
+  -- num_retries), not grown one key at a time
+  local q = { messages = nil, stream = nil, stream_options = nil, model = nil, api_key = nil, api_base = nil,
+              num_retries = nil, rate_limit = nil }
   for k, v in pairs(self.p) do if not CALL_KEYS[k] then q[k] = v end end
   for k, v in pairs(d.params) do q[k] = v end
   q.num_retries = 0
@@ -339,8 +371,17 @@ local function usage_tokens(u)
   return type(u) == "table" and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
+-- The response's _hidden_params for deployment d in group `name`: made
+-- once per pair and shared (read only).
 local function hidden(d, name)
-  return { model_id = d.id, model_group = name, model = d.params.model, api_base = d.params.api_base }
+  local by_group = d.hidden
+  if not by_group then by_group = {} d.hidden = by_group end
+  local h = by_group[name]
+  if not h then
+    h = { model_id = d.id, model_group = name, model = d.params.model, api_base = d.params.api_base }
+    by_group[name] = h
+  end
+  return h
 end
 
 -- One try on d. Returns the response (or the inner stream), or nil, err.
@@ -350,6 +391,7 @@ end
 function Call:attempt(d)
   local q = self:params(d)
   local router = self.router
+  if self.tried == EMPTY then self.tried = {} end
   self.tried[d] = true
   d.inflight, d.requests = d.inflight + 1, d.requests + 1
   local t0 = now()
@@ -364,7 +406,7 @@ function Call:attempt(d)
   if q.stream then return r end             -- the stream accounts for itself
   d.inflight = d.inflight - 1
   router:_latency(d, now() - t0)
-  router:_used(d, usage_tokens(r.usage) or self.tokens)
+  router:_used(d, usage_tokens(r.usage) or self:tokens())
   if type(r) == "table" then r._hidden_params = hidden(d, self:group()) end
   return r
 end
@@ -377,11 +419,13 @@ end
 ---@param d table the deployment that failed
 ---@return boolean
 function Call:advance(err, d)
-  self.attempts[#self.attempts + 1] = { model = d and d.params.model or self:group(), deployment = d and d.id,
+  local attempts = self.attempts or {}
+  self.attempts = attempts
+  attempts[#attempts + 1] = { model = d and d.params.model or self:group(), deployment = d and d.id,
                                         model_group = self:group(), type = err.type, status = err.status }
   if err.type == "Cancelled" then return false end
   if err.type == "ContextWindowExceededError" and self.ctx and #self.ctx > 0 then
-    self.groups, self.gi, self.ctx, self.tries, self.tried = self.ctx, 1, nil, 0, {}
+    self.groups, self.gi, self.ctx, self.tries, self.tried = self.ctx, 1, nil, 0, EMPTY
     return true
   end
   local left = self.deadline and self.deadline - now()
@@ -396,7 +440,7 @@ function Call:advance(err, d)
     end
   end
   if self.gi < #self.groups then
-    self.gi, self.tries, self.tried = self.gi + 1, 0, {}
+    self.gi, self.tries, self.tried = self.gi + 1, 0, EMPTY
     return true
   end
   return false
@@ -420,14 +464,14 @@ end
 ---@return table deployment_or_err
 function Call:run()
   while true do
-    local d, err = self.router:_pick(self:group(), self.tried, self.tokens)
+    local d, err = self.router:_pick(self:group(), self.tried, self)
     if d then
       local r
       r, err = self:attempt(d)
       if r then return r, d end
     end
     if not self:advance(err, d) then
-      err.attempts = self.attempts
+      err.attempts = self.attempts or {}
       return nil, err
     end
   end
@@ -444,24 +488,27 @@ RStream.__name = "luagent.RouterStream"
 
 local has_content = completion.has_content
 
+-- _d: the current try's deployment while the try holds its in-flight
+-- slot, false after; _t0: the try's start until its first chunk, false
+-- after. (8 fields: the 8 slots of a table; _err comes at the end.)
 local function new_stream(call, s, d)
-  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _first = false,
-                        _content = false, _open = true, _done = false, model = s.model,
-                        _hidden_params = hidden(d, call:group()) }, RStream)
+  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _content = false, _done = false,
+                        model = s.model, _hidden_params = hidden(d, call:group()) }, RStream)
 end
 
 -- The current try ended ("ok", "failed" with err, or "closed"): free its
 -- in-flight slot and record the outcome.
 function RStream:_end_try(outcome, err)
-  if not self._open then return end
-  self._open = false
-  local d, router = self._d, self._call.router
+  local d = self._d
+  if not d then return end
+  self._d = false
+  local router = self._call.router
   d.inflight = d.inflight - 1
   if outcome == "failed" then
     router:_failed(d, err)
   elseif outcome == "ok" then
     local r = self._s:response()
-    router:_used(d, usage_tokens(r and r.usage) or self._call.tokens)
+    router:_used(d, usage_tokens(r and r.usage) or self._call:tokens())
   end
 end
 
@@ -473,27 +520,35 @@ end
 -- Chunk c came from the current try: its latency (at the first), the
 -- content mark.
 local function seen(self, c)
-  if not self._first then
-    self._first = true
-    self._call.router:_latency(self._d, now() - self._t0)
+  local t0 = self._t0
+  if t0 then
+    self._t0 = false
+    self._call.router:_latency(self._d, now() - t0)
   end
-  if not self._content and has_content(c) then self._content = true end
+  if not self._content then
+    -- a luagent.Stream has made the same check on c (a cached one has not)
+    local seen_content = self._s._content
+    if seen_content == nil then seen_content = has_content(c) end
+    if seen_content then self._content = true end
+  end
 end
 
 -- The current try ended (err nil: well): starts the next try when err
 -- came before any content and one is left (true), else stops (false).
 local function next_try(self, err)
+  local d = self._d
   self:_end_try(err and "failed" or "ok", err)
   if not err or self._content then stop(self, err) return false end
   local call = self._call
-  if not call:advance(err, self._d) then
-    err.attempts = call.attempts
+  if not call:advance(err, d or nil) then
+    err.attempts = call.attempts or {}
     stop(self, err)
     return false
   end
-  local s, d = call:run()
+  local s
+  s, d = call:run()
   if not s then stop(self, d) return false end
-  self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
+  self._s, self._d, self._t0 = s, d, call.t0
   self.model, self._hidden_params = s.model, hidden(d, call:group())
   return true
 end
@@ -532,7 +587,12 @@ end
 ---@return string|nil raw
 function RStream:next_raw(wire)
   while not self._done do
-    local plain, c, raw = inner_raw(self._s, wire)
+    local inner, plain, c, raw = self._s, nil, nil, nil
+    if inner.next_raw then    -- (inner_raw, inlined: this runs for every event)
+      plain, c, raw = inner:next_raw(wire)
+    else
+      plain, c, raw = inner_raw(inner, wire)
+    end
     if plain ~= nil then
       if c then seen(self, c) end
       return plain, c, raw
@@ -605,6 +665,7 @@ function M.new(opts)
     _fallbacks = fallback_map(opts.fallbacks, "fallbacks", groups),
     _ctx_fallbacks = fallback_map(opts.context_window_fallbacks, "context_window_fallbacks", groups),
     _callbacks = opts.callbacks,   -- passed to each try (luagent.observe.events)
+    _chains = {},                  -- model_name -> its groups (groups_of)
   }, Router)
 end
 

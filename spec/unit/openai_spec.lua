@@ -36,6 +36,37 @@ describe("providers.openai #unit", function()
       }, body)
     end)
 
+    it("shares the plain request's headers (read only) by key, and never with extra_headers", function()
+      local msgs = { { role = "user", content = "Hi" } }
+      local a = build { messages = msgs, stream = true }
+      local b = build { messages = msgs, stream = true, extra_headers = { ["X-Trace"] = "t1" } }
+      local c = build { messages = msgs, stream = true }
+      local other = assert(openai.build_request({ messages = msgs, stream = true }, "gpt-4o", { api_key = "sk-other-1" }))
+      local plain = assert(openai.build_request({ messages = msgs }, "gpt-4o", { api_key = CANARY }))
+      assert.are.equal(a.headers, c.headers)
+      assert.are_not.equal(a.headers, b.headers)
+      assert.same({ ["content-type"] = "application/json", accept = "text/event-stream",
+                    authorization = "Bearer " .. CANARY }, c.headers)
+      assert.equal("t1", b.headers["x-trace"])
+      assert.equal("Bearer sk-other-1", other.headers.authorization)
+      assert.equal("application/json", plain.headers.accept)
+    end)
+
+    it("sends decoded messages as they are and copies any other list", function()
+      local json = require "luagent.json"
+      local decoded = json.decode('[{"role":"user","content":"Hi"},{"role":"assistant","content":"Yo"}]')
+      local _, body = build { messages = decoded }
+      assert.same(decoded, body.messages)
+      -- a list with other keys goes without them
+      local req = assert(openai.build_request({ messages = { { role = "user", content = "a" }, extra = 1 } },
+                                              "gpt-4o", { api_key = CANARY }))
+      assert.same({ { role = "user", content = "a" } }, json.decode(req.body).messages)
+      local tools = { { role = "assistant", content = "x", tool_calls = {} } }
+      _, body = build { messages = tools }
+      assert.is_nil(body.messages[1].tool_calls)
+      assert.is_not_nil(tools[1].tool_calls)   -- the caller's message is left as it was
+    end)
+
     it("passes unknown keys through and drops stream_options without stream", function()
       local _, body = build { messages = { { role = "user", content = "x" } },
                               stream_options = { include_usage = true }, top_k = 20, repetition_penalty = 1.1 }

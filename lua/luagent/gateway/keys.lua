@@ -112,11 +112,16 @@ local NO_PERMIT = { release = function() end }
 --- API does, rather than queued: only a request the limiter would admit
 --- now is admitted. (A limiter shared through Redis answers "now" from its
 --- last check, so there a request may still wait for its window.) Returns
---- a permit (with :release(actual_tokens)) or nil, err.
-function Keys:admit(caller, tokens)
+--- a permit (with :release(actual_tokens)) or nil, err. tokens may be a
+--- function of p that gives them: only a key with a limiter needs them.
+---@param caller table
+---@param tokens integer|fun(p: any): integer
+---@param p any
+function Keys:admit(caller, tokens, p)
   local entry = caller.entry
   local rl = entry and self:_limiter(entry)
   if not rl then return NO_PERMIT end
+  if type(tokens) == "function" then tokens = tokens(p) end
   local permit, err
   if rl:_ready(tokens) then permit, err = rl:acquire(tokens) end
   if not permit then

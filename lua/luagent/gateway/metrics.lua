@@ -53,6 +53,30 @@ local function new_metric(reg, kind, name, help, labels, buckets)
   return m
 end
 
+-- A series: a counter's or gauge's value, or a histogram's counts (each
+-- bucket counts the observations that fell in it alone; render sums them).
+local Value = {}
+Value.__index = Value
+
+--- Adds v (default 1) to the series.
+function Value:inc(v) self.value = self.value + (v or 1) end
+
+--- Sets the series (a gauge).
+function Value:set(v) self.value = v end
+
+local Histo = {}
+Histo.__index = Histo
+
+--- Records one observation.
+function Histo:observe(v)
+  local b = self.buckets
+  for i = 1, #b do
+    if v <= b[i] then self.counts[i] = self.counts[i] + 1 break end
+  end
+  self.sum = self.sum + v
+  self.count = self.count + 1
+end
+
 -- The series of a label tuple, made (and its text rendered) on first use.
 local function new_series(m, values)
   local key = label_text(m.labels, values)
@@ -61,9 +85,9 @@ local function new_series(m, values)
     if m.kind == "histogram" then
       local counts = {}
       for i = 1, #m.buckets do counts[i] = 0 end
-      s = { counts = counts, sum = 0, count = 0 }
+      s = setmetatable({ counts = counts, sum = 0, count = 0, buckets = m.buckets }, Histo)
     else
-      s = { value = 0 }
+      s = setmetatable({ value = 0 }, Value)
     end
     m.series[key] = s
     m.order[#m.order + 1] = key
@@ -101,8 +125,7 @@ end
 --- Adds v (default 1) to a counter or gauge; label values in the order the
 --- metric declared its label names.
 function Metric:inc(v, ...)
-  local s = series(self, ...)
-  s.value = s.value + (v or 1)
+  series(self, ...):inc(v)
 end
 
 --- Sets a gauge.
@@ -112,11 +135,15 @@ end
 
 --- Records one observation in a histogram.
 function Metric:observe(v, ...)
-  local s = series(self, ...)
-  local b = self.buckets
-  for i = 1, #b do if v <= b[i] then s.counts[i] = s.counts[i] + 1 end end
-  s.sum = s.sum + v
-  s.count = s.count + 1
+  series(self, ...):observe(v)
+end
+
+--- The series of the label values `...`, to update without finding it
+--- again (:inc(v), :set(v), or a histogram's :observe(v)): a caller that
+--- touches the same series on every request keeps it.
+---@return table series
+function Metric:bind(...)
+  return series(self, ...)
 end
 
 --- The current value of a counter or gauge series (0 when never touched).
@@ -137,8 +164,10 @@ local function render_metric(m, out)
   for _, key in ipairs(m.order) do
     local s = m.series[key]
     if m.kind == "histogram" then
+      local n = 0
       for i, le in ipairs(m.buckets) do
-        out[#out + 1] = ("%s_bucket%s %d"):format(m.name, with_le(key, number(le)), s.counts[i])
+        n = n + s.counts[i]
+        out[#out + 1] = ("%s_bucket%s %d"):format(m.name, with_le(key, number(le)), n)
       end
       out[#out + 1] = ("%s_bucket%s %d"):format(m.name, with_le(key, "+Inf"), s.count)
       out[#out + 1] = ("%s_sum%s %s"):format(m.name, key, number(s.sum))

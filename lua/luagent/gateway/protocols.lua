@@ -46,9 +46,10 @@ function openai.to_params(body)
   if type(body.messages) ~= "table" or #body.messages == 0 then
     return nil, wire_errors.new(400, "invalid_request", "messages must be a non-empty array", { param = "messages" })
   end
-  local p = {}
-  for k, v in pairs(body) do if not GATEWAY_ONLY[k] then p[k] = v end end
-  return p
+  -- the body is the caller's to give (freshly decoded): its gateway-only
+  -- keys are taken out rather than the rest copied
+  for k in pairs(body) do if GATEWAY_ONLY[k] then body[k] = nil end end
+  return body
 end
 
 function openai.response(resp)
@@ -64,8 +65,10 @@ OpenAIStream.__index = OpenAIStream
 --- want_usage: the client asked for stream_options.include_usage (the
 --- gateway always asks the upstream, to account tokens, and drops the usage
 --- chunk for a client that did not ask).
+local OPENAI_ENC = openai_provider.encoder()   -- it keeps no state: one for every stream
+
 function openai.stream(want_usage)
-  return setmetatable({ enc = openai_provider.encoder(), want_usage = want_usage }, OpenAIStream)
+  return setmetatable({ enc = OPENAI_ENC, want_usage = want_usage }, OpenAIStream)
 end
 
 function OpenAIStream:chunk(c)

@@ -110,9 +110,14 @@ local aliases = { ollama_chat = "ollama" }
 --- nil removes the provider.
 ---@param name string
 ---@param module table|string|nil
+-- resolve's answers by model string (a few per process: the deployments'
+-- models), made again after a register; starts over past 256 models.
+local resolved, n_resolved = {}, 0
+
 function M.register(name, module)
   assert(type(name) == "string" and name ~= "", "providers.register: name must be a string")
   registry[name] = module
+  resolved, n_resolved = {}, 0
 end
 
 --- The provider module called `name`, or nil.
@@ -143,6 +148,8 @@ end
 ---@return table|nil provider
 ---@return string|table model_or_err the provider's model name, or a BadRequestError
 function M.resolve(model)
+  local hit = resolved[model]
+  if hit then return hit[1], hit[2] end
   if type(model) ~= "string" or model == "" then
     return nil, errors.new("BadRequestError", "model must be a non-empty string")
   end
@@ -159,6 +166,8 @@ function M.resolve(model)
     return nil, errors.new("BadRequestError", "model '" .. model .. "' names no model after the provider",
       { provider = provider.name, model = model })
   end
+  if n_resolved >= 256 then resolved, n_resolved = {}, 0 end
+  resolved[model], n_resolved = { provider, rest }, n_resolved + 1
   return provider, rest
 end
 
@@ -568,6 +577,41 @@ end
 -- The accept header of a streaming request, by the provider's framing.
 local stream_accept = { sse = "text/event-stream", ndjson = "application/x-ndjson" }
 
+-- A request's own headers (lower-case): JSON, accept by stream and
+-- framing, the API key under the provider's key_header ("Bearer <key>"
+-- for authorization). A new table.
+local function base_headers(provider, key, stream)
+  local h = provider.key_header or "authorization"
+  if key == "" then key = nil end
+  if key and h == "authorization" then key = "Bearer " .. key end
+  return { ["content-type"] = "application/json",
+           accept = stream and stream_accept[provider.framing] or "application/json", [h] = key }
+end
+
+-- base_headers shared by every request with the same provider, key and
+-- stream (the usual request adds none of its own: the deployments' few
+-- tables are built once, read only). Starts over past 256 keys.
+local shared, n_shared = {}, 0
+
+local function shared_headers(provider, key, stream)
+  local by_key = shared[provider]
+  if not by_key then by_key = {} shared[provider] = by_key end
+  local k = key or false
+  local pair = by_key[k]
+  if not pair then
+    if n_shared >= 256 then
+      by_key, n_shared = {}, 0
+      shared = { [provider] = by_key }
+    end
+    pair = {}
+    by_key[k], n_shared = pair, n_shared + 1
+  end
+  local i = stream and 1 or 2
+  local h = pair[i]
+  if not h then h = base_headers(provider, key, stream) pair[i] = h end
+  return h
+end
+
 --- Finishes a provider's request once it has translated the body: rules 3
 --- and 4 on `r.body`, the headers (JSON, accept by stream and framing, the
 --- API key under the provider's `key_header`, as "Bearer <key>" when that is
@@ -586,18 +630,14 @@ function M.request(provider, params, model, ctx, r)
   ctx = ctx or {}
   if not r.passed then M.passthrough(params, r.body, r.handled) end
   M.merge_extra_body(params, r.body)
-  local key, h = ctx.api_key, provider.key_header or "authorization"
-  if key == "" then key = nil end
-  if key and h == "authorization" then key = "Bearer " .. key end
-  local base = { ["content-type"] = "application/json",
-                 accept = r.stream and stream_accept[provider.framing] or "application/json",
-                 [h] = key }
-  local headers, err = base, nil
-  -- the usual request has no headers of its own: base is lower-case already
+  local headers, err
   if r.headers or params.extra_headers ~= nil then
+    local base = base_headers(provider, ctx.api_key, r.stream)
     for k, v in pairs(r.headers or {}) do base[k] = v end
     headers, err = M.headers(base, params.extra_headers, provider.name, model)
     if not headers then return nil, err end
+  else
+    headers = shared_headers(provider, ctx.api_key, r.stream)
   end
   local encoded
   encoded, err = M.encode_body(r.body, provider.name, model)
@@ -605,7 +645,7 @@ function M.request(provider, params, model, ctx, r)
   return {
     method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
     headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
-    dropped = r.dropped,
+    dropped = r.dropped, timeout = nil,   -- (llm.completion sets it: counted in the table's size)
   }
 end
 
