@@ -81,7 +81,7 @@ describe("llm.batch #integration", function()
     local function done_items()
       local d = assert(require("luagent.sqlite.core").open(db))
       local rows = assert(assert(d:prepare(
-        "SELECT id FROM luagent_batch_items WHERE batch = 'kill9' AND state = 1")):query())
+        "SELECT r.id FROM luagent_batch_rows r JOIN luagent_batches b ON b.bid = r.bid WHERE b.name = 'kill9' AND r.state = 1")):query())
       d:close()
       local set = {}
       for _, r in ipairs(rows) do set[r[1]] = true end
@@ -322,6 +322,55 @@ describe("llm.batch #integration", function()
       os.execute("umount " .. dir .. " && rmdir " .. dir)
       if not ok then error(e, 0) end
       servers.assert_clean(assert)
+    end)
+
+    it("resumes a batch from a file made with the schema before integer batch ids", function()
+      local db = proc.tmpname("oldschema.db")
+      local sq = require "luagent.sqlite.core"
+      local d = assert(sq.open(db, 5, [[
+CREATE TABLE IF NOT EXISTS luagent_batch_items (
+  batch TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  result TEXT, error TEXT, PRIMARY KEY (batch, id));
+CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)]]))
+      local ins = assert(d:prepare([[INSERT INTO luagent_batch_items
+        (batch, id, seq, item, state, attempts, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)]]))
+      -- rows written out of their seq order; "other" is a second batch in the file
+      assert(ins:write_many({
+        { "old", "c", 3, '"c"', 0, 1, nil, '{"type":"Error","message":"once"}' },
+        { "other", "x", 1, '"x"', 1, 1, '"X!"' },
+        { "old", "a", 1, '"a"', 1, 1, '"A!"' },
+        { "old", "d", 4, '"d"', 2, 3, nil, '{"type":"Error","message":"gave up"}' },
+        { "old", "b", 2, '"b"', 0, 0 },
+      }))
+      d:close()
+      local function results(b)
+        local out = {}
+        for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
+        return out
+      end
+      local batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db, max_attempts = 3 })
+      assert.are.same({ total = 4, done = 1, failed = 1 }, batch:counts())
+      assert.are.same({ "a=A!", "b=nil", "c=nil", "d=gave up" }, results(batch))
+      -- adding everything again adds nothing; the run does only b and c
+      assert.are.equal(4, batch:add_all({ "a", "b", "c", "d" }))
+      local ran = {}
+      local st = assert(batch:run(function(item) ran[#ran + 1] = item; return item:upper() end))
+      table.sort(ran)
+      assert.are.same({ "b", "c" }, ran)
+      assert.are.equal(2, st.done)
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up" }, results(batch))
+      batch:close()
+      -- the old table is gone; opened again, nothing moves twice
+      d = assert(sq.open(db))
+      assert.are.same({}, assert(assert(d:prepare(
+        "SELECT name FROM sqlite_master WHERE name = 'luagent_batch_items'")):query()))
+      d:close()
+      local other = assert(llm.batch{ name = "other", store = "sqlite:" .. db })
+      assert.are.same({ "x=X!" }, results(other))
+      assert.are.same({ total = 1, done = 1, failed = 0 }, other:counts())
+      other:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
     end)
 
     it("gives a clear error for a file that is not a database", function()
