@@ -324,6 +324,28 @@ describe("llm.batch #integration", function()
       servers.assert_clean(assert)
     end)
 
+    it("lists every item when several opens each added items", function()
+      -- each llm.batch{} numbered its items from 1, so three opens gave
+      -- three items each number; results() paged on that number and
+      -- skipped the third item of the number split by a page's end
+      local db = proc.tmpname("threeadds.db")
+      for k = 1, 3 do
+        local b = assert(llm.batch{ name = "three", store = "sqlite:" .. db })
+        local items = {}
+        for i = 1, 300 do items[i] = ("p%d-%d"):format(k, i) end
+        assert.are.equal(300, b:add_all(items))
+        b:close()
+      end
+      local b = assert(llm.batch{ name = "three", store = "sqlite:" .. db })
+      local ids = {}
+      for id in b:results() do ids[#ids + 1] = id end
+      assert.are.equal(900, #ids)
+      -- in the order they were added
+      assert.are.same({ "p1-1", "p1-300", "p2-1", "p3-300" }, { ids[1], ids[300], ids[301], ids[900] })
+      b:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
     it("resumes a batch from a file made with the schema before integer batch ids", function()
       local db = proc.tmpname("oldschema.db")
       local sq = require "luagent.sqlite.core"
