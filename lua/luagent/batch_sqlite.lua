@@ -30,8 +30,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS luagent_batch_ids ON luagent_batch_rows (bid, 
 
 -- A file made before (table luagent_batch_items) is moved to the tables
 -- above once, in one transaction (all or nothing), items in their old
--- order. The old table is made first if missing: another process may
--- have moved it since this one looked.
+-- order, after any the batch has in the new table (an older luagent may
+-- have made the old table again since; an item in both keeps its new
+-- row). The old table is made first if missing: another process may have
+-- moved it since this one looked.
 local MIGRATE = [[
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS luagent_batch_items (
@@ -39,8 +41,10 @@ CREATE TABLE IF NOT EXISTS luagent_batch_items (
   state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
   result TEXT, error TEXT, PRIMARY KEY (batch, id));
 INSERT OR IGNORE INTO luagent_batches (name) SELECT DISTINCT batch FROM luagent_batch_items;
-INSERT INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, error)
-  SELECT (b.bid << 40) + row_number() OVER (PARTITION BY b.bid ORDER BY i.seq, i.rowid),
+INSERT OR IGNORE INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, error)
+  SELECT coalesce((SELECT max(rowid) FROM luagent_batch_rows
+                   WHERE rowid > b.bid << 40 AND rowid < (b.bid + 1) << 40), b.bid << 40)
+         + row_number() OVER (PARTITION BY b.bid ORDER BY i.seq, i.rowid),
          b.bid, i.id, i.item, i.state, i.attempts, i.result, i.error
   FROM luagent_batch_items i JOIN luagent_batches b ON b.name = i.batch;
 DROP TABLE luagent_batch_items;

@@ -349,12 +349,13 @@ describe("llm.batch #integration", function()
     it("resumes a batch from a file made with the schema before integer batch ids", function()
       local db = proc.tmpname("oldschema.db")
       local sq = require "luagent.sqlite.core"
-      local d = assert(sq.open(db, 5, [[
+      local OLD_SCHEMA = [[
 CREATE TABLE IF NOT EXISTS luagent_batch_items (
   batch TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL,
   state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
   result TEXT, error TEXT, PRIMARY KEY (batch, id));
-CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)]]))
+CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)]]
+      local d = assert(sq.open(db, 5, OLD_SCHEMA))
       local ins = assert(d:prepare([[INSERT INTO luagent_batch_items
         (batch, id, seq, item, state, attempts, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)]]))
       -- rows written out of their seq order; "other" is a second batch in the file
@@ -392,6 +393,15 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
       assert.are.same({ "x=X!" }, results(other))
       assert.are.same({ total = 1, done = 1, failed = 0 }, other:counts())
       other:close()
+      -- an older luagent adds to the file again (its table made anew): its
+      -- new item goes after the others, an item already moved stays as it is
+      d = assert(sq.open(db, 5, OLD_SCHEMA))
+      assert(assert(d:prepare([[INSERT INTO luagent_batch_items (batch, id, seq, item)
+        VALUES (?, ?, ?, ?)]])):write_many({ { "old", "a", 1, '"a"' }, { "old", "e", 5, '"e"' } }))
+      d:close()
+      batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db })
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up", "e=nil" }, results(batch))
+      batch:close()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
 
