@@ -81,7 +81,7 @@ describe("llm.batch #integration", function()
     local function done_items()
       local d = assert(require("luagent.sqlite.core").open(db))
       local rows = assert(assert(d:prepare(
-        "SELECT id FROM luagent_batch_items WHERE batch = 'kill9' AND state = 1")):query())
+        "SELECT r.id FROM luagent_batch_rows r JOIN luagent_batches b ON b.bid = r.bid WHERE b.name = 'kill9' AND r.state = 1")):query())
       d:close()
       local set = {}
       for _, r in ipairs(rows) do set[r[1]] = true end
@@ -322,6 +322,87 @@ describe("llm.batch #integration", function()
       os.execute("umount " .. dir .. " && rmdir " .. dir)
       if not ok then error(e, 0) end
       servers.assert_clean(assert)
+    end)
+
+    it("lists every item when several opens each added items", function()
+      -- each llm.batch{} numbered its items from 1, so three opens gave
+      -- three items each number; results() paged on that number and
+      -- skipped the third item of the number split by a page's end
+      local db = proc.tmpname("threeadds.db")
+      for k = 1, 3 do
+        local b = assert(llm.batch{ name = "three", store = "sqlite:" .. db })
+        local items = {}
+        for i = 1, 300 do items[i] = ("p%d-%d"):format(k, i) end
+        assert.are.equal(300, b:add_all(items))
+        b:close()
+      end
+      local b = assert(llm.batch{ name = "three", store = "sqlite:" .. db })
+      local ids = {}
+      for id in b:results() do ids[#ids + 1] = id end
+      assert.are.equal(900, #ids)
+      -- in the order they were added
+      assert.are.same({ "p1-1", "p1-300", "p2-1", "p3-300" }, { ids[1], ids[300], ids[301], ids[900] })
+      b:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
+    it("resumes a batch from a file made with the schema before integer batch ids", function()
+      local db = proc.tmpname("oldschema.db")
+      local sq = require "luagent.sqlite.core"
+      local OLD_SCHEMA = [[
+CREATE TABLE IF NOT EXISTS luagent_batch_items (
+  batch TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  result TEXT, error TEXT, PRIMARY KEY (batch, id));
+CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)]]
+      local d = assert(sq.open(db, 5, OLD_SCHEMA))
+      local ins = assert(d:prepare([[INSERT INTO luagent_batch_items
+        (batch, id, seq, item, state, attempts, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)]]))
+      -- rows written out of their seq order; "other" is a second batch in the file
+      assert(ins:write_many({
+        { "old", "c", 3, '"c"', 0, 1, nil, '{"type":"Error","message":"once"}' },
+        { "other", "x", 1, '"x"', 1, 1, '"X!"' },
+        { "old", "a", 1, '"a"', 1, 1, '"A!"' },
+        { "old", "d", 4, '"d"', 2, 3, nil, '{"type":"Error","message":"gave up"}' },
+        { "old", "b", 2, '"b"', 0, 0 },
+      }))
+      d:close()
+      local function results(b)
+        local out = {}
+        for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
+        return out
+      end
+      local batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db, max_attempts = 3 })
+      assert.are.same({ total = 4, done = 1, failed = 1 }, batch:counts())
+      assert.are.same({ "a=A!", "b=nil", "c=nil", "d=gave up" }, results(batch))
+      -- adding everything again adds nothing; the run does only b and c
+      assert.are.equal(4, batch:add_all({ "a", "b", "c", "d" }))
+      local ran = {}
+      local st = assert(batch:run(function(item) ran[#ran + 1] = item; return item:upper() end))
+      table.sort(ran)
+      assert.are.same({ "b", "c" }, ran)
+      assert.are.equal(2, st.done)
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up" }, results(batch))
+      batch:close()
+      -- the old table is gone; opened again, nothing moves twice
+      d = assert(sq.open(db))
+      assert.are.same({}, assert(assert(d:prepare(
+        "SELECT name FROM sqlite_master WHERE name = 'luagent_batch_items'")):query()))
+      d:close()
+      local other = assert(llm.batch{ name = "other", store = "sqlite:" .. db })
+      assert.are.same({ "x=X!" }, results(other))
+      assert.are.same({ total = 1, done = 1, failed = 0 }, other:counts())
+      other:close()
+      -- an older luagent adds to the file again (its table made anew): its
+      -- new item goes after the others, an item already moved stays as it is
+      d = assert(sq.open(db, 5, OLD_SCHEMA))
+      assert(assert(d:prepare([[INSERT INTO luagent_batch_items (batch, id, seq, item)
+        VALUES (?, ?, ?, ?)]])):write_many({ { "old", "a", 1, '"a"' }, { "old", "e", 5, '"e"' } }))
+      d:close()
+      batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db })
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up", "e=nil" }, results(batch))
+      batch:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
     end)
 
     it("gives a clear error for a file that is not a database", function()
