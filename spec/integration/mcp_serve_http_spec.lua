@@ -24,13 +24,7 @@ local function start(script, env)
   return p, ("http://127.0.0.1:%s/mcp"):format(port)
 end
 
-local function text_of(result)
-  local parts = {}
-  for _, c in ipairs(result.content or {}) do
-    if c.type == "text" then parts[#parts + 1] = c.text end
-  end
-  return table.concat(parts, "\n")
-end
+local text_of = servers.mcp_text
 
 local function post(url, body, headers)
   local h = { ["Content-Type"] = "application/json", Accept = "application/json, text/event-stream" }

@@ -17,13 +17,7 @@ local eventually = servers.eventually
 
 local function settle() servers.settle(assert) end
 
-local function text_of(result)
-  local parts = {}
-  for _, c in ipairs(result.content or {}) do
-    if c.type == "text" then parts[#parts + 1] = c.text end
-  end
-  return table.concat(parts, "\n")
-end
+local text_of = servers.mcp_text
 
 -- A folder with two files for the filesystem server.
 local function notes_dir()

@@ -128,6 +128,16 @@ function M.settle(assert)
   M.assert_clean(assert)
 end
 
+--- The text parts of an MCP tool result, joined by newlines (what a spec
+--- of an MCP server or client compares).
+function M.mcp_text(result)
+  local parts = {}
+  for _, c in ipairs(result.content or {}) do
+    if c.type == "text" then parts[#parts + 1] = c.text end
+  end
+  return table.concat(parts, "\n")
+end
+
 --- Asserts that nothing a test started is still running or open.
 function M.assert_clean(assert)
   collectgarbage()
