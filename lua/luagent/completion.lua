@@ -80,11 +80,8 @@ Source.__index = Source
 
 local ARRAY_MT = getmetatable(require("luagent.json").empty_array())
 
--- (the fields relay_source sets are named: the table is made at the size
--- of 8 it ends with, not grown from 4; the rare p, deadline and held grow it)
 local function new_source(resp, dec)
-  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0, wire = nil, read_relay = nil,
-                        relay_event = nil }, Source)
+  return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
 end
 
 -- A source whose events can also be relayed as their bytes (next_raw):
@@ -391,7 +388,7 @@ local function new_chain(p)
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
   return setmetatable({ candidates = candidates, idx = 1, tries = 0, retries = p.num_retries or M.num_retries,
-                        ctx = ctx, deadline = deadline, ev = nil, attempts = nil }, Chain)
+                        ctx = ctx, deadline = deadline }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters
@@ -714,15 +711,12 @@ function M.completion(p)
     if ev then ev:success(r) end
     return entry and entry:store(r) or r
   end
-  -- The usual stream's fields (with _tokens, at the usage chunk) fill the
-  -- 8 slots of a table; _restarted and _continued start absent (nil), and
-  -- a rate limit's permit, the script's policy and the observers' events
-  -- take slots only when there are some.
+  -- _permit: a rate limit's; _on_mid: the script's policy; _ev: the observers' events
   local s = setmetatable({
     _src = r, _chain = chain, _builder = chunks.builder(), model = used.model or M.default_model,
-    _done = false, _content = false, _tokens = nil, _err = nil,
+    _done = false, _content = false, _restarted = false, _continued = false,
+    _permit = permit, _on_mid = p.on_midstream_failure, _ev = ev,
   }, Stream)
-  s._permit, s._on_mid, s._ev = permit, p.on_midstream_failure, ev
   if entry then return entry:store(s) end
   return s
 end

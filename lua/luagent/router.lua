@@ -322,17 +322,14 @@ end
 
 -- A call's tried set and attempts list are made at its first try and
 -- failure, and its token estimate when something needs it (Call:tokens).
--- The fields every call sets (t0 at its first try) fill the 8 slots of
--- its table; the rarer ones (ctx, deadline, ...) grow it.
 local function new_call(router, p)
-  local call = setmetatable({
+  return setmetatable({
     router = router, p = p, groups = groups_of(router, p.model, p.fallbacks), gi = 1, tries = 0, tried = EMPTY,
     retries = p.num_retries or router.num_retries, t0 = false,
+    ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
+    -- timeout bounds the whole call, as in llm.completion (README.md)
+    deadline = type(p.timeout) == "number" and p.timeout > 0 and now() + p.timeout or nil,
   }, Call)
-  call.ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model]
-  -- timeout bounds the whole call, as in llm.completion (README.md)
-  if type(p.timeout) == "number" and p.timeout > 0 then call.deadline = now() + p.timeout end
-  return call
 end
 
 --- The call's token estimate (completion.estimate_tokens), made once.
@@ -354,11 +351,7 @@ function Call:group() return self.groups[self.gi] end
 ---@param d table a deployment
 ---@return table params
 function Call:params(d)
-  -- made with the 8 slots the usual try fills (messages, stream,
-  -- stream_options, the deployment's model, api_key and api_base,
-  -- num_retries), not grown one key at a time
-  local q = { messages = nil, stream = nil, stream_options = nil, model = nil, api_key = nil, api_base = nil,
-              num_retries = nil, rate_limit = nil }
+  local q = {}
   for k, v in pairs(self.p) do if not CALL_KEYS[k] then q[k] = v end end
   for k, v in pairs(d.params) do q[k] = v end
   q.num_retries = 0
@@ -488,21 +481,18 @@ RStream.__name = "luagent.RouterStream"
 
 local has_content = completion.has_content
 
--- _d: the current try's deployment while the try holds its in-flight
--- slot, false after; _t0: the try's start until its first chunk, false
--- after. (8 fields: the 8 slots of a table; _err comes at the end.)
 local function new_stream(call, s, d)
-  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _content = false, _done = false,
-                        model = s.model, _hidden_params = hidden(d, call:group()) }, RStream)
+  return setmetatable({ _call = call, _s = s, _d = d, _t0 = call.t0, _first = false,
+                        _content = false, _open = true, _done = false, model = s.model,
+                        _hidden_params = hidden(d, call:group()) }, RStream)
 end
 
 -- The current try ended ("ok", "failed" with err, or "closed"): free its
 -- in-flight slot and record the outcome.
 function RStream:_end_try(outcome, err)
-  local d = self._d
-  if not d then return end
-  self._d = false
-  local router = self._call.router
+  if not self._open then return end
+  self._open = false
+  local d, router = self._d, self._call.router
   d.inflight = d.inflight - 1
   if outcome == "failed" then
     router:_failed(d, err)
@@ -520,10 +510,9 @@ end
 -- Chunk c came from the current try: its latency (at the first), the
 -- content mark.
 local function seen(self, c)
-  local t0 = self._t0
-  if t0 then
-    self._t0 = false
-    self._call.router:_latency(self._d, now() - t0)
+  if not self._first then
+    self._first = true
+    self._call.router:_latency(self._d, now() - self._t0)
   end
   if not self._content then
     -- a luagent.Stream has made the same check on c (a cached one has not)
@@ -536,19 +525,17 @@ end
 -- The current try ended (err nil: well): starts the next try when err
 -- came before any content and one is left (true), else stops (false).
 local function next_try(self, err)
-  local d = self._d
   self:_end_try(err and "failed" or "ok", err)
   if not err or self._content then stop(self, err) return false end
   local call = self._call
-  if not call:advance(err, d or nil) then
+  if not call:advance(err, self._d) then
     err.attempts = call.attempts or {}
     stop(self, err)
     return false
   end
-  local s
-  s, d = call:run()
+  local s, d = call:run()
   if not s then stop(self, d) return false end
-  self._s, self._d, self._t0 = s, d, call.t0
+  self._s, self._d, self._t0, self._first, self._open = s, d, call.t0, false, true
   self.model, self._hidden_params = s.model, hidden(d, call:group())
   return true
 end

@@ -164,11 +164,10 @@ end
 local Exchange = {}
 Exchange.__index = Exchange
 
--- Its fields (with the permit and usage set later) fill the 8 slots of a
--- table; the API is the protocol's name.
+-- The API in the metrics is the protocol's name.
 function Gateway:_exchange(req, res, proto)
   return setmetatable({ g = self, res = res, proto = proto, model = "unknown", rid = self:_request_id(req),
-                        started = llm.now(), permit = false, usage = nil }, Exchange)
+                        started = llm.now() }, Exchange)
 end
 
 -- Ends the exchange's bookkeeping: gives back the key's permit with the

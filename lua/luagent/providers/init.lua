@@ -645,7 +645,7 @@ function M.request(provider, params, model, ctx, r)
   return {
     method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
     headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
-    dropped = r.dropped, timeout = nil,   -- (llm.completion sets it: counted in the table's size)
+    dropped = r.dropped,
   }
 end
 
