@@ -298,27 +298,16 @@ function M.headers(base, extra, provider, model)
   return out
 end
 
--- Joined URLs by base and path: a few per process (the deployments'), so
--- each is built once; the cache starts over if a script makes many.
-local joined, n_joined = {}, 0
-
 --- Joins a base URL and a path. When the base already ends with the path's
 --- first segment (".../v1" + "/v1/messages") that segment is not repeated.
 ---@param base string
 ---@param path string starting with "/"
 ---@return string
 function M.join_url(base, path)
-  local by_path = joined[base]
-  local url = by_path and by_path[path]
-  if url then return url end
   local b, p = base:gsub("/+$", ""), path
   local first = p:match("^(/[^/]+)/")
   if first and b:sub(-#first) == first then p = p:sub(#first + 1) end
-  url = b .. p
-  if n_joined >= 256 then joined, n_joined = {}, 0 end
-  if not by_path then by_path = {} joined[base] = by_path end
-  by_path[path], n_joined = url, n_joined + 1
-  return url
+  return b .. p
 end
 
 --- The checks every provider's build_request starts with: the messages
