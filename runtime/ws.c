@@ -53,6 +53,7 @@ struct la_ws {
   unsigned closing:1;           /* a close frame is queued */
   unsigned pinged:1;            /* a ping is out */
   char peer[64];
+  char dropped[96];             /* why the server dropped the peer ("": it did not) */
 };
 
 typedef struct { la_ws_t *ws; } wbox_t;
@@ -202,16 +203,15 @@ static void heartbeat_cb(uv_timer_t *h) {
   if (ws->linger && now - ws->close_at >= CLOSE_GRACE_MS) linger_end(ws);
   if (!ws->conn) return;
   if (ws->blocked_at && now - ws->blocked_at >= s->send_timeout * 1000) {
-    fprintf(stderr, "luagent: serve: WebSocket peer %s stopped reading "
-            "(%zu bytes queued for %.0f s): disconnecting\n", ws->peer,
-            wslay_event_get_queued_msg_length(ws->conn->ws_ctx), s->send_timeout);
+    snprintf(ws->dropped, sizeof ws->dropped, "stopped reading (%zu bytes queued "
+             "for %.0f s)", wslay_event_get_queued_msg_length(ws->conn->ws_ctx),
+             s->send_timeout);
     ws->code = 1006;
     ws_gone(ws, 0);
   } else if (ws->closing && now - ws->close_at >= CLOSE_GRACE_MS) {
     ws_gone(ws, 0);           /* the peer never answered our close */
   } else if (now - ws->last_rx >= s->idle_timeout * 1000) {
-    fprintf(stderr, "luagent: serve: WebSocket peer %s silent for %.0f s: "
-            "disconnecting\n", ws->peer, s->idle_timeout);
+    snprintf(ws->dropped, sizeof ws->dropped, "silent for %.0f s", s->idle_timeout);
     ws_gone(ws, 0);
   } else if (!ws->pinged && now - ws->last_rx >= s->idle_timeout * 500) {
     struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
@@ -437,6 +437,16 @@ static int l_ws_peer(lua_State *L) {
   return 1;
 }
 
+/* ws:dropped() -> why the server disconnected the peer, or nil. The
+** heartbeat cannot log (no Lua state in a callback): serve logs this
+** through the server's log function once the handler has ended. */
+static int l_ws_dropped(lua_State *L) {
+  la_ws_t *ws = check_ws(L);
+  if (ws->dropped[0]) lua_pushstring(L, ws->dropped);
+  else lua_pushnil(L);
+  return 1;
+}
+
 /* __gc and __close: a connection still open is closed with 1000. */
 static int l_ws_gc(lua_State *L) {
   wbox_t *b = luaL_checkudata(L, 1, LA_WS_MT);
@@ -456,6 +466,7 @@ static int l_ws_gc(lua_State *L) {
 static const luaL_Reg ws_methods[] = {
   {"receive", l_receive}, {"send", l_send}, {"close", l_close},
   {"bind", l_ws_bind}, {"state", l_ws_state}, {"peer", l_ws_peer},
+  {"dropped", l_ws_dropped},
   {NULL, NULL}
 };
 

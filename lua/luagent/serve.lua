@@ -265,6 +265,8 @@ local function run_ws(self, c, req, route)
     log(self, "WS %s: %s", req.path, tostring(e))
     if ws:state() == "open" then ws:close(1011, "internal error") end
   end
+  local why = ws:dropped()
+  if why then log(self, "WS %s: peer %s %s: disconnected", req.path, ws:peer(), why) end
 end
 
 local function run_http(self, c, req, route)

@@ -71,11 +71,17 @@ describe("llm.serve WebSocket #integration", function()
 
   it("drops a peer that answers no ping within idle_timeout (half-open)", function()
     local seen = {}
-    local srv = serve(echo_routes(seen), { idle_timeout = 1 })
+    local logged = {}
+    local srv = serve(echo_routes(seen), { idle_timeout = 1,
+      log = function(line) logged[#logged + 1] = line end })
     local t0 = llm.now()
     local p = h.node("ws_client.mjs", "ws://127.0.0.1:" .. srv.port .. "/echo", "stall", "x")
     assert.is_truthy(h.eventually(function() return seen.ended end, 6))
     assert.is_true(llm.now() - t0 < 5)
+    -- said once, through the server's log (not on stderr behind its back)
+    assert.is_truthy(h.eventually(function() return logged[1] end, 2))
+    assert.matches("^WS /echo: peer 127%.0%.0%.1:%d+ silent for 1 s: disconnected$", logged[1])
+    assert.are.equal(1, #logged)
     -- a peer that answers pings stays: ws answers them by itself
     local ev = client(srv, "/echo", "slow", "2.5")
     assert.are.equal(1000, h.find(ev, "close").code)
@@ -114,7 +120,9 @@ describe("llm.serve WebSocket #integration", function()
         seen.sent = seen.sent + #chunk
       end
     end
-    local srv = serve(routes, { send_buffer = 256 * 1024, send_timeout = 1 })
+    local logged = {}
+    local srv = serve(routes, { send_buffer = 256 * 1024, send_timeout = 1,
+      log = function(line) logged[#logged + 1] = line end })
     local staller = h.node("ws_client.mjs", "ws://127.0.0.1:" .. srv.port .. "/flood", "stall", "go")
     assert.is_truthy(h.eventually(function() return seen.sent > 0 end, 10))
     local ev = client(srv, "/echo", "echo", "still|here")   -- meanwhile
@@ -122,6 +130,10 @@ describe("llm.serve WebSocket #integration", function()
       if e.ev == "message" then m[#m + 1] = e end end return m end)())
     assert.is_truthy(h.eventually(function() return seen.flood_err end, 15))
     assert.are.equal("closed", seen.flood_err)
+    assert.is_truthy(h.eventually(function() return logged[1] end, 2))
+    assert.matches("^WS /flood: peer [%d.:]+ stopped reading %(%d+ bytes queued for 1 s%): disconnected$",
+      logged[1])
+    assert.are.equal(1, #logged)
     -- bounded: the kernel's buffers plus send_buffer, far from unbounded
     assert.is_true(seen.sent < 64 * 1024 * 1024, "queued " .. seen.sent)
     staller:kill()
