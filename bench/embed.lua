@@ -65,6 +65,7 @@ local base = ("http://127.0.0.1:%d%s"):format(port, SCEN)
 local streams = ("spec/fixtures/embed/streams.lua %s 100"):format(base)
 local variants = {
   { name = "budget 1 ms, libcurl on a thread", opts = "--budget 1 --preload thread" },
+  { name = "budget 1 ms, libcurl loaded at start-up (la_preload now)", opts = "--budget 1 --preload now" },
   { name = "budget 1 ms, libcurl loaded by the first request", opts = "--budget 1 --preload none" },
   { name = "budget 2 ms, libcurl on a thread", opts = "--budget 2 --preload thread" },
   { name = "no budget (la_step(rt, 0): one whole pass)", opts = "--budget 0 --preload thread" },
@@ -79,8 +80,9 @@ for _, v in ipairs(variants) do
     local r = fields(out:match("steps=[^\n]*"))
     r.ok = r.status == "ok" and out:match(v.expect or "streams=100 chars=15000") ~= nil
     v.rounds[i] = r
-    log("%s, round %d: p99 %s ms, max %s ms, first %s ms; CPU p99 %s ms, max %s ms; heap %s KB",
-      v.name, i, r.p99_ms, r.max_ms, r.first_ms, r.cpu_p99_ms, r.cpu_max_ms, r.heap_max_kb)
+    log("%s, round %d: p99 %s ms, max %s ms, first %s ms; CPU p99 %s ms, max %s ms; heap %s KB; "
+      .. "late %s (ran %s, preempted %s, stalled %s)", v.name, i, r.p99_ms, r.max_ms, r.first_ms,
+      r.cpu_p99_ms, r.cpu_max_ms, r.heap_max_kb, r.late, r.late_ran, r.late_preempted, r.late_stalled)
   end
   results.hosts[#results.hosts + 1] = v
 end

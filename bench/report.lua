@@ -486,21 +486,32 @@ if E then
     .. "%s). A step costs its budget plus at most one slice (one task resume, one socket's I/O, one "
     .. "curl timeout or transfer start, one collector step); *over* counts steps above budget + their "
     .. "own longest slice + 0.5 ms; *CPU* is the step's thread CPU time, which leaves out other "
-    .. "processes preempting it; *heap peak* is the Lua heap's largest size after a step. "
+    .. "processes preempting it; *late* counts the steps over budget + 1 ms in all rounds, by "
+    .. "cause: its own CPU time was that long (ran), the kernel switched the thread out for "
+    .. "another (preempted), or neither, the thread was not switched out yet got less CPU than "
+    .. "wall time (stalled: time the virtual machine's core was taken away); "
+    .. "*heap peak* is the Lua heap's largest size after a step. "
     .. "Load average of the machine (1, 5, 15 min) before and after: %s / %s: the cores are "
     .. "shared, and on a busy machine preemption inside a step shows in p99 and max.")
     :format(int(E.runs), E.date, E.load_before or "?", E.load_after or "?"))
   w()
-  w("| Host | steps | step p50 | step p99 | step max | CPU p99 | CPU max | first step | longest slice | over | heap peak |")
-  w("|---|---|---|---|---|---|---|---|---|---|---|")
+  w("| Host | steps | step p50 | step p99 | step max | CPU p99 | CPU max | first step | longest slice | over | late: ran / preempted / stalled | heap peak |")
+  w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  local function late(rounds)
+    local n = { 0, 0, 0 }
+    for _, r in ipairs(rounds) do
+      n[1], n[2], n[3] = n[1] + (r.late_ran or 0), n[2] + (r.late_preempted or 0), n[3] + (r.late_stalled or 0)
+    end
+    return ("%d / %d / %d"):format(n[1], n[2], n[3])
+  end
   for _, v in ipairs(E.hosts or {}) do
     local ok = #map(v.rounds, function(r) return r.ok and r or nil end)
-    w(("| %s%s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s KB |"):format(v.name,
+    w(("| %s%s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s KB |"):format(v.name,
       ok == #v.rounds and "" or (" (**%d of %d rounds failed**)"):format(#v.rounds - ok, #v.rounds),
       fmt(med(v.rounds, "steps"), 0), fmt(med(v.rounds, "p50_ms"), 3), fmt(med(v.rounds, "p99_ms"), 3),
       fmt(med(v.rounds, "max_ms"), 3), fmt(med(v.rounds, "cpu_p99_ms"), 3),
       fmt(med(v.rounds, "cpu_max_ms"), 3), fmt(med(v.rounds, "first_ms"), 3),
-      fmt(med(v.rounds, "slice_max_ms"), 3), fmt(med(v.rounds, "over_slice"), 0),
+      fmt(med(v.rounds, "slice_max_ms"), 3), fmt(med(v.rounds, "over_slice"), 0), late(v.rounds),
       fmt(med(v.rounds, "heap_max_kb"), 0)))
   end
   w()
@@ -510,13 +521,14 @@ if E then
       .. "streams run (`la_step(rt, %s)` a frame; targets: frame p99 <= 17.7 ms, step p99 <= 1 ms, "
       .. "max <= 2 ms):"):format(fmt(g.seconds, 0), fmt(g.budget_ms, 0)))
     w()
-    w("| frames | fps | frame p50 | frame p99 | frame max | step p50 | step p99 | step max | CPU p99 | CPU max | longest slice | over | dialogues | received |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    w(("| %s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s KB |"):format(
+    w("| frames | fps | frame p50 | frame p99 | frame max | step p50 | step p99 | step max | CPU p99 | CPU max | longest slice | over | late: ran / preempted / stalled | dialogues | received |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w(("| %s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s | %s KB |"):format(
       fmt(g.frames, 0), fmt(g.fps, 1), fmt(g.frame_p50_ms, 2), fmt(g.frame_p99_ms, 2),
       fmt(g.frame_max_ms, 1), fmt(g.step_p50_ms, 3), fmt(g.step_p99_ms, 3), fmt(g.step_max_ms, 3),
       fmt(g.step_cpu_p99_ms, 3), fmt(g.step_cpu_max_ms, 3),
-      fmt(g.slice_max_ms, 3), fmt(g.over_slice, 0), fmt(g.dialogues, 0), fmt(g.received_kb, 0)))
+      fmt(g.slice_max_ms, 3), fmt(g.over_slice, 0), late({ g }), fmt(g.dialogues, 0),
+      fmt(g.received_kb, 0)))
     w()
     for _, d in ipairs(g.drawn or {}) do w("- drawn: " .. d) end
     w()

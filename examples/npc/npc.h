@@ -75,6 +75,7 @@ typedef struct game {
   la_stats_t stats;
   double slice_max;
   int over_slice;             /* steps over budget + their longest slice */
+  int late[3];                /* steps over budget + 1 ms: ran, preempted, stalled */
   FILE *trace;                /* NPC_TRACE: per-frame figures */
   int dialogues, tokens, thought_tokens, spinner_frames, shot_taken;
   char drawn[8][1024];         /* what each ended dialogue drew (report) */

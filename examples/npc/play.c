@@ -91,10 +91,11 @@ int print_report(game_t *g, double seconds) {
   printf("npc: seconds=%.1f frames=%d fps=%.1f frame_p50_ms=%.2f frame_p99_ms=%.2f "
          "frame_max_ms=%.2f step_p50_ms=%.3f step_p99_ms=%.3f step_max_ms=%.3f "
          "step_cpu_p99_ms=%.3f step_cpu_max_ms=%.3f "
-         "slice_max_ms=%.3f over_slice=%d budget_ms=%d dialogues=%d reply_tokens=%d thought_tokens=%d "
+         "slice_max_ms=%.3f over_slice=%d late_ran=%d late_preempted=%d late_stalled=%d "
+         "budget_ms=%d dialogues=%d reply_tokens=%d thought_tokens=%d "
          "spinner_frames=%d received_kb=%llu tasks_failed=%d screenshot=%s\n",
          seconds, frames, frames / seconds, f50, f99, fmax, s50, s99, smax, c99, cmax,
-         g->slice_max, g->over_slice, g->budget, g->dialogues, g->tokens, g->thought_tokens,
+         g->slice_max, g->over_slice, g->late[0], g->late[1], g->late[2], g->budget, g->dialogues, g->tokens, g->thought_tokens,
          g->spinner_frames, g->stats.bytes_received / 1024, g->stats.tasks_failed,
          g->shot_taken ? "yes" : "no");
   for (int i = 0; i < g->ndrawn; i++) printf("drawn %s\n", g->drawn[i]);

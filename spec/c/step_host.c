@@ -10,7 +10,8 @@
 **   MODE: thread (the default la_step chooses), now (at start-up), none.
 **   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
 **   over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
-**   cpu_max_ms= heap_max_kb= heap_end_kb= tasks=T status=ok
+**   cpu_max_ms= heap_max_kb= heap_end_kb= late=L late_ran=A
+**   late_preempted=B late_stalled=C tasks=T status=ok
 **
 ** over_slice counts steps that overran budget + that step's own longest
 ** slice by more than 0.5 ms (the budget's contract: a step costs the budget
@@ -18,14 +19,21 @@
 ** that ended with work left for the next. cpu_* are the steps' thread
 ** CPU times (CLOCK_THREAD_CPUTIME_ID): our own work, without the time
 ** other processes took the core away mid-step, which wall time includes.
-** heap_* is the Lua heap after each step (the collector keeps up). Exits 1
-** when the script raised or tasks were left.
+** heap_* is the Lua heap after each step (the collector keeps up).
+** late counts steps longer than the budget + 1 ms (the most a frame host
+** should see), by cause (getrusage(RUSAGE_THREAD) around each step):
+** late_ran, the step's own CPU time was that long too (our work);
+** late_preempted, the kernel switched the thread out mid-step for
+** another (an involuntary context switch); late_stalled, neither: the
+** thread was never switched out, yet ran for less than the wall time (a
+** virtual machine's stolen time; interrupts). Exits 1 when the script
+** raised or tasks were left.
 */
-#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 
@@ -64,7 +72,7 @@ static void sleep_ms(double ms) {
 
 int main(int argc, char **argv) {
   int budget = 1, frames = 60 * 60, preload = LA_PRELOAD_THREAD, n = 0;
-  int over = 0, deferred = 0, failed;
+  int over = 0, deferred = 0, failed, late = 0, ran = 0, preempted = 0, stalled = 0;
   double frame_ms = 1000.0 / 60, *steps, *sorted, *cpus, slice_max = 0;
   double heap_max = 0, heap;
   uint64_t tasks_run = 0;
@@ -101,10 +109,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   while (n < frames) {
-    double t0 = now_ms(), c0 = cpu_ms(), dt;
-    int alive = la_step(rt, budget);
+    double t0 = now_ms(), c0 = cpu_ms(), dt, limit;
+    struct rusage r0, r1;
+    int alive;
+    getrusage(RUSAGE_THREAD, &r0);
+    alive = la_step(rt, budget);
     dt = now_ms() - t0;
     cpus[n] = cpu_ms() - c0;
+    getrusage(RUSAGE_THREAD, &r1);
     heap = lua_gc(la_state(rt), LUA_GCCOUNT, 0);
     if (heap > heap_max) heap_max = heap;
     la_stats(rt, &st);
@@ -113,6 +125,13 @@ int main(int argc, char **argv) {
     deferred += st.deferred;
     if (st.slice_max_ms > slice_max) slice_max = st.slice_max_ms;
     if (budget > 0 && dt > budget + st.slice_max_ms + 0.5) over++;
+    limit = budget + 1.0;
+    if (budget > 0 && dt > limit) {
+      late++;
+      if (cpus[n - 1] > limit) ran++;
+      else if (r1.ru_nivcsw > r0.ru_nivcsw) preempted++;
+      else stalled++;
+    }
     if (alive == 0) break;
     sleep_ms(frame_ms - (now_ms() - t0));   /* "render" the rest of the frame */
   }
@@ -128,9 +147,11 @@ int main(int argc, char **argv) {
          (unsigned long long)st.bytes_received, (unsigned long long)tasks_run);
   qsort(cpus, (size_t)n, sizeof *cpus, cmp);
   printf("cpu_p50_ms=%.3f cpu_p99_ms=%.3f cpu_max_ms=%.3f heap_max_kb=%.0f "
-         "heap_end_kb=%d tasks=%d status=%s\n",
+         "heap_end_kb=%d late=%d late_ran=%d late_preempted=%d late_stalled=%d "
+         "tasks=%d status=%s\n",
          quantile(cpus, n, 0.5), quantile(cpus, n, 0.99), n ? cpus[n - 1] : 0,
-         heap_max, lua_gc(la_state(rt), LUA_GCCOUNT, 0), la_tasks(rt),
+         heap_max, lua_gc(la_state(rt), LUA_GCCOUNT, 0), late, ran, preempted, stalled,
+         la_tasks(rt),
          failed ? "FAILED" : "ok");
   la_close(rt);
   free(steps);
