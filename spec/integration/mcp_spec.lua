@@ -414,6 +414,39 @@ describe("llm.mcp OAuth against a loopback authorization server #integration", f
     assert.matches("resource=http%%3A%%2F%%2F127%.0%.0%.1%%3A%d+%%2Fmcp", seen)
   end)
 
+  it("metadata naming another issuer is refused before any secret is sent", function()
+    local server <close>, url = oauth_server("issuer")
+    local c, err = llm.mcp.connect{ url = url, name = "imposter", auth = SPEC_CLIENT }
+    assert.is_nil(c)
+    assert.matches("the authorization server metadata at http://127%.0%.0%.1:%d+/%.well%-known/oauth%-"
+      .. "authorization%-server names issuer http://127%.0%.0%.1:%d+/elsewhere, not http://127%.0%.0%.1:%d+ ",
+      tostring(err))
+  end)
+
+  it("a registered client is kept in the store until its secret expires, then registered again", function()
+    local server <close>, url = oauth_server("ok")
+    local saved
+    local auth = { store = { load = function() return saved end, save = function(state) saved = state end } }
+    local c = assert(llm.mcp.connect{ url = url, name = "dcr", auth = auth })
+    assert.are.equal(1, stats_of(c).registrations)
+    c:close()
+    local issuer, client = next(saved.clients)
+    assert.matches("^http://127%.0%.0%.1:%d+$", issuer)
+    assert.matches("^client%-%d+%-Zq7Ld9Pw$", client.client_id)
+    saved.tokens = nil                             -- a new authorization: the same client
+    c = assert(llm.mcp.connect{ url = url, name = "dcr", auth = auth })
+    assert.are.equal(1, stats_of(c).registrations)
+    c:close()
+    saved.tokens = nil
+    saved.clients[issuer].secret_expires_at = os.time() - 1   -- its secret's time has come
+    c = assert(llm.mcp.connect{ url = url, name = "dcr", auth = auth })
+    local stats = stats_of(c)
+    assert.are.equal(2, stats.registrations)
+    assert.are.equal(3, stats.authorizations)
+    assert.are_not.equal(client.client_id, saved.clients[issuer].client_id)
+    c:close()
+  end)
+
   it("a 401 without the auth option says how to give it; bad options are refused", function()
     local server <close>, url = oauth_server("ok")
     local c, err = llm.mcp.connect{ url = url, name = "plain" }

@@ -9,11 +9,13 @@
 --         echo500   the MCP endpoint answers a valid token with a 500
 --                   that names the token
 --         login     the authorization endpoint shows a login page (200)
+--         issuer    its metadata names another issuer than its own
 --
--- Only client "spec-client" (client_secret_post) exists; tokens are
+-- Client "spec-client" (client_secret_post) exists, others register at
+-- /register (secrets that never expire); tokens are
 -- "at-N-Zq7Ld9Pw", refresh tokens "rt-N-Zq7Ld9Pw", codes "code-N-Zq7Ld9Pw".
 -- The tool "stats" returns {grants = {grant_type, ...}, authorizations = n,
--- token = the caller's}; "revoke" makes every access token invalid.
+-- registrations = n, token = the caller's}; "revoke" makes every access token invalid.
 local llm = require "luagent"
 local json = require "luagent.json"
 local oauth = require "luagent.mcp.oauth"
@@ -24,6 +26,7 @@ local base
 local serial = 0
 local valid, refresh_ok, codes = {}, {}, {}
 local grants, authorizations = {}, 0
+local clients = { ["spec-client"] = "spec-client-secret-123" }
 
 local function new(kind)
   serial = serial + 1
@@ -44,9 +47,17 @@ routes["GET /.well-known/oauth-protected-resource/mcp"] = function(_, res)
 end
 
 routes["GET /.well-known/oauth-authorization-server"] = function(_, res)
-  res:json(200, { issuer = base, authorization_endpoint = base .. "/authorize", token_endpoint = base .. "/token",
-    response_types_supported = { "code" }, code_challenge_methods_supported = { "S256" },
-    token_endpoint_auth_methods_supported = { "client_secret_post" } })
+  res:json(200, { issuer = mode == "issuer" and base .. "/elsewhere" or base,
+    authorization_endpoint = base .. "/authorize", token_endpoint = base .. "/token",
+    registration_endpoint = base .. "/register", response_types_supported = { "code" },
+    code_challenge_methods_supported = { "S256" }, token_endpoint_auth_methods_supported = { "client_secret_post" } })
+end
+
+routes["POST /register"] = function(_, res)
+  local id, secret = new("client"), new("secret")
+  clients[id] = secret
+  res:json(201, { client_id = id, client_secret = secret, client_secret_expires_at = 0,
+    token_endpoint_auth_method = "client_secret_post" })
 end
 
 routes["GET /authorize"] = function(req, res)
@@ -63,7 +74,7 @@ routes["POST /token"] = function(req, res)
   if mode == "leak" then
     return res:json(400, { error = "invalid_grant", error_description = "rejected request: " .. body })
   end
-  if f.client_id ~= "spec-client" or f.client_secret ~= "spec-client-secret-123" then
+  if not f.client_id or clients[f.client_id] ~= f.client_secret then
     return res:json(401, { error = "invalid_client" })
   end
   if f.grant_type == "authorization_code" then
@@ -101,7 +112,10 @@ routes["POST /mcp"] = function(req, res)
     valid = {}
     return rpc(res, msg.id, { content = { { type = "text", text = "revoked" } } })
   elseif msg.method == "tools/call" then
-    local text = json.encode({ grants = grants, authorizations = authorizations, token = token })
+    local registrations = 0
+    for id in pairs(clients) do if id ~= "spec-client" then registrations = registrations + 1 end end
+    local text = json.encode({ grants = grants, authorizations = authorizations, registrations = registrations,
+      token = token })
     return rpc(res, msg.id, { content = { { type = "text", text = text } } })
   end
   res:json(200, { jsonrpc = "2.0", id = msg.id, error = { code = -32601, message = "no such method" } })

@@ -185,10 +185,19 @@ local function find_prm(self, challenge)
 end
 
 -- The first authorization server metadata document found for the issuer.
-local function find_as(self, issuer)
+-- With check, its `issuer` must be the one asked for (RFC 8414 section
+-- 3.3): a document that names another could send our code and secret to
+-- it. (2025-03-26 servers have no declared issuer: their origin is where
+-- the metadata is looked for, and it may name another, as the conformance
+-- suite's back-compatibility scenario does.)
+local function find_as(self, issuer, check)
   for _, u in ipairs(oauth.as_metadata_urls(issuer)) do
     local doc = get_json(self, u)
     if doc and type(doc.authorization_endpoint) == "string" and type(doc.token_endpoint) == "string" then
+      if check and doc.issuer ~= nil and not oauth.same_issuer(doc.issuer, issuer) then
+        fail(self, ("the authorization server metadata at %s names issuer %s, not %s"):format(u,
+          tostring(doc.issuer), issuer))
+      end
       return doc
     end
   end
@@ -212,7 +221,7 @@ local function discover(self, challenge)
   else
     d.issuer, d.legacy = (oauth.split(self.url)), true      -- 2025-03-26: the server's origin
   end
-  d.as = find_as(self, d.issuer)
+  d.as = find_as(self, d.issuer, not d.legacy)
   if not d.as then
     if not d.legacy then fail(self, ("the authorization server %s publishes no metadata"):format(d.issuer)) end
     d.as = { authorization_endpoint = d.issuer .. "/authorize", token_endpoint = d.issuer .. "/token",
@@ -276,6 +285,7 @@ local function register(self, d, redirect_uri)
   errors.add_secret(doc.client_secret)
   local secret = type(doc.client_secret) == "string" and doc.client_secret or nil
   return { client_id = doc.client_id, client_secret = secret,
+           secret_expires_at = secret and tonumber(doc.client_secret_expires_at) or nil,
            method = type(doc.token_endpoint_auth_method) == "string" and doc.token_endpoint_auth_method
                     or auth_method(d.as, secret ~= nil) }
 end
@@ -292,6 +302,10 @@ local function client_for(self, d, redirect_uri)
     return { client_id = cfg.client_metadata_url, method = "none" }
   end
   local known = self.clients[d.issuer]
+  -- a registration whose secret has expired (RFC 7591: 0 = never) is
+  -- made again rather than refused at the token endpoint
+  local expires = type(known) == "table" and tonumber(known.secret_expires_at) or 0
+  if expires ~= 0 and os.time() >= expires then known = nil end
   if type(known) == "table" and type(known.client_id) == "string" then
     errors.add_secret(known.client_secret)
     return known

@@ -136,6 +136,17 @@ function M.as_metadata_urls(issuer)
   return { origin .. oauth .. path, origin .. oidc .. path, origin .. path .. oidc }
 end
 
+--- Whether a metadata document's issuer is the one asked for (RFC 8414
+--- section 3.3: identical; a trailing slash is the one difference forgiven,
+--- as servers write "https://as" and "https://as/" for one issuer).
+---@param got any
+---@param want string
+---@return boolean
+function M.same_issuer(got, want)
+  if type(got) ~= "string" then return false end
+  return (got:gsub("/$", "")) == (want:gsub("/$", ""))
+end
+
 --- The canonical URI of an MCP server for the resource parameter (RFC
 --- 8707): scheme and host in lower case, no fragment, no trailing "/".
 ---@param server_url string
