@@ -232,16 +232,39 @@ target("Callbacks + logging at info + OTLP export, CPU per chunk at 100×100 / w
 local ef = io.open((IN:match("^(.*/)") or "") .. "embed.json")
 local E = ef and cjson.decode(ef:read("a"))
 if ef then ef:close() end
+-- The steps over budget + 1 ms in all rounds, by cause (spec/c/step_host.c):
+-- their own CPU time, preempted, stalled.
+local function late_counts(rounds)
+  local ran, pre, stalled = 0, 0, 0
+  for _, r in ipairs(rounds) do
+    ran, pre, stalled = ran + (r.late_ran or 0), pre + (r.late_preempted or 0), stalled + (r.late_stalled or 0)
+  end
+  return ran, pre, stalled
+end
+
 do   -- issue 21: la_step(rt, 1) with 100 streams, and the game under Xvfb
-  local h = E and E.hosts and E.hosts[1]
-  local function med(k) return h and median(map(h.rounds, function(r) return r[k] end)) end
-  local p99, mx = med("p99_ms"), med("max_ms")
+  local function host(opts)
+    for _, v in ipairs(E and E.hosts or {}) do if v.opts == opts then return v end end
+  end
+  local h = host("--budget 1 --preload thread")
+  local function med(k, v)
+    return v and median(map(v.rounds, function(r) return r[k] end))
+  end
+  local p99, mx = med("p99_ms", h), med("max_ms", h)
+  local function late(v)
+    return (" (steps over 2 ms in %d rounds: %d our CPU, %d preempted, %d stalled)")
+      :format(v and #v.rounds or 0, late_counts(v and v.rounds or {}))
+  end
   target("`la_step(rt, 1)` with 100 streams, step p99 (issue 21)", p99 and (fmt(p99, 3) .. " ms"),
     "≤ 1 ms", p99 and p99 <= 1)
-  target("`la_step(rt, 1)` with 100 streams, step max, first request included (issue 21)",
-    mx and (fmt(mx, 3) .. " ms"), "≤ 2 ms", mx and mx <= 2)
+  target("`la_step(rt, 1)` with 100 streams, step max, first request included, libcurl loading on a thread (issue 21)",
+    mx and (fmt(mx, 3) .. " ms" .. late(h)), "≤ 2 ms", mx and mx <= 2)
+  local now = host("--budget 1 --preload now")
+  local nmx = med("max_ms", now)
+  target("`la_step(rt, 1)` with 100 streams, step max, first request included, libcurl loaded at start-up (issue 21)",
+    nmx and (fmt(nmx, 3) .. " ms" .. late(now)), "≤ 2 ms", nmx and nmx <= 2)
   -- the same in thread CPU time: what a quiet machine's wall time would be
-  local cp99, cmx = med("cpu_p99_ms"), med("cpu_max_ms")
+  local cp99, cmx = med("cpu_p99_ms", h), med("cpu_max_ms", h)
   target("`la_step(rt, 1)` with 100 streams, CPU time p99 / max (issue 21)",
     cp99 and (fmt(cp99, 3) .. " / " .. fmt(cmx, 3) .. " ms"), "≤ 1 / 2 ms",
     cp99 and cp99 <= 1 and cmx <= 2)
@@ -497,13 +520,7 @@ if E then
   w()
   w("| Host | steps | step p50 | step p99 | step max | CPU p99 | CPU max | first step | longest slice | over | late: ran / preempted / stalled | heap peak |")
   w("|---|---|---|---|---|---|---|---|---|---|---|---|")
-  local function late(rounds)
-    local n = { 0, 0, 0 }
-    for _, r in ipairs(rounds) do
-      n[1], n[2], n[3] = n[1] + (r.late_ran or 0), n[2] + (r.late_preempted or 0), n[3] + (r.late_stalled or 0)
-    end
-    return ("%d / %d / %d"):format(n[1], n[2], n[3])
-  end
+  local function late(rounds) return ("%d / %d / %d"):format(late_counts(rounds)) end
   for _, v in ipairs(E.hosts or {}) do
     local ok = #map(v.rounds, function(r) return r.ok and r or nil end)
     w(("| %s%s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s KB |"):format(v.name,
