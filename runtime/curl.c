@@ -404,6 +404,10 @@ int la_curl_add(la_curl_t *c, CURL *easy) {
   if (curl_multi_add_handle(c->multi, easy) != CURLM_OK) return -1;
   c->active++;
   note_peak(c);
+  /* Start it now (connect or send), not at curl's 0 ms timeout: that
+  ** fires only once every task made ready in this pass has run, so in a
+  ** burst each request would wait for the set-up of all the others. */
+  timeout_action(c, LA_SLICE_TIMER);
   return 0;
 }
 

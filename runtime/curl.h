@@ -29,7 +29,9 @@ typedef struct la_curl {
 ** NULL with a static message in *err on failure. */
 la_curl_t *la_curl_get(la_runtime_t *rt, const char **err);
 
-/* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi. */
+/* Adds easy (whose CURLOPT_PRIVATE is the transfer) to the multi and
+** starts it at once, outside a budgeted step (the done hook may run for
+** it, or for others, before this returns); in one, it waits its turn. */
 int  la_curl_add(la_curl_t *c, CURL *easy);
 
 /* Sets the options every transfer's easy handle needs from curl.c (its

@@ -607,9 +607,11 @@ static int l_request(lua_State *L) {
   x->timer->data = x;
   rt->handles++;
   x->t_start = uv_now(rt->loop);
-  if (la_curl_add(c, x->easy) != 0)
+  x->in_multi = 1;            /* before: the add may start and end it (done_cb) */
+  if (la_curl_add(c, x->easy) != 0) {
+    x->in_multi = 0;
     return luaL_error(L, "http.request: cannot add transfer");
-  x->in_multi = 1;
+  }
   la_xfer_arm(x, x->t_start);
   return request_k(L, LUA_OK, 1);
 }

@@ -139,6 +139,32 @@ describe("reused connections #integration", function()
     assert.are.equal(0, again, "connections opened again")
   end)
 
+  it("a request on a kept-alive connection leaves before the other ready tasks run", function()
+    -- in a burst, a request must not wait for the set-up of every request
+    -- made after it in the same pass of the loop (the gateway's TTFT)
+    local s = mock.scenario("chunks=1")
+    local base = mock.url .. "/s/" .. s
+    one(base)                      -- the connection the next request reuses
+    local function logged()
+      local text, n, at = proc.read(mock.log) or "", 0, 1
+      while true do
+        local i = text:find(s, at, true)
+        if not i then return n end
+        n, at = n + 1, i + #s
+      end
+    end
+    local a = llm.spawn(function() return one(base) end)
+    local b = llm.spawn(function()
+      -- runs after a made its request, in the same pass; holds the loop
+      -- (no yield) until the server has logged that request, or 2 s
+      local deadline = os.clock() + 2
+      while logged() < 2 and os.clock() < deadline do end
+      return logged()
+    end)
+    assert.are.equal(2, b:await(), "the request had not left while another task ran")
+    assert.are.equal(4, a:await())   -- role, token, finish, [DONE]
+  end)
+
   it("a connection the server closes while idle leaves the poll set and costs no CPU", function()
     local other = servers.mock()
     local base = other.url .. "/s/chunks=2"
