@@ -53,6 +53,8 @@
 -- BENCH_QUICK=1: one round, 2,000 streams in 4. The section it writes sits
 -- between <!-- gateway --> marks, so it runs alone:
 --   BUILD=build lua5.4 bench/gateway_bench.lua bench/RESULTS.md
+-- BENCH_GW_RSS_ONLY=1: only luagent's rounds of 2 (BENCH_GW_RSS_ROUNDS of
+-- them), printed, nothing written: for A/B runs of two builds (BUILD).
 local cjson = require "cjson"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
 local lib = require "lib"
@@ -62,6 +64,7 @@ local BUILD = os.getenv("BUILD") or "build"
 local QUICK = os.getenv("BENCH_QUICK") == "1"
 local ROUNDS = QUICK and 1 or tonumber(os.getenv("BENCH_GW_ROUNDS") or "5")
 local RSS_ROUNDS = QUICK and 1 or tonumber(os.getenv("BENCH_GW_RSS_ROUNDS") or "3")
+local RSS_ONLY = os.getenv("BENCH_GW_RSS_ONLY") == "1"
 local BIG = tonumber(os.getenv("BENCH_GW_BIG") or (QUICK and "2000" or "10000"))
 local GW_CPU, CLIENT_CPU = 0, 1
 local TMP = BUILD .. "/bench/tmp"
@@ -309,6 +312,18 @@ local kinds = {
   { name = "luagent", fresh = function() return luagent_gw({ "hold" }) end },
   { name = "nginx", fresh = nginx_gw },
 }
+if RSS_ONLY then
+  local kb = {}
+  for r = 1, RSS_ROUNDS do
+    local res = rss_run(kinds[1])
+    kb[r] = res.kb
+    log("rss round %d: luagent %.1f KB per stream (%.1f -> %.1f MB, %d errors)", r, res.kb, res.idle_mb,
+      res.peak_mb, res.errors)
+  end
+  io.write(("luagent RSS per open stream: median %.1f KB (%s)\n"):format(median(kb), lib.list(kb, "%.1f")))
+  cleanup()
+  return
+end
 local gateways = { luagent_gw({ "c100", "c1000", "paced" }), nginx_gw() }
 local pk_ok, pk_why = install_portkey()
 local pk
