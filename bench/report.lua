@@ -259,10 +259,14 @@ do   -- issue 21: la_step(rt, 1) with 100 streams, and the game under Xvfb
     "≤ 1 ms", p99 and p99 <= 1)
   target("`la_step(rt, 1)` with 100 streams, step max, first request included, libcurl loading on a thread (issue 21)",
     mx and (fmt(mx, 3) .. " ms" .. late(h)), "≤ 2 ms", mx and mx <= 2)
-  local now = host("--budget 1 --preload now")
-  local nmx = med("max_ms", now)
-  target("`la_step(rt, 1)` with 100 streams, step max, first request included, libcurl loaded at start-up (issue 21)",
-    nmx and (fmt(nmx, 3) .. " ms" .. late(now)), "≤ 2 ms", nmx and nmx <= 2)
+  for _, alt in ipairs({
+    { "--budget 1 --preload thread --startup-ms 50", "libcurl loading on a thread started 50 ms before (the host's start-up)" },
+    { "--budget 1 --preload now", "libcurl loaded at start-up" } }) do
+    local v = host(alt[1])
+    local vmx = med("max_ms", v)
+    target("`la_step(rt, 1)` with 100 streams, step max, first request included, " .. alt[2] .. " (issue 21)",
+      vmx and (fmt(vmx, 3) .. " ms" .. late(v)), "≤ 2 ms", vmx and vmx <= 2)
+  end
   -- the same in thread CPU time: what a quiet machine's wall time would be
   local cp99, cmx = med("cpu_p99_ms", h), med("cpu_max_ms", h)
   target("`la_step(rt, 1)` with 100 streams, CPU time p99 / max (issue 21)",
@@ -514,9 +518,11 @@ if E then
     .. "another (preempted), or neither, the thread was not switched out yet got less CPU than "
     .. "wall time (stalled: time the virtual machine's core was taken away); "
     .. "*heap peak* is the Lua heap's largest size after a step. "
-    .. "Load average of the machine (1, 5, 15 min) before and after: %s / %s: the cores are "
+    .. "%sLoad average of the machine (1, 5, 15 min) before and after: %s / %s: the cores are "
     .. "shared, and on a busy machine preemption inside a step shows in p99 and max.")
-    :format(int(E.runs), E.date, E.load_before or "?", E.load_after or "?"))
+    :format(int(E.runs), E.date, E.pinned and "The host runs on CPU 0, the loopback server and "
+      .. "the X server on CPU 1 (taskset), so the load measured against does not preempt the frame "
+      .. "loop. " or "", E.load_before or "?", E.load_after or "?"))
   w()
   w("| Host | steps | step p50 | step p99 | step max | CPU p99 | CPU max | first step | longest slice | over | late: ran / preempted / stalled | heap peak |")
   w("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -5,9 +5,11 @@
 ** line for specs and `make bench`:
 **
 **   step_host [--budget MS] [--frame-ms MS] [--frames N] [--preload MODE]
-**             script.lua [args]
+**             [--startup-ms MS] script.lua [args]
 **
 **   MODE: thread (the default la_step chooses), now (at start-up), none.
+**   --startup-ms: the host's own start-up (a window, assets) between
+**   la_preload and the script, as a sleep; 0 by default.
 **   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
 **   over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
 **   cpu_max_ms= heap_max_kb= heap_end_kb= late=L late_ran=A
@@ -73,7 +75,7 @@ static void sleep_ms(double ms) {
 int main(int argc, char **argv) {
   int budget = 1, frames = 60 * 60, preload = LA_PRELOAD_THREAD, n = 0;
   int over = 0, deferred = 0, failed, late = 0, ran = 0, preempted = 0, stalled = 0;
-  double frame_ms = 1000.0 / 60, *steps, *sorted, *cpus, slice_max = 0;
+  double frame_ms = 1000.0 / 60, startup_ms = 0, *steps, *sorted, *cpus, slice_max = 0;
   double heap_max = 0, heap;
   uint64_t tasks_run = 0;
   la_stats_t st;
@@ -82,6 +84,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "--budget") == 0) budget = atoi(argv[2]);
     else if (strcmp(argv[1], "--frame-ms") == 0) frame_ms = atof(argv[2]);
     else if (strcmp(argv[1], "--frames") == 0) frames = atoi(argv[2]);
+    else if (strcmp(argv[1], "--startup-ms") == 0) startup_ms = atof(argv[2]);
     else if (strcmp(argv[1], "--preload") == 0)
       preload = strcmp(argv[2], "now") == 0 ? LA_PRELOAD_NOW
               : strcmp(argv[2], "none") == 0 ? LA_PRELOAD_NONE : LA_PRELOAD_THREAD;
@@ -91,7 +94,7 @@ int main(int argc, char **argv) {
   }
   if (argc < 2) {
     fprintf(stderr, "usage: %s [--budget MS] [--frame-ms MS] [--frames N] "
-            "[--preload thread|now|none] script.lua [args]\n", argv[0]);
+            "[--preload thread|now|none] [--startup-ms MS] script.lua [args]\n", argv[0]);
     return 2;
   }
   steps = calloc((size_t)frames, sizeof *steps);
@@ -103,6 +106,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "step_host: la_preload failed\n");
     return 1;
   }
+  if (startup_ms > 0) sleep_ms(startup_ms);
   if (la_dofile(rt, argv[1], argc - 2, argv + 2) != 0) {
     fprintf(stderr, "step_host: %s\n", lua_tostring(la_state(rt), -1));
     la_close(rt);
