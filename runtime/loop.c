@@ -95,7 +95,11 @@ void la_slice_end(la_runtime_t *rt, uint64_t t0, int kind) {
   ** step's sockets; the caution fades over the next ~16 slices of the kind */
   *est -= *est / 16;
   if (ns > *est) *est = ns;
-  if (ms > rt->stats.slice_max_ms) rt->stats.slice_max_ms = ms;
+  if (ms > rt->stats.slice_max_ms) {
+    static const char *const kinds[] = {"task", "start", "socket", "timer", "connect", "gc"};
+    rt->stats.slice_max_ms = ms;
+    rt->stats.slice_max_kind = kinds[kind];
+  }
   if (kind == LA_SLICE_TASK || kind == LA_SLICE_START) rt->stats.tasks_run++;
   else if (kind != LA_SLICE_GC) rt->stats.io_slices++;
 }
@@ -357,6 +361,7 @@ int la_step(la_runtime_t *rt, int budget_ms) {
   if (!rt->preload_chosen) la_preload(rt, LA_PRELOAD_THREAD);
   rt->running = 1;
   s->slice_max_ms = 0;
+  s->slice_max_kind = "";
   s->tasks_run = s->io_slices = s->deferred = 0;
   rt->deadline = budget_ms > 0 ? start + (uint64_t)budget_ms * PLAN_NS : 0;
   if (budget_ms > 0) {
@@ -381,6 +386,7 @@ int la_step(la_runtime_t *rt, int budget_ms) {
 }
 
 void la_stats(la_runtime_t *rt, la_stats_t *out) {
+  if (!rt->stats.slice_max_kind) rt->stats.slice_max_kind = "";   /* no step yet */
   rt->stats.tasks_alive = rt->tasks;
   rt->stats.tasks_failed = rt->failed;
   *out = rt->stats;

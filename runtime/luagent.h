@@ -117,6 +117,9 @@ typedef struct la_stats {
   int tasks_failed;           /* tasks ended by an uncaught error */
   unsigned long long steps;           /* la_step calls since la_open */
   unsigned long long bytes_received;  /* HTTP body bytes since la_open */
+  const char *slice_max_kind; /* slice_max_ms's kind: "task", "start" (a task's
+                              ** first resume), "socket", "timer", "connect" or
+                              ** "gc"; "" when the step ran no slice */
 } la_stats_t;
 
 /* Copies the runtime's counters into *out. */

@@ -274,10 +274,12 @@ static void frame(game_t *g, double *next) {
   record(&g->step_ms, step);
   la_stats(g->rt, &st);
   g->stats = st;
-  if (g->trace)               /* NPC_TRACE=file: one line per frame */
-    fprintf(g->trace, "%d %.3f %.3f %.3f %d %d %d\n", g->step_ms.n, dt,
+  /* NPC_TRACE=file: a line a frame: frame, dt, step, longest slice, tasks
+  ** run, I/O slices, deferred, step CPU (ms), the longest slice's kind */
+  if (g->trace)
+    fprintf(g->trace, "%d %.3f %.3f %.3f %d %d %d %.3f %s\n", g->step_ms.n, dt,
             step, st.slice_max_ms, st.tasks_run,
-            st.io_slices, st.deferred);
+            st.io_slices, st.deferred, cpu, st.slice_max_kind);
   if (st.slice_max_ms > g->slice_max) g->slice_max = st.slice_max_ms;
   /* the budget's contract: budget + the step's longest slice (+ 0.5 ms) */
   if (step > g->budget + st.slice_max_ms + 0.5) g->over_slice++;

@@ -11,7 +11,7 @@
 **   --startup-ms: the host's own start-up (a window, assets) between
 **   la_preload and the script, as a sleep; 0 by default.
 **   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
-**   over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
+**   slice_max_kind= over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
 **   cpu_max_ms= heap_max_kb= heap_end_kb= late=L late_ran=A
 **   late_preempted=B late_stalled=C tasks=T status=ok
 **
@@ -77,6 +77,7 @@ int main(int argc, char **argv) {
   int over = 0, deferred = 0, failed, late = 0, ran = 0, preempted = 0, stalled = 0;
   double frame_ms = 1000.0 / 60, startup_ms = 0, *steps, *sorted, *cpus, slice_max = 0;
   double heap_max = 0, heap;
+  const char *slice_kind = "";
   uint64_t tasks_run = 0;
   la_stats_t st;
   la_runtime_t *rt;
@@ -127,7 +128,10 @@ int main(int argc, char **argv) {
     steps[n++] = dt;
     tasks_run += st.tasks_run;
     deferred += st.deferred;
-    if (st.slice_max_ms > slice_max) slice_max = st.slice_max_ms;
+    if (st.slice_max_ms > slice_max) {
+      slice_max = st.slice_max_ms;
+      slice_kind = st.slice_max_kind;
+    }
     if (budget > 0 && dt > budget + st.slice_max_ms + 0.5) over++;
     limit = budget + 1.0;
     if (budget > 0 && dt > limit) {
@@ -144,10 +148,10 @@ int main(int argc, char **argv) {
   la_stats(rt, &st);
   failed = la_tasks(rt) != 0 || st.tasks_failed != 0;
   printf("steps=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f first_ms=%.3f "
-         "budget_ms=%d slice_max_ms=%.3f over_slice=%d deferred=%d bytes=%llu "
+         "budget_ms=%d slice_max_ms=%.3f slice_max_kind=%s over_slice=%d deferred=%d bytes=%llu "
          "tasks_run=%llu ",
          n, quantile(sorted, n, 0.5), quantile(sorted, n, 0.99),
-         n ? sorted[n - 1] : 0, n ? steps[0] : 0, budget, slice_max, over, deferred,
+         n ? sorted[n - 1] : 0, n ? steps[0] : 0, budget, slice_max, slice_kind, over, deferred,
          (unsigned long long)st.bytes_received, (unsigned long long)tasks_run);
   qsort(cpus, (size_t)n, sizeof *cpus, cmp);
   printf("cpu_p50_ms=%.3f cpu_p99_ms=%.3f cpu_max_ms=%.3f heap_max_kb=%.0f "

@@ -34,6 +34,9 @@ describe("la_step budget #integration", function()
     assert.is_true(r.over_slice <= math.max(2, r.steps * 0.03), out)
     -- the budget really cut the work: steps ended with work left over
     assert.is_true(r.deferred > 0, out)
+    -- la_stats names the longest slice's kind
+    assert.matches("^[a-z]+$", r.slice_max_kind, out)
+    assert.is_truthy(({ task = 1, start = 1, socket = 1, timer = 1, connect = 1, gc = 1 })[r.slice_max_kind], out)
   end)
 
   -- before la_step drove the collector itself, every one of these
