@@ -302,6 +302,7 @@ void la_handle_closed(la_runtime_t *rt) { rt->handles--; }
 ** the check handle. Returns 0 or a libuv error. */
 int la_loop_init(la_runtime_t *rt, uv_loop_t *loop) {
   int rc;
+  rt->stats.slice_max_kind = "";   /* la_stats before any step */
   if (!loop) {
     rc = uv_loop_init(&rt->own_loop);
     if (rc) return rc;
@@ -386,7 +387,6 @@ int la_step(la_runtime_t *rt, int budget_ms) {
 }
 
 void la_stats(la_runtime_t *rt, la_stats_t *out) {
-  if (!rt->stats.slice_max_kind) rt->stats.slice_max_kind = "";   /* no step yet */
   rt->stats.tasks_alive = rt->tasks;
   rt->stats.tasks_failed = rt->failed;
   *out = rt->stats;
