@@ -323,6 +323,15 @@ end
 
 local SPEC_CLIENT = { client_id = "spec-client", client_secret = "spec-client-secret-123" }
 
+-- Connects to the OAuth spec server in mode as SPEC_CLIENT, which must
+-- fail: the error and its text.
+local function refused(mode, name)
+  local server <close>, url = oauth_server(mode)
+  local c, err = llm.mcp.connect{ url = url, name = name, auth = SPEC_CLIENT }
+  assert.is_nil(c)
+  return err, tostring(err)
+end
+
 local function stats_of(c)
   return json.decode(text_of(assert(c:call_tool("stats"))))
 end
@@ -376,10 +385,7 @@ describe("llm.mcp OAuth against a loopback authorization server #integration", f
   end)
 
   it("a token endpoint that echoes the request: the error names neither the secret, the code nor the verifier", function()
-    local server <close>, url = oauth_server("leak")
-    local c, err = llm.mcp.connect{ url = url, name = "leaky", auth = SPEC_CLIENT }
-    assert.is_nil(c)
-    local msg = tostring(err)
+    local err, msg = refused("leak", "leaky")
     assert.matches("mcp server 'leaky': OAuth: the token endpoint .* answered HTTP 400 invalid_grant", msg)
     assert.matches("rejected request: ", msg)                 -- the echo is there, redacted
     assert.is_nil(msg:find("spec-client-secret-123", 1, true), msg)
@@ -389,10 +395,7 @@ describe("llm.mcp OAuth against a loopback authorization server #integration", f
   end)
 
   it("an MCP server that echoes the token in a 500: the error does not name it", function()
-    local server <close>, url = oauth_server("echo500")
-    local c, err = llm.mcp.connect{ url = url, name = "echo", auth = SPEC_CLIENT }
-    assert.is_nil(c)
-    local msg = tostring(err)
+    local _, msg = refused("echo500", "echo")
     assert.matches("HTTP 500 internal error while serving token", msg)
     assert.is_nil(msg:find("at%-%d+%-Zq7Ld9Pw"), msg)
   end)
@@ -415,12 +418,10 @@ describe("llm.mcp OAuth against a loopback authorization server #integration", f
   end)
 
   it("metadata naming another issuer is refused before any secret is sent", function()
-    local server <close>, url = oauth_server("issuer")
-    local c, err = llm.mcp.connect{ url = url, name = "imposter", auth = SPEC_CLIENT }
-    assert.is_nil(c)
+    local _, msg = refused("issuer", "imposter")
     assert.matches("the authorization server metadata at http://127%.0%.0%.1:%d+/%.well%-known/oauth%-"
       .. "authorization%-server names issuer http://127%.0%.0%.1:%d+/elsewhere, not http://127%.0%.0%.1:%d+ ",
-      tostring(err))
+      msg)
   end)
 
   it("a registered client is kept in the store until its secret expires, then registered again", function()
