@@ -117,23 +117,21 @@ local function handlers(opts, state)
     if not ok and errors.is(r, "Cancelled") then error(r, 0) end
     return tool_result(ok, r, err)
   end
-  h["resources/list"] = function()
+  -- A resource list: each entry named by its key (field `key_field`).
+  local function listing(defs, key_field)
     local list = json.array()
-    for _, uri in ipairs(sorted_keys(opts.resources)) do
-      local r = opts.resources[uri]
-      list[#list + 1] = { uri = uri, name = r.name or uri, title = r.title,
+    for _, key in ipairs(sorted_keys(defs)) do
+      local r = defs[key]
+      list[#list + 1] = { [key_field] = key, name = r.name or key, title = r.title,
                           description = r.description, mimeType = r.mimeType }
     end
-    return { resources = list }
+    return list
+  end
+  h["resources/list"] = function()
+    return { resources = listing(opts.resources, "uri") }
   end
   h["resources/templates/list"] = function()
-    local list = json.array()
-    for _, tpl in ipairs(sorted_keys(opts.resource_templates)) do
-      local r = opts.resource_templates[tpl]
-      list[#list + 1] = { uriTemplate = tpl, name = r.name or tpl, title = r.title,
-                          description = r.description, mimeType = r.mimeType }
-    end
-    return { resourceTemplates = list }
+    return { resourceTemplates = listing(opts.resource_templates, "uriTemplate") }
   end
   h["resources/read"] = function(params)
     local r, vars = (opts.resources or {})[params.uri], nil
