@@ -354,13 +354,14 @@ void la_loop_close(la_runtime_t *rt) {
 /* Public entry points                                                 */
 /* ================================================================== */
 
-/* A step plans its slices to end at 85% of its budget: the rest is for a
+/* A step plans its slices to end at 80% of its budget: the rest is for a
 ** slice that costs more than its kind's estimate (a socket read that
 ** meets the allocator's consolidation, the first connects of a batch).
 ** At 90% a step's p99 sat at the budget itself (0.95-1.05 ms of 1 ms, 100
-** streams, bench/embed.lua's host); at 85%, 0.90-0.93, about as many
-** steps to finish the streams. */
-#define PLAN_NS 850000u
+** streams, bench/embed.lua's host); at 85%, CPU p99 0.88-0.92 once the
+** collector's steps were small; at 80%, 0.83-0.89 (8 runs each, A/B), in
+** as many steps to finish the streams (medians 151 and 152). */
+#define PLAN_NS 800000u
 
 /* Runs loop passes until the budget is spent or nothing is ready. A pass
 ** whose budget ran out mid-way left its rest queued (see the top). */
