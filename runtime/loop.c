@@ -148,7 +148,7 @@ static void check_cb(uv_check_t *h) {
 ** what took la_step(rt, 1)'s CPU-time p99 with 100 streams from 1.34 to
 ** 0.93 ms and its max from 1.45 to 1.03 ms (bench/embed.lua, A/B).
 **
-** With 100 streams the atomic phase itself is 0.04-0.2 ms (re-marking
+** With 100 streams the atomic phase itself is up to 0.2 ms (re-marking
 ** ~100 task stacks; no weak tables, ~170 finalizers); what cost a step
 ** more was a basic step of the sweep, which frees what it finds dead, and
 ** whole cycles paid at once (bench/PROFILE.md, "the collector's slices").
