@@ -148,17 +148,26 @@ static void check_cb(uv_check_t *h) {
 ** what took la_step(rt, 1)'s CPU-time p99 with 100 streams from 1.34 to
 ** 0.93 ms and its max from 1.45 to 1.03 ms (bench/embed.lua, A/B).
 **
+** With 100 streams the atomic phase itself is up to 0.2 ms (re-marking
+** ~100 task stacks; no weak tables, ~170 finalizers); what cost a step
+** more was a basic step of the sweep, which frees what it finds dead, and
+** whole cycles paid at once (bench/PROFILE.md, "the collector's slices").
+**
 ** Pacing is Lua's own, kept by hand: a cycle starts when the heap reaches
 ** GC_PAUSE % of what the last one kept, and a basic step pays for
 ** 2^GC_STEPSIZE bytes the tasks allocated (as Lua's step multiplier 100
-** does). Work owed beyond an eighth of the threshold (tasks allocating
-** faster than half a budget collects) is paid whatever the budget: memory
-** stays bounded before a step stays short (spec/integration/embed_spec.lua
-** allocates 160 MB through 10 tasks and checks the heap's peak). */
+** does). Work owed beyond half the threshold (tasks allocating faster than
+** half a budget collects) is paid whatever the budget: memory stays
+** bounded before a step stays short (spec/integration/embed_spec.lua
+** allocates 160 MB through 10 tasks and checks the heap's peak). An eighth
+** forced a whole cycle (~0.9 ms) into one step whenever a cycle spanned a
+** few frames of streaming (the game: 30-170 KB allocated a frame). */
 #define GC_PAUSE 150
 /* A basic step's size, log2 bytes: Lua's default 13 counts a sweep of ~50k
-** objects as one step (0.6-1.2 ms here); 8 makes steps of 10-100 us. */
-#define GC_STEPSIZE 8
+** objects as one step (0.6-1.2 ms here); 8 swept ~1,700 objects a step,
+** freeing most of them (up to 0.58 ms); 6 sweeps ~400 (up to 0.24 ms) and
+** marks in steps of ~10 us. */
+#define GC_STEPSIZE 6
 #define GC_STEPSIZE_AUTO 13         /* LUAI_GCSTEPSIZE, restored after */
 
 static size_t heap_bytes(lua_State *L) {
@@ -240,7 +249,7 @@ static void gc_cycle_end(la_runtime_t *rt) {
 /* The collector's slices, before any task runs: basic steps while half
 ** the budget (until) has room for one, and always one while a cycle runs,
 ** so it ends even when a step's estimate exceeds the share; past that,
-** steps until the work owed is under an eighth of the threshold. */
+** steps until the work owed is under half the threshold. */
 static void gc_slices(la_runtime_t *rt, uint64_t until) {
   lua_State *L = rt->L;
   size_t heap = heap_bytes(L);
@@ -263,7 +272,7 @@ static void gc_slices(la_runtime_t *rt, uint64_t until) {
   *est -= *est / 4;
   for (;;) {
     uint64_t t0 = uv_hrtime();
-    if (n++ && rt->gc_owed <= rt->gc_next / 8 && t0 + *est >= until) {
+    if (n++ && rt->gc_owed <= rt->gc_next / 2 && t0 + *est >= until) {
       rt->stats.deferred = 1;
       break;
     }
@@ -345,13 +354,14 @@ void la_loop_close(la_runtime_t *rt) {
 /* Public entry points                                                 */
 /* ================================================================== */
 
-/* A step plans its slices to end at 85% of its budget: the rest is for a
+/* A step plans its slices to end at 80% of its budget: the rest is for a
 ** slice that costs more than its kind's estimate (a socket read that
 ** meets the allocator's consolidation, the first connects of a batch).
 ** At 90% a step's p99 sat at the budget itself (0.95-1.05 ms of 1 ms, 100
-** streams, bench/embed.lua's host); at 85%, 0.90-0.93, about as many
-** steps to finish the streams. */
-#define PLAN_NS 850000u
+** streams, bench/embed.lua's host); at 85%, CPU p99 0.88-0.92 once the
+** collector's steps were small; at 80%, 0.83-0.89 (8 runs each, A/B), in
+** as many steps to finish the streams (medians 151 and 152). */
+#define PLAN_NS 800000u
 
 /* Runs loop passes until the budget is spent or nothing is ready. A pass
 ** whose budget ran out mid-way left its rest queued (see the top). */

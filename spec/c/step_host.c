@@ -5,11 +5,13 @@
 ** line for specs and `make bench`:
 **
 **   step_host [--budget MS] [--frame-ms MS] [--frames N] [--preload MODE]
-**             [--startup-ms MS] script.lua [args]
+**             [--startup-ms MS] [--trace FILE] script.lua [args]
 **
 **   MODE: thread (the default la_step chooses), now (at start-up), none.
 **   --startup-ms: the host's own start-up (a window, assets) between
 **   la_preload and the script, as a sleep; 0 by default.
+**   --trace: a line a step to FILE: step, wall ms, CPU ms, longest slice
+**   (ms, kind), tasks run, I/O slices, deferred, Lua heap KB.
 **   steps=N p50_ms= p99_ms= max_ms= first_ms= budget_ms= slice_max_ms=
 **   slice_max_kind= over_slice=K deferred=D bytes= tasks_run= cpu_p50_ms= cpu_p99_ms=
 **   cpu_max_ms= heap_max_kb= heap_end_kb= late=L late_ran=A
@@ -78,6 +80,7 @@ int main(int argc, char **argv) {
   double frame_ms = 1000.0 / 60, startup_ms = 0, *steps, *sorted, *cpus, slice_max = 0;
   double heap_max = 0, heap;
   const char *slice_kind = "";
+  FILE *trace = NULL;
   uint64_t tasks_run = 0;
   la_stats_t st;
   la_runtime_t *rt;
@@ -86,6 +89,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "--frame-ms") == 0) frame_ms = atof(argv[2]);
     else if (strcmp(argv[1], "--frames") == 0) frames = atoi(argv[2]);
     else if (strcmp(argv[1], "--startup-ms") == 0) startup_ms = atof(argv[2]);
+    else if (strcmp(argv[1], "--trace") == 0) trace = fopen(argv[2], "w");
     else if (strcmp(argv[1], "--preload") == 0)
       preload = strcmp(argv[2], "now") == 0 ? LA_PRELOAD_NOW
               : strcmp(argv[2], "none") == 0 ? LA_PRELOAD_NONE : LA_PRELOAD_THREAD;
@@ -95,7 +99,7 @@ int main(int argc, char **argv) {
   }
   if (argc < 2) {
     fprintf(stderr, "usage: %s [--budget MS] [--frame-ms MS] [--frames N] "
-            "[--preload thread|now|none] [--startup-ms MS] script.lua [args]\n", argv[0]);
+            "[--preload thread|now|none] [--startup-ms MS] [--trace FILE] script.lua [args]\n", argv[0]);
     return 2;
   }
   steps = calloc((size_t)frames, sizeof *steps);
@@ -127,6 +131,10 @@ int main(int argc, char **argv) {
     la_stats(rt, &st);
     steps[n++] = dt;
     tasks_run += st.tasks_run;
+    if (trace)
+      fprintf(trace, "%d %.3f %.3f %.3f %s %d %d %d %.0f\n", n, dt, cpus[n - 1],
+              st.slice_max_ms, st.slice_max_kind, st.tasks_run, st.io_slices,
+              st.deferred, heap);
     deferred += st.deferred;
     if (st.slice_max_ms > slice_max) {
       slice_max = st.slice_max_ms;
@@ -162,6 +170,7 @@ int main(int argc, char **argv) {
          la_tasks(rt),
          failed ? "FAILED" : "ok");
   la_close(rt);
+  if (trace) fclose(trace);
   free(steps);
   free(sorted);
   free(cpus);
