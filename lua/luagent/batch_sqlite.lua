@@ -119,11 +119,16 @@ function M.open(path, name, opts)
   s.done_st = prep([[INSERT OR IGNORE INTO luagent_batch_results (result, rid) VALUES (?, ?)]])
   s.fail_st = prep([[UPDATE luagent_batch_rows SET state = ?, error = ?, attempts = attempts + 1
                      WHERE rowid = ? AND state = 0]])
-  -- done: a result (either place); failed: state 2 and no result
-  s.count_st = prep([[SELECT count(*), coalesce(sum(b.state = 1 OR r.rid IS NOT NULL), 0),
-                             coalesce(sum(b.state = 2 AND r.rid IS NULL), 0)
-                      FROM luagent_batch_rows b LEFT JOIN luagent_batch_results r ON r.rid = b.rowid
-                      WHERE b.rowid > ?1 AND b.rowid < ?2]])
+  -- done: a result (either place, counted once); failed: state 2 and no
+  -- result. Only rows of state 1 or 2 are looked up in the results (a
+  -- count runs on the loop: no seek for each of a big batch's rows).
+  s.count_st = prep([[SELECT count(*),
+      (SELECT count(*) FROM luagent_batch_results WHERE rid > ?1 AND rid < ?2)
+        + coalesce(sum(CASE WHEN b.state = 1 THEN NOT EXISTS (SELECT 1 FROM luagent_batch_results r
+                                                              WHERE r.rid = b.rowid) END), 0),
+      coalesce(sum(CASE WHEN b.state = 2 THEN NOT EXISTS (SELECT 1 FROM luagent_batch_results r
+                                                          WHERE r.rid = b.rowid) END), 0)
+    FROM luagent_batch_rows b WHERE b.rowid > ?1 AND b.rowid < ?2]])
   s.page_st = prep([[SELECT b.rowid, b.id, CASE WHEN r.rid IS NULL THEN b.state ELSE 1 END,
                             coalesce(r.result, b.result), b.error
                      FROM luagent_batch_rows b LEFT JOIN luagent_batch_results r ON r.rid = b.rowid
