@@ -81,7 +81,8 @@ describe("llm.batch #integration", function()
     local function done_items()
       local d = assert(require("luagent.sqlite.core").open(db))
       local rows = assert(assert(d:prepare(
-        "SELECT r.id FROM luagent_batch_rows r JOIN luagent_batches b ON b.bid = r.bid WHERE b.name = 'kill9' AND r.state = 1")):query())
+        [[SELECT r.id FROM luagent_batch_rows r JOIN luagent_batches b ON b.bid = r.bid
+          JOIN luagent_batch_results d ON d.rid = r.rowid WHERE b.name = 'kill9']])):query())
       d:close()
       local set = {}
       for _, r in ipairs(rows) do set[r[1]] = true end
@@ -401,6 +402,61 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
       d:close()
       batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db })
       assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up", "e=nil" }, results(batch))
+      batch:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
+    it("resumes a file made before the results table: done items stay done", function()
+      -- files before luagent_batch_results kept a result in its item's
+      -- row (state 1); they are read where they are, nothing moved
+      local db = proc.tmpname("rowresults.db")
+      local sq = require "luagent.sqlite.core"
+      local d = assert(sq.open(db, 5, [[
+CREATE TABLE luagent_batches (bid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE luagent_batch_rows (
+  bid INTEGER NOT NULL, id TEXT NOT NULL, item TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  result TEXT, error TEXT);
+CREATE UNIQUE INDEX luagent_batch_ids ON luagent_batch_rows (bid, id);
+INSERT INTO luagent_batches (bid, name) VALUES (1, 'v2');
+INSERT INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, error) VALUES
+  ((1 << 40) + 1, 1, 'a', '"a"', 1, 1, '"A!"', NULL),
+  ((1 << 40) + 2, 1, 'b', '"b"', 0, 1, NULL, '{"type":"Error","message":"once"}'),
+  ((1 << 40) + 3, 1, 'c', '"c"', 2, 3, NULL, '{"type":"Error","message":"gave up"}'),
+  ((1 << 40) + 4, 1, 'd', '"d"', 0, 0, NULL, NULL)]]))
+      d:close()
+      local function results(b)
+        local out = {}
+        for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
+        return out
+      end
+      local batch = assert(llm.batch{ name = "v2", store = "sqlite:" .. db, max_attempts = 3 })
+      assert.are.same({ total = 4, done = 1, failed = 1 }, batch:counts())
+      assert.are.same({ "a=A!", "b=nil", "c=gave up", "d=nil" }, results(batch))
+      assert.are.equal(5, batch:add_all({ "a", "b", "c", "d", "e" }))
+      local ran = {}
+      local st = assert(batch:run(function(item) ran[#ran + 1] = item; return item:upper() end))
+      table.sort(ran)
+      assert.are.same({ "b", "d", "e" }, ran)
+      assert.are.same({ done = 3, failed = 0, total = 5, batch_done = 4, batch_failed = 1 },
+                      { done = st.done, failed = st.failed, total = st.total,
+                        batch_done = st.batch_done, batch_failed = st.batch_failed })
+      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results(batch))
+      -- a second run finds nothing to do
+      ran = {}
+      st = assert(batch:run(function(item) ran[#ran + 1] = item; return item end))
+      assert.are.same({}, ran)
+      assert.are.equal(0, st.done)
+      batch:close()
+      -- an older luagent, which does not see the results table, ran b
+      -- again: b is counted once, with its first result
+      d = assert(sq.open(db))
+      assert(assert(d:prepare([[UPDATE luagent_batch_rows SET state = 1, result = '"B?"'
+                                WHERE id = 'b']])):write())
+      d:close()
+      batch = assert(llm.batch{ name = "v2", store = "sqlite:" .. db })
+      assert.are.same({ total = 5, done = 4, failed = 1 }, batch:counts())
+      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results(batch))
       batch:close()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
