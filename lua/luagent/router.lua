@@ -589,6 +589,29 @@ function RStream:next_raw(wire)
   return nil, self._err
 end
 
+--- For a caller that reads the current try's stream itself, one layer
+--- fewer under every event (the gateway's relay: docs/architecture.md,
+--- "The gateway's stream relay"): current() is that stream, each chunk
+--- it gives goes to saw(c), and when it ends (nil, err) ended(err) gives
+--- the next try's stream, or nil, err at the end (err nil: finished
+--- well). next() and next_raw() are these three in one call.
+---@return table stream the current try's luagent.Stream
+function RStream:current() return self._s end
+
+--- A chunk of the current try reached the caller.
+---@param c luagent.Chunk
+function RStream:saw(c) seen(self, c) end
+
+--- The current try's stream ended (err nil: well): the next try's stream
+--- when err came before any content and one is left, else nil, err.
+---@param err table|nil
+---@return table|nil stream
+---@return table|nil err
+function RStream:ended(err)
+  if not self._done and next_try(self, err) then return self._s end
+  return nil, self._err
+end
+
 completion.stream_methods(RStream)   -- for chunk in stream, :text()
 
 --- The response assembled from the chunks of the current try.
