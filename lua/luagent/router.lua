@@ -383,22 +383,22 @@ end
 ---@return table|nil err
 function Call:attempt(d)
   local q = self:params(d)
-  local router = self.router
   if self.tried == EMPTY then self.tried = {} end
   self.tried[d] = true
   d.inflight, d.requests = d.inflight + 1, d.requests + 1
-  local t0 = now()
-  self.t0 = t0
+  self.t0 = now()
+  -- (few locals before the call: the provider's request is built below it)
   local ok, r, err = pcall(completion.completion, q)
   if not ok or not r then d.inflight = d.inflight - 1 end
   if not ok then error(r, 0) end
+  local router = self.router
   if not r then
     router:_failed(d, err)
     return nil, err
   end
   if q.stream then return r end             -- the stream accounts for itself
   d.inflight = d.inflight - 1
-  router:_latency(d, now() - t0)
+  router:_latency(d, now() - self.t0)
   router:_used(d, usage_tokens(r.usage) or self:tokens())
   if type(r) == "table" then r._hidden_params = hidden(d, self:group()) end
   return r
@@ -459,9 +459,9 @@ function Call:run()
   while true do
     local d, err = self.router:_pick(self:group(), self.tried, self)
     if d then
-      local r
-      r, err = self:attempt(d)
+      local r, aerr = self:attempt(d)
       if r then return r, d end
+      err = aerr
     end
     if not self:advance(err, d) then
       err.attempts = self.attempts or {}

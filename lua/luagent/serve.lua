@@ -334,9 +334,8 @@ local function dispatch(self, c)
   local req, route = route_of(self, c)
   if not route then return end
   if route.ws then return run_ws(self, c, req, route) end
-  local res = setmetatable({ _c = c, req = req }, Res)
   c:bind()
-  local ok, e = xpcall(route.fn, traceback, req, res)
+  local ok, e = xpcall(route.fn, traceback, req, setmetatable({ _c = c, req = req }, Res))
   return after_http(self, c, req, ok, e)
 end
 

@@ -298,8 +298,7 @@ end
 local INCLUDE_USAGE = { include_usage = true }
 
 function Gateway:_relay(x, params)
-  local so = params.stream_options
-  x.enc = x.proto.stream(type(so) == "table" and so.include_usage == true)
+  x.enc = x.proto.stream(type(params.stream_options) == "table" and params.stream_options.include_usage == true)
   params.stream_options = INCLUDE_USAGE
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
