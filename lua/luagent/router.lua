@@ -382,13 +382,14 @@ end
 ---@return table|nil result
 ---@return table|nil err
 function Call:attempt(d)
-  local q = self:params(d)
   if self.tried == EMPTY then self.tried = {} end
   self.tried[d] = true
   d.inflight, d.requests = d.inflight + 1, d.requests + 1
   self.t0 = now()
-  -- (few locals before the call: the provider's request is built below it)
-  local ok, r, err = pcall(completion.completion, q)
+  -- (no local for the try's parameters: the provider's request is built
+  -- below this call, and it is a request's deepest; docs/architecture.md,
+  -- "The gateway's stream relay")
+  local ok, r, err = pcall(completion.completion, self:params(d))
   if not ok or not r then d.inflight = d.inflight - 1 end
   if not ok then error(r, 0) end
   local router = self.router
@@ -396,7 +397,7 @@ function Call:attempt(d)
     router:_failed(d, err)
     return nil, err
   end
-  if q.stream then return r end             -- the stream accounts for itself
+  if r.next then return r end               -- a stream: it accounts for itself
   d.inflight = d.inflight - 1
   router:_latency(d, now() - self.t0)
   router:_used(d, usage_tokens(r.usage) or self:tokens())

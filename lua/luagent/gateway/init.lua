@@ -241,26 +241,25 @@ end
 
 -- A chunk the relay saw (one that carries content, usage, a finish or
 -- an error: plain bytes make none): the router's stream, the first-token
--- clock, the usage, the on_chunk hook.
-local function account(x, s, c)
+-- clock (first: no chunk came before), the usage, the on_chunk hook.
+local function account(x, s, c, first)
   s:saw(c)
-  if x.first then
-    x.first = false
-    x.series.ttft:observe(llm.now() - x.started)
-  end
+  if first then x.g:_series(x.model, x.proto.name).ttft:observe(llm.now() - x.started) end
   if c.usage then x.usage = c.usage end
   local on_chunk = x.g.hooks.on_chunk
   if on_chunk then pcall(on_chunk, x.params, c) end
 end
 
 -- The relay loop of _relay (run under pcall: a client that leaves raises
--- in res:write). Leaves the usage seen in x.usage and the upstream's
--- error, if any, in x.failed. It reads the current try's stream itself
--- and tells the router's stream s what it saw (RStream:current), one
--- layer fewer under every event's decoding; the locals are few for the
--- same reason (docs/architecture.md, "The gateway's stream relay").
-local function relay(x, s, wire)
-  local from = s:current()
+-- in res:write), writing with encoder enc. Leaves the usage seen in
+-- x.usage and the upstream's error, if any, in x.failed. It reads the
+-- current try's stream itself and tells the router's stream s what it
+-- saw (RStream:current), one layer fewer under every event's decoding;
+-- the locals are few for the same reason (docs/architecture.md, "The
+-- gateway's stream relay"), and x keeps the fields it had, so its table
+-- keeps its 8 slots.
+local function relay(x, s, wire, enc)
+  local from, first = s:current(), true
   x.res:sse_start{ ["x-request-id"] = x.rid }
   while true do
     -- plain: upstream events relayed as bytes (a string), or false: c
@@ -280,33 +279,41 @@ local function relay(x, s, wire)
       if not from then x.failed = c; break end
     else
       if c then
-        account(x, s, c)
-        if not plain then plain = x.enc:chunk(c) end
+        account(x, s, c, first)
+        first = false
+        if not plain then plain = enc:chunk(c) end
       end
-      if raw then plain = plain .. x.enc:raw(c, raw) end
+      if raw then plain = plain .. enc:raw(c, raw) end
       if plain ~= "" then x.res:write(plain) end
     end
   end
   if x.failed then
-    x.res:sse(x.enc:error(wire_errors.from_luagent(x.failed, x.g.scrub)))
+    x.res:sse(enc:error(wire_errors.from_luagent(x.failed, x.g.scrub)))
   else
-    x.res:write(x.enc:finish())
+    x.res:write(enc:finish())
   end
 end
 
--- What every stream asks the upstream for (shared, read only).
-local INCLUDE_USAGE = { include_usage = true }
+-- What every stream asks the upstream for (shared, read only): usage, so
+-- the gateway can account tokens. Two equal tables: which one a request
+-- carries says whether its client asked for usage too (no local kept
+-- across the routing, whose stack is the deepest of a request).
+local USAGE_ASKED, USAGE_UNASKED = { include_usage = true }, { include_usage = true }
 
 function Gateway:_relay(x, params)
-  x.enc = x.proto.stream(type(params.stream_options) == "table" and params.stream_options.include_usage == true)
-  params.stream_options = INCLUDE_USAGE
+  do
+    local so = params.stream_options
+    params.stream_options = type(so) == "table" and so.include_usage == true and USAGE_ASKED or USAGE_UNASKED
+  end
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
-  x.series, x.params, x.first = self:_series(x.model, x.proto.name), params, true
-  x.series.open:inc(1)
-  local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto))
+  local series = self:_series(x.model, x.proto.name)
+  if self.hooks.on_chunk then x.params = params end
+  series.open:inc(1)
+  local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto),
+                         x.proto.stream(params.stream_options == USAGE_ASKED))
   s:close()
-  x.series.open:inc(-1)
+  series.open:inc(-1)
   local failed = x.failed
   x:settle(200, x.usage, failed and failed.type or (not ok and "Cancelled") or nil)
   if not ok then error(perr, 0) end   -- the client left: let the server see the cancel

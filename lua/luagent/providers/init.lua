@@ -331,11 +331,11 @@ end
 ---@return true|nil ok
 ---@return table|nil err
 function M.check_messages(params, provider, model)
-  local msgs = params.messages
-  if type(msgs) ~= "table" or msgs[1] == nil then
+  if type(params.messages) ~= "table" or params.messages[1] == nil then
     return nil, M.bad_request(provider, model, "messages must be a non-empty array of messages")
   end
-  for i, m in ipairs(msgs) do
+  -- (few locals: a request's set-up is deepest here and in the JSON encoder)
+  for i, m in ipairs(params.messages) do
     if type(m) ~= "table" or type(m.role) ~= "string" then
       return nil, M.bad_request(provider, model, "messages[" .. i .. "] must be a table with a string role")
     end

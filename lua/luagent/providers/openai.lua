@@ -58,8 +58,8 @@ end
 -- it is and it encodes as the same array (marked as one, or a plain
 -- sequence with no other keys: decoded JSON is one), else a copy.
 local function wire_messages(msgs)
-  local n = rawlen(msgs)
-  local out = not json.is_array(msgs) and not (n > 0 and next(msgs, n) == nil) and json.array() or nil
+  local out = not json.is_array(msgs) and not (rawlen(msgs) > 0 and next(msgs, rawlen(msgs)) == nil)
+    and json.array() or nil
   local last = 0
   for i, m in ipairs(msgs) do
     -- wire_message's first test, here: the usual message costs no call,
@@ -77,7 +77,7 @@ local function wire_messages(msgs)
     end
     last = i
   end
-  if not out and last ~= n then   -- a hole: the copy stops where ipairs does
+  if not out and last ~= rawlen(msgs) then   -- a hole: the copy stops where ipairs does
     out = json.array()
     for j = 1, last do out[j] = msgs[j] end
   end
@@ -320,12 +320,13 @@ local function feed(self, event, data)
       -- instructions with them, 303M with this; callgrind.)
       -- A delta without content (the finish chunk's {}) passes too when
       -- it has no metatable (a decoded [] has json's array one).
+      -- (Two locals at most: this is the deepest call of a relayed
+      -- stream; docs/architecture.md, "The gateway's stream relay".)
       local d = type(c) == "table" and c[1] == nil and c.delta
-      local reason = d and c.finish_reason
       local content = d and type(d) == "table" and d[1] == nil and d.content
       if not (d and type(d) == "table" and d[1] == nil
               and (type(content) == "string" or (content == nil and getmetatable(d) == nil))
-              and (reason == nil or type(reason) == "string")) then
+              and (c.finish_reason == nil or type(c.finish_reason) == "string")) then
         local why = choice_problem(c, i, "delta")
         if why then return nil, malformed(self, why, data) end
       end
