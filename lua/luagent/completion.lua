@@ -74,6 +74,7 @@ end
 ---@field events integer events read so far (for StreamIncomplete's message)
 ---@field p table|nil the attempt's parameters, to word a timeout (with deadline)
 ---@field deadline number|nil the call's deadline (core.now() time)
+---@field sink userdata|nil where next_raw's plain bytes go (Stream:next_raw)
 local Source = {}
 Source.__index = Source
 
@@ -158,7 +159,7 @@ function Source:next_raw(inspect)
     return nil, held
   end
   local dec = self.dec
-  local plain, data, event, raw = self.read_relay(self.resp, ARRAY_MT, inspect, self.relay_event)
+  local plain, data, event, raw = self.read_relay(self.resp, ARRAY_MT, inspect, self.relay_event, self.sink)
   if plain == nil then return source_end(self, data) end
   if data == nil then return plain end
   self.events = self.events + 1
@@ -601,7 +602,10 @@ end
 --- while the current attempt's provider speaks it, its events come as
 --- bytes to relay (Source:next_raw): plain, c, raw. Otherwise (or with
 --- wire nil) false, c: a chunk to encode. nil at the end; nil, err on
---- failure, with next's fallbacks.
+--- failure, with next's fallbacks. With stream.sink set (a server
+--- response, llm.serve's res:sink()) the plain bytes go to it and plain
+--- is "" (no Lua string an event; the caller's write("") then applies
+--- the back-pressure).
 ---@param wire string|nil
 ---@return string|false|nil plain
 ---@return luagent.Chunk|table|nil c_or_err
@@ -615,6 +619,7 @@ function Stream:next_raw(wire)
       if c then return false, c end
       return nil, err
     end
+    src.sink = self.sink
     local plain, c, raw = src:next_raw(not self._content)
     if plain then
       if c then took(self, c) end

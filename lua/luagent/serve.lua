@@ -190,6 +190,12 @@ function Res:write(s)
   return self._c:write(s)
 end
 
+--- The response's C side, for a reader that appends relayed bytes to it
+--- directly (resp:read_relay's sink: the gateway's relay); write("")
+--- then applies the back-pressure.
+---@return userdata
+function Res:sink() return self._c end
+
 --- Ends a streamed response.
 function Res:finish(s) return self._c:finish(s) end
 

@@ -76,4 +76,36 @@ describe("the gateway's relayed stream #integration", function()
     assert.is_true(p.top < 60, ("a C call at stack slot %d (60 or more grows the stack to 160):%s")
       :format(p.top, tostring(p.where)))
   end)
+
+  it("relays plain events without a Lua string each: their bytes go to the response in C", function()
+    local h = require "serve_helpers"
+    local mock = servers.mock()
+    local g = gateway.new(gateway.config.normalise({ model_list = { { model_name = "bench", litellm_params = {
+      model = "openai/bench", api_key = "sk-upstream", api_base = mock.url .. "/s/chunks=2000/v1" } } } }))
+    local srv = assert(llm.serve{ host = "127.0.0.1", port = 0, routes = g:routes() })
+    local out = os.tmpname()
+    local cmd = ("curl -sN -o %s -H 'content-type: application/json' -d '%s' http://127.0.0.1:%d/v1/chat/completions")
+      :format(out, '{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}', srv.port)
+    assert.are.equal(0, select(2, h.spawn(cmd):wait(30)))   -- the first stream loads what it loads
+    collectgarbage("collect")
+    collectgarbage("stop")
+    local kb = collectgarbage("count")
+    local _, code = h.spawn(cmd):wait(30)
+    local grown = collectgarbage("count") - kb
+    collectgarbage("restart")
+    assert.are.equal(0, code)
+    local f = assert(io.open(out))
+    local body = f:read("a")
+    f:close()
+    os.remove(out)
+    srv:close()
+    assert.is_true(srv:wait(10))
+    mock.stop()
+    local _, tokens = body:gsub('"content":"t%d+ "', "")
+    assert.are.equal(2000, tokens)
+    assert.matches("data: %[DONE%]\n\n$", body)
+    -- a Lua string an event would be 2000 x ~250 bytes; the request's
+    -- own set-up and the wait's polling are some 30 KB
+    assert.is_true(grown < 150, ("%.0f KB of Lua garbage for 2,000 relayed events"):format(grown))
+  end)
 end)

@@ -261,6 +261,9 @@ end
 local function relay(x, s, wire, enc)
   local from, first = s:current(), true
   x.res:sse_start{ ["x-request-id"] = x.rid }
+  -- plain bytes go from the transfer to the response in C (no Lua string
+  -- an event: the garbage that was most of a relayed stream's)
+  if wire then from.sink = x.res:sink() end
   while true do
     -- plain: upstream events relayed as bytes (a string), or false: c
     -- to encode; c: the chunk to account (with raw, its event's bytes).
@@ -277,6 +280,7 @@ local function relay(x, s, wire, enc)
     if plain == nil then          -- this try ended: the router moves on, or stops
       from, c = s:ended(c)
       if not from then x.failed = c; break end
+      if wire then from.sink = x.res:sink() end
     else
       if c then
         account(x, s, c, first)
@@ -284,7 +288,7 @@ local function relay(x, s, wire, enc)
         if not plain then plain = enc:chunk(c) end
       end
       if raw then plain = plain .. enc:raw(c, raw) end
-      if plain ~= "" then x.res:write(plain) end
+      x.res:write(plain)          -- ("" too: it waits while the client is slow)
     end
   end
   if x.failed then
