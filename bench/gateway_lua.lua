@@ -27,6 +27,7 @@ local res, written = {}, 0
 function res.sse_start() end
 function res.write(_, s) written = written + #s return true end
 function res.sse() end
+function res.sink() end     -- (no server: relayed bytes come as Lua strings)
 function res.json(_, status) error("answered " .. status) end
 function res.send(_, status) error("answered " .. status) end
 

@@ -105,6 +105,10 @@ int  la_sreq_on_req(h2o_handler_t *self, h2o_req_t *req);
 int  la_server_push_request(lua_State *L, la_sreq_t *q);
 void la_sreq_free_maybe(la_sreq_t *q);        /* frees q once both sides let go */
 int  la_sreq_gc(lua_State *L);                /* __gc and __close */
+/* A relay's sink (resp:read_relay): the streamed response at idx, or NULL */
+la_sreq_t *la_sreq_sink(lua_State *L, int idx);
+int  la_sreq_sink_add(la_sreq_t *q, const char *s, size_t n);   /* 0 or -1 */
+void la_sreq_sink_flush(la_sreq_t *q);
 extern const luaL_Reg la_sreq_methods[];
 
 /* ws.c */

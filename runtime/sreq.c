@@ -278,6 +278,27 @@ static int l_write(lua_State *L) {
   return 1;
 }
 
+/* The streamed response of the request at idx, when a relay may append
+** bytes to it directly (resp:read_relay's sink, response.c): started, not
+** finished, the client still there. NULL otherwise (the relay then makes
+** a Lua string, and the caller's write says "closed"). */
+la_sreq_t *la_sreq_sink(lua_State *L, int idx) {
+  box_t *b = luaL_testudata(L, idx, LA_SREQ_MT);
+  la_sreq_t *q = b ? b->q : NULL;
+  if (!q || !q->started || q->want_final || !q->req || q->stopped) return NULL;
+  return q;
+}
+
+/* Appends to sink q's pending bytes: 0, or -1 when out of memory. */
+int la_sreq_sink_add(la_sreq_t *q, const char *s, size_t n) {
+  return la_buf_add(&q->pending, s, n);
+}
+
+/* Hands sink q's pending bytes to h2o (as write does). */
+void la_sreq_sink_flush(la_sreq_t *q) {
+  flush(q);
+}
+
 /* req:finish([s]): ends a streamed response. */
 static int l_finish(lua_State *L) {
   la_sreq_t *q = check_req(L);

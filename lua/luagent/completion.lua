@@ -74,6 +74,7 @@ end
 ---@field events integer events read so far (for StreamIncomplete's message)
 ---@field p table|nil the attempt's parameters, to word a timeout (with deadline)
 ---@field deadline number|nil the call's deadline (core.now() time)
+---@field sink userdata|nil where next_raw's plain bytes go (Stream:next_raw)
 local Source = {}
 Source.__index = Source
 
@@ -158,7 +159,7 @@ function Source:next_raw(inspect)
     return nil, held
   end
   local dec = self.dec
-  local plain, data, event, raw = self.read_relay(self.resp, ARRAY_MT, inspect, self.relay_event)
+  local plain, data, event, raw = self.read_relay(self.resp, ARRAY_MT, inspect, self.relay_event, self.sink)
   if plain == nil then return source_end(self, data) end
   if data == nil then return plain end
   self.events = self.events + 1
@@ -228,15 +229,15 @@ end
 local function attempt_once(p, limit, dl)
   local P, model = providers.for_call(p, M.default_model)
   if not P then return nil, model end
-  local key = p.api_key or getenv(P.env_key)
-  errors.add_secret(key)        -- redacted literally from any error text
-  if P.env_key and (key == nil or key == "") then
+  local ctx = { api_key = p.api_key or getenv(P.env_key), api_base = false }
+  errors.add_secret(ctx.api_key)        -- redacted literally from any error text
+  if P.env_key and (ctx.api_key == nil or ctx.api_key == "") then
     return nil, errors.new("AuthenticationError",
       ("no API key for %s: set the %s environment variable or pass api_key"):format(P.name, P.env_key),
       { provider = P.name, model = model })
   end
-  local base = p.api_base or getenv(P.env_base) or P.default_base
-  local req, rerr = P.build_request(p, model, { api_key = key, api_base = base })
+  ctx.api_base = p.api_base or getenv(P.env_base) or P.default_base
+  local req, rerr = P.build_request(p, model, ctx)
   if not req then return nil, decorate(rerr, P.name, model) end
   -- the request table itself carries the transport's options (no copy)
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
@@ -601,7 +602,10 @@ end
 --- while the current attempt's provider speaks it, its events come as
 --- bytes to relay (Source:next_raw): plain, c, raw. Otherwise (or with
 --- wire nil) false, c: a chunk to encode. nil at the end; nil, err on
---- failure, with next's fallbacks.
+--- failure, with next's fallbacks. With stream.sink set (a server
+--- response, llm.serve's res:sink()) the plain bytes go to it and plain
+--- is "" (no Lua string an event; the caller's write("") then applies
+--- the back-pressure).
 ---@param wire string|nil
 ---@return string|false|nil plain
 ---@return luagent.Chunk|table|nil c_or_err
@@ -615,6 +619,7 @@ function Stream:next_raw(wire)
       if c then return false, c end
       return nil, err
     end
+    src.sink = self.sink
     local plain, c, raw = src:next_raw(not self._content)
     if plain then
       if c then took(self, c) end
@@ -684,25 +689,46 @@ Stream.__gc = Stream.close
 ---@param p table the completion parameters (model=, messages=, stream=, ...)
 ---@return table|luagent.Stream|nil result
 ---@return table|nil err
+-- What comes before the first attempt, after the checks: the spinner,
+-- the cache and the observers. Returns the chain, or nil and the call's
+-- results when it is answered here. Apart from M.completion so that the
+-- attempts start a few stack slots lower (docs/architecture.md, "The
+-- gateway's stream relay").
+local function prepare(p)
+  -- progress = "text" | true: a spinner until the first token arrives
+  local progress = p.progress and require "luagent.progress"
+  if progress then return nil, progress.until_first(M.completion, p.progress, progress.strip(p)) end
+  -- response cache (README "Caching and batches"): one check before the
+  -- request, one store after success; loaded only once llm.cache is used
+  local cache = package.loaded["luagent.cache"]
+  local entry = cache and cache.lookup(p)
+  if entry and entry.hit then return nil, entry.hit end
+  local ev, berr = events.request(p)
+  if berr then return nil, nil, berr end
+  local chain = new_chain(p)
+  chain.ev, chain.entry = ev, entry
+  return chain
+end
+
+--- llm.completion{model=, messages=, stream=, ...}: a chat.completion
+--- table, a Stream, or nil, err. See README.md for the parameters.
+---@param p table the completion parameters (model=, messages=, stream=, ...)
+---@return table|luagent.Stream|nil result
+---@return table|nil err
 function M.completion(p)
   params.check(p, M.default_model)
   if not core.current() then
     -- named here: the first suspension inside would name itself (llm.sleep)
     error("llm.completion: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
   end
-  -- progress = "text" | true: a spinner until the first token arrives
-  local progress = p.progress and require "luagent.progress"
-  if progress then return progress.until_first(M.completion, p.progress, progress.strip(p)) end
-  -- response cache (README "Caching and batches"): one check before the
-  -- request, one store after success; loaded only once llm.cache is used
-  local cache = package.loaded["luagent.cache"]
-  local entry = cache and cache.lookup(p)
-  if entry and entry.hit then return entry.hit end
-  local ev, berr = events.request(p)
-  if berr then return nil, berr end
-  local chain = new_chain(p)
-  if ev then chain.ev = ev end
+  local chain
+  do
+    local c, r1, r2 = prepare(p)
+    if not c then return r1, r2 end
+    chain = c
+  end
   local r, used, permit = chain:run(chain.candidates[1])   -- p, or a context-window fallback
+  local ev, entry = chain.ev, chain.entry
   if not r then
     if ev then ev:failure(used) end
     return nil, used

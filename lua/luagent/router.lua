@@ -382,23 +382,24 @@ end
 ---@return table|nil result
 ---@return table|nil err
 function Call:attempt(d)
-  local q = self:params(d)
-  local router = self.router
   if self.tried == EMPTY then self.tried = {} end
   self.tried[d] = true
   d.inflight, d.requests = d.inflight + 1, d.requests + 1
-  local t0 = now()
-  self.t0 = t0
-  local ok, r, err = pcall(completion.completion, q)
+  self.t0 = now()
+  -- (no local for the try's parameters: the provider's request is built
+  -- below this call, and it is a request's deepest; docs/architecture.md,
+  -- "The gateway's stream relay")
+  local ok, r, err = pcall(completion.completion, self:params(d))
   if not ok or not r then d.inflight = d.inflight - 1 end
   if not ok then error(r, 0) end
+  local router = self.router
   if not r then
     router:_failed(d, err)
     return nil, err
   end
-  if q.stream then return r end             -- the stream accounts for itself
+  if r.next then return r end               -- a stream: it accounts for itself
   d.inflight = d.inflight - 1
-  router:_latency(d, now() - t0)
+  router:_latency(d, now() - self.t0)
   router:_used(d, usage_tokens(r.usage) or self:tokens())
   if type(r) == "table" then r._hidden_params = hidden(d, self:group()) end
   return r
@@ -459,9 +460,9 @@ function Call:run()
   while true do
     local d, err = self.router:_pick(self:group(), self.tried, self)
     if d then
-      local r
-      r, err = self:attempt(d)
+      local r, aerr = self:attempt(d)
       if r then return r, d end
+      err = aerr
     end
     if not self:advance(err, d) then
       err.attempts = self.attempts or {}
@@ -586,6 +587,29 @@ function RStream:next_raw(wire)
     end
     if not next_try(self, c) then break end
   end
+  return nil, self._err
+end
+
+--- For a caller that reads the current try's stream itself, one layer
+--- fewer under every event (the gateway's relay: docs/architecture.md,
+--- "The gateway's stream relay"): current() is that stream, each chunk
+--- it gives goes to saw(c), and when it ends (nil, err) ended(err) gives
+--- the next try's stream, or nil, err at the end (err nil: finished
+--- well). next() and next_raw() are these three in one call.
+---@return table stream the current try's luagent.Stream
+function RStream:current() return self._s end
+
+--- A chunk of the current try reached the caller.
+---@param c luagent.Chunk
+function RStream:saw(c) seen(self, c) end
+
+--- The current try's stream ended (err nil: well): the next try's stream
+--- when err came before any content and one is left, else nil, err.
+---@param err table|nil
+---@return table|nil stream
+---@return table|nil err
+function RStream:ended(err)
+  if not self._done and next_try(self, err) then return self._s end
   return nil, self._err
 end
 

@@ -190,6 +190,12 @@ function Res:write(s)
   return self._c:write(s)
 end
 
+--- The response's C side, for a reader that appends relayed bytes to it
+--- directly (resp:read_relay's sink: the gateway's relay); write("")
+--- then applies the back-pressure.
+---@return userdata
+function Res:sink() return self._c end
+
 --- Ends a streamed response.
 function Res:finish(s) return self._c:finish(s) end
 
@@ -269,10 +275,8 @@ local function run_ws(self, c, req, route)
   if why then log(self, "WS %s: peer %s %s: disconnected", req.path, ws:peer(), why) end
 end
 
-local function run_http(self, c, req, route)
-  local res = setmetatable({ _c = c, req = req }, Res)
-  c:bind()
-  local ok, e = xpcall(route.fn, traceback, req, res)
+-- The end of an HTTP request whose handler returned (ok) or raised (e).
+local function after_http(self, c, req, ok, e)
   local state = c:state()
   if not ok then
     if is_cancelled(e) and state == "gone" then return end
@@ -290,10 +294,11 @@ local function run_http(self, c, req, route)
   end
 end
 
-local function dispatch(self, c)
-  local _ <close> = c          -- answers 500 if the task is dropped
+-- The request and its route, or nil when the request was answered here
+-- (the client left, no route, refused by auth).
+local function route_of(self, c)
   local req = c:info()
-  if not req then return end   -- the client already left
+  if not req then return nil end   -- the client already left
   local qs = req.query
   req.query_string, req.query = qs, qs and core.query(qs) or {}
   req._c = c
@@ -307,22 +312,37 @@ local function dispatch(self, c)
     if allowed and #allowed > 0 then
       table.sort(allowed)
       local h = { ["content-type"] = "application/json", allow = table.concat(allowed, ", ") }
-      return c:respond(405, h, error_body(405, "method_not_allowed",
+      c:respond(405, h, error_body(405, "method_not_allowed",
         ("%s is not allowed on %s"):format(req.method, req.path)))
+      return nil
     end
-    return c:respond(404, JSON_HEADERS, error_body(404, "not_found",
-      ("no route for %s %s"):format(req.method, req.path)))
+    c:respond(404, JSON_HEADERS, error_body(404, "not_found", ("no route for %s %s"):format(req.method, req.path)))
+    return nil
   end
   req.params = params or {}
   if self._auth then
     local ok, allowed = pcall(self._auth, req)
     if not (ok and allowed) then   -- the credentials are never logged
       if not ok then log(self, "%s %s: the auth function raised", req.method, req.path) end
-      return c:respond(401, JSON_HEADERS, error_body(401, "unauthorized", "missing or bad credentials"))
+      c:respond(401, JSON_HEADERS, error_body(401, "unauthorized", "missing or bad credentials"))
+      return nil
     end
   end
+  return req, route
+end
+
+-- A request's task. The handler runs as near the task's first frame as
+-- it can (route_of has returned by then): every slot above it is a slot
+-- a handler's deepest call needs, and Lua grows a stack from 80 to 160
+-- slots (docs/architecture.md, "The gateway's stream relay").
+local function dispatch(self, c)
+  local _ <close> = c          -- answers 500 if the task is dropped
+  local req, route = route_of(self, c)
+  if not route then return end
   if route.ws then return run_ws(self, c, req, route) end
-  return run_http(self, c, req, route)
+  c:bind()
+  local ok, e = xpcall(route.fn, traceback, req, setmetatable({ _c = c, req = req }, Res))
+  return after_http(self, c, req, ok, e)
 end
 
 -- ---------------------------------------------------------------------------

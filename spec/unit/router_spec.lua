@@ -252,6 +252,58 @@ describe("llm.router #unit", function()
     assert.are.equal(0, by_id(r, "a").inflight)
   end)
 
+  -- The gateway's relay reads the current try's stream itself and tells
+  -- the router's stream what it saw (one layer fewer under every event).
+  local function read_through(s)
+    local from, parts = s:current(), {}
+    while true do
+      local c, err = from:next()
+      if c then
+        s:saw(c)
+        parts[#parts + 1] = c.choices[1] and c.choices[1].delta.content or ""
+      else
+        from, err = s:ended(err)
+        if not from then return table.concat(parts), err end
+      end
+    end
+  end
+
+  it("lets a caller read the current try's stream itself: a failure before content moves on", function()
+    local r = llm.router{ num_retries = 0, fallbacks = { { gpt = { "alt" } } },
+                          model_list = { dep("gpt", "bad", { error = "ServiceUnavailableError", after = 0,
+                                                             text = "never" }),
+                                         dep("alt", "good", "fine thanks") } }
+    local s = assert(ask(r, "gpt", { stream = true }))
+    local text, err = read_through(s)
+    assert.is_nil(err)
+    assert.are.equal("fine thanks", text)
+    assert.are.equal("good", s._hidden_params.model_id)
+    assert.are.equal(1, by_id(r, "bad").failures)
+    assert.are.equal(0, by_id(r, "bad").inflight)
+    assert.are.equal(0, by_id(r, "good").inflight)
+    assert.is_true(by_id(r, "good").tokens_in_minute > 0)
+    assert.is_nil(s:next())
+    s:close()
+  end)
+
+  it("lets a caller read the current try's stream itself: a failure after content ends it", function()
+    local r = llm.router{ num_retries = 2, fallbacks = { { gpt = { "alt" } } },
+                          model_list = { dep("gpt", "a", { error = "ServiceUnavailableError", after = 2,
+                                                           text = "one two three four" }),
+                                         dep("alt", "b", "not this") } }
+    local s = assert(ask(r, "gpt", { stream = true }))
+    local text, err = read_through(s)
+    assert.are.equal("one two", text)
+    assert.are.equal("ServiceUnavailableError", err.type)
+    assert.are.equal(1, by_id(r, "a").requests)
+    assert.are.equal(1, by_id(r, "a").failures)
+    assert.are.equal(0, by_id(r, "a").inflight)
+    assert.are.equal(0, by_id(r, "b").requests)
+    local _, again = s:next()
+    assert.are.equal(err, again)
+    s:close()
+  end)
+
   it("does not pass the caller's credentials to a deployment", function()
     local r = llm.router{ model_list = { dep("gpt", "a") } }
     local resp = assert(ask(r, "gpt", { api_key = "sk-caller-secret-000000", api_base = "http://nowhere" }))

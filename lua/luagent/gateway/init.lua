@@ -239,58 +239,83 @@ function Gateway:_wire(params, proto)
   return w == proto.name and w or nil
 end
 
+-- A chunk the relay saw (one that carries content, usage, a finish or
+-- an error: plain bytes make none): the router's stream, the first-token
+-- clock (first: no chunk came before), the usage, the on_chunk hook.
+local function account(x, s, c, first)
+  s:saw(c)
+  if first then x.g:_series(x.model, x.proto.name).ttft:observe(llm.now() - x.started) end
+  if c.usage then x.usage = c.usage end
+  local on_chunk = x.g.hooks.on_chunk
+  if on_chunk then pcall(on_chunk, x.params, c) end
+end
+
 -- The relay loop of _relay (run under pcall: a client that leaves raises
--- in res:write). Leaves the usage seen in x.usage and the upstream's
--- error, if any, in x.failed.
-local function relay(x, params, want_usage, s, wire, series)
-  local g, res = x.g, x.res
-  local enc = x.proto.stream(want_usage)
-  local on_chunk = g.hooks.on_chunk
-  local first = true
-  res:sse_start{ ["x-request-id"] = x.rid }
+-- in res:write), writing with encoder enc. Leaves the usage seen in
+-- x.usage and the upstream's error, if any, in x.failed. It reads the
+-- current try's stream itself and tells the router's stream s what it
+-- saw (RStream:current), one layer fewer under every event's decoding;
+-- the locals are few for the same reason (docs/architecture.md, "The
+-- gateway's stream relay"), and x keeps the fields it had, so its table
+-- keeps its 8 slots.
+local function relay(x, s, wire, enc)
+  local from, first = s:current(), true
+  x.res:sse_start{ ["x-request-id"] = x.rid }
+  -- plain bytes go from the transfer to the response in C (no Lua string
+  -- an event: the garbage that was most of a relayed stream's)
+  if wire then from.sink = x.res:sink() end
   while true do
     -- plain: upstream events relayed as bytes (a string), or false: c
     -- to encode; c: the chunk to account (with raw, its event's bytes).
     -- Chunks alone come from next(): next_raw(nil) would give the same
     -- through three more calls a chunk (callgrind: +1,500 instructions).
     local plain, c, raw
-    if wire then
-      plain, c, raw = s:next_raw(wire)
+    if wire and from.next_raw then
+      plain, c, raw = from:next_raw(wire)
     else
-      local cerr
-      c, cerr = s:next()
-      if c then plain = false else plain, c = nil, cerr end
+      c, raw = from:next()
+      if c then plain = false else plain, c = nil, raw end
+      raw = nil
     end
-    if plain == nil then x.failed = c; break end
-    local bytes = plain
-    if c then
-      if first then first = false; series.ttft:observe(llm.now() - x.started) end
-      if c.usage then x.usage = c.usage end
-      if on_chunk then pcall(on_chunk, params, c) end
-      if not plain then bytes = enc:chunk(c) end
+    if plain == nil then          -- this try ended: the router moves on, or stops
+      from, c = s:ended(c)
+      if not from then x.failed = c; break end
+      if wire then from.sink = x.res:sink() end
+    else
+      if c then
+        account(x, s, c, first)
+        first = false
+        if not plain then plain = enc:chunk(c) end
+      end
+      if raw then plain = plain .. enc:raw(c, raw) end
+      x.res:write(plain)          -- ("" too: it waits while the client is slow)
     end
-    if raw then bytes = bytes .. enc:raw(c, raw) end
-    if bytes ~= "" then res:write(bytes) end
   end
   if x.failed then
-    res:sse(enc:error(wire_errors.from_luagent(x.failed, g.scrub)))
+    x.res:sse(enc:error(wire_errors.from_luagent(x.failed, x.g.scrub)))
   else
-    res:write(enc:finish())
+    x.res:write(enc:finish())
   end
 end
 
--- What every stream asks the upstream for (shared, read only).
-local INCLUDE_USAGE = { include_usage = true }
+-- What every stream asks the upstream for (shared, read only): usage, so
+-- the gateway can account tokens. Two equal tables: which one a request
+-- carries says whether its client asked for usage too (no local kept
+-- across the routing, whose stack is the deepest of a request).
+local USAGE_ASKED, USAGE_UNASKED = { include_usage = true }, { include_usage = true }
 
 function Gateway:_relay(x, params)
-  local want_usage = type(params.stream_options) == "table" and params.stream_options.include_usage == true
-  params.stream_options = INCLUDE_USAGE
-  local wire = self:_wire(params, x.proto)
+  do
+    local so = params.stream_options
+    params.stream_options = type(so) == "table" and so.include_usage == true and USAGE_ASKED or USAGE_UNASKED
+  end
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local series = self:_series(x.model, x.proto.name)
+  if self.hooks.on_chunk then x.params = params end
   series.open:inc(1)
-  local ok, perr = pcall(relay, x, params, want_usage, s, wire, series)
+  local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto),
+                         x.proto.stream(params.stream_options == USAGE_ASKED))
   s:close()
   series.open:inc(-1)
   local failed = x.failed
@@ -310,9 +335,9 @@ end
 ---@return table
 function Gateway:routes()
   return {
-    ["POST /v1/chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai) end,
-    ["POST /chat/completions"] = function(req, res) self:_complete(req, res, protocols.openai) end,
-    ["POST /v1/messages"] = function(req, res) self:_complete(req, res, protocols.anthropic) end,
+    ["POST /v1/chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
+    ["POST /chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
+    ["POST /v1/messages"] = function(req, res) return self:_complete(req, res, protocols.anthropic) end,
     ["GET /v1/models"] = function(req, res) self:_models(req, res) end,
     ["GET /models"] = function(req, res) self:_models(req, res) end,
     ["GET /health/liveliness"] = function(_, res) res:json(200, { status = "healthy" }) end,

@@ -331,15 +331,15 @@ end
 ---@return true|nil ok
 ---@return table|nil err
 function M.check_messages(params, provider, model)
-  local msgs = params.messages
-  if type(msgs) ~= "table" or msgs[1] == nil then
+  if type(params.messages) ~= "table" or params.messages[1] == nil then
     return nil, M.bad_request(provider, model, "messages must be a non-empty array of messages")
   end
-  for i, m in ipairs(msgs) do
+  -- (few locals: a request's set-up is deepest here and in the JSON encoder)
+  for i, m in ipairs(params.messages) do
     if type(m) ~= "table" or type(m.role) ~= "string" then
       return nil, M.bad_request(provider, model, "messages[" .. i .. "] must be a table with a string role")
     end
-    local why = M.content_problem(m.content)
+    local why = m.content ~= nil and type(m.content) ~= "string" and M.content_problem(m.content)
     if why then
       return nil, M.bad_request(provider, model, ("messages[%d].content %s"):format(i, why))
     end
@@ -619,23 +619,25 @@ function M.request(provider, params, model, ctx, r)
   ctx = ctx or {}
   if not r.passed then M.passthrough(params, r.body, r.handled) end
   M.merge_extra_body(params, r.body)
-  local headers, err
+  -- made first, its URL with it: the fewer locals below a call, the
+  -- lower the stack it needs (docs/architecture.md, "The gateway's
+  -- stream relay")
+  local req = { method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
+                headers = false, body = false, stream = r.stream, framing = provider.framing,
+                dropped = r.dropped }
   if r.headers or params.extra_headers ~= nil then
     local base = base_headers(provider, ctx.api_key, r.stream)
     for k, v in pairs(r.headers or {}) do base[k] = v end
-    headers, err = M.headers(base, params.extra_headers, provider.name, model)
+    local headers, err = M.headers(base, params.extra_headers, provider.name, model)
     if not headers then return nil, err end
+    req.headers = headers
   else
-    headers = shared_headers(provider, ctx.api_key, r.stream)
+    req.headers = shared_headers(provider, ctx.api_key, r.stream)
   end
-  local encoded
-  encoded, err = M.encode_body(r.body, provider.name, model)
-  if not encoded then return nil, err end
-  return {
-    method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
-    headers = headers, body = encoded, stream = r.stream, framing = provider.framing,
-    dropped = r.dropped,
-  }
+  local body, err = M.encode_body(r.body, provider.name, model)
+  if not body then return nil, err end
+  req.body = body
+  return req
 end
 
 -- ---------------------------------------------------------------------------

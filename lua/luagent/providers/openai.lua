@@ -7,6 +7,7 @@ local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
 
 local STANDARD_KEYS = common.STANDARD_KEYS
+local RUNTIME_KEYS = common.RUNTIME_KEYS   -- (passes says no to them: asked here, a call fewer)
 
 ---@type luagent.Provider
 local M = {
@@ -57,19 +58,26 @@ end
 -- it is and it encodes as the same array (marked as one, or a plain
 -- sequence with no other keys: decoded JSON is one), else a copy.
 local function wire_messages(msgs)
-  local n = rawlen(msgs)
-  local out = not json.is_array(msgs) and not (n > 0 and next(msgs, n) == nil) and json.array() or nil
+  local out = not json.is_array(msgs) and not (rawlen(msgs) > 0 and next(msgs, rawlen(msgs)) == nil)
+    and json.array() or nil
   local last = 0
   for i, m in ipairs(msgs) do
-    local w = wire_message(m)
-    if not out and w ~= m then
-      out = json.array()
-      for j = 1, i - 1 do out[j] = msgs[j] end
+    -- wire_message's first test, here: the usual message costs no call,
+    -- and this stays the deepest point of a request's set-up
+    -- (docs/architecture.md, "The gateway's stream relay")
+    if type(m.content) == "table" or m.tool_calls ~= nil then
+      local w = wire_message(m)
+      if not out and w ~= m then
+        out = json.array()
+        for j = 1, i - 1 do out[j] = msgs[j] end
+      end
+      if out then out[i] = w end
+    elseif out then
+      out[i] = m
     end
-    if out then out[i] = w end
     last = i
   end
-  if not out and last ~= n then   -- a hole: the copy stops where ipairs does
+  if not out and last ~= rawlen(msgs) then   -- a hole: the copy stops where ipairs does
     out = json.array()
     for j = 1, last do out[j] = msgs[j] end
   end
@@ -94,10 +102,12 @@ end
 
 --- The /chat/completions request: the parameters as they are, arrays marked.
 function M.build_request(params, model, ctx)
-  local ok, err = common.check_messages(params, M.name, model)
-  if not ok then return nil, err end
-  local stream = params.stream == true
+  do
+    local ok, err = common.check_messages(params, M.name, model)
+    if not ok then return nil, err end
+  end
   local messages = wire_messages(params.messages)
+  local stream = params.stream == true
   -- One walk of the parameters makes the body: the standard keys as they
   -- are, the others by rule 3 (common.passes). OpenAI refuses
   -- stream_options on a non-streaming request.
@@ -105,7 +115,7 @@ function M.build_request(params, model, ctx)
                  stream_options = stream and params.stream_options or nil }
   for k, v in pairs(params) do
     if body[k] == nil and k ~= "stream" and k ~= "stream_options"
-        and (STANDARD_KEYS[k] or common.passes(k, v)) then
+        and (STANDARD_KEYS[k] or (not RUNTIME_KEYS[k] and common.passes(k, v))) then
       body[k] = v
     end
   end
@@ -310,12 +320,13 @@ local function feed(self, event, data)
       -- instructions with them, 303M with this; callgrind.)
       -- A delta without content (the finish chunk's {}) passes too when
       -- it has no metatable (a decoded [] has json's array one).
+      -- (Two locals at most: this is the deepest call of a relayed
+      -- stream; docs/architecture.md, "The gateway's stream relay".)
       local d = type(c) == "table" and c[1] == nil and c.delta
-      local reason = d and c.finish_reason
       local content = d and type(d) == "table" and d[1] == nil and d.content
       if not (d and type(d) == "table" and d[1] == nil
               and (type(content) == "string" or (content == nil and getmetatable(d) == nil))
-              and (reason == nil or type(reason) == "string")) then
+              and (c.finish_reason == nil or type(c.finish_reason) == "string")) then
         local why = choice_problem(c, i, "delta")
         if why then return nil, malformed(self, why, data) end
       end
