@@ -2,10 +2,13 @@
 ** h2oapi.c -- loads libh2o, libwslay and libssl on the first llm.serve
 ** (h2oapi.h says why).
 **
-** Measured (bench/PROFILE.md; medians of 60 starts alternated with the
-** linked build, 2 loaded cores): `luagent -e ""` 2.74 -> 1.23 ms? see
-** PROFILE.md; VmRSS after require "luagent" 6.1 -> 4.4 MB; the first
-** llm.serve pays the dlopen instead, about 1.5 ms once.
+** Measured 2026-12-07 on 2 shared cores (bench/PROFILE.md has the
+** commands): `luagent -e ""` 3.33 -> 1.61 ms (medians of 100 starts,
+** alternated with the linked build); VmRSS after `require "luagent"`
+** 5,728 -> 3,776 kB. The first llm.serve pays the load instead, once:
+** 0.41 -> 2.06 ms (a second server: 0.22 ms either way). RTLD_LAZY
+** saved nothing measurable there (2.01 ms), so a missing symbol is
+** found here rather than in the middle of a request.
 */
 #include <dlfcn.h>
 #include <uv.h>
@@ -71,6 +74,8 @@ static void load_once(void) {
   load_why = NULL;
 }
 
+/* The first caller loads, any later one (any thread) waits for that and
+** gets the same answer: NULL, or why serving is unavailable. */
 const char *la_h2oapi_load(void) {
   uv_once(&load_guard, load_once);
   return load_why;

@@ -2,7 +2,7 @@
 ** h2oapi.h -- libh2o, libwslay and libssl, loaded on the first llm.serve.
 **
 ** Linked, the serving libraries (libh2o pulls libwslay, libssl, libcrypto
-** and libz) cost every script about 1.6 ms of start-up and 1.7 MB of
+** and libz) cost every script about 1.7 ms of start-up and 1.9 MB of
 ** resident memory before it runs, even one that never serves (h2oapi.c
 ** has the numbers). The runtime therefore dlopen()s libh2o when the first
 ** server is made and calls it through this table, as it does libcurl
