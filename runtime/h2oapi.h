@@ -63,30 +63,39 @@ const char *la_h2oapi_load(void);
 /* Function-like, so that a struct field of the same name is left alone. */
 #define h2o__lcstris_core(...)               la_h2oapi.h2o__lcstris_core(__VA_ARGS__)
 #define h2o_accept(...)                      la_h2oapi.h2o_accept(__VA_ARGS__)
-#define h2o_add_header_by_str(...)           la_h2oapi.h2o_add_header_by_str(__VA_ARGS__)
+#define h2o_add_header_by_str(...) \
+  la_h2oapi.h2o_add_header_by_str(__VA_ARGS__)
 #define h2o_buffer_consume(...)              la_h2oapi.h2o_buffer_consume(__VA_ARGS__)
 #define h2o_config_dispose(...)              la_h2oapi.h2o_config_dispose(__VA_ARGS__)
 #define h2o_config_init(...)                 la_h2oapi.h2o_config_init(__VA_ARGS__)
-#define h2o_config_register_host(...)        la_h2oapi.h2o_config_register_host(__VA_ARGS__)
-#define h2o_config_register_path(...)        la_h2oapi.h2o_config_register_path(__VA_ARGS__)
+#define h2o_config_register_host(...) \
+  la_h2oapi.h2o_config_register_host(__VA_ARGS__)
+#define h2o_config_register_path(...) \
+  la_h2oapi.h2o_config_register_path(__VA_ARGS__)
 #define h2o_context_dispose(...)             la_h2oapi.h2o_context_dispose(__VA_ARGS__)
 #define h2o_context_init(...)                la_h2oapi.h2o_context_init(__VA_ARGS__)
 #define h2o_create_handler(...)              la_h2oapi.h2o_create_handler(__VA_ARGS__)
 #define h2o_file_send(...)                   la_h2oapi.h2o_file_send(__VA_ARGS__)
-#define h2o_is_websocket_handshake(...)      la_h2oapi.h2o_is_websocket_handshake(__VA_ARGS__)
+#define h2o_is_websocket_handshake(...) \
+  la_h2oapi.h2o_is_websocket_handshake(__VA_ARGS__)
 #define h2o_mem_alloc_shared(...)            la_h2oapi.h2o_mem_alloc_shared(__VA_ARGS__)
 #define h2o_send(...)                        la_h2oapi.h2o_send(__VA_ARGS__)
-#define h2o_send_error_generic(...)          la_h2oapi.h2o_send_error_generic(__VA_ARGS__)
+#define h2o_send_error_generic(...) \
+  la_h2oapi.h2o_send_error_generic(__VA_ARGS__)
 #define h2o_send_inline(...)                 la_h2oapi.h2o_send_inline(__VA_ARGS__)
 #define h2o_socket_close(...)                la_h2oapi.h2o_socket_close(__VA_ARGS__)
-#define h2o_socket_read_start(...)           la_h2oapi.h2o_socket_read_start(__VA_ARGS__)
-#define h2o_ssl_register_alpn_protocols(...) la_h2oapi.h2o_ssl_register_alpn_protocols(__VA_ARGS__)
+#define h2o_socket_read_start(...) \
+  la_h2oapi.h2o_socket_read_start(__VA_ARGS__)
+#define h2o_ssl_register_alpn_protocols(...) \
+  la_h2oapi.h2o_ssl_register_alpn_protocols(__VA_ARGS__)
 #define h2o_start_response(...)              la_h2oapi.h2o_start_response(__VA_ARGS__)
 #define h2o_strdup(...)                      la_h2oapi.h2o_strdup(__VA_ARGS__)
-#define h2o_upgrade_to_websocket(...)        la_h2oapi.h2o_upgrade_to_websocket(__VA_ARGS__)
+#define h2o_upgrade_to_websocket(...) \
+  la_h2oapi.h2o_upgrade_to_websocket(__VA_ARGS__)
 #define h2o_uv_socket_create(...)            la_h2oapi.h2o_uv_socket_create(__VA_ARGS__)
 #define h2o_websocket_close(...)             la_h2oapi.h2o_websocket_close(__VA_ARGS__)
-#define h2o_websocket_proceed(...)           la_h2oapi.h2o_websocket_proceed(__VA_ARGS__)
+#define h2o_websocket_proceed(...) \
+  la_h2oapi.h2o_websocket_proceed(__VA_ARGS__)
 #define h2o_http2_alpn_protocols             (*la_h2oapi.alpn_protocols)
 
 #define wslay_event_config_set_callbacks(...) \
@@ -105,7 +114,8 @@ const char *la_h2oapi_load(void);
 #define SSL_CTX_ctrl(...)               la_h2oapi.SSL_CTX_ctrl(__VA_ARGS__)
 #define SSL_CTX_free(...)               la_h2oapi.SSL_CTX_free(__VA_ARGS__)
 #define SSL_CTX_new(...)                la_h2oapi.SSL_CTX_new(__VA_ARGS__)
-#define SSL_CTX_use_PrivateKey_file(...) la_h2oapi.SSL_CTX_use_PrivateKey_file(__VA_ARGS__)
+#define SSL_CTX_use_PrivateKey_file(...) \
+  la_h2oapi.SSL_CTX_use_PrivateKey_file(__VA_ARGS__)
 #define SSL_CTX_use_certificate_chain_file(...) \
   la_h2oapi.SSL_CTX_use_certificate_chain_file(__VA_ARGS__)
 #define TLS_server_method(...)          la_h2oapi.TLS_server_method(__VA_ARGS__)
