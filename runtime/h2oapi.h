@@ -13,6 +13,10 @@
 ** Inline functions of the headers that call an exported function (the
 ** error senders, h2o_lcstris) are replaced below too: their header bodies
 ** would name the library's symbol and bring the link dependency back.
+**
+** A call to another h2o, wslay or OpenSSL function needs its line in the
+** lists below and a macro; until it has them the program does not link
+** (an undefined reference), since nothing links those libraries.
 */
 #ifndef LA_H2OAPI_H
 #define LA_H2OAPI_H
