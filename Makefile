@@ -32,8 +32,8 @@ pkg_missing = $(strip $(foreach p,$(1),$(if $(shell pkg-config --exists $(p) && 
 pkg = $(if $(call pkg_missing,$(2)),$(error pkg-config does not find: \
         $(call pkg_missing,$(2)) (run make deps)),$(shell pkg-config $(1) $(2)))
 PKG_CFLAGS = $(call pkg,--cflags,$(PKGS))
-# libcurl, libsqlite3 and libcrypto are dlopen()ed on first use
-# (runtime/curlapi.h, sqliteapi.h, digest.c): not linked.
+# libcurl, libsqlite3, libcrypto and libh2o are dlopen()ed on first use
+# (runtime/curlapi.h, sqliteapi.h, digest.c, h2oapi.h): not linked.
 PKG_LIBS   = $(call pkg,--libs,lua5.4 libuv hiredis libedit)
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 # The luagent program links Lua statically, as Debian's own lua5.4 does: no
@@ -56,8 +56,9 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD
              $(OPT) $(SANITIZE) \
              $(PKG_CFLAGS) -Iruntime -I$(BUILD) $(CFLAGS)
 LDFLAGS_ALL = $(SANITIZE) $(LDFLAGS)
-# llm.serve: libh2o (built on libuv), with wslay and OpenSSL under it.
-SERVE_LIBS = -lh2o -lwslay -lssl -lcrypto
+# llm.serve's libh2o (built on libuv, with wslay and OpenSSL under it) is
+# dlopen()ed by the first server (runtime/h2oapi.h): nothing links it, the
+# build only needs its headers (libh2o-dev, libwslay-dev, libssl-dev).
 
 CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/error.c runtime/curl.c \
@@ -68,7 +69,7 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/server.c runtime/sreq.c runtime/ws.c runtime/route.c \
              runtime/process.c runtime/fdout.c runtime/spawn_args.c \
              runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c \
-             runtime/class.c runtime/wreq.c runtime/sse_scan.c
+             runtime/class.c runtime/wreq.c runtime/sse_scan.c runtime/h2oapi.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)
@@ -110,12 +111,12 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/obj/main.o $(LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) $(SERVE_LIBS) -lm -Wl,-E \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) -lm -Wl,-E \
 	  $(MALLOC_LIBS)
 
 $(SO): $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -o $@ $(CORE_OBJ) -llua5.4-cjson \
-	  $(call pkg,--libs,libuv hiredis libedit) $(SERVE_LIBS) -lm
+	  $(call pkg,--libs,libuv hiredis libedit) -lm
 
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
@@ -123,15 +124,15 @@ $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
 
 $(HOST): examples/frame_host.c $(LIB)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
 $(BUILD)/step_host $(BUILD)/host_api: $(BUILD)/%: spec/c/%.c $(LIB)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
 # The embedding API from C++: luagent.h and libluagent.a in a g++ program.
 $(CXXH): spec/c/cxx_host.cpp runtime/luagent.h $(LIB)
 	$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SANITIZE) $(PKG_CFLAGS) -Iruntime \
-	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) -lm
+	  -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm
 
 $(BUILD)/cmod.so: spec/support/cmod.c
 	@mkdir -p $(BUILD)
@@ -159,7 +160,7 @@ examples: deps all $(NPC)
 
 $(NPC): $(NPC_SRC) examples/npc/npc.h $(LIB)
 	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags sdl2 SDL2_ttf SDL2_image) -o $@ \
-	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) $(SERVE_LIBS) \
+	  $(NPC_SRC) $(LIB) $(CJSON_A) $(PKG_LIBS) \
 	  $$(pkg-config --libs sdl2 SDL2_ttf SDL2_image) -lm
 
 # ---- the main job -------------------------------------------------------

@@ -452,7 +452,7 @@ static void watch_signals(la_server_t *s) {
 /* listen(opts) -> srv | nil, err */
 static int l_listen(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
-  const char *host, *cert, *key;
+  const char *host, *cert, *key, *why;
   sbox_t *b;
   la_server_t *s;
   int rc, port;
@@ -467,6 +467,11 @@ static int l_listen(lua_State *L) {
   if (port > 65535) return luaL_error(L, "llm.serve: port out of range");
   if ((cert == NULL) != (key == NULL))
     return luaL_error(L, "llm.serve: cert and key go together");
+  if ((why = la_h2oapi_load()) != NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
   b = lua_newuserdatauv(L, sizeof *b, 0);
   b->s = NULL;
   luaL_setmetatable(L, LA_SERVER_MT);

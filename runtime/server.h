@@ -6,8 +6,7 @@
 #ifndef LA_SERVER_H
 #define LA_SERVER_H
 
-#include <h2o.h>
-#include <h2o/websocket.h>
+#include "h2oapi.h"       /* libh2o, loaded on the first listen */
 
 #include "la.h"
 

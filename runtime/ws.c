@@ -44,7 +44,7 @@ struct la_ws {
   size_t qbytes;
   uv_timer_t *timer;            /* heartbeat; NULL once closed */
   h2o_socket_t *linger;         /* after the close frame: read until EOF */
-  wslay_event_send_callback h2o_send;   /* h2o's own send callback */
+  wslay_event_send_callback h2o_send_cb;   /* h2o's own send callback */
   uint64_t last_rx;             /* uv_now of the last frame from the peer */
   uint64_t blocked_at;          /* a send waits since (0: none) */
   uint64_t close_at;            /* we queued a close frame at */
@@ -189,7 +189,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        int flags, void *user) {
   h2o_websocket_conn_t *conn = user;
   la_ws_t *ws = conn->data;
-  ssize_t r = ws->h2o_send(ctx, data, len, flags, user);
+  ssize_t r = ws->h2o_send_cb(ctx, data, len, flags, user);
   if (r >= 0 && ws->writer &&
       wslay_event_get_queued_msg_length(ctx) <= ws->srv->send_buffer)
     la_task_wake(ws->writer);
@@ -293,7 +293,7 @@ int la_ws_upgrade(lua_State *L, la_sreq_t *q, const char *key) {
   q->upgraded = q->started = q->final_sent = 1;
   ws->conn = h2o_upgrade_to_websocket(q->req, key, ws, on_msg);
   wslay_event_config_set_max_recv_msg_length(ws->conn->ws_ctx, s->max_ws_message);
-  ws->h2o_send = ws->conn->ws_callbacks.send_callback;
+  ws->h2o_send_cb = ws->conn->ws_callbacks.send_callback;
   cbs = ws->conn->ws_callbacks;
   cbs.send_callback = send_cb;
   wslay_event_config_set_callbacks(ws->conn->ws_ctx, &cbs);
