@@ -329,7 +329,10 @@ if (not want_scen or want_scen.batch) and exists("bench/batch_bench.lua") then
     log("redis-server did not start on port %d; another port", port)
   end
   local url = ("redis://127.0.0.1:%d/0"):format(port)
-  for _ = 1, math.max(3, RUNS) do
+  -- 15 rounds at least: a round is a few seconds, and with 5 the row's
+  -- median moved more between runs than its distance from the target
+  -- (SQLite 1.33x-1.60x of plain on one tree; bench/PROFILE.md)
+  for _ = 1, QUICK and 1 or math.max(15, RUNS) do
     for _, mode in ipairs({ "plain", "sqlite", "redis", "stall" }) do
       -- the stall run is not pinned: SQLite's writes run on the thread
       -- pool, on the other core (pinned, they would preempt the loop)
