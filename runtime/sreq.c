@@ -402,7 +402,9 @@ static int l_info(lua_State *L) {
   char host[INET6_ADDRSTRLEN + 8] = "";
   size_t plen;
   if (!r) return 0;
-  lua_createtable(L, 0, 8);
+  /* 12: room for the fields serve.lua adds (query, _c, params): with 8
+  ** the table was rehashed to 16 slots on every request */
+  lua_createtable(L, 0, 12);
   set_str(L, "method", r->input.method.base, r->input.method.len);
   plen = r->input.query_at != SIZE_MAX ? r->input.query_at : r->input.path.len;
   set_str(L, "path", r->input.path.base, plen);

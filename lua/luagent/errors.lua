@@ -95,10 +95,9 @@ local MAX_SECRETS, MIN_SECRET = 64, 5
 function M.add_secret(s)
   if type(s) ~= "string" or #s < MIN_SECRET then return end
   serial = serial + 1
-  if secret_seen[s] then         -- used again: the newest, so a key in use is never the one dropped
-    for _, e in ipairs(secrets) do
-      if e.s == s then e.n = serial; break end
-    end
+  local seen = secret_seen[s]
+  if seen then                   -- used again: the newest, so a key in use is never the one dropped
+    seen.n = serial
     return
   end
   if #secrets >= MAX_SECRETS then
@@ -106,8 +105,9 @@ function M.add_secret(s)
     for i, e in ipairs(secrets) do if e.n < oldest then oldest, at = e.n, i end end
     secret_seen[table.remove(secrets, at).s] = nil
   end
-  secret_seen[s] = true
-  secrets[#secrets + 1] = { s = s, pat = (s:gsub("%W", "%%%0")), n = serial }
+  local e = { s = s, pat = (s:gsub("%W", "%%%0")), n = serial }
+  secret_seen[s] = e             -- its entry: a key sent again is found without a walk
+  secrets[#secrets + 1] = e
   table.sort(secrets, function(a, b) return #a.s > #b.s end)
 end
 

@@ -498,8 +498,16 @@ function RStream:_end_try(outcome, err)
   if outcome == "failed" then
     router:_failed(d, err)
   elseif outcome == "ok" then
-    local r = self._s:response()
-    router:_used(d, usage_tokens(r and r.usage) or self._call:tokens())
+    -- a luagent.Stream keeps its usage's tokens (_tokens) as they come:
+    -- its response assembled only for that was 660 bytes of garbage a
+    -- request (a cached stream has no _tokens: assembled then)
+    local s = self._s
+    local n = s._tokens
+    if n == nil then
+      local r = s:response()
+      n = usage_tokens(r and r.usage)
+    end
+    router:_used(d, n or self._call:tokens())
   end
 end
 

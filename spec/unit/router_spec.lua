@@ -223,7 +223,10 @@ describe("llm.router #unit", function()
     for c in s do parts[#parts + 1] = c.choices[1] and c.choices[1].delta.content or "" end
     assert.are.equal("one two three", table.concat(parts))
     assert.are.equal(0, by_id(r, "a").inflight)
-    assert.is_true(by_id(r, "a").tokens_in_minute > 0)
+    -- the stream's own usage, not the router's estimate
+    local usage = s:response().usage
+    assert.is_true(usage.total_tokens > 0)
+    assert.are.equal(usage.total_tokens, by_id(r, "a").tokens_in_minute)
     local s2 = assert(ask(r, "gpt", { stream = true }))
     s2:close()
     assert.are.equal(0, by_id(r, "a").inflight)

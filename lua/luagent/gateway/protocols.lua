@@ -67,8 +67,12 @@ OpenAIStream.__index = OpenAIStream
 --- chunk for a client that did not ask).
 local OPENAI_ENC = openai_provider.encoder()   -- it keeps no state: one for every stream
 
+-- It keeps no state of a stream either: two, shared by every stream.
+local OPENAI_USAGE = setmetatable({ enc = OPENAI_ENC, want_usage = true }, OpenAIStream)
+local OPENAI_NO_USAGE = setmetatable({ enc = OPENAI_ENC, want_usage = false }, OpenAIStream)
+
 function openai.stream(want_usage)
-  return setmetatable({ enc = OPENAI_ENC, want_usage = want_usage }, OpenAIStream)
+  return want_usage and OPENAI_USAGE or OPENAI_NO_USAGE
 end
 
 function OpenAIStream:chunk(c)
