@@ -665,6 +665,10 @@ M.stream_methods(Stream)
 --- The response assembled from every chunk received so far
 --- (llm.stream_chunk_builder); partial if the stream failed.
 ---@return table response a chat.completion
+--- The tokens of the usage the stream reported (total), or nil when none came yet.
+---@return integer|nil
+function Stream:usage_tokens() return self._tokens end
+
 function Stream:response()
   local r = self._builder:response()
   local cont = self._continued

@@ -498,11 +498,10 @@ function RStream:_end_try(outcome, err)
   if outcome == "failed" then
     router:_failed(d, err)
   elseif outcome == "ok" then
-    -- a luagent.Stream keeps its usage's tokens (_tokens) as they come:
-    -- its response assembled only for that was 660 bytes of garbage a
-    -- request (a cached stream has no _tokens: assembled then)
+    -- a luagent.Stream counts its usage's tokens as they come: assembling
+    -- its response only for that was 660 bytes of garbage a request
     local s = self._s
-    local n = s._tokens
+    local n = s.usage_tokens and s:usage_tokens()
     if n == nil then
       local r = s:response()
       n = usage_tokens(r and r.usage)

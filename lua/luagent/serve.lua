@@ -186,14 +186,8 @@ end
 --- Writes to a streamed response (started with 200 if needed); suspends
 --- while the client is slow: true | nil, "closed".
 function Res:write(s)
-  local c = self._c
-  -- once started, a response is never new again: one C call a write fewer
-  -- (a relayed stream writes after each upstream read)
-  if not self._live then
-    if c:state() == "new" then self:start(200) end
-    self._live = true
-  end
-  return c:write(s)
+  if self._c:state() == "new" then self:start(200) end
+  return self._c:write(s)
 end
 
 --- The response's C side, for a reader that appends relayed bytes to it
@@ -347,7 +341,7 @@ local function dispatch(self, c)
   if not route then return end
   if route.ws then return run_ws(self, c, req, route) end
   c:bind()
-  local ok, e = xpcall(route.fn, traceback, req, setmetatable({ _c = c, req = req, _live = false }, Res))
+  local ok, e = xpcall(route.fn, traceback, req, setmetatable({ _c = c, req = req }, Res))
   return after_http(self, c, req, ok, e)
 end
 

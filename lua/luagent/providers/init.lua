@@ -303,26 +303,11 @@ end
 ---@param base string
 ---@param path string starting with "/"
 ---@return string
--- Joined URLs by base, then path: a deployment's is the same on every
--- request (its gsub, match and subs were 4 C calls a request). Starts
--- over past 256 bases.
-local joined, n_joined = {}, 0
-
 function M.join_url(base, path)
-  local by_path = joined[base]
-  local url = by_path and by_path[path]
-  if url then return url end
   local b, p = base:gsub("/+$", ""), path
   local first = p:match("^(/[^/]+)/")
   if first and b:sub(-#first) == first then p = p:sub(#first + 1) end
-  url = b .. p
-  if not by_path then
-    if n_joined >= 256 then joined, n_joined = {}, 0 end
-    by_path, n_joined = {}, n_joined + 1
-    joined[base] = by_path
-  end
-  by_path[path] = url
-  return url
+  return b .. p
 end
 
 --- The checks every provider's build_request starts with: the messages
