@@ -52,6 +52,13 @@ local function per_item(mock, name)
 end
 
 -- Every item 1..n has exactly one result, from its own request.
+-- A batch's results as "id=result" (or "id=error message", "id=nil").
+local function results_of(b)
+  local out = {}
+  for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
+  return out
+end
+
 local function assert_all_results(batch, n)
   local seen, count = {}, 0
   for id, result, err in batch:results() do
@@ -368,14 +375,9 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
         { "old", "b", 2, '"b"', 0, 0 },
       }))
       d:close()
-      local function results(b)
-        local out = {}
-        for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
-        return out
-      end
       local batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db, max_attempts = 3 })
       assert.are.same({ total = 4, done = 1, failed = 1 }, batch:counts())
-      assert.are.same({ "a=A!", "b=nil", "c=nil", "d=gave up" }, results(batch))
+      assert.are.same({ "a=A!", "b=nil", "c=nil", "d=gave up" }, results_of(batch))
       -- adding everything again adds nothing; the run does only b and c
       assert.are.equal(4, batch:add_all({ "a", "b", "c", "d" }))
       local ran = {}
@@ -383,7 +385,7 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
       table.sort(ran)
       assert.are.same({ "b", "c" }, ran)
       assert.are.equal(2, st.done)
-      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up" }, results(batch))
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up" }, results_of(batch))
       batch:close()
       -- the old table is gone; opened again, nothing moves twice
       d = assert(sq.open(db))
@@ -391,7 +393,7 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
         "SELECT name FROM sqlite_master WHERE name = 'luagent_batch_items'")):query()))
       d:close()
       local other = assert(llm.batch{ name = "other", store = "sqlite:" .. db })
-      assert.are.same({ "x=X!" }, results(other))
+      assert.are.same({ "x=X!" }, results_of(other))
       assert.are.same({ total = 1, done = 1, failed = 0 }, other:counts())
       other:close()
       -- an older luagent adds to the file again (its table made anew): its
@@ -401,7 +403,7 @@ CREATE INDEX IF NOT EXISTS luagent_batch_seq ON luagent_batch_items (batch, seq)
         VALUES (?, ?, ?, ?)]])):write_many({ { "old", "a", 1, '"a"' }, { "old", "e", 5, '"e"' } }))
       d:close()
       batch = assert(llm.batch{ name = "old", store = "sqlite:" .. db })
-      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up", "e=nil" }, results(batch))
+      assert.are.same({ "a=A!", "b=B", "c=C", "d=gave up", "e=nil" }, results_of(batch))
       batch:close()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
@@ -425,14 +427,9 @@ INSERT INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, e
   ((1 << 40) + 3, 1, 'c', '"c"', 2, 3, NULL, '{"type":"Error","message":"gave up"}'),
   ((1 << 40) + 4, 1, 'd', '"d"', 0, 0, NULL, NULL)]]))
       d:close()
-      local function results(b)
-        local out = {}
-        for id, r, e in b:results() do out[#out + 1] = id .. "=" .. tostring(r or e and e.message) end
-        return out
-      end
       local batch = assert(llm.batch{ name = "v2", store = "sqlite:" .. db, max_attempts = 3 })
       assert.are.same({ total = 4, done = 1, failed = 1 }, batch:counts())
-      assert.are.same({ "a=A!", "b=nil", "c=gave up", "d=nil" }, results(batch))
+      assert.are.same({ "a=A!", "b=nil", "c=gave up", "d=nil" }, results_of(batch))
       assert.are.equal(5, batch:add_all({ "a", "b", "c", "d", "e" }))
       local ran = {}
       local st = assert(batch:run(function(item) ran[#ran + 1] = item; return item:upper() end))
@@ -441,7 +438,7 @@ INSERT INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, e
       assert.are.same({ done = 3, failed = 0, total = 5, batch_done = 4, batch_failed = 1 },
                       { done = st.done, failed = st.failed, total = st.total,
                         batch_done = st.batch_done, batch_failed = st.batch_failed })
-      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results(batch))
+      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results_of(batch))
       -- a second run finds nothing to do
       ran = {}
       st = assert(batch:run(function(item) ran[#ran + 1] = item; return item end))
@@ -456,7 +453,7 @@ INSERT INTO luagent_batch_rows (rowid, bid, id, item, state, attempts, result, e
       d:close()
       batch = assert(llm.batch{ name = "v2", store = "sqlite:" .. db })
       assert.are.same({ total = 5, done = 4, failed = 1 }, batch:counts())
-      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results(batch))
+      assert.are.same({ "a=A!", "b=B", "c=gave up", "d=D", "e=E" }, results_of(batch))
       batch:close()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
