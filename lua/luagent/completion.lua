@@ -662,13 +662,13 @@ end
 
 M.stream_methods(Stream)
 
---- The response assembled from every chunk received so far
---- (llm.stream_chunk_builder); partial if the stream failed.
----@return table response a chat.completion
 --- The tokens of the usage the stream reported (total), or nil when none came yet.
 ---@return integer|nil
 function Stream:usage_tokens() return self._tokens end
 
+--- The response assembled from every chunk received so far
+--- (llm.stream_chunk_builder); partial if the stream failed.
+---@return table response a chat.completion
 function Stream:response()
   local r = self._builder:response()
   local cont = self._continued
@@ -688,11 +688,6 @@ Stream.__gc = Stream.close
 -- Entry point
 -- ---------------------------------------------------------------------------
 
---- llm.completion{model=, messages=, stream=, ...}: a chat.completion
---- table, a Stream, or nil, err. See README.md for the parameters.
----@param p table the completion parameters (model=, messages=, stream=, ...)
----@return table|luagent.Stream|nil result
----@return table|nil err
 -- What comes before the first attempt, after the checks: the spinner,
 -- the cache and the observers. Returns the chain, or nil and the call's
 -- results when it is answered here. Apart from M.completion so that the
