@@ -37,13 +37,16 @@ return added
 -- the server about as much as its command (a script of three calls an
 -- item ran ~10 us an item, longer than the client took to make the next
 -- group, and the client went idle waiting for it; bench/PROFILE.md).
+-- A script that fails part way keeps what it wrote: the one read that
+-- can fail on a damaged batch (WRONGTYPE) comes before any write.
 local DONE = [[
+local failed = redis.call('HLEN', KEYS[2]) > 0
 local ids, entries = {}, {}
 for i = 2, #ARGV, 3 do
   redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
   ids[#ids + 1], entries[#entries + 1] = ARGV[i], ARGV[i + 2]
 end
-if redis.call('HLEN', KEYS[2]) > 0 then redis.call('HDEL', KEYS[2], unpack(ids)) end
+if failed then redis.call('HDEL', KEYS[2], unpack(ids)) end
 redis.call('XACK', KEYS[3], ARGV[1], unpack(entries))
 return 1
 ]]
