@@ -188,6 +188,10 @@ local function committer(self, run)
     c.recs, c.texts, c.n, c.flight = {}, {}, 0, recs
     local ok, done, err = pcall(s.done_many, s, recs, texts)
     if not ok then done, err = nil, done end
+    if type(err) == "table" and err.type == "Cancelled" then
+      c.task = nil                     -- the run was cancelled: commit nothing more
+      error(err, 0)
+    end
     c.flight = nil
     c.uncommitted = c.uncommitted - n
     if done then
@@ -347,13 +351,15 @@ end
 -- run is over).
 local function prefetch(self, run)
   local ok, recs, err = pcall(self._s.claim, self._s, self.concurrency * 2)
-  if not ok or not recs then
-    run.fatal = run.fatal or (ok and err or recs)
+  if not ok then recs, err = nil, recs end
+  if type(err) == "table" and err.type == "Cancelled" then error(err, 0) end
+  if not recs then
+    run.fatal = run.fatal or err
   else
     local fresh = fresh_of(run, recs)
     if fresh[1] then enqueue(run, fresh) else run.drained = true end
   end
-  run.claiming = false
+  run.claiming, run.prefetcher = false, nil
   run.claimed:broadcast()
 end
 
@@ -363,6 +369,7 @@ end
 local function next_rec(self, run)
   local s = self._s
   while true do
+    if run.fatal then return nil end   -- the queue's items stay pending for a rerun
     local i = run.qi + 1
     if i <= run.qn then
       local rec = run.queue[i]
@@ -371,11 +378,11 @@ local function next_rec(self, run)
       if run.prefetch and not run.claiming and not run.drained and not run.fatal
          and run.qn - i <= self.concurrency then
         run.claiming = true
-        core.spawn(prefetch, self, run)
+        run.prefetcher = core.spawn(prefetch, self, run)
       end
       return rec
     end
-    if run.over or run.fatal then return nil end
+    if run.over then return nil end
     if run.claiming then
       run.claimed:wait()
     else
@@ -416,7 +423,10 @@ local function work(self, run, slot)
     run.inflight = run.inflight - 1
     run.ended:signal()
     if run.bar then show(self, run) end
-    if not ok then run.fatal = run.fatal or e end
+    if not ok then
+      run.fatal = run.fatal or e
+      if type(e) == "table" and e.type == "Cancelled" then return end
+    end
   end
 end
 
@@ -464,10 +474,12 @@ function Batch:run(fn)
   if not ok then
     for i = 1, #workers do workers[i]:cancel() end
     if run.commit and run.commit.task then run.commit.task:cancel() end
+    if run.prefetcher then run.prefetcher:cancel() end
   end
   run.over = true
   w:cancel()
-  local final = run.final or s:counts() or run.counts
+  -- a cancelled run does no more I/O (its store may be closed by now)
+  local final = run.final or (ok and s:counts()) or run.counts
   if run.bar then
     run.counts = final
     show(self, run)

@@ -138,6 +138,34 @@ describe("llm.batch on Redis: results committed behind the workers #integration"
     again:close()
   end)
 
+  it("leaves no commit or claim behind when its run is cancelled", function()
+    local batch = assert(llm.batch{ name = "cancelled", store = redis.url, concurrency = 8 })
+    assert(batch:add_all(items(2000)))
+    local seen = spy_commits(batch)
+    local calls = 0
+    local t = llm.spawn(function()
+      return batch:run(function(item)
+        calls = calls + 1
+        -- commits and claims held back: one of each is in flight at the cancel
+        if calls == 100 then pause_writes(redis.url, 400) end
+        return item
+      end)
+    end)
+    assert(servers.eventually(function() return calls >= 100 end, 10))
+    llm.sleep(0.1)
+    t:cancel()
+    batch:close()
+    local commits = seen.calls
+    llm.sleep(0.6)
+    assert.are.equal(commits, seen.calls, "a commit after the run was cancelled")
+    -- nothing reopened the batch's connection: ours is the only client
+    local c = assert(store.redis(redis.url))
+    local clients = assert(c:command("CLIENT", "LIST"))
+    c:close()
+    local n = select(2, clients:gsub("\n", ""))
+    assert.are.equal(1, n, clients)
+  end)
+
   it("rejects a commit_backlog that is not a positive integer", function()
     assert.has_error(function() llm.batch{ name = "x", store = redis.url, commit_backlog = 0 } end,
       "llm.batch: commit_backlog must be a positive integer")
