@@ -258,6 +258,20 @@ local function run_item(self, run, rec)
   end
 end
 
+-- The items this process holds: running, or their results waiting for
+-- their commit (a dead worker's items are taken over; these are not).
+local function held(run)
+  local c = run.commit
+  if not c or (c.n == 0 and not c.flight) then return run.running end
+  local out = {}
+  for _, r in pairs(run.running) do
+    if r then out[#out + 1] = r end
+  end
+  for i = 1, c.n do out[#out + 1] = c.recs[i] end
+  for _, r in ipairs(c.flight or {}) do out[#out + 1] = r end
+  return out
+end
+
 -- Refreshes the whole batch's counts (all workers) every second while the
 -- run lasts, and keeps this worker's items from looking dead (Redis).
 local function watcher(self, run)
@@ -265,7 +279,7 @@ local function watcher(self, run)
   while not run.over do
     core.sleep(math.min(1, (self._opts.claim_idle or 60) / 3))
     if run.over then break end
-    if s.heartbeat then s:heartbeat(run.running) end
+    if s.heartbeat then s:heartbeat(held(run)) end
     -- One process works on a SQLite batch: its counts are kept as its
     -- items end (a count scans every row of the batch).
     if s.shared then

@@ -166,6 +166,27 @@ describe("llm.batch on Redis: results committed behind the workers #integration"
     assert.are.equal(1, n, clients)
   end)
 
+  it("keeps an item whose result waits for its commit from being taken over", function()
+    local opts = { name = "held", store = redis.url, claim_idle = 0.5, concurrency = 2 }
+    local a, b = assert(llm.batch(opts)), assert(llm.batch(opts))
+    local real = a._s.done_many
+    a._s.done_many = function(self, recs, texts)   -- a's commits take four times claim_idle
+      llm.sleep(2)
+      return real(self, recs, texts)
+    end
+    local runs = {}
+    local function fn(item) runs[item] = (runs[item] or 0) + 1; return item end
+    assert(a:add_all({ "h1", "h2" }))
+    local ta = llm.spawn(function() return assert(a:run(fn)) end)
+    llm.sleep(0.2)                                   -- a has run both; their commit waits
+    assert(b:add_all({ "h1", "h2", "q1", "q2" }))
+    local sb = assert(b:run(fn))
+    local sa = ta:await()
+    assert.are.same({ h1 = 1, h2 = 1, q1 = 1, q2 = 1 }, runs)
+    assert.are.equal(4, sa.done + sb.done)
+    a:close(); b:close()
+  end)
+
   it("rejects a commit_backlog that is not a positive integer", function()
     assert.has_error(function() llm.batch{ name = "x", store = redis.url, commit_backlog = 0 } end,
       "llm.batch: commit_backlog must be a positive integer")
