@@ -1,7 +1,8 @@
 --- luagent.batch — llm.batch: long work that survives. Each item's result
 --- is committed as it completes; a killed process loses only the items it
---- was running, and rerunning the script with the same name does only
---- what is missing. With a Redis store, any number of processes on any
+--- was running (on Redis, and those whose results were still on their way
+--- to the server: at most commit_backlog), and rerunning the script with
+--- the same name does only what is missing. With a Redis store, any number of processes on any
 --- number of machines share the batch.
 ---
 ---   local batch = llm.batch{name = "summaries", store = "sqlite:.luagent/batches.db",
