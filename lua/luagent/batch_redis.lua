@@ -32,14 +32,22 @@ return added
 ]]
 
 -- Results (ARGV: the group, then id, result, entry of each item): the
--- first result of an item wins; the entry is retired either way.
+-- first result of an item wins; the entries are retired either way. One
+-- HSETNX an item, one HDEL and one XACK for all: each redis.call costs
+-- the server about as much as its command (a script of three calls an
+-- item ran ~10 us an item, longer than the client took to make the next
+-- group, and the client went idle waiting for it; bench/PROFILE.md).
+-- A script that fails part way keeps what it wrote: the one read that
+-- can fail on a damaged batch (WRONGTYPE) comes before any write.
 local DONE = [[
+local failed = redis.call('HLEN', KEYS[2]) > 0
+local ids, entries = {}, {}
 for i = 2, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('HDEL', KEYS[2], ARGV[i])
-  end
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[i + 2])
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  ids[#ids + 1], entries[#entries + 1] = ARGV[i], ARGV[i + 2]
 end
+if failed then redis.call('HDEL', KEYS[2], unpack(ids)) end
+redis.call('XACK', KEYS[3], ARGV[1], unpack(entries))
 return 1
 ]]
 
@@ -101,6 +109,7 @@ function M.open(url, name, opts)
     k_failed = p .. ":failed", k_attempts = p .. ":attempts",
     claim_idle_ms = math.floor((opts.claim_idle or 60) * 1000),
     max_attempts = opts.max_attempts or 3, conn = nil, lost = false, shared = true,
+    remote = true,                     -- claims are round trips: llm.batch prefetches them
   }, Store)
   local c, err = s:_conn()
   if not c then return nil, err end
