@@ -117,7 +117,7 @@ function Batch:add_all(iter, state, ctl)
     self._seq = self._seq + 1
     n = n + 1
     chunk[#chunk + 1] = self._s:row(self._seq, item_id(item), text)
-    if #chunk >= ADD_CHUNK then
+    if #chunk >= (self._s.add_rows or ADD_CHUNK) then
       local ok, err = flush()
       if not ok then return nil, err end
     end

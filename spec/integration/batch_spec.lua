@@ -354,6 +354,38 @@ describe("llm.batch #integration", function()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
 
+    it("adds many rows a statement: skips items already there, keeps the order, each batch its own", function()
+      -- a statement adds up to 499 rows, numbered from the batch's last
+      -- rowid, found once; an item already there leaves a gap
+      local db = proc.tmpname("multiadd.db")
+      local a = assert(llm.batch{ name = "a", store = "sqlite:" .. db, concurrency = 4 })
+      local first = {}
+      for i = 1, 1000 do first[i] = ("a-%d"):format(i) end
+      assert.are.equal(1000, a:add_all(first))
+      local b = assert(llm.batch{ name = "b", store = "sqlite:" .. db })
+      assert.are.equal(3, b:add_all({ "b-1", "b-2", "b-1" }))
+      -- old and new interleaved, and a new item twice in one statement
+      local again = {}
+      for i = 1, 600 do again[#again + 1] = first[i]; again[#again + 1] = ("a-new-%d"):format(i) end
+      again[#again + 1] = "a-new-1"
+      assert.are.equal(1201, a:add_all(again))
+      assert.are.same({ total = 1600, done = 0, failed = 0 }, a:counts())
+      assert.are.same({ total = 2, done = 0, failed = 0 }, b:counts())
+      local st = assert(a:run(function(item) return item .. "!" end))
+      assert.are.equal(1600, st.done)
+      local ids, results = {}, {}
+      for id, r in a:results() do ids[#ids + 1] = id; results[id] = r end
+      assert.are.equal(1600, #ids)
+      assert.are.same({ "a-1", "a-1000", "a-new-1", "a-new-600" }, { ids[1], ids[1000], ids[1001], ids[1600] })
+      assert.are.equal("a-new-7!", results["a-new-7"])
+      local bids = {}
+      for id in b:results() do bids[#bids + 1] = id end
+      assert.are.same({ "b-1", "b-2" }, bids)
+      a:close()
+      b:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
     it("resumes a batch from a file made with the schema before integer batch ids", function()
       local db = proc.tmpname("oldschema.db")
       local sq = require "luagent.sqlite.core"
