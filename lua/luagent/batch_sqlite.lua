@@ -104,7 +104,8 @@ function M.open(path, name, opts)
   if not bid then db:close(); return nil, err end
   local lo = bid << 40
   local s = setmetatable({ db = db, name = name, path = path, cursor = 0, bid = bid,
-                           lo = lo, hi = lo + (1 << 40), add_rows = M.ADD_ROWS }, Store)
+                           lo = lo, hi = lo + (1 << 40), add_rows = M.ADD_ROWS,
+                           add_args = {} }, Store)
   local function prep(sql) return assert(db:prepare(sql)) end
   s.add_sts = {}
   -- A row past the batch's last result has none: no seek in the results
@@ -151,7 +152,8 @@ local function add_statement(s, n)
   local st = s.add_sts[n]
   if st then return st end
   local v = {}
-  for i = 1, n do v[i] = ("(%d, ?%d, ?%d)"):format(i, 2 * i, 2 * i + 1) end
+  -- bare ?s number on from ?1 (?NNN's are looked up in a list: n^2)
+  for i = 1, n do v[i] = ("(%d, ?, ?)"):format(i) end
   st = assert(s.db:prepare([[INSERT OR IGNORE INTO luagent_batch_rows (rowid, bid, id, item)
     SELECT (SELECT max(?1 << 40, coalesce((SELECT rowid FROM luagent_batch_rows
                     WHERE rowid < (?1 + 1) << 40 ORDER BY rowid DESC LIMIT 1), 0))) + column1,
@@ -169,12 +171,14 @@ function Store:add(list)
   local n = #list
   assert(n <= M.ADD_ROWS, "batch_sqlite: too many rows for one add")
   if n == 0 then return true end
-  local args = { self.bid }
+  local args = self.add_args            -- reused: no table grown a call
+  args[1] = self.bid
   for i = 1, n do
     local r = list[i]
     args[2 * i], args[2 * i + 1] = r[2], r[3]
   end
   local ok, err = add_statement(self, n):write(table.unpack(args, 1, 2 * n + 1))
+  for i = 2, 2 * n + 1 do args[i] = nil end   -- the items are not kept
   if not ok then return nil, err end
   return true
 end
