@@ -6,7 +6,8 @@
 --- that table have done items as state 1, the result in the item's row).
 --- A result is committed (group commit, luagent.sqlite.core) before the
 --- item counts as done, so a killed process loses only the items it
---- was running; they are still pending when the batch is rerun. (The
+--- was running and those whose results waited for their commit; they are
+--- still pending when the batch is rerun. (The
 --- file is WAL with synchronous=NORMAL, runtime/sqlite.c: a commit
 --- survives the process being killed, not necessarily a power cut.)
 local store = require "luagent.store"
@@ -208,9 +209,11 @@ function Store:claim(n)
   return out
 end
 
---- Records the result (JSON text) of rec durably.
-function Store:done(rec, result)
-  local n, err = self.done_st:write(result, rec.rowid)
+--- Records the results (JSON texts) of recs durably, all or none.
+function Store:done_many(recs, texts)
+  local rows = {}
+  for i = 1, #recs do rows[i] = { texts[i], recs[i].rowid } end
+  local n, err = self.done_st:write_many(rows)
   if not n then return nil, err end
   return true
 end
