@@ -9,10 +9,10 @@ local proc = require "proc"
 local WORKER = "spec/support/batch_worker.lua"
 
 -- Starts a worker; returns {pid=, out=, log=}.
-local function worker(store, name, mock, n, conc, delay, idle)
+local function worker(store, name, mock, n, conc, delay, idle, backlog)
   local w = { out = proc.tmpname("stats.json"), log = proc.tmpname("worker.log") }
-  w.pid = proc.start(("%s %s %s %s %s %d %d %d %s %s >%s 2>&1"):format(proc.bin, WORKER,
-    store, name, mock.url, n, conc, delay, idle, w.out, w.log))
+  w.pid = proc.start(("%s %s %s %s %s %d %d %d %s %s %s >%s 2>&1"):format(proc.bin, WORKER,
+    store, name, mock.url, n, conc, delay, idle, w.out, backlog or "", w.log))
   return w
 end
 
@@ -83,7 +83,8 @@ describe("llm.batch #integration", function()
     local db = proc.tmpname("batches.db")
     local store, n, conc = "sqlite:" .. db, 2000, 8
     -- the items each kill caught in flight: sent to the server during that
-    -- run and without a committed result once it was killed
+    -- run and without a committed result once it was killed (running, or
+    -- their results waiting for their commit: at most conc + backlog)
     local caught, seen = {}, 0
     local function done_items()
       local d = assert(require("luagent.sqlite.core").open(db))
@@ -96,7 +97,7 @@ describe("llm.batch #integration", function()
       return set
     end
     for _ = 1, 3 do
-      local w = worker(store, "kill9", mock, n, conc, 20, 60)
+      local w = worker(store, "kill9", mock, n, conc, 20, 60, conc)
       llm.sleep(0.4 + math.random() * 0.6)
       assert.is_true(proc.alive(w.pid), "the worker finished before it could be killed")
       kill9(w)
@@ -116,7 +117,8 @@ describe("llm.batch #integration", function()
     assert_all_results(batch, n)
     batch:close()
     -- each item was sent once, plus once for each kill that caught it in
-    -- flight (at most `conc` of them per kill)
+    -- flight (at most `conc` running and `conc` waiting for their commit
+    -- per kill)
     local counts, in_flight = per_item(mock, "kill9"), 0
     for i = 1, n do
       local item = "item" .. i
@@ -125,7 +127,7 @@ describe("llm.batch #integration", function()
                      ("%s was sent %d times; %d kills caught it in flight"):format(item, c, k))
       in_flight = in_flight + k
     end
-    assert.is_true(in_flight <= 3 * conc, in_flight .. " items in flight at 3 kills")
+    assert.is_true(in_flight <= 3 * 2 * conc, in_flight .. " items in flight at 3 kills")
     os.remove(w.out); os.remove(w.log)
     os.remove(db); os.remove(db .. "-wal"); os.remove(db .. "-shm")
   end)
@@ -351,6 +353,82 @@ describe("llm.batch #integration", function()
       -- in the order they were added
       assert.are.same({ "p1-1", "p1-300", "p2-1", "p3-300" }, { ids[1], ids[300], ids[301], ids[900] })
       b:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
+    it("adds many rows a statement: skips items already there, keeps the order, each batch its own", function()
+      -- a statement adds up to 499 rows, numbered from the batch's last
+      -- rowid, found once; an item already there leaves a gap
+      local db = proc.tmpname("multiadd.db")
+      local a = assert(llm.batch{ name = "a", store = "sqlite:" .. db, concurrency = 4 })
+      local first = {}
+      for i = 1, 1000 do first[i] = ("a-%d"):format(i) end
+      assert.are.equal(1000, a:add_all(first))
+      local b = assert(llm.batch{ name = "b", store = "sqlite:" .. db })
+      assert.are.equal(3, b:add_all({ "b-1", "b-2", "b-1" }))
+      -- old and new interleaved, and a new item twice in one statement
+      local again = {}
+      for i = 1, 600 do again[#again + 1] = first[i]; again[#again + 1] = ("a-new-%d"):format(i) end
+      again[#again + 1] = "a-new-1"
+      assert.are.equal(1201, a:add_all(again))
+      assert.are.same({ total = 1600, done = 0, failed = 0 }, a:counts())
+      assert.are.same({ total = 2, done = 0, failed = 0 }, b:counts())
+      local st = assert(a:run(function(item) return item .. "!" end))
+      assert.are.equal(1600, st.done)
+      local ids, results = {}, {}
+      for id, r in a:results() do ids[#ids + 1] = id; results[id] = r end
+      assert.are.equal(1600, #ids)
+      assert.are.same({ "a-1", "a-1000", "a-new-1", "a-new-600" }, { ids[1], ids[1000], ids[1001], ids[1600] })
+      assert.are.equal("a-new-7!", results["a-new-7"])
+      local bids = {}
+      for id in b:results() do bids[#bids + 1] = id end
+      assert.are.same({ "b-1", "b-2" }, bids)
+      a:close()
+      b:close()
+      for _, f in ipairs(files(db)) do os.remove(f) end
+    end)
+
+    it("commits results behind its workers, in groups up to commit_backlog", function()
+      -- a worker hands its result over and takes its next item: a group
+      -- is no longer bounded by the workers (each waited for its commit:
+      -- groups of at most `concurrency`, 500 commits for these items)
+      local db = proc.tmpname("behind.db")
+      local n, conc = 2000, 4
+      local function spied(opts)
+        local b = assert(llm.batch(opts))
+        local s, seen = b._s, { largest = 0, committed = 0 }
+        local done_many = s.done_many
+        s.done_many = function(st, recs, texts)
+          seen.largest = math.max(seen.largest, #recs)
+          local ok, err = done_many(st, recs, texts)
+          if ok then seen.committed = seen.committed + #recs end
+          return ok, err
+        end
+        return b, seen
+      end
+      local items = {}
+      for i = 1, n do items[i] = "i" .. i end
+      local b, seen = spied{ name = "behind", store = "sqlite:" .. db, concurrency = conc }
+      assert(b:add_all(items))
+      local commits0 = b._s.db:stats().commits
+      local st = assert(b:run(function(item) return { item = item } end))
+      assert.are.equal(n, st.done)
+      assert.are.equal(n, st.batch_done)
+      assert.are.equal(n, seen.committed)
+      assert.is_true(seen.largest > conc, "groups of " .. seen.largest)
+      assert.is_true(seen.largest <= 8 * conc, "a group of " .. seen.largest)
+      local commits = b._s.db:stats().commits - commits0
+      assert.is_true(commits <= n / conc / 4, commits .. " commits")
+      assert_all_results(b, n)
+      b:close()
+      -- the bound holds with a function that never waits
+      local b2, seen2 = spied{ name = "behind2", store = "sqlite:" .. db, concurrency = conc,
+                               commit_backlog = 6 }
+      assert(b2:add_all(items))
+      assert.are.equal(n, assert(b2:run(function(item) return item end)).done)
+      assert.is_true(seen2.largest <= 6, "a group of " .. seen2.largest)
+      assert.are.equal(n, seen2.committed)
+      b2:close()
       for _, f in ipairs(files(db)) do os.remove(f) end
     end)
 

@@ -1,17 +1,18 @@
 -- A batch worker for the integration specs (a separate luagent process,
 -- killed and restarted by them):
---   luagent batch_worker.lua STORE NAME MOCK_URL N CONCURRENCY DELAY_MS CLAIM_IDLE OUT
+--   luagent batch_worker.lua STORE NAME MOCK_URL N CONCURRENCY DELAY_MS CLAIM_IDLE OUT [BACKLOG]
 -- Runs items "item1".."itemN" through the mock server, one request each
 -- on the scenario "first_delay=DELAY_MS,tag=NAME-<item>" (so the server counts
 -- requests per item), and writes the run's stats as JSON to OUT.
 local llm = require "luagent"
 local cjson = require "cjson"
 
-local store, name, mock, n, conc, delay, idle, out = table.unpack(arg, 1, 8)
+local store, name, mock, n, conc, delay, idle, out, backlog = table.unpack(arg, 1, 9)
 n, conc, delay, idle = tonumber(n), tonumber(conc), tonumber(delay), tonumber(idle)
 
 local batch = assert(llm.batch{ name = name, store = store, concurrency = conc,
-                                claim_idle = idle, retry_delay = 0.05 })
+                                claim_idle = idle, retry_delay = 0.05,
+                                commit_backlog = backlog and math.tointeger(tonumber(backlog)) })
 local items = {}
 for i = 1, n do items[i] = "item" .. i end
 assert(batch:add_all(items))
