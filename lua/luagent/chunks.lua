@@ -46,6 +46,14 @@ function M.usage(prompt, completion, total)
            total_tokens = total or (prompt + completion) }
 end
 
+--- The total tokens of a usage table (its total_tokens, else the sum of
+--- its counts); nil when u is not a table.
+---@param u table|nil
+---@return integer|nil
+function M.usage_tokens(u)
+  return type(u) == "table" and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
+end
+
 -- ---------------------------------------------------------------------------
 -- The shape of a chunk: its one definition
 -- ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ local core = require "luagent.core"
 local errors = require "luagent.errors"
 local providers = require "luagent.providers"
 local stream = require "luagent.stream"
+local usage_tokens = require("luagent.chunks").usage_tokens
 local params = require "luagent.params"
 local events = require "luagent.observe.events"   -- hooks: see the list at its top
 
@@ -216,10 +217,6 @@ function M.estimate_tokens(p)
     end
   end
   return chars // 4 + (p.max_tokens or p.max_completion_tokens or 256)
-end
-
-local function usage_tokens(u)
-  return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
 -- One attempt on one model, without a rate limit, within `limit` seconds

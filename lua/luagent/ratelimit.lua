@@ -17,6 +17,7 @@
 --- the queue and the concurrency cap stay per process.
 local core = require "luagent.core"
 local errors = require "luagent.errors"
+local chunks = require "luagent.chunks"
 
 local M = {}
 
@@ -531,10 +532,9 @@ function RateLimit:_release(p, actual)
   self:_wake_head()
 end
 
+-- The tokens of a response's usage (read raw: r may be a stream object).
 local function usage_tokens(r)
-  local u = type(r) == "table" and rawget(r, "usage")
-  if type(u) ~= "table" then return nil end
-  return u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))
+  return chunks.usage_tokens(type(r) == "table" and rawget(r, "usage"))
 end
 
 local function finish(permit, ok, ...)

@@ -6,6 +6,7 @@
 local core = require "luagent.core"
 local errors = require "luagent.errors"
 local completion = require "luagent.completion"
+local usage_tokens = require("luagent.chunks").usage_tokens
 
 local M = {}
 
@@ -106,10 +107,6 @@ function Call:params(d)
   q.rate_limit = combine(self.p.rate_limit, d.limiter)
   if self.deadline then q.timeout = math.max(self.deadline - now(), 1e-6) end
   return q
-end
-
-local function usage_tokens(u)
-  return type(u) == "table" and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
 -- The response's _hidden_params for deployment d in group `name`: made

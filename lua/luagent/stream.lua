@@ -8,9 +8,8 @@ local chunks = require "luagent.chunks"
 
 local M = {}
 
-local function usage_tokens(u)
-  return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
-end
+local usage_tokens = chunks.usage_tokens
+
 -- ---------------------------------------------------------------------------
 -- Streams
 -- ---------------------------------------------------------------------------
