@@ -105,8 +105,7 @@ function M.open(path, name, opts)
   if not bid then db:close(); return nil, err end
   local lo = bid << 40
   local s = setmetatable({ db = db, name = name, path = path, cursor = 0, bid = bid,
-                           lo = lo, hi = lo + (1 << 40), add_rows = M.ADD_ROWS,
-                           add_args = {} }, Store)
+                           lo = lo, hi = lo + (1 << 40), add_rows = M.ADD_ROWS }, Store)
   local function prep(sql) return assert(db:prepare(sql)) end
   s.add_sts = {}
   -- A row past the batch's last result has none: no seek in the results
@@ -172,14 +171,12 @@ function Store:add(list)
   local n = #list
   assert(n <= M.ADD_ROWS, "batch_sqlite: too many rows for one add")
   if n == 0 then return true end
-  local args = self.add_args            -- reused: no table grown a call
-  args[1] = self.bid
+  local args = { self.bid }
   for i = 1, n do
     local r = list[i]
     args[2 * i], args[2 * i + 1] = r[2], r[3]
   end
   local ok, err = add_statement(self, n):write(table.unpack(args, 1, 2 * n + 1))
-  for i = 2, 2 * n + 1 do args[i] = nil end   -- the items are not kept
   if not ok then return nil, err end
   return true
 end
