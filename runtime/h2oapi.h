@@ -7,7 +7,7 @@
 ** has the numbers). The runtime therefore dlopen()s libh2o when the first
 ** server is made and calls it through this table, as it does libcurl
 ** (curlapi.h); the macros below keep the call sites reading like plain
-** h2o, wslay and OpenSSL. Only server.c, sreq.c and ws.c include this,
+** h2o, wslay and OpenSSL. Only server.c, sreq.c, ws.c and hresp.c include this,
 ** through server.h.
 **
 ** Inline functions of the headers that call an exported function (the
@@ -25,6 +25,8 @@
 #include <h2o/websocket.h>
 #include <openssl/ssl.h>
 
+#include "phr.h"
+
 #define LA_H2O_FUNCS(X) \
   X(h2o__lcstris_core) X(h2o_accept) X(h2o_add_header_by_str) \
   X(h2o_buffer_consume) X(h2o_config_dispose) X(h2o_config_init) \
@@ -35,7 +37,8 @@
   X(h2o_socket_close) X(h2o_socket_read_start) \
   X(h2o_ssl_register_alpn_protocols) X(h2o_start_response) X(h2o_strdup) \
   X(h2o_upgrade_to_websocket) X(h2o_uv_socket_create) \
-  X(h2o_websocket_close) X(h2o_websocket_proceed)
+  X(h2o_websocket_close) X(h2o_websocket_proceed) \
+  X(phr_decode_chunked) X(phr_parse_response)
 #define LA_WSLAY_FUNCS(X) \
   X(wslay_event_config_set_callbacks) \
   X(wslay_event_config_set_max_recv_msg_length) \
@@ -101,6 +104,8 @@ const char *la_h2oapi_load(void);
 #define h2o_websocket_proceed(...) \
   la_h2oapi.h2o_websocket_proceed(__VA_ARGS__)
 #define h2o_http2_alpn_protocols             (*la_h2oapi.alpn_protocols)
+#define phr_decode_chunked(...)              la_h2oapi.phr_decode_chunked(__VA_ARGS__)
+#define phr_parse_response(...)              la_h2oapi.phr_parse_response(__VA_ARGS__)
 
 #define wslay_event_config_set_callbacks(...) \
   la_h2oapi.wslay_event_config_set_callbacks(__VA_ARGS__)

@@ -136,6 +136,19 @@ static void decide_framing(xfer_t *x) {
   }
 }
 
+/* The final status is known and x->hbuf holds the response's header
+** lines: framing is decided and the requester wakes. */
+void la_xfer_head(xfer_t *x, long status) {
+  x->status = status;
+  x->headers_done = 1;
+  if (x->hcap > x->hlen + 64) {   /* kept as long as the response: fit it */
+    char *q = realloc(x->hbuf, x->hlen + 1);
+    if (q) { x->hbuf = q; x->hcap = x->hlen + 1; }
+  }
+  decide_framing(x);
+  x_wake(x, W_HEADERS);
+}
+
 static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
   xfer_t *x = ud;
   size_t n = sz * nm;
@@ -146,17 +159,12 @@ static size_t header_cb(char *p, size_t sz, size_t nm, void *ud) {
     return n;
   }
   if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) {
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     /* 1xx interim answers, and blocks without a status (a proxy's CONNECT
     ** reply when not suppressed), are not the response */
-    if (x->status < 200) { x->status = 0; x->hlen = 0; return n; }
-    x->headers_done = 1;
-    if (x->hcap > x->hlen + 64) {   /* kept as long as the response: fit it */
-      char *q = realloc(x->hbuf, x->hlen + 1);
-      if (q) { x->hbuf = q; x->hcap = x->hlen + 1; }
-    }
-    decide_framing(x);
-    x_wake(x, W_HEADERS);
+    if (status < 200) { x->hlen = 0; return n; }
+    la_xfer_head(x, status);
     return n;
   }
   if (x->hlen + n > MAX_HEADERS || grow(&x->hbuf, &x->hcap, x->hlen + n)) {
@@ -176,33 +184,42 @@ static void got_first(xfer_t *x) {
   la_xfer_arm(x, x->t_last);
 }
 
-static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
-  xfer_t *x = ud;
-  size_t n = sz * nm;
+int la_xfer_feed(xfer_t *x, const char *p, size_t n) {
   /* a framed stream's comments (": ping") carry no event: only a
   ** dispatched event stops the first-event clock */
   if (!x->got_body && !(x->stream && x->framed)) got_first(x);
   if (!x->stream || x->raw) {
-    if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return 0; }
-    if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return 0; }
+    if (x->blen + n > x->max_body) { x->err = E_BODYCAP; return -1; }
+    if (grow(&x->body, &x->bcap, x->blen + n + 1)) { x->err = E_BODYCAP; return -1; }
     memcpy(x->body + x->blen, p, n);
     x->blen += n;
     x->t_last = uv_now(x->rt->loop);
     x->rt->stats.bytes_received += n;   /* la_stats */
-    return n;
+    return 0;
   }
-  if (x->q_bytes > HIGH_WATER) { x->paused = 1; return CURL_WRITEFUNC_PAUSE; }
   if (!x->framed) {
-    if (q_push(x, p, n, NULL, 0, NULL, 0)) { x->err = E_TOOBIG; return 0; }
+    if (q_push(x, p, n, NULL, 0, NULL, 0)) { x->err = E_TOOBIG; return -1; }
     x->t_last = uv_now(x->rt->loop);
   } else if (la_frame_feed(&x->frame, p, n) < 0 || drain_frames(x, 0) < 0) {
     x->err = E_TOOBIG;
-    return 0;
+    return -1;
   }
   if (!x->got_body && x->q_head) got_first(x);
   if (x->q_head) x_wake(x, W_EVENT);
-  x->rt->stats.bytes_received += n;     /* not before: a pause re-delivers */
-  return n;
+  x->rt->stats.bytes_received += n;
+  return 0;
+}
+
+static size_t write_cb(char *p, size_t sz, size_t nm, void *ud) {
+  xfer_t *x = ud;
+  size_t n = sz * nm;
+  /* a stream's reader is behind: libcurl keeps the bytes and gives them
+  ** again on unpause (la_xfer_resume) */
+  if (x->stream && !x->raw && x->q_bytes > HIGH_WATER) {
+    x->paused = 1;
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  return la_xfer_feed(x, p, n) == 0 ? n : 0;
 }
 
 /* ================================================================== */
@@ -220,6 +237,7 @@ static void x_wake(xfer_t *x, wait_t why) {
 }
 
 void la_xfer_release(xfer_t *x) {
+  if (x->lean) la_hclient_abort(x);
   if (x->easy) { curl_easy_cleanup(x->easy); x->easy = NULL; }
   if (x->hdrs) { curl_slist_free_all(x->hdrs); x->hdrs = NULL; }
   if (x->timer) {
@@ -236,18 +254,27 @@ static void x_finish(xfer_t *x) {
   x_wake(x, W_NONE);
 }
 
+void la_xfer_end(xfer_t *x, int ok) {
+  if (ok && x->stream && x->framed && x->err == E_NONE) {
+    int rc = drain_frames(x, 1);
+    if (rc == LA_FRAME_EINCOMPLETE) x->eof_incomplete = 1;
+  } else if (!ok && x->err == E_NONE) {
+    x->err = E_CURL;
+  }
+  x_finish(x);
+}
+
 /* The multi reports the transfer finished (outside curl callbacks). */
 static void done_cb(void *ud, CURLcode res) {
   xfer_t *x = ud;
   x->in_multi = 0;
   x->result = res;
-  if (res == CURLE_OK && x->stream && x->framed && x->err == E_NONE) {
-    int rc = drain_frames(x, 1);
-    if (rc == LA_FRAME_EINCOMPLETE) x->eof_incomplete = 1;
-  } else if (res != CURLE_OK && x->err == E_NONE) {
-    x->err = E_CURL;
-  }
-  x_finish(x);
+  la_xfer_end(x, res == CURLE_OK);
+}
+
+void la_xfer_resume(xfer_t *x) {
+  if (x->lean) la_hclient_resume(x);
+  else curl_easy_pause(x->easy, CURLPAUSE_CONT);   /* may call write_cb */
 }
 
 /* Stops the transfer now (cancel, close, deadline). */
@@ -266,6 +293,14 @@ static void deadline_cb(uv_timer_t *h) {
   uint64_t now = uv_now(x->rt->loop);
   const char *which = NULL;
   uint64_t limit = 0;
+  if (x->connecting && x->to_connect && now - x->t_start >= x->to_connect) {
+    /* the lean client's (libcurl keeps its own): the error libcurl gives */
+    x->result = CURLE_OPERATION_TIMEDOUT;
+    snprintf(x->errbuf, sizeof x->errbuf, "Connection timed out after %llu milliseconds",
+             (unsigned long long)(now - x->t_start));
+    la_xfer_abort(x, E_CURL);
+    return;
+  }
   if (x->to_total && now - x->t_start >= x->to_total) {
     which = "total"; limit = x->to_total;
   } else if (!x->got_body && x->to_first && now - x->t_start >= x->to_first) {
@@ -286,6 +321,8 @@ void la_xfer_arm(xfer_t *x, uint64_t now) {
   uint64_t next = UINT64_MAX, d;
   if (!x->timer) return;
   if (x->to_total) next = x->t_start + x->to_total;
+  if (x->connecting && x->to_connect && x->t_start + x->to_connect < next)
+    next = x->t_start + x->to_connect;
   if (!x->got_body && x->to_first) {
     d = x->t_start + x->to_first;
     if (d < next) next = d;
@@ -416,14 +453,16 @@ static int has_ctl(const char *s, size_t n) {
   return 0;
 }
 
-/* Builds the header list from opts.headers (name -> value). */
-static void set_headers(lua_State *L, xfer_t *x) {
+/* Checks opts.headers (name -> value) and passes each to add. */
+static void each_header(lua_State *L, void (*add)(xfer_t *, const char *, size_t,
+                                                  const char *, size_t, void *),
+                        xfer_t *x, void *ud) {
   lua_getfield(L, 1, "headers");
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       size_t nl, vl;
-      const char *k, *v, *line;
+      const char *k, *v;
       if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
         luaL_error(L, "http.request: header names and values must be strings");
       k = lua_tolstring(L, -2, &nl);
@@ -431,18 +470,49 @@ static void set_headers(lua_State *L, xfer_t *x) {
       if (nl == 0 || has_ctl(k, nl) || has_ctl(v, vl) || memchr(k, ':', nl))
         luaL_error(L, "http.request: header '%s' has a forbidden character "
                       "(CR, LF, NUL or ':' in the name)", has_ctl(k, nl) ? "?" : k);
-      line = vl ? lua_pushfstring(L, "%s: %s", k, v)
-                : lua_pushfstring(L, "%s;", k);
-      x->hdrs = curl_slist_append(x->hdrs, line);
-      lua_pop(L, 2);
+      add(x, k, nl, v, vl, ud);
+      lua_pop(L, 1);
     }
   } else if (!lua_isnil(L, -1)) {
     luaL_error(L, "http.request: headers must be a table");
   }
   lua_pop(L, 1);
-  /* curl adds "Expect: 100-continue" to large bodies; LLM APIs never
-  ** need the extra round trip. */
-  x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+}
+
+static void add_slist(xfer_t *x, const char *k, size_t nl, const char *v,
+                      size_t vl, void *ud) {
+  lua_State *L = ud;
+  (void)nl;
+  x->hdrs = curl_slist_append(x->hdrs, vl ? lua_pushfstring(L, "%s: %s", k, v)
+                                          : lua_pushfstring(L, "%s;", k));
+  lua_pop(L, 1);
+}
+
+/* The header lines of a lean request ("Name: value\r\n"), in a buffer
+** the Lua side keeps alive until the request is made. */
+typedef struct { char *p; size_t len, cap; int has_host, oom; } lines_t;
+
+static void check_only(xfer_t *x, const char *k, size_t nl, const char *v,
+                       size_t vl, void *ud) {
+  (void)x; (void)k; (void)nl; (void)v; (void)vl; (void)ud;
+}
+
+static void add_line(xfer_t *x, const char *k, size_t nl, const char *v,
+                     size_t vl, void *ud) {
+  lines_t *b = ud;
+  (void)x;
+  /* the client writes the body's framing itself */
+  if ((nl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
+      (nl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
+      (nl == 6 && strncasecmp(k, "expect", 6) == 0))
+    return;
+  if (nl == 4 && strncasecmp(k, "host", 4) == 0) b->has_host = 1;
+  if (b->oom || grow(&b->p, &b->cap, b->len + nl + vl + 4)) { b->oom = 1; return; }
+  memcpy(b->p + b->len, k, nl);
+  memcpy(b->p + b->len + nl, ": ", 2);
+  memcpy(b->p + b->len + nl + 2, v, vl);
+  memcpy(b->p + b->len + nl + 2 + vl, "\r\n", 2);
+  b->len += nl + vl + 4;
 }
 
 /* True when m is an RFC 9110 token (tchar+): anything else could end
@@ -459,22 +529,27 @@ static int url_ok(const char *u) {
   return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
 }
 
-/* Sets every libcurl option from the opts table at index 1. */
-static void configure(lua_State *L, xfer_t *x) {
-  CURL *e = x->easy;
-  const char *url = opt_str(L, "url", NULL), *method, *ca, *framing;
-  lua_Integer bufsize;
-  size_t blen = 0;
-  const char *body;
-  if (!url) luaL_error(L, "http.request: url is required");
-  if (!url_ok(url)) luaL_error(L, "http.request: only http:// and https:// URLs");
+/* What a request's options say, whichever client makes it. */
+typedef struct {
+  const char *url, *method, *body;
+  size_t blen;
+} req_t;
+
+/* Reads and checks the options of the opts table at index 1 that both
+** clients share, into x and r. */
+static void common_opts(lua_State *L, xfer_t *x, req_t *r) {
+  const char *framing;
+  r->url = opt_str(L, "url", NULL);
+  if (!r->url) luaL_error(L, "http.request: url is required");
+  if (!url_ok(r->url)) luaL_error(L, "http.request: only http:// and https:// URLs");
   if (lua_getfield(L, 1, "body") != LUA_TSTRING && lua_toboolean(L, -1))
     luaL_error(L, "http.request: body must be a string (encode a table as "
                   "JSON first), not a %s", luaL_typename(L, -1));
-  body = lua_tolstring(L, -1, &blen);
+  r->blen = 0;
+  r->body = lua_tolstring(L, -1, &r->blen);
   lua_pop(L, 1);
-  method = opt_str(L, "method", body ? "POST" : "GET");
-  if (!method_ok(method))
+  r->method = opt_str(L, "method", r->body ? "POST" : "GET");
+  if (!method_ok(r->method))
     luaL_error(L, "http.request: method must be an HTTP token (letters, digits "
                   "and !#$%%&'*+-.^_`|~; no space, CR or LF)");
   lua_getfield(L, 1, "stream");
@@ -491,21 +566,31 @@ static void configure(lua_State *L, xfer_t *x) {
   }
   x->max_body = (size_t)opt_int(L, "max_body", (lua_Integer)DEF_MAX_BODY, 0,
                                 LUA_MAXINTEGER);
-  bufsize = opt_int(L, "buffer_size", x->stream ? STREAM_BUFFER : 0, MIN_BUFFER,
-                    MAX_BUFFER);
-  if (bufsize) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)bufsize);
-  set_headers(L, x);
   x->to_connect = opt_ms(L, "connect_timeout", 10);
   x->to_first = opt_ms(L, "first_event_timeout", 600);
   x->to_idle = opt_ms(L, "idle_timeout", 600);
   x->to_total = opt_ms(L, "timeout", 0);
-  curl_easy_setopt(e, CURLOPT_URL, url);
+}
+
+/* Sets every libcurl option from the opts table at index 1. */
+static void configure(lua_State *L, xfer_t *x, const req_t *r) {
+  CURL *e = x->easy;
+  const char *ca;
+  lua_Integer bufsize;
+  bufsize = opt_int(L, "buffer_size", x->stream ? STREAM_BUFFER : 0, MIN_BUFFER,
+                    MAX_BUFFER);
+  if (bufsize) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)bufsize);
+  each_header(L, add_slist, x, L);
+  /* curl adds "Expect: 100-continue" to large bodies; LLM APIs never
+  ** need the extra round trip. */
+  x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-  if (body) {
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
-  } else if (strcmp(method, "HEAD") == 0) {
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  if (r->body) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->blen);
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body);
+  } else if (strcmp(r->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   }
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
@@ -578,35 +663,80 @@ static int request_start_k(lua_State *L, int status, lua_KContext base) {
   return l_request(L);
 }
 
+/* The lean client makes the request when opts.transport asks for it and
+** it can (hclient.c: plain http://, no proxy). */
+static int wants_lean(lua_State *L) {
+  const char *tr = opt_str(L, "transport", "curl"), *url;
+  if (strcmp(tr, "curl") == 0) return 0;
+  if (strcmp(tr, "lean") != 0)
+    luaL_error(L, "http.request: transport must be \"curl\" or \"lean\"");
+  url = opt_str(L, "url", NULL);
+  return url && la_hclient_takes(url);
+}
+
+/* A new transfer object at the top of the stack. */
+static xfer_t *new_xfer(lua_State *L, la_runtime_t *rt) {
+  xfer_t *x = lua_newuserdatauv(L, sizeof *x, 1);
+  memset(x, 0, sizeof *x);
+  x->rt = rt;
+  luaL_setmetatable(L, HTTP_MT);
+  rt->xfers++;
+  return x;
+}
+
+/* Its deadline timer, and the clock starts. */
+static void start_clock(lua_State *L, la_runtime_t *rt, xfer_t *x) {
+  x->timer = malloc(sizeof *x->timer);
+  if (!x->timer) luaL_error(L, "http.request: out of memory");
+  uv_timer_init(rt->loop, x->timer);
+  x->timer->data = x;
+  rt->handles++;
+  x->t_start = uv_now(rt->loop);
+}
+
+/* http.request{transport = "lean", ...} on the lean client. */
+static int lean_request(lua_State *L, la_runtime_t *rt) {
+  lines_t lines = {NULL, 0, 0, 0, 0};
+  req_t r;
+  const char *why;
+  xfer_t *x = new_xfer(L, rt);
+  x->lean = 1;
+  common_opts(L, x, &r);
+  each_header(L, check_only, x, NULL);   /* raises on a bad one: nothing held */
+  each_header(L, add_line, x, &lines);
+  start_clock(L, rt, x);
+  why = lines.oom ? "out of memory"
+                  : la_hclient_start(x, r.url, r.method, lines.p, lines.len,
+                                     lines.has_host, r.body, r.blen);
+  free(lines.p);
+  if (why) return luaL_error(L, "http.request: %s", why);
+  la_xfer_arm(x, x->t_start);
+  return request_k(L, LUA_OK, 1);
+}
+
 /* http.request(opts) -> resp | nil, err */
 static int l_request(lua_State *L) {
   la_runtime_t *rt = la_runtime_of(L);
   la_curl_t *c;
   xfer_t *x;
   la_task_t *t;
+  req_t r;
   const char *why = NULL;
   luaL_checktype(L, 1, LUA_TTABLE);
   t = la_task_current(L, "http.request");
   lua_settop(L, 1);
+  if (wants_lean(L)) return lean_request(L, rt);
   /* libcurl is loading on a thread (la_preload): wait for it, off the loop */
   if (la_curl_loading(rt)) return la_curl_wait_loaded(L, t, request_start_k);
-  x = lua_newuserdatauv(L, sizeof *x, 1);
-  memset(x, 0, sizeof *x);
-  x->rt = rt;
-  luaL_setmetatable(L, HTTP_MT);
-  rt->xfers++;
+  x = new_xfer(L, rt);
   c = la_curl_get(rt, &why);
   if (!c) return luaL_error(L, "http.request: %s", why);
   c->done = done_cb;
+  common_opts(L, x, &r);
   x->easy = curl_easy_init();
   if (!x->easy) return luaL_error(L, "http.request: out of memory");
-  configure(L, x);
-  x->timer = malloc(sizeof *x->timer);
-  if (!x->timer) return luaL_error(L, "http.request: out of memory");
-  uv_timer_init(rt->loop, x->timer);
-  x->timer->data = x;
-  rt->handles++;
-  x->t_start = uv_now(rt->loop);
+  configure(L, x, &r);
+  start_clock(L, rt, x);
   x->in_multi = 1;            /* before: the add may start and end it (done_cb) */
   if (la_curl_add(c, x->easy) != 0) {
     x->in_multi = 0;

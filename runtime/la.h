@@ -108,6 +108,7 @@ struct la_runtime {
   long xfers;                 /* HTTP transfer objects alive (debug) */
   la_node_t all;              /* every live task (cancel-all on Ctrl-C) */
   struct la_curl *curl;       /* lazily made by curl.c */
+  struct la_hclient *hclient; /* the lean client's pools (hclient.c) */
   int sigint_claimed;         /* tasks waiting in term.on_interrupt: while
                                  non-zero, Ctrl-C is theirs (term.c) */
   uint64_t deadline;          /* uv_hrtime() at which la_step's budget is

@@ -84,7 +84,7 @@ static void maybe_unpause(xfer_t *x) {
     x->paused = 0;
     x->t_last = uv_now(x->rt->loop);   /* the idle clock restarts now */
     la_xfer_arm(x, x->t_last);
-    curl_easy_pause(x->easy, CURLPAUSE_CONT);   /* may call write_cb */
+    la_xfer_resume(x);   /* may feed more at once */
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include "la.h"
 #include "curl.h"
+#include "xfer.h"
 
 #define RUNTIME_KEY "luagent.runtime"   /* registry: lightuserdata rt */
 
@@ -179,6 +180,7 @@ void la_runtime_free(la_runtime_t *rt) {
   }
   la_preload_stop(rt);
   la_curl_free(rt);
+  la_hclient_free(rt);
   la_host_free(rt);
   la_loop_close(rt);
   free(rt);

@@ -70,12 +70,41 @@ typedef struct xfer {
   uint64_t to_first, to_idle, to_total, to_connect;   /* ms, 0 = off */
   int got_body;
   int saw_status;             /* a status line came (headers may not end) */
+  /* the lean client's (hclient.c; easy stays NULL) */
+  struct hc_conn *conn;       /* the connection it has, or NULL */
+  struct hc_req *hreq;        /* the request's bytes and where they go */
+  int lean;                   /* the transfer is the lean client's */
+  int connecting;             /* lean: the connect deadline applies */
   char errbuf[CURL_ERROR_SIZE];
 } xfer_t;
 
 /* Takes the next complete event off x's queue (NULL: none); the caller
 ** frees it. */
 ev_t *la_xfer_pop(xfer_t *x);
+
+/* The transport's side of a transfer, the same for both (http.c):
+** la_xfer_head takes the final status once x->hbuf holds its header
+** lines; la_xfer_feed takes body bytes (0, or -1 with x->err set);
+** la_xfer_end says the transfer is over (ok: the body ended well). */
+void la_xfer_head(xfer_t *x, long status);
+int  la_xfer_feed(xfer_t *x, const char *p, size_t n);
+void la_xfer_end(xfer_t *x, int ok);
+
+/* The reader caught up with a paused transfer: it reads again. */
+void la_xfer_resume(xfer_t *x);
+
+/* hclient.c: true when the lean client takes a request for url (plain
+** http://, no proxy in the environment); starts x (its options already
+** read: headers are its header lines; NULL, or why it cannot); stops
+** x's connection and frees its request; resumes a paused x; closes
+** every connection (runtime close). */
+int  la_hclient_takes(const char *url);
+const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
+                             const char *headers, size_t hlen, int has_host,
+                             const char *body, size_t blen);
+void la_hclient_abort(xfer_t *x);
+void la_hclient_resume(xfer_t *x);
+void la_hclient_free(la_runtime_t *rt);
 
 /* Frees every queued event. */
 void la_xfer_clear(xfer_t *x);

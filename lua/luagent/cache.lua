@@ -31,7 +31,7 @@ local NOT_OUTPUT = {
   num_retries = true, fallbacks = true, context_window_fallbacks = true,
   api_key = true, extra_headers = true, rate_limit = true, on_midstream_failure = true,
   ca_file = true, metadata = true, request_timeout = true, stream_timeout = true,
-  max_retries = true, drop_params = true,
+  max_retries = true, drop_params = true, transport = true,
 }
 
 -- Wall-clock seconds (TTLs hold across processes and restarts).

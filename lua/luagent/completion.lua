@@ -237,8 +237,8 @@ local function attempt_once(p, limit, dl)
   local req, rerr = P.build_request(p, model, ctx)
   if not req then return nil, decorate(rerr, P.name, model) end
   -- the request table itself carries the transport's options (no copy)
-  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file =
-    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file
+  req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file, req.transport =
+    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file, p.transport
   local send = P.send
   if not send then
     hcore = hcore or require "luagent.http.core"

@@ -155,6 +155,9 @@ function Gateway:_admit(req, proto)
   end
   if caller.budget then params.budget = caller.budget end   -- charged, and cut mid-stream
   if self.cfg.drop_params then params.drop_params = true end
+  -- upstream over plain http:// on the lean client (docs/architecture.md,
+  -- "The lean client"); https and proxies stay libcurl's
+  params.transport = "lean"
   if self.cfg.request_timeout and params.timeout == nil then params.timeout = self.cfg.request_timeout end
   return params, caller, permit
 end
