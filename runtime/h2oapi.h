@@ -1,5 +1,6 @@
 /*
-** h2oapi.h -- libh2o, libwslay and libssl, loaded on the first llm.serve.
+** h2oapi.h -- libh2o, libwslay and libssl, loaded on the first llm.serve
+** (or the first lean transfer: hclient.c parses with libh2o's picohttpparser).
 **
 ** Linked, the serving libraries (libh2o pulls libwslay, libssl, libcrypto
 ** and libz) cost every script about 1.7 ms of start-up and 1.9 MB of
@@ -7,8 +8,8 @@
 ** has the numbers). The runtime therefore dlopen()s libh2o when the first
 ** server is made and calls it through this table, as it does libcurl
 ** (curlapi.h); the macros below keep the call sites reading like plain
-** h2o, wslay and OpenSSL. Only server.c, sreq.c, ws.c and hresp.c include this,
-** through server.h.
+** h2o, wslay and OpenSSL. Only server.c, sreq.c and ws.c (through
+** server.h), hresp.c and hclient.c include this.
 **
 ** Inline functions of the headers that call an exported function (the
 ** error senders, h2o_lcstris) are replaced below too: their header bodies

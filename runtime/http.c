@@ -5,11 +5,13 @@
 **
 **   request{url=, method=, headers=, body=, stream=, framing=,
 **           connect_timeout=, first_event_timeout=, idle_timeout=,
-**           timeout=, max_event=, max_body=, buffer_size=, ca_file=}
-**                                                         (redirects: http.lua)
+**           timeout=, max_event=, max_body=, buffer_size=, ca_file=,
+**           transport="curl"|"lean"}                     (redirects: http.lua)
 **     -> resp | nil, err          suspends until status and headers
 **   framer("sse"|"ndjson" [, max_event]) -> a framer         (framer.c)
 **
+** transport = "lean" hands a plain http:// request to the lean client
+** (hclient.c) instead of libcurl; both feed the same transfer below.
 ** libcurl callbacks only append to C buffers and wake the waiting task;
 ** they never touch a lua_State. Complete events are queued in C memory;
 ** when the queue passes HIGH_WATER bytes the transfer pauses
