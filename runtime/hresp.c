@@ -8,7 +8,7 @@
 #include "h2oapi.h"
 #include "hresp.h"
 
-enum { S_HEAD, S_BODY, S_DONE, S_ERROR };
+enum { S_HEAD, S_BODY, S_DONE, S_ERROR, S_STOP };
 enum { M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE };
 
 /* Headers a head may have: picohttpparser answers -1 beyond. */
@@ -168,9 +168,9 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
   }
 }
 
-int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
-                  void *ud) {
-  r->received += n;
+/* la_hresp_feed but for a STOP's being final. */
+static int feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
+                void *ud) {
   if (r->state == S_DONE) {
     if (n) r->keep_alive = 0;
     return LA_HRESP_DONE;
@@ -234,8 +234,22 @@ int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
   return body(r, p, n, cb, ud);
 }
 
+int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
+                  void *ud) {
+  int rc;
+  r->received += n;
+  /* STOP is final, as DONE and ERROR are: fed again, a stopped response
+  ** called its callbacks again, with more body or, stopped at the head,
+  ** with body bytes parsed as a head (found by fuzz/fuzz_hresp.c). */
+  if (r->state == S_STOP) return LA_HRESP_STOP;
+  rc = feed(r, p, n, cb, ud);
+  if (rc == LA_HRESP_STOP) r->state = S_STOP;
+  return rc;
+}
+
 int la_hresp_eof(la_hresp_t *r) {
   switch (r->state) {
+    case S_STOP: return LA_HRESP_STOP;
     case S_DONE: return LA_HRESP_DONE;
     case S_ERROR: return LA_HRESP_ERROR;
     case S_HEAD: return fail(r, "connection closed before the response headers ended");
