@@ -152,11 +152,17 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
     int minor, status, rc;
     rc = phr_parse_response(buf + off, len - off, &minor, &status, &msg,
                             &msg_len, h, &nh, off ? 0 : last);
+    /* max_head bounds each head, counted here where it is parsed: the
+    ** bytes buffered also held body bytes of the same read and a head
+    ** read whole was never counted, so the answer hung on how the
+    ** response was split into reads (found by fuzz/fuzz_hresp.c). */
     if (rc == -2) {
+      if (len - off > r->max_head) return fail(r, "response headers too large");
       *used = off;
       return LA_HRESP_MORE;
     }
     if (rc < 0) return fail(r, "malformed response head");
+    if ((size_t)rc > r->max_head) return fail(r, "response headers too large");
     off += (size_t)rc;
     if (status >= 100 && status < 200 && status != 101) continue;
     rc = framing(r, minor, status, h, nh);
@@ -185,7 +191,6 @@ static int feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
       if (rc != LA_HRESP_MORE) return rc;
       if (r->state == S_HEAD) {
         /* incomplete: keep what is left (1xx heads already skipped) */
-        if (n - used > r->max_head) return fail(r, "response headers too large");
         if (n - used > r->hcap) {
           char *q = realloc(r->head, n - used < 1024 ? 1024 : n - used);
           if (!q) return fail(r, "out of memory");
@@ -199,8 +204,8 @@ static int feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
       return body(r, p + used, n - used, cb, ud);
     }
     {
+      /* hlen <= max_head (heads), so this holds at most one read more */
       size_t last = r->hlen, need = r->hlen + n;
-      if (need > r->max_head) return fail(r, "response headers too large");
       if (need > r->hcap) {
         size_t cap = r->hcap * 2 > need ? r->hcap * 2 : need;
         char *q = realloc(r->head, cap);
