@@ -3,8 +3,8 @@
  * HTTP/1.x response parser (picohttpparser, from the libh2o it loads).
  *
  * Build and run (seed corpus in fuzz/corpus/hresp/):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime \
- *       $(pkg-config --cflags libh2o libuv) runtime/hresp.c runtime/h2oapi.c \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
+ *       -fno-sanitize-recover=undefined -Iruntime $(pkg-config --cflags libh2o libuv) runtime/hresp.c runtime/h2oapi.c \
  *       fuzz/fuzz_hresp.c -ldl -luv -o /tmp/fuzz_hresp
  *   /tmp/fuzz_hresp -max_total_time=60 fuzz/corpus/hresp/
  *

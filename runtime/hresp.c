@@ -197,7 +197,9 @@ static int feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
           r->head = q;
           r->hcap = n - used < 1024 ? 1024 : n - used;
         }
-        memcpy(r->head, p + used, n - used);
+        /* not memcpy(NULL, .., 0), undefined: a read of 1xx heads alone
+        ** left nothing and nothing was allocated (found by fuzz_hresp) */
+        if (n > used) memcpy(r->head, p + used, n - used);
         r->hlen = n - used;
         return LA_HRESP_MORE;
       }
