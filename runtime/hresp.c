@@ -163,6 +163,10 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
     }
     if (rc < 0) return fail(r, "malformed response head");
     if ((size_t)rc > r->max_head) return fail(r, "response headers too large");
+    /* picohttpparser takes any three digits: "020" reached the caller as
+    ** status 20, framed as a final answer (found by fuzz/fuzz_hresp.c);
+    ** RFC 9110 section 15 has classes 1xx to 5xx only */
+    if (status < 100) return fail(r, "malformed response head (status below 100)");
     off += (size_t)rc;
     if (status >= 100 && status < 200 && status != 101) continue;
     rc = framing(r, minor, status, h, nh);
