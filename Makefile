@@ -212,6 +212,12 @@ fuzz:
 	  fuzz/fuzz_sse_scan.c $$(pkg-config --libs lua5.4) -lm -o $(BUILD)/fuzz/fuzz_sse_scan
 	$(BUILD)/fuzz/fuzz_sse_scan -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_sse_scan fuzz/corpus/sse_scan
+	@mkdir -p $(BUILD)/fuzz/corpus_hresp
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -Iruntime $(call pkg,--cflags,libh2o libuv) runtime/hresp.c runtime/h2oapi.c \
+	  fuzz/fuzz_hresp.c -ldl -luv -o $(BUILD)/fuzz/fuzz_hresp
+	$(BUILD)/fuzz/fuzz_hresp -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_hresp fuzz/corpus/hresp
 
 # ---- install ---------------------------------------------------------------
 install: all

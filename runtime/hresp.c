@@ -8,7 +8,7 @@
 #include "h2oapi.h"
 #include "hresp.h"
 
-enum { S_HEAD, S_BODY, S_DONE, S_ERROR };
+enum { S_HEAD, S_BODY, S_DONE, S_ERROR, S_STOP };
 enum { M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE };
 
 /* Headers a head may have: picohttpparser answers -1 beyond. */
@@ -152,11 +152,21 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
     int minor, status, rc;
     rc = phr_parse_response(buf + off, len - off, &minor, &status, &msg,
                             &msg_len, h, &nh, off ? 0 : last);
+    /* max_head bounds each head, counted here where it is parsed: the
+    ** bytes buffered also held body bytes of the same read and a head
+    ** read whole was never counted, so the answer hung on how the
+    ** response was split into reads (found by fuzz/fuzz_hresp.c). */
     if (rc == -2) {
+      if (len - off > r->max_head) return fail(r, "response headers too large");
       *used = off;
       return LA_HRESP_MORE;
     }
     if (rc < 0) return fail(r, "malformed response head");
+    if ((size_t)rc > r->max_head) return fail(r, "response headers too large");
+    /* picohttpparser takes any three digits: "020" reached the caller as
+    ** status 20, framed as a final answer (found by fuzz/fuzz_hresp.c);
+    ** RFC 9110 section 15 has classes 1xx to 5xx only */
+    if (status < 100) return fail(r, "malformed response head (status below 100)");
     off += (size_t)rc;
     if (status >= 100 && status < 200 && status != 101) continue;
     rc = framing(r, minor, status, h, nh);
@@ -168,9 +178,9 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
   }
 }
 
-int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
-                  void *ud) {
-  r->received += n;
+/* la_hresp_feed but for a STOP's being final. */
+static int feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
+                void *ud) {
   if (r->state == S_DONE) {
     if (n) r->keep_alive = 0;
     return LA_HRESP_DONE;
@@ -185,22 +195,23 @@ int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
       if (rc != LA_HRESP_MORE) return rc;
       if (r->state == S_HEAD) {
         /* incomplete: keep what is left (1xx heads already skipped) */
-        if (n - used > r->max_head) return fail(r, "response headers too large");
         if (n - used > r->hcap) {
           char *q = realloc(r->head, n - used < 1024 ? 1024 : n - used);
           if (!q) return fail(r, "out of memory");
           r->head = q;
           r->hcap = n - used < 1024 ? 1024 : n - used;
         }
-        memcpy(r->head, p + used, n - used);
+        /* not memcpy(NULL, .., 0), undefined: a read of 1xx heads alone
+        ** left nothing and nothing was allocated (found by fuzz_hresp) */
+        if (n > used) memcpy(r->head, p + used, n - used);
         r->hlen = n - used;
         return LA_HRESP_MORE;
       }
       return body(r, p + used, n - used, cb, ud);
     }
     {
+      /* hlen <= max_head (heads), so this holds at most one read more */
       size_t last = r->hlen, need = r->hlen + n;
-      if (need > r->max_head) return fail(r, "response headers too large");
       if (need > r->hcap) {
         size_t cap = r->hcap * 2 > need ? r->hcap * 2 : need;
         char *q = realloc(r->head, cap);
@@ -234,8 +245,22 @@ int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
   return body(r, p, n, cb, ud);
 }
 
+int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
+                  void *ud) {
+  int rc;
+  r->received += n;
+  /* STOP is final, as DONE and ERROR are: fed again, a stopped response
+  ** called its callbacks again, with more body or, stopped at the head,
+  ** with body bytes parsed as a head (found by fuzz/fuzz_hresp.c). */
+  if (r->state == S_STOP) return LA_HRESP_STOP;
+  rc = feed(r, p, n, cb, ud);
+  if (rc == LA_HRESP_STOP) r->state = S_STOP;
+  return rc;
+}
+
 int la_hresp_eof(la_hresp_t *r) {
   switch (r->state) {
+    case S_STOP: return LA_HRESP_STOP;
     case S_DONE: return LA_HRESP_DONE;
     case S_ERROR: return LA_HRESP_ERROR;
     case S_HEAD: return fail(r, "connection closed before the response headers ended");

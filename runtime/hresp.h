@@ -44,11 +44,13 @@ void la_hresp_init(la_hresp_t *r, int no_body, size_t max_head);
 
 /* Feeds n bytes (the body is decoded in place in p). MORE: feed more;
 ** DONE: the response ended (bytes after it are not the response's and
-** clear keep_alive); ERROR: r->err says why; STOP: a callback said so. */
+** clear keep_alive); ERROR: r->err says why; STOP: a callback said so.
+** DONE, ERROR and STOP are final: later feeds return the same, no callback. */
 int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
                   void *ud);
 
-/* The peer closed: DONE when that ends the body, else ERROR. */
+/* The peer closed: DONE when that ends the body, else ERROR (STOP after a
+** STOP). */
 int la_hresp_eof(la_hresp_t *r);
 
 /* Frees what r holds (it may be initialised again). */
