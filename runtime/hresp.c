@@ -52,6 +52,16 @@ static int has_token(const char *v, size_t n, const char *t) {
   return 0;
 }
 
+/* True when the last item of the comma-separated list v is t (any case). */
+static int last_token_is(const char *v, size_t n, const char *t) {
+  size_t tl = strlen(t), s;
+  while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ',')) n--;
+  s = n;
+  while (s && v[s - 1] != ',') s--;
+  while (s < n && (v[s] == ' ' || v[s] == '\t')) s++;
+  return n - s == tl && strncasecmp(v + s, t, tl) == 0;
+}
+
 /* Decimal digits only, no overflow; 0 on success. */
 static int parse_length(const char *v, size_t n, uint64_t *out) {
   uint64_t x = 0;
@@ -81,7 +91,10 @@ static int framing(la_hresp_t *r, int minor, int status,
       else if (has_token(h[i].value, h[i].value_len, "keep-alive")) r->keep_alive = 1;
     } else if (is(&h[i], "transfer-encoding")) {
       has_te = 1;
-      chunked = has_token(h[i].value, h[i].value_len, "chunked");
+      /* chunked frames the body only as the last coding applied (RFC 9112
+      ** 6.3: "chunked, gzip" runs to the close); a later header's list
+      ** continues this one's */
+      chunked = last_token_is(h[i].value, h[i].value_len, "chunked");
     } else if (is(&h[i], "content-length")) {
       uint64_t l;
       if (parse_length(h[i].value, h[i].value_len, &l) != 0 || (has_len && l != len))

@@ -43,4 +43,19 @@ describe("the lean client's response parser #integration", function()
     assert.are.equal(body, resp:body())
     resp:close()
   end)
+  it("frames a body as chunked only when chunked is the last coding", function()
+    -- "gzip, chunked": chunked last, decoded (the gzip is the caller's)
+    local chunks = "5\r\nhello\r\n0\r\n\r\n"
+    local resp, err = lean("te_last", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" .. chunks)
+    assert.is_nil(err and err.message)
+    assert.are.equal("hello", resp:body())
+    resp:close()
+    -- "chunked, br": the body runs to the close, its bytes as they came
+    -- (RFC 9112 6.3); it was de-chunked into "hello"
+    resp, err = lean("te_not_last", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, br\r\n" ..
+                                    "Connection: close\r\n\r\n" .. chunks)
+    assert.is_nil(err and err.message)
+    assert.are.equal(chunks, resp:body())
+    resp:close()
+  end)
 end)
