@@ -476,6 +476,17 @@ static int split_url(const char *url, const char **auth, size_t *al,
   return 0;
 }
 
+/* True when url has no space or control byte: the request line carries
+** it verbatim, and a CR or LF there would end the line early and let the
+** URL write headers (or a second request) of its own. libcurl refuses
+** the same URLs. */
+static int url_bytes_ok(const char *url) {
+  const unsigned char *p;
+  for (p = (const unsigned char *)url; *p; p++)
+    if (*p <= ' ' || *p == 0x7f) return 0;
+  return 1;
+}
+
 const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
                              const char *headers, size_t hlen, int has_host,
                              const char *body, size_t blen) {
@@ -485,8 +496,13 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
   int port, with_len;
   hc_req_t *q;
   if (why) return why;
-  if (split_url(url, &auth, &al, &host, &hl, &port, &path, &pl) != 0)
-    return "malformed URL";
+  if (split_url(url, &auth, &al, &host, &hl, &port, &path, &pl) != 0 || !url_bytes_ok(url)) {
+    /* what libcurl answers: nil and an error, not a raise */
+    x->result = CURLE_URL_MALFORMAT;
+    snprintf(x->errbuf, sizeof x->errbuf, "URL using bad/illegal format or missing URL");
+    la_xfer_end(x, 0);
+    return NULL;
+  }
   if (!rt->hclient) {
     struct sigaction sa;
     if (!(rt->hclient = calloc(1, sizeof *rt->hclient))) return "out of memory";

@@ -459,6 +459,22 @@ describe("lean client: errors #integration", function()
     end, "http.request: transport must be a string")
   end)
 
+
+  it("refuses a URL whose path would split the request, as libcurl does", function()
+    for _, bad in ipairs({ "/cl?n=1 HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /cl", "/a b", "/a\tb",
+                           "/a\127b" }) do
+      local before = #srv.entries("req")
+      local resp, err = lean{ url = srv.url .. bad }
+      assert.is_nil(resp)
+      assert.are.equal("APIConnectionError", err.type)
+      assert.matches("URL using bad/illegal format", err.message)
+      llm.sleep(0.1)
+      assert.are.equal(before, #srv.entries("req"), "the server got a request for " .. bad)
+    end
+    local resp, err = lean{ url = "http://127.0.0.1:99999/" }
+    assert.is_nil(resp)
+    assert.matches("URL using bad/illegal format", err.message)
+  end)
 end)
 
 describe("lean client: what goes to libcurl #integration", function()
