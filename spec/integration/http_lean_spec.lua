@@ -347,6 +347,18 @@ describe("lean client: errors #integration", function()
     assert.matches("headers too large", err.message)
   end)
 
+  it("takes a response with hundreds of header lines; past 512, says so", function()
+    local resp = assert(lean{ url = srv.url .. "/manyheads?n=500" })
+    assert.are.equal(200, resp.status)
+    assert.are.equal("v499", resp.headers["x-h-499"])
+    assert.are.equal("ok", resp:body())
+    local err
+    resp, err = lean{ url = srv.url .. "/manyheads?n=600" }
+    assert.is_nil(resp)
+    assert.are.equal("APIConnectionError", err.type)
+    assert.matches("more than 512 header lines", err.message)
+  end)
+
   it("a body over max_body is an APIError naming the cap", function()
     local resp = assert(lean{ url = srv.url .. "/cl?n=100000", max_body = 50000 })
     local body, err = resp:body()
