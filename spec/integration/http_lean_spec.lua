@@ -462,6 +462,19 @@ describe("lean client: errors #integration", function()
     assert.is_true(peak < 32 * 1024, "memory grew by " .. peak .. " KB")
   end)
 
+  it("refuses a bad buffer_size or ca_file as libcurl's requests do", function()
+    for _, bad in ipairs({ 1023, 512 * 1024 + 1, "big", 2048.5 }) do
+      local ok, err = pcall(lean, { url = srv.url .. "/cl", buffer_size = bad })
+      assert.is_false(ok)
+      assert.matches("buffer_size must be an integer from 1024 to 524288", tostring(err))
+    end
+    local ok, err = pcall(lean, { url = srv.url .. "/cl", ca_file = 42 })
+    assert.is_false(ok)
+    assert.matches("ca_file must be a string", tostring(err))
+    local resp = assert(lean{ url = srv.url .. "/cl?n=2", buffer_size = 4096, ca_file = "/nonexistent" })
+    assert.are.equal("01", resp:body())
+  end)
+
   it("a bad transport value is a clear error", function()
     assert.has_error(function()
       llm.http.request{ url = srv.url .. "/cl", transport = "fast" }
