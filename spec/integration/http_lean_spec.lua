@@ -232,6 +232,17 @@ describe("lean client: connections #integration", function()
     assert.are_not.equal(first, reqs[#reqs].conn)
   end)
 
+  it("does not reuse a connection after an HTTP/1.0 or a Connection: close answer", function()
+    for _, path in ipairs({ "/http10", "/conn_close" }) do
+      local resp = assert(lean{ url = srv.url .. path, timeout = 5 })
+      assert.are.equal("ok", resp:body())
+      resp = assert(lean{ url = srv.url .. "/cl?n=2", timeout = 5 })
+      assert.are.equal("01", resp:body())
+      local reqs = srv.entries("req")
+      assert.are_not.equal(reqs[#reqs - 1].conn, reqs[#reqs].conn, path)
+    end
+  end)
+
   it("retries once, on a new connection, a request a stale connection drops unanswered", function()
     local resp = assert(lean{ url = srv.url .. "/drop_next" })
     assert.are.equal("ok", resp:body())

@@ -18,6 +18,8 @@
 //                        unanswered (a stale kept-alive connection)
 //   /close_idle          answers, then closes the connection 100 ms later
 //   /cut_cl /cut_chunked half of an n-byte body, then the close
+//   /http10 /conn_close  an HTTP/1.0 answer, a Connection: close one (the
+//                        connection stays open: the client must not reuse it)
 //   /drop                no answer: the connection closes
 //   /malformed           a head that is not HTTP
 //   /bighead             three 100 KB header lines
@@ -102,6 +104,10 @@ function answer(s, st, req) {
       s.write(head('200 OK', ['Transfer-Encoding: chunked']) + chunk(bodyOf(n / 2)));
       setTimeout(() => s.destroy(), 50);
       break;
+    case '/http10':
+      s.write(`HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok`); break;
+    case '/conn_close':
+      s.write(head('200 OK', ['Connection: close', 'Content-Length: 2']) + 'ok'); break;
     case '/drop':
       s.destroy(); break;
     case '/malformed':
