@@ -27,6 +27,7 @@
 ** as libcurl does.
 */
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,20 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = sizeof c->rt->hclient->buf;
 }
 
+/* What an EOF on c really was: UV_EOF, or the reset (UV_ECONNRESET) the
+** socket holds. libuv reports a hang-up after a short read as EOF without
+** reading again (its POLLHUP short cut), and a reset then reads as a
+** close: the pending socket error says which it was. */
+static ssize_t reset_or_eof(hc_conn_t *c) {
+  uv_os_fd_t fd;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+    return uv_translate_sys_error(err);
+  return UV_EOF;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hc_conn_t *c = s->data;
   xfer_t *x = c->x;
@@ -245,6 +260,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     char why[128];
     if (retry(c)) return;
+    if (nread == UV_EOF) nread = reset_or_eof(c);
     rc = nread == UV_EOF ? la_hresp_eof(&c->resp) : LA_HRESP_ERROR;
     if (rc == LA_HRESP_DONE) { conn_done(c); return; }
     if (nread == UV_EOF) snprintf(why, sizeof why, "%s", c->resp.err);

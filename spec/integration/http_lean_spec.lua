@@ -373,6 +373,19 @@ describe("lean client: errors #integration", function()
     assert.are.equal("APIConnectionError", err.type)
   end)
 
+  it("a reset mid-stream is named as a reset, not as a close", function()
+    for i = 1, 3 do
+      local resp = assert(lean{ url = mock.url .. "/s/chunks=20,delay=5,cut_after=3,rst=1,tag=" .. i
+                                  .. "/v1/chat/completions",
+                                method = "POST", stream = true,
+                                body = '{"model":"gpt-t","stream":true,"messages":[{"role":"user","content":"hi"}]}' })
+      local events, err = read_all(resp)
+      assert.are.equal(3, #events)
+      assert.are.equal("APIConnectionError", err.type)
+      assert.matches("Recv failure: connection reset by peer", err.message)
+    end
+  end)
+
   it("a malformed head is an APIConnectionError that says so", function()
     local resp, err = lean{ url = srv.url .. "/malformed" }
     assert.is_nil(resp)
