@@ -540,7 +540,7 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
   n = (size_t)snprintf(q->bytes, cap, "%s %s%.*s HTTP/1.1\r\n", method,
                        pl && *path == '/' ? "" : "/", (int)pl, path);
   if (!has_host) n += (size_t)snprintf(q->bytes + n, cap - n, "Host: %.*s\r\n", (int)al, auth);
-  memcpy(q->bytes + n, headers, hlen);
+  if (hlen) memcpy(q->bytes + n, headers, hlen);   /* no headers: NULL */
   n += hlen;
   if (with_len) n += (size_t)snprintf(q->bytes + n, cap - n, "Content-Length: %zu\r\n", blen);
   memcpy(q->bytes + n, "\r\n", 2);
