@@ -196,7 +196,7 @@ int la_hresp_feed(la_hresp_t *r, char *p, size_t n, const la_hresp_cb_t *cb,
           r->head = q;
           r->hcap = n - used < 1024 ? 1024 : n - used;
         }
-        memcpy(r->head, p + used, n - used);
+        if (n > used) memcpy(r->head, p + used, n - used);   /* head may be NULL */
         r->hlen = n - used;
         return LA_HRESP_MORE;
       }
