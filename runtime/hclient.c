@@ -27,6 +27,7 @@
 ** as libcurl does.
 */
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,20 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = sizeof c->rt->hclient->buf;
 }
 
+/* What an EOF on c really was: UV_EOF, or the reset (UV_ECONNRESET) the
+** socket holds. libuv reports a hang-up after a short read as EOF without
+** reading again (its POLLHUP short cut), and a reset then reads as a
+** close: the pending socket error says which it was. */
+static ssize_t reset_or_eof(hc_conn_t *c) {
+  uv_os_fd_t fd;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+    return uv_translate_sys_error(err);
+  return UV_EOF;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hc_conn_t *c = s->data;
   xfer_t *x = c->x;
@@ -245,6 +260,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     char why[128];
     if (retry(c)) return;
+    if (nread == UV_EOF) nread = reset_or_eof(c);
     rc = nread == UV_EOF ? la_hresp_eof(&c->resp) : LA_HRESP_ERROR;
     if (rc == LA_HRESP_DONE) { conn_done(c); return; }
     if (nread == UV_EOF) snprintf(why, sizeof why, "%s", c->resp.err);
@@ -476,6 +492,17 @@ static int split_url(const char *url, const char **auth, size_t *al,
   return 0;
 }
 
+/* True when url has no space or control byte: the request line carries
+** it verbatim, and a CR or LF there would end the line early and let the
+** URL write headers (or a second request) of its own. libcurl refuses
+** the same URLs. */
+static int url_bytes_ok(const char *url) {
+  const unsigned char *p;
+  for (p = (const unsigned char *)url; *p; p++)
+    if (*p <= ' ' || *p == 0x7f) return 0;
+  return 1;
+}
+
 const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
                              const char *headers, size_t hlen, int has_host,
                              const char *body, size_t blen) {
@@ -485,8 +512,13 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
   int port, with_len;
   hc_req_t *q;
   if (why) return why;
-  if (split_url(url, &auth, &al, &host, &hl, &port, &path, &pl) != 0)
-    return "malformed URL";
+  if (split_url(url, &auth, &al, &host, &hl, &port, &path, &pl) != 0 || !url_bytes_ok(url)) {
+    /* what libcurl answers: nil and an error, not a raise */
+    x->result = CURLE_URL_MALFORMAT;
+    snprintf(x->errbuf, sizeof x->errbuf, "URL using bad/illegal format or missing URL");
+    la_xfer_end(x, 0);
+    return NULL;
+  }
   if (!rt->hclient) {
     struct sigaction sa;
     if (!(rt->hclient = calloc(1, sizeof *rt->hclient))) return "out of memory";

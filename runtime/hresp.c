@@ -11,8 +11,10 @@
 enum { S_HEAD, S_BODY, S_DONE, S_ERROR, S_STOP };
 enum { M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE };
 
-/* Headers a head may have: picohttpparser answers -1 beyond. */
-#define MAX_LINES 128
+/* Header lines a head may have: picohttpparser answers -1 beyond. libcurl
+** has no such limit and servers do send over 128 (a Set-Cookie each):
+** 512 takes those, on 16 KB of stack. */
+#define MAX_LINES 512
 
 void la_hresp_init(la_hresp_t *r, int no_body, size_t max_head) {
   memset(r, 0, sizeof *r);
@@ -174,7 +176,9 @@ static int heads(la_hresp_t *r, const char *buf, size_t len, size_t last,
       *used = off;
       return LA_HRESP_MORE;
     }
-    if (rc < 0) return fail(r, "malformed response head");
+    if (rc < 0)
+      return fail(r, nh == MAX_LINES ? "response has more than 512 header lines"
+                                     : "malformed response head");
     if ((size_t)rc > r->max_head) return fail(r, "response headers too large");
     /* picohttpparser takes any three digits: "020" reached the caller as
     ** status 20, framed as a final answer (found by fuzz/fuzz_hresp.c);

@@ -704,6 +704,10 @@ static int lean_request(lua_State *L, la_runtime_t *rt) {
   xfer_t *x = new_xfer(L, rt);
   x->lean = 1;
   common_opts(L, x, &r);
+  /* unused on plain http, but checked as libcurl's are: a call that is
+  ** wrong on one transport is wrong on the other */
+  opt_int(L, "buffer_size", 0, MIN_BUFFER, MAX_BUFFER);
+  opt_str(L, "ca_file", NULL);
   each_header(L, check_only, x, NULL);   /* raises on a bad one: nothing held */
   each_header(L, add_line, x, &lines);
   start_clock(L, rt, x);
