@@ -38,7 +38,8 @@
 #include "xfer.h"
 
 #define IDLE_MAX   4096          /* kept-alive connections a host keeps */
-#define DNS_TTL_MS 60000         /* a name's address is reused this long */
+#define DNS_TTL_MS 60000         /* a name's addresses are reused this long */
+#define MAX_ADDRS  8             /* of a name's addresses, tried in turn */
 
 typedef struct hc_conn hc_conn_t;
 
@@ -49,7 +50,9 @@ typedef struct hc_pool {
   int port;
   hc_conn_t *idle;            /* waiting for a request, last used first */
   int n_idle;
-  struct sockaddr_storage addr;
+  struct sockaddr_storage addrs[MAX_ADDRS];   /* tried in turn */
+  int naddr;
+  int literal;                /* host is an IP address: addrs[0], for good */
   uint64_t addr_at;           /* loop ms it was resolved; 0: none yet */
 } hc_pool_t;
 
@@ -67,6 +70,7 @@ struct hc_conn {
   hc_conn_t *next_idle;
   xfer_t *x;                  /* the transfer it serves; NULL while idle */
   la_hresp_t resp;
+  int ai;                     /* the pool's address it connects to */
   int reused;                 /* it answered before: it may have gone stale */
   int idle;                   /* in its pool's idle list */
   int closing;
@@ -337,9 +341,21 @@ static void attach(hc_conn_t *c, xfer_t *x) {
   x->conn = c;
 }
 
+static void connect_to(xfer_t *x, int ai);
+
 static void connect_cb(uv_connect_t *r, int status) {
   hc_conn_t *c = r->data;
   if (c->closing || !c->x) return;
+  if (status < 0 && c->ai + 1 < c->pool->naddr) {
+    /* the name's next address ("localhost" is ::1 first on Debian, and a
+    ** server may listen on 127.0.0.1 only) */
+    xfer_t *x = c->x;
+    int next = c->ai + 1;
+    detach(c);
+    conn_close(c);
+    connect_to(x, next);
+    return;
+  }
   if (status < 0) {
     char why[160];
     snprintf(why, sizeof why, "Failed to connect to %s port %d: %s", c->pool->host,
@@ -351,8 +367,8 @@ static void connect_cb(uv_connect_t *r, int status) {
   send_request(c);
 }
 
-/* A new connection for x to sa. */
-static void connect_to(xfer_t *x, const struct sockaddr *sa) {
+/* A new connection for x to its pool's address ai. */
+static void connect_to(xfer_t *x, int ai) {
   la_runtime_t *rt = x->rt;
   hc_req_t *q = x->hreq;
   hc_conn_t *c = calloc(1, sizeof *c);
@@ -364,6 +380,7 @@ static void connect_to(xfer_t *x, const struct sockaddr *sa) {
   }
   c->rt = rt;
   c->pool = q->pool;
+  c->ai = ai;
   uv_tcp_init(rt->loop, &c->tcp);
   rt->handles++;
   c->tcp.data = c;
@@ -371,7 +388,8 @@ static void connect_to(xfer_t *x, const struct sockaddr *sa) {
   attach(c, x);
   uv_tcp_nodelay(&c->tcp, 1);
   c->creq.data = c;
-  rc = uv_tcp_connect(&c->creq, &c->tcp, sa, connect_cb);
+  rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&q->pool->addrs[ai],
+                      connect_cb);
   if (rc < 0) {
     char why[160];
     snprintf(why, sizeof why, "Failed to connect to %s port %d: %s", q->pool->host,
@@ -391,9 +409,14 @@ static void dns_cb(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
       x->connecting = 0;
       la_xfer_end(x, 0);
     } else {
-      memcpy(&q->pool->addr, res->ai_addr, res->ai_addrlen);
-      q->pool->addr_at = uv_now(x->rt->loop);
-      connect_to(x, res->ai_addr);
+      hc_pool_t *p = q->pool;
+      struct addrinfo *a;
+      p->naddr = 0;
+      for (a = res; a && p->naddr < MAX_ADDRS; a = a->ai_next)
+        if (a->ai_addrlen <= sizeof p->addrs[0])
+          memcpy(&p->addrs[p->naddr++], a->ai_addr, a->ai_addrlen);
+      p->addr_at = uv_now(x->rt->loop);
+      connect_to(x, 0);
     }
   }
   uv_freeaddrinfo(res);
@@ -405,16 +428,13 @@ static void new_conn(xfer_t *x) {
   hc_req_t *q = x->hreq;
   hc_pool_t *p = q->pool;
   uint64_t now = uv_now(x->rt->loop);
-  struct sockaddr_in6 s6;
-  struct sockaddr_in s4;
   hc_dns_t *d;
   struct addrinfo hints;
   char port[8];
   x->connecting = 1;
-  if (uv_ip4_addr(p->host, p->port, &s4) == 0) { connect_to(x, (struct sockaddr *)&s4); return; }
-  if (uv_ip6_addr(p->host, p->port, &s6) == 0) { connect_to(x, (struct sockaddr *)&s6); return; }
-  if (p->addr_at && now - p->addr_at < DNS_TTL_MS) {
-    connect_to(x, (struct sockaddr *)&p->addr);
+  la_xfer_arm(x, now);            /* the connect deadline (a retry's too) */
+  if (p->literal || (p->addr_at && now - p->addr_at < DNS_TTL_MS)) {
+    connect_to(x, 0);
     return;
   }
   d = calloc(1, sizeof *d);
@@ -448,6 +468,9 @@ static hc_pool_t *pool_of(la_hclient_t *hc, const char *host, size_t hl, int por
   if (!p || !(p->host = malloc(hl + 1))) { free(p); return NULL; }
   memcpy(p->host, host, hl);
   p->host[hl] = '\0';
+  if (uv_ip4_addr(p->host, port, (struct sockaddr_in *)&p->addrs[0]) == 0 ||
+      uv_ip6_addr(p->host, port, (struct sockaddr_in6 *)&p->addrs[0]) == 0)
+    p->literal = p->naddr = 1;
   p->port = port;
   p->next = hc->pools;
   hc->pools = p;

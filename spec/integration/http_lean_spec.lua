@@ -355,6 +355,21 @@ describe("lean client: errors #integration", function()
   teardown(function() srv.stop(); mock.stop() end)
   after_each(function() servers.assert_clean(assert) end)
 
+  it("tries a name's next address when the first refuses (localhost: ::1, then 127.0.0.1)", function()
+    -- mockllm listens on 127.0.0.1 only; where localhost also names ::1
+    -- (Debian's /etc/hosts) it comes first, and the client took only it
+    local out = io.popen("getent ahosts localhost 2>/dev/null"):read("a")
+    if not (out:find("::1", 1, true) and out:find("127.0.0.1", 1, true)) then
+      return pending("localhost names only one address on this machine")
+    end
+    local port = mock.url:match(":(%d+)$")
+    local resp, err = lean{ url = "http://localhost:" .. port .. "/s/chunks=2/v1/chat/completions",
+                            method = "POST", body = OPENAI_BODY }
+    assert.is_nil(err and err.message)
+    assert.are.equal(200, resp.status)
+    assert.matches("\"t1 \"", resp:body())
+  end)
+
   it("a body cut short is an error, never a short body", function()
     for _, kind in ipairs({ "cut_cl", "cut_chunked" }) do
       local resp = assert(lean{ url = srv.url .. "/" .. kind .. "?n=20000" })
