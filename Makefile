@@ -70,7 +70,7 @@ CORE_SRC  := runtime/state.c runtime/loop.c runtime/task.c runtime/cond.c \
              runtime/process.c runtime/fdout.c runtime/spawn_args.c \
              runtime/sqlite.c runtime/sqlite_write.c runtime/digest.c \
              runtime/class.c runtime/wreq.c runtime/sse_scan.c runtime/h2oapi.c \
-             runtime/hclient.c runtime/hresp.c
+             runtime/hclient.c runtime/hresp.c runtime/request.c
 CORE_OBJ  := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 MOCK_SRC  := $(wildcard spec/support/mockllm*.c)

@@ -45,7 +45,7 @@ void la_curl_remove(la_curl_t *c, CURL *easy);
 /* Frees the multi and its handles (runtime close). */
 void la_curl_free(la_runtime_t *rt);
 
-/* require "luagent.http.core" (http.c) */
+/* require "luagent.http.core" (request.c) */
 int  luaopen_luagent_http_core(lua_State *L);
 
 #endif

@@ -90,6 +90,12 @@ void la_xfer_head(xfer_t *x, long status);
 int  la_xfer_feed(xfer_t *x, const char *p, size_t n);
 void la_xfer_end(xfer_t *x, int ok);
 
+/* libcurl's callbacks for a transfer (request.c sets them): header lines,
+** body bytes, and the multi's report that it ended. */
+size_t la_xfer_curl_header(char *p, size_t sz, size_t nm, void *ud);
+size_t la_xfer_curl_write(char *p, size_t sz, size_t nm, void *ud);
+void   la_xfer_curl_done(void *ud, CURLcode res);
+
 /* The reader caught up with a paused transfer: it reads again. */
 void la_xfer_resume(xfer_t *x);
 
