@@ -10,13 +10,7 @@ local cjson = require "cjson"
 
 local OPENAI_BODY = '{"model":"gpt-t","stream":true,"messages":[]}'
 
--- This process's id: the shell's parent.
-local PID = (function()
-  local p = assert(io.popen("echo $PPID"))
-  local s = p:read("l")
-  p:close()
-  return s
-end)()
+local PID = proc.self
 
 local function rss_kb()
   return tonumber((proc.read("/proc/" .. PID .. "/status") or ""):match("VmRSS:%s*(%d+)"))
@@ -58,15 +52,7 @@ local function lean(opts)
   return llm.http.request(opts)
 end
 
--- Reads every event; returns the list of data strings and the final err.
-local function read_all(resp)
-  local out = {}
-  while true do
-    local data, err = resp:read()
-    if data == nil then return out, err end
-    out[#out + 1] = data
-  end
-end
+local read_all = proc.read_all
 
 local function digits(n)
   return ("0123456789"):rep(n // 10 + 1):sub(1, n)

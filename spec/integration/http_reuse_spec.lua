@@ -9,13 +9,7 @@ local proc = require "proc"
 
 local BODY = '{"model":"gpt-t","stream":true,"messages":[]}'
 
--- This process's id: the shell's parent.
-local PID = (function()
-  local p = assert(io.popen("echo $PPID"))
-  local s = p:read("l")
-  p:close()
-  return s
-end)()
+local PID = proc.self
 
 -- fd -> what it is ("socket:[...]", "anon_inode:[eventpoll]", a path).
 local function fds()

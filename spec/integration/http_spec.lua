@@ -2,6 +2,7 @@
 -- cuts, stalls, drips and corrupts (build/mockllm in its own process).
 local llm = require "luagent"
 local servers = require "servers"
+local proc = require "proc"
 local canonical = require "canonical"
 local cjson = require "cjson"
 
@@ -25,15 +26,7 @@ describe("http transport #integration", function()
     return llm.http.request(o)
   end
 
-  -- Reads every event; returns the list of data strings and the final err.
-  local function read_all(resp)
-    local out = {}
-    while true do
-      local data, err = resp:read()
-      if data == nil then return out, err end
-      out[#out + 1] = data
-    end
-  end
+  local read_all = proc.read_all
 
   it("delivers status, headers and every SSE event in order", function()
     local resp = assert(stream("chunks=20,delay=1"))

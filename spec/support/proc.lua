@@ -11,6 +11,15 @@ local M = {}
 M.build = os.getenv("LUAGENT_BUILD") or "build"
 M.bin = M.build .. "/luagent"
 
+--- This process's id (the spec runner's: the shell io.popen starts is its
+--- child).
+M.self = (function()
+  local p = assert(io.popen("echo $PPID"))
+  local s = p:read("l")
+  p:close()
+  return s
+end)()
+
 --- The contents of a file, or nil when it cannot be opened (not there yet).
 ---@param path string
 ---@return string|nil
@@ -107,6 +116,18 @@ function M.stop(pid)
   for _ = 1, 500 do
     if not M.alive(pid) then return end
     os.execute("sleep 0.01")
+  end
+end
+
+--- Reads every event of an http response; returns the list of data
+--- strings and the error that ended it (nil at a clean end).
+---@return string[], table|nil
+function M.read_all(resp)
+  local out = {}
+  while true do
+    local data, err = resp:read()
+    if data == nil then return out, err end
+    out[#out + 1] = data
   end
 end
 
