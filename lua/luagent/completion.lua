@@ -219,13 +219,31 @@ function M.estimate_tokens(p)
   return chars // 4 + (p.max_tokens or p.max_completion_tokens or 256)
 end
 
+--- What a chain of attempts asks of the providers (luagent.Provider): the
+--- names of the functions that build its request and parse a success, the
+--- API named in the error of a provider that has no such functions, and
+--- the token estimate a rate limit is asked for.
+---@class luagent.Operation
+---@field build string the provider's request builder ("build_request")
+---@field parse string the provider's parser of a success body ("parse_response")
+---@field api string what the operation is called ("chat completions")
+---@field estimate fun(p: table): integer
+
+---@type luagent.Operation
+M.CHAT = { build = "build_request", parse = "parse_response", api = "chat completions",
+           estimate = M.estimate_tokens }
+
 -- One attempt on one model, without a rate limit, within `limit` seconds
 -- (nil: none): a response table (non-stream), a chunk source (stream), or
 -- nil, err. The transport's timeout is the limit; dl words it (see
--- reword_timeout).
-local function attempt_once(p, limit, dl)
+-- reword_timeout). op: the operation (M.CHAT).
+local function attempt_once(p, limit, dl, op)
   local P, model = providers.for_call(p, M.default_model)
   if not P then return nil, model end
+  if not P[op.build] then       -- before the key: no key would make it work
+    return nil, errors.new("BadRequestError", ("%s has no %s API"):format(P.name, op.api),
+                           { provider = P.name, model = model })
+  end
   local ctx = { api_key = p.api_key or getenv(P.env_key), api_base = false }
   errors.add_secret(ctx.api_key)        -- redacted literally from any error text
   if P.env_key and (ctx.api_key == nil or ctx.api_key == "") then
@@ -234,7 +252,7 @@ local function attempt_once(p, limit, dl)
       { provider = P.name, model = model })
   end
   ctx.api_base = p.api_base or getenv(P.env_base) or P.default_base
-  local req, rerr = P.build_request(p, model, ctx)
+  local req, rerr = P[op.build](p, model, ctx)
   if not req then return nil, decorate(rerr, P.name, model) end
   -- the request table itself carries the transport's options (no copy)
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file, req.transport =
@@ -257,7 +275,7 @@ local function attempt_once(p, limit, dl)
   local body, berr = resp:body()
   resp:close()
   if not body then return nil, decorate(reword_timeout(berr, p, dl), P.name, model) end
-  local out, perr = P.parse_response(resp.status, body, model)
+  local out, perr = P[op.parse](resp.status, body, model)
   if not out then return nil, decorate(perr, P.name, model) end
   return out
 end
@@ -284,26 +302,27 @@ end
 --- whichever is shorter.
 ---@param p table the attempt's completion table
 ---@param dl number|nil the call's deadline
+---@param op luagent.Operation
 ---@return table|nil result a chat.completion, or a luagent.ChunkSource
 ---@return table|nil permit_or_err the stream's permit (or nil), or the error
-local function attempt(p, dl)
+local function attempt(p, dl, op)
   local limit = attempt_limit(p, dl)
   if limit == false then return nil, total_timeout(p, p.model or M.default_model, nil) end
   local rl = p.rate_limit
-  if not rl then return attempt_once(p, limit, dl) end
+  if not rl then return attempt_once(p, limit, dl, op) end
   local permit, perr
   if dl then     -- the wait for a permit counts against the call's timeout
     local left = math.max(dl - core.now(), 0.001)
-    permit, perr = require("luagent.async").timeout(left, rl.acquire, rl, M.estimate_tokens(p))
+    permit, perr = require("luagent.async").timeout(left, rl.acquire, rl, op.estimate(p))
     if not permit and perr and perr.timeout == "llm.timeout" then
       perr = errors.new("Timeout", ("no rate-limit permit within timeout = %g s"):format(p.timeout),
                         { timeout = "rate_limit" })
     end
   else
-    permit, perr = rl:acquire(M.estimate_tokens(p))
+    permit, perr = rl:acquire(op.estimate(p))
   end
   if not permit then return nil, perr end
-  local ok, r, err = pcall(attempt_once, p, limit, dl)
+  local ok, r, err = pcall(attempt_once, p, limit, dl, op)
   if not ok then permit:release(0); error(r, 0) end
   if not r then
     permit:release(0)
@@ -361,7 +380,7 @@ end
 local Chain = {}
 Chain.__index = Chain
 
-local function new_chain(p)
+local function new_chain(p, op)
   local candidates = { p }
   local fallbacks, cw = p.fallbacks, p.context_window_fallbacks
   errors.add_secret(p.api_key)  -- every key of the chain, before any error
@@ -386,7 +405,7 @@ local function new_chain(p)
   -- timeout bounds the whole call: attempts, backoff and fallbacks
   local deadline = p.timeout and p.timeout > 0 and core.now() + p.timeout or nil
   return setmetatable({ candidates = candidates, idx = 1, tries = 0, retries = p.num_retries or M.num_retries,
-                        ctx = ctx, deadline = deadline }, Chain)
+                        ctx = ctx, deadline = deadline, op = op or M.CHAT }, Chain)
 end
 
 --- Records the failure of the current attempt and returns the parameters
@@ -444,7 +463,7 @@ end
 function Chain:run(p)
   while true do
     if self.ev then self.ev:attempt(p) end
-    local r, err = attempt(p, self.deadline)
+    local r, err = attempt(p, self.deadline, self.op)
     if r then return r, p, err end
     local nxt = self:next_after(err)
     if not nxt then return nil, self:fail(err) end
@@ -507,6 +526,21 @@ function M.completion(p)
   local s = stream.new(r, chain, used, permit, p, ev, M.default_model)
   if entry then return entry:store(s) end
   return s
+end
+
+--- Runs a call of operation op other than a chat completion (embeddings:
+--- luagent.embedding) through the same chain of attempts: retries with
+--- backoff, fallbacks, the total timeout, rate-limit permits. p has been
+--- checked by the caller.
+---@param p table the call's parameters
+---@param op luagent.Operation
+---@return table|nil result the provider's parsed response
+---@return table|nil err with err.attempts
+function M.run_chain(p, op)
+  local chain = new_chain(p, op)
+  local r, used = chain:run(p)
+  if not r then return nil, used end
+  return r
 end
 
 -- the stream's class and helpers, where the router and the gateway find them

@@ -33,6 +33,7 @@ M.debug = core.debug
 local lazy = {
   http = { "luagent.http" },
   completion = { "luagent.completion", "completion" },
+  embedding = { "luagent.embedding", "embedding" },
   stream_chunk_builder = { "luagent.chunks", "build" },
   ratelimit = { "luagent.ratelimit", "new" },
   router = { "luagent.router", "new" },

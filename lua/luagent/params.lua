@@ -49,22 +49,33 @@ function M.check(p, default_model)
   if p.messages == nil and p.mock_response == nil then
     error("llm.completion: messages is required", 3)
   end
+  local why = M.call_problem(p)
+  if why then error("llm.completion: " .. why, 3) end
+  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
+    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
+  end
+end
+
+--- What is wrong with the parameters every call shares (the timeouts,
+--- num_retries, fallbacks), or nil: llm.completion raises it, llm.embedding
+--- returns it as a BadRequestError.
+---@param p table
+---@return string|nil why
+function M.call_problem(p)
   for i = 1, #TIMEOUT_KEYS do
     local k = TIMEOUT_KEYS[i]
     local v = p[k]
     if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
-      error(("llm.completion: %s must be a number of seconds >= 0"):format(k), 3)
+      return ("%s must be a number of seconds >= 0"):format(k)
     end
   end
   if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
-    error("llm.completion: num_retries must be a non-negative integer", 3)
+    return "num_retries must be a non-negative integer"
   end
   if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
-    error("llm.completion: fallbacks must be a list of model names or parameter tables", 3)
+    return "fallbacks must be a list of model names or parameter tables"
   end
-  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
-    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
-  end
+  return nil
 end
 
 return M

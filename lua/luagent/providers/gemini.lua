@@ -7,6 +7,7 @@ local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
+local embedding = require "luagent.providers.embedding"
 
 ---@type luagent.Provider
 local M = {
@@ -220,6 +221,38 @@ function M.build_request(params, model, ctx)
   return common.request(M, params, model, ctx, {
     body = body, path = path, stream = stream, handled = handled, dropped = dropped,
   })
+end
+
+-- ---------------------------------------------------------------------------
+-- Embeddings: POST /v1beta/models/{m}:batchEmbedContents
+-- ---------------------------------------------------------------------------
+
+local EMBED_SUPPORTED = { dimensions = true }
+
+--- The batchEmbedContents request: one EmbedContentRequest per text
+--- ({model = "models/m", content = {parts = {{text}}}, outputDimensionality}).
+function M.build_embedding(params, model, ctx)
+  local texts, err = embedding.texts(params, M.name, model)
+  if not texts then return nil, err end
+  local dropped
+  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
+  if not dropped then return nil, err end
+  local name = "models/" .. model:gsub("^models/", "")
+  local requests = json.array()
+  for i, s in ipairs(texts) do
+    requests[i] = { model = name, content = { parts = json.array { { text = s } } },
+                    outputDimensionality = params.dimensions }
+  end
+  return embedding.request(M, params, model, ctx, { requests = requests },
+                           "/v1beta/models/" .. model_path(model) .. ":batchEmbedContents", dropped)
+end
+
+--- The embeddings response of a batchEmbedContents body
+--- ({embeddings = [{values = [...]}]}; Gemini reports no token count).
+function M.parse_embedding(status, body, model)
+  local v, err = common.decode_response(M, status, body, model)
+  if not v then return nil, err end
+  return embedding.response(M.name, model, v.embeddings, "values", nil, body)
 end
 
 -- ---------------------------------------------------------------------------

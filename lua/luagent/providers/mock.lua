@@ -21,6 +21,7 @@ local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
+local embedding = require "luagent.providers.embedding"
 
 ---@type luagent.Provider
 local M = {
@@ -276,9 +277,16 @@ end
 
 function Response:close() self.i = #self.list end
 
+-- An embedding call's answer: the interface of luagent.http.core's response.
+local Answer = {}
+Answer.__index = Answer
+function Answer:body() return self.text end
+function Answer:close() end
+
 --- Answers a request in-process: a response (status 200, framed when
 --- streaming), or nil, err for a plan that fails before any output.
 function M.send(req)
+  if req.embedding then return setmetatable({ status = 200, headers = {}, text = req.embedding }, Answer) end
   local plan = req.plan
   if plan.error and plan.error_after == 0 then return nil, plan.error end
   core = core or require "luagent.core"
@@ -286,6 +294,59 @@ function M.send(req)
   return setmetatable({ status = 200, headers = {}, framed = req.stream, plan = plan, model = req.model,
                         list = req.stream and M.chunks(plan, req.model) or {}, i = 0,
                         limit = limit, deadline = limit and core.now() + limit }, Response)
+end
+
+-- ---------------------------------------------------------------------------
+-- Embeddings
+-- ---------------------------------------------------------------------------
+
+--- The mock's vector of a text: `d` numbers from a generator seeded with
+--- the text's FNV-1a hash, scaled to length 1, so the same text always has
+--- the same vector (build/mockllm makes the same ones).
+---@param text string
+---@param d integer
+---@return number[]
+function M.vector(text, d)
+  local h = 2166136261
+  for i = 1, #text do h = ((h ~ text:byte(i)) * 16777619) & 0xffffffff end
+  local v, sum = json.array(), 0
+  for i = 1, d do
+    h = (h * 1664525 + 1013904223) & 0xffffffff
+    local x = (h >> 8) / 16777216 * 2 - 1
+    v[i], sum = x, sum + x * x
+  end
+  local norm = math.sqrt(sum)
+  if norm > 0 then
+    for i = 1, d do v[i] = v[i] / norm end
+  end
+  return v
+end
+
+local EMBED_SUPPORTED = { dimensions = true, user = true }
+
+--- The "request" of an embedding call: its whole answer, in OpenAI's shape
+--- (vectors of `dimensions` numbers, default 8; usage: characters / 4), or
+--- the error an error-shaped mock_response names.
+function M.build_embedding(params, model)
+  local texts, err = embedding.texts(params, M.name, model)
+  if not texts then return nil, err end
+  local dropped
+  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
+  if not dropped then return nil, err end
+  local spec, bad = error_spec(params.mock_response, model)
+  if bad then return nil, bad end
+  if spec then return { plan = { error = spec.err, error_after = 0 } } end
+  local data, n = json.array(), embedding.count_tokens(texts)
+  for i, s in ipairs(texts) do
+    data[i] = { object = "embedding", index = i - 1, embedding = M.vector(s, params.dimensions or 8) }
+  end
+  return { embedding = json.encode { object = "list", model = model, data = data,
+                                     usage = { prompt_tokens = n, total_tokens = n } } }
+end
+
+--- The embeddings response of the body build_embedding made.
+function M.parse_embedding(status, body, model)
+  return embedding.parse_openai(M, status, body, model)
 end
 
 -- The mock's events are chunks already: the decoder notes the finish.

@@ -5,6 +5,7 @@ local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
+local embedding = require "luagent.providers.embedding"
 
 ---@type luagent.Provider
 local M = {
@@ -131,6 +132,33 @@ function M.build_request(params, model, ctx)
   return common.request(M, params, model, ctx, {
     body = body, path = "/api/chat", stream = stream, handled = handled, dropped = dropped,
   })
+end
+
+-- ---------------------------------------------------------------------------
+-- Embeddings: POST /api/embed
+-- ---------------------------------------------------------------------------
+
+local EMBED_SUPPORTED = { dimensions = true }
+
+--- The /api/embed request ({model, input, dimensions}); Ollama's own keys
+--- (truncate, keep_alive, options) pass through.
+function M.build_embedding(params, model, ctx)
+  local texts, err = embedding.texts(params, M.name, model)
+  if not texts then return nil, err end
+  local dropped
+  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
+  if not dropped then return nil, err end
+  local body = { model = model, input = json.array(texts), dimensions = params.dimensions }
+  return embedding.request(M, params, model, ctx, body, "/api/embed", dropped)
+end
+
+--- The embeddings response of an /api/embed body
+--- ({model, embeddings = [[...]], prompt_eval_count}).
+function M.parse_embedding(status, body, model)
+  local v, err = common.decode_response(M, status, body, model)
+  if not v then return nil, err end
+  return embedding.response(M.name, type(v.model) == "string" and v.model or model, v.embeddings, nil,
+                            v.prompt_eval_count, body)
 end
 
 -- ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ local errors = require "luagent.errors"
 local json = require "luagent.json"
 local chunks = require "luagent.chunks"
 local common = require "luagent.providers"
+local embedding = require "luagent.providers.embedding"
 
 local STANDARD_KEYS = common.STANDARD_KEYS
 local RUNTIME_KEYS = common.RUNTIME_KEYS   -- (passes says no to them: asked here, a call fewer)
@@ -354,6 +355,30 @@ function M.parse_response(status, body, model)
   local ok, serr = normalize_choices(v, body, model)
   if not ok then return nil, serr end
   return v
+end
+
+-- ---------------------------------------------------------------------------
+-- Embeddings: POST /embeddings
+-- ---------------------------------------------------------------------------
+
+local EMBED_SUPPORTED = { dimensions = true, user = true }
+
+--- The /embeddings request: the input as given, floats asked for (the
+--- base64 encoding would need decoding here).
+function M.build_embedding(params, model, ctx)
+  local texts, err = embedding.texts(params, M.name, model)
+  if not texts then return nil, err end
+  local dropped
+  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
+  if not dropped then return nil, err end
+  local body = { model = model, input = type(params.input) == "string" and params.input or json.array(texts),
+                 dimensions = params.dimensions, encoding_format = "float", user = params.user }
+  return embedding.request(M, params, model, ctx, body, "/embeddings", dropped)
+end
+
+--- The embeddings response of a /embeddings body.
+function M.parse_embedding(status, body, model)
+  return embedding.parse_openai(M, status, body, model)
 end
 
 -- ---------------------------------------------------------------------------
