@@ -35,9 +35,12 @@ local function bad(p, why)
   return errors.new("BadRequestError", "llm.embedding: " .. why, { model = p.model })
 end
 
--- The call's problem as a BadRequestError, or nil: checked before any
--- request, so that no retry or fallback is spent on it.
-local function check(p)
+--- The call's problem as a BadRequestError, or nil: checked before any
+--- request, so that no retry or fallback is spent on it (and, by
+--- router:embedding, before any deployment is tried).
+---@param p table
+---@return table|nil err
+function M.check(p)
   if type(p.model) ~= "string" or p.model == "" then
     return bad(p, "model is required, e.g. \"openai/text-embedding-3-small\"")
   end
@@ -66,7 +69,7 @@ function M.embedding(p)
   if not core.current() then
     error("llm.embedding: not inside a task (call it from a luagent script, llm.spawn or llm.run)", 2)
   end
-  local err = check(p)
+  local err = M.check(p)
   if err then return nil, err end
   local r, rerr = completion.run_chain(p, M.OP)
   if r and not r.usage then

@@ -4,9 +4,10 @@
 --- puts a deployment that keeps failing in cooldown, and falls back to
 --- other model names when a whole group fails.
 ---
---- Each try is one llm.completion with num_retries = 0; the retries, the
---- cooldown bookkeeping and the fallbacks happen here, because only here is
---- it known which deployment failed. A stream takes part until its first
+--- Each try is one llm.completion (router:embedding: one llm.embedding)
+--- with num_retries = 0; the retries, the cooldown bookkeeping and the
+--- fallbacks happen here, because only here is it known which deployment
+--- failed. A stream takes part until its first
 --- content reaches the script, as in llm.completion. A call's tries and
 --- its stream are in luagent.router_call; here are the deployments'
 --- health, the choice among them, and the router's own API.
@@ -359,6 +360,33 @@ function Router:completion(p)
   if not r then return nil, d end
   if not p.stream then return r end
   return rcall.new_stream(call, r, d)
+end
+
+-- What a router:embedding try runs (luagent.router_call.RouterOp).
+local EMBEDDING
+
+--- router:embedding{model = model_name, input=, ...}: llm.embedding on the
+--- group's deployments, with the same picking, cooldowns, retries,
+--- fallbacks and per-deployment rpm/tpm as router:completion; the
+--- response's _hidden_params names the deployment. Bad parameters are a
+--- BadRequestError before any deployment is tried.
+---@param p table
+---@return table|nil response
+---@return table|nil err
+function Router:embedding(p)
+  if type(p) ~= "table" then error("router:embedding: expects a table of parameters", 2) end
+  if type(p.model) ~= "string" then
+    error("router:embedding: model must be a model_name of the router's model_list", 2)
+  end
+  if not EMBEDDING then
+    local embedding = require "luagent.embedding"
+    EMBEDDING = { run = embedding.embedding, estimate = embedding.estimate_tokens, check = embedding.check }
+  end
+  local bad = EMBEDDING.check(p)
+  if bad then return nil, bad end
+  local r, d = rcall.new_call(self, p, EMBEDDING):run()
+  if not r then return nil, d end
+  return r
 end
 
 --- The one provider every try of a call on model_name `name` uses (its

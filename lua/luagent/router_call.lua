@@ -69,11 +69,23 @@ local function groups_of(router, name, fallbacks)
   return groups
 end
 
+--- What one try runs: the call (llm.completion's shape: params in, result
+--- or nil, err out) and its token estimate for rate limits.
+---@class luagent.RouterOp
+---@field run fun(p: table): table|nil, table|nil
+---@field estimate fun(p: table): integer
+
+---@type luagent.RouterOp
+M.COMPLETION = { run = completion.completion, estimate = completion.estimate_tokens }
+
 -- A call's tried set and attempts list are made at its first try and
 -- failure, and its token estimate when something needs it (Call:tokens).
-local function new_call(router, p)
+-- op: what each try runs (M.COMPLETION when nil).
+local function new_call(router, p, op)
+  op = op or M.COMPLETION
   return setmetatable({
     router = router, p = p, groups = groups_of(router, p.model, p.fallbacks), gi = 1, tries = 0, tried = EMPTY,
+    fn = op.run, estimate = op.estimate,
     retries = p.num_retries or router.num_retries, t0 = false,
     ctx = p.context_window_fallbacks or router._ctx_fallbacks[p.model],
     -- timeout bounds the whole call, as in llm.completion (README.md)
@@ -81,12 +93,12 @@ local function new_call(router, p)
   }, Call)
 end
 
---- The call's token estimate (completion.estimate_tokens), made once.
+--- The call's token estimate (its operation's estimate), made once.
 ---@return integer
 function Call:tokens()
   local n = self._tokens
   if not n then
-    n = completion.estimate_tokens(self.p)
+    n = self.estimate(self.p)
     self._tokens = n
   end
   return n
@@ -134,7 +146,7 @@ function Call:attempt(d)
   -- (no local for the try's parameters: the provider's request is built
   -- below this call, and it is a request's deepest; docs/architecture.md,
   -- "The gateway's stream relay")
-  local ok, r, err = pcall(completion.completion, self:params(d))
+  local ok, r, err = pcall(self.fn, self:params(d))
   if not ok or not r then d.inflight = d.inflight - 1 end
   if not ok then error(r, 0) end
   local router = self.router
