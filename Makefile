@@ -122,7 +122,7 @@ $(SO): $(CORE_OBJ)
 $(MOCK): $(MOCK_SRC) $(wildcard spec/support/mockllm*.h)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra $(OPT) $(SANITIZE) -o $@ $(MOCK_SRC) \
-	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser
+	  $(shell pkg-config --cflags --libs libuv) -lhttp_parser -lm
 
 $(HOST): examples/frame_host.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(PKG_LIBS) -lm

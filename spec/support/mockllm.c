@@ -4,7 +4,7 @@
  *
  * Build:
  *   gcc -std=c11 -O2 -Wall -Wextra spec/support/mockllm*.c -o build/mockllm \
- *       $(pkg-config --cflags --libs libuv) -lhttp_parser
+ *       $(pkg-config --cflags --libs libuv) -lhttp_parser -lm
  * Run:
  *   mockllm [--host 127.0.0.1] [--port 0] [--port-file PATH] [--log PATH]
  *           [--fixtures DIR]
@@ -22,6 +22,15 @@
  *   POST /v1beta/models/M:generateContent, :streamGenerateContent[?alt=sse]
  *                                    Gemini (needs x-goog-api-key or ?key=;
  *                                    without alt=sse: a streamed JSON array)
+ *   POST /v1/embeddings              OpenAI embeddings ("input": "s" | ["s",..],
+ *                                    "dimensions": N)
+ *   POST /api/embed                  Ollama embeddings (the same two keys)
+ *   POST /v1beta/models/M:batchEmbedContents   Gemini embeddings (every
+ *                                    "text", "outputDimensionality": N)
+ *                                    Embeddings: a unit vector from a hash of
+ *                                    each text (mockllm_embed.c), N numbers
+ *                                    (default 8), usage = bytes / 4 rounded
+ *                                    up; the status faults apply as above
  *   GET /health -> "ok"   GET /_count?s=SCEN -> requests seen on SCEN
  *   POST /_reset -> clears the counts   anything else -> 404 JSON
  *   POST /v1/traces -> 200 {} (an OTLP/HTTP JSON collector; bodies in --log)

@@ -5,6 +5,7 @@
  *   mockllm_route.c  scenario parsing, request counts, routing, fault plans
  *   mockllm_fmt.c    the four providers' wire formats
  *   mockllm_buf.c    growable buffers, plan units (HTTP chunk framing)
+ *   mockllm_embed.c  embeddings: the texts of a request, their vectors
  *
  * A request becomes a *plan*: a status line and headers, plus a body cut into
  * units (one SSE event or NDJSON line each, already framed as HTTP chunks).
@@ -117,6 +118,11 @@ typedef struct {
   int first_token_unit;    /* plan unit of the first content event */
   mk_buf_t pre;            /* per-request event prefix, formatted once */
   mk_buf_t ev;             /* scratch: the event being formatted */
+  int embed;               /* an embeddings request */
+  mk_buf_t in;             /* embeddings: the input texts, unescaped, back to back */
+  size_t *in_end;          /* in_end[i]: end of text i in in */
+  int nin;
+  int dims;                /* numbers per vector */
 } mk_req_t;
 
 /* Formats a success reply (stream or not) into pl. */
@@ -145,6 +151,15 @@ typedef struct {
   int too_big;             /* the body went over the limit; dropped */
 } mk_http_req_t;
 
+/* Reads an embeddings request's texts and dimensions into q. Returns 0, or
+ * 400 with *msg (JSON-safe) for a body without them. */
+int mk_embed_read(mk_req_t *q, const mk_http_req_t *r, const char **msg);
+/* Formats q's embeddings reply (its provider's shape) into pl. */
+void mk_fmt_embed(mk_req_t *q, mk_plan_t *pl);
+
+/* The first byte of the value of `"key":` in the JSON text [b, end) (after
+ * spaces), or NULL. A plain scan, not a parser. */
+const char *mk_json_find(const char *b, const char *end, const char *key);
 /* Turns a request into a response plan. */
 void mk_route(const mk_http_req_t *r, mk_plan_t *pl);
 /* Frees the request counts table. */

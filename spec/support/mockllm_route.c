@@ -202,11 +202,8 @@ static int query_param(const char *qs, const char *name, char *out, size_t n) {
   return 0;
 }
 
-/* Finds `"key"` followed by optional spaces and ':' in the body; returns
- * the first byte of the value (after spaces) or NULL. A plain scan. */
-static const char *json_key(const mk_http_req_t *r, const char *key) {
+const char *mk_json_find(const char *b, const char *end, const char *key) {
   size_t kl = strlen(key);
-  const char *b = r->body, *end = r->body + r->body_len;
   for (const char *p = b; p + kl + 2 < end; p++) {
     if (*p != '"' || memcmp(p + 1, key, kl) || p[kl + 1] != '"') continue;
     const char *v = p + kl + 2;
@@ -216,6 +213,12 @@ static const char *json_key(const mk_http_req_t *r, const char *key) {
     return v;
   }
   return NULL;
+}
+
+/* Finds `"key"` followed by optional spaces and ':' in the body; returns
+ * the first byte of the value (after spaces) or NULL. */
+static const char *json_key(const mk_http_req_t *r, const char *key) {
+  return mk_json_find(r->body, r->body + r->body_len, key);
 }
 
 static int json_is(const mk_http_req_t *r, const char *key, const char *val) {
@@ -448,6 +451,12 @@ static int match(mk_req_t *q, const mk_http_req_t *r, const char *path,
   } else if (n == 9 && !memcmp(path, "/api/chat", n)) {
     q->provider = MK_OLLAMA;
     q->stream = !json_is(r, "stream", "false");
+  } else if (n == 14 && !memcmp(path, "/v1/embeddings", n)) {
+    q->provider = MK_OPENAI;
+    q->embed = 1;
+  } else if (n == 10 && !memcmp(path, "/api/embed", n)) {
+    q->provider = MK_OLLAMA;
+    q->embed = 1;
   } else {
     const char *m = NULL, *colon;
     if (n > 15 && !memcmp(path, "/v1beta/models/", 15)) m = path + 15;
@@ -457,6 +466,8 @@ static int match(mk_req_t *q, const mk_http_req_t *r, const char *path,
     if (rest == 15 && !memcmp(colon + 1, "generateContent", 15)) q->stream = 0;
     else if (rest == 21 && !memcmp(colon + 1, "streamGenerateContent", 21))
       q->stream = 1;
+    else if (rest == 18 && !memcmp(colon + 1, "batchEmbedContents", 18))
+      q->embed = 1;
     else return -1;
     q->provider = MK_GEMINI;
     q->sse = query_param(qs, "alt", buf, sizeof buf) && !strcmp(buf, "sse");
@@ -542,7 +553,9 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
     return;
   }
   prepare(q, r, sc);
-  int st = error_body(q, sc, precondition(q, r, qs, &msg), msg, &ctype);
+  int st = precondition(q, r, qs, &msg);
+  if (!st && q->embed) st = mk_embed_read(q, r, &msg);
+  st = error_body(q, sc, st, msg, &ctype);
   mk_buf_addf(&extra, "%s: req_mock%llu\r\n",
               q->provider == MK_ANTHROPIC ? "request-id" : "x-request-id", q->id);
   if (sc->retry_after) add_header(&extra, "Retry-After", sc->retry_after);
@@ -560,7 +573,7 @@ static void reply(mk_req_t *q, const mk_http_req_t *r, const char *qs,
     mk_buf_free(&extra);
     return;
   } else if (!sc->fixture) {
-    mk_fmt_reply(q, pl);
+    q->embed ? mk_fmt_embed(q, pl) : mk_fmt_reply(q, pl);
   }
   if (pl->chunked) {
     ctype = stream_ctype(q);
@@ -647,5 +660,7 @@ void mk_route(const mk_http_req_t *r, mk_plan_t *pl) {
   mk_buf_free(&q.ev);
   mk_buf_free(&q.pre);
   free(q.tok_end);
+  mk_buf_free(&q.in);
+  free(q.in_end);
   free(sc.mem);
 }
