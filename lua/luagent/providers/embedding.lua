@@ -73,6 +73,23 @@ function M.check(params, supported, provider, model)
   return dropped
 end
 
+--- What every build_embedding starts with: the texts (M.texts), then the
+--- optional parameters (M.check).
+---@param params table
+---@param supported table set of the optional keys the provider sends
+---@param provider string
+---@param model string
+---@return string[]|nil texts
+---@return string[]|table dropped_or_err
+function M.start(params, supported, provider, model)
+  local texts, err = M.texts(params, provider, model)
+  if not texts then return nil, err end
+  local dropped
+  dropped, err = M.check(params, supported, provider, model)
+  if not dropped then return nil, err end
+  return texts, dropped
+end
+
 --- The provider's request: common.request with the embedding keys handled.
 ---@param provider table the provider module
 ---@param params table

@@ -232,11 +232,8 @@ local EMBED_SUPPORTED = { dimensions = true }
 --- The batchEmbedContents request: one EmbedContentRequest per text
 --- ({model = "models/m", content = {parts = {{text}}}, outputDimensionality}).
 function M.build_embedding(params, model, ctx)
-  local texts, err = embedding.texts(params, M.name, model)
-  if not texts then return nil, err end
-  local dropped
-  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
-  if not dropped then return nil, err end
+  local texts, dropped = embedding.start(params, EMBED_SUPPORTED, M.name, model)
+  if not texts then return nil, dropped end
   local name = "models/" .. model:gsub("^models/", "")
   local requests = json.array()
   for i, s in ipairs(texts) do

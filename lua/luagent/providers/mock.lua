@@ -328,11 +328,8 @@ local EMBED_SUPPORTED = { dimensions = true, user = true }
 --- (vectors of `dimensions` numbers, default 8; usage: characters / 4), or
 --- the error an error-shaped mock_response names.
 function M.build_embedding(params, model)
-  local texts, err = embedding.texts(params, M.name, model)
-  if not texts then return nil, err end
-  local dropped
-  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
-  if not dropped then return nil, err end
+  local texts, dropped = embedding.start(params, EMBED_SUPPORTED, M.name, model)
+  if not texts then return nil, dropped end
   local spec, bad = error_spec(params.mock_response, model)
   if bad then return nil, bad end
   if spec then return { plan = { error = spec.err, error_after = 0 } } end

@@ -143,11 +143,8 @@ local EMBED_SUPPORTED = { dimensions = true }
 --- The /api/embed request ({model, input, dimensions}); Ollama's own keys
 --- (truncate, keep_alive, options) pass through.
 function M.build_embedding(params, model, ctx)
-  local texts, err = embedding.texts(params, M.name, model)
-  if not texts then return nil, err end
-  local dropped
-  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
-  if not dropped then return nil, err end
+  local texts, dropped = embedding.start(params, EMBED_SUPPORTED, M.name, model)
+  if not texts then return nil, dropped end
   local body = { model = model, input = json.array(texts), dimensions = params.dimensions }
   return embedding.request(M, params, model, ctx, body, "/api/embed", dropped)
 end

@@ -366,11 +366,8 @@ local EMBED_SUPPORTED = { dimensions = true, user = true }
 --- The /embeddings request: the input as given, floats asked for (the
 --- base64 encoding would need decoding here).
 function M.build_embedding(params, model, ctx)
-  local texts, err = embedding.texts(params, M.name, model)
-  if not texts then return nil, err end
-  local dropped
-  dropped, err = embedding.check(params, EMBED_SUPPORTED, M.name, model)
-  if not dropped then return nil, err end
+  local texts, dropped = embedding.start(params, EMBED_SUPPORTED, M.name, model)
+  if not texts then return nil, dropped end
   local body = { model = model, input = type(params.input) == "string" and params.input or json.array(texts),
                  dimensions = params.dimensions, encoding_format = "float", user = params.user }
   return embedding.request(M, params, model, ctx, body, "/embeddings", dropped)
