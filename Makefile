@@ -218,6 +218,13 @@ fuzz:
 	  fuzz/fuzz_hresp.c -ldl -luv -o $(BUILD)/fuzz/fuzz_hresp
 	$(BUILD)/fuzz/fuzz_hresp -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_hresp fuzz/corpus/hresp
+	@mkdir -p $(BUILD)/fuzz/corpus_mock_embed
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -Ispec/support spec/support/mockllm_embed.c spec/support/mockllm_buf.c \
+	  spec/support/mockllm_route.c spec/support/mockllm_fmt.c fuzz/fuzz_mock_embed.c \
+	  -lm -o $(BUILD)/fuzz/fuzz_mock_embed
+	$(BUILD)/fuzz/fuzz_mock_embed -max_total_time=$${FUZZ_SECONDS:-30} \
+	  $(BUILD)/fuzz/corpus_mock_embed fuzz/corpus/mock_embed
 
 # ---- install ---------------------------------------------------------------
 install: all
