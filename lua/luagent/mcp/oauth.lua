@@ -182,29 +182,8 @@ end
 -- Encodings
 -- ---------------------------------------------------------------------------
 
--- Base64 in Lua: the strings are a few dozen bytes (a PKCE verifier, a
--- client id and secret), once per authorization; a binding of
--- libcrypto's EVP_EncodeBlock would be more code than this.
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
---- Standard base64 with padding.
----@param s string
----@return string
-function M.base64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    local q = {}
-    for k = 3, 0, -1 do
-      local v = (n >> (6 * k)) & 63
-      q[#q + 1] = B64:sub(v + 1, v + 1)
-    end
-    if not b then q[3], q[4] = "=", "=" elseif not c then q[4] = "=" end
-    out[#out + 1] = table.concat(q)
-  end
-  return table.concat(out)
-end
+--- Standard base64 with padding (libcrypto's, luagent.digest).
+M.base64 = digest.base64
 
 --- base64url without padding (RFC 4648 §5).
 function M.base64url(s)
