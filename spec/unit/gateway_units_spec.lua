@@ -280,3 +280,70 @@ describe("gateway error shapes #unit", function()
     assert.is_nil(auth.message:find("zq-gateway-canary-9", 1, true))
   end)
 end)
+
+describe("gateway embeddings protocol #unit", function()
+  local protocols = require "luagent.gateway.protocols"
+  local E = protocols.embeddings
+
+  it("takes a string or an array of strings, and refuses the rest naming the field", function()
+    local p = assert(E.to_params({ model = "emb", input = { "a", "b" }, encoding_format = "base64",
+                                   dimensions = 4, api_key = "sk-client", stream = true }))
+    assert.are.same({ "a", "b" }, p.input)
+    assert.are.equal("base64", p.encoding_format)
+    assert.is_nil(p.api_key)     -- the gateway's own, never the client's
+    assert.is_nil(p.stream)
+    assert.is_table(E.to_params({ model = "emb", input = "one" }))
+    local cases = {
+      { { input = "x" }, "model" },
+      { { model = "emb" }, "input" },
+      { { model = "emb", input = "" }, "input" },
+      { { model = "emb", input = json.array() }, "input" },
+      { { model = "emb", input = { "ok", 7 } }, "input" },
+      { { model = "emb", input = { { 1, 2 } } }, "input" },     -- token arrays
+      { { model = "emb", input = "x", encoding_format = "hex" }, "encoding_format" },
+      { { model = "emb", input = "x", dimensions = 0 }, "dimensions" },
+      { { model = "emb", input = "x", dimensions = 2.5 }, "dimensions" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = E.to_params(c[1])
+      assert.is_nil(ok)
+      assert.are.equal(400, err.status)
+      assert.are.equal(c[2], err.param)
+      assert.are.equal("invalid_request_error", E.error_body(err).error.type)
+    end
+  end)
+
+  it("writes float vectors, or base64 of their little-endian float32s as OpenAI's SDKs ask", function()
+    local v = { 0.5, -1.25, 3.0e-3, 1e10 }
+    local resp = { model = "emb-upstream", usage = { prompt_tokens = 3, total_tokens = 3 },
+                   data = { { index = 0, embedding = v }, { index = 1, embedding = { 0.25 } } } }
+    local f = json.decode(E.response(resp))
+    assert.are.equal("list", f.object)
+    assert.are.equal("emb-upstream", f.model)
+    assert.are.same({ prompt_tokens = 3, total_tokens = 3 }, f.usage)
+    assert.are.equal("embedding", f.data[1].object)
+    assert.are.same({ 0, 1 }, { f.data[1].index, f.data[2].index })
+    assert.are.same(v, f.data[1].embedding)
+    local b = json.decode(E.response(resp, "base64"))
+    local raw = assert(b.data[1].embedding)
+    assert.is_string(raw)
+    -- decode the base64 here, independently of the encoder
+    local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    local bits, bytes = 0, {}
+    local acc = 0
+    for ch in raw:gsub("=", ""):gmatch(".") do
+      acc = (acc << 6) | (B64:find(ch, 1, true) - 1)
+      bits = bits + 6
+      if bits >= 8 then
+        bits = bits - 8
+        bytes[#bytes + 1] = string.char((acc >> bits) & 255)
+      end
+    end
+    local packed = table.concat(bytes)
+    assert.are.equal(16, #packed)
+    local got = { string.unpack("<ffff", packed) }
+    for i = 1, 4 do
+      assert.is_true(math.abs(got[i] - v[i]) <= math.abs(v[i]) * 1e-6, ("component %d: %s"):format(i, got[i]))
+    end
+  end)
+end)

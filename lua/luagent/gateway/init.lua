@@ -102,9 +102,15 @@ function Gateway:_request_id(req)
 end
 
 -- Rough prompt size for a key's tpm limiter: 4 bytes a token, as the
--- ratelimit module estimates.
+-- ratelimit module estimates (an embedding's input, or the messages and
+-- the completion budget).
 local function estimate_tokens(p)
-  local n = 0
+  local n, input = 0, p.input
+  if input ~= nil then
+    if type(input) == "string" then return #input // 4 end
+    for _, s in ipairs(input) do n = n + #s end
+    return n // 4
+  end
   for _, m in ipairs(p.messages or {}) do
     local c = m.content
     n = n + (type(c) == "string" and #c or #json.encode(c or ""))
@@ -210,20 +216,48 @@ function Exchange:upstream_failed(err)
   self:fail(wire_errors.from_luagent(err, self.g.scrub), err.type)
 end
 
-function Gateway:_complete(req, res, proto)
+-- A whole answer (not streamed): the post_call hook (which may change
+-- resp), the accounting, and the body encode(resp) gives.
+function Exchange:answer(params, resp, encode)
+  local hooks = self.g.hooks
+  if hooks.post_call then pcall(hooks.post_call, params, resp) end
+  self:settle(200, resp.usage)
+  self.res:send(200, encode(resp), { ["content-type"] = "application/json", ["x-request-id"] = self.rid })
+end
+
+-- The exchange of a request and its admitted params; or nil when it was
+-- refused (answered already).
+function Gateway:_start(req, res, proto)
   local x = self:_exchange(req, res, proto)
   local params, caller, permit = self:_admit(req, proto)
   if not params then
     x.model = permit or "unknown"
-    return x:fail(caller)
+    x:fail(caller)
+    return nil
   end
   x.model, x.permit = params.model, permit
+  return x, params
+end
+
+function Gateway:_complete(req, res, proto)
+  local x, params = self:_start(req, res, proto)
+  if not x then return end
   if params.stream then return self:_relay(x, params) end
   local resp, err = self.router:completion(params)
   if not resp then return x:upstream_failed(err) end
-  if self.hooks.post_call then pcall(self.hooks.post_call, params, resp) end
-  x:settle(200, resp.usage)
-  res:send(200, proto.response(resp), { ["content-type"] = "application/json", ["x-request-id"] = x.rid })
+  x:answer(params, resp, proto.response)
+end
+
+-- POST /v1/embeddings: OpenAI's wire format, any provider's embeddings.
+function Gateway:_embed(req, res)
+  local proto = protocols.embeddings
+  local x, params = self:_start(req, res, proto)
+  if not x then return end
+  local encoding = params.encoding_format
+  params.encoding_format = nil              -- upstreams are asked for floats
+  local resp, err = self.router:embedding(params)
+  if not resp then return x:upstream_failed(err) end
+  x:answer(params, resp, function(r) return proto.response(r, encoding) end)
 end
 
 -- The wire format whose upstream events a stream on params may relay as
@@ -341,6 +375,8 @@ function Gateway:routes()
     ["POST /v1/chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
     ["POST /chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
     ["POST /v1/messages"] = function(req, res) return self:_complete(req, res, protocols.anthropic) end,
+    ["POST /v1/embeddings"] = function(req, res) return self:_embed(req, res) end,
+    ["POST /embeddings"] = function(req, res) return self:_embed(req, res) end,
     ["GET /v1/models"] = function(req, res) self:_models(req, res) end,
     ["GET /models"] = function(req, res) self:_models(req, res) end,
     ["GET /health/liveliness"] = function(_, res) res:json(200, { status = "healthy" }) end,

@@ -16,7 +16,9 @@
 ---       :finish() -> what ends a stream that went well
 ---       :error(e) -> the SSE event that ends a stream that failed (e: gateway error)
 ---   error_body(e) -> body table
+--- The embeddings endpoint has to_params, response and error_body only.
 local json = require "luagent.json"
+local digest = require "luagent.digest"
 local wire_errors = require "luagent.gateway.wire_errors"
 local anthropic_in = require "luagent.gateway.anthropic_in"
 local openai_provider = require "luagent.providers.openai"
@@ -137,5 +139,94 @@ end
 function AnthropicStream:error(e)
   return { event = "error", data = json.encode(wire_errors.anthropic_body(e)) }
 end
+
+-- ---------------------------------------------------------------------------
+-- OpenAI Embeddings
+-- ---------------------------------------------------------------------------
+
+local embeddings = { name = "embeddings" }
+M.embeddings = embeddings
+
+local ENCODINGS = { float = true, base64 = true }
+
+local function invalid(message, param)
+  return wire_errors.new(400, "invalid_request", message, { param = param })
+end
+
+-- The input as llm.embedding takes it: a non-empty string or array of
+-- them (OpenAI's arrays of token ids are not taken: no provider here
+-- embeds tokens). Returns nil or the error.
+local function check_input(input)
+  if type(input) == "string" then
+    if input == "" then return invalid("input must not be empty", "input") end
+    return nil
+  end
+  if type(input) ~= "table" or input[1] == nil then     -- (a decoded array's first item)
+    return invalid("input must be a non-empty string or a non-empty array of strings", "input")
+  end
+  for i, s in ipairs(input) do
+    if type(s) ~= "string" or s == "" then
+      return invalid(("input[%d] must be a non-empty string (token arrays are not supported)"):format(i - 1),
+                     "input")
+    end
+  end
+  return nil
+end
+
+--- The body of POST /v1/embeddings as llm.embedding parameters. The
+--- client's encoding_format stays in the params (the handler takes it out
+--- before the call: upstreams are always asked for floats).
+function embeddings.to_params(body)
+  if type(body) ~= "table" or json.is_array(body) then return nil, invalid("the body must be a JSON object") end
+  if type(body.model) ~= "string" or body.model == "" then
+    return nil, invalid("you must provide a model parameter", "model")
+  end
+  local ierr = check_input(body.input)
+  if ierr then return nil, ierr end
+  if body.encoding_format ~= nil and not ENCODINGS[body.encoding_format] then
+    return nil, invalid('encoding_format must be "float" or "base64"', "encoding_format")
+  end
+  local d = body.dimensions
+  if d ~= nil and not (math.type(d) == "integer" and d > 0) then
+    return nil, invalid("dimensions must be a positive integer", "dimensions")
+  end
+  for k in pairs(body) do if GATEWAY_ONLY[k] then body[k] = nil end end
+  body.stream = nil
+  return body
+end
+
+-- string.pack formats of n little-endian float32s, by n (a model's few sizes).
+local PACK = setmetatable({}, { __index = function(t, n)
+  local f = "<" .. ("f"):rep(n)
+  t[n] = f
+  return f
+end })
+
+-- A vector as OpenAI's base64 encoding sends it: its float32s, little
+-- endian, in base64 (the official SDKs ask for this by default).
+local function base64_vector(v)
+  local n = #v
+  if n == 0 then return "" end
+  return digest.base64(PACK[n]:pack(table.unpack(v, 1, n)))
+end
+
+--- The JSON body of an embeddings response; encoding "base64" or nil/"float".
+---@param resp table llm.embedding's response
+---@param encoding string|nil
+---@return string
+function embeddings.response(resp, encoding)
+  local data = json.array()
+  for i, d in ipairs(resp.data or {}) do
+    local v = d.embedding
+    if encoding == "base64" then v = base64_vector(v) end
+    data[i] = { object = "embedding", index = d.index or i - 1, embedding = v }
+  end
+  local u = resp.usage or {}
+  return json.encode({ object = "list", data = data, model = resp.model,
+                       usage = { prompt_tokens = u.prompt_tokens or 0,
+                                 total_tokens = u.total_tokens or u.prompt_tokens or 0 } })
+end
+
+function embeddings.error_body(e) return wire_errors.openai_body(e) end
 
 return M
