@@ -55,11 +55,13 @@ model_list:
     litellm_params: {model: openai/gpt-4o-mini, api_base: "%s/s/chunks=400,delay=20/v1", api_key: os.environ/UPSTREAM_KEY}
   - model_name: claude-upstream
     litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s/s/text=from%%20claude", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: emb-openai
+    litellm_params: {model: openai/text-embedding-3-small, api_base: "%s/v1", api_key: os.environ/UPSTREAM_KEY}
 router_settings:
   num_retries: 0
 general_settings:
   master_key: %s
-]]):format(mock.url, mock.url, mock.url, mock.url, mock.url, MASTER)
+]]):format(mock.url, mock.url, mock.url, mock.url, mock.url, mock.url, MASTER)
 end
 
 describe("gateway with the official SDKs #integration", function()
@@ -114,8 +116,33 @@ describe("gateway with the official SDKs #integration", function()
   it("lists the models", function()
     assert.is_true(result.openai_models.ok)
     table.sort(result.openai_models.models)
-    assert.are.same({ "claude-upstream", "gpt-limited", "gpt-openai", "gpt-slow", "gpt-tools" },
+    assert.are.same({ "claude-upstream", "emb-openai", "gpt-limited", "gpt-openai", "gpt-slow", "gpt-tools" },
                     result.openai_models.models)
+  end)
+
+  it("answers embeddings in floats, and in base64 as the SDK asks by default", function()
+    local f, d = result.openai_embed_float, result.openai_embed_default
+    assert.is_true(f.ok, f.message)
+    assert.is_true(d.ok, d.message)
+    assert.are.equal("list", f.object)
+    assert.are.same({ 0, 1 }, f.indexes)
+    assert.are.equal(2, #f.vectors)
+    assert.is_true(#f.vectors[1] > 0)
+    assert.are.equal(#f.vectors[1], #f.vectors[2])
+    assert.are_not.same(f.vectors[1], f.vectors[2])       -- one vector per input, in order
+    assert.is_true(f.usage.prompt_tokens > 0)
+    -- the base64 the SDK decoded is the same vectors, to float32 precision
+    for i = 1, 2 do
+      assert.are.equal(#f.vectors[i], #d.vectors[i])
+      for j, x in ipairs(f.vectors[i]) do
+        assert.is_true(math.abs(d.vectors[i][j] - x) <= 1e-6 * math.max(1, math.abs(x)),
+                       ("vector %d, component %d: %s against %s"):format(i, j, d.vectors[i][j], x))
+      end
+    end
+    assert.is_true(result.openai_embed_dimensions.ok, result.openai_embed_dimensions.message)
+    assert.are.equal(16, result.openai_embed_dimensions.dims)
+    assert.are.equal("NotFoundError", result.openai_embed_unknown_model.error)
+    assert.are.equal("BadRequestError", result.openai_embed_bad_input.error)
   end)
 
   it("answers the Messages API from an OpenAI upstream, and Chat Completions from an Anthropic one", function()

@@ -142,4 +142,33 @@ await check("openai_abort", async () => {
   return { aborted_after: n, error: null };
 });
 
+// Embeddings: asked for floats, then as the SDK does by default (base64,
+// which it decodes into a Float32Array itself).
+const vec = (e) => Array.from(e);
+await check("openai_embed_float", async () => {
+  const r = await openai.embeddings.create({ model: "emb-openai", input: ["alpha", "beta"], encoding_format: "float" });
+  return { object: r.object, model: r.model, usage: r.usage, indexes: r.data.map((d) => d.index),
+           vectors: r.data.map((d) => vec(d.embedding)) };
+});
+
+await check("openai_embed_default", async () => {
+  const r = await openai.embeddings.create({ model: "emb-openai", input: ["alpha", "beta"] });
+  return { vectors: r.data.map((d) => vec(d.embedding)) };
+});
+
+await check("openai_embed_dimensions", async () => {
+  const r = await openai.embeddings.create({ model: "emb-openai", input: "alpha", dimensions: 16 });
+  return { dims: r.data[0].embedding.length };
+});
+
+await check("openai_embed_unknown_model", async () => {
+  await openai.embeddings.create({ model: "no-such-embedder", input: "alpha" });
+  return {};
+});
+
+await check("openai_embed_bad_input", async () => {
+  await openai.embeddings.create({ model: "emb-openai", input: [] });
+  return {};
+});
+
 process.stdout.write(JSON.stringify(out) + "\n");
