@@ -182,6 +182,7 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
   local h = require "serve_helpers"
   local TEAM = "team-key-3e9a61c0"
   local SMALL = "small-key-77b1d2e4"
+  local EMBED = "embed-key-0c5f93aa"
   local mock, slow, gw
 
   local function client(key, model, extra)
@@ -209,7 +210,8 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
       UPSTREAM_CUT = mock.url .. "/s/chunks=50,cut_after=3/v1",
       UPSTREAM_SLOW = slow.url .. "/s/chunks=2000,delay=20/v1",
       UPSTREAM_LONG = mock.url .. "/s/chunks=200,delay=5/v1",
-      GATEWAY_MASTER_KEY = MASTER, TEAM_KEY = TEAM, SMALL_KEY = SMALL } }
+      UPSTREAM_EMBED = mock.url .. "/v1",
+      GATEWAY_MASTER_KEY = MASTER, TEAM_KEY = TEAM, SMALL_KEY = SMALL, EMBED_KEY = EMBED } }
   end)
 
   teardown(function()
@@ -266,6 +268,40 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
     assert.is_nil(r)
     assert.are.equal("RateLimitError", e.type)
     assert.matches("budget", e.message)
+  end)
+
+  it("answers embeddings through the router: luagent as the client, a fallback, a key's budget", function()
+    local function embed(key, model, input)
+      return llm.embedding{ model = "openai/" .. model, api_base = gw.url .. "/v1", api_key = key,
+                            num_retries = 0, input = input }
+    end
+    local r = assert(embed(MASTER, "embed", { "alpha", "beta" }))
+    assert.are.equal(2, #r.data)
+    -- the mock server's vectors are the in-process mock provider's for the same texts
+    local direct = assert(llm.embedding{ model = "mock/any", input = { "alpha", "beta" } })
+    for i = 1, 2 do
+      assert.are.equal(#direct.data[i].embedding, #r.data[i].embedding)
+      for j, x in ipairs(direct.data[i].embedding) do
+        assert.is_true(math.abs(r.data[i].embedding[j] - x) < 1e-9, ("vector %d, component %d"):format(i, j))
+      end
+    end
+    assert.is_true(r.usage.prompt_tokens > 0)
+    local f = assert(embed(MASTER, "embed-broken", "alpha"))       -- a 500, then its fallback group
+    assert.are.equal(1, #f.data)
+    -- a key with a budget of 10 tokens: the first embedding (25 tokens) is
+    -- answered and charged, the next refused
+    assert(embed(EMBED, "embed", ("x"):rep(100)))
+    local no, e = embed(EMBED, "embed", "x")
+    assert.is_nil(no)
+    assert.are.equal("RateLimitError", e.type)
+    assert.matches("budget", e.message)
+    local _, forbidden = embed(EMBED, "gpt-4o", "x")
+    assert.are.equal("PermissionDeniedError", forbidden.type)
+    local _, text = raw("/metrics")
+    assert.matches('luagent_gateway_requests_total{model="embed",api="embeddings",status="200"} 2', text, 1, true)
+    assert.matches('luagent_gateway_requests_total{model="embed-broken",api="embeddings",status="200"} 1', text,
+                   1, true)
+    assert.matches('luagent_gateway_tokens_total{model="embed",direction="input"} %d+', text)
   end)
 
   it("ends a stream that fails after its first byte with an error event in the client's protocol", function()
