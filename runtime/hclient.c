@@ -1,7 +1,7 @@
 /*
-** hclient.c -- the lean client: HTTP/1.1 on libuv for the plain http://
-** transfers that ask for it (http.request{transport = "lean"}; the
-** gateway's upstream requests), behind the same transfer and Response
+** hclient.c -- the lean client: HTTP/1.1 on libuv for plain http://
+** transfers (the default transport "auto" where it can take them, and
+** "lean"; request.c decides), behind the same transfer and Response
 ** as libcurl's (xfer.h, response.c).
 **
 ** Why a second client (docs/architecture.md, "The lean client"): a

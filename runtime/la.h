@@ -249,6 +249,9 @@ void la_curl_flush(la_runtime_t *rt);             /* deferred curl work */
 int  la_curl_backlog(la_runtime_t *rt);           /* deferred work left */
 void la_preload_stop(la_runtime_t *rt);           /* joins the loader */
 
+/* ---- h2oapi.c (also in h2oapi.h, for files that need no h2o type) -- */
+const char *la_h2oapi_load(void);   /* loads libh2o: NULL, or why not */
+
 /* ---- host.c -------------------------------------------------------- */
 int  luaopen_luagent_host(lua_State *L);          /* luagent.host.core */
 void la_host_free(la_runtime_t *rt);
