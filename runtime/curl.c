@@ -262,7 +262,9 @@ static void drain_messages(la_curl_t *c) {
 /* Loading libcurl and initialising it with TLS takes several ms (dlopen
 ** of some thirty libraries, OpenSSL's set-up): a frame host must not pay
 ** them inside a step. A thread does it, and requests made meanwhile wait
-** on `waiters` without blocking the loop. */
+** on `waiters` without blocking the loop. libh2o is loaded with it: the
+** lean client, which takes plain http:// by default, parses with it
+** (about 2 ms more, h2oapi.c). */
 typedef struct la_preload {
   uv_thread_t thread;
   uv_async_t *async;          /* the thread's "done" (malloc'd) */
@@ -274,6 +276,7 @@ static void preload_thread(void *arg) {
   la_preload_t *p = arg;
   const char *err;
   la_curlapi_load(&err);      /* fails again, with its message, on use */
+  la_h2oapi_load();           /* the same */
   uv_async_send(p->async);
 }
 
@@ -297,7 +300,10 @@ int la_preload(la_runtime_t *rt, int mode) {
   const char *err;
   la_preload_t *p;
   rt->preload_chosen = 1;
-  if (mode == LA_PRELOAD_NOW) return la_curl_get(rt, &err) ? 0 : -1;
+  if (mode == LA_PRELOAD_NOW) {
+    la_h2oapi_load();         /* without it plain http:// goes to libcurl */
+    return la_curl_get(rt, &err) ? 0 : -1;
+  }
   if (mode != LA_PRELOAD_THREAD || rt->preload || rt->curl) return 0;
   p = calloc(1, sizeof *p);
   if (!p || !(p->async = malloc(sizeof *p->async))) { free(p); return -1; }

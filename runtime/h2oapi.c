@@ -34,8 +34,8 @@ static void *open_lib(const char *name) {
   return dlopen(name, RTLD_NOW | RTLD_LOCAL);
 }
 
-/* Fills la_h2oapi: once per process, on the first server's thread (the
-** loop's). libh2o itself depends on libwslay and libssl; they are opened
+/* Fills la_h2oapi: once per process, on the thread of the first server
+** or lean transfer (the loop's) or of la_preload. libh2o itself depends on libwslay and libssl; they are opened
 ** by name too, so a missing one is named and their symbols are found even
 ** in a libh2o that would reach them some other way. */
 static void load_once(void) {

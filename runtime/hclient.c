@@ -1,7 +1,7 @@
 /*
-** hclient.c -- the lean client: HTTP/1.1 on libuv for the plain http://
-** transfers that ask for it (http.request{transport = "lean"}; the
-** gateway's upstream requests), behind the same transfer and Response
+** hclient.c -- the lean client: HTTP/1.1 on libuv for plain http://
+** transfers (the default transport "auto" where it can take them, and
+** "lean"; request.c decides), behind the same transfer and Response
 ** as libcurl's (xfer.h, response.c).
 **
 ** Why a second client (docs/architecture.md, "The lean client"): a
@@ -231,9 +231,19 @@ static int on_data(void *ud, const char *p, size_t n) {
 
 static const la_hresp_cb_t RESP_CB = {on_head, on_data};
 
+/* Every read lands in the runtime's buffer. In a la_step whose budget is
+** spent a transfer's socket is not read (no buffer: libuv then calls
+** read_cb with UV_ENOBUFS and reads nothing): its bytes wait in the
+** kernel, and libuv's level-triggered poll reports it again on the next
+** step, as loop.c does for libcurl's sockets. */
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   hc_conn_t *c = h->data;
   (void)hint;
+  if (c->x && la_budget_spent(c->rt, LA_SLICE_SOCKET)) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
   buf->base = c->rt->hclient->buf;
   buf->len = sizeof c->rt->hclient->buf;
 }
@@ -252,7 +262,8 @@ static ssize_t reset_or_eof(hc_conn_t *c) {
   return UV_EOF;
 }
 
-static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+/* What a read brought c: its response's bytes, its end or an error. */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hc_conn_t *c = s->data;
   xfer_t *x = c->x;
   int rc;
@@ -281,6 +292,17 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     x->paused = 1;
     uv_read_stop(s);
   }
+}
+
+/* A read is one socket slice of a budgeted step (loop.c); a read put off
+** (alloc_cb) is none. */
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  la_runtime_t *rt = ((hc_conn_t *)s->data)->rt;
+  uint64_t t0;
+  if (nread == UV_ENOBUFS) return;
+  t0 = la_slice_begin(rt);
+  on_read(s, nread, buf);
+  la_slice_end(rt, t0, LA_SLICE_SOCKET);
 }
 
 void la_hclient_resume(xfer_t *x) {

@@ -76,9 +76,10 @@ struct la_task {
   unsigned reported:1;        /* failure already printed */
   unsigned timed_out:1;       /* the wait's deadline fired */
   unsigned yield_now:1;       /* sleep(0): requeue once the yield is seen */
+  unsigned background:1;      /* llm.background: queued after the others */
   uint64_t id;                /* sequence number, for messages */
   la_task_t *next_ready;      /* ready queue link */
-  int in_ready;               /* 1 while in the ready queue */
+  int in_ready;               /* 1 while in a ready queue */
   const la_wait_ops_t *ops;   /* current wait, when WAITING / woken */
   void *ctx;                  /* the wait's own data */
   la_node_t node;             /* link in a wait queue (await, cond) */
@@ -97,6 +98,7 @@ struct la_runtime {
   uv_idle_t idle;             /* keeps poll from blocking while tasks are ready */
   int idle_on;
   la_task_t *ready_head, *ready_tail;
+  la_task_t *later_head, *later_tail;   /* ready background tasks */
   la_task_t *current;         /* task inside lua_resume, or NULL */
   int running;                /* inside la_run (guards re-entry) */
   int closing;
@@ -145,6 +147,8 @@ static inline void la_list_remove(la_node_t *n) {
 int  la_loop_init(la_runtime_t *rt, uv_loop_t *loop);
 void la_loop_close(la_runtime_t *rt);
 void la_ready_push(la_runtime_t *rt, la_task_t *t);
+void la_later_push(la_runtime_t *rt, la_task_t *t);
+void la_task_queue(la_task_t *t);                 /* its ready queue */
 void la_handle_closed(la_runtime_t *rt);          /* debug counter */
 void la_close_free_cb(uv_handle_t *h);            /* frees h, counts it */
 la_runtime_t *la_runtime_of(lua_State *L);        /* from upvalue 1 */
@@ -248,6 +252,9 @@ int  la_curl_wait_loaded(lua_State *L, la_task_t *t, lua_KFunction k);
 void la_curl_flush(la_runtime_t *rt);             /* deferred curl work */
 int  la_curl_backlog(la_runtime_t *rt);           /* deferred work left */
 void la_preload_stop(la_runtime_t *rt);           /* joins the loader */
+
+/* ---- h2oapi.c (also in h2oapi.h, for files that need no h2o type) -- */
+const char *la_h2oapi_load(void);   /* loads libh2o: NULL, or why not */
 
 /* ---- host.c -------------------------------------------------------- */
 int  luaopen_luagent_host(lua_State *L);          /* luagent.host.core */

@@ -38,22 +38,35 @@ static void idle_off(la_runtime_t *rt) {
   }
 }
 
-/* Appends t to the ready queue (FIFO). Safe from any callback. */
-void la_ready_push(la_runtime_t *rt, la_task_t *t) {
+/* Appends t to a queue (FIFO). */
+static void queue_push(la_task_t **head, la_task_t **tail, la_task_t *t) {
   if (t->in_ready) return;
   t->in_ready = 1;
   t->next_ready = NULL;
-  if (rt->ready_tail) rt->ready_tail->next_ready = t;
-  else rt->ready_head = t;
-  rt->ready_tail = t;
+  if (*tail) (*tail)->next_ready = t;
+  else *head = t;
+  *tail = t;
+}
+
+/* Appends t to the ready queue (FIFO). Safe from any callback. */
+void la_ready_push(la_runtime_t *rt, la_task_t *t) {
+  queue_push(&rt->ready_head, &rt->ready_tail, t);
   idle_on(rt);
 }
 
-static la_task_t *ready_pop(la_runtime_t *rt) {
-  la_task_t *t = rt->ready_head;
+/* Appends a background task (llm.background) to the later queue: each
+** drain runs it after the other ready tasks, so a budgeted step spends
+** its budget on a game's dialogue before its chatter. */
+void la_later_push(la_runtime_t *rt, la_task_t *t) {
+  queue_push(&rt->later_head, &rt->later_tail, t);
+  idle_on(rt);
+}
+
+static la_task_t *queue_pop(la_task_t **head, la_task_t **tail) {
+  la_task_t *t = *head;
   if (!t) return NULL;
-  rt->ready_head = t->next_ready;
-  if (!rt->ready_head) rt->ready_tail = NULL;
+  *head = t->next_ready;
+  if (!*head) *tail = NULL;
   t->next_ready = NULL;
   t->in_ready = 0;
   return t;
@@ -107,25 +120,34 @@ void la_slice_end(la_runtime_t *rt, uint64_t t0, int kind) {
 /* Keeps the next poll from blocking: work was left for later. */
 void la_loop_awake(la_runtime_t *rt) { idle_on(rt); }
 
-/* Resumes the tasks that are ready now. Tasks made ready while draining
-** (spawned, or woken by another task) wait for the next loop iteration, so
-** a chain of spawns cannot starve I/O. A spent budget leaves the rest
-** queued (and the idle handle on) for the next step. */
-static void drain(la_runtime_t *rt) {
-  la_task_t *last = rt->ready_tail;
+/* Runs the tasks of one queue up to last (its tail when the drain
+** began). Returns 0 when the budget was spent first. */
+static int run_queue(la_runtime_t *rt, la_task_t **head, la_task_t **tail,
+                     la_task_t *last) {
   la_task_t *t;
-  if (!last) { idle_off(rt); return; }
+  if (!last) return 1;
   do {
     uint64_t t0;
-    int kind = rt->ready_head->resume == LA_R_START ? LA_SLICE_START
-                                                    : LA_SLICE_TASK;
-    if (la_budget_spent(rt, kind)) return;
+    int kind = (*head)->resume == LA_R_START ? LA_SLICE_START : LA_SLICE_TASK;
+    if (la_budget_spent(rt, kind)) return 0;
     t0 = la_slice_begin(rt);
-    t = ready_pop(rt);
+    t = queue_pop(head, tail);
     la_task_run(t);
     la_slice_end(rt, t0, kind);
-  } while (t != last && rt->ready_head);
-  if (!rt->ready_head) idle_off(rt);
+  } while (t != last && *head);
+  return 1;
+}
+
+/* Resumes the tasks that are ready now: the foreground ones, then the
+** background ones (llm.background). Tasks made ready while draining (spawned, or
+** woken by another task) wait for the next loop iteration, so a chain of
+** spawns cannot starve I/O. A spent budget leaves the rest queued (and
+** the idle handle on) for the next step. */
+static void drain(la_runtime_t *rt) {
+  la_task_t *last_later = rt->later_tail;
+  if (!run_queue(rt, &rt->ready_head, &rt->ready_tail, rt->ready_tail)) return;
+  if (!run_queue(rt, &rt->later_head, &rt->later_tail, last_later)) return;
+  if (!rt->ready_head && !rt->later_head) idle_off(rt);
 }
 
 static void check_cb(uv_check_t *h) {
@@ -387,7 +409,7 @@ int la_step(la_runtime_t *rt, int budget_ms) {
   drain(rt);
   do {
     uv_run(rt->loop, UV_RUN_NOWAIT);
-  } while ((rt->ready_head || la_curl_backlog(rt)) && budget_ms > 0 &&
+  } while ((rt->ready_head || rt->later_head || la_curl_backlog(rt)) && budget_ms > 0 &&
            !la_budget_spent(rt, LA_SLICE_TASK));
   rt->deadline = 0;
   rt->running = 0;
@@ -407,7 +429,7 @@ int la_run(la_runtime_t *rt) {
   gc_release(rt);
   rt->running = 1;
   la_curl_flush(rt);
-  if (rt->ready_head) idle_on(rt);
+  if (rt->ready_head || rt->later_head) idle_on(rt);
   uv_run(rt->loop, UV_RUN_DEFAULT);
   rt->running = 0;
   if (rt->tasks > 0) {

@@ -100,8 +100,9 @@ LA_API int la_step(la_runtime_t *rt, int budget_ms);
 #define LA_PRELOAD_THREAD 2   /* load on a thread; requests made meanwhile
                                  wait for it without blocking a step */
 
-/* Loads and initialises libcurl and TLS before the first request, which
-** would otherwise do it inside a step (several ms). Call it before the
+/* Loads and initialises libcurl and TLS, and libh2o (the lean client's
+** parser, README "HTTP"), before the first request, which would otherwise
+** do it inside a step (several ms). Call it before the
 ** first la_step. Returns 0, or -1 if libcurl cannot be loaded (NOW) or
 ** the thread cannot start (THREAD: the first request then loads it). */
 LA_API int la_preload(la_runtime_t *rt, int mode);

@@ -8,7 +8,7 @@
 **   request{url=, method=, headers=, body=, stream=, framing=,
 **           connect_timeout=, first_event_timeout=, idle_timeout=,
 **           timeout=, max_event=, max_body=, buffer_size=, ca_file=,
-**           transport="curl"|"lean"}                     (redirects: http.lua)
+**           transport="auto"|"lean"|"curl"}              (redirects: http.lua)
 **     -> resp | nil, err          suspends until status and headers
 **   framer("sse"|"ndjson" [, max_event]) -> a framer         (framer.c)
 */
@@ -274,15 +274,40 @@ static int request_start_k(lua_State *L, int status, lua_KContext base) {
   return l_request(L);
 }
 
-/* The lean client makes the request when opts.transport asks for it and
-** it can (hclient.c: plain http://, no proxy). */
+/* True when a caller's header asks for a compressed body: only libcurl
+** decodes one (CURLOPT_ACCEPT_ENCODING), so "auto" leaves it to libcurl. */
+static int asks_encoding(lua_State *L) {
+  int yes = 0;
+  if (lua_getfield(L, 1, "headers") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (!yes && lua_next(L, -2)) {
+      size_t n;
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
+      yes = k && n == 15 && strncasecmp(k, "accept-encoding", 15) == 0;
+      lua_pop(L, 1);
+    }
+    if (yes) lua_pop(L, 1);   /* the key lua_next left */
+  }
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* Which client makes the request (opts.transport): "auto", the default,
+** is the lean client's when it can take the URL (hclient.c: plain
+** http://, no credentials, no proxy in the environment), libh2o loads
+** (its parser) and no header asks for a compressed body; else libcurl's.
+** "lean" is the lean client's whenever it can take the URL; "curl" always
+** libcurl's. docs/architecture.md, "The lean client", has the choices. */
 static int wants_lean(lua_State *L) {
-  const char *tr = opt_str(L, "transport", "curl"), *url;
+  const char *tr = opt_str(L, "transport", "auto"), *url;
+  int automatic = strcmp(tr, "auto") == 0;
   if (strcmp(tr, "curl") == 0) return 0;
-  if (strcmp(tr, "lean") != 0)
-    luaL_error(L, "http.request: transport must be \"curl\" or \"lean\"");
+  if (!automatic && strcmp(tr, "lean") != 0)
+    luaL_error(L, "http.request: transport must be \"auto\", \"lean\" or \"curl\"");
   url = opt_str(L, "url", NULL);
-  return url && la_hclient_takes(url);
+  if (!url || !la_hclient_takes(url)) return 0;
+  if (!automatic) return 1;
+  return !asks_encoding(L) && la_h2oapi_load() == NULL;
 }
 
 /* A new transfer object at the top of the stack. */
@@ -305,7 +330,7 @@ static void start_clock(lua_State *L, la_runtime_t *rt, xfer_t *x) {
   x->t_start = uv_now(rt->loop);
 }
 
-/* http.request{transport = "lean", ...} on the lean client. */
+/* http.request{...} on the lean client (wants_lean said so). */
 static int lean_request(lua_State *L, la_runtime_t *rt) {
   lines_t lines = {NULL, 0, 0, 0, 0};
   req_t r;
@@ -340,9 +365,10 @@ static int l_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   t = la_task_current(L, "http.request");
   lua_settop(L, 1);
-  if (wants_lean(L)) return lean_request(L, rt);
-  /* libcurl is loading on a thread (la_preload): wait for it, off the loop */
+  /* the HTTP clients are loading on a thread (la_preload): wait for them,
+  ** off the loop (wants_lean would load libh2o on it) */
   if (la_curl_loading(rt)) return la_curl_wait_loaded(L, t, request_start_k);
+  if (wants_lean(L)) return lean_request(L, rt);
   x = new_xfer(L, rt);
   c = la_curl_get(rt, &why);
   if (!c) return luaL_error(L, "http.request: %s", why);

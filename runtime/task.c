@@ -144,7 +144,13 @@ void la_task_timer_stop(la_task_t *t) {
 void la_task_wake(la_task_t *t) {
   if (t->state != LA_T_WAITING || t->in_ready) return;
   t->resume = LA_R_WAKE;
-  la_ready_push(t->rt, t);
+  la_task_queue(t);
+}
+
+/* Queues t to run: a background task after the others (loop.c's drain). */
+void la_task_queue(la_task_t *t) {
+  if (t->background) la_later_push(t->rt, t);
+  else la_ready_push(t->rt, t);
 }
 
 /* Ends the task: records the state, wakes awaiters, releases the timer
@@ -425,7 +431,10 @@ static void inherit_context(lua_State *L, la_runtime_t *rt) {
 }
 
 /* Creates a task running fn(...) (the whole stack of L from base). */
-static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
+/* Makes a task of the function at base and the values above it: a
+** foreground (0) or background (1) task, or with -1 one like the task
+** that spawns it (llm.spawn; a foreground one from outside any task). */
+static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base, int background) {
   int n = lua_gettop(L) - base + 1, i;
   la_task_t *t;
   luaL_checkstack(L, n + 4, "too many arguments to spawn");
@@ -448,28 +457,38 @@ static la_task_t *spawn(lua_State *L, la_runtime_t *rt, int base) {
   t->nargs = n - 1;
   t->resume = LA_R_START;
   t->id = ++rt->next_id;
+  t->background = background >= 0 ? background : (rt->current && rt->current->background);
   lua_pushvalue(L, -1);
   t->ref = la_ref(rt, L);
   /* nothing below can raise: the task is now alive */
   t->state = LA_T_READY;
   la_list_push(&rt->all, &t->link);
   rt->tasks++;
-  la_ready_push(rt, t);
+  la_task_queue(t);
   return t;
 }
 
-/* llm.spawn(fn, ...) -> task. The task starts on the next loop turn. */
-static int l_spawn(lua_State *L) {
+/* llm.spawn and llm.background: the function's check, then spawn. */
+static int spawn_fn(lua_State *L, int background, const char *name) {
   la_runtime_t *rt = la_runtime_of(L);
   luaL_checkany(L, 1);
   if (!lua_isfunction(L, 1)) {
     if (!luaL_getmetafield(L, 1, "__call")) luaL_typeerror(L, 1, "function");
     lua_pop(L, 1);
   }
-  if (rt->closing) return luaL_error(L, "llm.spawn: runtime is closing");
-  spawn(L, rt, 1);
+  if (rt->closing) return luaL_error(L, "%s: runtime is closing", name);
+  spawn(L, rt, 1, background);
   return 1;
 }
+
+/* llm.spawn(fn, ...) -> task. The task starts on the next loop turn; it
+** is a background task when the spawning task is one. */
+static int l_spawn(lua_State *L) { return spawn_fn(L, -1, "llm.spawn"); }
+
+/* llm.background(fn, ...) -> task: as llm.spawn, a task that (with the
+** tasks it spawns) runs after the others whenever a budgeted step cannot
+** run them all: a game's chatter behind its dialogue (README, "Embedding"). */
+static int l_background(lua_State *L) { return spawn_fn(L, 1, "llm.background"); }
 
 int la_spawn(la_runtime_t *rt, int nargs) {
   lua_State *L = rt->L;
@@ -482,7 +501,7 @@ int la_spawn(la_runtime_t *rt, int nargs) {
     }
     lua_pop(L, 1);
   }
-  spawn(L, rt, base);
+  spawn(L, rt, base, 0);
   lua_replace(L, base);
   lua_settop(L, base);
   return 0;
@@ -572,7 +591,7 @@ static int cancel(la_task_t *t) {
     t->ops->cancel(t);
     t->ops = NULL;
     t->resume = LA_R_RAISE;
-    la_ready_push(t->rt, t);
+    la_task_queue(t);
   } else {
     t->cancel_pending = 1;   /* not started, woken, or running */
   }
@@ -723,7 +742,7 @@ static const luaL_Reg task_methods[] = {
 };
 
 static const luaL_Reg core_funcs[] = {
-  {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},
+  {"spawn", l_spawn}, {"background", l_background}, {"sleep", l_sleep}, {"now", l_now},
   {"current", l_current}, {"cond", la_cond_new}, {"debug", l_debug},
   {"context", l_context}, {"set_context", l_set_context},
   {"set_error_mt", la_error_set_mt}, {"run", l_run},

@@ -140,7 +140,9 @@ local function think(id)
   end
 end
 
---- Background load: an OpenAI-compatible stream, over and over.
+--- Background load: an OpenAI-compatible stream, over and over, in
+--- background tasks (llm.background): when a frame's budget cannot run
+--- everything, the NPCs' replies go first.
 local function chatter(n)
   while true do
     local st = llm.completion{ model = "openai/bg", api_key = "k", stream = true,
@@ -152,7 +154,7 @@ end
 local tasks = {}
 for id in pairs(NPCS) do tasks[#tasks + 1] = llm.spawn(think, id) end
 for n = 1, tonumber(opts.bg_n or 0) do
-  tasks[#tasks + 1] = llm.spawn(chatter, n)
+  tasks[#tasks + 1] = llm.background(chatter, n)
 end
 
 for name, id, line in llm.host.events() do

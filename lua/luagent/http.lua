@@ -74,7 +74,7 @@ end
 --- Sends a request and suspends until the status and headers arrive.
 --- redirects = true follows up to 5 redirects (off by default); a redirect
 --- to another host drops the credential headers.
----@param opts {url:string, method?:string, headers?:table, body?:string, stream?:boolean, framing?:"sse"|"ndjson"|"none", connect_timeout?:number, first_event_timeout?:number, idle_timeout?:number, timeout?:number, max_event?:integer, max_body?:integer, buffer_size?:integer, ca_file?:string, redirects?:boolean, transport?:"curl"|"lean"}
+---@param opts {url:string, method?:string, headers?:table, body?:string, stream?:boolean, framing?:"sse"|"ndjson"|"none", connect_timeout?:number, first_event_timeout?:number, idle_timeout?:number, timeout?:number, max_event?:integer, max_body?:integer, buffer_size?:integer, ca_file?:string, redirects?:boolean, transport?:"auto"|"lean"|"curl"}
 ---@return userdata|nil resp, table|nil err
 function M.request(opts)
   if type(opts) ~= "table" then error("llm.http.request: expects a table of options", 2) end

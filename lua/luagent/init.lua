@@ -14,6 +14,7 @@ local M = {
 
 -- Tasks and time
 M.spawn = core.spawn
+M.background = core.background   -- a task that runs after the others in a budgeted step
 M.sleep = core.sleep
 M.now = core.now
 M.current = core.current

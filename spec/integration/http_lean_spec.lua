@@ -549,7 +549,7 @@ describe("lean client: errors #integration", function()
   it("a bad transport value is a clear error", function()
     assert.has_error(function()
       llm.http.request{ url = srv.url .. "/cl", transport = "fast" }
-    end, 'http.request: transport must be "curl" or "lean"')
+    end, 'http.request: transport must be "auto", "lean" or "curl"')
     assert.has_error(function()
       llm.http.request{ url = srv.url .. "/cl", transport = 1 }
     end, "http.request: transport must be a string")
@@ -612,5 +612,85 @@ describe("lean client: what goes to libcurl #integration", function()
       if kv[1]:lower() == "authorization" then auth = kv[2] end
     end
     assert.are.equal("Basic dXNlcjpwdw==", auth)
+  end)
+end)
+
+-- The value of header name (any case) in a logged request, or nil.
+local function sent_header(entry, name)
+  for _, kv in ipairs(entry.headers) do
+    if kv[1]:lower() == name then return kv[2] end
+  end
+end
+
+-- Runs a script in a luagent process of its own with env (a proxy in its
+-- environment); returns its output.
+local function run_with_env(env, script)
+  local path = proc.script(script)
+  local out, code = proc.run(("env %s %s %s"):format(env, proc.bin, path))
+  os.remove(path)
+  assert.are.equal(0, code, out)
+  return out
+end
+
+describe("the default transport (auto) #integration", function()
+  local srv
+
+  setup(function() srv = script_server() end)
+  teardown(function() srv.stop() end)
+  after_each(function() servers.assert_clean(assert) end)
+
+  local function last_req()
+    local reqs = srv.entries("req")
+    return reqs[#reqs]
+  end
+
+  it("sends a plain http:// request through the lean client; transport = \"curl\" through libcurl", function()
+    -- libcurl always sends Accept and Accept-Encoding; the lean client neither
+    assert.are.equal("01", assert(llm.http.request{ url = srv.url .. "/cl?n=2" }):body())
+    assert.is_nil(sent_header(last_req(), "accept"))
+    assert.is_nil(sent_header(last_req(), "accept-encoding"))
+    assert.are.equal("01", assert(llm.http.request{ url = srv.url .. "/cl?n=2", transport = "curl" }):body())
+    assert.are.equal("*/*", sent_header(last_req(), "accept"))
+    assert.is_truthy(sent_header(last_req(), "accept-encoding"))
+    -- a completion passes its transport down
+    for _, tr in ipairs({ "curl", "auto" }) do
+      llm.completion{ model = "openai/gpt-t", api_base = srv.url .. "/v1", api_key = "sk-t",
+                      messages = { { role = "user", content = "hi" } }, num_retries = 0,
+                      transport = tr ~= "auto" and tr or nil }
+      assert.are.equal(tr == "curl", sent_header(last_req(), "accept-encoding") ~= nil, tr)
+    end
+  end)
+
+  it("leaves a request that asks for a compressed body to libcurl, which decodes it", function()
+    local resp = assert(llm.http.request{ url = srv.url .. "/gzip?n=5000",
+                                          headers = { ["Accept-Encoding"] = "gzip" } })
+    assert.are.equal(digits(5000), resp:body())
+    assert.are.equal("gzip", sent_header(last_req(), "accept-encoding"))
+    assert.are.equal("*/*", sent_header(last_req(), "accept"))   -- libcurl's
+    -- asked for by name, the lean client hands the body over as it came
+    resp = assert(lean{ url = srv.url .. "/gzip?n=5000", headers = { ["Accept-Encoding"] = "gzip" } })
+    assert.are.equal("gzip", resp.headers["content-encoding"])
+    assert.are.equal("\31\139", resp:body():sub(1, 2))
+  end)
+
+  it("sends a request through an http_proxy in the environment (libcurl), as before", function()
+    local out = run_with_env(("http_proxy=%s"):format(srv.url), ([[
+      local llm = require "luagent"
+      print("body=" .. assert(llm.http.request{ url = "http://upstream.invalid/cl?n=3" }):body())
+    ]]))
+    assert.matches("body=012", out)
+    -- the proxy got the request in absolute form: the URL went through it
+    assert.are.equal("http://upstream.invalid/cl?n=3", last_req().target)
+  end)
+
+  it("goes straight to a host NO_PROXY names, as libcurl does", function()
+    -- the proxy's port refuses: only a direct request can succeed
+    local out = run_with_env("http_proxy=http://127.0.0.1:1 NO_PROXY=127.0.0.1", ([[
+      local llm = require "luagent"
+      print("body=" .. assert(llm.http.request{ url = %q }):body())
+    ]]):format(srv.url .. "/cl?n=4"))
+    assert.matches("body=0123", out)
+    assert.are.equal("/cl?n=4", last_req().target)
+    assert.are.equal("*/*", sent_header(last_req(), "accept"))   -- libcurl's
   end)
 end)

@@ -28,8 +28,13 @@
 //   /body_hold           headers, then nothing
 //   /continue            a 100 Continue, then a Content-Length body
 //   /nocontent           204 (keep-alive)
+//   /gzip                an n-byte body, gzip-compressed when the request's
+//                        Accept-Encoding names gzip
+// A request whose target is absolute (http://host/path) is logged as sent:
+// what a client sends to a proxy.
 import fs from 'node:fs';
 import net from 'node:net';
+import zlib from 'node:zlib';
 
 const [portFile, logFile] = process.argv.slice(2);
 const progressFile = logFile + '.sent';
@@ -134,6 +139,14 @@ function answer(s, st, req) {
       break;
     case '/nocontent':
       s.write(head('204 No Content', [])); break;
+    case '/gzip': {
+      const ae = req.headers.find(([k]) => k.toLowerCase() === 'accept-encoding');
+      const zip = ae && /\bgzip\b/.test(ae[1]);
+      const b = zip ? zlib.gzipSync(bodyOf(n)) : Buffer.from(bodyOf(n));
+      s.write(head('200 OK', [`Content-Length: ${b.length}`, ...(zip ? ['Content-Encoding: gzip'] : [])]));
+      s.write(b);
+      break;
+    }
     default:
       s.write(head('404 Not Found', ['Content-Length: 0']));
   }

@@ -26,6 +26,32 @@ describe("tasks #unit", function()
     assert.are.same({ "other", "me" }, seen)
   end)
 
+  it("runs a woken background task after the foreground ones woken with it", function()
+    local order = {}
+    -- timers started in one loop turn with one timeout fire in one turn,
+    -- in the order they were started: the background task's first
+    local b = llm.background(function()
+      llm.sleep(0.01)
+      order[#order + 1] = "background"
+      -- what a background task spawns is background too; llm.spawn from
+      -- a foreground task is foreground
+      return llm.spawn(function()
+        llm.sleep(0.01)
+        order[#order + 1] = "background's child"
+      end)
+    end)
+    local f = llm.spawn(function()
+      llm.sleep(0.01)
+      order[#order + 1] = "foreground"
+      llm.sleep(0.01)
+      order[#order + 1] = "foreground again"
+    end)
+    local child = b:await()
+    f:await()
+    child:await()
+    assert.are.same({ "foreground", "background", "foreground again", "background's child" }, order)
+  end)
+
   it("runs 10,000 concurrent sleeping tasks", function()
     local n, done = 10000, 0
     local ts = {}
