@@ -4,16 +4,14 @@
 -- (build/mockllm, a separate process, which also serves as the collector).
 local llm = require "luagent"
 local servers = require "servers"
-local proc = require "proc"
 local cjson = require "cjson.safe"
+local observed = require "observed"
 
 local CANARY = "sk-canary-embobs-7d20c4e1"
 local PRICE = 0.02          -- dollars per million input tokens, registered below
 
-local log = require "luagent.observe.log"
 local otlp = require "luagent.observe.otlp"
 local stats = require "luagent.observe.stats"
-local callbacks = require "luagent.observe.callbacks"
 
 local eventually = servers.eventually
 
@@ -25,15 +23,7 @@ describe("embeddings observed #integration", function()
     llm.models.register{ ["openai/text-embedding-test"] = { input = PRICE, output = 0 } }
   end)
   teardown(function() mock.stop() end)
-  after_each(function()
-    callbacks.clear()
-    log.set_level(nil)
-    otlp.flush()
-    otlp.configure{}
-    stats.reset()
-    llm.sleep(0.05)     -- callback tasks
-    servers.assert_clean(assert)
-  end)
+  after_each(function() observed.reset(assert) end)
 
   -- An embedding of "hello" and "wide world" (15 bytes: 4 tokens, as the
   -- server counts them) on scenario s.
@@ -165,17 +155,11 @@ describe("embeddings observed #integration", function()
 
   describe("logs and stats", function()
     it("log an embedding with call_type embedding, its input only with LUAGENT_LOG_PROMPTS", function()
-      local path = proc.tmpname("emblog")
-      log.out = assert(io.open(path, "w"))
-      log.set_level("debug")
-      log.json = true
-      assert(llm.embedding(params(mock.scenario("tag=log"), { input = "secret input 42" })))
-      log.prompts = true
-      assert(llm.embedding(params(mock.scenario("tag=log2"), { input = "visible input 43" })))
-      log.out:close()
-      log.out, log.json, log.prompts = io.stderr, false, false
-      local text = proc.read(path)
-      os.remove(path)
+      local text = observed.log_of("debug", { json = true }, function()
+        assert(llm.embedding(params(mock.scenario("tag=log"), { input = "secret input 42" })))
+      end) .. observed.log_of("debug", { json = true, prompts = true }, function()
+        assert(llm.embedding(params(mock.scenario("tag=log2"), { input = "visible input 43" })))
+      end)
       assert.is_nil(text:find(CANARY, 1, true))
       assert.is_nil(text:find("secret input 42", 1, true))
       assert.truthy(text:find("visible input 43", 1, true))
@@ -213,34 +197,17 @@ describe("embeddings observed #integration", function()
       assert(llm.embedding(params(s, { num_retries = 1, dimensions = 4 })))
       otlp.flush()
       local byname = {}
-      for _, q in ipairs(mock.requests()) do
-        if q.path == "/v1/traces" then
-          for _, rs in ipairs(assert(cjson.decode(q.body)).resourceSpans) do
-            for _, ss in ipairs(rs.scopeSpans) do
-              for _, sp in ipairs(ss.spans) do byname[sp.name] = sp end
-            end
-          end
-        end
-      end
-      local function attrs(span)
-        local a = {}
-        for _, kv in ipairs(span.attributes) do
-          local v = kv.value
-          a[kv.key] = v.stringValue or v.intValue or v.doubleValue
-          if v.boolValue ~= nil then a[kv.key] = v.boolValue end
-        end
-        return a
-      end
+      for _, sp in ipairs(observed.spans(mock, assert)) do byname[sp.name] = sp end
+      local attrs = observed.attrs
       local main = assert(byname["embeddings text-embedding-test"])
       local a = attrs(main)
-      assert.are.equal("embeddings", a["gen_ai.operation.name"])
-      assert.are.equal("openai", a["gen_ai.provider.name"])
-      assert.are.equal("text-embedding-test", a["gen_ai.request.model"])
-      assert.are.equal("text-embedding-test", a["gen_ai.response.model"])
-      assert.are.equal("4", a["gen_ai.embeddings.dimension.count"])
-      assert.are.equal("4", a["gen_ai.usage.input_tokens"])
+      local want = { ["gen_ai.operation.name"] = "embeddings", ["gen_ai.provider.name"] = "openai",
+                     ["gen_ai.request.model"] = "text-embedding-test",
+                     ["gen_ai.response.model"] = "text-embedding-test",
+                     ["gen_ai.embeddings.dimension.count"] = "4", ["gen_ai.usage.input_tokens"] = "4",
+                     ["luagent.attempts"] = "2", ["luagent.stream"] = false }
+      for k, v in pairs(want) do assert.are.equal(v, a[k], k) end
       assert.is_nil(a["gen_ai.usage.output_tokens"])
-      assert.are.equal("2", a["luagent.attempts"])
       assert.is_near(4 * PRICE * 1e-6, a["luagent.cost_usd"], 1e-15)
       assert.are.equal(1, main.status.code)
       local a1, a2 = assert(byname["attempt 1 text-embedding-test"]), assert(byname["attempt 2 text-embedding-test"])
