@@ -70,6 +70,18 @@ describe("embeddings observed #integration", function()
       assert.is_true(ev.duration >= 0)
     end)
 
+    it("see an estimated usage, flagged, when the provider reports none (Gemini)", function()
+      local seen
+      local r = assert(llm.embedding{ model = "gemini/embedding-test", api_base = mock.url, api_key = CANARY,
+        input = { "hello", "wide world" }, callbacks = { on_success = function(ev) seen = ev end } })
+      assert.truthy(eventually(function() return seen end))
+      assert.are.equal(4, seen.usage.prompt_tokens)
+      assert.is_true(seen.usage_estimated)
+      assert.is_true(seen.cost_estimated)          -- no price on file either
+      assert.are.equal(0, seen.cost)
+      assert.are.same({ prompt_tokens = 4, total_tokens = 4 }, r.usage)   -- the response keeps its shape
+    end)
+
     it("see a failure with the error the script gets", function()
       local cbs, kinds, evs = recorder()
       local r, err = llm.embedding(params(mock.scenario("status=401"), { callbacks = cbs }))
