@@ -3,15 +3,15 @@
 ---   LUAGENT_LOG=info    a line per success, failure, retry and fallback
 ---   LUAGENT_LOG=debug   also a line per request start and first token
 ---   LUAGENT_LOG_FORMAT=json   JSON lines; otherwise `key=value` text
----   LUAGENT_LOG_PROMPTS=1     add the messages (off by default)
+---   LUAGENT_LOG_PROMPTS=1     add the messages or input (off by default)
 ---
 --- Fields: time, level, request_id, model, provider, call_type
 --- ("completion" or "embedding"), event, duration, ttft, tokens_in,
 --- tokens_out, cost, cost_estimated, attempts, error_type, error (the
 --- message, redacted); with LUAGENT_LOG_PROMPTS, messages (a completion's)
---- or input (an embedding's) on the request line. Never an API key or a header: the line
---- is built from the event's own fields, not from the request, and every
---- string passes through errors.redact.
+--- or input (an embedding's) on the request line. Never an API key or a
+--- header: the line is built from the event's own fields, not from the
+--- request, and every string passes through errors.redact.
 local errors = require "luagent.errors"
 local events = require "luagent.observe.events"
 
