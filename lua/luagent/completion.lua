@@ -531,13 +531,16 @@ end
 --- Runs a call of operation op other than a chat completion (embeddings:
 --- luagent.embedding) through the same chain of attempts: retries with
 --- backoff, fallbacks, the total timeout, rate-limit permits. p has been
---- checked by the caller.
+--- checked by the caller. ev: the call's event (events.request), which
+--- then sees each attempt, retry and fallback as a completion's does.
 ---@param p table the call's parameters
 ---@param op luagent.Operation
+---@param ev luagent.Event|nil
 ---@return table|nil result the provider's parsed response
 ---@return table|nil err with err.attempts
-function M.run_chain(p, op)
+function M.run_chain(p, op, ev)
   local chain = new_chain(p, op)
+  chain.ev = ev
   local r, used = chain:run(p)
   if not r then return nil, used end
   return r

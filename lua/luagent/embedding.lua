@@ -7,6 +7,7 @@
 local core = require "luagent.core"
 local errors = require "luagent.errors"
 local completion = require "luagent.completion"
+local events = require "luagent.observe.events"
 local params = require "luagent.params"
 local shared = require "luagent.providers.embedding"
 
@@ -71,12 +72,22 @@ function M.embedding(p)
   end
   local err = M.check(p)
   if err then return nil, err end
-  local r, rerr = completion.run_chain(p, M.OP)
-  if r and not r.usage then
+  -- observed as llm.completion is (hooks listed in luagent.observe.events)
+  local ev, berr = events.request(p, "embedding")
+  if berr then return nil, berr end          -- refused by a budget: nothing sent
+  local r, rerr = completion.run_chain(p, M.OP, ev)
+  if not r then
+    if ev then ev:failure(rerr) end
+    return nil, rerr
+  end
+  -- the event first: a usage the provider did not report is estimated
+  -- there and flagged (usage_estimated), then filled in here
+  if ev then ev:success(r) end
+  if not r.usage then
     local n = M.estimate_tokens(p)
     r.usage = { prompt_tokens = n, total_tokens = n }
   end
-  return r, rerr
+  return r
 end
 
 return M

@@ -384,6 +384,7 @@ function Router:embedding(p)
   end
   local bad = EMBEDDING.check(p)
   if bad then return nil, bad end
+  if self._callbacks and p.callbacks == nil then p = with_callbacks(p, self._callbacks) end
   local r, d = rcall.new_call(self, p, EMBEDDING):run()
   if not r then return nil, d end
   return r

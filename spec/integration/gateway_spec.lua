@@ -288,13 +288,18 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
     assert.is_true(r.usage.prompt_tokens > 0)
     local f = assert(embed(MASTER, "embed-broken", "alpha"))       -- a 500, then its fallback group
     assert.are.equal(1, #f.data)
-    -- a key with a budget of 10 tokens: the first embedding (25 tokens) is
-    -- answered and charged, the next refused
-    assert(embed(EMBED, "embed", ("x"):rep(100)))
+    -- a key with a budget of 10 tokens: an input of 25 tokens is refused
+    -- before it is sent (the budget cannot cover it), one of 10 is
+    -- answered and charged, and then the key is refused
+    local big, be = embed(EMBED, "embed", ("x"):rep(100))
+    assert.is_nil(big)
+    assert.are.equal("RateLimitError", be.type)
+    assert.matches("cannot cover the prompt", be.message)
+    assert(embed(EMBED, "embed", ("x"):rep(40)))
     local no, e = embed(EMBED, "embed", "x")
     assert.is_nil(no)
     assert.are.equal("RateLimitError", e.type)
-    assert.matches("budget", e.message)
+    assert.matches("has used its budget", e.message)
     local _, forbidden = embed(EMBED, "gpt-4o", "x")
     assert.are.equal("PermissionDeniedError", forbidden.type)
     local _, text = raw("/metrics")

@@ -6,6 +6,7 @@ local llm = require "luagent"
 local servers = require "servers"
 local proc = require "proc"
 local cjson = require "cjson.safe"
+local observed = require "observed"
 
 local CANARY = "sk-canary-0bs3rv3-4f1e9a7c2d"
 local MSGS = { { role = "user", content = "hi" } }
@@ -13,7 +14,6 @@ local MSGS = { { role = "user", content = "hi" } }
 local log = require "luagent.observe.log"
 local otlp = require "luagent.observe.otlp"
 local stats = require "luagent.observe.stats"
-local callbacks = require "luagent.observe.callbacks"
 
 -- Waits (up to 5 s) until cond() is true.
 local function eventually(cond)
@@ -30,15 +30,7 @@ describe("observability #integration", function()
 
   setup(function() mock = servers.mock() end)
   teardown(function() mock.stop() end)
-  after_each(function()
-    callbacks.clear()
-    log.set_level(nil)
-    otlp.flush()
-    otlp.configure{}
-    stats.reset()
-    llm.sleep(0.05)     -- budgets' background pushes, callback tasks
-    servers.assert_clean(assert)
-  end)
+  after_each(function() observed.reset(assert) end)
 
   local function params(scen, extra)
     local p = { model = "openai/gpt-4o-mini", api_base = mock.url .. "/s/" .. scen .. "/v1",
@@ -335,19 +327,13 @@ describe("observability #integration", function()
 
   describe("logs", function()
     it("write JSON lines without the key, headers or prompt text", function()
-      local path = proc.tmpname("jsonlog")
-      log.out = assert(io.open(path, "w"))
-      log.set_level("debug")
-      log.json = true
       local secret_prompt = "my secret prompt 42"
-      assert(llm.completion(params("chunks=2", { messages = { { role = "user", content = secret_prompt } } })))
-      local _ = llm.completion(params("status=401", { messages = { { role = "user", content = secret_prompt } } }))
-      local s = assert(llm.completion(params("chunks=3", { stream = true })))
-      s:text()
-      log.out:close()
-      log.out, log.json = io.stderr, false
-      local text = proc.read(path)
-      os.remove(path)
+      local text = observed.log_of("debug", { json = true }, function()
+        assert(llm.completion(params("chunks=2", { messages = { { role = "user", content = secret_prompt } } })))
+        local _ = llm.completion(params("status=401", { messages = { { role = "user", content = secret_prompt } } }))
+        local s = assert(llm.completion(params("chunks=3", { stream = true })))
+        s:text()
+      end)
       assert.is_nil(text:find(CANARY, 1, true))
       assert.is_nil(text:find("canary", 1, true))
       assert.is_nil(text:lower():find("authorization", 1, true))
@@ -370,15 +356,9 @@ describe("observability #integration", function()
     end)
 
     it("add the prompt only with LUAGENT_LOG_PROMPTS", function()
-      local path = proc.tmpname("plog")
-      log.out = assert(io.open(path, "w"))
-      log.set_level("debug")
-      log.prompts = true
-      assert(llm.completion(params("chunks=1", { messages = { { role = "user", content = "visible prompt" } } })))
-      log.out:close()
-      log.out, log.prompts = io.stderr, false
-      local text = proc.read(path)
-      os.remove(path)
+      local text = observed.log_of("debug", { prompts = true }, function()
+        assert(llm.completion(params("chunks=1", { messages = { { role = "user", content = "visible prompt" } } })))
+      end)
       assert.truthy(text:find("visible prompt", 1, true))
       assert.is_nil(text:find(CANARY, 1, true))
     end)
@@ -398,31 +378,8 @@ describe("observability #integration", function()
   end)
 
   describe("OTLP traces", function()
-    -- Spans the server received on /v1/traces, flattened: {name -> span}.
-    local function exported()
-      local spans = {}
-      for _, q in ipairs(mock.requests()) do
-        if q.path == "/v1/traces" then
-          local body = assert(cjson.decode(q.body))
-          assert.are.equal("application/json", q.headers["content-type"])
-          for _, rs in ipairs(body.resourceSpans) do
-            for _, ss in ipairs(rs.scopeSpans) do
-              for _, sp in ipairs(ss.spans) do spans[#spans + 1] = sp end
-            end
-          end
-        end
-      end
-      return spans
-    end
-    local function attrs(span)
-      local a = {}
-      for _, kv in ipairs(span.attributes) do
-        local v = kv.value
-        a[kv.key] = v.stringValue or v.intValue or v.doubleValue or v.boolValue
-                    or (v.arrayValue and v.arrayValue.values[1].stringValue)
-      end
-      return a
-    end
+    local function exported() return observed.spans(mock, assert) end
+    local attrs = observed.attrs
 
     it("exports a span per completion with a child per attempt, GenAI attributes checked field by field", function()
       otlp.configure{ endpoint = mock.url, delay = 0.05 }

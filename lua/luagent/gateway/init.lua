@@ -22,7 +22,6 @@ local keys_mod = require "luagent.gateway.keys"
 local metrics_mod = require "luagent.gateway.metrics"
 local protocols = require "luagent.gateway.protocols"
 local wire_errors = require "luagent.gateway.wire_errors"
-local cost = require "luagent.observe.cost"
 
 local M = { config = config }
 
@@ -254,16 +253,11 @@ function Gateway:_embed(req, res)
   local proto = protocols.embeddings
   local x, params = self:_start(req, res, proto)
   if not x then return end
-  local encoding, budget = params.encoding_format, params.budget
+  local encoding = params.encoding_format
   params.encoding_format = nil              -- upstreams are asked for floats
-  params.budget = nil                       -- llm.embedding charges none: the key's is charged here
+  -- the key's budget (params.budget, from _admit) admits and is charged by llm.embedding
   local resp, err = self.router:embedding(params)
   if not resp then return x:upstream_failed(err) end
-  if budget then
-    local tokens, hp = usage_total(resp.usage) or 0, resp._hidden_params
-    budget:charge(tokens, (cost.price(hp and hp.model or resp.model, tokens, 0)))
-    budget:settled()
-  end
   x:answer(params, resp, function(r) return proto.response(r, encoding) end)
 end
 

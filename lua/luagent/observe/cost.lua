@@ -135,10 +135,13 @@ function M.token_counter(o)
   return n
 end
 
---- The estimated prompt tokens of completion parameters p.
+--- The estimated prompt tokens of call parameters p: a completion's
+--- messages, or an embedding's input (luagent.embedding's estimate, loaded
+--- by then: only an embedding call has an input).
 function M.prompt_tokens(p)
-  if type(p.messages) ~= "table" then return 0 end
-  return M.token_counter{ messages = p.messages }
+  if type(p.messages) == "table" then return M.token_counter{ messages = p.messages } end
+  if p.input ~= nil then return require("luagent.embedding").estimate_tokens(p) end
+  return 0
 end
 
 -- ---------------------------------------------------------------------------

@@ -41,6 +41,13 @@
 ---          chain.candidates, chain.ctx = ctx, nil end
 ---      and M.completion runs `chain:run(chain.candidates[1])` (not p).
 ---
+---   lua/luagent/embedding.lua (an embedding: call_type "embedding")
+---  11. M.embedding, after the checks, before the chain:
+---        local ev, berr = events.request(p, "embedding")
+---        if berr then return nil, berr end
+---      and completion.run_chain(p, M.OP, ev) (hooks 2-4 through the chain);
+---      then `if ev then ev:success(r) end` or `ev:failure(err)` (5, 6).
+---
 ---   lua/luagent/providers/init.lua: "callbacks" and "budget" are in
 ---   RUNTIME_KEYS (never sent to a provider; "metadata" already was).
 ---   lua/luagent/agent.lua: Agent:run runs inside M.span("invoke_agent", ...)
@@ -48,7 +55,8 @@
 ---   and tool calls become child spans of the agent's span.
 ---   lua/luagent/chat.lua: Chat:_request limits the history to the model's
 ---   context window (cost.history_limit) when max_tokens_history is unset.
----   lua/luagent/router.lua: `callbacks =` on the router is passed to each try.
+---   lua/luagent/router.lua: `callbacks =` on the router is passed to each
+---   try (router:completion and router:embedding).
 local core = require "luagent.core"
 
 local M = {}
@@ -187,7 +195,7 @@ end
 -- event do not show through a callback that runs a little later.
 local PUBLIC = { "id", "call_type", "model", "provider", "metadata", "start_time", "end_time",
                  "ttft", "duration", "usage", "usage_estimated", "cost", "cost_estimated",
-                 "attempts", "error", "response", "stream", "messages", "response_model",
+                 "attempts", "error", "response", "stream", "messages", "input", "response_model",
                  "finish_reason", "retry_delay", "fallback_model" }
 
 local function snapshot(ev, kind)
@@ -245,20 +253,23 @@ local function cost_mod() return require "luagent.observe.cost" end
 
 --- Hook 1: a call starts. Returns nil when nothing observes it; else the
 --- event (callbacks on_request fired), or nil, BudgetExceeded when a budget
---- cannot cover the prompt alone.
----@param p table the completion parameters
+--- cannot cover the prompt alone (an embedding's prompt is its input).
+---@param p table the call's parameters
+---@param call_type? "completion"|"embedding" default "completion"
 ---@return luagent.Event|nil ev
 ---@return table|nil err
-function M.request(p)
+function M.request(p, call_type)
   local ctx = context()
   if not M.any and not p.callbacks and not p.budget and not ctx then return nil end
   local budgets = budgets_of(p, ctx)
   local t0 = now()
   local model = p.model or require("luagent.completion").default_model
+  local embedding = call_type == "embedding"
   local ev = setmetatable({
-    id = new_id(), call_type = "completion", model = model, provider = provider_of(p),
-    metadata = p.metadata, start_time = M.unix(t0), stream = p.stream and true or false,
-    messages = p.messages, attempts = 0, _t0 = t0, _p = p, _budgets = budgets,
+    id = new_id(), call_type = embedding and "embedding" or "completion", model = model,
+    provider = provider_of(p), metadata = p.metadata, start_time = M.unix(t0),
+    stream = p.stream and true or false, messages = not embedding and p.messages or nil,
+    input = embedding and p.input or nil, attempts = 0, _t0 = t0, _p = p, _budgets = budgets,
     _parent = span_of(ctx), _out_tokens = 0,
   }, Ev)
   -- M.global is replaced, never changed, when sets are added or removed:

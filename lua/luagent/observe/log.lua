@@ -3,13 +3,15 @@
 ---   LUAGENT_LOG=info    a line per success, failure, retry and fallback
 ---   LUAGENT_LOG=debug   also a line per request start and first token
 ---   LUAGENT_LOG_FORMAT=json   JSON lines; otherwise `key=value` text
----   LUAGENT_LOG_PROMPTS=1     add the messages (off by default)
+---   LUAGENT_LOG_PROMPTS=1     add the messages or input (off by default)
 ---
---- Fields: time, level, request_id, model, provider, event, duration, ttft,
---- tokens_in, tokens_out, cost, cost_estimated, attempts, error_type,
---- error (the message, redacted). Never an API key or a header: the line
---- is built from the event's own fields, not from the request, and every
---- string passes through errors.redact.
+--- Fields: time, level, request_id, model, provider, call_type
+--- ("completion" or "embedding"), event, duration, ttft, tokens_in,
+--- tokens_out, cost, cost_estimated, attempts, error_type, error (the
+--- message, redacted); with LUAGENT_LOG_PROMPTS, messages (a completion's)
+--- or input (an embedding's) on the request line. Never an API key or a
+--- header: the line is built from the event's own fields, not from the
+--- request, and every string passes through errors.redact.
 local errors = require "luagent.errors"
 local events = require "luagent.observe.events"
 
@@ -41,9 +43,9 @@ local function timestamp()
 end
 
 -- Text form: fixed field order, values with spaces quoted.
-local ORDER = { "time", "level", "request_id", "event", "model", "provider", "duration", "ttft",
-                "tokens_in", "tokens_out", "cost", "cost_estimated", "attempts", "retry_delay",
-                "fallback_model", "error_type", "error", "messages", "callback", "traceback" }
+local ORDER = { "time", "level", "request_id", "event", "model", "provider", "call_type", "duration",
+                "ttft", "tokens_in", "tokens_out", "cost", "cost_estimated", "attempts", "retry_delay",
+                "fallback_model", "error_type", "error", "messages", "input", "callback", "traceback" }
 
 local buf = {}
 local KEY_PREFIX = {}
@@ -85,7 +87,7 @@ end
 
 local function record(kind, ev)
   local rec = { request_id = ev.id, event = KIND_NAME[kind], model = ev.model, provider = ev.provider,
-                attempts = ev.attempts }
+                call_type = ev.call_type, attempts = ev.attempts }
   if ev.duration then rec.duration = ev.duration end
   if ev.ttft then rec.ttft = ev.ttft end
   local u = ev.usage
@@ -98,9 +100,10 @@ local function record(kind, ev)
     rec.error_type = type(e) == "table" and e.type or "error"
     rec.error = redact(type(e) == "table" and e.message or tostring(e))
   end
-  if M.prompts and kind == "on_request" and ev.messages then
+  if M.prompts and kind == "on_request" then
     json = json or require "luagent.json"
-    rec.messages = redact(json.encode(ev.messages))
+    if ev.messages then rec.messages = redact(json.encode(ev.messages)) end
+    if ev.input then rec.input = redact(json.encode(ev.input)) end
   end
   return rec
 end

@@ -1,13 +1,15 @@
 --- luagent.observe.otlp — OpenTelemetry traces over OTLP/HTTP JSON.
 ---
 --- On when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
---- is set: every completion becomes a span "chat <model>" with a child span
---- per attempt; an agent's run is an "invoke_agent" span whose children are
---- its completions and its "execute_tool <name>" spans. Attributes follow the
---- OpenTelemetry GenAI semantic conventions (gen_ai.operation.name,
---- gen_ai.provider.name, gen_ai.request.model, gen_ai.response.model,
---- gen_ai.response.id, gen_ai.response.finish_reasons, gen_ai.usage.*,
---- error.type) plus luagent.* (request id, cost, attempts, ttft).
+--- is set: every completion becomes a span "chat <model>" (an embedding:
+--- "embeddings <model>") with a child span per attempt; an agent's run is
+--- an "invoke_agent" span whose children are its completions and its
+--- "execute_tool <name>" spans. Attributes follow the OpenTelemetry GenAI
+--- semantic conventions (gen_ai.operation.name, gen_ai.provider.name,
+--- gen_ai.request.model, gen_ai.response.model, gen_ai.response.id,
+--- gen_ai.response.finish_reasons, gen_ai.usage.*,
+--- gen_ai.embeddings.dimension.count, error.type) plus luagent.* (request
+--- id, cost, attempts, ttft).
 ---
 --- Export is batched and asynchronous: a finished call (its span and its
 --- attempts') or agent/tool span is queued (at most OTEL_BSP_MAX_QUEUE_SIZE
@@ -159,7 +161,15 @@ local function head(b, n, comma, trace_id, span_id, parent_id, name, kind, t0, t
   return n
 end
 
--- The span of a completion and one per attempt (children).
+-- gen_ai.operation.name of an event's call_type, and that attribute as JSON.
+local OPERATION = { completion = "chat", embedding = "embeddings" }
+local OPERATION_ATTR = {}
+for k, v in pairs(OPERATION) do
+  OPERATION_ATTR[k] = '{"key":"gen_ai.operation.name","value":{"stringValue":"' .. v .. '"}}'
+end
+
+-- The span of a call ("chat <model>", "embeddings <model>": the GenAI
+-- conventions' "{operation} {request model}") and one per attempt (children).
 local function write_completion(b, n, comma, ev)
   local p = ev._p
   local parent = ev._parent
@@ -167,15 +177,18 @@ local function write_completion(b, n, comma, ev)
   local span_id = events.hex_id(8)
   local model = bare(ev.model)
   local pname = PROVIDER_NAMES[ev.provider] or ev.provider
-  n = head(b, n, comma, trace_id, span_id, parent and parent.span_id, "chat " .. (model or "?"), 3,
+  local op_attr = OPERATION_ATTR[ev.call_type] or OPERATION_ATTR.completion
+  n = head(b, n, comma, trace_id, span_id, parent and parent.span_id,
+           (OPERATION[ev.call_type] or "chat") .. " " .. (model or "?"), 3,
            ev.start_time, ev.end_time or ev.start_time)
   n = n + 1
-  b[n] = '{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}'
+  b[n] = op_attr
   n = attr(b, n, "gen_ai.provider.name", pname)
   n = attr(b, n, "gen_ai.request.model", model)
   n = attr(b, n, "gen_ai.request.max_tokens", p.max_tokens or p.max_completion_tokens)
   n = attr(b, n, "gen_ai.request.temperature", p.temperature)
   n = attr(b, n, "gen_ai.request.top_p", p.top_p)
+  n = attr(b, n, "gen_ai.embeddings.dimension.count", math.tointeger(p.dimensions))
   local r = ev.response
   if r then
     n = attr(b, n, "gen_ai.response.model", r.model)
@@ -204,7 +217,7 @@ local function write_completion(b, n, comma, ev)
     n = head(b, n, true, trace_id, events.hex_id(8), span_id, format("attempt %d %s", i, am or "?"), 3,
              events.unix(at.t0), events.unix(at.t1 or at.t0))
     n = n + 1
-    b[n] = '{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}'
+    b[n] = op_attr
     n = attr(b, n, "gen_ai.provider.name", prov and PROVIDER_NAMES[prov] or prov or pname)
     n = attr(b, n, "gen_ai.request.model", am)
     n = attr(b, n, "luagent.attempt", i)

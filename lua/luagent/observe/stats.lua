@@ -3,9 +3,12 @@
 --- (p50/p99). Collected once enabled: `luagent --stats script.lua` (which
 --- also prints the table at exit), LUAGENT_STATS=1, or llm.stats.enable().
 ---
----   llm.stats()   -> {["openai/gpt-4o"] = {calls=, errors={Timeout=1}, tokens_in=,
----                     tokens_out=, cost=, ttft_p50=, ttft_p99=, duration_p50=,
----                     duration_p99=}, ...}
+---   llm.stats()   -> {["openai/gpt-4o"] = {call_type = "completion", calls=,
+---                     errors={Timeout=1}, tokens_in=, tokens_out=, cost=, ttft_p50=,
+---                     ttft_p99=, duration_p50=, duration_p99=}, ...}
+---
+--- Embeddings are summed apart from chat calls on the same model: their
+--- key is "<model> (embedding)" and their call_type "embedding".
 local events = require "luagent.observe.events"
 
 local M = {}
@@ -26,12 +29,15 @@ local function sample(list, v)
   end
 end
 
-local function entry(model)
-  local e = per_model[model]
+-- The entry of an event's model and call type.
+local function entry(ev)
+  local key = ev.model
+  if ev.call_type == "embedding" then key = tostring(key) .. " (embedding)" end
+  local e = per_model[key]
   if not e then
-    e = { calls = 0, errors = {}, tokens_in = 0, tokens_out = 0, cost = 0, estimated = 0,
-          ttft = { n = 0 }, duration = { n = 0 } }
-    per_model[model] = e
+    e = { call_type = ev.call_type, calls = 0, errors = {}, tokens_in = 0, tokens_out = 0, cost = 0,
+          estimated = 0, ttft = { n = 0 }, duration = { n = 0 } }
+    per_model[key] = e
   end
   return e
 end
@@ -39,7 +45,7 @@ end
 local sink = {}
 function sink:event(kind, ev)
   if kind ~= "on_success" and kind ~= "on_failure" then return end
-  local e = entry(ev.model)
+  local e = entry(ev)
   e.calls = e.calls + 1
   if kind == "on_failure" then
     local t = type(ev.error) == "table" and ev.error.type or "error"
@@ -70,7 +76,7 @@ function M.snapshot()
   for model, e in pairs(per_model) do
     local errs = {}
     for k, v in pairs(e.errors) do errs[k] = v end
-    out[model] = { calls = e.calls, errors = errs, tokens_in = e.tokens_in, tokens_out = e.tokens_out,
+    out[model] = { call_type = e.call_type, calls = e.calls, errors = errs, tokens_in = e.tokens_in, tokens_out = e.tokens_out,
                    cost = e.cost, cost_estimated_calls = e.estimated,
                    ttft_p50 = percentile(e.ttft, 0.5), ttft_p99 = percentile(e.ttft, 0.99),
                    duration_p50 = percentile(e.duration, 0.5), duration_p99 = percentile(e.duration, 0.99) }
@@ -106,7 +112,7 @@ function M.report()
       #errs > 0 and table.concat(errs, ",") or "-", s.tokens_in, s.tokens_out, s.cost,
       ms(s.ttft_p50), ms(s.ttft_p99), ms(s.duration_p50), ms(s.duration_p99))
   end
-  if #models == 0 then lines[#lines + 1] = "(no completions)" end
+  if #models == 0 then lines[#lines + 1] = "(no calls)" end
   return "luagent stats (times in ms)\n" .. table.concat(lines, "\n") .. "\n"
 end
 
