@@ -59,6 +59,7 @@ typedef struct hc_pool {
 typedef struct la_hclient {
   hc_pool_t *pools;
   la_node_t conns;            /* every open connection */
+  la_node_t pending;          /* requests a budgeted step put off (hc_req_t.pend) */
   char buf[64 << 10];         /* where every read lands: consumed at once */
 } la_hclient_t;
 
@@ -87,6 +88,8 @@ typedef struct hc_req {
   struct hc_dns *dns;         /* a name being resolved, or NULL */
   int head;                   /* the method is HEAD */
   int retried;
+  xfer_t *x;
+  la_node_t pend;             /* in la_hclient_t.pending while put off */
 } hc_req_t;
 
 typedef struct hc_dns {
@@ -236,6 +239,8 @@ static const la_hresp_cb_t RESP_CB = {on_head, on_data};
 ** read_cb with UV_ENOBUFS and reads nothing): its bytes wait in the
 ** kernel, and libuv's level-triggered poll reports it again on the next
 ** step, as loop.c does for libcurl's sockets. */
+#define STEP_READ 2048
+
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   hc_conn_t *c = h->data;
   (void)hint;
@@ -245,7 +250,10 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     return;
   }
   buf->base = c->rt->hclient->buf;
-  buf->len = sizeof c->rt->hclient->buf;
+  /* a budgeted step's read is one slice: a backlog is read STEP_READ
+  ** bytes a slice (as libcurl reads a stream 2 KB a callback), not 64 KB
+  ** of events framed at once */
+  buf->len = c->rt->deadline ? STEP_READ : sizeof c->rt->hclient->buf;
 }
 
 /* What an EOF on c really was: UV_EOF, or the reset (UV_ECONNRESET) the
@@ -548,6 +556,24 @@ static int url_bytes_ok(const char *url) {
   return 1;
 }
 
+/* Sends x's request: on a kept-alive connection, or a new one. In a
+** budgeted step this is a slice of its own (la_hclient_flush): on
+** loopback the kernel runs a connect's handshake in our thread, 0.1-0.3
+** ms, which in the task's first resume made it the step's longest slice
+** (curl.c puts its transfers' starts off the same way). */
+static void go(xfer_t *x) {
+  hc_req_t *q = x->hreq;
+  if (q->pool->idle) {            /* a kept-alive connection */
+    hc_conn_t *c = q->pool->idle;
+    drop_idle(c);
+    uv_ref((uv_handle_t *)&c->tcp);
+    attach(c, x);
+    send_request(c);
+  } else {
+    new_conn(x);
+  }
+}
+
 const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
                              const char *headers, size_t hlen, int has_host,
                              const char *body, size_t blen) {
@@ -568,12 +594,15 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
     struct sigaction sa;
     if (!(rt->hclient = calloc(1, sizeof *rt->hclient))) return "out of memory";
     la_list_init(&rt->hclient->conns);
+    la_list_init(&rt->hclient->pending);
     /* a write to a connection the server closed must fail, not end the
     ** process (what the host chose stays) */
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
       signal(SIGPIPE, SIG_IGN);
   }
   if (!(q = calloc(1, sizeof *q))) return "out of memory";
+  la_list_init(&q->pend);
+  q->x = x;
   x->hreq = q;
   if (!(q->pool = pool_of(rt->hclient, host, hl, port))) return "out of memory";
   q->head = strcmp(method, "HEAD") == 0;
@@ -592,16 +621,33 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
   n += 2;
   if (blen) memcpy(q->bytes + n, body, blen);
   q->len = n + blen;
-  if (q->pool->idle) {            /* a kept-alive connection */
-    hc_conn_t *c = q->pool->idle;
-    drop_idle(c);
-    uv_ref((uv_handle_t *)&c->tcp);
-    attach(c, x);
-    send_request(c);
+  if (rt->deadline) {             /* a budgeted step: a slice of its own */
+    la_list_push(&rt->hclient->pending, &q->pend);
+    la_loop_awake(rt);
   } else {
-    new_conn(x);
+    go(x);
   }
   return NULL;
+}
+
+/* Starts the requests a budgeted step put off, one a slice while its
+** budget lasts. From the check phase and each step's start, as curl.c's
+** pending transfers. */
+void la_hclient_flush(la_runtime_t *rt) {
+  la_hclient_t *hc = rt->hclient;
+  if (!hc) return;
+  while (!la_list_empty(&hc->pending) && !la_budget_spent(rt, LA_SLICE_CONNECT)) {
+    hc_req_t *q = LA_CONTAINER(hc->pending.next, hc_req_t, pend);
+    uint64_t t0 = la_slice_begin(rt);
+    la_list_remove(&q->pend);
+    go(q->x);
+    la_slice_end(rt, t0, LA_SLICE_CONNECT);
+  }
+  if (!la_list_empty(&hc->pending)) la_loop_awake(rt);
+}
+
+int la_hclient_backlog(la_runtime_t *rt) {
+  return rt->hclient && !la_list_empty(&rt->hclient->pending);
 }
 
 /* The transfer stops (ended, aborted or collected): its connection, if
@@ -615,6 +661,7 @@ void la_hclient_abort(xfer_t *x) {
     conn_close(c);
   }
   if (!q) return;
+  la_list_remove(&q->pend);       /* put off and never started */
   if (q->dns) q->dns->x = NULL;   /* its callback frees it */
   free(q->bytes);
   free(q);
@@ -625,6 +672,7 @@ void la_hclient_free(la_runtime_t *rt) {
   la_hclient_t *hc = rt->hclient;
   hc_pool_t *p;
   if (!hc) return;
+  while (!la_list_empty(&hc->pending)) la_list_remove(hc->pending.next);
   while (!la_list_empty(&hc->conns)) {
     hc_conn_t *c = LA_CONTAINER(hc->conns.next, hc_conn_t, node);
     detach(c);

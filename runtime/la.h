@@ -143,6 +143,10 @@ static inline void la_list_remove(la_node_t *n) {
 #define LA_CONTAINER(ptr, type, field) \
   ((type *)((char *)(ptr) - offsetof(type, field)))
 
+/* ---- hclient.c: request starts a budgeted step put off --------------- */
+void la_hclient_flush(la_runtime_t *rt);
+int  la_hclient_backlog(la_runtime_t *rt);
+
 /* ---- loop.c -------------------------------------------------------- */
 int  la_loop_init(la_runtime_t *rt, uv_loop_t *loop);
 void la_loop_close(la_runtime_t *rt);

@@ -153,6 +153,7 @@ static void drain(la_runtime_t *rt) {
 static void check_cb(uv_check_t *h) {
   la_runtime_t *rt = h->data;
   la_curl_flush(rt);          /* curl work an earlier step put off */
+  la_hclient_flush(rt);       /* and the lean client's request starts */
   drain(rt);
 }
 
@@ -409,7 +410,8 @@ int la_step(la_runtime_t *rt, int budget_ms) {
   drain(rt);
   do {
     uv_run(rt->loop, UV_RUN_NOWAIT);
-  } while ((rt->ready_head || rt->later_head || la_curl_backlog(rt)) && budget_ms > 0 &&
+  } while ((rt->ready_head || rt->later_head || la_curl_backlog(rt) || la_hclient_backlog(rt)) &&
+           budget_ms > 0 &&
            !la_budget_spent(rt, LA_SLICE_TASK));
   rt->deadline = 0;
   rt->running = 0;
@@ -429,6 +431,7 @@ int la_run(la_runtime_t *rt) {
   gc_release(rt);
   rt->running = 1;
   la_curl_flush(rt);
+  la_hclient_flush(rt);
   if (rt->ready_head || rt->later_head) idle_on(rt);
   uv_run(rt->loop, UV_RUN_DEFAULT);
   rt->running = 0;

@@ -109,6 +109,7 @@ const char *la_hclient_start(xfer_t *x, const char *url, const char *method,
                              const char *headers, size_t hlen, int has_host,
                              const char *body, size_t blen);
 void la_hclient_abort(xfer_t *x);
+
 void la_hclient_resume(xfer_t *x);
 void la_hclient_free(la_runtime_t *rt);
 
