@@ -50,7 +50,9 @@ describe("make install / uninstall #integration", function()
       .. "$(PKG_CONFIG_PATH=%s/lib/pkgconfig pkg-config --cflags --libs luagent) 2>&1")
       :format(prefix, sanitize, host, prefix))
     assert.are.equal(0, code, out)
-    local s = proc.script([[require("luagent").sleep(0.05) print("script done")]])
+    -- 0.25 s, as cli_spec's frame host: with 3 frames one slow step (the
+    -- clean-clone `make asan` once had one of 19 ms) was already "most"
+    local s = proc.script([[require("luagent").sleep(0.25) print("script done")]])
     out, code = run(host .. " " .. s)
     os.remove(s)
     assert.are.equal(0, code, out)
