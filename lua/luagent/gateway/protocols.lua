@@ -195,19 +195,12 @@ function embeddings.to_params(body)
   return body
 end
 
--- string.pack formats of n little-endian float32s, by n (a model's few sizes).
-local PACK = setmetatable({}, { __index = function(t, n)
-  local f = "<" .. ("f"):rep(n)
-  t[n] = f
-  return f
-end })
-
 -- A vector as OpenAI's base64 encoding sends it: its float32s, little
 -- endian, in base64 (the official SDKs ask for this by default).
 local function base64_vector(v)
   local n = #v
   if n == 0 then return "" end
-  return digest.base64(PACK[n]:pack(table.unpack(v, 1, n)))
+  return digest.base64(("<" .. ("f"):rep(n)):pack(table.unpack(v, 1, n)))
 end
 
 --- The JSON body of an embeddings response; encoding "base64" or nil/"float".
