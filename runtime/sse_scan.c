@@ -99,7 +99,21 @@ static int notable_key(ptr k, size_t n, int d) {
          (d == 1 && (KEY_IS(k, n, "usage") || KEY_IS(k, n, "error")));
 }
 
-unsigned la_sse_scan(const char *text, size_t n) {
+/* True when the key k (n bytes) names one of a stream event's labels,
+** whose strings are no content (sse_scan.h, LA_SCAN_CONTENT). */
+static int label_key(ptr k, size_t n) {
+  switch (n) {
+    case 2: return KEY_IS(k, n, "id");
+    case 4: return KEY_IS(k, n, "role") || KEY_IS(k, n, "type");
+    case 5: return KEY_IS(k, n, "model");
+    case 6: return KEY_IS(k, n, "object");
+    case 12: return KEY_IS(k, n, "service_tier");
+    case 18: return KEY_IS(k, n, "system_fingerprint");
+    default: return 0;
+  }
+}
+
+unsigned la_sse_scan(const char *text, size_t n, unsigned want) {
   char open[LA_SCAN_MAX_DEPTH + 1];   /* '{' or '[' per open container */
   ptr p = skip_ws((ptr)text), end = (ptr)text + n;
   int depth = 0, escaped;
@@ -115,12 +129,17 @@ unsigned la_sse_scan(const char *text, size_t n) {
         if (*p == (open[depth] == '{' ? '}' : ']')) { p++; depth--; break; }
         if (open[depth] == '[') continue;     /* its first value */
         goto key;
-      case '"': escaped = 0; p = end_of_string(p + 1, &escaped); break;
+      case '"':                               /* an array's element */
+        if ((want & LA_SCAN_CONTENT) && p[1] != '"') flags |= LA_SCAN_CONTENT;
+        escaped = 0;
+        p = end_of_string(p + 1, &escaped);
+        break;
       case 't': p = end_of_true(p); break;
       case 'f': p = end_of_false(p); break;
       case 'n': p = end_of_null(p); break;
       default: p = end_of_number(p); break;
     }
+  after_value:
     /* after a value: ',' and the next, or the ends of containers */
     for (;;) {
       if (!p) return 0;
@@ -150,6 +169,13 @@ unsigned la_sse_scan(const char *text, size_t n) {
       /* null is as if absent; an escaped key is not compared */
       if (*p != 'n' && (escaped || notable_key(k, klen, depth)))
         flags |= LA_SCAN_NOTABLE;
+      if (*p == '"') {                        /* a member's string value */
+        if ((want & LA_SCAN_CONTENT) && p[1] != '"' && (escaped || !label_key(k, klen)))
+          flags |= LA_SCAN_CONTENT;
+        escaped = 0;
+        p = end_of_string(p + 1, &escaped);
+        goto after_value;
+      }
     }
   next_value:;
   }

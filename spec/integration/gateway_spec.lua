@@ -491,6 +491,26 @@ general_settings:
     assert.are.equal(before + 17, output_tokens(gw))
   end)
 
+  it("times the first token to the first content, not to the role event that opens the stream", function()
+    -- the upstream sends its role chunk at once and its first text 0.3 s later
+    local g = start_gateway{ text = ([[
+model_list:
+  - model_name: relay
+    litellm_params: {model: openai/gpt-relay, api_base: "%s/s/chunks=2,delay=300/v1", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+]]):format(flood.url, MASTER) }
+    local text = stream(g)
+    local r = assert(llm.http.request{ url = g.url .. "/metrics" })
+    local metrics = r:body()
+    r:close()
+    stop_gateway(g)
+    assert.matches('"role":"assistant"', text, 1, true)            -- the role event was relayed
+    local bucket = 'luagent_gateway_time_to_first_token_seconds_bucket{model="relay",le="%s"} (%%d+)'
+    assert.are.equal("0", metrics:match(bucket:format("0.25")), metrics)
+    assert.are.equal("1", metrics:match(bucket:format("0.5")), metrics)
+  end)
+
   it("slows the upstream to a client that does not read, holding little memory, and closes it when the client leaves",
      function()
     local h = require "serve_helpers"
