@@ -1,9 +1,10 @@
 /*
 ** sse_scan.c -- one JSON text checked in a single pass, nothing built
-** (sse_scan.h): is it an object, and does it carry a key the gateway must
-** account or act on? Decoding a chunk into Lua tables costs more than the
-** rest of its relay (callgrind, docs/architecture.md's gateway part); this
-** reads each byte once and allocates nothing.
+** (sse_scan.h): is it an object, does it carry a key the gateway must
+** account or act on, and (when asked) may it carry content? Decoding a
+** chunk into Lua tables costs more than the rest of its relay (callgrind,
+** docs/architecture.md's gateway part); this reads each byte once and
+** allocates nothing.
 **
 ** The grammar is json.c's strict RFC 8259 one (raw control characters in
 ** strings, bad escapes, NaN and leading zeros refused; bytes >= 0x80 pass)

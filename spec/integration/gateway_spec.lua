@@ -500,15 +500,23 @@ model_list:
 general_settings:
   master_key: %s
 ]]):format(flood.url, MASTER) }
-    local text = stream(g)
-    local r = assert(llm.http.request{ url = g.url .. "/metrics" })
+    local text = stream(g)                        -- as bytes (the client speaks the upstream's format)
+    -- and decoded and encoded again: an Anthropic client
+    local r = assert(llm.http.request{ url = g.url .. "/v1/messages", method = "POST",
+      headers = { ["content-type"] = "application/json", ["x-api-key"] = MASTER },
+      body = json.encode{ model = "relay", max_tokens = 10, stream = true,
+                          messages = { { role = "user", content = "hi" } } } })
+    local atext = r:body()
+    r:close()
+    r = assert(llm.http.request{ url = g.url .. "/metrics" })
     local metrics = r:body()
     r:close()
     stop_gateway(g)
     assert.matches('"role":"assistant"', text, 1, true)            -- the role event was relayed
+    assert.matches("event: content_block_delta", atext, 1, true)
     local bucket = 'luagent_gateway_time_to_first_token_seconds_bucket{model="relay",le="%s"} (%%d+)'
     assert.are.equal("0", metrics:match(bucket:format("0.25")), metrics)
-    assert.are.equal("1", metrics:match(bucket:format("0.5")), metrics)
+    assert.are.equal("2", metrics:match(bucket:format("0.5")), metrics)
   end)
 
   it("slows the upstream to a client that does not read, holding little memory, and closes it when the client leaves",

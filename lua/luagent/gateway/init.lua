@@ -22,6 +22,7 @@ local keys_mod = require "luagent.gateway.keys"
 local metrics_mod = require "luagent.gateway.metrics"
 local protocols = require "luagent.gateway.protocols"
 local wire_errors = require "luagent.gateway.wire_errors"
+local has_content = require("luagent.completion").has_content
 
 local M = { config = config }
 
@@ -43,7 +44,7 @@ local function new_metrics()
     tokens = reg:counter("luagent_gateway_tokens_total", "Tokens, by model and direction (input or output).",
                          { "model", "direction" }),
     ttft = reg:histogram("luagent_gateway_time_to_first_token_seconds",
-                         "Seconds from the request to the first streamed chunk.", { "model" }, TTFT_BUCKETS),
+                         "Seconds from the request to the first streamed content (text, a tool call or reasoning).", { "model" }, TTFT_BUCKETS),
     duration = reg:histogram("luagent_gateway_request_duration_seconds",
                              "Seconds from the request to the end of its response.", { "model" }, DURATION_BUCKETS),
     open_streams = reg:gauge("luagent_gateway_open_streams", "Streams being relayed now.", { "model" }),
@@ -277,15 +278,19 @@ function Gateway:_wire(params, proto)
   return w == proto.name and w or nil
 end
 
--- A chunk the relay saw (one that carries content, usage, a finish or
+-- A chunk the relay saw (one that may carry content, usage, a finish or
 -- an error: plain bytes make none): the router's stream, the first-token
--- clock (first: no chunk came before), the usage, the on_chunk hook.
-local function account(x, s, c, first)
+-- clock (waiting: no content came before; true when c stops it), the
+-- usage, the on_chunk hook. The clock stops at the first content on
+-- either way through the relay, not at the role chunk that opens a stream.
+local function account(x, s, c, waiting)
   s:saw(c)
-  if first then x.g:_series(x.model, x.proto.name).ttft:observe(llm.now() - x.started) end
+  local stopped = waiting and has_content(c)
+  if stopped then x.g:_series(x.model, x.proto.name).ttft:observe(llm.now() - x.started) end
   if c.usage then x.usage = c.usage end
   local on_chunk = x.g.hooks.on_chunk
   if on_chunk then pcall(on_chunk, x.params, c) end
+  return stopped
 end
 
 -- The relay loop of _relay (run under pcall: a client that leaves raises
@@ -297,7 +302,7 @@ end
 -- gateway's stream relay"), and x keeps the fields it had, so its table
 -- keeps its 8 slots.
 local function relay(x, s, wire, enc)
-  local from, first = s:current(), true
+  local from, waiting = s:current(), true
   x.res:sse_start{ ["x-request-id"] = x.rid }
   -- plain bytes go from the transfer to the response in C (no Lua string
   -- an event: the garbage that was most of a relayed stream's)
@@ -321,8 +326,7 @@ local function relay(x, s, wire, enc)
       if wire then from.sink = x.res:sink() end
     else
       if c then
-        account(x, s, c, first)
-        first = false
+        if account(x, s, c, waiting) then waiting = false end
         if not plain then plain = enc:chunk(c) end
       end
       if raw then plain = plain .. enc:raw(c, raw) end
