@@ -120,9 +120,15 @@ static void timer_cb(uv_timer_t *h) {
   la_task_wake(t);
 }
 
-/* Starts the task's one-shot timer (sleeps and wait deadlines). */
+/* Starts the task's one-shot timer (sleeps and wait deadlines), due
+** `seconds` from now by uv_hrtime, llm.now's clock. libuv counts a timer
+** from the loop's cached time, in whole milliseconds of a coarser clock,
+** which lags by however long the tasks have run since the loop last
+** looked: the delay adds that lag and rounds the due time up, so a sleep
+** never ends before its time as llm.now() measures it. */
 int la_task_timer_start(la_task_t *t, double seconds) {
-  double ms = ceil(seconds * 1000.0);
+  double due = ceil((double)uv_hrtime() / 1e6 + seconds * 1000.0);
+  double ms = due - (double)uv_now(t->rt->loop);
   if (!t->timer) {
     t->timer = malloc(sizeof *t->timer);
     if (!t->timer) return UV_ENOMEM;

@@ -17,6 +17,25 @@ describe("tasks #unit", function()
     assert.are.same({ 0.01, 0.02, 0.03, 0.04 }, order)
   end)
 
+  it("a sleep or a wait's timeout never ends early, however long the task ran before it", function()
+    -- 60 ms without yielding: the loop's own clock falls behind llm.now()
+    local function busy()
+      local t0 = llm.now()
+      while llm.now() - t0 < 0.06 do end
+    end
+    busy()
+    local t1 = llm.now()
+    llm.sleep(0.1)
+    local slept = llm.now() - t1
+    assert.is_true(slept >= 0.1, ("llm.sleep(0.1) returned after %.4f s"):format(slept))
+    busy()
+    local c = require("luagent.core").cond()
+    t1 = llm.now()
+    assert.is_false(c:wait(0.1))
+    slept = llm.now() - t1
+    assert.is_true(slept >= 0.1, ("cond:wait(0.1) timed out after %.4f s"):format(slept))
+  end)
+
   it("sleep(0) lets other ready tasks run first", function()
     local seen = {}
     local t = llm.spawn(function() seen[#seen + 1] = "other" end)
