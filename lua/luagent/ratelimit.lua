@@ -460,6 +460,25 @@ local function park(tk, seconds)
   tk.cond:wait(seconds)
 end
 
+-- A BadRequestError when `tokens` exceed the whole token limit (waiting
+-- could never help: refused at once rather than admitted over the budget,
+-- README.md "Rate limits and routing"), else nil.
+local function never_fits(self, tokens, fname)
+  local tok = self._desc.tok
+  if tok and tokens > tok.limit then
+    return errors.new("BadRequestError",
+      ("%s: %g tokens exceed the whole limit of %g tokens per %g s; this request can never fit")
+        :format(fname, tokens, tok.limit, tok.per), { tokens = tokens, limit = tok.limit })
+  end
+end
+
+-- The permit of a take the store admitted (handle h, at its time at),
+-- whose concurrency slot is counted already.
+local function permit_of(self, tokens, h, at)
+  return setmetatable({ _rl = self, _h = h, _released = false, tokens = tokens,
+                        estimated = false, admitted_at = at }, Permit)
+end
+
 -- Runs until tk, at the head of the queue, is admitted. Concurrency is
 -- checked before the windows, so a held request takes no quota.
 function RateLimit:_turn(tk)
@@ -471,8 +490,7 @@ function RateLimit:_turn(tk)
       if ok == nil then return nil, r end
       if ok then
         self._active = self._active + 1
-        return setmetatable({ _rl = self, _h = r, _released = false, tokens = tk.tokens,
-                              estimated = false, admitted_at = at }, Permit)
+        return permit_of(self, tk.tokens, r, at)
       end
       park(tk, r + SLACK)
     end
@@ -498,14 +516,8 @@ end
 ---@return table|nil err
 function RateLimit:acquire(tokens)
   tokens = check_tokens(tokens, "rl:acquire")
-  local tok = self._desc.tok
-  if tok and tokens > tok.limit then
-    -- waiting could never help: refused at once rather than admitted over
-    -- the budget (README.md, "Rate limits and routing")
-    return nil, errors.new("BadRequestError",
-      ("rl:acquire: %g tokens exceed the whole limit of %g tokens per %g s; this request can never fit")
-        :format(tokens, tok.limit, tok.per), { tokens = tokens, limit = tok.limit })
-  end
+  local big = never_fits(self, tokens, "rl:acquire")
+  if big then return nil, big end
   local tk = { tokens = tokens }
   -- store before counting: a permit's __gc may run during the store and
   -- look at the queue
@@ -516,6 +528,30 @@ function RateLimit:acquire(tokens)
   self:_leave(tk)
   if not ok then error(permit, 0) end
   return permit, err
+end
+
+--- A permit only if one can be had now, never waiting: what an API that
+--- answers 429 at once needs (the gateway's keys). Returns the permit, or
+--- nil and the seconds until the windows would admit `tokens` (0 when that
+--- cannot be known: a concurrency slot is what is missing, or tasks wait
+--- in acquire, whose turn comes first), or nil, err as acquire (Redis
+--- unreachable, more tokens than the whole limit). With redis= the answer
+--- is the server's, one round trip.
+---@param tokens? number estimated tokens of the request
+---@return luagent.Permit|nil permit
+---@return number|table|nil wait_or_err
+function RateLimit:try_acquire(tokens)
+  tokens = check_tokens(tokens, "rl:try_acquire")
+  local big = never_fits(self, tokens, "rl:try_acquire")
+  if big then return nil, big end
+  if self._waiting > 0 or self._active >= self._max_active then return nil, 0 end
+  self._active = self._active + 1       -- the slot, held across Redis's round trip
+  local done, ok, r, at = pcall(self._store.take, self._store, nil, tokens)
+  if done and ok then return permit_of(self, tokens, r, at) end
+  self._active = self._active - 1
+  self:_wake_head()
+  if not done then error(ok, 0) end     -- cancelled while Redis answered
+  return nil, r
 end
 
 function RateLimit:_release(p, actual)

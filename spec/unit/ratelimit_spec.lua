@@ -210,6 +210,46 @@ describe("llm.ratelimit #unit", function()
     assert.are.equal("Timeout", err.type)
   end)
 
+  it("try_acquire admits now or says how long to wait, never queueing", function()
+    local rl = llm.ratelimit{ requests = 2, per = 0.3 }
+    local t0 = llm.now()
+    local a = assert(rl:try_acquire())
+    assert.is_truthy(rl:try_acquire())
+    local p, wait = rl:try_acquire()
+    assert.is_nil(p)
+    -- the first admission leaves the window 0.3 s after it was made
+    assert.is_true(wait > 0.1 and wait <= 0.3, tostring(wait))
+    assert.is_true(llm.now() - t0 < 0.1)
+    assert.are.equal(0, rl:stats().waiting)              -- it never queued
+    assert.are.equal(2, rl:stats().requests_in_window)   -- the refused took nothing
+    a:release()
+    llm.sleep(wait + 0.02)
+    assert.is_truthy(rl:try_acquire())                   -- admitted once the window slid
+    -- tokens: the wait is until enough of the token window has slid
+    local tl = llm.ratelimit{ tpm = 100 }
+    assert(tl:try_acquire(80)):release(80)
+    local _, twait = tl:try_acquire(50)
+    assert.is_true(twait > 59 and twait <= 60, tostring(twait))
+    local _, big = tl:try_acquire(500)
+    assert.are.equal("BadRequestError", big.type)
+  end)
+
+  it("try_acquire leaves a queued task its turn, and a held concurrency slot alone", function()
+    local rl = llm.ratelimit{ requests = 1, per = 0.2 }
+    local first = assert(rl:acquire())
+    local queued = llm.spawn(function() return rl:acquire() end)
+    llm.sleep(0.01)
+    assert.are.equal(1, rl:stats().waiting)
+    assert.are.same({ nil, 0 }, { rl:try_acquire() })    -- the queued task comes first
+    first:release()
+    assert.is_truthy(queued:await())
+    local cl = llm.ratelimit{ concurrency = 1 }
+    local held = assert(cl:try_acquire())
+    assert.are.same({ nil, 0 }, { cl:try_acquire() })
+    held:release()
+    assert(cl:try_acquire()):release()
+  end)
+
   it("refuses a request larger than the whole token budget at once, taking nothing", function()
     local rl = llm.ratelimit{ tpm = 1000 }
     local t0 = llm.now()
