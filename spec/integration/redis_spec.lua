@@ -181,6 +181,24 @@ describe("redis #integration", function()
       b:close()
     end)
 
+    it("try_acquire answers from the shared windows at once, with the server's wait", function()
+      local k = key()
+      local a = llm.ratelimit{ requests = 2, per = 60, redis = server.url, key = k }
+      local b = llm.ratelimit{ requests = 2, per = 60, redis = server.url, key = k }
+      assert(a:try_acquire()):release()
+      local t0 = llm.now()
+      assert(b:try_acquire()):release()
+      local p, wait = a:try_acquire()                  -- b's admission counts for a too
+      assert.is_nil(p)
+      assert.is_true(wait > 59 and wait <= 60, tostring(wait))
+      assert.is_nil((b:try_acquire()))
+      assert.is_true(llm.now() - t0 < 1)               -- answered, not waited
+      assert.are.equal(0, a:stats().waiting)
+      assert.are.equal(2, b:stats().requests_in_window)
+      a:close()
+      b:close()
+    end)
+
     it("waits for the window to slide, then admits", function()
       local k = key()
       local rl = llm.ratelimit{ requests = 2, per = 0.3, redis = server.url, key = k }
