@@ -251,7 +251,7 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
     local r, e = client(TEAM, "gpt-4o")
     assert.is_nil(r)
     assert.are.equal("RateLimitError", e.type)
-    assert.is_true(e.retry_after >= 1)
+    assert.is_true(e.retry_after >= 50, tostring(e.retry_after))   -- when the minute's window admits one
     local _, bad = client("wrong-key-55", "gpt-4o")
     assert.are.equal("AuthenticationError", bad.type)
   end)

@@ -158,7 +158,8 @@ function Gateway:_admit(req, proto)
   end
   local permit, lerr = self.keys:admit(caller, estimate_tokens, params)
   if not permit then
-    return nil, wire_errors.new(429, "rate_limit", lerr.message, { retry_after = lerr.retry_after }), known
+    return nil, wire_errors.new(lerr.status, lerr.status == 429 and "rate_limit" or "overloaded", lerr.message,
+                                { retry_after = lerr.retry_after }), known
   end
   if caller.budget then params.budget = caller.budget end   -- charged, and cut mid-stream
   if self.cfg.drop_params then params.drop_params = true end

@@ -108,12 +108,13 @@ end
 local NO_PERMIT = { release = function() end }
 
 --- Takes a permit for one request of about `tokens` tokens for the caller.
---- A key over its limit is told so at once (429 with retry-after), as an
---- API does, rather than queued: only a request the limiter would admit
---- now is admitted. (A limiter shared through Redis answers "now" from its
---- last check, so there a request may still wait for its window.) Returns
---- a permit (with :release(actual_tokens)) or nil, err. tokens may be a
---- function of p that gives them: only a key with a limiter needs them.
+--- A key over its limit is told so at once (429, retry-after the seconds
+--- until its windows admit the request), as an API does, rather than
+--- queued; a limiter shared through Redis answers from the server's
+--- windows. Returns a permit (with :release(actual_tokens)) or nil, err
+--- (429; 503 when the Redis that holds the limits cannot be reached).
+--- tokens may be a function of p that gives them: only a key with a
+--- limiter needs them.
 ---@param caller table
 ---@param tokens integer|fun(p: any): integer
 ---@param p any
@@ -122,14 +123,13 @@ function Keys:admit(caller, tokens, p)
   local rl = entry and self:_limiter(entry)
   if not rl then return NO_PERMIT end
   if type(tokens) == "function" then tokens = tokens(p) end
-  local permit, err
-  if rl:_ready(tokens) then permit, err = rl:acquire(tokens) end
-  if not permit then
-    return refuse(429, "rate_limit_error",
-      ("The key '%s' is over its rate limit"):format(entry.alias),
-      { retry_after = err and err.retry_after or 1 })
+  local permit, why = rl:try_acquire(tokens)
+  if permit then return permit end
+  if type(why) == "table" and why.type ~= "BadRequestError" then
+    return refuse(503, "service_unavailable", "The gateway cannot reach the store of its rate limits")
   end
-  return permit
+  return refuse(429, "rate_limit_error", ("The key '%s' is over its rate limit"):format(entry.alias),
+                { retry_after = math.max(1, math.ceil(type(why) == "number" and why or 1)) })
 end
 
 return M
