@@ -53,9 +53,12 @@ end
 
 -- hiredis 0.14 resolves host names with a blocking getaddrinfo: resolve
 -- on the loop first and hand it the address.
+-- The credentials end at the URL's last '@' (a password may hold '/', '@'
+-- or ':', as base64 ones do), as the C reader (runtime/redis.c) takes them.
 local function resolved_url(url)
-  local head, host, tail = url:match("^(redis://[^@/]*@)([^:/%[]+)(.*)$")
-  if not head then head, host, tail = url:match("^(redis://)([^:/@%[]+)(.*)$") end
+  local head, rest = url:match("^(redis://.*@)(.*)$")
+  if not head then head, rest = url:match("^(redis://)(.*)$") end
+  local host, tail = (rest or ""):match("^([^:/%[]+)(.*)$")
   if not host then return url end
   local addr, err = core.resolve(host)
   if not addr then return nil, err end
@@ -76,9 +79,9 @@ function M.redis(url, timeout)
   return rcore.connect(u, timeout)
 end
 
---- The URL without its credentials, for messages.
+--- The URL without its credentials (up to its last '@'), for messages.
 function M.redact_url(url)
-  return (url:gsub("^(%a+://)[^@/]*@", "%1***@"))
+  return (url:gsub("^(%a+://).*@", "%1***@"))
 end
 
 -- ---------------------------------------------------------------------------

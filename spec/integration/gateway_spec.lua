@@ -358,6 +358,67 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
   end)
 end)
 
+describe("gateways sharing a key's limits through Redis #integration", function()
+  local PASS = "sh4red/p@ss:w0rd+="          -- a base64-like password, with an '@' and a ':'
+  local KEY = "vk-shared-9d41c7a0"
+  local mock, redis, a, b
+
+  local function ask(g)
+    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
+      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. KEY },
+      body = json.encode{ model = "gpt-4o", messages = { { role = "user", content = "hi" } } } })
+    local text = r:body()
+    r:close()
+    return r.status, r.headers["retry-after"], text
+  end
+
+  setup(function()
+    mock = servers.mock()
+    redis = servers.redis{ password = PASS }
+    -- LiteLLM's spelling of the Redis: host, port and a password from the environment
+    local text = ([[
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_base: "%s/v1", api_key: os.environ/UPSTREAM_KEY}
+router_settings:
+  redis_host: 127.0.0.1
+  redis_port: %d
+  redis_password: os.environ/REDIS_PASSWORD
+general_settings:
+  master_key: %s
+virtual_keys:
+  - {key: %s, key_alias: shared, rpm_limit: 3}
+]]):format(mock.url, redis.port, MASTER, KEY)
+    a = start_gateway{ text = text, env = { REDIS_PASSWORD = PASS } }
+    b = start_gateway{ text = text, env = { REDIS_PASSWORD = PASS } }
+  end)
+
+  teardown(function()
+    for _, g in ipairs{ a, b } do
+      local logs = stop_gateway(g)
+      assert.is_nil(logs:find(PASS, 1, true), "the Redis password appeared in a gateway's output")
+      assert.is_nil(logs:find(KEY, 1, true), "a client key appeared in a gateway's output")
+    end
+    if redis then redis.stop() end
+    if mock then mock.stop() end
+  end)
+
+  it("holds two gateway processes to one rpm, and either answers 429 at once", function()
+    for i, g in ipairs{ a, b, a } do
+      local status, _, text = ask(g)
+      assert.are.equal(200, status, ("request %d: %s"):format(i, text))
+    end
+    for _, g in ipairs{ b, a } do
+      local t0 = llm.now()
+      local status, retry_after, text = ask(g)
+      assert.are.equal(429, status, text)
+      assert.matches("over its rate limit", text, 1, true)
+      assert.is_true(tonumber(retry_after) >= 50, retry_after)     -- when the shared window admits one
+      assert.is_true(llm.now() - t0 < 2, "the refusal waited")
+    end
+  end)
+end)
+
 describe("gateway on a Lua config with hooks #integration", function()
   it("runs pre_call and on_chunk hooks, and drains in-flight streams on SIGTERM", function()
     local mock = servers.mock()

@@ -71,7 +71,8 @@ end
 
 --- Starts redis-server on a random free loopback port (retrying when the
 --- port is taken). opts.port: that port; opts.dir: persist there (AOF,
---- fsync always: a restart keeps everything). Returns {url=, port=,
+--- fsync always: a restart keeps everything); opts.password: the server
+--- requires it (AUTH), and the URL carries it. Returns {url=, port=,
 --- pid=, stop=fn}.
 function M.redis(opts)
   opts = opts or {}
@@ -82,13 +83,16 @@ function M.redis(opts)
     local log = proc.tmpname("redis.log")
     local persist = opts.dir and ("--dir %s --appendonly yes --appendfsync always"):format(opts.dir)
                     or "--appendonly no"
-    local pid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' %s "
-                            .. "--daemonize no --logfile %s >/dev/null 2>&1"):format(port, persist, log))
+    -- opts.password: requirepass (no single quote in it)
+    local auth = opts.password and ("--requirepass '%s' "):format(opts.password) or ""
+    local pid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' %s %s"
+                            .. "--daemonize no --logfile %s >/dev/null 2>&1"):format(port, persist, auth, log))
     local deadline = llm.now() + 10
     while llm.now() < deadline do
       local text = proc.read(log) or ""
       if text:find("Ready to accept connections", 1, true) then
-        return { port = port, pid = pid, url = ("redis://127.0.0.1:%d/0"):format(port), stop = function()
+        local cred = opts.password and (":" .. opts.password .. "@") or ""
+        return { port = port, pid = pid, url = ("redis://%s127.0.0.1:%d/0"):format(cred, port), stop = function()
           proc.stop(pid)      -- redis writes its log until it exits
           os.remove(log)
         end }

@@ -99,6 +99,34 @@ describe("gateway config #unit", function()
     assert.are.same({}, c.warnings)
   end)
 
+  it("reads the Redis that shares the keys' limits as LiteLLM spells it, or as a URL", function()
+    local function redis(rs, e)
+      local raw = { model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },
+                    router_settings = rs }
+      return config.normalise(raw, env(e or {})).redis
+    end
+    local pass = "b64/pass+w@rd:="                     -- base64 passwords hold '/', '+' and '='
+    local url = redis({ redis_host = "os.environ/RH", redis_port = "os.environ/RP",
+                        redis_password = "os.environ/RPW" }, { RH = "10.0.0.5", RP = "6380", RPW = pass })
+    assert.are.equal("redis://:" .. pass .. "@10.0.0.5:6380/0", url)
+    assert.are.equal("redis://***@10.0.0.5:6380/0", require("luagent.store").redact_url(url))
+    assert.are.equal("redis://cache.internal:6379/0", redis{ redis_host = "cache.internal" })
+    assert.are.equal("redis://[::1]:6379/0", redis{ redis_host = "::1" })
+    assert.are.equal("redis://127.0.0.1:7000/2", redis{ redis_url = "redis://127.0.0.1:7000/2" })
+    assert.is_nil(redis{})
+    for _, bad in ipairs{
+      { { redis_url = "redis://x:1/0", redis_host = "y" }, "not both" },
+      { { redis_password = "p" }, "need redis_host" },
+      { { redis_host = "h", redis_port = "http" }, "redis_port: must be a port number" },
+      { { redis_host = "h", redis_port = 70000 }, "redis_port: must be a port number" },
+      { { redis_host = "os.environ/NOPE" }, "NOPE is not set" },
+    } do
+      local ok, err = pcall(redis, bad[1])
+      assert.is_false(ok)
+      assert.matches(bad[2], err, 1, true)
+    end
+  end)
+
   it("serves the mock provider when no config is given", function()
     local c = config.default()
     assert.matches("^mock/", c.router.model_list[1].litellm_params.model)

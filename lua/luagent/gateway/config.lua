@@ -21,7 +21,7 @@ local KNOWN = {
   model_list = true,
   router_settings = { routing_strategy = true, num_retries = true, allowed_fails = true,
                       cooldown_time = true, fallbacks = true, context_window_fallbacks = true,
-                      redis_url = true },
+                      redis_url = true, redis_host = true, redis_port = true, redis_password = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
                        drop_params = true, request_timeout = true },
   general_settings = { master_key = true },
@@ -126,6 +126,35 @@ end
 
 local function pick(a, b) if a ~= nil then return a end return b end
 
+-- The Redis that shares the keys' limits and budgets among gateway
+-- processes: router_settings.redis_url, or LiteLLM's usual spelling,
+-- redis_host with redis_port (default 6379) and redis_password, each of
+-- which may be os.environ/NAME. nil when neither is given.
+local function redis_of(rs, getenv)
+  local function get(k) return resolve_env(rs[k], "router_settings." .. k, getenv) end
+  local url, host, port, pass = get("redis_url"), get("redis_host"), get("redis_port"), get("redis_password")
+  if url ~= nil then
+    if host ~= nil then fail("router_settings", "give redis_url or redis_host, not both") end
+    if type(url) ~= "string" then fail("router_settings.redis_url", "must be a redis:// URL") end
+    return url
+  end
+  if host == nil then
+    if port ~= nil or pass ~= nil then fail("router_settings", "redis_port and redis_password need redis_host") end
+    return nil
+  end
+  if type(host) ~= "string" or host == "" or host:find("[/@%s]") then
+    fail("router_settings.redis_host", "must be a host name or address")
+  end
+  local n = math.tointeger(tonumber(port or 6379))
+  if not n or n < 1 or n > 65535 then fail("router_settings.redis_port", "must be a port number") end
+  if pass ~= nil and (type(pass) ~= "string" and type(pass) ~= "number") then
+    fail("router_settings.redis_password", "must be a string")
+  end
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end     -- an IPv6 address
+  -- the URL reader takes everything between the first ':' and the last '@' as the password
+  return ("redis://%s%s:%d/0"):format(pass and (":" .. tostring(pass) .. "@") or "", host, n)
+end
+
 --- Normalises a raw config table (from YAML or Lua). getenv defaults to
 --- os.getenv; specs pass their own.
 ---@param raw table
@@ -162,7 +191,7 @@ function M.normalise(raw, getenv)
     keys = virtual_keys(raw.virtual_keys, getenv, warnings),
     drop_params = ls.drop_params == true,
     request_timeout = positive(ls.request_timeout, "litellm_settings.request_timeout"),
-    redis = resolve_env(rs.redis_url, "router_settings.redis_url", getenv),
+    redis = redis_of(rs, getenv),
     hooks = { pre_call = raw.pre_call, post_call = raw.post_call, on_chunk = raw.on_chunk },
     warnings = warnings,
   }
