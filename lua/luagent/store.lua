@@ -84,6 +84,17 @@ function M.redact_url(url)
   return (url:gsub("^(%a+://).*@", "%1***@"))
 end
 
+--- The password a URL carries ([user]:pass@ or pass@, as the C reader
+--- takes it), or nil: a secret to keep out of messages.
+---@param url string
+---@return string|nil
+function M.url_password(url)
+  local cred = url:match("^%a+://(.*)@")
+  if not cred or cred == "" then return nil end
+  local pass = cred:match("^[^:]*:(.*)$") or cred
+  return pass ~= "" and pass or nil
+end
+
 -- ---------------------------------------------------------------------------
 -- Canonical form and hash
 -- ---------------------------------------------------------------------------

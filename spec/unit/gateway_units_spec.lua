@@ -109,7 +109,12 @@ describe("gateway config #unit", function()
     local url = redis({ redis_host = "os.environ/RH", redis_port = "os.environ/RP",
                         redis_password = "os.environ/RPW" }, { RH = "10.0.0.5", RP = "6380", RPW = pass })
     assert.are.equal("redis://:" .. pass .. "@10.0.0.5:6380/0", url)
-    assert.are.equal("redis://***@10.0.0.5:6380/0", require("luagent.store").redact_url(url))
+    local store = require "luagent.store"
+    assert.are.equal("redis://***@10.0.0.5:6380/0", store.redact_url(url))
+    assert.are.equal(pass, store.url_password(url))
+    assert.are.equal("pw", store.url_password("redis://user:pw@h:1/0"))
+    assert.are.equal("pw", store.url_password("redis://pw@h:1/0"))
+    assert.is_nil(store.url_password("redis://h:1/0"))
     assert.are.equal("redis://cache.internal:6379/0", redis{ redis_host = "cache.internal" })
     assert.are.equal("redis://[::1]:6379/0", redis{ redis_host = "::1" })
     assert.are.equal("redis://127.0.0.1:7000/2", redis{ redis_url = "redis://127.0.0.1:7000/2" })

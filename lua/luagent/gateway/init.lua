@@ -55,6 +55,7 @@ local function secrets_of(cfg)
   local list = { cfg.master_key }
   for k in pairs(cfg.keys) do list[#list + 1] = k end
   for _, d in ipairs(cfg.router.model_list) do list[#list + 1] = d.litellm_params.api_key end
+  list[#list + 1] = cfg.redis and require("luagent.store").url_password(cfg.redis)
   return list
 end
 
