@@ -358,6 +358,38 @@ describe("gateway on a LiteLLM config.yaml #integration", function()
   end)
 end)
 
+describe("gateway pricing a deployment of its own #integration", function()
+  it("charges a key's dollar budget at the deployment's model_info prices", function()
+    local mock = servers.mock()
+    local g = start_gateway{ text = ([[
+model_list:
+  - model_name: house
+    litellm_params: {model: openai/house-llm-7b, api_base: "%s/s/text=one%%20two%%20three/v1", api_key: os.environ/UPSTREAM_KEY}
+    model_info: {input_cost_per_token: 0.0001, output_cost_per_token: 0.0002}
+general_settings:
+  master_key: %s
+virtual_keys:
+  - {key: vk-priced-51c2, key_alias: priced, max_budget: 0.001}
+]]):format(mock.url, MASTER) }
+    local function ask()
+      local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
+        headers = { ["content-type"] = "application/json", authorization = "Bearer vk-priced-51c2" },
+        body = json.encode{ model = "house", messages = { { role = "user", content = "hi" } } } })
+      local text = r:body()
+      r:close()
+      return r.status, text
+    end
+    local s1, t1 = ask()
+    local s2, t2 = ask()
+    stop_gateway(g)
+    mock.stop()
+    assert.are.equal(200, s1, t1)
+    -- 8 prompt tokens at $100 a million and 3 at $200: $0.0014, over the $0.001
+    assert.are.equal(429, s2, t2)
+    assert.matches("has used its budget", t2, 1, true)
+  end)
+end)
+
 describe("gateways sharing a key's limits through Redis #integration", function()
   local PASS = "sh4red/p@ss:w0rd+="          -- a base64-like password, with an '@' and a ':'
   local KEY = "vk-shared-9d41c7a0"

@@ -99,6 +99,28 @@ describe("gateway config #unit", function()
     assert.are.same({}, c.warnings)
   end)
 
+  it("takes a deployment's custom prices from model_info or litellm_params, and warns of the rest", function()
+    local c = config.normalise({ model_list = {
+      { model_name = "a", litellm_params = { model = "openai/house-llm", api_base = "http://127.0.0.1:9/v1" },
+        model_info = { id = "a-1", input_cost_per_token = 2e-6, output_cost_per_token = "os.environ/OUT",
+                       mode = "chat" } },
+      { model_name = "b", litellm_params = { model = "openai/other-llm", input_cost_per_token = 1e-7 } },
+    } }, env{ OUT = "8e-6" })
+    assert.are.same({ ["openai/house-llm"] = { input = 2, output = 8 }, ["openai/other-llm"] = { input = 0.1 } },
+                    c.prices)
+    assert.are.same({ "model_list[1].model_info.mode" }, c.warnings)
+    assert.is_nil(c.router.model_list[2].litellm_params.input_cost_per_token)   -- not sent upstream
+    local ok, err = pcall(config.normalise, { model_list = {
+      { model_name = "a", litellm_params = { model = "openai/x", input_cost_per_token = -1 } } } })
+    assert.is_false(ok)
+    assert.matches("input_cost_per_token: must be a number of dollars a token", err, 1, true)
+    ok, err = pcall(config.normalise, { model_list = {
+      { model_name = "a", litellm_params = { model = "openai/x", input_cost_per_token = 1e-6 } },
+      { model_name = "b", litellm_params = { model = "openai/x", input_cost_per_token = 2e-6 } } } })
+    assert.is_false(ok)
+    assert.matches("model_list[2]: prices openai/x otherwise", err, 1, true)
+  end)
+
   it("reads the Redis that shares the keys' limits as LiteLLM spells it, or as a URL", function()
     local function redis(rs, e)
       local raw = { model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },

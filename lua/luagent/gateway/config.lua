@@ -7,6 +7,7 @@
 ---     keys = { [key] = {alias=, models=set|nil, rpm=, tpm=, max_tokens=} },
 ---     drop_params = bool, request_timeout = seconds | nil,
 ---     redis = "redis://..." | nil, hooks = {pre_call=, post_call=, on_chunk=},
+---     prices = { ["provider/model"] = {input=, output=} } (per million tokens),
 ---     warnings = {"..."} }
 ---
 --- Keys the gateway does not act on are listed in `warnings` (the server
@@ -37,6 +38,14 @@ local LITELLM_PARAMS = { model = true, api_base = true, api_key = true, rpm = tr
                          api_version = true, stream_timeout = true, max_tokens = true,
                          temperature = true, extra_headers = true, organization = true }
 
+-- A deployment's custom prices, in dollars a token (LiteLLM's), in its
+-- litellm_params or its model_info; they price its calls for the keys'
+-- dollar budgets (llm.models.register, per million tokens).
+local COSTS = { input_cost_per_token = "input", output_cost_per_token = "output" }
+-- model_info keys the gateway acts on: the deployment's id (the router's)
+-- and the prices.
+local MODEL_INFO = { id = true, input_cost_per_token = true, output_cost_per_token = true }
+
 local KEY_FIELDS = { key = true, key_alias = true, models = true, rpm_limit = true,
                      tpm_limit = true, max_tokens = true, max_budget = true }
 
@@ -64,11 +73,21 @@ local function warn_unknown(t, known, prefix, warnings)
   for _, n in ipairs(names) do warnings[#warnings + 1] = n end
 end
 
+-- Adds price field k (value v, at where) to the deployment's price table.
+local function add_price(price, k, v, where)
+  local n = tonumber(v)
+  if not n or n < 0 or n ~= n then fail(where, "must be a number of dollars a token, >= 0") end
+  price = price or {}
+  price[COSTS[k]] = math.floor(n * 1e12 + 0.5) / 1e6    -- per million, to a millionth of a dollar
+  return price
+end
+
+-- The model_list, and the prices its deployments set, by litellm_params.model.
 local function model_list(list, getenv, warnings)
   if type(list) ~= "table" or #list == 0 then
     fail("model_list", "must be a non-empty list of {model_name, litellm_params}")
   end
-  local out = {}
+  local out, prices = {}, {}
   for i, e in ipairs(list) do
     local where = ("model_list[%d]"):format(i)
     if type(e) ~= "table" or type(e.model_name) ~= "string" then
@@ -78,17 +97,36 @@ local function model_list(list, getenv, warnings)
     if type(lp) ~= "table" or type(lp.model) ~= "string" then
       fail(where, "needs litellm_params.model, a string like \"openai/gpt-4o\"")
     end
-    local params = {}
+    local params, price = {}, nil
     for k, v in pairs(lp) do
-      if not LITELLM_PARAMS[k] then
-        warnings[#warnings + 1] = ("%s.litellm_params.%s"):format(where, tostring(k))
+      local at = where .. ".litellm_params." .. tostring(k)
+      if COSTS[k] then
+        price = add_price(price, k, resolve_env(v, at, getenv), at)
+      elseif not LITELLM_PARAMS[k] then
+        warnings[#warnings + 1] = at
       else
-        params[k] = resolve_env(v, where .. ".litellm_params." .. k, getenv)
+        params[k] = resolve_env(v, at, getenv)
       end
     end
-    out[i] = { model_name = e.model_name, litellm_params = params, model_info = e.model_info }
+    local info = e.model_info
+    if info ~= nil then
+      if type(info) ~= "table" then fail(where .. ".model_info", "must be a mapping") end
+      warn_unknown(info, MODEL_INFO, where .. ".model_info.", warnings)
+      for k in pairs(COSTS) do
+        local at = where .. ".model_info." .. k
+        if info[k] ~= nil then price = add_price(price, k, resolve_env(info[k], at, getenv), at) end
+      end
+    end
+    if price then
+      local same = prices[lp.model]
+      if same and (same.input ~= price.input or same.output ~= price.output) then
+        fail(where, ("prices %s otherwise than another deployment of it does"):format(lp.model))
+      end
+      prices[lp.model] = price
+    end
+    out[i] = { model_name = e.model_name, litellm_params = params, model_info = info }
   end
-  return out
+  return out, prices
 end
 
 local function set_of(list, where)
@@ -172,8 +210,9 @@ function M.normalise(raw, getenv)
     if type(section) ~= "table" then fail(name, "must be a mapping") end
     warn_unknown(section, KNOWN[name], name .. ".", warnings)
   end
+  local deployments, prices = model_list(raw.model_list, getenv, warnings)
   local router = {
-    model_list = model_list(raw.model_list, getenv, warnings),
+    model_list = deployments,
     routing_strategy = rs.routing_strategy,
     num_retries = pick(rs.num_retries, ls.num_retries),
     allowed_fails = rs.allowed_fails,
@@ -192,6 +231,7 @@ function M.normalise(raw, getenv)
     drop_params = ls.drop_params == true,
     request_timeout = positive(ls.request_timeout, "litellm_settings.request_timeout"),
     redis = redis_of(rs, getenv),
+    prices = prices,
     hooks = { pre_call = raw.pre_call, post_call = raw.post_call, on_chunk = raw.on_chunk },
     warnings = warnings,
   }

@@ -63,6 +63,8 @@ end
 ---@param cfg table
 ---@return luagent.Gateway
 function M.new(cfg)
+  -- a deployment's custom prices price its calls (the keys' dollar budgets)
+  if cfg.prices and next(cfg.prices) then require("luagent.observe.cost").register(cfg.prices) end
   local g = setmetatable({
     cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
