@@ -255,9 +255,11 @@ local function attempt_once(p, limit, dl, op)
   ctx.api_base = p.api_base or getenv(P.env_base) or P.default_base
   local req, rerr = P[op.build](p, model, ctx)
   if not req then return nil, decorate(rerr, P.name, model) end
-  -- the request table itself carries the transport's options (no copy)
+  -- the request table itself carries the transport's options (no copy);
+  -- a stream's stream_timeout (LiteLLM's) bounds each of its waits
+  local st = req.stream and p.stream_timeout or nil
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file, req.transport =
-    limit or 0, p.connect_timeout, p.first_token_timeout, p.idle_timeout, p.ca_file, p.transport
+    limit or 0, p.connect_timeout or st, p.first_token_timeout or st, p.idle_timeout or st, p.ca_file, p.transport
   local send = P.send
   if not send then
     hcore = hcore or require "luagent.http.core"

@@ -4,7 +4,7 @@
 local M = {}
 
 local TIMEOUT_KEYS = { "timeout", "attempt_timeout", "connect_timeout", "first_token_timeout",
-                       "idle_timeout" }
+                       "idle_timeout", "stream_timeout" }
 
 -- Numeric request parameters: checked here, since a provider would only
 -- answer a 400 (or, for some servers, quietly ignore the value).

@@ -390,6 +390,39 @@ virtual_keys:
   end)
 end)
 
+describe("gateway deployment settings #integration", function()
+  it("sends a deployment's organization as OpenAI's header, not in the body, and warns of api_version", function()
+    local log = proc.tmpname("mock.log")
+    local mock = servers.mock("--log " .. log)
+    local g = start_gateway{ text = ([[
+model_list:
+  - model_name: org
+    litellm_params: {model: openai/gpt-4o, api_base: "%s/v1", api_key: os.environ/UPSTREAM_KEY,
+                     organization: org-7c1d0e, api_version: "2024-02-01"}
+general_settings:
+  master_key: %s
+]]):format(mock.url, MASTER) }
+    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
+      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. MASTER },
+      body = json.encode{ model = "org", messages = { { role = "user", content = "hi" } } } })
+    local text = r:body()
+    r:close()
+    local logs = stop_gateway(g)
+    mock.stop()
+    assert.are.equal(200, r.status, text)
+    assert.matches("not supported, ignored: model_list%[1%]%.litellm_params%.api_version", logs)
+    local seen
+    for line in (proc.read(log) or ""):gmatch("[^\n]+") do
+      local e = json.decode(line)
+      if e and e.path == "/v1/chat/completions" then seen = e end
+    end
+    os.remove(log)
+    assert.is_table(seen, "the upstream saw no request")
+    assert.are.equal("org-7c1d0e", seen.headers["openai-organization"])
+    assert.is_nil(seen.body:find("organization", 1, true))
+  end)
+end)
+
 describe("gateways sharing a key's limits through Redis #integration", function()
   local PASS = "sh4red/p@ss:w0rd+="          -- a base64-like password, with an '@' and a ':'
   local KEY = "vk-shared-9d41c7a0"

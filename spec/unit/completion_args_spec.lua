@@ -21,6 +21,7 @@ describe("llm.completion arguments #unit", function()
       { with { connect_timeout = "5" }, "connect_timeout must be a number of seconds >= 0" },
       { with { first_token_timeout = 0 / 0 }, "first_token_timeout must be a number of seconds >= 0" },
       { with { idle_timeout = -0.5 }, "idle_timeout must be a number of seconds >= 0" },
+      { with { stream_timeout = "30" }, "stream_timeout must be a number of seconds >= 0" },
       { with { num_retries = 1.5 }, "num_retries must be a non%-negative integer" },
       { with { num_retries = -1 }, "num_retries must be a non%-negative integer" },
       { with { fallbacks = "mock/x" }, "fallbacks must be a list" },

@@ -120,6 +120,23 @@ describe("transport regressions #integration", function()
     assert.is_true(n >= 40000)
   end)
 
+  it("stream_timeout bounds each wait of a stream, as LiteLLM's does, and no more", function()
+    local base = mock.url .. "/s/chunks=10,stall_after=3/v1"
+    local s = assert(llm.completion{ model = "openai/m", api_base = base, api_key = "k", num_retries = 0,
+                                     messages = { { role = "user", content = "hi" } }, stream = true,
+                                     stream_timeout = 0.3 })
+    local t0 = llm.now()
+    local ok, err = pcall(function() for _ in s do end end)
+    assert.is_false(ok)
+    assert.are.equal("Timeout", err.type)
+    assert.is_true(llm.now() - t0 < 3, "the stalled stream was not cut by stream_timeout")
+    -- a paced stream whose every wait is shorter runs to its end however long it lasts
+    s = assert(llm.completion{ model = "openai/m", api_base = mock.url .. "/s/chunks=8,delay=100/v1",
+                               api_key = "k", messages = { { role = "user", content = "hi" } },
+                               stream = true, stream_timeout = 0.5 })
+    assert.are.equal("t0 t1 t2 t3 t4 t5 t6 t7 ", s:text())
+  end)
+
   it("a non-string method option is refused, not read from freed memory", function()
     assert.has_error(function()
       llm.http.request{ url = mock.url .. "/health", method = 1e15 }

@@ -35,7 +35,7 @@ local KNOWN = {
 
 local LITELLM_PARAMS = { model = true, api_base = true, api_key = true, rpm = true, tpm = true,
                          timeout = true, weight = true, max_parallel_requests = true,
-                         api_version = true, stream_timeout = true, max_tokens = true,
+                         stream_timeout = true, max_tokens = true,
                          temperature = true, extra_headers = true, organization = true }
 
 -- A deployment's custom prices, in dollars a token (LiteLLM's), in its
@@ -116,6 +116,13 @@ local function model_list(list, getenv, warnings)
         local at = where .. ".model_info." .. k
         if info[k] ~= nil then price = add_price(price, k, resolve_env(info[k], at, getenv), at) end
       end
+    end
+    -- OpenAI's organization goes as its header, as LiteLLM sends it
+    if params.organization ~= nil then
+      local h = {}
+      for k, v in pairs(params.extra_headers or {}) do h[k] = v end
+      h["OpenAI-Organization"] = tostring(params.organization)
+      params.extra_headers, params.organization = h, nil
     end
     if price then
       local same = prices[lp.model]
