@@ -221,8 +221,8 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz/corpus_mock_embed
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -Ispec/support spec/support/mockllm_embed.c spec/support/mockllm_buf.c \
-	  spec/support/mockllm_route.c spec/support/mockllm_fmt.c fuzz/fuzz_mock_embed.c \
-	  -lm -o $(BUILD)/fuzz/fuzz_mock_embed
+	  spec/support/mockllm_route.c spec/support/mockllm_plan.c spec/support/mockllm_fmt.c \
+	  fuzz/fuzz_mock_embed.c -lm -o $(BUILD)/fuzz/fuzz_mock_embed
 	$(BUILD)/fuzz/fuzz_mock_embed -max_total_time=$${FUZZ_SECONDS:-30} \
 	  $(BUILD)/fuzz/corpus_mock_embed fuzz/corpus/mock_embed
 

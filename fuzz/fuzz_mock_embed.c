@@ -7,8 +7,8 @@
  * Build and run (seed corpus in fuzz/corpus/mock_embed/):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Ispec/support \
  *       spec/support/mockllm_embed.c spec/support/mockllm_buf.c \
- *       spec/support/mockllm_route.c spec/support/mockllm_fmt.c \
- *       fuzz/fuzz_mock_embed.c -lm -o /tmp/fuzz_mock_embed
+ *       spec/support/mockllm_route.c spec/support/mockllm_plan.c \
+ *       spec/support/mockllm_fmt.c fuzz/fuzz_mock_embed.c -lm -o /tmp/fuzz_mock_embed
  *   /tmp/fuzz_mock_embed -max_total_time=60 fuzz/corpus/mock_embed/
  *
  * The input's first byte picks the provider, the rest is the body. Checked:

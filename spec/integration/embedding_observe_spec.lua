@@ -70,6 +70,28 @@ describe("embeddings observed #integration", function()
       assert.is_true(ev.duration >= 0)
     end)
 
+    it("see the cost the model table's price gives an embedding model, not estimated", function()
+      -- text-embedding-3-small as LiteLLM's table lists it (models_data.lua):
+      -- $0.02 per million input tokens, 8,191 tokens of input
+      local info = assert(llm.models.info("openai/text-embedding-3-small"), "no facts on file")
+      assert.are.equal(0.02, info.input)
+      assert.are.equal(8191, info.context_window)
+      local seen
+      local b = llm.budget{ max_tokens = 100 }
+      local r = assert(llm.embedding(params(mock.scenario("tag=priced"), {
+        model = "openai/text-embedding-3-small", budget = b,
+        callbacks = { on_success = function(ev) seen = ev end } })))
+      assert.truthy(eventually(function() return seen end))
+      assert.are.equal(4, seen.usage.prompt_tokens)   -- as the server counted them
+      assert.is_false(seen.usage_estimated)
+      assert.is_near(4 * 0.02 * 1e-6, seen.cost, 1e-18)
+      assert.is_false(seen.cost_estimated)
+      local dollars, estimated = llm.cost(r)          -- the response's own model: text-embedding-3-small
+      assert.is_near(4 * 0.02 * 1e-6, dollars, 1e-18)
+      assert.is_false(estimated)
+      assert.is_near(4 * 0.02 * 1e-6, b:spent().cost, 1e-18)
+    end)
+
     it("see an estimated usage, flagged, when the provider reports none (Gemini)", function()
       local seen
       local r = assert(llm.embedding{ model = "gemini/embedding-test", api_base = mock.url, api_key = CANARY,

@@ -2,7 +2,8 @@
  * mockllm.h - declarations shared by the mock LLM server's files.
  *
  *   mockllm.c        process, listener, connections, HTTP parsing, the sender
- *   mockllm_route.c  scenario parsing, request counts, routing, fault plans
+ *   mockllm_route.c  scenario parsing, request counts, request inspection, routing
+ *   mockllm_plan.c   the plan of a routed request: tokens, head, errors, faults
  *   mockllm_fmt.c    the four providers' wire formats
  *   mockllm_buf.c    growable buffers, plan units (HTTP chunk framing)
  *   mockllm_embed.c  embeddings: the texts of a request, their vectors
@@ -160,10 +161,24 @@ void mk_fmt_embed(mk_req_t *q, mk_plan_t *pl);
 /* The first byte of the value of `"key":` in the JSON text [b, end) (after
  * spaces), or NULL. A plain scan, not a parser. */
 const char *mk_json_find(const char *b, const char *end, const char *key);
+/* True when the value of `"key":` in r's body starts with the bytes val. */
+int mk_json_is(const mk_http_req_t *r, const char *key, const char *val);
 /* Turns a request into a response plan. */
 void mk_route(const mk_http_req_t *r, mk_plan_t *pl);
 /* Frees the request counts table. */
 void mk_route_cleanup(void);
+
+/* ---- plans (mockllm_plan.c) ---------------------------------------------- */
+
+/* Fills the empty pl with a one-unit Content-Length response, no faults. */
+void mk_plan_simple(mk_plan_t *pl, int st, const char *ctype, const char *body,
+                    size_t n);
+/* Fills the empty pl with the reply to the routed provider request q (r's
+ * body, scenario sc): st and msg are the precondition error mockllm_route.c
+ * found (0 and NULL for none); an embeddings body, the scenario's faults and
+ * fixtures are applied here. */
+void mk_plan_reply(mk_req_t *q, const mk_http_req_t *r, mk_scen_t *sc,
+                   int st, const char *msg, mk_plan_t *pl);
 
 extern const char *mk_fixtures_dir; /* --fixtures, or NULL */
 

@@ -7,6 +7,9 @@
 --- that file on 2026-12-06: input_cost_per_token, output_cost_per_token and
 --- cache_read_input_token_cost (times 1e6), max_input_tokens (context_window)
 --- and max_output_tokens (max_output). Models not found there were dropped.
+--- The embedding models (mode "embedding" there) were added and checked
+--- against the same file on 2026-12-07: input_cost_per_token (times 1e6)
+--- and max_input_tokens; their output price is 0 there.
 --- Prices are US dollars per million tokens (input, output, cached input
 --- read); context_window and max_output are in tokens. Prices change after
 --- the check: scripts override or add entries with llm.models.register{...},
@@ -17,8 +20,8 @@
 --- bare name across providers.
 return {
   source = "LiteLLM model_prices_and_context_window.json (BerriAI/litellm@00035b69f416), "
-    .. "which cites the providers' price pages; checked 2026-12-06",
-  date = "2026-12-06",
+    .. "which cites the providers' price pages; checked 2026-12-06, embedding models added 2026-12-07",
+  date = "2026-12-07",
   unit = "USD per 1,000,000 tokens",
   models = {
     -- OpenAI
@@ -45,6 +48,20 @@ return {
     -- Ollama runs models locally: no price; limits as LiteLLM lists them
     ["ollama/llama3"]   = { input = 0, output = 0, context_window = 8192, max_output = 8192 },
     ["ollama/llama3.1"] = { input = 0, output = 0, context_window = 8192, max_output = 8192 },
+    -- Embeddings (llm.embedding): a price per input token, nothing for output.
+    -- Left out: text-embedding-004/-005, which LiteLLM lists only as Vertex AI
+    -- models priced per character (input_cost_per_character; luagent's gemini
+    -- provider calls the Gemini API, counts no characters, and LiteLLM has no
+    -- gemini/ entry for them), and Ollama, for which it lists no embedding
+    -- model (an unlisted model costs 0, flagged estimated).
+    ["openai/text-embedding-3-small"] = { input = 0.02, output = 0, context_window = 8191 },
+    ["openai/text-embedding-3-large"] = { input = 0.13, output = 0, context_window = 8191 },
+    ["openai/text-embedding-ada-002"] = { input = 0.10, output = 0, context_window = 8191 },
+    -- gemini-embedding-2: the text price (it also lists per-image and per-second
+    -- audio/video prices, for inputs luagent does not send)
+    ["gemini/gemini-embedding-001"]        = { input = 0.15, output = 0, context_window = 2048 },
+    ["gemini/gemini-embedding-2"]          = { input = 0.20, output = 0, context_window = 8192 },
+    ["gemini/gemini-embedding-2-preview"]  = { input = 0.20, output = 0, context_window = 8192 },
     -- luagent's in-process mock (luagent's own, not from LiteLLM): free, small enough for specs to overflow
     ["mock/luagent-mock"] = { input = 0, output = 0, context_window = 8192, max_output = 4096 },
   },
