@@ -423,6 +423,66 @@ general_settings:
   end)
 end)
 
+describe("gateway router_settings #integration", function()
+  local mock, g
+
+  local function post(body, key)
+    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
+      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. (key or MASTER) },
+      body = json.encode(body) })
+    local text = r:body()
+    r:close()
+    return r.status, text
+  end
+
+  setup(function()
+    mock = servers.mock()
+    g = start_gateway{ text = ([[
+model_list:
+  - model_name: big
+    litellm_params: {model: openai/gpt-4o, api_base: "%s/s/text=from%%20big/v1", api_key: os.environ/UPSTREAM_KEY}
+  - model_name: stalls
+    litellm_params: {model: openai/gpt-4o, api_base: "%s/s/chunks=10,stall_after=3/v1", api_key: os.environ/UPSTREAM_KEY}
+router_settings:
+  num_retries: 0
+  stream_timeout: 0.5
+  model_group_alias: {gpt-4: big, legacy: {model: big, hidden: true}}
+general_settings:
+  master_key: %s
+virtual_keys:
+  - {key: vk-alias-2f8e, key_alias: alias-team, models: [gpt-4]}
+]]):format(mock.url, mock.url, MASTER) }
+  end)
+
+  teardown(function()
+    if g then stop_gateway(g) end
+    if mock then mock.stop() end
+  end)
+
+  it("serves a model_group_alias from its group, lists it unless hidden, and lets a key allowed it use it", function()
+    for _, name in ipairs{ "gpt-4", "legacy" } do
+      local status, text = post{ model = name, messages = { { role = "user", content = "hi" } } }
+      assert.are.equal(200, status, text)
+      assert.matches("from big", text, 1, true)
+    end
+    local status, text = post({ model = "gpt-4", messages = { { role = "user", content = "hi" } } }, "vk-alias-2f8e")
+    assert.are.equal(200, status, text)
+    local r = assert(llm.http.request{ url = g.url .. "/v1/models", headers = { authorization = "Bearer " .. MASTER } })
+    local ids = {}
+    for _, m in ipairs(json.decode(r:body()).data) do ids[#ids + 1] = m.id end
+    r:close()
+    assert.are.same({ "big", "stalls", "gpt-4" }, ids)
+  end)
+
+  it("cuts a stream whose upstream stalls longer than router_settings.stream_timeout", function()
+    local t0 = llm.now()
+    local status, text = post{ model = "stalls", stream = true, messages = { { role = "user", content = "hi" } } }
+    assert.are.equal(200, status)
+    assert.matches('"error"', text, 1, true)                  -- ended with an error event after the first bytes
+    assert.is_true(llm.now() - t0 < 5, "the stall was not cut")
+  end)
+end)
+
 describe("gateways sharing a key's limits through Redis #integration", function()
   local PASS = "sh4red/p@ss:w0rd+="          -- a base64-like password, with an '@' and a ':'
   local KEY = "vk-shared-9d41c7a0"

@@ -121,6 +121,31 @@ describe("gateway config #unit", function()
     assert.matches("model_list[2]: prices openai/x otherwise", err, 1, true)
   end)
 
+  it("reads router_settings' timeout, stream_timeout and model_group_alias", function()
+    local function norm(rs)
+      return config.normalise({ model_list = { { model_name = "big", litellm_params = { model = "mock/m" } } },
+                                router_settings = rs, litellm_settings = { request_timeout = 30 } })
+    end
+    local c = norm{ timeout = 12, stream_timeout = 4,
+                    model_group_alias = { ["gpt-4"] = "big", old = { model = "big", hidden = true } } }
+    assert.are.same({}, c.warnings)
+    assert.are.equal(12, c.request_timeout)                 -- the router's own wins
+    assert.are.equal(30, norm{}.request_timeout)
+    assert.are.equal(4, c.stream_timeout)
+    assert.are.same({ ["gpt-4"] = { model = "big", hidden = false }, old = { model = "big", hidden = true } },
+                    c.aliases)
+    for _, bad in ipairs{
+      { { model_group_alias = { x = "nope" } }, "names nope, which is no model_name" },
+      { { model_group_alias = { big = "big" } }, "is a model_name of the model_list already" },
+      { { model_group_alias = { x = 3 } }, "must name a model group" },
+      { { stream_timeout = -1 }, "router_settings.stream_timeout: must be a positive number" },
+    } do
+      local ok, err = pcall(norm, bad[1])
+      assert.is_false(ok)
+      assert.matches(bad[2], err, 1, true)
+    end
+  end)
+
   it("reads the Redis that shares the keys' limits as LiteLLM spells it, or as a URL", function()
     local function redis(rs, e)
       local raw = { model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },

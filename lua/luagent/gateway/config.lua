@@ -8,6 +8,7 @@
 ---     drop_params = bool, request_timeout = seconds | nil,
 ---     redis = "redis://..." | nil, hooks = {pre_call=, post_call=, on_chunk=},
 ---     prices = { ["provider/model"] = {input=, output=} } (per million tokens),
+---     stream_timeout = seconds | nil, aliases = { [name] = {model=, hidden=} },
 ---     warnings = {"..."} }
 ---
 --- Keys the gateway does not act on are listed in `warnings` (the server
@@ -22,7 +23,8 @@ local KNOWN = {
   model_list = true,
   router_settings = { routing_strategy = true, num_retries = true, allowed_fails = true,
                       cooldown_time = true, fallbacks = true, context_window_fallbacks = true,
-                      redis_url = true, redis_host = true, redis_port = true, redis_password = true },
+                      redis_url = true, redis_host = true, redis_port = true, redis_password = true,
+                      timeout = true, stream_timeout = true, model_group_alias = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
                        drop_params = true, request_timeout = true },
   general_settings = { master_key = true },
@@ -171,6 +173,30 @@ end
 
 local function pick(a, b) if a ~= nil then return a end return b end
 
+-- router_settings.model_group_alias (LiteLLM's): a name clients may ask for
+-- that is served by a model group, {alias = "group"} or {alias = {model =
+-- "group", hidden = true}} (hidden: not listed by /v1/models). Returns
+-- {alias = {model=, hidden=}}.
+local function aliases_of(t, deployments)
+  local out = {}
+  if t == nil then return out end
+  if type(t) ~= "table" then fail("router_settings.model_group_alias", "must be a mapping of names to model groups") end
+  local groups = {}
+  for _, d in ipairs(deployments) do groups[d.model_name] = true end
+  for alias, target in pairs(t) do
+    local where = "router_settings.model_group_alias." .. tostring(alias)
+    local hidden = false
+    if type(target) == "table" then target, hidden = target.model, target.hidden == true end
+    if type(alias) ~= "string" or type(target) ~= "string" then
+      fail(where, "must name a model group, or be {model = group, hidden = bool}")
+    end
+    if not groups[target] then fail(where, ("names %s, which is no model_name of the model_list"):format(target)) end
+    if groups[alias] then fail(where, "is a model_name of the model_list already") end
+    out[alias] = { model = target, hidden = hidden }
+  end
+  return out
+end
+
 -- The Redis that shares the keys' limits and budgets among gateway
 -- processes: router_settings.redis_url, or LiteLLM's usual spelling,
 -- redis_host with redis_port (default 6379) and redis_password, each of
@@ -236,7 +262,10 @@ function M.normalise(raw, getenv)
     router = router, master_key = master,
     keys = virtual_keys(raw.virtual_keys, getenv, warnings),
     drop_params = ls.drop_params == true,
-    request_timeout = positive(ls.request_timeout, "litellm_settings.request_timeout"),
+    request_timeout = positive(pick(rs.timeout, ls.request_timeout),
+                               rs.timeout ~= nil and "router_settings.timeout" or "litellm_settings.request_timeout"),
+    stream_timeout = positive(rs.stream_timeout, "router_settings.stream_timeout"),
+    aliases = aliases_of(rs.model_group_alias, deployments),
     redis = redis_of(rs, getenv),
     prices = prices,
     hooks = { pre_call = raw.pre_call, post_call = raw.post_call, on_chunk = raw.on_chunk },

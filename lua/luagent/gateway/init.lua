@@ -77,6 +77,15 @@ function M.new(cfg)
       g.models[#g.models + 1] = d.model_name
     end
   end
+  -- the names an alias gives a group (router_settings.model_group_alias):
+  -- listed unless hidden; a request on one is a request on its group
+  g.aliases = cfg.aliases or {}
+  local listed = {}
+  for name, a in pairs(g.aliases) do
+    if not a.hidden then listed[#listed + 1] = name end
+  end
+  table.sort(listed)
+  for _, name in ipairs(listed) do g.models[#g.models + 1] = name end
   return g
 end
 
@@ -141,8 +150,10 @@ function Gateway:_admit(req, proto)
     if perr.kind then return nil, perr end
     return nil, wire_errors.new(perr.status or 400, "invalid_request", perr.message)
   end
+  local alias = self.aliases[params.model]
+  local caller, aerr = self.keys:authorize(req.headers, params.model, alias and alias.model)
+  if alias then params.model = alias.model end
   local known = self.models[params.model] and params.model or nil
-  local caller, aerr = self.keys:authorize(req.headers, params.model)
   if not caller then
     local kind = ({ [401] = "authentication", [403] = "permission" })[aerr.status] or "budget"
     return nil, wire_errors.new(aerr.status, kind, aerr.message), known
@@ -169,7 +180,11 @@ function Gateway:_admit(req, proto)
   -- upstream over plain http:// on the lean client (docs/architecture.md,
   -- "The lean client"); https and proxies stay libcurl's
   params.transport = "lean"
-  if self.cfg.request_timeout and params.timeout == nil then params.timeout = self.cfg.request_timeout end
+  local cfg = self.cfg
+  if cfg.request_timeout and params.timeout == nil then params.timeout = cfg.request_timeout end
+  if cfg.stream_timeout and params.stream and params.stream_timeout == nil then
+    params.stream_timeout = cfg.stream_timeout
+  end
   return params, caller, permit
 end
 

@@ -48,11 +48,12 @@ end
 -- The callers without a virtual key, shared by every request (read only).
 local ANONYMOUS, MASTER = { alias = "anonymous", master = true }, { alias = "master", master = true }
 
---- Checks a request's key and model. Returns the caller
+--- Checks a request's key and model (or the model group an alias names:
+--- a key allowed either may ask for it). Returns the caller
 --- {alias=, master=bool, entry=} (read only) or nil, {status=, type=, message=}.
 ---@param headers table<string, string>
 ---@param model string|nil
-function Keys:authorize(headers, model)
+function Keys:authorize(headers, model, group)
   if self._open then return ANONYMOUS end
   local key = M.from_headers(headers)
   if not key then
@@ -61,7 +62,7 @@ function Keys:authorize(headers, model)
   if key == self._master then return MASTER end
   local entry = self._keys[key]
   if not entry then return refuse(401, "authentication_error", "Invalid API key") end
-  if model and entry.models and not entry.models[model] then
+  if model and entry.models and not entry.models[model] and not (group and entry.models[group]) then
     return refuse(403, "permission_error",
       ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
   end
