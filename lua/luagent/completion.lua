@@ -256,10 +256,13 @@ local function attempt_once(p, limit, dl, op)
   local req, rerr = P[op.build](p, model, ctx)
   if not req then return nil, decorate(rerr, P.name, model) end
   -- the request table itself carries the transport's options (no copy);
-  -- a stream's stream_timeout (LiteLLM's) bounds each of its waits
-  local st = req.stream and p.stream_timeout or nil
+  -- a stream's stream_timeout (LiteLLM's) bounds each of its waits (no
+  -- local for it: this frame is under a relayed stream's deepest call,
+  -- docs/architecture.md "The gateway's stream relay")
   req.timeout, req.connect_timeout, req.first_event_timeout, req.idle_timeout, req.ca_file, req.transport =
-    limit or 0, p.connect_timeout or st, p.first_token_timeout or st, p.idle_timeout or st, p.ca_file, p.transport
+    limit or 0, p.connect_timeout or req.stream and p.stream_timeout or nil,
+    p.first_token_timeout or req.stream and p.stream_timeout or nil,
+    p.idle_timeout or req.stream and p.stream_timeout or nil, p.ca_file, p.transport
   local send = P.send
   if not send then
     hcore = hcore or require "luagent.http.core"
