@@ -118,6 +118,8 @@ describe("gateway with the official SDKs #integration", function()
     table.sort(result.openai_models.models)
     assert.are.same({ "claude-upstream", "emb-openai", "gpt-limited", "gpt-openai", "gpt-slow", "gpt-tools" },
                     result.openai_models.models)
+    assert.are.same({ ok = true, id = "gpt-openai", object = "model" }, result.openai_model_retrieve)
+    assert.are.equal("NotFoundError", result.openai_model_retrieve_unknown.error)
   end)
 
   it("answers embeddings in floats, and in base64 as the SDK asks by default", function()
@@ -467,11 +469,27 @@ virtual_keys:
     end
     local status, text = post({ model = "gpt-4", messages = { { role = "user", content = "hi" } } }, "vk-alias-2f8e")
     assert.are.equal(200, status, text)
-    local r = assert(llm.http.request{ url = g.url .. "/v1/models", headers = { authorization = "Bearer " .. MASTER } })
-    local ids = {}
-    for _, m in ipairs(json.decode(r:body()).data) do ids[#ids + 1] = m.id end
-    r:close()
-    assert.are.same({ "big", "stalls", "gpt-4" }, ids)
+    local function get(path, key)
+      local r = assert(llm.http.request{ url = g.url .. path,
+                                         headers = key and { authorization = "Bearer " .. key } or nil })
+      local body = json.decode(r:body())
+      r:close()
+      return r.status, body
+    end
+    local function ids(key)
+      local out = {}
+      for _, m in ipairs(select(2, get("/v1/models", key)).data) do out[#out + 1] = m.id end
+      return out
+    end
+    assert.are.same({ "big", "stalls", "gpt-4" }, ids(MASTER))
+    assert.are.same({ "gpt-4" }, ids("vk-alias-2f8e"))           -- a key sees what it may use
+    assert.are.equal(401, (get("/v1/models")))                   -- no key, no list
+    local status, m = get("/v1/models/legacy", MASTER)           -- a hidden alias still answers
+    assert.are.equal(200, status)
+    assert.are.equal("legacy", m.id)
+    status, m = get("/v1/models/big", "vk-alias-2f8e")
+    assert.are.equal(404, status)
+    assert.are.equal("model_not_found", m.error.code)
   end)
 
   it("cuts a stream whose upstream stalls longer than router_settings.stream_timeout", function()

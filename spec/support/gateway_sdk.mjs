@@ -81,6 +81,16 @@ await check("openai_models", async () => {
   return { models: list };
 });
 
+await check("openai_model_retrieve", async () => {
+  const m = await openai.models.retrieve("gpt-openai");
+  return { id: m.id, object: m.object };
+});
+
+await check("openai_model_retrieve_unknown", async () => {
+  await openai.models.retrieve("no-such-model");
+  return {};
+});
+
 await check("anthropic_plain", async () => {
   const r = await anthropic.messages.create({ model: "gpt-openai", max_tokens: 64, messages: msgs });
   return { text: r.content.map((b) => b.text ?? "").join(""), stop_reason: r.stop_reason, usage: r.usage,

@@ -384,12 +384,53 @@ function Gateway:_relay(x, params)
   if not ok then error(perr, 0) end   -- the client left: let the server see the cancel
 end
 
+local function model_object(name) return { id = name, object = "model", created = 0, owned_by = "luagent" } end
+
+-- The caller of a models request, or nil when it was refused (answered
+-- already): a key is needed as for completions, and a virtual key sees
+-- only the models it may use.
+function Gateway:_lister(req, res)
+  local caller, err = self.keys:authorize(req.headers, nil)
+  if caller then return caller end
+  local kind = ({ [401] = "authentication", [403] = "permission" })[err.status] or "budget"
+  self:_refuse(req, res, wire_errors.new(err.status, kind, err.message))
+end
+
+-- Answers a request that is no API call (the model list) with error e in
+-- OpenAI's shape; the metrics count API calls only.
+function Gateway:_refuse(req, res, e)
+  local headers = wire_errors.headers(e)
+  headers["x-request-id"] = self:_request_id(req)
+  res:json(e.status, protocols.openai.error_body(e), headers)
+end
+
+local function may_use(caller, name, alias)
+  local allowed = caller.entry and caller.entry.models
+  return not allowed or allowed[name] or (alias and allowed[alias.model]) or false
+end
+
+-- GET /v1/models: the model names and the aliases not hidden.
 function Gateway:_models(req, res)
+  local caller = self:_lister(req, res)
+  if not caller then return end
   local data = json.array()
-  for i, name in ipairs(self.models) do
-    data[i] = { id = name, object = "model", created = 0, owned_by = "luagent" }
+  for _, name in ipairs(self.models) do
+    if may_use(caller, name, self.aliases[name]) then data[#data + 1] = model_object(name) end
   end
   res:json(200, { object = "list", data = data }, { ["x-request-id"] = self:_request_id(req) })
+end
+
+-- GET /v1/models/{model} (OpenAI's retrieve; the name may hold '/'): the
+-- model, or a 404 in OpenAI's shape.
+function Gateway:_model(req, res)
+  local caller = self:_lister(req, res)
+  if not caller then return end
+  local name, alias = req.params.model, self.aliases[req.params.model]
+  if (self.models[name] or alias) and may_use(caller, name, alias) then
+    return res:json(200, model_object(name), { ["x-request-id"] = self:_request_id(req) })
+  end
+  self:_refuse(req, res, wire_errors.new(404, "not_found", ("The model '%s' does not exist"):format(name),
+                                       { code = "model_not_found", param = "model" }))
 end
 
 --- The routes to hand to llm.serve.
@@ -403,6 +444,8 @@ function Gateway:routes()
     ["POST /embeddings"] = function(req, res) return self:_embed(req, res) end,
     ["GET /v1/models"] = function(req, res) self:_models(req, res) end,
     ["GET /models"] = function(req, res) self:_models(req, res) end,
+    ["GET /v1/models/*model"] = function(req, res) self:_model(req, res) end,
+    ["GET /models/*model"] = function(req, res) self:_model(req, res) end,
     ["GET /health/liveliness"] = function(_, res) res:json(200, { status = "healthy" }) end,
     ["GET /health/readiness"] = function(_, res)
       res:json(200, { status = "healthy", models = #self.models })
