@@ -42,6 +42,19 @@ local function stop_gateway(g)
   return logs
 end
 
+-- POSTs a chat completion for `model` (or the body given) to gateway g with
+-- key; returns the status, the body text and the response's headers.
+local function chat(g, key, model_or_body)
+  local body = type(model_or_body) == "table" and model_or_body
+               or { model = model_or_body, messages = { { role = "user", content = "hi" } } }
+  local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
+    headers = { ["content-type"] = "application/json", authorization = "Bearer " .. key },
+    body = json.encode(body) })
+  local text = r:body()
+  r:close()
+  return r.status, text, r.headers
+end
+
 local function config_for(mock)
   return ([[
 model_list:
@@ -373,16 +386,8 @@ general_settings:
 virtual_keys:
   - {key: vk-priced-51c2, key_alias: priced, max_budget: 0.001}
 ]]):format(mock.url, MASTER) }
-    local function ask()
-      local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
-        headers = { ["content-type"] = "application/json", authorization = "Bearer vk-priced-51c2" },
-        body = json.encode{ model = "house", messages = { { role = "user", content = "hi" } } } })
-      local text = r:body()
-      r:close()
-      return r.status, text
-    end
-    local s1, t1 = ask()
-    local s2, t2 = ask()
+    local s1, t1 = chat(g, "vk-priced-51c2", "house")
+    local s2, t2 = chat(g, "vk-priced-51c2", "house")
     stop_gateway(g)
     mock.stop()
     assert.are.equal(200, s1, t1)
@@ -404,14 +409,10 @@ model_list:
 general_settings:
   master_key: %s
 ]]):format(mock.url, MASTER) }
-    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
-      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. MASTER },
-      body = json.encode{ model = "org", messages = { { role = "user", content = "hi" } } } })
-    local text = r:body()
-    r:close()
+    local status, text = chat(g, MASTER, "org")
     local logs = stop_gateway(g)
     mock.stop()
-    assert.are.equal(200, r.status, text)
+    assert.are.equal(200, status, text)
     assert.matches("not supported, ignored: model_list%[1%]%.litellm_params%.api_version", logs)
     local seen
     for line in (proc.read(log) or ""):gmatch("[^\n]+") do
@@ -427,15 +428,6 @@ end)
 
 describe("gateway router_settings #integration", function()
   local mock, g
-
-  local function post(body, key)
-    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
-      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. (key or MASTER) },
-      body = json.encode(body) })
-    local text = r:body()
-    r:close()
-    return r.status, text
-  end
 
   setup(function()
     mock = servers.mock()
@@ -463,11 +455,11 @@ virtual_keys:
 
   it("serves a model_group_alias from its group, lists it unless hidden, and lets a key allowed it use it", function()
     for _, name in ipairs{ "gpt-4", "legacy" } do
-      local status, text = post{ model = name, messages = { { role = "user", content = "hi" } } }
+      local status, text = chat(g, MASTER, name)
       assert.are.equal(200, status, text)
       assert.matches("from big", text, 1, true)
     end
-    local status, text = post({ model = "gpt-4", messages = { { role = "user", content = "hi" } } }, "vk-alias-2f8e")
+    local status, text = chat(g, "vk-alias-2f8e", "gpt-4")
     assert.are.equal(200, status, text)
     local function get(path, key)
       local r = assert(llm.http.request{ url = g.url .. path,
@@ -494,7 +486,8 @@ virtual_keys:
 
   it("cuts a stream whose upstream stalls longer than router_settings.stream_timeout", function()
     local t0 = llm.now()
-    local status, text = post{ model = "stalls", stream = true, messages = { { role = "user", content = "hi" } } }
+    local status, text = chat(g, MASTER, { model = "stalls", stream = true,
+                                           messages = { { role = "user", content = "hi" } } })
     assert.are.equal(200, status)
     assert.matches('"error"', text, 1, true)                  -- ended with an error event after the first bytes
     assert.is_true(llm.now() - t0 < 5, "the stall was not cut")
@@ -505,15 +498,6 @@ describe("gateways sharing a key's limits through Redis #integration", function(
   local PASS = "sh4red/p@ss:w0rd+="          -- a base64-like password, with an '@' and a ':'
   local KEY = "vk-shared-9d41c7a0"
   local mock, redis, a, b
-
-  local function ask(g)
-    local r = assert(llm.http.request{ url = g.url .. "/v1/chat/completions", method = "POST",
-      headers = { ["content-type"] = "application/json", authorization = "Bearer " .. KEY },
-      body = json.encode{ model = "gpt-4o", messages = { { role = "user", content = "hi" } } } })
-    local text = r:body()
-    r:close()
-    return r.status, r.headers["retry-after"], text
-  end
 
   setup(function()
     mock = servers.mock()
@@ -548,14 +532,15 @@ virtual_keys:
 
   it("holds two gateway processes to one rpm, and either answers 429 at once", function()
     for i, g in ipairs{ a, b, a } do
-      local status, _, text = ask(g)
+      local status, text = chat(g, KEY, "gpt-4o")
       assert.are.equal(200, status, ("request %d: %s"):format(i, text))
     end
     for _, g in ipairs{ b, a } do
       local t0 = llm.now()
-      local status, retry_after, text = ask(g)
+      local status, text, headers = chat(g, KEY, "gpt-4o")
       assert.are.equal(429, status, text)
       assert.matches("over its rate limit", text, 1, true)
+      local retry_after = headers["retry-after"]
       assert.is_true(tonumber(retry_after) >= 50, retry_after)     -- when the shared window admits one
       assert.is_true(llm.now() - t0 < 2, "the refusal waited")
     end
