@@ -26,12 +26,14 @@
 ---   5. M.completion, a non-stream success:     if ev then ev:success(r) end
 ---   6. M.completion, failure before a stream:  if ev then ev:failure(err) end
 ---   7. M.completion, a stream: s._ev = ev (only when ev)
----   8. Stream:next, after builder:add(c) (each chunk; first token and budget):
----        local ev = self._ev
----        if ev and ev:chunk(c) then finish(self, ev.error) end
+---   8. Stream:next, after builder:add(c) (each chunk; first token and budget),
+---      through self._ev_chunks (the event while it wants chunks):
+---        local cut = ev:chunk(c)
+---        if cut then finish(self, ev.error) elseif cut == nil then self._ev_chunks = nil end
 ---      a true result means a budget was crossed: the transfer is closed at
 ---      once, the chunk is still returned, and the next call raises
----      BudgetExceeded (the partial response kept in the builder).
+---      BudgetExceeded (the partial response kept in the builder); nil means
+---      the event wants no more chunks (past the first token, no budget).
 ---   9. finish(self, err), the one end of every stream:
 ---        local ev = self._ev; if ev then ev:finish(err, self._builder) end
 ---
@@ -352,7 +354,9 @@ local function charge_to(self, tokens, dollars)
 end
 
 --- Hook 8: a chunk reached the stream. Returns true when a budget was
---- crossed (self.error is then the BudgetExceeded to raise).
+--- crossed (self.error is then the BudgetExceeded to raise), nil when no
+--- later chunk needs to be seen (the first token came and no budget
+--- charges the call), else false.
 function Ev:chunk(c)
   local ch = c.choices
   ch = ch and ch[1]
@@ -363,7 +367,10 @@ function Ev:chunk(c)
     fire(self, "on_first_token")
   end
   local budgets = self._budgets
-  if not budgets then return false end   -- past the first token: nothing to do
+  if not budgets then
+    if self.ttft then return nil end       -- past the first token: nothing more to do
+    return false
+  end
   -- output tokens as they arrive: about 4 characters a token, at least one
   -- per content chunk (providers send a token or a few per chunk)
   local n = 0
