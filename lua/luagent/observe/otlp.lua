@@ -93,15 +93,25 @@ end
 local format, concat, mtype, floor = string.format, table.concat, math.type, math.floor
 local jstr      -- a Lua string as a JSON string literal (luagent.json.encode)
 
--- JSON literals of the few strings that repeat (model and provider names)
-local lit_cache, lit_count = {}, 0
-local function lit(s)
-  local v = lit_cache[s]
+-- The value part of a string attribute, {"stringValue":"..."} and the
+-- attribute's closing brace; kept for the few strings that repeat (model
+-- and provider names, finish reasons).
+local str_cache, str_count = {}, 0
+local function str_value(s)
+  local v = str_cache[s]
   if v then return v end
-  v = jstr(s)
-  if lit_count < 256 then lit_cache[s], lit_count = v, lit_count + 1 end
+  v = '{"stringValue":' .. jstr(s) .. "}}"
+  if str_count < 256 then str_cache[s], str_count = v, str_count + 1 end
   return v
 end
+
+-- The head of each attribute, ',{"key":"<key>","value":', made once per key
+-- (the keys are this module's and the agent's few).
+local key_head = setmetatable({}, { __index = function(t, key)
+  local h = ',{"key":"' .. key .. '","value":'
+  t[key] = h
+  return h
+end })
 
 local function nanos(unix)
   return format("%d000", floor(unix * 1e6 + 0.5))
@@ -121,21 +131,21 @@ end
 
 -- Writers: append pieces to the buffer b (n: its length); return the new n.
 
--- One attribute key=v (nil: nothing), preceded by a comma unless first.
+-- One attribute key=v (nil: nothing), preceded by a comma unless first:
+-- two pieces, the key's head and the value with the closing brace.
 local function attr(b, n, key, v, first)
   if v == nil then return n end
   local t = type(v)
   if t == "number" and mtype(v) ~= "integer" and (v ~= v or v == math.huge or v == -math.huge) then return n end
+  local h = key_head[key]
   n = n + 1
-  b[n] = (first and '{"key":"' or ',{"key":"') .. key .. '","value":'
+  b[n] = first and h:sub(2) or h
   n = n + 1
-  if t == "string" then b[n] = '{"stringValue":' .. lit(v) .. "}"
-  elseif t == "boolean" then b[n] = v and '{"boolValue":true}}' or '{"boolValue":false}}'; return n
-  elseif mtype(v) == "integer" then b[n] = format('{"intValue":"%d"}', v)
-  elseif t == "number" then b[n] = format('{"doubleValue":%.17g}', v)
-  else b[n] = '{"arrayValue":{"values":[{"stringValue":' .. lit(tostring(v[1])) .. "}]}}" end
-  n = n + 1
-  b[n] = "}"
+  if t == "string" then b[n] = str_value(v)
+  elseif t == "boolean" then b[n] = v and '{"boolValue":true}}' or '{"boolValue":false}}'
+  elseif mtype(v) == "integer" then b[n] = format('{"intValue":"%d"}}', v)
+  elseif t == "number" then b[n] = format('{"doubleValue":%.17g}}', v)
+  else b[n] = '{"arrayValue":{"values":[' .. str_value(tostring(v[1])):sub(1, -2) .. "]}}}" end
   return n
 end
 
