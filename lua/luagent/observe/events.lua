@@ -116,11 +116,13 @@ end
 local random, format = math.random, string.format
 
 function M.hex_id(n)
-  -- four bytes a draw (a span per call: cheaper than a byte at a time); the
-  -- first word is never zero, so the id is never all zeros (invalid)
-  if n == 8 then return format("%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff)) end
-  return format("%08x%08x%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff),
-                random(0, 0xffffffff), random(0, 0xffffffff))
+  -- eight bytes a draw (random(0): every bit random), each a %x (a C
+  -- sprintf); the first word is never zero, so the id is never all zeros
+  -- (invalid)
+  local a = random(0)
+  while a == 0 do a = random(0) end
+  if n == 8 then return format("%016x", a) end
+  return format("%016x%016x", a, random(0))
 end
 
 -- ---------------------------------------------------------------------------

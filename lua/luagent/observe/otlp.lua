@@ -113,8 +113,9 @@ local key_head = setmetatable({}, { __index = function(t, key)
   return h
 end })
 
-local function nanos(unix)
-  return format("%d000", floor(unix * 1e6 + 0.5))
+-- Unix time in whole microseconds (written with "000" after: nanoseconds).
+local function micros(unix)
+  return floor(unix * 1e6 + 0.5)
 end
 
 local PROVIDER_NAMES = { gemini = "gcp.gemini", openai = "openai", anthropic = "anthropic",
@@ -161,13 +162,15 @@ local function status(b, n, err)
   return n
 end
 
--- The head of a span, through the opening of its attribute list.
+-- The head of a span, through the opening of its attribute list. kind is
+-- the SpanKind's digit as a string ("1", "3"): a %s is copied, a %d is a
+-- C sprintf.
 local function head(b, n, comma, trace_id, span_id, parent_id, name, kind, t0, t1)
   n = n + 1
-  b[n] = format('%s{"traceId":"%s","spanId":"%s",%s"name":%s,"kind":%d,"startTimeUnixNano":"%s",'
-    .. '"endTimeUnixNano":"%s","attributes":[', comma and "," or "", trace_id, span_id,
-    parent_id and format('"parentSpanId":"%s",', parent_id) or "", jstr(name), kind,
-    nanos(t0), nanos(t1))
+  b[n] = format('%s{"traceId":"%s","spanId":"%s",%s"name":%s,"kind":%s,"startTimeUnixNano":"%d000",'
+    .. '"endTimeUnixNano":"%d000","attributes":[', comma and "," or "", trace_id, span_id,
+    parent_id and '"parentSpanId":"' .. parent_id .. '",' or "", jstr(name), kind,
+    micros(t0), micros(t1))
   return n
 end
 
@@ -189,7 +192,7 @@ local function write_completion(b, n, comma, ev)
   local pname = PROVIDER_NAMES[ev.provider] or ev.provider
   local op_attr = OPERATION_ATTR[ev.call_type] or OPERATION_ATTR.completion
   n = head(b, n, comma, trace_id, span_id, parent and parent.span_id,
-           (OPERATION[ev.call_type] or "chat") .. " " .. (model or "?"), 3,
+           (OPERATION[ev.call_type] or "chat") .. " " .. (model or "?"), "3",
            ev.start_time, ev.end_time or ev.start_time)
   n = n + 1
   b[n] = op_attr
@@ -224,7 +227,7 @@ local function write_completion(b, n, comma, ev)
   for i, at in ipairs(ev._attempt_list or {}) do
     local am = bare(at.model)
     local prov = type(at.model) == "string" and at.model:match("^([%w_%-]+)/")
-    n = head(b, n, true, trace_id, events.hex_id(8), span_id, format("attempt %d %s", i, am or "?"), 3,
+    n = head(b, n, true, trace_id, events.hex_id(8), span_id, format("attempt %d %s", i, am or "?"), "3",
              events.unix(at.t0), events.unix(at.t1 or at.t0))
     n = n + 1
     b[n] = op_attr
@@ -239,7 +242,7 @@ end
 
 -- An agent or tool span (events.span): kind INTERNAL.
 local function write_span(b, n, comma, s)
-  n = head(b, n, comma, s.trace_id, s.span_id, s.parent and s.parent.span_id, s.name, 1,
+  n = head(b, n, comma, s.trace_id, s.span_id, s.parent and s.parent.span_id, s.name, "1",
            events.unix(s.t0), events.unix(s.t1))
   n = attr(b, n, "gen_ai.operation.name", s.kind, true)
   for k, v in pairs(s.attrs or {}) do n = attr(b, n, k, v) end
