@@ -248,19 +248,20 @@ local function queue_callback(fn, name, public)
 end
 
 -- The fields a callback sees: a copy, so later changes to the call's
--- event do not show through a callback that runs a little later.
-local PUBLIC = { "id", "call_type", "model", "provider", "metadata", "start_time", "end_time",
-                 "ttft", "duration", "usage", "usage_estimated", "cost", "cost_estimated",
-                 "attempts", "error", "response", "stream", "messages", "input", "response_model",
-                 "finish_reason", "retry_delay", "fallback_model" }
-
+-- event do not show through a callback that runs a little later. One
+-- constructor, the fields by name: a loop over a list of names cost twice
+-- the instructions (a lookup by variable key each, and the copy grown
+-- four times as it filled; callgrind: 64k -> 34k a call for three
+-- callbacks, at ~1 KB more garbage for the two early ones).
 local function snapshot(ev, kind)
-  local out = { event = kind }
-  for i = 1, #PUBLIC do
-    local k = PUBLIC[i]
-    out[k] = ev[k]
-  end
-  return out
+  return { event = kind, id = ev.id, call_type = ev.call_type, model = ev.model,
+           provider = ev.provider, metadata = ev.metadata, start_time = ev.start_time,
+           end_time = ev.end_time, ttft = ev.ttft, duration = ev.duration, usage = ev.usage,
+           usage_estimated = ev.usage_estimated, cost = ev.cost, cost_estimated = ev.cost_estimated,
+           attempts = ev.attempts, error = ev.error, response = ev.response, stream = ev.stream,
+           messages = ev.messages, input = ev.input, response_model = ev.response_model,
+           finish_reason = ev.finish_reason, retry_delay = ev.retry_delay,
+           fallback_model = ev.fallback_model }
 end
 
 local function fire(ev, kind)
