@@ -93,8 +93,14 @@ local function took(self, c)
   end
   if self._continued and c.model then self._continued = c.model end
   self._builder:add(c)
-  local ev = self._ev
-  if ev and ev:chunk(c) then finish(self, ev.error) end   -- a budget crossed: cut now
+  -- the observers see chunks until they want no more (past the first
+  -- token, without a budget): then one nil check a chunk
+  local ev = self._ev_chunks
+  if ev then
+    local cut = ev:chunk(c)
+    if cut then finish(self, ev.error)           -- a budget crossed: cut now
+    elseif cut == nil then self._ev_chunks = nil end
+  end
   local u = c.usage
   if u then self._tokens = usage_tokens(u) end
   -- from the first content on, a failure is raised unless the script
@@ -254,7 +260,8 @@ function M.new(src, chain, used, permit, p, ev, default_model)
   return setmetatable({
     _src = src, _chain = chain, _builder = chunks.builder(), model = used.model or default_model,
     _done = false, _content = false, _restarted = false, _continued = false,
-    _permit = permit, _on_mid = p.on_midstream_failure, _ev = ev, _default_model = default_model,
+    _permit = permit, _on_mid = p.on_midstream_failure, _ev = ev, _ev_chunks = ev,
+    _default_model = default_model,
   }, Stream)
 end
 

@@ -270,6 +270,27 @@ describe("observability #integration", function()
       assert.truthy(text:find("on_success", 1, true))
     end)
 
+    it("that sleep delay neither the callbacks queued behind them nor the next calls' ones", function()
+      -- tasks that ran a callback take the next one: a sleeping callback
+      -- must leave the rest to another task
+      local seen, slow_done = {}, false
+      llm.callbacks.add{ on_success = function(ev)
+        if ev.metadata.n == 1 then llm.sleep(1.5); slow_done = true end
+      end }
+      llm.callbacks.add{ on_success = function(ev) seen[#seen + 1] = { n = ev.metadata.n, late = slow_done } end }
+      local t0 = llm.now()
+      assert(llm.completion(params("chunks=1", { metadata = { n = 1 } })))
+      assert.truthy(eventually(function() return #seen == 1 end))   -- queued behind the sleeper
+      for n = 2, 3 do assert(llm.completion(params("chunks=1", { metadata = { n = n } }))) end
+      assert.truthy(eventually(function() return #seen == 3 end))
+      assert.is_true(llm.now() - t0 < 1.2)
+      for i = 1, 3 do
+        assert.are.equal(i, seen[i].n)
+        assert.is_false(seen[i].late)
+      end
+      assert.truthy(eventually(function() return slow_done end))
+    end)
+
     it("see request, first token, retry, fallback and success with the call's metadata", function()
       local kinds, evs = {}, {}
       local function rec(kind) return function(ev) kinds[#kinds + 1] = kind; evs[kind] = ev end end

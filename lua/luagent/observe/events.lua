@@ -26,12 +26,14 @@
 ---   5. M.completion, a non-stream success:     if ev then ev:success(r) end
 ---   6. M.completion, failure before a stream:  if ev then ev:failure(err) end
 ---   7. M.completion, a stream: s._ev = ev (only when ev)
----   8. Stream:next, after builder:add(c) (each chunk; first token and budget):
----        local ev = self._ev
----        if ev and ev:chunk(c) then finish(self, ev.error) end
+---   8. Stream:next, after builder:add(c) (each chunk; first token and budget),
+---      through self._ev_chunks (the event while it wants chunks):
+---        local cut = ev:chunk(c)
+---        if cut then finish(self, ev.error) elseif cut == nil then self._ev_chunks = nil end
 ---      a true result means a budget was crossed: the transfer is closed at
 ---      once, the chunk is still returned, and the next call raises
----      BudgetExceeded (the partial response kept in the builder).
+---      BudgetExceeded (the partial response kept in the builder); nil means
+---      the event wants no more chunks (past the first token, no budget).
 ---   9. finish(self, err), the one end of every stream:
 ---        local ev = self._ev; if ev then ev:finish(err, self._builder) end
 ---
@@ -114,11 +116,13 @@ end
 local random, format = math.random, string.format
 
 function M.hex_id(n)
-  -- four bytes a draw (a span per call: cheaper than a byte at a time); the
-  -- first word is never zero, so the id is never all zeros (invalid)
-  if n == 8 then return format("%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff)) end
-  return format("%08x%08x%08x%08x", random(1, 0xffffffff), random(0, 0xffffffff),
-                random(0, 0xffffffff), random(0, 0xffffffff))
+  -- eight bytes a draw (random(0): every bit random), each a %x (a C
+  -- sprintf); the first word is never zero, so the id is never all zeros
+  -- (invalid)
+  local a = random(0)
+  while a == 0 do a = random(0) end
+  if n == 8 then return format("%016x", a) end
+  return format("%016x%016x", a, random(0))
 end
 
 -- ---------------------------------------------------------------------------
@@ -172,7 +176,7 @@ local function span_of(ctx)
 end
 
 -- ---------------------------------------------------------------------------
--- Callbacks: each in its own task
+-- Callbacks: each in a task apart from the call
 -- ---------------------------------------------------------------------------
 
 local CALLBACK_NAMES = { "on_request", "on_first_token", "on_success", "on_failure",
@@ -191,20 +195,73 @@ local function run_callback(fn, name, public)
   if not ok then report_raise(name, msg) end
 end
 
--- The fields a callback sees: a copy, so later changes to the call's
--- event do not show through a callback that runs a little later.
-local PUBLIC = { "id", "call_type", "model", "provider", "metadata", "start_time", "end_time",
-                 "ttft", "duration", "usage", "usage_estimated", "cost", "cost_estimated",
-                 "attempts", "error", "response", "stream", "messages", "input", "response_model",
-                 "finish_reason", "retry_delay", "fallback_model" }
+-- Callbacks queued to run: fn, name, public, three slots each. A task
+-- that ran a callback which returned takes the next one queued; a slow
+-- one never delays the rest, because a task about to run a callback
+-- first starts another when no other is free to take what remains. So a
+-- burst of calls, each firing three callbacks, spawns a few tasks, not
+-- one a callback (measured at 100 x 100: a task was about 1.2 KB of
+-- garbage, the largest part of the callbacks' cost; bench/PROFILE.md).
+-- The tasks end when the queue is empty and keep no finished script alive.
+local cb_queue, cb_first, cb_last = {}, 1, 0
+local cb_free = 0   -- runner tasks not inside a callback
 
-local function snapshot(ev, kind)
-  local out = { event = kind }
-  for i = 1, #PUBLIC do
-    local k = PUBLIC[i]
-    out[k] = ev[k]
+local start_runner
+
+local function runner()
+  while cb_first <= cb_last do
+    local i = cb_first
+    local fn, name, public = cb_queue[i], cb_queue[i + 1], cb_queue[i + 2]
+    cb_queue[i], cb_queue[i + 1], cb_queue[i + 2] = nil, nil, nil
+    cb_first = i + 3
+    cb_free = cb_free - 1
+    if cb_free == 0 and cb_first <= cb_last then start_runner() end
+    run_callback(fn, name, public)
+    cb_free = cb_free + 1
   end
-  return out
+  cb_first, cb_last = 1, 0   -- empty: the next callbacks start at slot 1 again
+  cb_free = cb_free - 1
+end
+
+-- Spawns a runner outside the call's context: a completion a callback
+-- makes is not charged to the call's budgets nor nested in its span.
+-- False when the runtime refuses (it is shutting down).
+function start_runner()
+  local saved = context()
+  if saved then set_context(nil) end
+  -- pcall: a stream closed by the garbage collector while the runtime
+  -- shuts down ends here too, and spawn then refuses
+  local ok = pcall(spawn, runner)
+  if saved then set_context(saved) end
+  if ok then cb_free = cb_free + 1 end
+  return ok
+end
+
+local function queue_callback(fn, name, public)
+  local n = cb_last
+  cb_queue[n + 1], cb_queue[n + 2], cb_queue[n + 3] = fn, name, public
+  cb_last = n + 3
+  if cb_free == 0 and not start_runner() then
+    cb_queue[n + 1], cb_queue[n + 2], cb_queue[n + 3] = nil, nil, nil
+    cb_last = n
+  end
+end
+
+-- The fields a callback sees: a copy, so later changes to the call's
+-- event do not show through a callback that runs a little later. One
+-- constructor, the fields by name: a loop over a list of names cost twice
+-- the instructions (a lookup by variable key each, and the copy grown
+-- four times as it filled; callgrind: 64k -> 34k a call for three
+-- callbacks, at ~1 KB more garbage for the two early ones).
+local function snapshot(ev, kind)
+  return { event = kind, id = ev.id, call_type = ev.call_type, model = ev.model,
+           provider = ev.provider, metadata = ev.metadata, start_time = ev.start_time,
+           end_time = ev.end_time, ttft = ev.ttft, duration = ev.duration, usage = ev.usage,
+           usage_estimated = ev.usage_estimated, cost = ev.cost, cost_estimated = ev.cost_estimated,
+           attempts = ev.attempts, error = ev.error, response = ev.response, stream = ev.stream,
+           messages = ev.messages, input = ev.input, response_model = ev.response_model,
+           finish_reason = ev.finish_reason, retry_delay = ev.retry_delay,
+           fallback_model = ev.fallback_model }
 end
 
 local function fire(ev, kind)
@@ -215,14 +272,7 @@ local function fire(ev, kind)
       local fn = sets[i][kind]
       if fn then
         public = public or snapshot(ev, kind)
-        -- the callback runs outside the call's context: a completion it
-        -- makes is not charged to the call's budgets nor nested in its span
-        local saved = context()
-        if saved then set_context(nil) end
-        -- pcall: a stream closed by the garbage collector while the
-        -- runtime shuts down ends here too, and spawn then refuses
-        pcall(spawn, run_callback, fn, kind, public)
-        if saved then set_context(saved) end
+        queue_callback(fn, kind, public)
       end
     end
   end
@@ -352,7 +402,9 @@ local function charge_to(self, tokens, dollars)
 end
 
 --- Hook 8: a chunk reached the stream. Returns true when a budget was
---- crossed (self.error is then the BudgetExceeded to raise).
+--- crossed (self.error is then the BudgetExceeded to raise), nil when no
+--- later chunk needs to be seen (the first token came and no budget
+--- charges the call), else false.
 function Ev:chunk(c)
   local ch = c.choices
   ch = ch and ch[1]
@@ -363,7 +415,10 @@ function Ev:chunk(c)
     fire(self, "on_first_token")
   end
   local budgets = self._budgets
-  if not budgets then return false end   -- past the first token: nothing to do
+  if not budgets then
+    if self.ttft then return nil end       -- past the first token: nothing more to do
+    return false
+  end
   -- output tokens as they arrive: about 4 characters a token, at least one
   -- per content chunk (providers send a token or a few per chunk)
   local n = 0

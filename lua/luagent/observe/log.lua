@@ -51,12 +51,20 @@ local buf = {}
 local KEY_PREFIX = {}
 for _, k in ipairs(ORDER) do KEY_PREFIX[k] = " " .. k .. "=" end
 
+-- Fields whose values this module makes itself (the event's id, the
+-- event and call type names): never quoted, so never scanned.
+local PLAIN = { request_id = true, event = true, call_type = true }
+
 local function text_value(v)
-  if type(v) == "number" then
+  local t = type(v)
+  if t == "number" then
     if math.type(v) == "float" then return ("%.6g"):format(v) end
     return tostring(v)
+  elseif t == "boolean" then
+    return v and "true" or "false"
+  elseif t ~= "string" then
+    v = tostring(v)
   end
-  v = tostring(v)
   if v:find("[%s\"=]") then return '"' .. v:gsub('[\\"]', "\\%0"):gsub("\n", "\\n") .. '"' end
   return v
 end
@@ -67,7 +75,7 @@ function M.write(level, rec)
   local line
   if M.json then
     json = json or require "luagent.json"
-    line = json.encode(rec)
+    line = json.encode(rec) .. "\n"
   else
     -- one reused buffer of pieces: a line allocates its values and itself
     local b, n = buf, 3
@@ -76,13 +84,14 @@ function M.write(level, rec)
       local k = ORDER[i]
       local v = rec[k]
       if v ~= nil then
-        b[n + 1], b[n + 2], b[n + 3] = KEY_PREFIX[k], text_value(v), nil
+        b[n + 1], b[n + 2], b[n + 3] = KEY_PREFIX[k], PLAIN[k] and v or text_value(v), nil
         n = n + 2
       end
     end
-    line = table.concat(b, "", 1, n)
+    b[n + 1] = "\n"
+    line = table.concat(b, "", 1, n + 1)
   end
-  M.out:write(line .. "\n")   -- one write: stderr is unbuffered
+  M.out:write(line)   -- one write: stderr is unbuffered
 end
 
 local function record(kind, ev)

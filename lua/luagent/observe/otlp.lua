@@ -93,18 +93,29 @@ end
 local format, concat, mtype, floor = string.format, table.concat, math.type, math.floor
 local jstr      -- a Lua string as a JSON string literal (luagent.json.encode)
 
--- JSON literals of the few strings that repeat (model and provider names)
-local lit_cache, lit_count = {}, 0
-local function lit(s)
-  local v = lit_cache[s]
+-- The value part of a string attribute, {"stringValue":"..."} and the
+-- attribute's closing brace; kept for the few strings that repeat (model
+-- and provider names, finish reasons).
+local str_cache, str_count = {}, 0
+local function str_value(s)
+  local v = str_cache[s]
   if v then return v end
-  v = jstr(s)
-  if lit_count < 256 then lit_cache[s], lit_count = v, lit_count + 1 end
+  v = '{"stringValue":' .. jstr(s) .. "}}"
+  if str_count < 256 then str_cache[s], str_count = v, str_count + 1 end
   return v
 end
 
-local function nanos(unix)
-  return format("%d000", floor(unix * 1e6 + 0.5))
+-- The head of each attribute, ',{"key":"<key>","value":', made once per key
+-- (the keys are this module's and the agent's few).
+local key_head = setmetatable({}, { __index = function(t, key)
+  local h = ',{"key":"' .. key .. '","value":'
+  t[key] = h
+  return h
+end })
+
+-- Unix time in whole microseconds (written with "000" after: nanoseconds).
+local function micros(unix)
+  return floor(unix * 1e6 + 0.5)
 end
 
 local PROVIDER_NAMES = { gemini = "gcp.gemini", openai = "openai", anthropic = "anthropic",
@@ -121,21 +132,21 @@ end
 
 -- Writers: append pieces to the buffer b (n: its length); return the new n.
 
--- One attribute key=v (nil: nothing), preceded by a comma unless first.
+-- One attribute key=v (nil: nothing), preceded by a comma unless first:
+-- two pieces, the key's head and the value with the closing brace.
 local function attr(b, n, key, v, first)
   if v == nil then return n end
   local t = type(v)
   if t == "number" and mtype(v) ~= "integer" and (v ~= v or v == math.huge or v == -math.huge) then return n end
+  local h = key_head[key]
   n = n + 1
-  b[n] = (first and '{"key":"' or ',{"key":"') .. key .. '","value":'
+  b[n] = first and h:sub(2) or h
   n = n + 1
-  if t == "string" then b[n] = '{"stringValue":' .. lit(v) .. "}"
-  elseif t == "boolean" then b[n] = v and '{"boolValue":true}}' or '{"boolValue":false}}'; return n
-  elseif mtype(v) == "integer" then b[n] = format('{"intValue":"%d"}', v)
-  elseif t == "number" then b[n] = format('{"doubleValue":%.17g}', v)
-  else b[n] = '{"arrayValue":{"values":[{"stringValue":' .. lit(tostring(v[1])) .. "}]}}" end
-  n = n + 1
-  b[n] = "}"
+  if t == "string" then b[n] = str_value(v)
+  elseif t == "boolean" then b[n] = v and '{"boolValue":true}}' or '{"boolValue":false}}'
+  elseif mtype(v) == "integer" then b[n] = format('{"intValue":"%d"}}', v)
+  elseif t == "number" then b[n] = format('{"doubleValue":%.17g}}', v)
+  else b[n] = '{"arrayValue":{"values":[' .. str_value(tostring(v[1])):sub(1, -2) .. "]}}}" end
   return n
 end
 
@@ -151,13 +162,15 @@ local function status(b, n, err)
   return n
 end
 
--- The head of a span, through the opening of its attribute list.
+-- The head of a span, through the opening of its attribute list. kind is
+-- the SpanKind's digit as a string ("1", "3"): a %s is copied, a %d is a
+-- C sprintf.
 local function head(b, n, comma, trace_id, span_id, parent_id, name, kind, t0, t1)
   n = n + 1
-  b[n] = format('%s{"traceId":"%s","spanId":"%s",%s"name":%s,"kind":%d,"startTimeUnixNano":"%s",'
-    .. '"endTimeUnixNano":"%s","attributes":[', comma and "," or "", trace_id, span_id,
-    parent_id and format('"parentSpanId":"%s",', parent_id) or "", jstr(name), kind,
-    nanos(t0), nanos(t1))
+  b[n] = format('%s{"traceId":"%s","spanId":"%s",%s"name":%s,"kind":%s,"startTimeUnixNano":"%d000",'
+    .. '"endTimeUnixNano":"%d000","attributes":[', comma and "," or "", trace_id, span_id,
+    parent_id and '"parentSpanId":"' .. parent_id .. '",' or "", jstr(name), kind,
+    micros(t0), micros(t1))
   return n
 end
 
@@ -179,7 +192,7 @@ local function write_completion(b, n, comma, ev)
   local pname = PROVIDER_NAMES[ev.provider] or ev.provider
   local op_attr = OPERATION_ATTR[ev.call_type] or OPERATION_ATTR.completion
   n = head(b, n, comma, trace_id, span_id, parent and parent.span_id,
-           (OPERATION[ev.call_type] or "chat") .. " " .. (model or "?"), 3,
+           (OPERATION[ev.call_type] or "chat") .. " " .. (model or "?"), "3",
            ev.start_time, ev.end_time or ev.start_time)
   n = n + 1
   b[n] = op_attr
@@ -214,7 +227,7 @@ local function write_completion(b, n, comma, ev)
   for i, at in ipairs(ev._attempt_list or {}) do
     local am = bare(at.model)
     local prov = type(at.model) == "string" and at.model:match("^([%w_%-]+)/")
-    n = head(b, n, true, trace_id, events.hex_id(8), span_id, format("attempt %d %s", i, am or "?"), 3,
+    n = head(b, n, true, trace_id, events.hex_id(8), span_id, format("attempt %d %s", i, am or "?"), "3",
              events.unix(at.t0), events.unix(at.t1 or at.t0))
     n = n + 1
     b[n] = op_attr
@@ -229,7 +242,7 @@ end
 
 -- An agent or tool span (events.span): kind INTERNAL.
 local function write_span(b, n, comma, s)
-  n = head(b, n, comma, s.trace_id, s.span_id, s.parent and s.parent.span_id, s.name, 1,
+  n = head(b, n, comma, s.trace_id, s.span_id, s.parent and s.parent.span_id, s.name, "1",
            events.unix(s.t0), events.unix(s.t1))
   n = attr(b, n, "gen_ai.operation.name", s.kind, true)
   for k, v in pairs(s.attrs or {}) do n = attr(b, n, k, v) end
@@ -276,11 +289,17 @@ local BODY_HEAD = '{"resourceSpans":[{"resource":{"attributes":['
   .. '{"key":"telemetry.sdk.language","value":{"stringValue":"lua"}}]},'
   .. '"scopeSpans":[{"scope":{"name":"luagent","version":"0.1.0"},"spans":['
 
+-- The pieces of the body being written: one table kept for every batch
+-- (a new one grew by doubling to about 50 pieces a call, and its old
+-- arrays were a third of the export's garbage); emptied after each.
+local body_buf = {}
+
 -- Takes up to a batch of items off the queue and writes the request body;
 -- returns it and the number of spans in it.
 local function take_batch()
   jstr = jstr or require("luagent.json").encode
-  local b, n, spans = { format(BODY_HEAD, jstr(M.service)) }, 1, 0
+  local b, n, spans = body_buf, 1, 0
+  b[1] = format(BODY_HEAD, jstr(M.service))
   local items = 0
   while qfirst <= qlast and items < M.batch do
     local item = queue[qfirst]
@@ -295,8 +314,11 @@ local function take_batch()
       spans = spans + 1
     end
   end
-  b[n + 1] = "]}]}]}"
-  return concat(b), spans
+  n = n + 1
+  b[n] = "]}]}]}"
+  local body = concat(b, "", 1, n)
+  for i = 1, n do b[i] = nil end   -- let the pieces go; the array stays
+  return body, spans
 end
 
 local function post(body, nspans)
