@@ -1,8 +1,7 @@
 --- luagent.observe.callbacks — llm.callbacks: functions told about every
---- call (LiteLLM's callback names). Each runs in a task apart from the
---- call (events.lua), so a slow callback never delays the call nor the
---- other callbacks, and a raising one never breaks it (its error is logged
---- once, with its traceback).
+--- call (LiteLLM's callback names). Each runs in its own task, so a slow
+--- callback never delays the call and a raising one never breaks it (its
+--- error is logged once, with its traceback).
 ---
 ---   llm.callbacks.add{on_success = function(ev) print(ev.model, ev.cost) end}
 ---   llm.completion{..., callbacks = {on_failure = fn}}   -- one call

@@ -176,7 +176,7 @@ local function span_of(ctx)
 end
 
 -- ---------------------------------------------------------------------------
--- Callbacks: each in a task apart from the call
+-- Callbacks: each in its own task
 -- ---------------------------------------------------------------------------
 
 local CALLBACK_NAMES = { "on_request", "on_first_token", "on_success", "on_failure",
@@ -193,58 +193,6 @@ end
 local function run_callback(fn, name, public)
   local ok, msg = xpcall(fn, debug.traceback, public)
   if not ok then report_raise(name, msg) end
-end
-
--- Callbacks queued to run: fn, name, public, three slots each. A task
--- that ran a callback which returned takes the next one queued; a slow
--- one never delays the rest, because a task about to run a callback
--- first starts another when no other is free to take what remains. So a
--- burst of calls, each firing three callbacks, spawns a few tasks, not
--- one a callback (measured at 100 x 100: a task was about 1.2 KB of
--- garbage, the largest part of the callbacks' cost; bench/PROFILE.md).
--- The tasks end when the queue is empty and keep no finished script alive.
-local cb_queue, cb_first, cb_last = {}, 1, 0
-local cb_free = 0   -- runner tasks not inside a callback
-
-local start_runner
-
-local function runner()
-  while cb_first <= cb_last do
-    local i = cb_first
-    local fn, name, public = cb_queue[i], cb_queue[i + 1], cb_queue[i + 2]
-    cb_queue[i], cb_queue[i + 1], cb_queue[i + 2] = nil, nil, nil
-    cb_first = i + 3
-    cb_free = cb_free - 1
-    if cb_free == 0 and cb_first <= cb_last then start_runner() end
-    run_callback(fn, name, public)
-    cb_free = cb_free + 1
-  end
-  cb_first, cb_last = 1, 0   -- empty: the next callbacks start at slot 1 again
-  cb_free = cb_free - 1
-end
-
--- Spawns a runner outside the call's context: a completion a callback
--- makes is not charged to the call's budgets nor nested in its span.
--- False when the runtime refuses (it is shutting down).
-function start_runner()
-  local saved = context()
-  if saved then set_context(nil) end
-  -- pcall: a stream closed by the garbage collector while the runtime
-  -- shuts down ends here too, and spawn then refuses
-  local ok = pcall(spawn, runner)
-  if saved then set_context(saved) end
-  if ok then cb_free = cb_free + 1 end
-  return ok
-end
-
-local function queue_callback(fn, name, public)
-  local n = cb_last
-  cb_queue[n + 1], cb_queue[n + 2], cb_queue[n + 3] = fn, name, public
-  cb_last = n + 3
-  if cb_free == 0 and not start_runner() then
-    cb_queue[n + 1], cb_queue[n + 2], cb_queue[n + 3] = nil, nil, nil
-    cb_last = n
-  end
 end
 
 -- The fields a callback sees: a copy, so later changes to the call's
@@ -272,7 +220,14 @@ local function fire(ev, kind)
       local fn = sets[i][kind]
       if fn then
         public = public or snapshot(ev, kind)
-        queue_callback(fn, kind, public)
+        -- the callback runs outside the call's context: a completion it
+        -- makes is not charged to the call's budgets nor nested in its span
+        local saved = context()
+        if saved then set_context(nil) end
+        -- pcall: a stream closed by the garbage collector while the
+        -- runtime shuts down ends here too, and spawn then refuses
+        pcall(spawn, run_callback, fn, kind, public)
+        if saved then set_context(saved) end
       end
     end
   end
