@@ -121,6 +121,31 @@ describe("gateway config #unit", function()
     assert.matches("model_list[2]: prices openai/x otherwise", err, 1, true)
   end)
 
+  it("takes environment_variables for os.environ/ values and the providers' own keys, over the process's", function()
+    local c = config.normalise({
+      environment_variables = { OPENAI_API_KEY = "sk-from-config", UPSTREAM = "http://10.0.0.9:8000/v1",
+                                ANTHROPIC_API_KEY = "sk-ant-config", PORT = 6380 },
+      model_list = {
+        { model_name = "a", litellm_params = { model = "openai/gpt-4o" } },
+        { model_name = "b", litellm_params = { model = "openai/house", api_base = "os.environ/UPSTREAM",
+                                               api_key = "sk-own" } },
+        { model_name = "c", litellm_params = { model = "anthropic/claude-3-5-haiku-latest" } },
+      },
+      router_settings = { redis_host = "127.0.0.1", redis_port = "os.environ/PORT" },
+    }, env{ UPSTREAM = "http://process-env/v1", OPENAI_API_KEY = "sk-process" })
+    assert.are.same({}, c.warnings)
+    local d = c.router.model_list
+    assert.are.equal("sk-from-config", d[1].litellm_params.api_key)     -- the provider's own variable
+    assert.are.equal("http://10.0.0.9:8000/v1", d[2].litellm_params.api_base)   -- the config's wins
+    assert.are.equal("sk-own", d[2].litellm_params.api_key)             -- a deployment's own key wins
+    assert.are.equal("sk-ant-config", d[3].litellm_params.api_key)
+    assert.are.equal("redis://127.0.0.1:6380/0", c.redis)
+    local ok, err = pcall(config.normalise, { environment_variables = { X = {} },
+      model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } } })
+    assert.is_false(ok)
+    assert.matches("environment_variables: must be a mapping of names to values", err, 1, true)
+  end)
+
   it("reads router_settings' timeout, stream_timeout and model_group_alias", function()
     local function norm(rs)
       return config.normalise({ model_list = { { model_name = "big", litellm_params = { model = "mock/m" } } },

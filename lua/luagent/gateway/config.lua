@@ -31,6 +31,9 @@ local KNOWN = {
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
   virtual_keys = true,
+  -- variables the config's os.environ/NAME values and the deployments'
+  -- providers read (LiteLLM sets them in its environment)
+  environment_variables = true,
   -- hooks, in a Lua config only
   pre_call = true, post_call = true, on_chunk = true,
 }
@@ -85,7 +88,7 @@ local function add_price(price, k, v, where)
 end
 
 -- The model_list, and the prices its deployments set, by litellm_params.model.
-local function model_list(list, getenv, warnings)
+local function model_list(list, getenv, warnings, env_vars)
   if type(list) ~= "table" or #list == 0 then
     fail("model_list", "must be a non-empty list of {model_name, litellm_params}")
   end
@@ -118,6 +121,13 @@ local function model_list(list, getenv, warnings)
         local at = where .. ".model_info." .. k
         if info[k] ~= nil then price = add_price(price, k, resolve_env(info[k], at, getenv), at) end
       end
+    end
+    -- a provider's own variables (OPENAI_API_KEY, OPENAI_BASE_URL, ...)
+    -- from environment_variables, for a deployment that names no key or base
+    local P = require("luagent.providers").resolve(lp.model)
+    if P and env_vars then
+      if params.api_key == nil and P.env_key then params.api_key = env_vars[P.env_key] end
+      if params.api_base == nil and P.env_base then params.api_base = env_vars[P.env_base] end
     end
     -- OpenAI's organization goes as its header, as LiteLLM sends it
     if params.organization ~= nil then
@@ -234,6 +244,21 @@ end
 function M.normalise(raw, getenv)
   getenv = getenv or os.getenv
   if type(raw) ~= "table" then fail("", "must be a mapping at the top level") end
+  -- environment_variables (LiteLLM's): they win over the process's own
+  local env_vars = raw.environment_variables
+  if env_vars ~= nil then
+    if type(env_vars) ~= "table" then fail("environment_variables", "must be a mapping of names to values") end
+    local vars = {}
+    for k, v in pairs(env_vars) do
+      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
+        fail("environment_variables", "must be a mapping of names to values")
+      end
+      vars[k] = tostring(v)
+    end
+    local outer = getenv
+    env_vars = vars
+    getenv = function(name) return vars[name] or outer(name) end
+  end
   local warnings = {}
   warn_unknown(raw, KNOWN, "", warnings)
   local rs = raw.router_settings or {}
@@ -243,7 +268,7 @@ function M.normalise(raw, getenv)
     if type(section) ~= "table" then fail(name, "must be a mapping") end
     warn_unknown(section, KNOWN[name], name .. ".", warnings)
   end
-  local deployments, prices = model_list(raw.model_list, getenv, warnings)
+  local deployments, prices = model_list(raw.model_list, getenv, warnings, env_vars)
   local router = {
     model_list = deployments,
     routing_strategy = rs.routing_strategy,
