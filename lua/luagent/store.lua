@@ -51,14 +51,24 @@ end
 -- Redis
 -- ---------------------------------------------------------------------------
 
+-- A URL's "scheme://", its credentials and the rest (cred nil when it has
+-- none). The credentials end at the URL's last '@' (a password may hold
+-- '/', '@' or ':', as base64 ones do), as the C reader (runtime/redis.c)
+-- takes them.
+local function url_parts(url)
+  local scheme, cred, rest = url:match("^(%a+://)(.*)@(.*)$")
+  if scheme then return scheme, cred, rest end
+  scheme, rest = url:match("^(%a+://)(.*)$")
+  return scheme, nil, rest
+end
+
 -- hiredis 0.14 resolves host names with a blocking getaddrinfo: resolve
 -- on the loop first and hand it the address.
--- The credentials end at the URL's last '@' (a password may hold '/', '@'
--- or ':', as base64 ones do), as the C reader (runtime/redis.c) takes them.
 local function resolved_url(url)
-  local head, rest = url:match("^(redis://.*@)(.*)$")
-  if not head then head, rest = url:match("^(redis://)(.*)$") end
-  local host, tail = (rest or ""):match("^([^:/%[]+)(.*)$")
+  local scheme, cred, rest = url_parts(url)
+  if scheme ~= "redis://" then return url end
+  local head = cred and scheme .. cred .. "@" or scheme
+  local host, tail = rest:match("^([^:/%[]+)(.*)$")
   if not host then return url end
   local addr, err = core.resolve(host)
   if not addr then return nil, err end
@@ -81,7 +91,9 @@ end
 
 --- The URL without its credentials (up to its last '@'), for messages.
 function M.redact_url(url)
-  return (url:gsub("^(%a+://).*@", "%1***@"))
+  local scheme, cred, rest = url_parts(url)
+  if not cred then return url end
+  return scheme .. "***@" .. rest
 end
 
 --- The password a URL carries ([user]:pass@ or pass@, as the C reader
@@ -89,7 +101,7 @@ end
 ---@param url string
 ---@return string|nil
 function M.url_password(url)
-  local cred = url:match("^%a+://(.*)@")
+  local _, cred = url_parts(url)
   if not cred or cred == "" then return nil end
   local pass = cred:match("^[^:]*:(.*)$") or cred
   return pass ~= "" and pass or nil

@@ -135,6 +135,12 @@ local function usage_total(u)
   return u and (u.total_tokens or ((u.prompt_tokens or 0) + (u.completion_tokens or 0))) or nil
 end
 
+-- A key's refusal (keys:authorize) as a gateway error.
+local function refusal(err)
+  local kind = ({ [401] = "authentication", [403] = "permission" })[err.status] or "budget"
+  return wire_errors.new(err.status, kind, err.message)
+end
+
 -- Parses, authorises and prepares a completion request. Returns params,
 -- caller, permit; or nil, gateway error, and the model when the request
 -- named one the gateway serves (metrics never take a label from an
@@ -154,10 +160,7 @@ function Gateway:_admit(req, proto)
   local caller, aerr = self.keys:authorize(req.headers, params.model, alias and alias.model)
   if alias then params.model = alias.model end
   local known = self.models[params.model] and params.model or nil
-  if not caller then
-    local kind = ({ [401] = "authentication", [403] = "permission" })[aerr.status] or "budget"
-    return nil, wire_errors.new(aerr.status, kind, aerr.message), known
-  end
+  if not caller then return nil, refusal(aerr), known end
   if not self.models[params.model] then
     return nil, wire_errors.new(404, "not_found", ("The model '%s' does not exist"):format(params.model),
                                 { code = "model_not_found", param = "model" })
@@ -392,8 +395,7 @@ local function model_object(name) return { id = name, object = "model", created 
 function Gateway:_lister(req, res)
   local caller, err = self.keys:authorize(req.headers, nil)
   if caller then return caller end
-  local kind = ({ [401] = "authentication", [403] = "permission" })[err.status] or "budget"
-  self:_refuse(req, res, wire_errors.new(err.status, kind, err.message))
+  self:_refuse(req, res, refusal(err))
 end
 
 -- Answers a request that is no API call (the model list) with error e in
@@ -404,18 +406,14 @@ function Gateway:_refuse(req, res, e)
   res:json(e.status, protocols.openai.error_body(e), headers)
 end
 
-local function may_use(caller, name, alias)
-  local allowed = caller.entry and caller.entry.models
-  return not allowed or allowed[name] or (alias and allowed[alias.model]) or false
-end
-
 -- GET /v1/models: the model names and the aliases not hidden.
 function Gateway:_models(req, res)
   local caller = self:_lister(req, res)
   if not caller then return end
   local data = json.array()
   for _, name in ipairs(self.models) do
-    if may_use(caller, name, self.aliases[name]) then data[#data + 1] = model_object(name) end
+    local alias = self.aliases[name]
+    if keys_mod.allows(caller, name, alias and alias.model) then data[#data + 1] = model_object(name) end
   end
   res:json(200, { object = "list", data = data }, { ["x-request-id"] = self:_request_id(req) })
 end
@@ -426,7 +424,7 @@ function Gateway:_model(req, res)
   local caller = self:_lister(req, res)
   if not caller then return end
   local name, alias = req.params.model, self.aliases[req.params.model]
-  if (self.models[name] or alias) and may_use(caller, name, alias) then
+  if (self.models[name] or alias) and keys_mod.allows(caller, name, alias and alias.model) then
     return res:json(200, model_object(name), { ["x-request-id"] = self:_request_id(req) })
   end
   self:_refuse(req, res, wire_errors.new(404, "not_found", ("The model '%s' does not exist"):format(name),

@@ -45,6 +45,23 @@ local function refuse(status, type_, message, extra)
   return nil, e
 end
 
+-- True when a key whose model set is `models` (nil: any model) may use
+-- `model`, or the model group an alias names (`group`).
+local function allows(models, model, group)
+  return not models or models[model] or (group ~= nil and models[group]) or false
+end
+
+--- True when a caller (from authorize) may use `model`, or the group
+--- `group` an alias of it names: the master key and keys without a model
+--- list may use any.
+---@param caller table
+---@param model string
+---@param group string|nil
+---@return boolean
+function M.allows(caller, model, group)
+  return allows(caller.entry and caller.entry.models, model, group)
+end
+
 -- The callers without a virtual key, shared by every request (read only).
 local ANONYMOUS, MASTER = { alias = "anonymous", master = true }, { alias = "master", master = true }
 
@@ -62,7 +79,7 @@ function Keys:authorize(headers, model, group)
   if key == self._master then return MASTER end
   local entry = self._keys[key]
   if not entry then return refuse(401, "authentication_error", "Invalid API key") end
-  if model and entry.models and not entry.models[model] and not (group and entry.models[group]) then
+  if model and not allows(entry.models, model, group) then
     return refuse(403, "permission_error",
       ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
   end
