@@ -16,11 +16,7 @@
  *   - whatever the decoder finds that the gateway must account or act on
  *     (a top-level usage or error, a finish_reason or stop_reason at any
  *     depth, not null) must be flagged LA_SCAN_NOTABLE: an event the scan
- *     passes as plain never hides one;
- *   - asked for content, the scan must flag LA_SCAN_CONTENT whenever the
- *     decoded table holds a non-empty string anywhere but under one of an
- *     event's labels (sse_scan.h): an event it passes before the first
- *     content never hides text, a tool call or reasoning.
+ *     passes as plain never hides one.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -55,35 +51,6 @@ static int has_finish(int t, int depth) {
   return found;
 }
 
-/* True when key k names one of an event's labels (sse_scan.h). */
-static int is_label(const char *k) {
-  static const char *const labels[] = {"id", "object", "model", "role", "type",
-                                       "system_fingerprint", "service_tier", NULL};
-  int i;
-  for (i = 0; labels[i]; i++)
-    if (strcmp(k, labels[i]) == 0) return 1;
-  return 0;
-}
-
-/* True when the table at index t (or one inside it) holds a non-empty
-** string value that is not a label's (an array's elements are no label's). */
-static int has_content(int t, int depth) {
-  int found = 0;
-  REQUIRE(depth <= LA_SCAN_MAX_DEPTH + 1);
-  luaL_checkstack(L, 4, "walk");
-  lua_pushnil(L);
-  while (!found && lua_next(L, t)) {
-    if (lua_istable(L, -1)) {
-      found = has_content(lua_gettop(L), depth + 1);
-    } else if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0) {
-      found = !(lua_type(L, -2) == LUA_TSTRING && is_label(lua_tostring(L, -2)));
-    }
-    lua_pop(L, 1);
-  }
-  if (found) lua_settop(L, t);          /* drop the key lua_next left */
-  return found;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *text = malloc(size + 1);
   unsigned flags;
@@ -93,8 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   REQUIRE(L && text);
   memcpy(text, data, size);
   text[size] = '\0';
-  flags = la_sse_scan(text, size, LA_SCAN_CONTENT);
-  REQUIRE((la_sse_scan(text, size, 0) | (flags & LA_SCAN_CONTENT)) == flags);
+  flags = la_sse_scan(text, size);
   if (flags & LA_SCAN_OBJECT) {
     int ok = la_json_push(L, text, size, 0, 0, &err, &at);
     REQUIRE(ok && lua_istable(L, -1));
@@ -106,7 +72,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       lua_pop(L, 2);
       REQUIRE(!has_finish(t, 1));
     }
-    if (!(flags & LA_SCAN_CONTENT)) REQUIRE(!has_content(lua_gettop(L), 1));
   } else {
     REQUIRE(flags == 0);
   }

@@ -200,17 +200,16 @@ static void add_sse(out_t *o, const ev_t *ev) {
   put(o, "\n", 1);
 }
 
-/* True when ev can go to the client as its bytes: the plain event name
-** (none, or the one at index 4), and JSON data with nothing to account
-** and, while inspecting (before the first content), nothing that may be
-** content (sse_scan.h): a stream's opening events (the role, the empty
-** text) pass as bytes, and the reader decodes the first that may count. */
+/* True when ev can go to the client as its bytes: not inspecting, the
+** plain event name (none, or the one at index 4), and JSON data with
+** nothing to account (sse_scan.h). */
 static int plain_event(lua_State *L, const ev_t *ev, int inspect) {
   size_t pl = 0;
   const char *pe = lua_tolstring(L, 4, &pl);
-  if (ev->event_len != pl || (pl && memcmp(ev->buf + ev->data_len + 1, pe, pl) != 0))
+  if (inspect || ev->event_len != pl ||
+      (pl && memcmp(ev->buf + ev->data_len + 1, pe, pl) != 0))
     return 0;
-  return la_sse_scan(ev->buf, ev->data_len, inspect ? LA_SCAN_CONTENT : 0) == LA_SCAN_OBJECT;
+  return la_sse_scan(ev->buf, ev->data_len) == LA_SCAN_OBJECT;
 }
 
 static int relay_k(lua_State *L, int status, lua_KContext base);
@@ -292,9 +291,8 @@ static int relay_k(lua_State *L, int status, lua_KContext base) {
 }
 
 /* resp:read_relay(array_mt, inspect, plain_event [, sink]) -> plain [,
-** data, event, raw] | nil | nil, err. inspect: an event that may carry
-** content counts as not plain too (the caller wants the first content
-** decoded); plain_event: the SSE event name
+** data, event, raw] | nil | nil, err. inspect: every event counts as not
+** plain (the caller wants each decoded); plain_event: the SSE event name
 ** of plain events (nil: none); sink: a server request whose streamed
 ** response takes the plain bytes (then plain is ""; the caller's
 ** req:write("") applies the back-pressure). See relay_common. */

@@ -1,10 +1,9 @@
 /*
 ** sse_scan.c -- one JSON text checked in a single pass, nothing built
-** (sse_scan.h): is it an object, does it carry a key the gateway must
-** account or act on, and (when asked) may it carry content? Decoding a
-** chunk into Lua tables costs more than the rest of its relay (callgrind,
-** docs/architecture.md's gateway part); this reads each byte once and
-** allocates nothing.
+** (sse_scan.h): is it an object, and does it carry a key the gateway must
+** account or act on? Decoding a chunk into Lua tables costs more than the
+** rest of its relay (callgrind, docs/architecture.md's gateway part); this
+** reads each byte once and allocates nothing.
 **
 ** The grammar is json.c's strict RFC 8259 one (raw control characters in
 ** strings, bad escapes, NaN and leading zeros refused; bytes >= 0x80 pass)
@@ -100,21 +99,7 @@ static int notable_key(ptr k, size_t n, int d) {
          (d == 1 && (KEY_IS(k, n, "usage") || KEY_IS(k, n, "error")));
 }
 
-/* True when the key k (n bytes) names one of a stream event's labels,
-** whose strings are no content (sse_scan.h, LA_SCAN_CONTENT). */
-static int label_key(ptr k, size_t n) {
-  switch (n) {
-    case 2: return KEY_IS(k, n, "id");
-    case 4: return KEY_IS(k, n, "role") || KEY_IS(k, n, "type");
-    case 5: return KEY_IS(k, n, "model");
-    case 6: return KEY_IS(k, n, "object");
-    case 12: return KEY_IS(k, n, "service_tier");
-    case 18: return KEY_IS(k, n, "system_fingerprint");
-    default: return 0;
-  }
-}
-
-unsigned la_sse_scan(const char *text, size_t n, unsigned want) {
+unsigned la_sse_scan(const char *text, size_t n) {
   char open[LA_SCAN_MAX_DEPTH + 1];   /* '{' or '[' per open container */
   ptr p = skip_ws((ptr)text), end = (ptr)text + n;
   int depth = 0, escaped;
@@ -130,17 +115,12 @@ unsigned la_sse_scan(const char *text, size_t n, unsigned want) {
         if (*p == (open[depth] == '{' ? '}' : ']')) { p++; depth--; break; }
         if (open[depth] == '[') continue;     /* its first value */
         goto key;
-      case '"':                               /* an array's element */
-        if ((want & LA_SCAN_CONTENT) && p[1] != '"') flags |= LA_SCAN_CONTENT;
-        escaped = 0;
-        p = end_of_string(p + 1, &escaped);
-        break;
+      case '"': escaped = 0; p = end_of_string(p + 1, &escaped); break;
       case 't': p = end_of_true(p); break;
       case 'f': p = end_of_false(p); break;
       case 'n': p = end_of_null(p); break;
       default: p = end_of_number(p); break;
     }
-  after_value:
     /* after a value: ',' and the next, or the ends of containers */
     for (;;) {
       if (!p) return 0;
@@ -170,13 +150,6 @@ unsigned la_sse_scan(const char *text, size_t n, unsigned want) {
       /* null is as if absent; an escaped key is not compared */
       if (*p != 'n' && (escaped || notable_key(k, klen, depth)))
         flags |= LA_SCAN_NOTABLE;
-      if (*p == '"') {                        /* a member's string value */
-        if ((want & LA_SCAN_CONTENT) && p[1] != '"' && (escaped || !label_key(k, klen)))
-          flags |= LA_SCAN_CONTENT;
-        escaped = 0;
-        p = end_of_string(p + 1, &escaped);
-        goto after_value;
-      }
     }
   next_value:;
   }

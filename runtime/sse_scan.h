@@ -17,21 +17,13 @@
 ** is not null; or a key written with escapes (not compared). */
 #define LA_SCAN_NOTABLE 2u
 
-/* It may carry content (only looked for when asked): a string value that
-** is not empty, unless its key is one of a stream event's labels (id,
-** object, model, role, type, system_fingerprint, service_tier). Text, a
-** tool call (its name), reasoning or a refusal are all such strings, so
-** an event without this flag has nothing a reader could show. */
-#define LA_SCAN_CONTENT 4u
-
 /* Nesting deeper than this is no LA_SCAN_OBJECT (the decoder decides). */
 #define LA_SCAN_MAX_DEPTH 64
 
 /* Scans the n bytes at p, which must be followed by a NUL (p[n] == '\0',
 ** as in a Lua string or a queued event); returns the LA_SCAN_ flags (0:
-** not an object, or not valid JSON: a NUL inside is never valid), with
-** LA_SCAN_CONTENT looked for only when `want` has it. Reads nothing past
-** p[n]. */
-unsigned la_sse_scan(const char *p, size_t n, unsigned want);
+** not an object, or not valid JSON: a NUL inside is never valid). Reads
+** nothing past p[n]. */
+unsigned la_sse_scan(const char *p, size_t n);
 
 #endif

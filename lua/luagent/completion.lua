@@ -143,10 +143,9 @@ end
 --- wire format (src.wire), read in one call (resp:read_relay): plain is the
 --- SSE text of the events with nothing to account (maybe ""), c the chunk
 --- of the event after them when it made one, and raw that event's own SSE
---- text (given apart: the caller may leave it out). While `inspect`
---- (before the first content: fallbacks and the first-token clock see it)
---- an event that may be content is not plain either; the opening ones that
---- cannot (the role, an empty text) are. nil at the end; nil, err on failure;
+--- text (given apart: the caller may leave it out). Each event counts as
+--- not plain while `inspect` (before the first content: fallbacks and the
+--- first-token clock see every chunk). nil at the end; nil, err on failure;
 --- an end or failure found after plain bytes comes on the next call. The
 --- provider's end marker ([DONE]) is not relayed: the caller writes its own.
 ---@param inspect boolean
