@@ -1,7 +1,8 @@
---- luagent.store — what the response cache, the batches and the Redis rate
---- limiter share: opening SQLite files (waiting out another process's lock
---- on the loop), connecting to Redis, and the canonical form and hash of a
---- Lua value (keys that are the same in every process).
+--- luagent.store — what the response cache, the batches, the Redis rate
+--- limiter and the gateway's keys share: opening SQLite files (waiting out
+--- another process's lock on the loop), connecting to Redis, the canonical
+--- form and hash of a Lua value (keys that are the same in every process),
+--- and random bytes for secrets and ids.
 local core = require "luagent.core"
 local errors = require "luagent.errors"
 
@@ -9,6 +10,18 @@ local M = {}
 
 local sqlite   -- luagent.sqlite.core, loaded with the first database
 local rcore    -- luagent.redis.core, loaded with the first connection
+
+--- n random bytes from the kernel (secrets: OAuth's PKCE and state, the
+--- gateway's generated keys; session ids).
+---@param n integer
+---@return string
+function M.random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"), "luagent: cannot open /dev/urandom")
+  local s = f:read(n)
+  f:close()
+  assert(s and #s == n, "luagent: short read from /dev/urandom")
+  return s
+end
 
 -- ---------------------------------------------------------------------------
 -- SQLite

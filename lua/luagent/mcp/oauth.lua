@@ -191,15 +191,7 @@ function M.base64url(s)
 end
 
 --- n random bytes from the kernel.
----@param n integer
----@return string
-function M.random_bytes(n)
-  local f = assert(io.open("/dev/urandom", "rb"), "mcp auth: cannot open /dev/urandom")
-  local s = f:read(n)
-  f:close()
-  assert(s and #s == n, "mcp auth: short read from /dev/urandom")
-  return s
-end
+M.random_bytes = require("luagent.store").random_bytes
 
 --- The S256 code challenge of a PKCE verifier (RFC 7636 §4.2).
 ---@param verifier string

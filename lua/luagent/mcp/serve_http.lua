@@ -25,10 +25,7 @@ local M = {}
 local LOCAL = { localhost = true, ["127.0.0.1"] = true, ["::1"] = true }
 
 local function random_id()
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(16) or tostring(core.now()) .. tostring({})
-  if f then f:close() end
-  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+  return (require("luagent.store").random_bytes(16):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
 local function rpc_error(code, message)
