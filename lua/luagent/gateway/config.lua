@@ -9,6 +9,8 @@
 ---     redis = "redis://..." | nil, hooks = {pre_call=, post_call=, on_chunk=},
 ---     prices = { ["provider/model"] = {input=, output=} } (per million tokens),
 ---     stream_timeout = seconds | nil, aliases = { [name] = {model=, hidden=} },
+---     database = "path" | nil (general_settings.database_url: the SQLite file
+---     of the keys made with /key/generate, luagent.gateway.keystore),
 ---     warnings = {"..."} }
 ---
 --- Keys the gateway does not act on are listed in `warnings` (the server
@@ -27,7 +29,7 @@ local KNOWN = {
                       timeout = true, stream_timeout = true, model_group_alias = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
                        drop_params = true, request_timeout = true },
-  general_settings = { master_key = true },
+  general_settings = { master_key = true, database_url = true },
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
   virtual_keys = true,
@@ -161,6 +163,27 @@ local function positive(v, where)
   return v
 end
 
+--- A virtual key's entry from its fields (the names of LiteLLM's
+--- /key/generate): {alias=, models=set|nil, rpm=, tpm=, max_tokens=,
+--- max_budget=}, and the names of the fields it does not know (sorted).
+--- Raises "gateway config WHERE: ..." on a field of the wrong type.
+---@param k table
+---@param where string
+---@param default_alias string
+---@return table entry
+---@return string[] unknown
+function M.key_entry(k, where, default_alias)
+  local unknown = {}
+  warn_unknown(k, KEY_FIELDS, "", unknown)
+  local alias = k.key_alias
+  if alias ~= nil and (type(alias) ~= "string" or alias == "") then fail(where .. ".key_alias", "must be a string") end
+  return { alias = alias or default_alias, models = set_of(k.models, where .. ".models"),
+           rpm = positive(k.rpm_limit, where .. ".rpm_limit"),
+           tpm = positive(k.tpm_limit, where .. ".tpm_limit"),
+           max_tokens = positive(k.max_tokens, where .. ".max_tokens"),
+           max_budget = positive(k.max_budget, where .. ".max_budget") }, unknown
+end
+
 local function virtual_keys(list, getenv, warnings)
   local keys = {}
   if list == nil then return keys end
@@ -171,14 +194,25 @@ local function virtual_keys(list, getenv, warnings)
     local key = resolve_env(k.key, where .. ".key", getenv)
     if type(key) ~= "string" or #key < 8 then fail(where, "key must be a string of 8 characters or more") end
     if keys[key] then fail(where, "the same key appears twice") end
-    warn_unknown(k, KEY_FIELDS, where .. ".", warnings)
-    keys[key] = { alias = k.key_alias or ("key #" .. i), models = set_of(k.models, where .. ".models"),
-                  rpm = positive(k.rpm_limit, where .. ".rpm_limit"),
-                  tpm = positive(k.tpm_limit, where .. ".tpm_limit"),
-                  max_tokens = positive(k.max_tokens, where .. ".max_tokens"),
-                  max_budget = positive(k.max_budget, where .. ".max_budget") }
+    local entry, unknown = M.key_entry(k, where, "key #" .. i)
+    for _, name in ipairs(unknown) do warnings[#warnings + 1] = where .. "." .. name end
+    keys[key] = entry
   end
   return keys
+end
+
+-- general_settings.database_url: the SQLite file that keeps the keys
+-- /key/generate makes, as sqlite:///absolute/path or sqlite://relative/path
+-- (LiteLLM keeps them in Postgres, which the gateway does not speak).
+-- Managing keys needs the master key, as in LiteLLM.
+local function database_of(url, master)
+  if url == nil then return nil end
+  local path = type(url) == "string" and url:match("^sqlite://(.+)$")
+  if not path then
+    fail("general_settings.database_url", "must be sqlite:///path/to/keys.db (the gateway keeps its keys in SQLite)")
+  end
+  if not master then fail("general_settings.database_url", "needs general_settings.master_key (it manages the keys)") end
+  return path
 end
 
 local function pick(a, b) if a ~= nil then return a end return b end
@@ -282,9 +316,10 @@ function M.normalise(raw, getenv)
   if master ~= nil and (type(master) ~= "string" or master == "") then
     fail("general_settings.master_key", "must be a non-empty string")
   end
+  local database = database_of(resolve_env(gs.database_url, "general_settings.database_url", getenv), master)
   table.sort(warnings)
   return {
-    router = router, master_key = master,
+    router = router, master_key = master, database = database,
     keys = virtual_keys(raw.virtual_keys, getenv, warnings),
     drop_params = ls.drop_params == true,
     request_timeout = positive(pick(rs.timeout, ls.request_timeout),

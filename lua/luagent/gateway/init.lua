@@ -19,6 +19,8 @@ local json = require "luagent.json"
 local router_mod = require "luagent.router"
 local config = require "luagent.gateway.config"
 local keys_mod = require "luagent.gateway.keys"
+local keystore = require "luagent.gateway.keystore"
+local admin = require "luagent.gateway.admin"
 local metrics_mod = require "luagent.gateway.metrics"
 local protocols = require "luagent.gateway.protocols"
 local wire_errors = require "luagent.gateway.wire_errors"
@@ -59,14 +61,24 @@ local function secrets_of(cfg)
   return list
 end
 
---- A gateway for a normalised config (luagent.gateway.config).
+--- A gateway for a normalised config (luagent.gateway.config). Opens the
+--- key store when the config names one (suspends; raises when it cannot).
 ---@param cfg table
 ---@return luagent.Gateway
 function M.new(cfg)
   -- a deployment's custom prices price its calls (the keys' dollar budgets)
   if cfg.prices and next(cfg.prices) then require("luagent.observe.cost").register(cfg.prices) end
+  local ks
+  if cfg.database then
+    local err
+    ks, err = keystore.open(cfg.database)
+    if not ks then
+      error(("gateway: cannot open the key store %s: %s"):format(cfg.database, tostring(err and err.message or err)), 0)
+    end
+  end
   local g = setmetatable({
-    cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg), metrics = new_metrics(),
+    cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg, ks), keystore = ks,
+    metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
     rid_prefix = ("req-%x-"):format(os.time()),   -- then the sequence number in hex
     models = {}, wires = {}, series = {},
@@ -137,7 +149,7 @@ end
 
 -- A key's refusal (keys:authorize) as a gateway error.
 local function refusal(err)
-  local kind = ({ [401] = "authentication", [403] = "permission" })[err.status] or "budget"
+  local kind = ({ [401] = "authentication", [403] = "permission", [503] = "overloaded" })[err.status] or "budget"
   return wire_errors.new(err.status, kind, err.message)
 end
 
@@ -210,6 +222,7 @@ function Exchange:settle(status, usage, err_type)
     self.permit:release(usage_total(usage))
     self.permit = nil
   end
+  if self.caller then g.keys:settled(self.caller) end
   local api = self.proto.name
   local s = g:_series(model, api)
   local req = s.requests[status]
@@ -259,6 +272,9 @@ function Gateway:_start(req, res, proto)
     return nil
   end
   x.model, x.permit = params.model, permit
+  -- a key with a budget has its spending stored when the request settles
+  -- (a field only then: the exchange's table stays at its 8 slots)
+  if caller.budget then x.caller = caller end
   return x, params
 end
 
@@ -434,6 +450,12 @@ end
 --- The routes to hand to llm.serve.
 ---@return table
 function Gateway:routes()
+  local routes = admin.routes(self)
+  for k, v in pairs(self:_api_routes()) do routes[k] = v end
+  return routes
+end
+
+function Gateway:_api_routes()
   return {
     ["POST /v1/chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
     ["POST /chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,

@@ -7,7 +7,10 @@
 --- and a budget of tokens and dollars (llm.budget, so a stream that crosses
 --- it is cut at that chunk), both shared through Redis when the config names
 --- one. A key is never logged or echoed: callers get the key's alias.
+--- Keys made with /key/generate live in a SQLite file
+--- (luagent.gateway.keystore), found by their hash.
 local ratelimit = require "luagent.ratelimit"
+local keystore = require "luagent.gateway.keystore"
 local budget = require "luagent.observe.budget"
 
 local M = {}
@@ -31,11 +34,39 @@ function M.from_headers(headers)
 end
 
 ---@param cfg table the normalised gateway config (luagent.gateway.config)
+---@param store? luagent.GatewayKeystore the generated keys (general_settings.database_url)
 ---@return luagent.GatewayKeys
-function M.new(cfg)
+function M.new(cfg, store)
   local open = cfg.master_key == nil and next(cfg.keys) == nil
-  return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open,
+  return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open, _store = store,
                         _redis = cfg.redis, _limiters = {}, _budgets = {} }, Keys)
+end
+
+--- True when the request carries the master key.
+---@param headers table<string, string>
+---@return boolean
+function Keys:is_master(headers)
+  return self._master ~= nil and M.from_headers(headers) == self._master
+end
+
+--- The key store's entry of the request's key (nil when it is not a
+--- stored key), whatever its budget or expiry: a key may read its own info.
+---@param headers table<string, string>
+---@return table|nil
+function Keys:stored(headers)
+  local key = M.from_headers(headers)
+  if not (key and self._store) or self._keys[key] then return nil end
+  return (self._store:find(keystore.hash(key)))
+end
+
+-- The entry of a key: the config's, else the key store's. nil, err when
+-- the store cannot be read.
+function Keys:_entry(key)
+  local entry = self._keys[key]
+  if entry or not self._store then return entry end
+  local e, err = self._store:find(keystore.hash(key))
+  if err then return nil, err end
+  return e
 end
 
 -- An error in the shape the server turns into the client's protocol.
@@ -77,8 +108,12 @@ function Keys:authorize(headers, model, group)
     return refuse(401, "authentication_error", "No API key: send Authorization: Bearer <key> or x-api-key")
   end
   if key == self._master then return MASTER end
-  local entry = self._keys[key]
+  local entry, serr = self:_entry(key)
+  if serr then return refuse(503, "service_unavailable", "The gateway cannot read its key store") end
   if not entry then return refuse(401, "authentication_error", "Invalid API key") end
+  if entry.expires and entry.expires <= os.time() then
+    return refuse(401, "authentication_error", ("The key '%s' has expired"):format(entry.alias))
+  end
   if model and not allows(entry.models, model, group) then
     return refuse(403, "permission_error",
       ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
@@ -101,6 +136,8 @@ function Keys:_budget(entry)
     if entry.max_tokens or entry.max_budget then
       b = budget.new{ max_tokens = entry.max_tokens, max_cost = entry.max_budget, redis = self._redis,
                       name = "luagent:gateway:budget:" .. entry.alias }
+      -- a stored key's spending before this process (Redis keeps its own)
+      if entry.hash and not self._redis then b:charge(entry.spend_tokens or 0, entry.spend or 0) end
     end
     self._budgets[entry] = b
   end
@@ -121,6 +158,20 @@ function Keys:_limiter(entry)
     self._limiters[entry] = rl
   end
   return rl or nil
+end
+
+--- A request of the caller's has ended: a stored key's spending is
+--- written back to the key store.
+---@param caller table
+function Keys:settled(caller)
+  local entry, b = caller.entry, caller.budget
+  if b and entry.hash and self._store then self._store:record_spend(entry, b:spent()) end
+end
+
+--- Forgets a deleted key's limiter and budget.
+---@param entry table
+function Keys:forget(entry)
+  self._limiters[entry], self._budgets[entry] = nil, nil
 end
 
 local NO_PERMIT = { release = function() end }

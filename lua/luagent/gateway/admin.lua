@@ -1,0 +1,127 @@
+--- luagent.gateway.admin — LiteLLM's key management endpoints on the
+--- gateway's key store (luagent.gateway.keystore): POST /key/generate,
+--- GET /key/info, POST /key/delete, GET /key/list. The master key may do
+--- all of them; a stored key may read its own /key/info. Bodies and
+--- answers have LiteLLM's field names; a key is shown once, in the answer
+--- to /key/generate, and known afterwards by its hash (`token`).
+local json = require "luagent.json"
+local config = require "luagent.gateway.config"
+local keystore = require "luagent.gateway.keystore"
+local wire_errors = require "luagent.gateway.wire_errors"
+
+local M = {}
+
+-- Fields of /key/generate besides the key's own (config.key_entry's).
+local GENERATE_EXTRA = { duration = true, metadata = true }
+
+local function bad(message) return wire_errors.new(400, "invalid_request", message) end
+
+-- The request's JSON object body, or nil, error.
+local function body_of(req)
+  local b = req:body()
+  local v = b and b ~= "" and json.decode(b)
+  if b == nil or b == "" then return {} end
+  if type(v) ~= "table" or json.is_array(v) then return nil, bad("the request body must be a JSON object") end
+  return v
+end
+
+--- The key management routes of gateway g (a luagent.Gateway: its keys,
+--- key store and error answers).
+---@param g table
+---@return table<string, function>
+function M.routes(g)
+  local ks = g.keystore
+
+  -- Runs handler(req, res, body) for a caller allowed in (the master key,
+  -- or with own = true any stored key, given as the second argument);
+  -- every other request is answered with its error here.
+  local function guarded(handler, own)
+    return function(req, res)
+      if not ks then
+        return g:_refuse(req, res, bad("The gateway keeps no keys: set general_settings.database_url "
+          .. "(sqlite:///path/to/keys.db) to manage them"))
+      end
+      local master = g.keys:is_master(req.headers)
+      local self_entry = not master and own and g.keys:stored(req.headers) or nil
+      if not master and not self_entry then
+        return g:_refuse(req, res, wire_errors.new(401, "authentication",
+          "Only the master key may manage keys"))
+      end
+      local body, err = body_of(req)
+      if not body then return g:_refuse(req, res, err) end
+      return handler(req, res, body, not master and self_entry or nil)
+    end
+  end
+
+  local function answer(req, res, v) res:json(200, v, { ["x-request-id"] = g:_request_id(req) }) end
+
+  local routes = {}
+
+  routes["POST /key/generate"] = guarded(function(req, res, body)
+    local unknown = {}
+    local ok, entry, names = pcall(config.key_entry, body, "body", nil)
+    if not ok then return g:_refuse(req, res, bad((tostring(entry):gsub("^gateway config body%.?", "")))) end
+    for _, n in ipairs(names) do
+      if not GENERATE_EXTRA[n] then unknown[#unknown + 1] = n end
+    end
+    if #unknown > 0 then
+      return g:_refuse(req, res, bad("not supported: " .. table.concat(unknown, ", ")))
+    end
+    local key, e = ks:generate(body.key, entry, body.duration, body.metadata)
+    if not key then return g:_refuse(req, res, bad(e)) end
+    local info = keystore.info(e)
+    info.key = key
+    answer(req, res, info)
+  end)
+
+  routes["GET /key/info"] = guarded(function(req, res, _, own)
+    local e = own
+    local asked = req.query.key
+    if asked then
+      local h = keystore.hash(asked)
+      if own and own.hash ~= h then
+        return g:_refuse(req, res, wire_errors.new(403, "permission", "A key may read only its own info"))
+      end
+      local err
+      e, err = ks:find(h)
+      if err then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be read")) end
+    end
+    if not e then
+      return g:_refuse(req, res, wire_errors.new(404, "not_found", asked and "No such key" or "Give ?key="))
+    end
+    answer(req, res, { key = e.hash, info = keystore.info(e) })
+  end, true)
+
+  routes["POST /key/delete"] = guarded(function(req, res, body)
+    local list = body.keys
+    if type(list) ~= "table" or #list == 0 then return g:_refuse(req, res, bad("keys must be a list of keys")) end
+    local hashes, by_hash = {}, {}
+    for i, k in ipairs(list) do
+      if type(k) ~= "string" then return g:_refuse(req, res, bad(("keys[%d] must be a string"):format(i))) end
+      hashes[i] = keystore.hash(k)
+      by_hash[hashes[i]] = k
+    end
+    -- the entries first: their limiters and budgets are forgotten with them
+    local entries = {}
+    for _, h in ipairs(hashes) do entries[#entries + 1] = ks:find(h) end
+    local deleted, err = ks:delete(hashes)
+    if not deleted then
+      return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be written"))
+    end
+    for _, e in ipairs(entries) do g.keys:forget(e) end
+    if #deleted == 0 then return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key")) end
+    local out = {}
+    for i, h in ipairs(deleted) do out[i] = by_hash[h] end
+    answer(req, res, { deleted_keys = json.array(out) })
+  end)
+
+  routes["GET /key/list"] = guarded(function(req, res)
+    local hashes = ks:list()
+    if not hashes then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be read")) end
+    answer(req, res, { keys = json.array(hashes), total_count = #hashes, current_page = 1, total_pages = 1 })
+  end)
+
+  return routes
+end
+
+return M

@@ -1,0 +1,214 @@
+--- luagent.gateway.keystore — the virtual keys made with /key/generate,
+--- kept in a SQLite file (general_settings.database_url) so they outlive
+--- the process, as LiteLLM keeps its keys in its database.
+---
+--- A key is stored as its SHA-256 (hex), never as itself: the file holds
+--- nothing a client could send. A key's entry has the shape of the
+--- config's virtual keys (luagent.gateway.keys) plus its hash, expiry,
+--- creation time, metadata and spend. Entries found are cached for
+--- KEY_TTL seconds, so a key deleted by another gateway process on the same
+--- file stops working within that time; one deleted here stops at once. A
+--- key with a budget has its spending written back after each request
+--- (one write in flight a key; the latest figures win), and a gateway
+--- that starts again charges its budget what was spent before.
+local core = require "luagent.core"
+local json = require "luagent.json"
+local store = require "luagent.store"
+local digest = require "luagent.digest"
+
+local M = {}
+
+local KEY_TTL = 60
+
+local SCHEMA = [[
+CREATE TABLE IF NOT EXISTS luagent_keys (
+  hash TEXT PRIMARY KEY, alias TEXT NOT NULL, models TEXT, rpm REAL, tpm REAL,
+  max_tokens REAL, max_budget REAL, expires REAL, created REAL NOT NULL,
+  metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX IF NOT EXISTS luagent_keys_alias ON luagent_keys (alias)]]
+
+local COLUMNS = "hash, alias, models, rpm, tpm, max_tokens, max_budget, expires, created, metadata, spend, spend_tokens"
+
+---@class luagent.GatewayKeystore
+local Store = {}
+Store.__index = Store
+
+--- The SHA-256 of a key, as stored.
+---@param key string
+---@return string
+function M.hash(key) return digest.sha256(key) end
+
+--- Opens (creating) the key file at path. Suspends. Returns the store or
+--- nil, err.
+---@param path string
+function M.open(path)
+  local db, err = store.sqlite(path, 5, SCHEMA)
+  if not db then return nil, err end
+  return setmetatable({
+    path = path, db = db, cache = {}, writing = {},
+    find_st = assert(db:prepare("SELECT " .. COLUMNS .. " FROM luagent_keys WHERE hash = ?")),
+    list_st = assert(db:prepare("SELECT hash FROM luagent_keys ORDER BY created, hash")),
+    insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
+      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)")),
+    delete_st = assert(db:prepare("DELETE FROM luagent_keys WHERE hash = ?")),
+    spend_st = assert(db:prepare("UPDATE luagent_keys SET spend = ?, spend_tokens = ? WHERE hash = ?")),
+  }, Store)
+end
+
+local function set_of(list)
+  if not list then return nil end
+  local s = {}
+  for _, m in ipairs(list) do s[m] = true end
+  return s
+end
+
+-- An entry from a row (COLUMNS' order; NULL is a hole).
+local function entry_of(row)
+  local models = row[3] and json.decode(row[3])
+  return { hash = row[1], alias = row[2], models = set_of(models), model_list = models,
+           rpm = row[4], tpm = row[5], max_tokens = row[6], max_budget = row[7], expires = row[8],
+           created = row[9], metadata = row[10] and json.decode(row[10]) or nil,
+           spend = row[11] or 0, spend_tokens = row[12] or 0, checked = core.now() }
+end
+
+--- The entry of the key whose hash is h, or nil (none, or err).
+---@param h string
+---@return table|nil entry
+---@return table|nil err
+function Store:find(h)
+  local e = self.cache[h]
+  if e and core.now() - e.checked < KEY_TTL then return e end
+  local rows, err = store.query(self.find_st, h)
+  if not rows then return nil, err end
+  if not rows[1] then
+    self.cache[h] = nil
+    return nil
+  end
+  if e then
+    e.checked = core.now()       -- the same entry: its limiter and budget go on
+    return e
+  end
+  e = entry_of(rows[1])
+  self.cache[h] = e
+  return e
+end
+
+-- "30s", "30m", "30h", "30d" (LiteLLM's durations) in seconds, or nil.
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
+local function seconds_of(d)
+  local n, unit = tostring(d):match("^(%d+)([smhd])$")
+  return n and tonumber(n) * UNITS[unit] or nil
+end
+
+local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or nil end
+
+--- Stores a new key: the caller's own (fields.key) or a new "sk-" one.
+--- fields: an entry from luagent.gateway.config's key_entry, with
+--- duration= and metadata= from the request. Suspends until committed.
+--- Returns the key and its entry, or nil and an error message.
+---@param key string|nil
+---@param entry table
+---@param duration string|nil
+---@param metadata table|nil
+function Store:generate(key, entry, duration, metadata)
+  if key == nil then
+    key = "sk-" .. store.random_bytes(18):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  elseif type(key) ~= "string" or #key < 8 then
+    return nil, "key must be a string of 8 characters or more"
+  end
+  local expires
+  if duration ~= nil then
+    local s = seconds_of(duration)
+    if not s or s <= 0 then return nil, "duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
+    expires = os.time() + s
+  end
+  if metadata ~= nil and type(metadata) ~= "table" then return nil, "metadata must be an object" end
+  local h, now = M.hash(key), os.time()
+  local models = nil
+  if entry.models then
+    models = {}
+    for m in pairs(entry.models) do models[#models + 1] = m end
+    table.sort(models)
+  end
+  local alias = entry.alias or ("key-" .. h:sub(1, 8))
+  local n, err = self.insert_st:write(h, alias, models and json.encode(json.array(models)), entry.rpm, entry.tpm,
+                                      entry.max_tokens, entry.max_budget, expires, now,
+                                      metadata and json.encode(metadata))
+  if not n then
+    local msg = tostring(err and err.message or err)
+    if msg:find("UNIQUE", 1, true) then
+      return nil, msg:find("alias", 1, true) and ("the key_alias '%s' is taken"):format(alias)
+        or "that key exists already"
+    end
+    return nil, "the key store could not be written: " .. msg
+  end
+  entry.hash, entry.alias, entry.model_list, entry.expires, entry.created = h, alias, models, expires, now
+  entry.metadata, entry.spend, entry.spend_tokens, entry.checked = metadata, 0, 0, core.now()
+  self.cache[h] = entry
+  return key, entry
+end
+
+--- Deletes the keys whose hashes are given; returns the hashes deleted.
+---@param hashes string[]
+---@return string[]|nil deleted
+---@return table|nil err
+function Store:delete(hashes)
+  local deleted = {}
+  for _, h in ipairs(hashes) do
+    local n, err = self.delete_st:write(h)
+    if not n then return nil, err end
+    self.cache[h] = nil
+    if n > 0 then deleted[#deleted + 1] = h end
+  end
+  return deleted
+end
+
+--- Every stored key's hash, oldest first.
+---@return string[]|nil
+---@return table|nil err
+function Store:list()
+  local rows, err = store.query(self.list_st)
+  if not rows then return nil, err end
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r[1] end
+  return out
+end
+
+--- Writes what a key's budget has spent (spent(): {cost=, tokens=}) in
+--- the background, one write in flight a key (the latest figures win).
+---@param entry table
+---@param spent table
+function Store:record_spend(entry, spent)
+  entry.spend, entry.spend_tokens = spent.cost, spent.tokens
+  if self.writing[entry] then return end
+  self.writing[entry] = true
+  core.spawn(function()
+    local done
+    repeat
+      local cost, tokens = entry.spend, entry.spend_tokens
+      local n, err = self.spend_st:write(cost, math.floor(tokens), entry.hash)
+      if not n then
+        io.stderr:write(("gateway: the spend of key '%s' could not be stored: %s\n")
+          :format(entry.alias, tostring(err and err.message or err)))
+      end
+      done = cost == entry.spend and tokens == entry.spend_tokens
+    until done
+    self.writing[entry] = nil
+  end)
+end
+
+--- A key's entry as LiteLLM's /key/info and /key/generate show it (never
+--- the key itself: its hash is the `token`; a limit not set is left out,
+--- as is `expires` for a key that does not expire).
+---@param e table
+---@return table
+function M.info(e)
+  return {
+    token = e.hash, key_alias = e.alias, models = json.array(e.model_list and { table.unpack(e.model_list) }),
+    rpm_limit = e.rpm, tpm_limit = e.tpm, max_budget = e.max_budget, max_tokens = e.max_tokens,
+    spend = e.spend or 0, spend_tokens = e.spend_tokens or 0,
+    expires = iso(e.expires), created_at = iso(e.created), metadata = e.metadata or {},
+  }
+end
+
+return M

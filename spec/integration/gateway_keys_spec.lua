@@ -1,0 +1,194 @@
+-- The gateway's key management (LiteLLM's /key/generate, /key/info,
+-- /key/delete, /key/list) on a SQLite key store: scripts/gateway.lua as a
+-- separate process, build/mockllm as its upstream, the official `openai`
+-- npm SDK as the client of the keys it makes.
+local llm = require "luagent"
+local servers = require "servers"
+local proc = require "proc"
+local json = require "luagent.json"
+local gw = require "gateway_proc"
+
+local MASTER = "sk-keys-master-8812"
+local NODE = "node_modules/.bin/node"
+
+-- A call of the key API: returns the status and the decoded body.
+local function api(g, method, path, key, body)
+  local r = assert(llm.http.request{ url = g.url .. path, method = method,
+    headers = { ["content-type"] = "application/json", authorization = key and ("Bearer " .. key) or nil },
+    body = body and json.encode(body) or nil })
+  local text = r:body()
+  r:close()
+  return r.status, json.decode(text) or text
+end
+
+-- One chat completion through the official openai SDK with key: {ok=,
+-- text=} or {ok=false, error=<the SDK's class>, status=}.
+local function sdk_chat(g, key, model)
+  local script = ([[
+import OpenAI from "openai";
+const c = new OpenAI({ baseURL: %q, apiKey: %q, maxRetries: 0 });
+try {
+  const r = await c.chat.completions.create({ model: %q, messages: [{ role: "user", content: "hi" }] });
+  console.log(JSON.stringify({ ok: true, text: r.choices[0].message.content, usage: r.usage }));
+} catch (e) {
+  console.log(JSON.stringify({ ok: false, error: e.constructor.name, status: e.status }));
+}]]):format(g.url .. "/v1", key, model)
+  -- (-e resolves "openai" from the working directory: the tree's node_modules)
+  local r = assert(llm.exec({ NODE, "--input-type=module", "-e", script }, { timeout = 30 }))
+  return json.decode(r.stdout) or { ok = false, error = "no output: " .. tostring(r.stderr) }
+end
+
+local function config(mock, db)
+  return ([[
+model_list:
+  - model_name: house
+    litellm_params: {model: openai/house-llm-7b, api_base: "%s/s/text=one%%20two%%20three/v1", api_key: os.environ/UPSTREAM_KEY}
+    model_info: {input_cost_per_token: 0.0001, output_cost_per_token: 0.0002}
+  - model_name: other
+    litellm_params: {model: openai/other-llm, api_base: "%s/v1", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+  database_url: sqlite://%s
+]]):format(mock.url, mock.url, MASTER, db)
+end
+
+describe("gateway key management on SQLite #integration", function()
+  local mock, dir, db
+  before_each(function()
+    mock = servers.mock()
+    dir = proc.tmpname("keys")
+    os.execute("mkdir -p " .. dir)
+    db = dir .. "/keys.db"
+  end)
+  after_each(function()
+    mock.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("makes a key the openai SDK can use, stores only its hash, and keeps it and its spending across a restart",
+     function()
+    local cfg = proc.tmpname("gw.yaml")
+    proc.write(cfg, config(mock, db))
+    local g = gw.start{ path = cfg }
+    -- what one call costs at the deployment's prices ($100 a million
+    -- tokens in, $200 out), from a call with the master key
+    local ms, mt = gw.chat(g, MASTER, "house")
+    assert.are.equal(200, ms, mt)
+    local u = json.decode(mt).usage
+    local cost = u.prompt_tokens * 0.0001 + u.completion_tokens * 0.0002
+    -- room for the first call and part of a second
+    local st, made = api(g, "POST", "/key/generate", MASTER,
+                         { models = { "house" }, max_budget = 1.5 * cost, key_alias = "alice", metadata = { team = "ml" } })
+    assert.are.equal(200, st, json.encode(made))
+    local key = made.key
+    assert.matches("^sk%-%x+$", key)
+    assert.matches("^%x+$", made.token)
+    assert.are.equal(64, #made.token)
+    assert.are.same({ "house" }, made.models)
+    assert.are.same({ team = "ml" }, made.metadata)
+
+    local r = sdk_chat(g, key, "house")
+    assert.is_true(r.ok, json.encode(r))
+    assert.are.equal("one two three", r.text)
+    assert.are.same(u, r.usage)
+    local denied = sdk_chat(g, key, "other")
+    assert.are.same({ ok = false, error = "PermissionDeniedError", status = 403 }, denied)
+
+    -- a key reads its own info
+    local ist, info = api(g, "GET", "/key/info", key)
+    assert.are.equal(200, ist, json.encode(info))
+    assert.are.equal(made.token, info.key)
+    assert.near(cost, info.info.spend, 1e-9)
+    assert.are.equal(u.total_tokens, info.info.spend_tokens)
+    local logs = gw.stop(g)
+    assert.is_nil(logs:find(key, 1, true), "the key appeared in the gateway's output")
+    local file = assert(proc.read(db))
+    assert.is_nil(file:find(key, 1, true), "the key file holds the key itself")
+
+    -- a new process on the same file: the key works and its spending counts
+    g = gw.start{ path = cfg }
+    ist, info = api(g, "GET", "/key/info?key=" .. key, MASTER)
+    assert.are.equal(200, ist)
+    assert.near(cost, info.info.spend, 1e-9)
+    local s1 = gw.chat(g, key, "house")
+    assert.are.equal(200, s1)
+    -- two calls' cost spent now, over the budget of one and a half
+    local s2, t2 = gw.chat(g, key, "house")
+    assert.are.equal(429, s2, t2)
+    assert.matches("has used its budget", t2, 1, true)
+    local lst, list = api(g, "GET", "/key/list", MASTER)
+    assert.are.equal(200, lst)
+    assert.are.same({ made.token }, list.keys)
+    gw.stop(g)
+    os.remove(cfg)
+  end)
+
+  it("refuses what it should: others than the master key, unknown fields, expired and deleted keys", function()
+    local g = gw.start{ text = config(mock, db) }
+    local st, e = api(g, "POST", "/key/generate", "sk-not-the-master", {})
+    assert.are.equal(401, st)
+    assert.are.equal("authentication_error", e.error.type)
+    st, e = api(g, "POST", "/key/generate", MASTER, { team_id = "t1", budget_duration = "30d" })
+    assert.are.equal(400, st)
+    assert.are.equal("not supported: budget_duration, team_id", e.error.message)
+    st, e = api(g, "POST", "/key/generate", MASTER, { models = "house" })
+    assert.are.equal(400, st)
+    assert.matches("models", e.error.message)
+    st, e = api(g, "POST", "/key/generate", MASTER, { duration = "soon" })
+    assert.are.equal(400, st)
+    assert.matches("duration", e.error.message)
+
+    local _, a = api(g, "POST", "/key/generate", MASTER, { key_alias = "a" })
+    local _, b = api(g, "POST", "/key/generate", MASTER, { key = "sk-custom-key-42", key_alias = "b", duration = "1s" })
+    assert.are.equal("sk-custom-key-42", b.key)
+    st, e = api(g, "POST", "/key/generate", MASTER, { key_alias = "a" })
+    assert.are.equal(400, st)
+    assert.are.equal("the key_alias 'a' is taken", e.error.message)
+    -- a key may not read another's info, nor manage keys
+    assert.are.equal(403, (api(g, "GET", "/key/info?key=" .. b.key, a.key)))
+    assert.are.equal(401, (api(g, "GET", "/key/list", a.key)))
+
+    assert.are.equal(200, (gw.chat(g, b.key, "house")))
+    llm.sleep(1.1)
+    local xs, xt = gw.chat(g, b.key, "house")
+    assert.are.equal(401, xs)
+    assert.matches("The key 'b' has expired", xt, 1, true)
+
+    assert.are.equal(200, (gw.chat(g, a.key, "other")))
+    st, e = api(g, "POST", "/key/delete", MASTER, { keys = { a.key, "sk-never-made-1" } })
+    assert.are.equal(200, st, json.encode(e))
+    assert.are.same({ a.key }, e.deleted_keys)
+    assert.are.equal(401, (gw.chat(g, a.key, "other")))
+    assert.are.equal(404, (api(g, "POST", "/key/delete", MASTER, { keys = { a.key } })))
+    local _, list = api(g, "GET", "/key/list", MASTER)
+    assert.are.equal(1, list.total_count)
+    gw.stop(g)
+  end)
+
+  it("lets a key made on one gateway work on another sharing the file", function()
+    local cfg = proc.tmpname("gw.yaml")
+    proc.write(cfg, config(mock, db))
+    local g1, g2 = gw.start{ path = cfg }, gw.start{ path = cfg }
+    local _, made = api(g1, "POST", "/key/generate", MASTER, {})
+    assert.are.equal(200, (gw.chat(g2, made.key, "other")))
+    gw.stop(g1)
+    gw.stop(g2)
+    os.remove(cfg)
+  end)
+
+  it("names what is wrong with a database_url it cannot use", function()
+    for _, case in ipairs{
+      { "database_url: postgresql://u:p@db/litellm\n  master_key: " .. MASTER, "must be sqlite:///path" },
+      { "database_url: sqlite://" .. dir .. "/k.db", "needs general_settings.master_key" },
+    } do
+      local cfg = proc.tmpname("gw.yaml")
+      proc.write(cfg, ("model_list:\n  - model_name: m\n    litellm_params: {model: mock/m}\ngeneral_settings:\n  %s\n")
+        :format(case[1]))
+      local r = assert(llm.exec({ proc.bin, "scripts/gateway.lua", "--config", cfg, "--port", "0" }, { timeout = 10 }))
+      os.remove(cfg)
+      assert.are.equal(2, r.status, r.stderr)
+      assert.matches(case[2], r.stderr, 1, true)
+      assert.is_nil(r.stderr:find("u:p@", 1, true), "the database password appeared in the error")
+    end
+  end)
+end)
