@@ -1,5 +1,5 @@
--- The gateway's key management (LiteLLM's /key/generate, /key/info,
--- /key/delete, /key/list) on a SQLite key store: scripts/gateway.lua as a
+-- The gateway's key management (LiteLLM's /key/generate, /key/update,
+-- /key/info, /key/delete, /key/list) on a SQLite key store: scripts/gateway.lua as a
 -- separate process, build/mockllm as its upstream, the official `openai`
 -- npm SDK as the client of the keys it makes.
 local llm = require "luagent"
@@ -123,7 +123,8 @@ describe("gateway key management on SQLite #integration", function()
     os.remove(cfg)
   end)
 
-  it("refuses what it should: others than the master key, unknown fields, expired and deleted keys", function()
+  it("refuses what it should: others than the master key, unknown fields, expired, updated and deleted keys",
+     function()
     local g = gw.start{ text = config(mock, db) }
     local st, e = api(g, "POST", "/key/generate", "sk-not-the-master", {})
     assert.are.equal(401, st)
@@ -155,6 +156,16 @@ describe("gateway key management on SQLite #integration", function()
     assert.matches("The key 'b' has expired", xt, 1, true)
 
     assert.are.equal(200, (gw.chat(g, a.key, "other")))
+    -- an update applies at once: a to "house" only, with a new alias
+    st, e = api(g, "POST", "/key/update", MASTER, { key = a.key, models = { "house" }, key_alias = "a2" })
+    assert.are.equal(200, st, json.encode(e))
+    assert.are.same({ "house" }, e.models)
+    assert.are.equal("a2", e.key_alias)
+    assert.are.equal(403, (gw.chat(g, a.key, "other")))
+    assert.are.equal(200, (gw.chat(g, a.key, "house")))
+    assert.are.equal(400, (api(g, "POST", "/key/update", MASTER, { key = a.key, key_alias = "b" })))
+    assert.are.equal(400, (api(g, "POST", "/key/update", MASTER, { key = a.key, user_id = "u" })))
+    assert.are.equal(404, (api(g, "POST", "/key/update", MASTER, { key = "sk-never-made-2", rpm_limit = 1 })))
     st, e = api(g, "POST", "/key/delete", MASTER, { keys = { a.key, "sk-never-made-1" } })
     assert.are.equal(200, st, json.encode(e))
     assert.are.same({ a.key }, e.deleted_keys)

@@ -1,6 +1,6 @@
 --- luagent.gateway.admin — LiteLLM's key management endpoints on the
 --- gateway's key store (luagent.gateway.keystore): POST /key/generate,
---- GET /key/info, POST /key/delete, GET /key/list. The master key may do
+--- POST /key/update, GET /key/info, POST /key/delete, GET /key/list. The master key may do
 --- all of them; a stored key may read its own /key/info. Bodies and
 --- answers have LiteLLM's field names; a key is shown once, in the answer
 --- to /key/generate, and known afterwards by its hash (`token`).
@@ -11,10 +11,27 @@ local wire_errors = require "luagent.gateway.wire_errors"
 
 local M = {}
 
--- Fields of /key/generate besides the key's own (config.key_entry's).
-local GENERATE_EXTRA = { duration = true, metadata = true }
-
 local function bad(message) return wire_errors.new(400, "invalid_request", message) end
+
+-- Fields of /key/generate and /key/update besides the key's own
+-- (config.key_entry's).
+local EXTRA = { duration = true, metadata = true }
+-- A request's field -> the entry's (config.key_entry's names).
+local ENTRY_FIELD = { key_alias = "alias", models = "models", rpm_limit = "rpm", tpm_limit = "tpm",
+                      max_tokens = "max_tokens", max_budget = "max_budget" }
+
+-- The entry a /key/generate or /key/update body gives, or nil, error: a
+-- field of the wrong type or one not supported is a 400 naming it.
+local function entry_of(body)
+  local ok, entry, names = pcall(config.key_entry, body, "body", nil)
+  if not ok then return nil, bad((tostring(entry):gsub("^gateway config body%.?", ""))) end
+  local unknown = {}
+  for _, n in ipairs(names) do
+    if not EXTRA[n] then unknown[#unknown + 1] = n end
+  end
+  if #unknown > 0 then return nil, bad("not supported: " .. table.concat(unknown, ", ")) end
+  return entry
+end
 
 -- The request's JSON object body, or nil, error.
 local function body_of(req)
@@ -58,20 +75,29 @@ function M.routes(g)
   local routes = {}
 
   routes["POST /key/generate"] = guarded(function(req, res, body)
-    local unknown = {}
-    local ok, entry, names = pcall(config.key_entry, body, "body", nil)
-    if not ok then return g:_refuse(req, res, bad((tostring(entry):gsub("^gateway config body%.?", "")))) end
-    for _, n in ipairs(names) do
-      if not GENERATE_EXTRA[n] then unknown[#unknown + 1] = n end
-    end
-    if #unknown > 0 then
-      return g:_refuse(req, res, bad("not supported: " .. table.concat(unknown, ", ")))
-    end
+    local entry, err = entry_of(body)
+    if not entry then return g:_refuse(req, res, err) end
     local key, e = ks:generate(body.key, entry, body.duration, body.metadata)
     if not key then return g:_refuse(req, res, bad(e)) end
     local info = keystore.info(e)
     info.key = key
     answer(req, res, info)
+  end)
+
+  routes["POST /key/update"] = guarded(function(req, res, body)
+    local key = body.key
+    if type(key) ~= "string" then return g:_refuse(req, res, bad("key must be the key to update")) end
+    body.key = nil
+    local entry, err = entry_of(body)
+    if not entry then return g:_refuse(req, res, err) end
+    local set = {}
+    for field, name in pairs(ENTRY_FIELD) do set[name] = body[field] ~= nil end
+    local e, uerr = ks:update(keystore.hash(key), entry, set, body.duration, body.metadata)
+    if not e then
+      if uerr then return g:_refuse(req, res, bad(uerr)) end
+      return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key"))
+    end
+    answer(req, res, keystore.info(e))
   end)
 
   routes["GET /key/info"] = guarded(function(req, res, _, own)

@@ -33,13 +33,17 @@ function M.from_headers(headers)
   return nil
 end
 
+local WEAK = { __mode = "k" }
+
 ---@param cfg table the normalised gateway config (luagent.gateway.config)
 ---@param store? luagent.GatewayKeystore the generated keys (general_settings.database_url)
 ---@return luagent.GatewayKeys
 function M.new(cfg, store)
   local open = cfg.master_key == nil and next(cfg.keys) == nil
   return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open, _store = store,
-                        _redis = cfg.redis, _limiters = {}, _budgets = {} }, Keys)
+                        -- by entry, weak: a stored key's entry is made again when its settings change
+                        _redis = cfg.redis, _limiters = setmetatable({}, WEAK), _budgets = setmetatable({}, WEAK) },
+                      Keys)
 end
 
 --- True when the request carries the master key.

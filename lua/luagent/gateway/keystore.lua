@@ -71,6 +71,14 @@ local function entry_of(row)
            spend = row[11] or 0, spend_tokens = row[12] or 0, checked = core.now() }
 end
 
+-- The columns that hold a key's settings (not its spending): a row whose
+-- settings changed (/key/update here or in another process) makes a new
+-- entry, so its limiter and budget are made again.
+local function settings(row)
+  return table.concat({ tostring(row[2]), tostring(row[3]), tostring(row[4]), tostring(row[5]), tostring(row[6]),
+                        tostring(row[7]), tostring(row[8]), tostring(row[10]) }, "\0")
+end
+
 --- The entry of the key whose hash is h, or nil (none, or err).
 ---@param h string
 ---@return table|nil entry
@@ -80,15 +88,17 @@ function Store:find(h)
   if e and core.now() - e.checked < KEY_TTL then return e end
   local rows, err = store.query(self.find_st, h)
   if not rows then return nil, err end
-  if not rows[1] then
+  local row = rows[1]
+  if not row then
     self.cache[h] = nil
     return nil
   end
-  if e then
+  if e and e.settings == settings(row) then
     e.checked = core.now()       -- the same entry: its limiter and budget go on
     return e
   end
-  e = entry_of(rows[1])
+  e = entry_of(row)
+  e.settings = settings(row)
   self.cache[h] = e
   return e
 end
@@ -98,6 +108,24 @@ local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
 local function seconds_of(d)
   local n, unit = tostring(d):match("^(%d+)([smhd])$")
   return n and tonumber(n) * UNITS[unit] or nil
+end
+
+-- A model set as the JSON list stored (sorted), or nil for any model.
+local function models_json(set)
+  if not set then return nil end
+  local list = {}
+  for m in pairs(set) do list[#list + 1] = m end
+  table.sort(list)
+  return json.encode(json.array(list))
+end
+
+-- The message of a failed write (a taken alias or key said so).
+local function unique_error(err, alias)
+  local msg = tostring(err and err.message or err)
+  if msg:find("UNIQUE", 1, true) then
+    return msg:find("alias", 1, true) and ("the key_alias '%s' is taken"):format(alias) or "that key exists already"
+  end
+  return "the key store could not be written: " .. msg
 end
 
 local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or nil end
@@ -124,28 +152,56 @@ function Store:generate(key, entry, duration, metadata)
   end
   if metadata ~= nil and type(metadata) ~= "table" then return nil, "metadata must be an object" end
   local h, now = M.hash(key), os.time()
-  local models = nil
-  if entry.models then
-    models = {}
-    for m in pairs(entry.models) do models[#models + 1] = m end
-    table.sort(models)
-  end
   local alias = entry.alias or ("key-" .. h:sub(1, 8))
-  local n, err = self.insert_st:write(h, alias, models and json.encode(json.array(models)), entry.rpm, entry.tpm,
+  local n, err = self.insert_st:write(h, alias, models_json(entry.models), entry.rpm, entry.tpm,
                                       entry.max_tokens, entry.max_budget, expires, now,
                                       metadata and json.encode(metadata))
-  if not n then
-    local msg = tostring(err and err.message or err)
-    if msg:find("UNIQUE", 1, true) then
-      return nil, msg:find("alias", 1, true) and ("the key_alias '%s' is taken"):format(alias)
-        or "that key exists already"
-    end
-    return nil, "the key store could not be written: " .. msg
+  if not n then return nil, unique_error(err, alias) end
+  self.cache[h] = nil
+  local e, ferr = self:find(h)
+  if not e then return nil, "the key store could not be read: " .. tostring(ferr and ferr.message or ferr) end
+  return key, e
+end
+
+--- Changes a stored key's settings: the fields of `entry` given in `set`
+--- (names of config.key_entry's entry: alias, models, rpm, tpm,
+--- max_tokens, max_budget), its expiry (duration, from now) and metadata.
+--- Its limiter and budget are made again (the budget with what was spent).
+--- Returns the new entry, or nil and an error message (nil, nil: no such key).
+---@param h string
+---@param entry table
+---@param set table<string, boolean>
+---@param duration string|nil
+---@param metadata table|nil
+function Store:update(h, entry, set, duration, metadata)
+  local e, err = self:find(h)
+  if not e then return nil, err and ("the key store could not be read: " .. tostring(err.message or err)) end
+  local cols, vals = {}, {}
+  local function put(col, v) cols[#cols + 1] = col .. " = ?"; vals[#vals + 1] = v end
+  if set.alias then put("alias", entry.alias) end
+  if set.models then put("models", models_json(entry.models)) end
+  for _, f in ipairs{ "rpm", "tpm", "max_tokens", "max_budget" } do
+    if set[f] then put(f, entry[f]) end
   end
-  entry.hash, entry.alias, entry.model_list, entry.expires, entry.created = h, alias, models, expires, now
-  entry.metadata, entry.spend, entry.spend_tokens, entry.checked = metadata, 0, 0, core.now()
-  self.cache[h] = entry
-  return key, entry
+  if duration ~= nil then
+    local s = seconds_of(duration)
+    if not s or s <= 0 then return nil, "duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
+    put("expires", os.time() + s)
+  end
+  if metadata ~= nil then
+    if type(metadata) ~= "table" then return nil, "metadata must be an object" end
+    put("metadata", json.encode(metadata))
+  end
+  if #cols > 0 then
+    vals[#vals + 1] = h
+    local st <close> = assert(self.db:prepare("UPDATE luagent_keys SET " .. table.concat(cols, ", ") .. " WHERE hash = ?"))
+    local n, werr = st:write(table.unpack(vals, 1, #vals))
+    if not n then return nil, unique_error(werr, entry.alias) end
+  end
+  self.cache[h] = nil
+  e, err = self:find(h)
+  if not e then return nil, err and ("the key store could not be read: " .. tostring(err.message or err)) end
+  return e
 end
 
 --- Deletes the keys whose hashes are given; returns the hashes deleted.
