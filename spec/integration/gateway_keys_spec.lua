@@ -176,12 +176,27 @@ describe("gateway key management on SQLite #integration", function()
     gw.stop(g)
   end)
 
-  it("lets a key made on one gateway work on another sharing the file", function()
+  it("lets a key made on one gateway work on another sharing the file, and adds up both one's spending", function()
     local cfg = proc.tmpname("gw.yaml")
     proc.write(cfg, config(mock, db))
     local g1, g2 = gw.start{ path = cfg }, gw.start{ path = cfg }
-    local _, made = api(g1, "POST", "/key/generate", MASTER, {})
-    assert.are.equal(200, (gw.chat(g2, made.key, "other")))
+    local _, made = api(g1, "POST", "/key/generate", MASTER, {})     -- no budget: spending is counted all the same
+    local s1, t1 = gw.chat(g1, made.key, "house")
+    local s2, t2 = gw.chat(g2, made.key, "house")
+    assert.are.equal(200, s1, t1)
+    assert.are.equal(200, s2, t2)
+    local u1, u2 = json.decode(t1).usage, json.decode(t2).usage
+    local want = (u1.prompt_tokens + u2.prompt_tokens) * 0.0001 + (u1.completion_tokens + u2.completion_tokens) * 0.0002
+    -- the rows are written behind the answers: wait for both to land
+    local info
+    for _ = 1, 50 do
+      local _, r = api(g1, "GET", "/key/info?key=" .. made.key, MASTER)
+      info = r.info
+      if info.spend_tokens == u1.total_tokens + u2.total_tokens then break end
+      llm.sleep(0.05)
+    end
+    assert.are.equal(u1.total_tokens + u2.total_tokens, info.spend_tokens)
+    assert.near(want, info.spend, 1e-9)
     gw.stop(g1)
     gw.stop(g2)
     os.remove(cfg)

@@ -101,20 +101,15 @@ function M.routes(g)
   end)
 
   routes["GET /key/info"] = guarded(function(req, res, _, own)
-    local e = own
     local asked = req.query.key
-    if asked then
-      local h = keystore.hash(asked)
-      if own and own.hash ~= h then
-        return g:_refuse(req, res, wire_errors.new(403, "permission", "A key may read only its own info"))
-      end
-      local err
-      e, err = ks:find(h)
-      if err then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be read")) end
+    local h = asked and keystore.hash(asked) or (own and own.hash)
+    if not h then return g:_refuse(req, res, bad("Give the key: /key/info?key=KEY")) end
+    if own and h ~= own.hash then
+      return g:_refuse(req, res, wire_errors.new(403, "permission", "A key may read only its own info"))
     end
-    if not e then
-      return g:_refuse(req, res, wire_errors.new(404, "not_found", asked and "No such key" or "Give ?key="))
-    end
+    local e, err = ks:find(h, true)     -- its row now: every process's spending
+    if err then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be read")) end
+    if not e then return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key")) end
     answer(req, res, { key = e.hash, info = keystore.info(e) })
   end, true)
 

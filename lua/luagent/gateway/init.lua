@@ -222,7 +222,11 @@ function Exchange:settle(status, usage, err_type)
     self.permit:release(usage_total(usage))
     self.permit = nil
   end
-  if self.caller then g.keys:settled(self.caller) end
+  local caller = self.caller
+  if caller then
+    local hp = self.served and self.served._hidden_params
+    g.keys:settled(caller, usage, hp and hp.model)
+  end
   local api = self.proto.name
   local s = g:_series(model, api)
   local req = s.requests[status]
@@ -272,9 +276,9 @@ function Gateway:_start(req, res, proto)
     return nil
   end
   x.model, x.permit = params.model, permit
-  -- a key with a budget has its spending stored when the request settles
-  -- (a field only then: the exchange's table stays at its 8 slots)
-  if caller.budget then x.caller = caller end
+  -- a stored key's spending is added to its row when the request settles
+  -- (fields only then: the exchange's table stays at its 8 slots)
+  if caller.entry and caller.entry.hash then x.caller = caller end
   return x, params
 end
 
@@ -284,6 +288,7 @@ function Gateway:_complete(req, res, proto)
   if params.stream then return self:_relay(x, params) end
   local resp, err = self.router:completion(params)
   if not resp then return x:upstream_failed(err) end
+  if x.caller then x.served = resp end     -- its _hidden_params name the deployment, for its prices
   x:answer(params, resp, proto.response)
 end
 
@@ -297,6 +302,7 @@ function Gateway:_embed(req, res)
   -- the key's budget (params.budget, from _admit) admits and is charged by llm.embedding
   local resp, err = self.router:embedding(params)
   if not resp then return x:upstream_failed(err) end
+  if x.caller then x.served = resp end
   x:answer(params, resp, function(r) return proto.response(r, encoding) end)
 end
 
@@ -392,6 +398,7 @@ function Gateway:_relay(x, params)
   local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local series = self:_series(x.model, x.proto.name)
+  if x.caller then x.served = s end     -- its _hidden_params name the deployment, for its prices
   if self.hooks.on_chunk then x.params = params end
   series.open:inc(1)
   local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto),

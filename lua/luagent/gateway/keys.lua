@@ -12,6 +12,7 @@
 local ratelimit = require "luagent.ratelimit"
 local keystore = require "luagent.gateway.keystore"
 local budget = require "luagent.observe.budget"
+local cost = require "luagent.observe.cost"
 
 local M = {}
 
@@ -42,7 +43,8 @@ function M.new(cfg, store)
   local open = cfg.master_key == nil and next(cfg.keys) == nil
   return setmetatable({ _master = cfg.master_key, _keys = cfg.keys, _open = open, _store = store,
                         -- by entry, weak: a stored key's entry is made again when its settings change
-                        _redis = cfg.redis, _limiters = setmetatable({}, WEAK), _budgets = setmetatable({}, WEAK) },
+                        _redis = cfg.redis, _limiters = setmetatable({}, WEAK), _budgets = setmetatable({}, WEAK),
+                        _seen = setmetatable({}, WEAK) },
                       Keys)
 end
 
@@ -142,6 +144,7 @@ function Keys:_budget(entry)
                       name = "luagent:gateway:budget:" .. entry.alias }
       -- a stored key's spending before this process (Redis keeps its own)
       if entry.hash and not self._redis then b:charge(entry.spend_tokens or 0, entry.spend or 0) end
+      self._seen[entry] = b:spent()     -- what settled() has added to the key's row
     end
     self._budgets[entry] = b
   end
@@ -164,12 +167,28 @@ function Keys:_limiter(entry)
   return rl or nil
 end
 
---- A request of the caller's has ended: a stored key's spending is
---- written back to the key store.
+--- A request of a stored key's has ended: what it spent is added to the
+--- key's row. With a budget of this process's, that is what the budget was
+--- charged since the last request (its own accounting: a stream cut
+--- mid-way counts what it produced); otherwise (no budget, or one shared
+--- through Redis, whose total holds other processes' spending) the
+--- request's usage at the prices of model (the serving deployment's).
 ---@param caller table
-function Keys:settled(caller)
+---@param usage table|nil
+---@param model string|nil
+function Keys:settled(caller, usage, model)
   local entry, b = caller.entry, caller.budget
-  if b and entry.hash and self._store then self._store:record_spend(entry, b:spent()) end
+  if not (entry.hash and self._store) then return end
+  local cost_, tokens
+  if b and not self._redis then
+    local s, seen = b:spent(), self._seen[entry]
+    cost_, tokens = s.cost - seen.cost, s.tokens - seen.tokens
+    self._seen[entry] = s
+  else
+    cost_ = usage and model and cost.cost(usage, model) or 0
+    tokens = usage and (usage.total_tokens or ((usage.prompt_tokens or 0) + (usage.completion_tokens or 0))) or 0
+  end
+  self._store:add_spend(entry, cost_, tokens)
 end
 
 --- Forgets a deleted key's limiter and budget.

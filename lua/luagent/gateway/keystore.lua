@@ -7,10 +7,10 @@
 --- config's virtual keys (luagent.gateway.keys) plus its hash, expiry,
 --- creation time, metadata and spend. Entries found are cached for
 --- KEY_TTL seconds, so a key deleted by another gateway process on the same
---- file stops working within that time; one deleted here stops at once. A
---- key with a budget has its spending written back after each request
---- (one write in flight a key; the latest figures win), and a gateway
---- that starts again charges its budget what was spent before.
+--- file stops working within that time; one deleted here stops at once.
+--- Every stored key's spending (dollars at the serving deployment's
+--- prices, tokens) is added to its row after each request, and a gateway
+--- that starts again charges a key's budget what was spent before.
 local core = require "luagent.core"
 local json = require "luagent.json"
 local store = require "luagent.store"
@@ -51,7 +51,8 @@ function M.open(path)
     insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
       .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)")),
     delete_st = assert(db:prepare("DELETE FROM luagent_keys WHERE hash = ?")),
-    spend_st = assert(db:prepare("UPDATE luagent_keys SET spend = ?, spend_tokens = ? WHERE hash = ?")),
+    spend_st = assert(db:prepare(
+      "UPDATE luagent_keys SET spend = spend + ?, spend_tokens = spend_tokens + ? WHERE hash = ?")),
   }, Store)
 end
 
@@ -79,13 +80,16 @@ local function settings(row)
                         tostring(row[7]), tostring(row[8]), tostring(row[10]) }, "\0")
 end
 
---- The entry of the key whose hash is h, or nil (none, or err).
+--- The entry of the key whose hash is h, or nil (none, or err). fresh:
+--- read the row now (its spending as every process added it), not the
+--- entry cached.
 ---@param h string
+---@param fresh? boolean
 ---@return table|nil entry
 ---@return table|nil err
-function Store:find(h)
+function Store:find(h, fresh)
   local e = self.cache[h]
-  if e and core.now() - e.checked < KEY_TTL then return e end
+  if e and not fresh and core.now() - e.checked < KEY_TTL then return e end
   local rows, err = store.query(self.find_st, h)
   if not rows then return nil, err end
   local row = rows[1]
@@ -95,6 +99,8 @@ function Store:find(h)
   end
   if e and e.settings == settings(row) then
     e.checked = core.now()       -- the same entry: its limiter and budget go on
+    local due = self.writing[e]  -- (and what this process has not written yet)
+    e.spend, e.spend_tokens = (row[11] or 0) + (due and due[1] or 0), (row[12] or 0) + (due and due[2] or 0)
     return e
   end
   e = entry_of(row)
@@ -230,25 +236,33 @@ function Store:list()
   return out
 end
 
---- Writes what a key's budget has spent (spent(): {cost=, tokens=}) in
---- the background, one write in flight a key (the latest figures win).
+--- Adds a request's spending (dollars, tokens) to a key: at once to its
+--- entry, and to its row in the background, one write in flight a key
+--- (what comes meanwhile is added by the next). The row's totals are
+--- added to, never set, so every process on the file counts in them.
 ---@param entry table
----@param spent table
-function Store:record_spend(entry, spent)
-  entry.spend, entry.spend_tokens = spent.cost, spent.tokens
-  if self.writing[entry] then return end
-  self.writing[entry] = true
+---@param cost number
+---@param tokens integer
+function Store:add_spend(entry, cost, tokens)
+  if cost == 0 and tokens == 0 then return end
+  entry.spend, entry.spend_tokens = entry.spend + cost, entry.spend_tokens + tokens
+  local due = self.writing[entry]
+  if due then
+    due[1], due[2] = due[1] + cost, due[2] + tokens
+    return
+  end
+  due = { cost, tokens }
+  self.writing[entry] = due
   core.spawn(function()
-    local done
-    repeat
-      local cost, tokens = entry.spend, entry.spend_tokens
-      local n, err = self.spend_st:write(cost, math.floor(tokens), entry.hash)
+    while due[1] ~= 0 or due[2] ~= 0 do
+      local c, t = due[1], due[2]
+      due[1], due[2] = 0, 0
+      local n, err = self.spend_st:write(c, math.floor(t), entry.hash)
       if not n then
         io.stderr:write(("gateway: the spend of key '%s' could not be stored: %s\n")
           :format(entry.alias, tostring(err and err.message or err)))
       end
-      done = cost == entry.spend and tokens == entry.spend_tokens
-    until done
+    end
     self.writing[entry] = nil
   end)
 end
