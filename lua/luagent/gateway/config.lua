@@ -9,6 +9,8 @@
 ---     redis = "redis://..." | nil, hooks = {pre_call=, post_call=, on_chunk=},
 ---     prices = { ["provider/model"] = {input=, output=} } (per million tokens),
 ---     stream_timeout = seconds | nil, aliases = { [name] = {model=, hidden=} },
+---     cache = {backend=, path=|url=, ttl=, namespace=} | nil (litellm_settings
+---     cache and cache_params: llm.cache's options),
 ---     database = "path" | nil (general_settings.database_url: the SQLite file
 ---     of the keys made with /key/generate, luagent.gateway.keystore),
 ---     warnings = {"..."} }
@@ -28,7 +30,7 @@ local KNOWN = {
                       redis_url = true, redis_host = true, redis_port = true, redis_password = true,
                       timeout = true, stream_timeout = true, model_group_alias = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
-                       drop_params = true, request_timeout = true },
+                       drop_params = true, request_timeout = true, cache = true, cache_params = true },
   general_settings = { master_key = true, database_url = true },
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
@@ -241,33 +243,70 @@ local function aliases_of(t, deployments)
   return out
 end
 
--- The Redis that shares the keys' limits and budgets among gateway
--- processes: router_settings.redis_url, or LiteLLM's usual spelling,
--- redis_host with redis_port (default 6379) and redis_password, each of
--- which may be os.environ/NAME. nil when neither is given.
-local function redis_of(rs, getenv)
-  local function get(k) return resolve_env(rs[k], "router_settings." .. k, getenv) end
-  local url, host, port, pass = get("redis_url"), get("redis_host"), get("redis_port"), get("redis_password")
+-- A Redis URL from a config section: its `<prefix>url`, or LiteLLM's
+-- usual spelling, `<prefix>host` with `<prefix>port` (default 6379) and
+-- `<prefix>password`, each of which may be os.environ/NAME. nil when
+-- neither is given. section: the section's name, for errors.
+local function redis_of(t, getenv, section, prefix)
+  local function get(k) return resolve_env(t[prefix .. k], section .. "." .. prefix .. k, getenv) end
+  local function name(k) return section .. "." .. prefix .. k end
+  local url, host, port, pass = get("url"), get("host"), get("port"), get("password")
   if url ~= nil then
-    if host ~= nil then fail("router_settings", "give redis_url or redis_host, not both") end
-    if type(url) ~= "string" then fail("router_settings.redis_url", "must be a redis:// URL") end
+    if host ~= nil then fail(section, ("give %surl or %shost, not both"):format(prefix, prefix)) end
+    if type(url) ~= "string" then fail(name("url"), "must be a redis:// URL") end
     return url
   end
   if host == nil then
-    if port ~= nil or pass ~= nil then fail("router_settings", "redis_port and redis_password need redis_host") end
+    if port ~= nil or pass ~= nil then fail(section, ("%sport and %spassword need %shost"):format(prefix, prefix, prefix)) end
     return nil
   end
   if type(host) ~= "string" or host == "" or host:find("[/@%s]") then
-    fail("router_settings.redis_host", "must be a host name or address")
+    fail(name("host"), "must be a host name or address")
   end
   local n = math.tointeger(tonumber(port or 6379))
-  if not n or n < 1 or n > 65535 then fail("router_settings.redis_port", "must be a port number") end
+  if not n or n < 1 or n > 65535 then fail(name("port"), "must be a port number") end
   if pass ~= nil and (type(pass) ~= "string" and type(pass) ~= "number") then
-    fail("router_settings.redis_password", "must be a string")
+    fail(name("password"), "must be a string")
   end
   if host:find(":", 1, true) then host = "[" .. host .. "]" end     -- an IPv6 address
   -- the URL reader takes everything between the first ':' and the last '@' as the password
   return ("redis://%s%s:%d/0"):format(pass and (":" .. tostring(pass) .. "@") or "", host, n)
+end
+
+-- litellm_settings.cache and cache_params (LiteLLM's response cache): the
+-- options of an llm.cache for the gateway's chat calls, or nil. Types
+-- "redis" (host/port/password, or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD
+-- as LiteLLM reads them) and "disk" (a SQLite file in disk_cache_dir);
+-- others are warned of (no cache), as are cache_params keys not acted on.
+local CACHE_PARAMS = { type = true, host = true, port = true, password = true, url = true, ttl = true,
+                       namespace = true, disk_cache_dir = true }
+local function cache_of(ls, getenv, warnings)
+  local on, cp = ls.cache, ls.cache_params
+  if on ~= true then
+    if cp ~= nil then warnings[#warnings + 1] = "litellm_settings.cache_params (without cache: true)" end
+    return nil
+  end
+  cp = cp or {}
+  if type(cp) ~= "table" then fail("litellm_settings.cache_params", "must be a mapping") end
+  warn_unknown(cp, CACHE_PARAMS, "litellm_settings.cache_params.", warnings)
+  local kind = cp.type or "local"
+  local ttl = positive(tonumber(cp.ttl), "litellm_settings.cache_params.ttl")
+  if kind == "redis" then
+    local env = { host = getenv("REDIS_HOST"), port = getenv("REDIS_PORT"), password = getenv("REDIS_PASSWORD") }
+    local t = {}
+    for k in pairs(CACHE_PARAMS) do t[k] = cp[k] end
+    if t.url == nil and t.host == nil then t.host, t.port, t.password = env.host, t.port or env.port, t.password or env.password end
+    local url = redis_of(t, getenv, "litellm_settings.cache_params", "")
+    if not url then fail("litellm_settings.cache_params", "type redis needs host (or REDIS_HOST) or url") end
+    return { backend = "redis", url = url, ttl = ttl,
+             namespace = cp.namespace and (tostring(cp.namespace) .. ":") or nil }
+  elseif kind == "disk" then
+    local dir = resolve_env(cp.disk_cache_dir, "litellm_settings.cache_params.disk_cache_dir", getenv) or ".luagent"
+    if type(dir) ~= "string" then fail("litellm_settings.cache_params.disk_cache_dir", "must be a directory") end
+    return { backend = "sqlite", path = dir .. "/gateway-cache.db", ttl = ttl }
+  end
+  warnings[#warnings + 1] = ("litellm_settings.cache_params.type %s (only redis and disk: no cache)"):format(tostring(kind))
+  return nil
 end
 
 --- Normalises a raw config table (from YAML or Lua). getenv defaults to
@@ -317,16 +356,17 @@ function M.normalise(raw, getenv)
     fail("general_settings.master_key", "must be a non-empty string")
   end
   local database = database_of(resolve_env(gs.database_url, "general_settings.database_url", getenv), master)
+  local keys = virtual_keys(raw.virtual_keys, getenv, warnings)
+  local cache = cache_of(ls, getenv, warnings)
   table.sort(warnings)
   return {
-    router = router, master_key = master, database = database,
-    keys = virtual_keys(raw.virtual_keys, getenv, warnings),
+    router = router, master_key = master, database = database, keys = keys, cache = cache,
     drop_params = ls.drop_params == true,
     request_timeout = positive(pick(rs.timeout, ls.request_timeout),
                                rs.timeout ~= nil and "router_settings.timeout" or "litellm_settings.request_timeout"),
     stream_timeout = positive(rs.stream_timeout, "router_settings.stream_timeout"),
     aliases = aliases_of(rs.model_group_alias, deployments),
-    redis = redis_of(rs, getenv),
+    redis = redis_of(rs, getenv, "router_settings", "redis_"),
     prices = prices,
     hooks = { pre_call = raw.pre_call, post_call = raw.post_call, on_chunk = raw.on_chunk },
     warnings = warnings,

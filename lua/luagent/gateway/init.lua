@@ -78,6 +78,8 @@ function M.new(cfg)
   end
   local g = setmetatable({
     cfg = cfg, router = router_mod.new(cfg.router), keys = keys_mod.new(cfg, ks), keystore = ks,
+    -- litellm_settings.cache: the chat calls' response cache (llm.cache)
+    cache = cfg.cache and require("luagent.cache").new(cfg.cache) or nil,
     metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
     rid_prefix = ("req-%x-"):format(os.time()),   -- then the sequence number in hex
@@ -163,6 +165,7 @@ function Gateway:_admit(req, proto)
   if type(decoded) ~= "table" then
     return nil, wire_errors.new(400, "invalid_request", "the request body is not valid JSON")
   end
+  local controls = decoded.cache           -- LiteLLM's per-request cache controls (to_params drops them)
   local params, perr = proto.to_params(decoded)
   if not params then
     if perr.kind then return nil, perr end
@@ -191,6 +194,7 @@ function Gateway:_admit(req, proto)
                                 { retry_after = lerr.retry_after }), known
   end
   if caller.budget then params.budget = caller.budget end   -- charged, and cut mid-stream
+  if self.cache and proto ~= protocols.embeddings then params.cache = self:_cache_for(controls) end
   if self.cfg.drop_params then params.drop_params = true end
   -- upstream over plain http:// on the lean client (docs/architecture.md,
   -- "The lean client"); https and proxies stay libcurl's
@@ -201,6 +205,16 @@ function Gateway:_admit(req, proto)
     params.stream_timeout = cfg.stream_timeout
   end
   return params, caller, permit
+end
+
+-- The response cache a chat call uses, with the client's controls
+-- (LiteLLM's body field `cache`: {"no-cache": true} skips the lookup,
+-- {"no-store": true} the store; anything else is ignored).
+function Gateway:_cache_for(controls)
+  if type(controls) ~= "table" then return self.cache end
+  local no_cache, no_store = controls["no-cache"] == true, controls["no-store"] == true
+  if not (no_cache or no_store) then return self.cache end
+  return { cache = self.cache, no_cache = no_cache, no_store = no_store }
 end
 
 -- One request and its answer: what is known of it so far, and the two

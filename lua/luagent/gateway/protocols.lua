@@ -34,9 +34,11 @@ local openai = { name = "openai" }
 M.openai = openai
 
 -- Keys of a request body that are the gateway's, not the upstream's.
+-- (cache: the client's controls of the gateway's response cache, read by
+-- the gateway, never llm.completion's cache parameter)
 local GATEWAY_ONLY = { api_key = true, api_base = true, base_url = true, mock_response = true,
                        extra_headers = true, fallbacks = true, num_retries = true,
-                       context_window_fallbacks = true, metadata = true }
+                       context_window_fallbacks = true, metadata = true, cache = true }
 
 function openai.to_params(body)
   if type(body) ~= "table" or json.is_array(body) then
