@@ -55,7 +55,7 @@ describe("gateway config #unit", function()
     assert.are.equal("sk-master-1234", c.master_key)
     assert.is_true(c.drop_params)
     assert.are.equal(30, c.request_timeout)
-    assert.are.same({ "litellm_settings.success_callback", "model_list[2].litellm_params.mystery_param",
+    assert.are.same({ "litellm_settings.success_callback langfuse", "model_list[2].litellm_params.mystery_param",
                       "router_settings.enable_pre_call_checks" }, c.warnings)
     local vk = c.keys["vk-team-a-0001"]
     assert.are.equal("team-a", vk.alias)
@@ -63,6 +63,16 @@ describe("gateway config #unit", function()
     assert.are.equal(2, vk.rpm)
     -- the normalised router options are accepted by llm.router
     assert.is_table(llm.router(c.router))
+  end)
+
+  it("takes LiteLLM's otel callback as the OTLP exporter, and prometheus as /metrics", function()
+    local raw = { model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },
+                  litellm_settings = { callbacks = { "otel", "prometheus" }, failure_callback = { "sentry" } } }
+    local on = config.normalise(raw, env{ OTEL_EXPORTER_OTLP_ENDPOINT = "http://127.0.0.1:4318" })
+    assert.are.same({ "litellm_settings.failure_callback sentry" }, on.warnings)
+    local off = config.normalise(raw, env{})
+    assert.are.same({ "litellm_settings.callbacks otel (set OTEL_EXPORTER_OTLP_ENDPOINT in the environment)",
+                      "litellm_settings.failure_callback sentry" }, off.warnings)
   end)
 
   it("names the line of a malformed file", function()

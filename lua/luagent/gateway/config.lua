@@ -30,7 +30,8 @@ local KNOWN = {
                       redis_url = true, redis_host = true, redis_port = true, redis_password = true,
                       timeout = true, stream_timeout = true, model_group_alias = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
-                       drop_params = true, request_timeout = true, cache = true, cache_params = true },
+                       drop_params = true, request_timeout = true, cache = true, cache_params = true,
+                       callbacks = true, success_callback = true, failure_callback = true },
   general_settings = { master_key = true, database_url = true },
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
@@ -309,6 +310,29 @@ local function cache_of(ls, getenv, warnings)
   return nil
 end
 
+-- litellm_settings.callbacks, success_callback and failure_callback:
+-- "otel" is luagent's OTLP exporter (luagent.observe.otlp), on when the
+-- process's environment names a collector; "prometheus" is GET /metrics,
+-- always on. Every other callback is warned of.
+local function callbacks_of(ls, process_getenv, warnings)
+  for _, field in ipairs{ "callbacks", "success_callback", "failure_callback" } do
+    local list = ls[field]
+    if list ~= nil then
+      if type(list) ~= "table" then fail("litellm_settings." .. field, "must be a list of names") end
+      for _, name in ipairs(list) do
+        local where = ("litellm_settings.%s %s"):format(field, tostring(name))
+        if name == "otel" then
+          if not (process_getenv("OTEL_EXPORTER_OTLP_ENDPOINT") or process_getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) then
+            warnings[#warnings + 1] = where .. " (set OTEL_EXPORTER_OTLP_ENDPOINT in the environment)"
+          end
+        elseif name ~= "prometheus" then
+          warnings[#warnings + 1] = where
+        end
+      end
+    end
+  end
+end
+
 --- Normalises a raw config table (from YAML or Lua). getenv defaults to
 --- os.getenv; specs pass their own.
 ---@param raw table
@@ -316,6 +340,7 @@ end
 ---@return luagent.GatewayConfig
 function M.normalise(raw, getenv)
   getenv = getenv or os.getenv
+  local process_getenv = getenv     -- (environment_variables below reach the config's values only)
   if type(raw) ~= "table" then fail("", "must be a mapping at the top level") end
   -- environment_variables (LiteLLM's): they win over the process's own
   local env_vars = raw.environment_variables
@@ -356,6 +381,7 @@ function M.normalise(raw, getenv)
     fail("general_settings.master_key", "must be a non-empty string")
   end
   local database = database_of(resolve_env(gs.database_url, "general_settings.database_url", getenv), master)
+  callbacks_of(ls, process_getenv, warnings)
   local keys = virtual_keys(raw.virtual_keys, getenv, warnings)
   local cache = cache_of(ls, getenv, warnings)
   table.sort(warnings)
