@@ -39,7 +39,12 @@ end
 -- 1.2% after; the peak RSS per stream the same, 40.6 KB against 40.9).
 collectgarbage("generational", 20, 300)
 
-local g = gateway.new(cfg)
+-- (the router checks its options, and the key store opens, here)
+local made, g = pcall(gateway.new, cfg)
+if not made then
+  io.stderr:write("gateway: ", (tostring(g):gsub("^[%w_/%.%-]+%.lua:%d+: ", "")), "\n")
+  os.exit(2)
+end
 local srv = assert(llm.serve{ host = opts.host, port = math.tointeger(opts.port), routes = g:routes(),
                               drain = opts.drain })
 io.write(("listening on http://%s:%d\n"):format(opts.host, srv.port))

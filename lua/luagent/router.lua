@@ -42,8 +42,8 @@ local LATENCY_ALPHA = 0.3         -- weight of a new sample in the moving averag
 -- ---------------------------------------------------------------------------
 
 local OPTIONS = { model_list = true, fallbacks = true, context_window_fallbacks = true,
-                  num_retries = true, cooldown_time = true, allowed_fails = true,
-                  routing_strategy = true, callbacks = true }
+                  default_fallbacks = true, num_retries = true, retry_policy = true,
+                  cooldown_time = true, allowed_fails = true, routing_strategy = true, callbacks = true }
 
 local function fail(msg, deeper) error("llm.router: " .. msg, 4 + (deeper or 0)) end
 
@@ -282,12 +282,52 @@ function Router:_has_untried(name, tried)
 end
 
 
+-- default_fallbacks: model names every group without fallbacks of its own
+-- falls back to (LiteLLM's), each a model_name of the model_list.
+local function default_list(v, groups)
+  if v == nil then return nil end
+  if type(v) ~= "table" then fail("default_fallbacks must be a list of model names") end
+  for _, f in ipairs(v) do
+    if not groups[f] then
+      fail(("default_fallbacks names '%s', which is not a model_name of model_list"):format(tostring(f)))
+    end
+  end
+  return v
+end
+
+-- retry_policy (LiteLLM's): retries by error type, {RateLimitErrorRetries
+-- = 3, TimeoutErrorRetries = 0, ...}; returns {[error type] = n}. A type
+-- it names is retried that many times even when it is not retried by
+-- default (an AuthenticationError, say); the others as num_retries says.
+local POLICY_TYPES = { BadRequestError = "BadRequestError", AuthenticationError = "AuthenticationError",
+                       TimeoutError = "Timeout", RateLimitError = "RateLimitError",
+                       ContentPolicyViolationError = "ContentPolicyViolationError",
+                       InternalServerError = "InternalServerError" }
+local function retry_policy(v)
+  if v == nil then return nil end
+  if type(v) ~= "table" then fail("retry_policy must map <ErrorType>Retries to numbers of retries") end
+  local out = {}
+  for k, n in pairs(v) do
+    local t = type(k) == "string" and POLICY_TYPES[k:match("^(.-)Retries$") or ""]
+    if not t then
+      local names = {}
+      for name in pairs(POLICY_TYPES) do names[#names + 1] = name .. "Retries" end
+      table.sort(names)
+      fail(("retry_policy: unknown key '%s' (%s)"):format(tostring(k), table.concat(names, ", ")))
+    end
+    if math.type(n) ~= "integer" or n < 0 then fail(("retry_policy.%s must be an integer >= 0"):format(k)) end
+    out[t] = n
+  end
+  return out
+end
+
 -- ---------------------------------------------------------------------------
 -- The router
 -- ---------------------------------------------------------------------------
 
 --- llm.router{model_list=, fallbacks=, context_window_fallbacks=,
---- num_retries=, cooldown_time=, allowed_fails=, routing_strategy=}
+--- default_fallbacks=, num_retries=, retry_policy=, cooldown_time=,
+--- allowed_fails=, routing_strategy=}
 --- model_list entries: {model_name=, litellm_params={model=, api_key=,
 --- api_base=, rpm=, tpm=, weight=, max_parallel_requests=, ...},
 --- model_info={id=}}. A deployment failing more than allowed_fails times
@@ -328,6 +368,8 @@ function M.new(opts)
     _strategy = STRATEGIES[strategy], _groups = groups, _deployments = deployments,
     _fallbacks = fallback_map(opts.fallbacks, "fallbacks", groups),
     _ctx_fallbacks = fallback_map(opts.context_window_fallbacks, "context_window_fallbacks", groups),
+    _default_fallbacks = default_list(opts.default_fallbacks, groups),
+    _retry_policy = retry_policy(opts.retry_policy),
     _callbacks = opts.callbacks,   -- passed to each try (luagent.observe.events)
     _chains = {},                  -- model_name -> its groups (groups_of)
   }, Router)

@@ -57,14 +57,18 @@ Call.__index = Call
 local EMPTY = setmetatable({}, { __newindex = function() error("router: EMPTY is read only", 2) end })
 
 -- The groups a call on model_name `name` tries in turn: the group, then its
--- fallbacks (`fallbacks` the call's own list, else the router's). Without
+-- fallbacks (`fallbacks` the call's own list, else the router's, else its
+-- default_fallbacks, less the group itself). Without
 -- a list of its own a call shares the router's (read only), made once per
 -- model_name.
 local function groups_of(router, name, fallbacks)
   local cached = not fallbacks and router._chains[name]
   if cached then return cached end
   local groups = { name }
-  for _, f in ipairs(fallbacks or router._fallbacks[name] or EMPTY) do groups[#groups + 1] = f end
+  local list = fallbacks or router._fallbacks[name]
+  for _, f in ipairs(list or router._default_fallbacks or EMPTY) do
+    if list or f ~= name then groups[#groups + 1] = f end
+  end
   if not fallbacks and router._groups[name] then router._chains[name] = groups end
   return groups
 end
@@ -181,7 +185,10 @@ function Call:advance(err, d)
   end
   local left = self.deadline and self.deadline - now()
   if left and left <= 0 then return false end
-  if d and errors.retryable(err) and self.tries < self.retries then
+  -- retry_policy's count for the error's type, else num_retries for the retryable
+  local policy = self.router._retry_policy
+  local n = policy and policy[err.type]
+  if d and (n or errors.retryable(err)) and self.tries < (n or self.retries) then
     local delay = completion.backoff(self.tries, err.retry_after)
     if delay and (not left or delay < left) then
       self.tries = self.tries + 1

@@ -65,6 +65,26 @@ describe("gateway config #unit", function()
     assert.is_table(llm.router(c.router))
   end)
 
+  it("passes retry_policy, default_fallbacks and disable_cooldowns to the router", function()
+    local c = config.normalise(config.parse_yaml([[
+model_list:
+  - {model_name: a, litellm_params: {model: mock/a}}
+  - {model_name: b, litellm_params: {model: mock/b}}
+router_settings:
+  retry_policy: {RateLimitErrorRetries: 4, TimeoutErrorRetries: 0}
+  disable_cooldowns: true
+  cooldown_time: 30
+litellm_settings:
+  default_fallbacks: [b]
+]], "c.yaml"), env{})
+    assert.are.same({}, c.warnings)
+    assert.are.same({ RateLimitErrorRetries = 4, TimeoutErrorRetries = 0 }, c.router.retry_policy)
+    assert.are.same({ "b" }, c.router.default_fallbacks)
+    assert.are.equal(0, c.router.cooldown_time)
+    local r = llm.router(c.router)
+    assert.are.same({ RateLimitError = 4, Timeout = 0 }, r._retry_policy)
+  end)
+
   it("takes LiteLLM's otel callback as the OTLP exporter, and prometheus as /metrics", function()
     local raw = { model_list = { { model_name = "m", litellm_params = { model = "mock/m" } } },
                   litellm_settings = { callbacks = { "otel", "prometheus" }, failure_callback = { "sentry" } } }

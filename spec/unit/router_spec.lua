@@ -194,6 +194,30 @@ describe("llm.router #unit", function()
     assert.are.same({ a = 1, c = 1 }, served(r))
   end)
 
+  it("falls back to default_fallbacks when a group has no fallbacks of its own", function()
+    local r = llm.router{ num_retries = 0, default_fallbacks = { "spare", "gpt" },
+                          model_list = { dep("gpt", "a", FAIL), dep("other", "o", FAIL), dep("spare", "s"),
+                                         dep("mine", "m", FAIL), dep("own", "w") },
+                          fallbacks = { mine = { "own" } } }
+    assert.are.equal("spare", assert(ask(r, "gpt"))._hidden_params.model_group)
+    assert.are.equal("spare", assert(ask(r, "other"))._hidden_params.model_group)
+    assert.are.equal("own", assert(ask(r, "mine"))._hidden_params.model_group)   -- its own list wins
+    -- a group is never its own default fallback: gpt failing tries spare only
+    assert.are.same({ a = 1, o = 1, s = 2, m = 1, w = 1 }, served(r))
+  end)
+
+  it("retries by error type as retry_policy says, over num_retries", function()
+    local r = llm.router{ num_retries = 3, cooldown_time = 0,
+                          retry_policy = { InternalServerErrorRetries = 0, AuthenticationErrorRetries = 1 },
+                          model_list = { dep("five", "f", { error = "InternalServerError" }),
+                                         dep("auth", "u", { error = "AuthenticationError" }),
+                                         dep("busy", "b", FAIL) } }
+    assert.is_nil((ask(r, "five")))
+    assert.is_nil((ask(r, "auth")))
+    assert.is_nil((ask(r, "busy", { num_retries = 1 })))   -- not in the policy: num_retries
+    assert.are.same({ f = 1, u = 2, b = 2 }, served(r))
+  end)
+
   it("uses context_window_fallbacks on a context window error", function()
     local r = llm.router{ model_list = { dep("gpt", "a", { error = "ContextWindowExceededError" }),
                                          dep("gpt-long", "l"), dep("small", "c") },
@@ -331,6 +355,10 @@ describe("llm.router #unit", function()
       { { model_list = { dep("x", "a") }, cooldown_time = "soon" }, "cooldown_time must be a number" },
       { { model_list = { dep("x", "a", nil, { rpm = 0 }) } }, "model_list%[1%]%.litellm_params: rpm must be a positive number" },
       { { model_list = { dep("x", "a") }, cache = true }, "unknown option 'cache'" },
+      { { model_list = { dep("x", "a") }, default_fallbacks = { "y" } }, "default_fallbacks names 'y'" },
+      { { model_list = { dep("x", "a") }, retry_policy = { FooRetries = 1 } }, "retry_policy: unknown key 'FooRetries'" },
+      { { model_list = { dep("x", "a") }, retry_policy = { RateLimitErrorRetries = -1 } },
+        "retry_policy.RateLimitErrorRetries must be an integer >= 0" },
     }
     for _, c in ipairs(cases) do
       local ok, e = pcall(llm.router, c[1])

@@ -28,10 +28,12 @@ local KNOWN = {
   router_settings = { routing_strategy = true, num_retries = true, allowed_fails = true,
                       cooldown_time = true, fallbacks = true, context_window_fallbacks = true,
                       redis_url = true, redis_host = true, redis_port = true, redis_password = true,
-                      timeout = true, stream_timeout = true, model_group_alias = true },
+                      timeout = true, stream_timeout = true, model_group_alias = true,
+                      retry_policy = true, default_fallbacks = true, disable_cooldowns = true },
   litellm_settings = { num_retries = true, fallbacks = true, context_window_fallbacks = true,
                        drop_params = true, request_timeout = true, cache = true, cache_params = true,
-                       callbacks = true, success_callback = true, failure_callback = true },
+                       callbacks = true, success_callback = true, failure_callback = true,
+                       default_fallbacks = true },
   general_settings = { master_key = true, database_url = true },
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
@@ -372,7 +374,10 @@ function M.normalise(raw, getenv)
     routing_strategy = rs.routing_strategy,
     num_retries = pick(rs.num_retries, ls.num_retries),
     allowed_fails = rs.allowed_fails,
-    cooldown_time = rs.cooldown_time,
+    -- disable_cooldowns (LiteLLM's): a deployment never sits out
+    cooldown_time = rs.disable_cooldowns == true and 0 or rs.cooldown_time,
+    retry_policy = rs.retry_policy,
+    default_fallbacks = pick(rs.default_fallbacks, ls.default_fallbacks),
     fallbacks = pick(rs.fallbacks, ls.fallbacks),
     context_window_fallbacks = pick(rs.context_window_fallbacks, ls.context_window_fallbacks),
   }
