@@ -218,3 +218,46 @@ describe("gateway key management on SQLite #integration", function()
     end
   end)
 end)
+
+describe("gateway limits on requests in flight #integration", function()
+  it("holds a key to its max_parallel_requests and the gateway to global_max_parallel_requests", function()
+    local mock = servers.mock()
+    local dir = proc.tmpname("keys")
+    os.execute("mkdir -p " .. dir)
+    local slow = mock.url .. "/s/chunks=20,delay=25/v1"      -- half a second a stream
+    local g = gw.start{ text = ([[
+model_list:
+  - model_name: slow
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "%s", api_key: os.environ/UPSTREAM_KEY}
+general_settings:
+  master_key: %s
+  database_url: sqlite://%s/keys.db
+  global_max_parallel_requests: 2
+]]):format(slow, MASTER, dir) }
+    local _, made = api(g, "POST", "/key/generate", MASTER, { max_parallel_requests = 1 })
+    assert.are.equal(1, made.max_parallel_requests)
+    local body = { model = "slow", messages = { { role = "user", content = "hi" } }, stream = true }
+    -- one stream of the key's in flight: its second request is refused at once
+    local statuses = {}
+    local first = llm.spawn(function() statuses[1] = gw.chat(g, made.key, body) end)
+    llm.sleep(0.15)
+    local s2, t2, h2 = gw.chat(g, made.key, body)
+    assert.are.equal(429, s2, t2)
+    assert.matches("requests in flight", t2, 1, true)
+    assert.are.equal("1", h2["retry-after"])
+    -- the master key's stream makes two in flight: the gateway's cap
+    local second = llm.spawn(function() statuses[2] = gw.chat(g, MASTER, body) end)
+    llm.sleep(0.15)
+    local s3, t3 = gw.chat(g, MASTER, body)
+    assert.are.equal(429, s3, t3)
+    assert.matches("limit of 2 requests in flight", t3, 1, true)
+    first:wait()
+    second:wait()
+    assert.are.same({ 200, 200 }, statuses)
+    -- both slots are free again
+    assert.are.equal(200, (gw.chat(g, made.key, body)))
+    gw.stop(g)
+    mock.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+end)

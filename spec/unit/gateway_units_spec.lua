@@ -65,7 +65,7 @@ describe("gateway config #unit", function()
     assert.is_table(llm.router(c.router))
   end)
 
-  it("passes retry_policy, default_fallbacks and disable_cooldowns to the router", function()
+  it("passes retry_policy, default_fallbacks, disable_cooldowns and max_parallel_requests to the router", function()
     local c = config.normalise(config.parse_yaml([[
 model_list:
   - {model_name: a, litellm_params: {model: mock/a}}
@@ -76,8 +76,13 @@ router_settings:
   cooldown_time: 30
 litellm_settings:
   default_fallbacks: [b]
+general_settings:
+  max_parallel_requests: 3
+  global_max_parallel_requests: 50
 ]], "c.yaml"), env{})
     assert.are.same({}, c.warnings)
+    assert.are.equal(3, c.router.model_list[1].litellm_params.max_parallel_requests)
+    assert.are.equal(50, c.max_parallel)
     assert.are.same({ RateLimitErrorRetries = 4, TimeoutErrorRetries = 0 }, c.router.retry_policy)
     assert.are.same({ "b" }, c.router.default_fallbacks)
     assert.are.equal(0, c.router.cooldown_time)

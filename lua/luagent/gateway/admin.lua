@@ -18,13 +18,17 @@ local function bad(message) return wire_errors.new(400, "invalid_request", messa
 local EXTRA = { duration = true, metadata = true }
 -- A request's field -> the entry's (config.key_entry's names).
 local ENTRY_FIELD = { key_alias = "alias", models = "models", rpm_limit = "rpm", tpm_limit = "tpm",
-                      max_tokens = "max_tokens", max_budget = "max_budget" }
+                      max_tokens = "max_tokens", max_budget = "max_budget", max_parallel_requests = "max_parallel" }
 
 -- The entry a /key/generate or /key/update body gives, or nil, error: a
 -- field of the wrong type or one not supported is a 400 naming it.
 local function entry_of(body)
   local ok, entry, names = pcall(config.key_entry, body, "body", nil)
-  if not ok then return nil, bad((tostring(entry):gsub("^gateway config body%.?", ""))) end
+  if not ok then
+    -- a field the config's reader refused; anything else is the gateway's fault
+    if type(entry) ~= "string" or not entry:find("^gateway config body") then error(entry, 0) end
+    return nil, bad((entry:gsub("^gateway config body%.?", "")))
+  end
   local unknown = {}
   for _, n in ipairs(names) do
     if not EXTRA[n] then unknown[#unknown + 1] = n end

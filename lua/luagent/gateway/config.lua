@@ -11,6 +11,7 @@
 ---     stream_timeout = seconds | nil, aliases = { [name] = {model=, hidden=} },
 ---     cache = {backend=, path=|url=, ttl=, namespace=} | nil (litellm_settings
 ---     cache and cache_params: llm.cache's options),
+---     max_parallel = n | nil (general_settings.global_max_parallel_requests),
 ---     database = "path" | nil (general_settings.database_url: the SQLite file
 ---     of the keys made with /key/generate, luagent.gateway.keystore),
 ---     warnings = {"..."} }
@@ -34,7 +35,8 @@ local KNOWN = {
                        drop_params = true, request_timeout = true, cache = true, cache_params = true,
                        callbacks = true, success_callback = true, failure_callback = true,
                        default_fallbacks = true },
-  general_settings = { master_key = true, database_url = true },
+  general_settings = { master_key = true, database_url = true, max_parallel_requests = true,
+                       global_max_parallel_requests = true },
   -- luagent's own: virtual keys in the config (LiteLLM keeps them in a
   -- database; the field names are those of its /key/generate).
   virtual_keys = true,
@@ -59,7 +61,7 @@ local COSTS = { input_cost_per_token = "input", output_cost_per_token = "output"
 local MODEL_INFO = { id = true, input_cost_per_token = true, output_cost_per_token = true }
 
 local KEY_FIELDS = { key = true, key_alias = true, models = true, rpm_limit = true,
-                     tpm_limit = true, max_tokens = true, max_budget = true }
+                     tpm_limit = true, max_tokens = true, max_budget = true, max_parallel_requests = true }
 
 local function fail(where, msg) error(("gateway config %s: %s"):format(where, msg), 0) end
 
@@ -168,6 +170,11 @@ local function positive(v, where)
   return v
 end
 
+local function whole(v, where)
+  if v ~= nil and (math.type(v) ~= "integer" or v <= 0) then fail(where, "must be a positive integer") end
+  return v
+end
+
 --- A virtual key's entry from its fields (the names of LiteLLM's
 --- /key/generate): {alias=, models=set|nil, rpm=, tpm=, max_tokens=,
 --- max_budget=}, and the names of the fields it does not know (sorted).
@@ -186,7 +193,8 @@ function M.key_entry(k, where, default_alias)
            rpm = positive(k.rpm_limit, where .. ".rpm_limit"),
            tpm = positive(k.tpm_limit, where .. ".tpm_limit"),
            max_tokens = positive(k.max_tokens, where .. ".max_tokens"),
-           max_budget = positive(k.max_budget, where .. ".max_budget") }, unknown
+           max_budget = positive(k.max_budget, where .. ".max_budget"),
+           max_parallel = whole(k.max_parallel_requests, where .. ".max_parallel_requests") }, unknown
 end
 
 local function virtual_keys(list, getenv, warnings)
@@ -369,6 +377,15 @@ function M.normalise(raw, getenv)
     warn_unknown(section, KNOWN[name], name .. ".", warnings)
   end
   local deployments, prices = model_list(raw.model_list, getenv, warnings, env_vars)
+  -- general_settings.max_parallel_requests (LiteLLM's): every deployment's
+  -- cap on requests in flight, where its litellm_params set none
+  local per_deployment = whole(gs.max_parallel_requests, "general_settings.max_parallel_requests")
+  if per_deployment then
+    for _, d in ipairs(deployments) do
+      local lp = d.litellm_params
+      if lp.max_parallel_requests == nil then lp.max_parallel_requests = per_deployment end
+    end
+  end
   local router = {
     model_list = deployments,
     routing_strategy = rs.routing_strategy,
@@ -392,6 +409,7 @@ function M.normalise(raw, getenv)
   table.sort(warnings)
   return {
     router = router, master_key = master, database = database, keys = keys, cache = cache,
+    max_parallel = whole(gs.global_max_parallel_requests, "general_settings.global_max_parallel_requests"),
     drop_params = ls.drop_params == true,
     request_timeout = positive(pick(rs.timeout, ls.request_timeout),
                                rs.timeout ~= nil and "router_settings.timeout" or "litellm_settings.request_timeout"),

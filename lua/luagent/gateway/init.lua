@@ -83,7 +83,7 @@ function M.new(cfg)
     metrics = new_metrics(),
     scrub = wire_errors.scrubber(secrets_of(cfg)), hooks = cfg.hooks or {}, seq = 0,
     rid_prefix = ("req-%x-"):format(os.time()),   -- then the sequence number in hex
-    models = {}, wires = {}, series = {},
+    models = {}, wires = {}, series = {}, inflight = 0,
   }, Gateway)
   for _, d in ipairs(cfg.router.model_list) do
     if not g.models[d.model_name] then
@@ -232,6 +232,7 @@ end
 -- tokens used, charges them, and counts the request in the metrics.
 function Exchange:settle(status, usage, err_type)
   local g, model = self.g, self.model
+  if self.counted then g.inflight, self.counted = g.inflight - 1, nil end
   if self.permit then
     self.permit:release(usage_total(usage))
     self.permit = nil
@@ -290,6 +291,16 @@ function Gateway:_start(req, res, proto)
     return nil
   end
   x.model, x.permit = params.model, permit
+  -- general_settings.global_max_parallel_requests: the gateway's own cap
+  local cap = self.cfg.max_parallel
+  if cap then
+    if self.inflight >= cap then
+      x:fail(wire_errors.new(429, "rate_limit", ("The gateway is at its limit of %d requests in flight"):format(cap),
+                             { retry_after = 1 }))
+      return nil
+    end
+    self.inflight, x.counted = self.inflight + 1, true
+  end
   -- a stored key's spending is added to its row when the request settles
   -- (fields only then: the exchange's table stays at its 8 slots)
   if caller.entry and caller.entry.hash then x.caller = caller end

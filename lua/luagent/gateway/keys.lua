@@ -156,8 +156,9 @@ end
 function Keys:_limiter(entry)
   local rl = self._limiters[entry]
   if rl == nil then
-    if entry.rpm or entry.tpm then
-      rl = ratelimit.new{ rpm = entry.rpm, tpm = entry.tpm, redis = self._redis,
+    if entry.rpm or entry.tpm or entry.max_parallel then
+      -- (the cap on requests in flight is per process, as llm.ratelimit's)
+      rl = ratelimit.new{ rpm = entry.rpm, tpm = entry.tpm, concurrency = entry.max_parallel, redis = self._redis,
                           key = self._redis and ("luagent:gateway:" .. entry.alias) or nil }
     else
       rl = false
@@ -220,7 +221,8 @@ function Keys:admit(caller, tokens, p)
   if type(why) == "table" and why.type ~= "BadRequestError" then
     return refuse(503, "service_unavailable", "The gateway cannot reach the store of its rate limits")
   end
-  return refuse(429, "rate_limit_error", ("The key '%s' is over its rate limit"):format(entry.alias),
+  return refuse(429, "rate_limit_error",
+                ("The key '%s' is over its rate limit or its requests in flight"):format(entry.alias),
                 { retry_after = math.max(1, math.ceil(type(why) == "number" and why or 1)) })
 end
 

@@ -24,10 +24,11 @@ local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS luagent_keys (
   hash TEXT PRIMARY KEY, alias TEXT NOT NULL, models TEXT, rpm REAL, tpm REAL,
   max_tokens REAL, max_budget REAL, expires REAL, created REAL NOT NULL,
-  metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0);
+  metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0, max_parallel INTEGER);
 CREATE UNIQUE INDEX IF NOT EXISTS luagent_keys_alias ON luagent_keys (alias)]]
 
-local COLUMNS = "hash, alias, models, rpm, tpm, max_tokens, max_budget, expires, created, metadata, spend, spend_tokens"
+local COLUMNS = "hash, alias, models, rpm, tpm, max_tokens, max_budget, expires, created, metadata, spend, spend_tokens, "
+  .. "max_parallel"
 
 ---@class luagent.GatewayKeystore
 local Store = {}
@@ -49,7 +50,7 @@ function M.open(path)
     find_st = assert(db:prepare("SELECT " .. COLUMNS .. " FROM luagent_keys WHERE hash = ?")),
     list_st = assert(db:prepare("SELECT hash FROM luagent_keys ORDER BY created, hash")),
     insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
-      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)")),
+      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)")),
     delete_st = assert(db:prepare("DELETE FROM luagent_keys WHERE hash = ?")),
     spend_st = assert(db:prepare(
       "UPDATE luagent_keys SET spend = spend + ?, spend_tokens = spend_tokens + ? WHERE hash = ?")),
@@ -69,7 +70,7 @@ local function entry_of(row)
   return { hash = row[1], alias = row[2], models = set_of(models), model_list = models,
            rpm = row[4], tpm = row[5], max_tokens = row[6], max_budget = row[7], expires = row[8],
            created = row[9], metadata = row[10] and json.decode(row[10]) or nil,
-           spend = row[11] or 0, spend_tokens = row[12] or 0, checked = core.now() }
+           spend = row[11] or 0, spend_tokens = row[12] or 0, max_parallel = row[13], checked = core.now() }
 end
 
 -- The columns that hold a key's settings (not its spending): a row whose
@@ -77,7 +78,7 @@ end
 -- entry, so its limiter and budget are made again.
 local function settings(row)
   return table.concat({ tostring(row[2]), tostring(row[3]), tostring(row[4]), tostring(row[5]), tostring(row[6]),
-                        tostring(row[7]), tostring(row[8]), tostring(row[10]) }, "\0")
+                        tostring(row[7]), tostring(row[8]), tostring(row[10]), tostring(row[13]) }, "\0")
 end
 
 --- The entry of the key whose hash is h, or nil (none, or err). fresh:
@@ -161,7 +162,7 @@ function Store:generate(key, entry, duration, metadata)
   local alias = entry.alias or ("key-" .. h:sub(1, 8))
   local n, err = self.insert_st:write(h, alias, models_json(entry.models), entry.rpm, entry.tpm,
                                       entry.max_tokens, entry.max_budget, expires, now,
-                                      metadata and json.encode(metadata))
+                                      metadata and json.encode(metadata), entry.max_parallel)
   if not n then return nil, unique_error(err, alias) end
   self.cache[h] = nil
   local e, ferr = self:find(h)
@@ -171,7 +172,7 @@ end
 
 --- Changes a stored key's settings: the fields of `entry` given in `set`
 --- (names of config.key_entry's entry: alias, models, rpm, tpm,
---- max_tokens, max_budget), its expiry (duration, from now) and metadata.
+--- max_tokens, max_budget, max_parallel), its expiry (duration, from now) and metadata.
 --- Its limiter and budget are made again (the budget with what was spent).
 --- Returns the new entry, or nil and an error message (nil, nil: no such key).
 ---@param h string
@@ -186,7 +187,7 @@ function Store:update(h, entry, set, duration, metadata)
   local function put(col, v) cols[#cols + 1] = col .. " = ?"; vals[#vals + 1] = v end
   if set.alias then put("alias", entry.alias) end
   if set.models then put("models", models_json(entry.models)) end
-  for _, f in ipairs{ "rpm", "tpm", "max_tokens", "max_budget" } do
+  for _, f in ipairs{ "rpm", "tpm", "max_tokens", "max_budget", "max_parallel" } do
     if set[f] then put(f, entry[f]) end
   end
   if duration ~= nil then
@@ -276,6 +277,7 @@ function M.info(e)
   return {
     token = e.hash, key_alias = e.alias, models = json.array(e.model_list and { table.unpack(e.model_list) }),
     rpm_limit = e.rpm, tpm_limit = e.tpm, max_budget = e.max_budget, max_tokens = e.max_tokens,
+    max_parallel_requests = e.max_parallel,
     spend = e.spend or 0, spend_tokens = e.spend_tokens or 0,
     expires = iso(e.expires), created_at = iso(e.created), metadata = e.metadata or {},
   }
