@@ -15,7 +15,7 @@ local function bad(message) return wire_errors.new(400, "invalid_request", messa
 
 -- Fields of /key/generate and /key/update besides the key's own
 -- (config.key_entry's).
-local EXTRA = { duration = true, metadata = true }
+local EXTRA = { duration = true, metadata = true, budget_duration = true }
 -- A request's field -> the entry's (config.key_entry's names).
 local ENTRY_FIELD = { key_alias = "alias", models = "models", rpm_limit = "rpm", tpm_limit = "tpm",
                       max_tokens = "max_tokens", max_budget = "max_budget", max_parallel_requests = "max_parallel" }
@@ -81,7 +81,7 @@ function M.routes(g)
   routes["POST /key/generate"] = guarded(function(req, res, body)
     local entry, err = entry_of(body)
     if not entry then return g:_refuse(req, res, err) end
-    local key, e = ks:generate(body.key, entry, body.duration, body.metadata)
+    local key, e = ks:generate(body.key, entry, body)
     if not key then return g:_refuse(req, res, bad(e)) end
     local info = keystore.info(e)
     info.key = key
@@ -96,7 +96,7 @@ function M.routes(g)
     if not entry then return g:_refuse(req, res, err) end
     local set = {}
     for field, name in pairs(ENTRY_FIELD) do set[name] = body[field] ~= nil end
-    local e, uerr = ks:update(keystore.hash(key), entry, set, body.duration, body.metadata)
+    local e, uerr = ks:update(keystore.hash(key), entry, set, body)
     if not e then
       if uerr then return g:_refuse(req, res, bad(uerr)) end
       return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key"))

@@ -120,6 +120,7 @@ function Keys:authorize(headers, model, group)
   if entry.expires and entry.expires <= os.time() then
     return refuse(401, "authentication_error", ("The key '%s' has expired"):format(entry.alias))
   end
+  if entry.budget_reset and entry.budget_reset <= os.time() then entry = self:_new_period(entry) end
   if model and not allows(entry.models, model, group) then
     return refuse(403, "permission_error",
       ("The key '%s' may not use the model '%s'"):format(entry.alias, model))
@@ -132,6 +133,19 @@ function Keys:authorize(headers, model, group)
     end
   end
   return { alias = entry.alias, master = false, entry = entry, budget = b }
+end
+
+-- A stored key whose budget period ended: its row starts a new one (in
+-- whichever process gets there first), and the entry read back has a new
+-- budget from its spending (0); a budget shared through Redis is emptied
+-- there by the process that reset the row.
+function Keys:_new_period(entry)
+  local fresh, reset = self._store:reset_budget(entry)
+  if reset and self._redis then
+    local b = self:_budget(entry)
+    if b then b:reset() end
+  end
+  return fresh
 end
 
 -- The key's budget (nil when it has none), made on first use.

@@ -24,11 +24,12 @@ local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS luagent_keys (
   hash TEXT PRIMARY KEY, alias TEXT NOT NULL, models TEXT, rpm REAL, tpm REAL,
   max_tokens REAL, max_budget REAL, expires REAL, created REAL NOT NULL,
-  metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0, max_parallel INTEGER);
+  metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0, max_parallel INTEGER,
+  budget_duration TEXT, budget_reset REAL);
 CREATE UNIQUE INDEX IF NOT EXISTS luagent_keys_alias ON luagent_keys (alias)]]
 
 local COLUMNS = "hash, alias, models, rpm, tpm, max_tokens, max_budget, expires, created, metadata, spend, spend_tokens, "
-  .. "max_parallel"
+  .. "max_parallel, budget_duration, budget_reset"
 
 ---@class luagent.GatewayKeystore
 local Store = {}
@@ -50,7 +51,9 @@ function M.open(path)
     find_st = assert(db:prepare("SELECT " .. COLUMNS .. " FROM luagent_keys WHERE hash = ?")),
     list_st = assert(db:prepare("SELECT hash FROM luagent_keys ORDER BY created, hash")),
     insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
-      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)")),
+      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)")),
+    reset_st = assert(db:prepare("UPDATE luagent_keys SET spend = 0, spend_tokens = 0, budget_reset = ? "
+      .. "WHERE hash = ? AND budget_reset <= ?")),
     delete_st = assert(db:prepare("DELETE FROM luagent_keys WHERE hash = ?")),
     spend_st = assert(db:prepare(
       "UPDATE luagent_keys SET spend = spend + ?, spend_tokens = spend_tokens + ? WHERE hash = ?")),
@@ -70,7 +73,8 @@ local function entry_of(row)
   return { hash = row[1], alias = row[2], models = set_of(models), model_list = models,
            rpm = row[4], tpm = row[5], max_tokens = row[6], max_budget = row[7], expires = row[8],
            created = row[9], metadata = row[10] and json.decode(row[10]) or nil,
-           spend = row[11] or 0, spend_tokens = row[12] or 0, max_parallel = row[13], checked = core.now() }
+           spend = row[11] or 0, spend_tokens = row[12] or 0, max_parallel = row[13],
+           budget_duration = row[14], budget_reset = row[15], checked = core.now() }
 end
 
 -- The columns that hold a key's settings (not its spending): a row whose
@@ -78,7 +82,8 @@ end
 -- entry, so its limiter and budget are made again.
 local function settings(row)
   return table.concat({ tostring(row[2]), tostring(row[3]), tostring(row[4]), tostring(row[5]), tostring(row[6]),
-                        tostring(row[7]), tostring(row[8]), tostring(row[10]), tostring(row[13]) }, "\0")
+                        tostring(row[7]), tostring(row[8]), tostring(row[10]), tostring(row[13]),
+                        tostring(row[14]), tostring(row[15]) }, "\0")
 end
 
 --- The entry of the key whose hash is h, or nil (none, or err). fresh:
@@ -135,17 +140,26 @@ local function unique_error(err, alias)
   return "the key store could not be written: " .. msg
 end
 
+-- A budget_duration's seconds; nil, message when it is not one.
+local function budget_period(d)
+  if d == nil then return nil end
+  local p = seconds_of(d)
+  if not p or p <= 0 then return nil, "budget_duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
+  return p
+end
+
 local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or nil end
 
---- Stores a new key: the caller's own (fields.key) or a new "sk-" one.
---- fields: an entry from luagent.gateway.config's key_entry, with
---- duration= and metadata= from the request. Suspends until committed.
+--- Stores a new key: the caller's own (key) or a new "sk-" one. entry:
+--- from luagent.gateway.config's key_entry; extra: the request's
+--- duration (the key's life), budget_duration (its spending starts again
+--- from 0 that often) and metadata. Suspends until committed.
 --- Returns the key and its entry, or nil and an error message.
 ---@param key string|nil
 ---@param entry table
----@param duration string|nil
----@param metadata table|nil
-function Store:generate(key, entry, duration, metadata)
+---@param extra table {duration=, budget_duration=, metadata=} from the request
+function Store:generate(key, entry, extra)
+  local duration, metadata = extra.duration, extra.metadata
   if key == nil then
     key = "sk-" .. store.random_bytes(18):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
   elseif type(key) ~= "string" or #key < 8 then
@@ -158,11 +172,14 @@ function Store:generate(key, entry, duration, metadata)
     expires = os.time() + s
   end
   if metadata ~= nil and type(metadata) ~= "table" then return nil, "metadata must be an object" end
+  local period, perr = budget_period(extra.budget_duration)
+  if perr then return nil, perr end
   local h, now = M.hash(key), os.time()
   local alias = entry.alias or ("key-" .. h:sub(1, 8))
   local n, err = self.insert_st:write(h, alias, models_json(entry.models), entry.rpm, entry.tpm,
                                       entry.max_tokens, entry.max_budget, expires, now,
-                                      metadata and json.encode(metadata), entry.max_parallel)
+                                      metadata and json.encode(metadata), entry.max_parallel,
+                                      period and extra.budget_duration, period and now + period)
   if not n then return nil, unique_error(err, alias) end
   self.cache[h] = nil
   local e, ferr = self:find(h)
@@ -172,15 +189,17 @@ end
 
 --- Changes a stored key's settings: the fields of `entry` given in `set`
 --- (names of config.key_entry's entry: alias, models, rpm, tpm,
---- max_tokens, max_budget, max_parallel), its expiry (duration, from now) and metadata.
+--- max_tokens, max_budget, max_parallel), and extra's: its expiry
+--- (duration, from now), budget_duration (the next reset a period from
+--- now) and metadata.
 --- Its limiter and budget are made again (the budget with what was spent).
 --- Returns the new entry, or nil and an error message (nil, nil: no such key).
 ---@param h string
 ---@param entry table
 ---@param set table<string, boolean>
----@param duration string|nil
----@param metadata table|nil
-function Store:update(h, entry, set, duration, metadata)
+---@param extra table {duration=, budget_duration=, metadata=}
+function Store:update(h, entry, set, extra)
+  local duration, metadata = extra.duration, extra.metadata
   local e, err = self:find(h)
   if not e then return nil, err and ("the key store could not be read: " .. tostring(err.message or err)) end
   local cols, vals = {}, {}
@@ -199,6 +218,12 @@ function Store:update(h, entry, set, duration, metadata)
     if type(metadata) ~= "table" then return nil, "metadata must be an object" end
     put("metadata", json.encode(metadata))
   end
+  if extra.budget_duration ~= nil then
+    local period, perr = budget_period(extra.budget_duration)
+    if perr then return nil, perr end
+    put("budget_duration", extra.budget_duration)
+    put("budget_reset", os.time() + period)
+  end
   if #cols > 0 then
     vals[#vals + 1] = h
     local st <close> = assert(self.db:prepare("UPDATE luagent_keys SET " .. table.concat(cols, ", ") .. " WHERE hash = ?"))
@@ -209,6 +234,23 @@ function Store:update(h, entry, set, duration, metadata)
   e, err = self:find(h)
   if not e then return nil, err and ("the key store could not be read: " .. tostring(err.message or err)) end
   return e
+end
+
+--- Starts a key's budget period again when its reset is due: its row's
+--- spending goes to 0 and its next reset a period on (in one statement,
+--- so of several processes one resets). Returns the key's entry as now
+--- stored, and true when this call reset it.
+---@param e table
+---@return table entry
+---@return boolean reset
+function Store:reset_budget(e)
+  local now = os.time()
+  local period = seconds_of(e.budget_duration)
+  if not period then return e, false end
+  local n = self.reset_st:write(now + period, e.hash, now)
+  self.cache[e.hash] = nil
+  local fresh = self:find(e.hash)
+  return fresh or e, n == 1
 end
 
 --- Deletes the keys whose hashes are given; returns the hashes deleted.
@@ -278,6 +320,7 @@ function M.info(e)
     token = e.hash, key_alias = e.alias, models = json.array(e.model_list and { table.unpack(e.model_list) }),
     rpm_limit = e.rpm, tpm_limit = e.tpm, max_budget = e.max_budget, max_tokens = e.max_tokens,
     max_parallel_requests = e.max_parallel,
+    budget_duration = e.budget_duration, budget_reset_at = iso(e.budget_reset),
     spend = e.spend or 0, spend_tokens = e.spend_tokens or 0,
     expires = iso(e.expires), created_at = iso(e.created), metadata = e.metadata or {},
   }
