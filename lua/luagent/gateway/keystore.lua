@@ -10,7 +10,9 @@
 --- file stops working within that time; one deleted here stops at once.
 --- Every stored key's spending (dollars at the serving deployment's
 --- prices, tokens) is added to its row after each request, and a gateway
---- that starts again charges a key's budget what was spent before.
+--- that starts again charges a key's budget what was spent before; a key
+--- with a budget_duration has its row's spending set back to 0 each
+--- period by the first process to see the period end.
 local core = require "luagent.core"
 local json = require "luagent.json"
 local store = require "luagent.store"
@@ -47,7 +49,7 @@ function M.open(path)
   local db, err = store.sqlite(path, 5, SCHEMA)
   if not db then return nil, err end
   return setmetatable({
-    path = path, db = db, cache = {}, writing = {},
+    path = path, db = db, cache = {}, pending = {},
     find_st = assert(db:prepare("SELECT " .. COLUMNS .. " FROM luagent_keys WHERE hash = ?")),
     list_st = assert(db:prepare("SELECT hash FROM luagent_keys ORDER BY created, hash")),
     insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
@@ -105,7 +107,7 @@ function Store:find(h, fresh)
   end
   if e and e.settings == settings(row) then
     e.checked = core.now()       -- the same entry: its limiter and budget go on
-    local due = self.writing[e]  -- (and what this process has not written yet)
+    local due = self.pending[e]  -- (and what this process has not written yet)
     e.spend, e.spend_tokens = (row[11] or 0) + (due and due[1] or 0), (row[12] or 0) + (due and due[2] or 0)
     return e
   end
@@ -140,12 +142,25 @@ local function unique_error(err, alias)
   return "the key store could not be written: " .. msg
 end
 
--- A budget_duration's seconds; nil, message when it is not one.
-local function budget_period(d)
-  if d == nil then return nil end
-  local p = seconds_of(d)
-  if not p or p <= 0 then return nil, "budget_duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
-  return p
+-- A request's duration, budget_duration and metadata, checked: the key's
+-- life and budget period in seconds and its metadata as stored; or nil
+-- and a message.
+local function extras_of(extra)
+  local out = {}
+  for _, f in ipairs{ "duration", "budget_duration" } do
+    local d = extra[f]
+    if d ~= nil then
+      local secs = seconds_of(d)
+      if not secs or secs <= 0 then return nil, f .. ' must be like "30s", "30m", "30h" or "30d"' end
+      out[f] = secs
+    end
+  end
+  local m = extra.metadata
+  if m ~= nil then
+    if type(m) ~= "table" then return nil, "metadata must be an object" end
+    out.metadata = json.encode(m)
+  end
+  return out
 end
 
 local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or nil end
@@ -159,26 +174,19 @@ local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 ---@param entry table
 ---@param extra table {duration=, budget_duration=, metadata=} from the request
 function Store:generate(key, entry, extra)
-  local duration, metadata = extra.duration, extra.metadata
   if key == nil then
     key = "sk-" .. store.random_bytes(18):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
   elseif type(key) ~= "string" or #key < 8 then
     return nil, "key must be a string of 8 characters or more"
   end
-  local expires
-  if duration ~= nil then
-    local s = seconds_of(duration)
-    if not s or s <= 0 then return nil, "duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
-    expires = os.time() + s
-  end
-  if metadata ~= nil and type(metadata) ~= "table" then return nil, "metadata must be an object" end
-  local period, perr = budget_period(extra.budget_duration)
-  if perr then return nil, perr end
+  local x, xerr = extras_of(extra)
+  if not x then return nil, xerr end
   local h, now = M.hash(key), os.time()
   local alias = entry.alias or ("key-" .. h:sub(1, 8))
+  local period = x.budget_duration
   local n, err = self.insert_st:write(h, alias, models_json(entry.models), entry.rpm, entry.tpm,
-                                      entry.max_tokens, entry.max_budget, expires, now,
-                                      metadata and json.encode(metadata), entry.max_parallel,
+                                      entry.max_tokens, entry.max_budget, x.duration and now + x.duration, now,
+                                      x.metadata, entry.max_parallel,
                                       period and extra.budget_duration, period and now + period)
   if not n then return nil, unique_error(err, alias) end
   self.cache[h] = nil
@@ -199,7 +207,8 @@ end
 ---@param set table<string, boolean>
 ---@param extra table {duration=, budget_duration=, metadata=}
 function Store:update(h, entry, set, extra)
-  local duration, metadata = extra.duration, extra.metadata
+  local x, xerr = extras_of(extra)
+  if not x then return nil, xerr end
   local e, err = self:find(h)
   if not e then return nil, err and ("the key store could not be read: " .. tostring(err.message or err)) end
   local cols, vals = {}, {}
@@ -209,20 +218,12 @@ function Store:update(h, entry, set, extra)
   for _, f in ipairs{ "rpm", "tpm", "max_tokens", "max_budget", "max_parallel" } do
     if set[f] then put(f, entry[f]) end
   end
-  if duration ~= nil then
-    local s = seconds_of(duration)
-    if not s or s <= 0 then return nil, "duration must be like \"30s\", \"30m\", \"30h\" or \"30d\"" end
-    put("expires", os.time() + s)
-  end
-  if metadata ~= nil then
-    if type(metadata) ~= "table" then return nil, "metadata must be an object" end
-    put("metadata", json.encode(metadata))
-  end
-  if extra.budget_duration ~= nil then
-    local period, perr = budget_period(extra.budget_duration)
-    if perr then return nil, perr end
+  local now = os.time()
+  if x.duration then put("expires", now + x.duration) end
+  if x.metadata then put("metadata", x.metadata) end
+  if x.budget_duration then
     put("budget_duration", extra.budget_duration)
-    put("budget_reset", os.time() + period)
+    put("budget_reset", now + x.budget_duration)
   end
   if #cols > 0 then
     vals[#vals + 1] = h
@@ -289,13 +290,13 @@ end
 function Store:add_spend(entry, cost, tokens)
   if cost == 0 and tokens == 0 then return end
   entry.spend, entry.spend_tokens = entry.spend + cost, entry.spend_tokens + tokens
-  local due = self.writing[entry]
+  local due = self.pending[entry]
   if due then
     due[1], due[2] = due[1] + cost, due[2] + tokens
     return
   end
   due = { cost, tokens }
-  self.writing[entry] = due
+  self.pending[entry] = due
   core.spawn(function()
     while due[1] ~= 0 or due[2] ~= 0 do
       local c, t = due[1], due[2]
@@ -306,7 +307,7 @@ function Store:add_spend(entry, cost, tokens)
           :format(entry.alias, tostring(err and err.message or err)))
       end
     end
-    self.writing[entry] = nil
+    self.pending[entry] = nil
   end)
 end
 
