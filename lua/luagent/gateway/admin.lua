@@ -1,7 +1,7 @@
 --- luagent.gateway.admin — LiteLLM's key management endpoints on the
 --- gateway's key store (luagent.gateway.keystore): POST /key/generate,
---- POST /key/update, GET /key/info, POST /key/delete, GET /key/list. The master key may do
---- all of them; a stored key may read its own /key/info. Bodies and
+--- POST /key/update, GET /key/info, POST /key/delete, GET /key/list. The
+--- master key may do all of them; a stored key may read its own /key/info. Bodies and
 --- answers have LiteLLM's field names; a key is shown once, in the answer
 --- to /key/generate, and known afterwards by its hash (`token`).
 local json = require "luagent.json"
@@ -40,8 +40,8 @@ end
 -- The request's JSON object body, or nil, error.
 local function body_of(req)
   local b = req:body()
-  local v = b and b ~= "" and json.decode(b)
   if b == nil or b == "" then return {} end
+  local v = json.decode(b)
   if type(v) ~= "table" or json.is_array(v) then return nil, bad("the request body must be a JSON object") end
   return v
 end
@@ -53,9 +53,9 @@ end
 function M.routes(g)
   local ks = g.keystore
 
-  -- Runs handler(req, res, body) for a caller allowed in (the master key,
-  -- or with own = true any stored key, given as the second argument);
-  -- every other request is answered with its error here.
+  -- A route that runs handler(req, res, body, own) for a caller allowed in:
+  -- the master key (own nil), or with `own` set any stored key (own: its
+  -- entry). Every other request is answered with its error here.
   local function guarded(handler, own)
     return function(req, res)
       if not ks then
