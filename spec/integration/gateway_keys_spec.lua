@@ -179,6 +179,45 @@ describe("gateway key management on SQLite #integration", function()
     gw.stop(g)
   end)
 
+  it("blocks and unblocks a key, gives a leaked one a new secret, and lists keys a page at a time", function()
+    local g = gw.start{ text = config(mock, db) }
+    local made = {}
+    for i = 1, 3 do
+      local _, m = api(g, "POST", "/key/generate", MASTER, { key_alias = "k" .. i })
+      made[i] = m
+    end
+    local st, e = api(g, "POST", "/key/block", MASTER, { key = made[1].key })
+    assert.are.equal(200, st, json.encode(e))
+    assert.is_true(e.blocked)
+    local bs, bt = gw.chat(g, made[1].key, "other")
+    assert.are.equal(401, bs)
+    assert.matches("The key 'k1' is blocked", bt, 1, true)
+    assert.are.equal(200, (api(g, "POST", "/key/unblock", MASTER, { key = made[1].key })))
+    assert.are.equal(200, (gw.chat(g, made[1].key, "other")))
+    assert.are.equal(404, (api(g, "POST", "/key/block", MASTER, { key = "sk-never-made-3" })))
+
+    -- a new secret: the old one is refused at once, the new one works, the settings stay
+    local rs, fresh = api(g, "POST", "/key/" .. made[2].key .. "/regenerate", MASTER)
+    assert.are.equal(200, rs, json.encode(fresh))
+    assert.are_not.equal(made[2].key, fresh.key)
+    assert.are.equal("k2", fresh.key_alias)
+    assert.are.equal(401, (gw.chat(g, made[2].key, "other")))
+    assert.are.equal(200, (gw.chat(g, fresh.key, "other")))
+    local _, again = api(g, "POST", "/key/regenerate", MASTER, { key = fresh.key })
+    assert.are.equal(200, (gw.chat(g, again.key, "other")))
+    assert.are.equal(404, (api(g, "POST", "/key/regenerate", MASTER, { key = fresh.key })))
+
+    local _, p1 = api(g, "GET", "/key/list?page=1&size=2", MASTER)
+    local _, p2 = api(g, "GET", "/key/list?page=2&size=2&return_full_object=true", MASTER)
+    assert.are.same({ 3, 2, 1, 2 }, { p1.total_count, p1.total_pages, p1.current_page, #p1.keys })
+    assert.are.equal(1, #p2.keys)
+    assert.are.equal("k3", p2.keys[1].key_alias)
+    local _, one = api(g, "GET", "/key/list?key_alias=k1", MASTER)
+    assert.are.same({ made[1].token }, one.keys)
+    assert.are.equal(400, (api(g, "GET", "/key/list?size=1000", MASTER)))
+    gw.stop(g)
+  end)
+
   it("starts a key's budget again every budget_duration", function()
     local g = gw.start{ text = config(mock, db) }
     local _, mt = gw.chat(g, MASTER, "house")

@@ -1,7 +1,8 @@
 --- luagent.gateway.admin — LiteLLM's key management endpoints on the
 --- gateway's key store (luagent.gateway.keystore): POST /key/generate,
---- POST /key/update, GET /key/info, POST /key/delete, GET /key/list. The
---- master key may do all of them; a stored key may read its own /key/info. Bodies and
+--- /key/update, /key/delete, /key/block, /key/unblock, /key/regenerate
+--- (and /key/{key}/regenerate), GET /key/info and /key/list. The master
+--- key may do all of them; a stored key may read its own /key/info. Bodies and
 --- answers have LiteLLM's field names; a key is shown once, in the answer
 --- to /key/generate, and known afterwards by its hash (`token`).
 local json = require "luagent.json"
@@ -140,10 +141,63 @@ function M.routes(g)
     answer(req, res, { deleted_keys = json.array(out) })
   end)
 
+  -- ?page= (from 1) and ?size= (default 10, at most 100), as LiteLLM's;
+  -- ?key_alias= picks one; ?return_full_object=true gives each key's info
+  -- rather than its token.
   routes["GET /key/list"] = guarded(function(req, res)
-    local hashes = ks:list()
+    local q = req.query
+    local page, size = math.tointeger(tonumber(q.page or 1)), math.tointeger(tonumber(q.size or 10))
+    if not page or page < 1 then return g:_refuse(req, res, bad("page must be an integer >= 1")) end
+    if not size or size < 1 or size > 100 then return g:_refuse(req, res, bad("size must be an integer from 1 to 100")) end
+    local hashes, total = ks:list(page, size, q.key_alias)
     if not hashes then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be read")) end
-    answer(req, res, { keys = json.array(hashes), total_count = #hashes, current_page = 1, total_pages = 1 })
+    local keys = json.array(hashes)
+    if q.return_full_object == "true" then
+      for i, h in ipairs(hashes) do
+        local e = ks:find(h)
+        keys[i] = e and keystore.info(e) or { token = h }
+      end
+    end
+    answer(req, res, { keys = keys, total_count = total, current_page = page,
+                       total_pages = math.max(1, (total + size - 1) // size) })
+  end)
+
+  -- The key of a body's `key`, or nil after answering the error.
+  local function key_of(req, res, body)
+    if type(body.key) ~= "string" then g:_refuse(req, res, bad("key must be the key")) return nil end
+    return keystore.hash(body.key)
+  end
+
+  local function blocker(blocked)
+    return guarded(function(req, res, body)
+      local h = key_of(req, res, body)
+      if not h then return end
+      local e, err = ks:block(h, blocked)
+      if err then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be written")) end
+      if not e then return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key")) end
+      answer(req, res, keystore.info(e))
+    end)
+  end
+  routes["POST /key/block"], routes["POST /key/unblock"] = blocker(true), blocker(false)
+
+  -- A new secret for a key (a leaked one, say): its settings and spending
+  -- stay. LiteLLM's POST /key/{key}/regenerate, and the key in the body.
+  local function regenerate(req, res, h)
+    local key, e = ks:regenerate(h)
+    if not key then
+      if e then return g:_refuse(req, res, wire_errors.new(503, "overloaded", "The key store cannot be written")) end
+      return g:_refuse(req, res, wire_errors.new(404, "not_found", "No such key"))
+    end
+    local info = keystore.info(e)
+    info.key = key
+    answer(req, res, info)
+  end
+  routes["POST /key/regenerate"] = guarded(function(req, res, body)
+    local h = key_of(req, res, body)
+    if h then return regenerate(req, res, h) end
+  end)
+  routes["POST /key/:key/regenerate"] = guarded(function(req, res)
+    return regenerate(req, res, keystore.hash(req.params.key))
   end)
 
   return routes

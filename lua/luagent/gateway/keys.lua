@@ -117,6 +117,7 @@ function Keys:authorize(headers, model, group)
   local entry, serr = self:_entry(key)
   if serr then return refuse(503, "service_unavailable", "The gateway cannot read its key store") end
   if not entry then return refuse(401, "authentication_error", "Invalid API key") end
+  if entry.blocked then return refuse(401, "authentication_error", ("The key '%s' is blocked"):format(entry.alias)) end
   if entry.expires and entry.expires <= os.time() then
     return refuse(401, "authentication_error", ("The key '%s' has expired"):format(entry.alias))
   end

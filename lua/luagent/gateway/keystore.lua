@@ -27,11 +27,11 @@ CREATE TABLE IF NOT EXISTS luagent_keys (
   hash TEXT PRIMARY KEY, alias TEXT NOT NULL, models TEXT, rpm REAL, tpm REAL,
   max_tokens REAL, max_budget REAL, expires REAL, created REAL NOT NULL,
   metadata TEXT, spend REAL NOT NULL DEFAULT 0, spend_tokens INTEGER NOT NULL DEFAULT 0, max_parallel INTEGER,
-  budget_duration TEXT, budget_reset REAL);
+  budget_duration TEXT, budget_reset REAL, blocked INTEGER NOT NULL DEFAULT 0);
 CREATE UNIQUE INDEX IF NOT EXISTS luagent_keys_alias ON luagent_keys (alias)]]
 
 local COLUMNS = "hash, alias, models, rpm, tpm, max_tokens, max_budget, expires, created, metadata, spend, spend_tokens, "
-  .. "max_parallel, budget_duration, budget_reset"
+  .. "max_parallel, budget_duration, budget_reset, blocked"
 
 ---@class luagent.GatewayKeystore
 local Store = {}
@@ -51,9 +51,10 @@ function M.open(path)
   return setmetatable({
     path = path, db = db, cache = {}, pending = {},
     find_st = assert(db:prepare("SELECT " .. COLUMNS .. " FROM luagent_keys WHERE hash = ?")),
-    list_st = assert(db:prepare("SELECT hash FROM luagent_keys ORDER BY created, hash")),
+    block_st = assert(db:prepare("UPDATE luagent_keys SET blocked = ? WHERE hash = ?")),
+    rehash_st = assert(db:prepare("UPDATE luagent_keys SET hash = ? WHERE hash = ?")),
     insert_st = assert(db:prepare("INSERT INTO luagent_keys (" .. COLUMNS
-      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)")),
+      .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, 0)")),
     reset_st = assert(db:prepare("UPDATE luagent_keys SET spend = 0, spend_tokens = 0, budget_reset = ? "
       .. "WHERE hash = ? AND budget_reset <= ?")),
     delete_st = assert(db:prepare("DELETE FROM luagent_keys WHERE hash = ?")),
@@ -76,7 +77,7 @@ local function entry_of(row)
            rpm = row[4], tpm = row[5], max_tokens = row[6], max_budget = row[7], expires = row[8],
            created = row[9], metadata = row[10] and json.decode(row[10]) or nil,
            spend = row[11] or 0, spend_tokens = row[12] or 0, max_parallel = row[13],
-           budget_duration = row[14], budget_reset = row[15], checked = core.now() }
+           budget_duration = row[14], budget_reset = row[15], blocked = row[16] == 1, checked = core.now() }
 end
 
 -- The columns that hold a key's settings (not its spending): a row whose
@@ -85,7 +86,7 @@ end
 local function settings(row)
   return table.concat({ tostring(row[2]), tostring(row[3]), tostring(row[4]), tostring(row[5]), tostring(row[6]),
                         tostring(row[7]), tostring(row[8]), tostring(row[10]), tostring(row[13]),
-                        tostring(row[14]), tostring(row[15]) }, "\0")
+                        tostring(row[14]), tostring(row[15]), tostring(row[16]) }, "\0")
 end
 
 --- The entry of the key whose hash is h, or nil (none, or err). fresh:
@@ -107,14 +108,20 @@ function Store:find(h, fresh)
   end
   if e and e.settings == settings(row) then
     e.checked = core.now()       -- the same entry: its limiter and budget go on
-    local due = self.pending[e]  -- (and what this process has not written yet)
-    e.spend, e.spend_tokens = (row[11] or 0) + (due and due[1] or 0), (row[12] or 0) + (due and due[2] or 0)
+    -- the row's spending, every process's; while this process still has
+    -- some to write, the entry's own count (its last read plus what it added)
+    if not self.pending[e] then e.spend, e.spend_tokens = row[11] or 0, row[12] or 0 end
     return e
   end
   e = entry_of(row)
   e.settings = settings(row)
   self.cache[h] = e
   return e
+end
+
+-- A new key: "sk-" and 144 random bits in hex.
+local function new_key()
+  return "sk-" .. store.random_bytes(18):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
 end
 
 -- "30s", "30m", "30h", "30d" (LiteLLM's durations) in seconds, or nil.
@@ -175,7 +182,7 @@ local function iso(t) return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 ---@param extra table {duration=, budget_duration=, metadata=} from the request
 function Store:generate(key, entry, extra)
   if key == nil then
-    key = "sk-" .. store.random_bytes(18):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+    key = new_key()
   elseif type(key) ~= "string" or #key < 8 then
     return nil, "key must be a string of 8 characters or more"
   end
@@ -269,15 +276,55 @@ function Store:delete(hashes)
   return deleted
 end
 
---- Every stored key's hash, oldest first.
----@return string[]|nil
----@return table|nil err
-function Store:list()
-  local rows, err = store.query(self.list_st)
+--- A page of the stored keys' hashes, oldest first (size a page, page
+--- from 1; alias: only the key of that alias), and how many there are.
+---@param page integer
+---@param size integer
+---@param alias string|nil
+---@return string[]|nil hashes
+---@return integer|table total_or_err
+function Store:list(page, size, alias)
+  local where = alias and " WHERE alias = ?" or ""
+  local count_st <close> = assert(self.db:prepare("SELECT count(*) FROM luagent_keys" .. where))
+  local counted, err
+  if alias then counted, err = store.query(count_st, alias) else counted, err = store.query(count_st) end
+  if not counted then return nil, err end
+  local page_st <close> = assert(self.db:prepare("SELECT hash FROM luagent_keys" .. where
+    .. " ORDER BY created, rowid LIMIT ? OFFSET ?"))
+  local rows
+  if alias then rows, err = store.query(page_st, alias, size, (page - 1) * size)
+  else rows, err = store.query(page_st, size, (page - 1) * size) end
   if not rows then return nil, err end
   local out = {}
   for i, r in ipairs(rows) do out[i] = r[1] end
-  return out
+  return out, counted[1][1]
+end
+
+--- Blocks a key (every request of it is a 401) or unblocks it. Returns
+--- its entry as now stored, or nil (no such key, or nil, err).
+---@param h string
+---@param blocked boolean
+function Store:block(h, blocked)
+  local n, err = self.block_st:write(blocked and 1 or 0, h)
+  if not n then return nil, err end
+  self.cache[h] = nil
+  return self:find(h)
+end
+
+--- Gives a stored key a new secret, keeping its settings and spending:
+--- the old key stops working at once here (within KEY_TTL in other
+--- processes). Returns the new key and its entry, or nil (no such key, or
+--- nil, err).
+---@param h string
+function Store:regenerate(h)
+  local key = new_key()
+  local n, err = self.rehash_st:write(M.hash(key), h)
+  if not n then return nil, err end
+  self.cache[h] = nil
+  if n == 0 then return nil end
+  local e, ferr = self:find(M.hash(key))
+  if not e then return nil, ferr end
+  return key, e
 end
 
 --- Adds a request's spending (dollars, tokens) to a key: at once to its
@@ -321,7 +368,7 @@ function M.info(e)
     token = e.hash, key_alias = e.alias, models = json.array(e.model_list and { table.unpack(e.model_list) }),
     rpm_limit = e.rpm, tpm_limit = e.tpm, max_budget = e.max_budget, max_tokens = e.max_tokens,
     max_parallel_requests = e.max_parallel,
-    budget_duration = e.budget_duration, budget_reset_at = iso(e.budget_reset),
+    budget_duration = e.budget_duration, budget_reset_at = iso(e.budget_reset), blocked = e.blocked,
     spend = e.spend or 0, spend_tokens = e.spend_tokens or 0,
     expires = iso(e.expires), created_at = iso(e.created), metadata = e.metadata or {},
   }
