@@ -251,10 +251,11 @@ function M.to_params(body)
     model = body.model, messages = messages, max_tokens = mot,
     temperature = body.temperature, top_p = body.top_p, stream = stream,
     tools = tools, tool_choice = tools and choice or nil,
-    parallel_tool_calls = tools and body.parallel_tool_calls or nil,
     user = body.user, response_format = format,
     stream_options = stream and { include_usage = true } or nil,
   }
+  -- (only with tools: some providers refuse it alone)
+  if tools then params.parallel_tool_calls = body.parallel_tool_calls end
   ECHO[params] = {
     model = body.model, instructions = body.instructions, max_output_tokens = mot,
     temperature = body.temperature, top_p = body.top_p,
