@@ -272,12 +272,12 @@ function Exchange:upstream_failed(err)
 end
 
 -- A whole answer (not streamed): the post_call hook (which may change
--- resp), the accounting, and the body encode(resp) gives.
+-- resp), the accounting, and the body encode(resp, params) gives.
 function Exchange:answer(params, resp, encode)
   local hooks = self.g.hooks
   if hooks.post_call then pcall(hooks.post_call, params, resp) end
   self:settle(200, resp.usage)
-  self.res:send(200, encode(resp), { ["content-type"] = "application/json", ["x-request-id"] = self.rid })
+  self.res:send(200, encode(resp, params), { ["content-type"] = "application/json", ["x-request-id"] = self.rid })
 end
 
 -- The exchange of a request and its admitted params; or nil when it was
@@ -427,7 +427,7 @@ function Gateway:_relay(x, params)
   if self.hooks.on_chunk then x.params = params end
   series.open:inc(1)
   local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto),
-                         x.proto.stream(params.stream_options == USAGE_ASKED))
+                         x.proto.stream(params.stream_options == USAGE_ASKED, params))
   s:close()
   series.open:inc(-1)
   local failed = x.failed
@@ -492,6 +492,8 @@ function Gateway:_api_routes()
     ["POST /v1/chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
     ["POST /chat/completions"] = function(req, res) return self:_complete(req, res, protocols.openai) end,
     ["POST /v1/messages"] = function(req, res) return self:_complete(req, res, protocols.anthropic) end,
+    ["POST /v1/responses"] = function(req, res) return self:_complete(req, res, protocols.responses) end,
+    ["POST /responses"] = function(req, res) return self:_complete(req, res, protocols.responses) end,
     ["POST /v1/embeddings"] = function(req, res) return self:_embed(req, res) end,
     ["POST /embeddings"] = function(req, res) return self:_embed(req, res) end,
     ["GET /v1/models"] = function(req, res) self:_models(req, res) end,

@@ -7,8 +7,9 @@
 ---
 --- A protocol:
 ---   to_params(body) -> params | nil, gateway error
----   response(resp) -> JSON text (non-streaming)
----   stream(want_usage) -> encoder with
+---   response(resp, params) -> JSON text (non-streaming; params: the
+---     request's llm.completion parameters)
+---   stream(want_usage, params) -> encoder with
 ---       :chunk(c) -> framed bytes ("" when none)
 ---       :raw(c, raw) -> the bytes to relay for an upstream event of the
 ---         client's own wire format (raw: its SSE text; c: its chunk, or
@@ -21,6 +22,7 @@ local json = require "luagent.json"
 local digest = require "luagent.digest"
 local wire_errors = require "luagent.gateway.wire_errors"
 local anthropic_in = require "luagent.gateway.anthropic_in"
+local responses = require "luagent.gateway.responses"
 local openai_provider = require "luagent.providers.openai"
 local anthropic_provider = require "luagent.providers.anthropic"
 
@@ -141,6 +143,15 @@ end
 function AnthropicStream:error(e)
   return { event = "error", data = json.encode(wire_errors.anthropic_body(e)) }
 end
+
+-- ---------------------------------------------------------------------------
+-- OpenAI Responses
+-- ---------------------------------------------------------------------------
+
+-- No upstream speaks it (the router's providers speak Chat Completions),
+-- so its streams are always encoded from chunks (luagent.gateway.responses).
+M.responses = { name = "responses", to_params = responses.to_params, response = responses.response,
+                stream = responses.stream, error_body = wire_errors.openai_body }
 
 -- ---------------------------------------------------------------------------
 -- OpenAI Embeddings
