@@ -5,18 +5,11 @@
 // spec/integration/gateway_responses_spec.lua starts the gateway and its
 // upstreams and asserts on what this prints.
 import OpenAI from "openai";
+import { checks } from "./sdk_checks.mjs";
 
 const [base, key] = process.argv.slice(2);
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: key, maxRetries: 0 });
-const out = {};
-
-async function check(name, fn) {
-  try {
-    out[name] = { ok: true, ...(await fn()) };
-  } catch (e) {
-    out[name] = { ok: false, error: e.constructor.name, status: e.status, message: String(e.message) };
-  }
-}
+const { out, check } = checks();
 
 const weather = {
   type: "function", name: "get_weather", description: "The weather in a city",

@@ -4,21 +4,14 @@
 // spec/integration/gateway_spec.lua starts the gateway and its upstreams
 // and asserts on what this prints.
 import OpenAI from "openai";
+import { checks } from "./sdk_checks.mjs";
 import Anthropic from "@anthropic-ai/sdk";
 
 const [base, key] = process.argv.slice(2);
 const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: key, maxRetries: 0 });
 const anthropic = new Anthropic({ baseURL: base, apiKey: key, maxRetries: 0 });
 const msgs = [{ role: "user", content: "hello gateway" }];
-const out = {};
-
-async function check(name, fn) {
-  try {
-    out[name] = { ok: true, ...(await fn()) };
-  } catch (e) {
-    out[name] = { ok: false, error: e.constructor.name, status: e.status, message: String(e.message) };
-  }
-}
+const { out, check } = checks();
 
 await check("openai_plain", async () => {
   const r = await openai.chat.completions.create({ model: "gpt-openai", messages: msgs });
