@@ -38,12 +38,17 @@ local function entry_of(body)
   return entry
 end
 
--- The request's JSON object body, or nil, error.
+-- The request's JSON object body ({} for a GET, whose body is not read),
+-- or nil, error.
 local function body_of(req)
+  if req.method == "GET" then return {} end
   local b = req:body()
   if b == nil or b == "" then return {} end
   local v = json.decode(b)
-  if type(v) ~= "table" or json.is_array(v) then return nil, bad("the request body must be a JSON object") end
+  -- (a decoded array's first item tells it from an object)
+  if type(v) ~= "table" or json.is_array(v) or v[1] ~= nil then
+    return nil, bad("the request body must be a JSON object")
+  end
   return v
 end
 

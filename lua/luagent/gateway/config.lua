@@ -159,9 +159,14 @@ end
 
 local function set_of(list, where)
   if list == nil then return nil end
-  if type(list) ~= "table" then fail(where, "must be a list of model names") end
+  if type(list) ~= "table" or (list[1] == nil and next(list) ~= nil) then
+    fail(where, "must be a list of model names")
+  end
   local s = {}
-  for _, m in ipairs(list) do s[m] = true end
+  for i, m in ipairs(list) do
+    if type(m) ~= "string" or m == "" then fail(("%s[%d]"):format(where, i - 1), "must be a model name") end
+    s[m] = true
+  end
   return s
 end
 
