@@ -120,7 +120,11 @@ static void ws_gone(la_ws_t *ws, int linger) {
   if (ws->code == 1006 && !ws->closing)
     ws->code = wslay_event_get_status_code_received(c->ws_ctx);
   ws->conn = NULL;
-  if (linger && c->sock) {
+  /* Not while a write is in flight: its completion would reach h2o's
+  ** websocket callback with sock->data pointing at ws, not at the conn
+  ** freed below (ASan: SEGV in wslay_event_want_write from
+  ** h2o_websocket_proceed). h2o_websocket_close closes that socket. */
+  if (linger && c->sock && !h2o_socket_is_writing(c->sock)) {
     ws->linger = c->sock;
     c->sock = NULL;             /* h2o_websocket_close leaves it to us */
     ws->linger->data = ws;
