@@ -104,11 +104,13 @@ describe("transport regressions #integration", function()
     local resp = assert(llm.http.request{
       url = mock.url .. "/s/chunks=40000,burst=40000/v1/chat/completions",
       method = "POST", body = '{"model":"m","stream":true,"messages":[]}',
-      stream = true, idle_timeout = 0.2,
+      -- (0.5 s: under ASan on a loaded machine 0.2 s passed between two
+      -- of the 40,000 events once they flowed again)
+      stream = true, idle_timeout = 0.5,
     })
     assert(resp:read())
     local c0 = os.clock()
-    llm.sleep(0.6)                      -- queue full, transfer paused, idle passes
+    llm.sleep(1.2)                      -- queue full, transfer paused, idle passes
     assert.is_true(os.clock() - c0 < 0.4, "the loop spun while paused")
     local n = 1
     while true do
