@@ -1,59 +1,78 @@
 --- luagent.params: the checks llm.completion makes at its edge, before
 --- any request: a wrong type is an error naming the parameter, raised at
---- the caller's line (a provider would answer a 400 at best).
+--- the caller's line (a provider would answer a 400 at best). The
+--- gateway answers the same checks as a client's 400.
 local M = {}
 
-local TIMEOUT_KEYS = { "timeout", "attempt_timeout", "connect_timeout", "first_token_timeout",
-                       "idle_timeout", "stream_timeout" }
+-- What each checked parameter must be. The numeric request parameters
+-- are checked since a provider would only answer a 400 (or, for some
+-- servers, quietly ignore the value); the call's own (timeouts, retries,
+-- fallbacks) since nothing else would. One walk of the parameters a
+-- call has, not a lookup of each it might have.
+local KIND = {
+  temperature = "number", top_p = "number", presence_penalty = "number", frequency_penalty = "number",
+  max_tokens = "integer", max_completion_tokens = "integer", n = "integer", seed = "integer",
+  timeout = "seconds", attempt_timeout = "seconds", connect_timeout = "seconds",
+  first_token_timeout = "seconds", idle_timeout = "seconds", stream_timeout = "seconds",
+  num_retries = "count", fallbacks = "list", context_window_fallbacks = "list",
+  model = "model", messages = "messages",
+}
 
--- Numeric request parameters: checked here, since a provider would only
--- answer a 400 (or, for some servers, quietly ignore the value).
-local NUMBER_KEYS = { "temperature", "top_p", "presence_penalty", "frequency_penalty" }
-local INTEGER_KEYS = { "max_tokens", "max_completion_tokens", "n", "seed" }
+-- The kinds every call shares (call_problem: llm.embedding's too).
+local CALL_KIND = { seconds = true, count = true }
 
-local function check_numbers(p, default_model)
-  for i = 1, #NUMBER_KEYS do
-    local k = NUMBER_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v ~= v) then
-      error(("llm.completion: %s must be a number, got %s"):format(k, type(v)), 4)
+local function integral(v)
+  return math.type(v) == "integer" or (math.type(v) == "float" and v == math.floor(v))
+end
+
+-- The problem with value v of parameter k of kind `kind`, or nil.
+local function problem_of(kind, k, v)
+  if kind == "number" then
+    if type(v) ~= "number" or v ~= v then return ("%s must be a number, got %s"):format(k, type(v)) end
+  elseif kind == "integer" then
+    if not integral(v) then
+      return ("%s must be an integer, got %s"):format(k, type(v) == "number" and tostring(v) or type(v))
     end
-  end
-  for i = 1, #INTEGER_KEYS do
-    local k = INTEGER_KEYS[i]
-    local v = p[k]
-    if v ~= nil and math.type(v) ~= "integer" and not (math.type(v) == "float" and v == math.floor(v)) then
-      error(("llm.completion: %s must be an integer, got %s"):format(k,
-        type(v) == "number" and tostring(v) or type(v)), 4)
-    end
-  end
-  if p.model == nil and default_model == nil then
-    error("llm.completion: model is required, e.g. \"openai/gpt-4o-mini\" "
-      .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", 4)
+  elseif kind == "seconds" then
+    if type(v) ~= "number" or v < 0 or v ~= v then return ("%s must be a number of seconds >= 0"):format(k) end
+  elseif kind == "count" then
+    if math.type(v) ~= "integer" or v < 0 then return k .. " must be a non-negative integer" end
+  elseif kind == "list" then
+    if type(v) ~= "table" then return k .. " must be a list of model names or parameter tables" end
+  elseif kind == "model" then
+    if type(v) ~= "string" then return "model must be a string like \"openai/gpt-4o-mini\"" end
+  elseif type(v) ~= "table" then   -- messages
+    return "messages must be a list of {role=, content=} tables"
   end
 end
 
+--- What is wrong with a completion's parameters (a type llm.completion
+--- checks, a missing model or messages), or nil; and the parameter's name.
+---@param p table
+---@param default_model string|nil llm.default_model
+---@return string|nil why
+---@return string|nil param
+function M.problem(p, default_model)
+  for k, v in pairs(p) do
+    local kind = KIND[k]
+    local why = kind and problem_of(kind, k, v)
+    if why then return why, k end
+  end
+  if p.model == nil and default_model == nil then
+    return "model is required, e.g. \"openai/gpt-4o-mini\" "
+      .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", "model"
+  end
+  if p.messages == nil and p.mock_response == nil then return "messages is required", "messages" end
+end
+
 --- Raises, at the caller of llm.completion, an error naming the first
---- parameter that is missing or of the wrong type.
+--- parameter that is missing or of the wrong type (M.problem).
 ---@param p any the parameter table
 ---@param default_model string|nil llm.default_model
 function M.check(p, default_model)
   if type(p) ~= "table" then error("llm.completion: expects a table of parameters", 3) end
-  if p.model ~= nil and type(p.model) ~= "string" then
-    error("llm.completion: model must be a string like \"openai/gpt-4o-mini\"", 3)
-  end
-  check_numbers(p, default_model)
-  if p.messages ~= nil and type(p.messages) ~= "table" then
-    error("llm.completion: messages must be a list of {role=, content=} tables", 3)
-  end
-  if p.messages == nil and p.mock_response == nil then
-    error("llm.completion: messages is required", 3)
-  end
-  local why = M.call_problem(p)
+  local why = M.problem(p, default_model)
   if why then error("llm.completion: " .. why, 3) end
-  if p.context_window_fallbacks ~= nil and type(p.context_window_fallbacks) ~= "table" then
-    error("llm.completion: context_window_fallbacks must be a list of model names or parameter tables", 3)
-  end
 end
 
 --- What is wrong with the parameters every call shares (the timeouts,
@@ -61,21 +80,13 @@ end
 --- returns it as a BadRequestError.
 ---@param p table
 ---@return string|nil why
+---@return string|nil param
 function M.call_problem(p)
-  for i = 1, #TIMEOUT_KEYS do
-    local k = TIMEOUT_KEYS[i]
-    local v = p[k]
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= v) then
-      return ("%s must be a number of seconds >= 0"):format(k)
-    end
+  for k, v in pairs(p) do
+    local kind = KIND[k]
+    local why = kind and (CALL_KIND[kind] or k == "fallbacks") and problem_of(kind, k, v)
+    if why then return why, k end
   end
-  if p.num_retries ~= nil and (math.type(p.num_retries) ~= "integer" or p.num_retries < 0) then
-    return "num_retries must be a non-negative integer"
-  end
-  if p.fallbacks ~= nil and type(p.fallbacks) ~= "table" then
-    return "fallbacks must be a list of model names or parameter tables"
-  end
-  return nil
 end
 
 return M

@@ -631,6 +631,51 @@ general_settings:
     assert.are.equal(before + 17, output_tokens(gw))     -- the usage it did not relay is accounted
   end)
 
+  it("sends a stream's body upstream as the client wrote it, less what is the gateway's to set", function()
+    local ev = fixture_events()
+    -- a runtime key from a client would time the try out (attempt_timeout),
+    -- read a CA file (ca_file) or pick the transport: all are dropped
+    assert.are.equal(table.concat(ev, "", 1, 4) .. "data: [DONE]\n\n",
+                     stream(gw, { temperature = 0.5, user = "u-7", vendor_option = { depth = 2 },
+                                  attempt_timeout = 0.000001, ca_file = "/nonexistent", transport = "curl",
+                                  progress = true, api_base = "http://127.0.0.1:1" }))
+    local reqs = mock.requests()
+    local sent = assert(json.decode(reqs[#reqs].body))
+    assert.are.equal("gpt-relay", sent.model)
+    assert.are.equal(0.5, sent.temperature)
+    assert.are.equal("u-7", sent.user)
+    assert.are.same({ depth = 2 }, sent.vendor_option)
+    assert.are.same({ include_usage = true }, sent.stream_options)   -- the gateway's, for its accounting
+    for _, k in ipairs{ "attempt_timeout", "ca_file", "transport", "progress", "api_base" } do
+      assert.is_nil(sent[k], k)
+    end
+  end)
+
+  it("answers a parameter of the wrong type with a 400 naming it, in either protocol, streamed or not", function()
+    local function post(path, body)
+      local r = assert(llm.http.request{ url = gw.url .. path, method = "POST", body = json.encode(body),
+                                         headers = { ["content-type"] = "application/json", ["x-api-key"] = MASTER } })
+      local text = r:body()
+      r:close()
+      return r.status, json.decode(text)
+    end
+    local msgs = { { role = "user", content = "hi" } }
+    for _, stream in ipairs{ true, false } do
+      local status, b = post("/v1/chat/completions", { model = "relay", stream = stream, messages = msgs,
+                                                        temperature = "hot" })
+      assert.are.equal(400, status)
+      assert.are.same({ message = "temperature must be a number, got string", type = "invalid_request_error",
+                        param = "temperature" }, b.error)
+      status, b = post("/v1/chat/completions", { model = "relay", stream = stream, messages = msgs, timeout = "soon" })
+      assert.are.equal(400, status)
+      assert.are.equal("timeout", b.error.param)
+      status, b = post("/v1/messages", { model = "relay", stream = stream, max_tokens = 5, messages = msgs,
+                                         top_p = "most" })
+      assert.are.equal(400, status)
+      assert.are.same({ type = "invalid_request_error", message = "top_p must be a number, got string" }, b.error)
+    end
+  end)
+
   it("relays the usage chunk as sent when the client asked for it", function()
     local ev = fixture_events()
     local before = output_tokens(gw)

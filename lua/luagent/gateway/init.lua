@@ -25,6 +25,7 @@ local metrics_mod = require "luagent.gateway.metrics"
 local protocols = require "luagent.gateway.protocols"
 local wire_errors = require "luagent.gateway.wire_errors"
 local has_content = require("luagent.completion").has_content
+local params_problem = require("luagent.params").problem
 
 local M = { config = config }
 
@@ -171,6 +172,12 @@ function Gateway:_admit(req, proto)
     if perr.kind then return nil, perr end
     return nil, wire_errors.new(perr.status or 400, "invalid_request", perr.message)
   end
+  -- a parameter of the wrong type is the client's 400 naming it
+  -- (llm.completion's checks, made at the edge: raised inside the call
+  -- it was a 500)
+  local why, param
+  if proto ~= protocols.embeddings then why, param = params_problem(params) end
+  if why then return nil, wire_errors.new(400, "invalid_request", why, { param = param }) end
   local alias = self.aliases[params.model]
   local caller, aerr = self.keys:authorize(req.headers, params.model, alias and alias.model)
   if alias then params.model = alias.model end

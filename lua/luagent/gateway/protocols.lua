@@ -41,6 +41,20 @@ M.openai = openai
 local GATEWAY_ONLY = { api_key = true, api_base = true, base_url = true, mock_response = true,
                        extra_headers = true, fallbacks = true, num_retries = true,
                        context_window_fallbacks = true, metadata = true, cache = true }
+-- luagent's runtime options (the transport, its CA file, the timeouts,
+-- callbacks, budgets, ...) are the gateway's config's to set, never a
+-- client's; a client keeps LiteLLM's per-request `timeout` and
+-- `drop_params`, and the model.
+local RUNTIME_KEYS = require("luagent.providers").RUNTIME_KEYS
+local CLIENT_MAY = { model = true, timeout = true, drop_params = true }
+
+-- Takes out of a decoded body (the caller's to give) the keys a client
+-- may not set, rather than copying the rest.
+local function strip(body)
+  for k in pairs(body) do
+    if GATEWAY_ONLY[k] or (RUNTIME_KEYS[k] and not CLIENT_MAY[k]) then body[k] = nil end
+  end
+end
 
 function openai.to_params(body)
   if type(body) ~= "table" or json.is_array(body) then
@@ -52,9 +66,7 @@ function openai.to_params(body)
   if type(body.messages) ~= "table" or #body.messages == 0 then
     return nil, wire_errors.new(400, "invalid_request", "messages must be a non-empty array", { param = "messages" })
   end
-  -- the body is the caller's to give (freshly decoded): its gateway-only
-  -- keys are taken out rather than the rest copied
-  for k in pairs(body) do if GATEWAY_ONLY[k] then body[k] = nil end end
+  strip(body)
   return body
 end
 
@@ -203,7 +215,7 @@ function embeddings.to_params(body)
   if d ~= nil and not (math.type(d) == "integer" and d > 0) then
     return nil, invalid("dimensions must be a positive integer", "dimensions")
   end
-  for k in pairs(body) do if GATEWAY_ONLY[k] then body[k] = nil end end
+  strip(body)
   body.stream = nil
   return body
 end

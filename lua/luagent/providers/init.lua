@@ -84,7 +84,7 @@ M.RUNTIME_KEYS = set {
   "stream_timeout", "num_retries", "max_retries", "fallbacks", "context_window_fallbacks",
   "rate_limit", "progress", "extra_headers", "extra_body", "metadata", "drop_params",
   "on_midstream_failure", "mock_response", "mock_delay", "mock_tool_calls",
-  "mock_finish_reason", "callbacks", "budget", "cache", "transport",
+  "mock_finish_reason", "callbacks", "budget", "cache", "transport", "ca_file",
 }
 
 --- OpenAI chat-completion parameters each provider translates (or refuses).
