@@ -161,7 +161,7 @@ end
 
 --- As next, for a client of wire format `wire` ("openai", "anthropic"):
 --- while the current attempt's provider speaks it, its events come as
---- bytes to relay (Source:next_raw): plain, c, raw. Otherwise (or with
+--- bytes to relay (Source:next_bytes): plain, c, raw. Otherwise (or with
 --- wire nil) false, c: a chunk to encode. nil at the end; nil, err on
 --- failure, with next's fallbacks. With stream.sink set (a server
 --- response, llm.serve's res:sink()) the plain bytes go to it and plain
@@ -181,7 +181,7 @@ function Stream:next_raw(wire)
       return nil, err
     end
     src.sink = self.sink
-    local plain, c, raw = src:next_raw(not self._content)
+    local plain, c, raw = src:next_bytes(not self._content)
     if plain then
       if c then took(self, c) end
       return plain, c, raw
