@@ -569,11 +569,7 @@ local function relay_end(self, err)
   if not self._done then
     self._done, self._err = true, err
     Source.close(self)
-    local permit = self._permit
-    if permit then
-      self._permit = nil
-      permit:release(self._tokens)
-    end
+    stream.release_permit(self)
   end
   return nil, self._err
 end

@@ -64,16 +64,22 @@ local function continue_params(p, builder)
   return q
 end
 
--- Closes the stream's source and gives its rate-limit permit back with
--- the tokens the usage reported.
+--- Gives a stream's rate-limit permit (s._permit) back with the tokens its
+--- usage reported (s._tokens), once.
+---@param s table a luagent.Stream or luagent.RelayStream
+function M.release_permit(s)
+  local permit = s._permit
+  if permit then
+    s._permit = nil
+    permit:release(s._tokens)
+  end
+end
+
+-- Closes the stream's source and gives its rate-limit permit back.
 local function close_source(self)
   local src = self._src
   if src then src:close() end
-  local permit = self._permit
-  if permit then
-    self._permit = nil
-    permit:release(self._tokens)
-  end
+  M.release_permit(self)
 end
 
 local function finish(self, err)

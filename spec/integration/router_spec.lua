@@ -3,6 +3,7 @@
 -- scenario URL, and counts the requests each one received.
 local llm = require "luagent"
 local servers = require "servers"
+local drain = require "drain"
 
 local MSGS = { { role = "user", content = "Hello" } }
 local CANARY = "sk-canary-router-4d8e2b7a91"
@@ -140,20 +141,10 @@ describe("llm.router over HTTP #integration", function()
     local function relay()
       local s = assert(r:relay{ model = "gpt", stream = true, messages = MSGS,
                                 stream_options = { include_usage = true } })
-      local text, usage = {}, nil
-      while true do
-        local c, err = s:next()
-        if not c then
-          assert.is_nil(err)
-          break
-        end
-        local d = c.choices[1] and c.choices[1].delta
-        text[#text + 1] = d and d.content or nil
-        usage = c.usage or usage
-      end
+      local text, usage = drain(s)
       s:close()
       assert.are.equal("good", s._hidden_params.model_id)
-      return table.concat(text), usage
+      return text, usage
     end
     local text, usage = assert(llm.timeout(5, relay))
     assert.are.equal("t0 t1 t2 ", text)

@@ -3,6 +3,7 @@
 -- a chain, an observer, a cache or a spinner has something to do.
 local llm = require "luagent"
 local completion = require "luagent.completion"
+local drain = require "drain"
 
 local msgs = { { role = "user", content = "hi" } }
 
@@ -13,20 +14,6 @@ local function params(extra)
   return p
 end
 
-local function drain(s)
-  local text, usage = {}, nil
-  while true do
-    local c, err = s:next()
-    if not c then
-      assert.is_nil(err)
-      break
-    end
-    local d = c.choices[1] and c.choices[1].delta
-    text[#text + 1] = d and d.content or nil
-    usage = c.usage or usage
-  end
-  return table.concat(text), usage
-end
 
 describe("completion.relay #unit", function()
   it("gives a plain attempt's stream: its chunks and usage, no response assembled", function()
