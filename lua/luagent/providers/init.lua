@@ -313,27 +313,6 @@ function M.join_url(base, path)
   return b .. p
 end
 
--- The URLs requests were made to, by base then path: a request's URL is
--- joined once, not again on every request (its gsub, match and concat
--- were ~4% of a relayed request's instructions, callgrind). Emptied when
--- it holds URL_CACHE_MAX bases, for a script that varies them per call.
-local url_cache, url_bases, URL_CACHE_MAX = {}, 0, 256
-
-local function request_url(base, path)
-  local by_path = url_cache[base]
-  if not by_path then
-    if url_bases >= URL_CACHE_MAX then url_cache, url_bases = {}, 0 end
-    by_path, url_bases = {}, url_bases + 1
-    url_cache[base] = by_path
-  end
-  local url = by_path[path]
-  if not url then
-    url = M.join_url(base, path)
-    by_path[path] = url
-  end
-  return url
-end
-
 --- The checks every provider's build_request starts with: the messages
 --- (check_messages), then rule 2 against `supported` (check_supported).
 ---@param params table
@@ -442,7 +421,7 @@ function M.request(provider, params, model, ctx, r)
   -- made first, its URL with it: the fewer locals below a call, the
   -- lower the stack it needs (docs/architecture.md, "The gateway's
   -- stream relay")
-  local req = { method = "POST", url = request_url(ctx.api_base or provider.default_base, r.path),
+  local req = { method = "POST", url = M.join_url(ctx.api_base or provider.default_base, r.path),
                 headers = false, body = false, stream = r.stream, framing = provider.framing,
                 dropped = r.dropped }
   if r.headers or params.extra_headers ~= nil then
