@@ -75,7 +75,7 @@ end
 ---@field events integer events read so far (for StreamIncomplete's message)
 ---@field p table|nil the attempt's parameters, to word a timeout (with deadline)
 ---@field deadline number|nil the call's deadline (core.now() time)
----@field sink userdata|nil where next_bytes' plain bytes go (Stream:next_raw)
+---@field sink userdata|nil where next_raw's plain bytes go (Stream:next_raw)
 local Source = {}
 Source.__index = Source
 
@@ -86,7 +86,7 @@ local function new_source(resp, dec)
   return setmetatable({ resp = resp, read = resp.read_json, dec = dec, events = 0 }, Source)
 end
 
--- A source whose events can also be relayed as their bytes (next_bytes):
+-- A source whose events can also be relayed as their bytes (next_raw):
 -- an SSE response of a provider marked `relay` (luagent.Provider).
 local function relay_source(src, P)
   local rr = P.relay and src.resp.framed and src.resp.read_relay
@@ -152,7 +152,7 @@ end
 ---@return string|nil plain
 ---@return luagent.Chunk|table|nil c_or_err
 ---@return string|nil raw
-function Source:next_bytes(inspect)
+function Source:next_raw(inspect)
   local held = self.held
   if held ~= nil then
     self.held = nil
@@ -531,126 +531,6 @@ function M.completion(p)
   local s = stream.new(r, chain, used, permit, p, ev, M.default_model)
   if entry then return entry:store(s) end
   return s
-end
-
--- ---------------------------------------------------------------------------
--- Relays: one attempt's source as the stream, for a caller that passes
--- the events on
--- ---------------------------------------------------------------------------
-
--- A relayed attempt's operation when its provider has a relay_request (a
--- body of its own wire format sent as it is); else it is M.CHAT's.
-local RELAY = { build = "relay_request", parse = M.CHAT.parse, api = M.CHAT.api, estimate = M.CHAT.estimate }
-
--- Whether llm.completion adds anything to the one attempt of a stream on
--- p: retries or fallbacks, a spinner, a response cache, observers
--- (callbacks, budgets, an ambient span or budget).
-local function one_plain_attempt(p)
-  if p.progress or p.fallbacks or p.context_window_fallbacks or (p.num_retries or M.num_retries) > 0 then
-    return false
-  end
-  local cache = package.loaded["luagent.cache"]
-  if cache and p.cache ~= false and (p.cache ~= nil or cache.default) then return false end
-  return events.quiet(p)
-end
-
---- The stream of a relayed attempt (M.relay): its source itself, with a
---- stream's next, next_raw, usage_tokens and close, the usage's tokens
---- for the rate limit's permit and the first-content mark (_content, read
---- by the router's stream), but no response assembled (no :response()).
---- One table and one call a relayed event fewer than a luagent.Stream
---- over the source (docs/architecture.md, "The gateway's stream relay").
----@class luagent.RelayStream: luagent.ChunkSource
-local Relay = {}
-Relay.__index = Relay
-Relay.__name = "luagent.RelayStream"
-
-local function relay_end(self, err)
-  if not self._done then
-    self._done, self._err = true, err
-    Source.close(self)
-    stream.release_permit(self)
-  end
-  return nil, self._err
-end
-
-local has_content = stream.has_content
-
--- Chunk c reached the caller: the usage's tokens, the first content.
-local function relay_took(self, c)
-  local u = c.usage
-  if u then self._tokens = usage_tokens(u) end
-  if not self._content and has_content(c) then self._content = true end
-end
-
---- As luagent.Stream's next.
-function Relay:next()
-  if self._done then return nil, self._err end
-  local c, err = Source.next(self)
-  if c then
-    relay_took(self, c)
-    return c
-  end
-  return relay_end(self, err)
-end
-
---- As luagent.Stream's next_raw.
-function Relay:next_raw(wire)
-  if self._done then return nil, self._err end
-  if wire == nil or self.wire ~= wire then
-    local c, err = self:next()
-    if c then return false, c end
-    return nil, err
-  end
-  local plain, c, raw = self:next_bytes(not self._content)
-  if plain then
-    if c then relay_took(self, c) end
-    return plain, c, raw
-  end
-  return relay_end(self, c)
-end
-
---- The tokens of the usage reported so far (total), or nil.
-function Relay:usage_tokens() return self._tokens end
-
---- Ends the transfer now; idempotent. Also __close and __gc.
-function Relay:close() relay_end(self, nil) end
-
-Relay.__close, Relay.__gc = Relay.close, Relay.close
-Relay.next_bytes = Source.next_bytes
-
--- The relay stream of an attempt's results (src, permit; or nil, err).
-local function relay_stream(p, src, permit)
-  if not src then return nil, permit end
-  src._done, src._content, src._permit, src.model = false, false, permit, p.model or M.default_model
-  return setmetatable(src, Relay)
-end
-
--- The operation of a relayed attempt on p.
-local function relay_op(p)
-  local P = providers.for_call(p, M.default_model)
-  return P and P.relay_request and RELAY or M.CHAT
-end
-
---- llm.completion{stream = true} for a caller that relays the events
---- rather than reading a reply (the gateway, through router:relay), on
---- parameters that are a decoded JSON body of the provider's own wire
---- format plus runtime keys: when the call is one plain attempt
---- (num_retries = 0, no fallbacks, no spinner, cache or observers), the
---- attempt's source as a luagent.RelayStream, its request made by the
---- provider's relay_request when it has one (the body sent as it came);
---- no chain, no response assembled. Otherwise llm.completion(p).
----@param p table the completion parameters, stream = true
----@return luagent.RelayStream|luagent.Stream|nil stream
----@return table|nil err
-function M.relay(p)
-  if p.stream ~= true then error("completion.relay: for streams (stream = true)", 2) end
-  if not one_plain_attempt(p) then return M.completion(p) end
-  if not core.current() then error("llm.completion: not inside a task", 2) end
-  -- (no locals: the attempt below builds the request, a relayed
-  -- request's deepest call; docs/architecture.md, "The gateway's stream
-  -- relay")
-  return relay_stream(p, attempt(p, p.timeout and p.timeout > 0 and core.now() + p.timeout or nil, relay_op(p)))
 end
 
 --- Runs a call of operation op other than a chat completion (embeddings:

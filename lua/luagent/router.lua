@@ -404,27 +404,6 @@ function Router:completion(p)
   return rcall.new_stream(call, r, d)
 end
 
---- router:completion{stream = true} for a caller that relays the events
---- rather than reading a reply (the gateway): each try is llm.completion's
---- relay (luagent.completion.relay), so a plain try makes no chain,
---- observer event or assembled response, and the stream has no
---- :response() or :text() when its tries were plain. On an openai/
---- deployment p goes upstream as it is: it must be the API's JSON (as a
---- client sent it), not luagent's shorthands.
----@param p table
----@return luagent.RouterStream|nil stream
----@return table|nil err
-function Router:relay(p)
-  if type(p) ~= "table" or p.stream ~= true or type(p.model) ~= "string" then
-    error("router:relay: expects {model = model_name, stream = true, ...}", 2)
-  end
-  if self._callbacks and p.callbacks == nil then p = with_callbacks(p, self._callbacks) end
-  local call = rcall.new_call(self, p, rcall.RELAY)
-  local s, d = call:run()
-  if not s then return nil, d end
-  return rcall.new_stream(call, s, d)
-end
-
 -- What a router:embedding try runs (luagent.router_call.RouterOp).
 local EMBEDDING
 

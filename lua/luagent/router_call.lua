@@ -82,10 +82,6 @@ end
 ---@type luagent.RouterOp
 M.COMPLETION = { run = completion.completion, estimate = completion.estimate_tokens }
 
---- A stream's tries for a caller that relays the events (router:relay).
----@type luagent.RouterOp
-M.RELAY = { run = completion.relay, estimate = completion.estimate_tokens }
-
 -- A call's tried set and attempts list are made at its first try and
 -- failure, and its token estimate when something needs it (Call:tokens).
 -- op: what each try runs (M.COMPLETION when nil).
@@ -257,7 +253,7 @@ function RStream:_end_try(outcome, err)
     -- its response only for that was 660 bytes of garbage a request
     local s = self._s
     local n = s.usage_tokens and s:usage_tokens()
-    if n == nil and s.response then      -- (a relay stream has no response)
+    if n == nil then
       local r = s:response()
       n = usage_tokens(r and r.usage)
     end

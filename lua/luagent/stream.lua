@@ -64,22 +64,16 @@ local function continue_params(p, builder)
   return q
 end
 
---- Gives a stream's rate-limit permit (s._permit) back with the tokens its
---- usage reported (s._tokens), once.
----@param s table a luagent.Stream or luagent.RelayStream
-function M.release_permit(s)
-  local permit = s._permit
-  if permit then
-    s._permit = nil
-    permit:release(s._tokens)
-  end
-end
-
--- Closes the stream's source and gives its rate-limit permit back.
+-- Closes the stream's source and gives its rate-limit permit back with
+-- the tokens the usage reported.
 local function close_source(self)
   local src = self._src
   if src then src:close() end
-  M.release_permit(self)
+  local permit = self._permit
+  if permit then
+    self._permit = nil
+    permit:release(self._tokens)
+  end
 end
 
 local function finish(self, err)
@@ -167,7 +161,7 @@ end
 
 --- As next, for a client of wire format `wire` ("openai", "anthropic"):
 --- while the current attempt's provider speaks it, its events come as
---- bytes to relay (Source:next_bytes): plain, c, raw. Otherwise (or with
+--- bytes to relay (Source:next_raw): plain, c, raw. Otherwise (or with
 --- wire nil) false, c: a chunk to encode. nil at the end; nil, err on
 --- failure, with next's fallbacks. With stream.sink set (a server
 --- response, llm.serve's res:sink()) the plain bytes go to it and plain
@@ -187,7 +181,7 @@ function Stream:next_raw(wire)
       return nil, err
     end
     src.sink = self.sink
-    local plain, c, raw = src:next_bytes(not self._content)
+    local plain, c, raw = src:next_raw(not self._content)
     if plain then
       if c then took(self, c) end
       return plain, c, raw

@@ -3,7 +3,6 @@
 -- scenario URL, and counts the requests each one received.
 local llm = require "luagent"
 local servers = require "servers"
-local drain = require "drain"
 
 local MSGS = { { role = "user", content = "Hello" } }
 local CANARY = "sk-canary-router-4d8e2b7a91"
@@ -129,34 +128,6 @@ describe("llm.router over HTTP #integration", function()
       assert.are.equal("good", s._hidden_params.model_id)
     end
     assert.are.equal(4, count(good))
-  end)
-
-  it("router:relay moves on before the first content, counts the usage's tokens, and gives back the permit", function()
-    local bad, good = scen("status=500"), scen("chunks=3")
-    -- bad first, then its fallback; one request at a time on good: a
-    -- permit not given back would hold the second relay
-    local r = llm.router{ num_retries = 0, fallbacks = { { gpt = { "gpt-good" } } },
-                          model_list = { dep("gpt", "bad", bad),
-                                         dep("gpt-good", "good", good, { max_parallel_requests = 1 }) } }
-    local function relay()
-      local s = assert(r:relay{ model = "gpt", stream = true, messages = MSGS,
-                                stream_options = { include_usage = true } })
-      local text, usage = drain(s)
-      s:close()
-      assert.are.equal("good", s._hidden_params.model_id)
-      return text, usage
-    end
-    local text, usage = assert(llm.timeout(5, relay))
-    assert.are.equal("t0 t1 t2 ", text)
-    assert.are.equal(3, usage.completion_tokens)
-    assert.are.equal("t0 t1 t2 ", (assert(llm.timeout(5, relay))))
-    local by_id = {}
-    for _, d in ipairs(r:deployments()) do by_id[d.id] = d end
-    assert.are.equal(2 * usage.total_tokens, by_id.good.tokens_in_minute)   -- the usage, not the estimate
-    assert.are.equal(0, by_id.good.inflight)
-    assert.are.equal(2, by_id.bad.failures)
-    assert.are.equal(2, count(bad))
-    assert.are.equal(2, count(good))
   end)
 
   it("enforces a deployment's rpm across real requests", function()

@@ -134,36 +134,6 @@ describe("providers.openai #unit", function()
     end)
   end)
 
-  describe("relay_request", function()
-    it("sends a client's body as it came: the model named, runtime keys out, the stream's headers", function()
-      local json = require "luagent.json"
-      local client = json.decode([[{"model":"alias","stream":true,"messages":[{"role":"user","content":"hi"}],
-        "tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"stop":"END","top_k":5,
-        "vendor":{"x":[]}}]])
-      client.stream_options, client.timeout, client.transport, client.api_key = { include_usage = true }, 30, "lean", "sk-x"
-      client.rate_limit, client.num_retries, client.extra_body = {}, 0, { guided = true }
-      local req = assert(openai.relay_request(client, "gpt-4o", { api_key = CANARY, api_base = "http://127.0.0.1:9/v1" }))
-      assert.equal("http://127.0.0.1:9/v1/chat/completions", req.url)
-      assert.is_true(req.stream)
-      assert.equal("Bearer " .. CANARY, req.headers.authorization)
-      assert.equal("text/event-stream", req.headers.accept)
-      assert.is_nil(req.body:find(CANARY, 1, true))
-      local body = json.decode(req.body)
-      assert.equal("gpt-4o", body.model)
-      -- the tools and stop as sent (build_request would fix the schema and list the stop)
-      assert.same({ { type = "function", ["function"] = { name = "f", parameters = {} } } }, body.tools)
-      assert.is_truthy(req.body:find('"parameters":{}', 1, true))
-      assert.equal("END", body.stop)
-      assert.equal(5, body.top_k)
-      assert.is_truthy(req.body:find('"vendor":{"x":[]}', 1, true))
-      assert.same({ include_usage = true }, body.stream_options)
-      assert.is_true(body.guided)                 -- extra_body merged, as build_request does
-      for _, k in ipairs{ "timeout", "transport", "api_key", "rate_limit", "num_retries", "extra_body" } do
-        assert.is_nil(body[k], k)
-      end
-    end)
-  end)
-
   describe("decoder", function()
     it("decodes the text stream with usage on the final chunk and [DONE]", function()
       local list, err, dec = support.decode_fixture(openai, "openai/stream_text.sse", "gpt-4o-mini")

@@ -427,22 +427,14 @@ function Gateway:_relay(x, params)
     local so = params.stream_options
     params.stream_options = type(so) == "table" and so.include_usage == true and USAGE_ASKED or USAGE_UNASKED
   end
-  -- a stream the client gets as the upstream's bytes goes by
-  -- router:relay: each try sends the client's body as it came and
-  -- assembles no response (luagent.completion's relay); the others are
-  -- decoded and encoded again, through router:completion
-  -- (one call for both, results into new locals: this frame is under
-  -- the request's deepest call, docs/architecture.md "The gateway's
-  -- stream relay")
-  local wire = self:_wire(params, x.proto)
-  local router = self.router
-  local s, err = (wire and router.relay or router.completion)(router, params)
+  local s, err = self.router:completion(params)
   if not s then return x:upstream_failed(err) end
   local series = self:_series(x.model, x.proto.name)
   if x.caller then x.served = s end     -- its _hidden_params name the deployment, for its prices
   if self.hooks.on_chunk then x.params = params end
   series.open:inc(1)
-  local ok, perr = pcall(relay, x, s, wire, x.proto.stream(params.stream_options == USAGE_ASKED, params))
+  local ok, perr = pcall(relay, x, s, self:_wire(params, x.proto),
+                         x.proto.stream(params.stream_options == USAGE_ASKED, params))
   s:close()
   series.open:inc(-1)
   local failed = x.failed

@@ -256,15 +256,6 @@ end
 
 local function cost_mod() return require "luagent.observe.cost" end
 
---- True when a call on p has nothing to observe (M.request would give
---- nil): no observers set, no callbacks or budget of its own, nothing in
---- the task's context.
----@param p table
----@return boolean
-function M.quiet(p)
-  return not M.any and not p.callbacks and not p.budget and not context()
-end
-
 --- Hook 1: a call starts. Returns nil when nothing observes it; else the
 --- event (callbacks on_request fired), or nil, BudgetExceeded when a budget
 --- cannot cover the prompt alone (an embedding's prompt is its input).

@@ -126,27 +126,6 @@ function M.build_request(params, model, ctx)
                                                   stream = stream, passed = true })
 end
 
---- The request of a stream relayed for a client of this wire format (the
---- gateway: completion.relay): the client's decoded body as it came, the
---- model named and the runtime's keys left out. build_request's
---- translation of a script's parameters (messages, tools, stop) has
---- nothing to do on a body that is this API's JSON already, and was a
---- third of a relayed request's set-up (docs/architecture.md, "The
---- gateway's stream relay").
----@param params table an OpenAI chat body (decoded JSON) plus runtime keys
----@param model string
----@param ctx table
----@return table|nil request
----@return table|nil err
-function M.relay_request(params, model, ctx)
-  local body = { model = model }
-  for k, v in pairs(params) do
-    if not RUNTIME_KEYS[k] then body[k] = v end
-  end
-  return common.request(M, params, model, ctx, { body = body, path = "/chat/completions", stream = true,
-                                                  passed = true })
-end
-
 -- ---------------------------------------------------------------------------
 -- Errors
 -- ---------------------------------------------------------------------------
