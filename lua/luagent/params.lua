@@ -7,8 +7,7 @@ local M = {}
 -- What each checked parameter must be. The numeric request parameters
 -- are checked since a provider would only answer a 400 (or, for some
 -- servers, quietly ignore the value); the call's own (timeouts, retries,
--- fallbacks) since nothing else would. One walk of the parameters a
--- call has, not a lookup of each it might have.
+-- fallbacks) since nothing else would.
 local KIND = {
   temperature = "number", top_p = "number", presence_penalty = "number", frequency_penalty = "number",
   max_tokens = "integer", max_completion_tokens = "integer", n = "integer", seed = "integer",
@@ -18,8 +17,15 @@ local KIND = {
   model = "model", messages = "messages",
 }
 
--- The kinds every call shares (call_problem: llm.embedding's too).
-local CALL_KIND = { seconds = true, count = true }
+-- The order they are checked in, so a call with several wrong names the
+-- same one every time: the request's, then (after model and messages are
+-- known to be there) those every call shares (call_problem: llm.embedding's
+-- too), then the context-window fallbacks.
+local REQUEST = { "model", "temperature", "top_p", "presence_penalty", "frequency_penalty",
+                  "max_tokens", "max_completion_tokens", "n", "seed", "messages" }
+local CALL = { "timeout", "attempt_timeout", "connect_timeout", "first_token_timeout", "idle_timeout",
+               "stream_timeout", "num_retries", "fallbacks" }
+local LAST = { "context_window_fallbacks" }   -- llm.embedding refuses it in its own words
 
 local function integral(v)
   return math.type(v) == "integer" or (math.type(v) == "float" and v == math.floor(v))
@@ -46,6 +52,16 @@ local function problem_of(kind, k, v)
   end
 end
 
+-- The first of the parameters `names` that p has wrong: why, and its name.
+local function first_problem(p, names)
+  for i = 1, #names do
+    local k = names[i]
+    local v = p[k]
+    local why = v ~= nil and problem_of(KIND[k], k, v)
+    if why then return why, k end
+  end
+end
+
 --- What is wrong with a completion's parameters (a type llm.completion
 --- checks, a missing model or messages), or nil; and the parameter's name.
 ---@param p table
@@ -53,16 +69,16 @@ end
 ---@return string|nil why
 ---@return string|nil param
 function M.problem(p, default_model)
-  for k, v in pairs(p) do
-    local kind = KIND[k]
-    local why = kind and problem_of(kind, k, v)
-    if why then return why, k end
-  end
+  local why, k = first_problem(p, REQUEST)
+  if why then return why, k end
   if p.model == nil and default_model == nil then
     return "model is required, e.g. \"openai/gpt-4o-mini\" "
       .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", "model"
   end
   if p.messages == nil and p.mock_response == nil then return "messages is required", "messages" end
+  why, k = first_problem(p, CALL)
+  if why then return why, k end
+  return first_problem(p, LAST)
 end
 
 --- Raises, at the caller of llm.completion, an error naming the first
@@ -81,12 +97,6 @@ end
 ---@param p table
 ---@return string|nil why
 ---@return string|nil param
-function M.call_problem(p)
-  for k, v in pairs(p) do
-    local kind = KIND[k]
-    local why = kind and (CALL_KIND[kind] or k == "fallbacks") and problem_of(kind, k, v)
-    if why then return why, k end
-  end
-end
+function M.call_problem(p) return first_problem(p, CALL) end
 
 return M
