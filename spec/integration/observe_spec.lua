@@ -210,16 +210,9 @@ describe("observability #integration", function()
     end)
 
     it("is shared by two processes through a real redis-server", function()
-      assert(os.execute("command -v redis-server >/dev/null 2>&1"), "redis-server is not installed")
-      local port = 20000 + math.random(0, 20000)
-      local rpid = proc.start(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1"):format(port))
-      local url = ("redis://127.0.0.1:%d/0"):format(port)
-      local up = eventually(function()
-        local c = require("luagent.store").redis(url, 1)
-        if c then c:close() return true end
-        return false
-      end)
-      assert.truthy(up, "redis-server did not start")
+      -- (servers.redis: a free port, retried when taken, and ready when it says so)
+      local redis = servers.redis()
+      local url = redis.url
       local name = "spec-" .. math.random(1e9)
       local scen = mock.scenario("chunks=30")
       local script = proc.script(([[
@@ -235,7 +228,7 @@ describe("observability #integration", function()
       local out1 = proc.run(proc.bin .. " " .. script)
       local out2 = proc.run(proc.bin .. " " .. script)
       os.remove(script)
-      proc.kill(rpid)
+      redis.stop()
       -- the first process spends 30 + prompt tokens; the second sees that
       -- total (46) and cannot fit another 8-token prompt under 50
       assert.truthy(out1:match("OK (%d+)"), out1)
