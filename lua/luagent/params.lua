@@ -31,9 +31,14 @@ local function integral(v)
   return math.type(v) == "integer" or (math.type(v) == "float" and v == math.floor(v))
 end
 
--- The problem with value v of parameter k of kind `kind`, or nil.
+-- The problem with value v of parameter k of kind `kind`, or nil. (model
+-- and messages first: every call has them.)
 local function problem_of(kind, k, v)
-  if kind == "number" then
+  if kind == "model" then
+    if type(v) ~= "string" then return "model must be a string like \"openai/gpt-4o-mini\"" end
+  elseif kind == "messages" then
+    if type(v) ~= "table" then return "messages must be a list of {role=, content=} tables" end
+  elseif kind == "number" then
     if type(v) ~= "number" or v ~= v then return ("%s must be a number, got %s"):format(k, type(v)) end
   elseif kind == "integer" then
     if not integral(v) then
@@ -43,12 +48,8 @@ local function problem_of(kind, k, v)
     if type(v) ~= "number" or v < 0 or v ~= v then return ("%s must be a number of seconds >= 0"):format(k) end
   elseif kind == "count" then
     if math.type(v) ~= "integer" or v < 0 then return k .. " must be a non-negative integer" end
-  elseif kind == "list" then
-    if type(v) ~= "table" then return k .. " must be a list of model names or parameter tables" end
-  elseif kind == "model" then
-    if type(v) ~= "string" then return "model must be a string like \"openai/gpt-4o-mini\"" end
-  elseif type(v) ~= "table" then   -- messages
-    return "messages must be a list of {role=, content=} tables"
+  elseif type(v) ~= "table" then   -- a list
+    return k .. " must be a list of model names or parameter tables"
   end
 end
 
@@ -62,6 +63,17 @@ local function first_problem(p, names)
   end
 end
 
+-- Whether p has any checked parameter wrong: one walk over the keys p
+-- has (a call sets a few of the 19), so a right call pays for those
+-- alone; the ordered walks above name the first only when one is wrong.
+local function any_wrong(p)
+  for k, v in pairs(p) do
+    local kind = KIND[k]
+    if kind and problem_of(kind, k, v) then return true end
+  end
+  return false
+end
+
 --- What is wrong with a completion's parameters (a type llm.completion
 --- checks, a missing model or messages), or nil; and the parameter's name.
 ---@param p table
@@ -69,16 +81,21 @@ end
 ---@return string|nil why
 ---@return string|nil param
 function M.problem(p, default_model)
-  local why, k = first_problem(p, REQUEST)
-  if why then return why, k end
+  local wrong = any_wrong(p)
+  if wrong then
+    local why, k = first_problem(p, REQUEST)
+    if why then return why, k end
+  end
   if p.model == nil and default_model == nil then
     return "model is required, e.g. \"openai/gpt-4o-mini\" "
       .. "(\"mock/NAME\" answers from the built-in mock; llm.default_model sets one for every call)", "model"
   end
   if p.messages == nil and p.mock_response == nil then return "messages is required", "messages" end
-  why, k = first_problem(p, CALL)
-  if why then return why, k end
-  return first_problem(p, LAST)
+  if wrong then
+    local why, k = first_problem(p, CALL)
+    if why then return why, k end
+    return first_problem(p, LAST)
+  end
 end
 
 --- Raises, at the caller of llm.completion, an error naming the first
@@ -97,6 +114,8 @@ end
 ---@param p table
 ---@return string|nil why
 ---@return string|nil param
-function M.call_problem(p) return first_problem(p, CALL) end
+function M.call_problem(p)
+  if any_wrong(p) then return first_problem(p, CALL) end
+end
 
 return M

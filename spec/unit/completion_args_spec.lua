@@ -48,4 +48,18 @@ describe("llm.completion arguments #unit", function()
                                            context_window_fallbacks = {} }))
     assert.equal("ok", r.choices[1].message.content)
   end)
+
+  it("names the same parameter every run when several are wrong: the request's, then the call's", function()
+    -- a table's key order changes with its size and insertion order: try several
+    local problem = require("luagent.params").problem
+    for extra = 0, 20 do
+      local p = with { timeout = "soon", temperature = "hot", fallbacks = "x", max_tokens = 1.5 }
+      for i = 1, extra do p["x" .. i] = i end
+      assert.same({ "temperature must be a number, got string", "temperature" }, { problem(p) })
+      p.max_tokens, p.temperature = nil, nil
+      assert.same({ "timeout must be a number of seconds >= 0", "timeout" }, { problem(p) })
+    end
+    assert.same({ "messages is required", "messages" }, { problem { model = "m", timeout = "soon" } })
+    assert.is_nil(problem(with { timeout = 1, temperature = 0.5, n = 2, fallbacks = {} }))
+  end)
 end)
