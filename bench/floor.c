@@ -304,6 +304,18 @@ int main(int argc, char **argv) {
     curl_easy_cleanup(x->easy);
     la_frame_free(&x->fr);
   }
+  /* FLOOR_TTFTS=FILE: each stream's start (ms after the first) and TTFT
+  ** (ms, -1 when none), one line a stream, after a line with the first's
+  ** start on CLOCK_MONOTONIC (s): to see when the slow ones were */
+  if (getenv("FLOOR_TTFTS")) {
+    FILE *f = fopen(getenv("FLOOR_TTFTS"), "w");
+    if (f) {
+      fprintf(f, "# %.6f\n", t_start);
+      for (i = 0; i < n; i++)
+        fprintf(f, "%.3f %.3f\n", (xs[i].t0 - t_start) * 1000, xs[i].ttft >= 0 ? xs[i].ttft * 1000 : -1.0);
+      fclose(f);
+    }
+  }
   qsort(tt, (size_t)nt, sizeof *tt, cmp);
   printf("RESULT {\"client\":\"floor\",\"ok\":%s,\"streams\":%ld,\"chunks\":%ld,"
          "\"errors\":%d,\"cpu_s\":%.6f,\"wall_s\":%.6f,\"ttft_p50_ms\":%.3f,"
