@@ -111,6 +111,9 @@ $(LIB): $(CORE_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# main.c sets the allocator's defaults when the program links mimalloc
+$(BUILD)/obj/main.o: CFLAGS_ALL += $(if $(findstring mimalloc,$(MALLOC_LIBS)),-DLA_MIMALLOC)
+
 $(BIN): $(BUILD)/obj/main.o $(LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIB) $(CJSON_A) $(BIN_LIBS) -lm -Wl,-E \
 	  $(MALLOC_LIBS)
