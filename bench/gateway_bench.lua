@@ -468,7 +468,8 @@ local rows = {
   "",
   "Written by bench/gateway_bench.lua (see its header for the method). Gateway pinned to CPU " .. GW_CPU
     .. ", mock upstream and client (bench/floor.c) to CPU " .. CLIENT_CPU .. "; the gateway process alone is "
-    .. "measured, and runs alone (the other gateways stopped while it is measured, all of them during a direct run). CPU per relayed chunk: medians of " .. ROUNDS .. " interleaved rounds; RSS per open stream: "
+    .. "measured, and runs alone (the other gateways stopped while it is measured, all of them during a "
+    .. "direct run). CPU per relayed chunk: medians of " .. ROUNDS .. " interleaved rounds; RSS per open stream: "
     .. "1,000 streams held open, medians of " .. RSS_ROUNDS .. ".",
   "",
   "| Gateway | CPU per chunk, 100 × 100 | CPU per chunk, 1,000 × 20 | RSS per open stream |",
