@@ -29,10 +29,11 @@ static const char *progname = "luagent";
 /* mimalloc gives a freed span back to the OS 25 ms after it was freed
 ** (its decommit delay). A gateway between bursts of streams then gave back
 ** and took again the same memory on every burst (madvise, page faults):
-** with the delay at 1 s, CPU per relayed chunk at 1,000 x 20 was 0.88 of
-** before (40 paired rounds, bench/PROFILE.md), and memory still goes back
-** a second after the load drops. MIMALLOC_DECOMMIT_DELAY (or its older
-** name, MIMALLOC_RESET_DELAY) still decides when set. */
+** with the delay at 1 s, CPU per relayed chunk at 1,000 x 20 was 0.88-0.91
+** of before (30-40 paired rounds, bench/PROFILE.md), RSS per open stream
+** the same. Freed memory is still given back, when the allocator next runs
+** after that second. MIMALLOC_DECOMMIT_DELAY (or its older name,
+** MIMALLOC_RESET_DELAY) still decides when set. */
 static void allocator_defaults(void) {
 #ifdef LA_MIMALLOC
   if (!getenv("MIMALLOC_DECOMMIT_DELAY") && !getenv("MIMALLOC_RESET_DELAY"))
